@@ -1,0 +1,51 @@
+"""Charger sinks: each reads the charge point's state and applies the controller's command.
+
+A vendor is one module here plus one line in :data:`CHARGER_TYPES`.  Each module exposes:
+
+- ``Config``: a frozen dataclass of its settings (fields made with ``pvcharge.settings.setting``);
+- ``create(config, *, name, clock) -> Charger``: builds the driver (no I/O yet).
+
+Drivers convert vendor units (mA, kW) to canonical ones, describe what the hardware can do in
+``capabilities``, keep any vendor rate limit themselves, and raise only ``DeviceError`` subclasses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+from pvcharge.readings import ChargerCapabilities, ChargerCommand, ChargerReading
+
+Clock = Callable[[], float]
+
+#: charger ``type`` in the config → module implementing it.
+CHARGER_TYPES: dict[str, str] = {
+    "warp": "pvcharge.chargers.warp",
+}
+
+
+class Charger(Protocol):
+    """A charger sink. One instance per configured device."""
+
+    name: str
+    capabilities: ChargerCapabilities
+
+    async def read(self) -> ChargerReading:
+        """Read the charge point once.
+
+        Raises: ``DeviceUnavailable`` or ``DeviceProtocolError``.
+        """
+        ...
+
+    async def apply(self, command: ChargerCommand) -> None:
+        """Send the command (current in A, 0 pauses; phases where switchable).
+
+        The daemon calls this only when the command differs from the last one applied, and again
+        after a failure.  Raises: ``DeviceUnavailable`` or ``DeviceProtocolError``; on an
+        exception the daemon treats the command as not applied.
+        """
+        ...
+
+    async def close(self) -> None:
+        """Release connections. Safe to call twice."""
+        ...

@@ -1,0 +1,66 @@
+"""Building blocks for typed settings: documented fields and secrets.
+
+Every config dataclass in pvcharge (the control core's, each driver's) declares its keys with
+:func:`setting`, which records the unit, the allowed range and a one-line description.  The config
+loader (``pvcharge.config``) validates against these, ``config.example.yaml`` is checked against
+them by the tests, and ``pvcharge check-config`` prints them.  This module imports nothing of
+pvcharge, so the pure control core may use it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+_MISSING: Any = dataclasses.MISSING
+
+
+def setting(
+    default: Any = _MISSING,
+    *,
+    doc: str,
+    unit: str | None = None,
+    min: float | None = None,  # noqa: A002 - reads naturally at the call site
+    max: float | None = None,  # noqa: A002
+) -> Any:
+    """A dataclass field with documentation and bounds for the config loader.
+
+    Args:
+        default: the default value; omit it for a required key.
+        doc: one line for users: what the key does.
+        unit: unit of the value (``"W"``, ``"A"``, ``"s"``, ``"%"``, ``"V"``), ``None`` if unitless.
+        min, max: inclusive bounds checked by the loader for numbers.
+    """
+    metadata = {"doc": doc, "unit": unit, "min": min, "max": max}
+    if default is _MISSING:
+        return dataclasses.field(metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+class Secret:
+    """A password, token or app secret that never prints itself.
+
+    ``str()``, ``repr()`` and f-strings show ``***``; call :meth:`reveal` at the one place the value
+    goes onto the wire.  Equality compares the hidden values.
+    """
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        """The secret value itself. Never log or print it."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    def __str__(self) -> str:
+        return "***"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
