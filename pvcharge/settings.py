@@ -20,8 +20,8 @@ def setting(
     *,
     doc: str,
     unit: str | None = None,
-    min: float | None = None,  # noqa: A002 - reads naturally at the call site
-    max: float | None = None,  # noqa: A002
+    min: float | None = None,
+    max: float | None = None,
 ) -> Any:
     """A dataclass field with documentation and bounds for the config loader.
 
@@ -35,6 +35,16 @@ def setting(
     if default is _MISSING:
         return dataclasses.field(metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
+
+
+class SettingError(ValueError):
+    """Raised by a settings dataclass's ``__post_init__``: ``key`` is the field name inside its section
+    (the loader prefixes the section, e.g. ``charger.min_current_a``)."""
+
+    def __init__(self, key: str, problem: str) -> None:
+        self.key = key
+        self.problem = problem
+        super().__init__(f"{key}: {problem}")
 
 
 class Secret:

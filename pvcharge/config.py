@@ -1,0 +1,312 @@
+"""Load the one YAML config file into typed, frozen objects, validated up front.
+
+Layout of the file (every key is documented in ``config.example.yaml``)::
+
+    site:    {voltage_v}
+    meter:   {type: huawei, <the huawei driver's keys>}
+    charger: {type: warp, min_current_a, max_current_a, phases, <the warp driver's keys>}
+    control: {mode, interval_s, grid_target_w, start_delay_s, stop_delay_s, max_age_s}
+    log:     {level, format}
+
+Rules:
+
+- every error is a :class:`pvcharge.errors.ConfigError` reading ``FILE: key.path: problem
+  (expected …)``;
+- unknown keys are errors (with a "did you mean" hint), never silently ignored;
+- ``${NAME}`` in any string is replaced by the environment variable ``NAME`` (an unset variable is
+  an error);
+- a secret key ``password`` may instead be given as ``password_file: PATH`` (e.g. a systemd
+  credential in ``$CREDENTIALS_DIRECTORY``); the file's content, without its trailing newline, is the
+  secret; relative paths are relative to the config file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import importlib
+import os
+import re
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from pvcharge.chargers import CHARGER_TYPES
+from pvcharge.control.config import ChargePoint, ControlConfig, SiteConfig
+from pvcharge.errors import ConfigError
+from pvcharge.meters import METER_TYPES
+from pvcharge.settings import Secret, SettingError, setting
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    """The ``log:`` section."""
+
+    level: Literal["debug", "info", "warning", "error"] = setting("info", doc="lowest level logged")
+    format: Literal["console", "json"] = setting(
+        "console",
+        doc="console: one readable line per event; json: one JSON object per line (for journald/Loki)",
+    )
+
+
+@dataclass(frozen=True)
+class DeviceConfig:
+    """A ``meter:`` or ``charger:`` section: the driver ``type`` and its typed settings.
+
+    ``module`` is the driver module (``pvcharge.meters.huawei``); ``settings`` is an instance of that
+    module's ``Config`` dataclass.
+    """
+
+    type: str
+    module: str
+    settings: Any
+
+    def create(self, *, name: str, clock: typing.Callable[[], float]) -> Any:
+        """Build the driver (no I/O yet): ``module.create(settings, name=..., clock=...)``."""
+        return importlib.import_module(self.module).create(self.settings, name=name, clock=clock)
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole config file, validated."""
+
+    path: str
+    site: SiteConfig
+    meter: DeviceConfig
+    charger: DeviceConfig
+    charge_point: ChargePoint
+    control: ControlConfig
+    log: LogConfig
+
+
+def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> Config:
+    """Read and validate a config file.
+
+    Args:
+        path: the YAML file.
+        environ: the environment for ``${NAME}`` references (default ``os.environ``).
+
+    Raises:
+        ConfigError: unreadable file, bad YAML, missing/unknown/mistyped key, out-of-range value.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(str(path), "", f"cannot read config file: {exc.strerror or exc}") from exc
+    return parse_config(text, str(path), environ=environ)
+
+
+def parse_config(text: str, path: str = "<config>", environ: Mapping[str, str] | None = None) -> Config:
+    """Validate config ``text``; ``path`` is used in messages and to resolve ``*_file`` keys."""
+    loader = _Loader(path, os.environ if environ is None else environ)
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(path, "", f"invalid YAML: {where}{problem}") from exc
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(path, "", f"expected a mapping of sections at the top, got {_kind(data)}")
+    loader.check_keys(data, "", ["site", "meter", "charger", "control", "log"])
+    for required in ("meter", "charger"):
+        if required not in data:
+            raise ConfigError(path, required, "missing section (expected a mapping with at least 'type')")
+    site = loader.dataclass(SiteConfig, data.get("site"), "site")
+    meter = loader.device(data["meter"], "meter", METER_TYPES, extra=None)
+    charge_point_keys = [f.name for f in dataclasses.fields(ChargePoint)]
+    charger = loader.device(data["charger"], "charger", CHARGER_TYPES, extra=charge_point_keys)
+    charger_map: dict[str, Any] = data["charger"]
+    cp_data = {k: v for k, v in charger_map.items() if k in charge_point_keys}
+    charge_point = loader.dataclass(ChargePoint, cp_data, "charger")
+    control = loader.dataclass(ControlConfig, data.get("control"), "control")
+    log = loader.dataclass(LogConfig, data.get("log"), "log")
+    return Config(path, site, meter, charger, charge_point, control, log)
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "nothing (null)"
+    return {
+        bool: "a boolean",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        list: "a list",
+        dict: "a mapping",
+    }.get(type(value), type(value).__name__)
+
+
+class _Loader:
+    def __init__(self, path: str, environ: Mapping[str, str]) -> None:
+        self.path = path
+        self.environ = environ
+
+    def error(self, key: str, problem: str) -> ConfigError:
+        return ConfigError(self.path, key, problem)
+
+    def check_keys(self, data: Mapping[str, Any], prefix: str, allowed: list[str]) -> None:
+        for key in data:
+            if not isinstance(key, str) or key not in allowed:
+                hint = difflib.get_close_matches(str(key), allowed, n=1)
+                did_you_mean = f" (did you mean '{hint[0]}'?)" if hint else ""
+                raise self.error(
+                    f"{prefix}{key}",
+                    f"unknown key{did_you_mean}; expected one of: {', '.join(sorted(allowed))}",
+                )
+
+    def device(
+        self, data: Any, section: str, registry: Mapping[str, str], extra: list[str] | None
+    ) -> DeviceConfig:
+        if not isinstance(data, dict):
+            raise self.error(section, f"expected a mapping with at least 'type', got {_kind(data)}")
+        kind = data.get("type")
+        if kind is None:
+            raise self.error(
+                f"{section}.type", f"missing key; expected one of: {', '.join(sorted(registry))}"
+            )
+        if kind not in registry:
+            raise self.error(
+                f"{section}.type",
+                f"unknown {section} type {kind!r}; expected one of: {', '.join(sorted(registry))}",
+            )
+        module = importlib.import_module(registry[kind])
+        cls = module.Config
+        own = {k: v for k, v in data.items() if k != "type" and k not in (extra or [])}
+        allowed_extra = ["type", *(extra or [])]
+        settings = self.dataclass(cls, own, section, allowed_extra=allowed_extra)
+        return DeviceConfig(type=kind, module=registry[kind], settings=settings)
+
+    def dataclass(
+        self, cls: type[Any], data: Any, section: str, allowed_extra: list[str] | None = None
+    ) -> Any:
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise self.error(section, f"expected a mapping, got {_kind(data)}")
+        hints = typing.get_type_hints(cls)
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        secret_files = {f"{n}_file": n for n in fields if _is_secret(hints[n])}
+        self.check_keys(data, f"{section}.", [*fields, *secret_files, *(allowed_extra or [])])
+        kwargs: dict[str, Any] = {}
+        for key, raw in data.items():
+            if key in secret_files:
+                name = secret_files[key]
+                if name in data:
+                    raise self.error(f"{section}.{key}", f"give either '{name}' or '{key}', not both")
+                kwargs[name] = Secret(self._read_secret_file(f"{section}.{key}", raw))
+            elif key in fields:
+                kwargs[key] = self.value(f"{section}.{key}", raw, hints[key], fields[key].metadata)
+        for name, f in fields.items():
+            if (
+                name not in kwargs
+                and f.default is dataclasses.MISSING
+                and f.default_factory is dataclasses.MISSING
+            ):
+                doc = f.metadata.get("doc", "")
+                raise self.error(f"{section}.{name}", f"missing key ({doc})" if doc else "missing key")
+        try:
+            return cls(**kwargs)
+        except SettingError as exc:
+            raise self.error(f"{section}.{exc.key}", exc.problem) from exc
+
+    def _read_secret_file(self, key: str, raw: Any) -> str:
+        if not isinstance(raw, str) or not raw:
+            raise self.error(key, f"expected a file path, got {_kind(raw)}")
+        file = Path(self.expand(key, raw))
+        if not file.is_absolute():
+            file = Path(self.path).parent / file
+        try:
+            return file.read_text(encoding="utf-8").rstrip("\r\n")
+        except OSError as exc:
+            raise self.error(key, f"cannot read secret file {str(file)!r}: {exc.strerror or exc}") from exc
+
+    def expand(self, key: str, text: str) -> str:
+        def repl(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name not in self.environ:
+                raise self.error(key, f"environment variable {name} is not set (referenced as ${{{name}}})")
+            return self.environ[name]
+
+        return _ENV_REF.sub(repl, text)
+
+    def value(self, key: str, raw: Any, hint: Any, meta: Mapping[str, Any]) -> Any:
+        origin = typing.get_origin(hint)
+        args = typing.get_args(hint)
+        if origin in (typing.Union, types.UnionType):
+            if raw is None and type(None) in args:
+                return None
+            inner = [a for a in args if a is not type(None)]
+            if len(inner) == 1:
+                return self.value(key, raw, inner[0], meta)
+            raise TypeError(f"unsupported settings type {hint!r} at {key}")
+        if origin is Literal:
+            if isinstance(raw, str):
+                raw = self.expand(key, raw)
+            for option in args:
+                if raw == option and type(raw) is type(option):
+                    return option
+            expected = ", ".join(repr(a) for a in args)
+            raise self.error(key, f"expected one of {expected}, got {raw!r}")
+        if hint is Secret:
+            if not isinstance(raw, str | int) or isinstance(raw, bool):
+                raise self.error(key, f"expected a string, got {_kind(raw)}")
+            return Secret(self.expand(key, str(raw)))
+        if hint is str:
+            if not isinstance(raw, str):
+                raise self.error(key, f"expected a string, got {_kind(raw)}")
+            return self.expand(key, raw)
+        if hint is bool:
+            if not isinstance(raw, bool):
+                raise self.error(key, f"expected true or false, got {_kind(raw)}")
+            return raw
+        if hint in (int, float):
+            if isinstance(raw, bool) or not isinstance(raw, int | float):
+                unit = f" in {meta['unit']}" if meta.get("unit") else ""
+                expected = "an integer" if hint is int else "a number"
+                raise self.error(key, f"expected {expected}{unit}, got {_kind(raw)} {raw!r}")
+            if hint is int and not isinstance(raw, int):
+                raise self.error(key, f"expected an integer, got {raw!r}")
+            value = hint(raw)
+            lo, hi, unit = meta.get("min"), meta.get("max"), meta.get("unit") or ""
+            if (lo is not None and value < lo) or (hi is not None and value > hi):
+                raise self.error(key, f"expected a value within {lo:g}–{hi:g} {unit}, got {value:g}".rstrip())
+            return value
+        raise TypeError(f"unsupported settings type {hint!r} at {key}")
+
+
+def _is_secret(hint: Any) -> bool:
+    return hint is Secret or Secret in typing.get_args(hint)
+
+
+def to_dict(config: Config) -> dict[str, Any]:
+    """The effective config as plain data, secrets shown as ``***`` (for ``check-config``)."""
+
+    def plain(obj: Any) -> Any:
+        if isinstance(obj, Secret):
+            return "***"
+        if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+            return {f.name: plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        return obj
+
+    return {
+        "site": plain(config.site),
+        "meter": {"type": config.meter.type, **plain(config.meter.settings)},
+        "charger": {
+            "type": config.charger.type,
+            **plain(config.charge_point),
+            **plain(config.charger.settings),
+        },
+        "control": plain(config.control),
+        "log": plain(config.log),
+    }

@@ -1,0 +1,222 @@
+"""Config loading: typed values, defaults, secrets, and clear errors naming file, key and expectation."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import typing
+from pathlib import Path
+
+import pytest
+
+from pvcharge.cli import main
+from pvcharge.config import Config, load_config, parse_config, to_dict
+from pvcharge.errors import ConfigError
+from pvcharge.settings import Secret
+
+ROOT = Path(__file__).resolve().parent.parent
+MINIMAL = """
+meter: {type: huawei, host: 192.0.2.10}
+charger: {type: warp, url: "http://192.0.2.20"}
+"""
+
+
+def error_of(text: str, environ: dict[str, str] | None = None) -> str:
+    with pytest.raises(ConfigError) as err:
+        parse_config(text, "/etc/pvcharge/config.yaml", environ=environ or {})
+    return str(err.value)
+
+
+def test_minimal_config_fills_documented_defaults() -> None:
+    cfg = parse_config(MINIMAL, environ={})
+    assert cfg.meter.type == "huawei"
+    assert cfg.meter.settings.host == "192.0.2.10"
+    assert cfg.meter.settings.port == 502
+    assert cfg.charger.type == "warp"
+    assert cfg.charge_point.max_current_a == 16
+    assert cfg.charge_point.min_current_a == 6
+    assert cfg.charge_point.phases == 3
+    assert cfg.site.voltage_v == 230
+    assert cfg.control.mode == "pv"
+    assert cfg.control.interval_s == 5
+
+
+def test_config_objects_are_frozen() -> None:
+    cfg = parse_config(MINIMAL, environ={})
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.control.mode = "fast"  # type: ignore[misc]
+
+
+def test_missing_key_names_the_key_and_what_it_is() -> None:
+    msg = error_of("meter: {type: huawei}\ncharger: {type: warp, url: http://x}\n")
+    assert msg.startswith("/etc/pvcharge/config.yaml: meter.host: missing key")
+
+
+def test_missing_section() -> None:
+    assert "charger: missing section" in error_of("meter: {type: huawei, host: h}\n")
+
+
+def test_wrong_type_names_key_expected_and_got() -> None:
+    msg = error_of(MINIMAL + "control: {interval_s: fast}\n")
+    assert "control.interval_s: expected a number in s, got a string 'fast'" in msg
+
+
+def test_boolean_is_not_a_number() -> None:
+    assert "charger.max_current_a: expected a number in A" in error_of(
+        MINIMAL.replace('url: "http://192.0.2.20"', 'url: "http://192.0.2.20", max_current_a: true')
+    )
+
+
+def test_unknown_key_is_an_error_with_a_hint() -> None:
+    msg = error_of(MINIMAL.replace("host: 192.0.2.10", "host: 192.0.2.10, prot: 6607"))
+    assert "meter.prot: unknown key (did you mean 'port'?)" in msg
+
+
+def test_unknown_section_and_unknown_type() -> None:
+    assert "contrl: unknown key (did you mean 'control'?)" in error_of(MINIMAL + "contrl: {}\n")
+    assert "meter.type: unknown meter type 'sma'; expected one of: huawei" in error_of(
+        MINIMAL.replace("type: huawei", "type: sma")
+    )
+
+
+def test_out_of_range_and_bad_choice() -> None:
+    assert "control.interval_s: expected a value within 1–300 s, got 0" in error_of(
+        MINIMAL + "control: {interval_s: 0}\n"
+    )
+    assert "control.mode: expected one of 'off', 'pv', 'fast', got 'turbo'" in error_of(
+        MINIMAL + "control: {mode: turbo}\n"
+    )
+    assert "charger.phases: expected one of 1, 3, got 2" in error_of(
+        MINIMAL.replace('url: "http://192.0.2.20"', 'url: "http://192.0.2.20", phases: 2')
+    )
+
+
+def test_cross_field_error_names_the_key() -> None:
+    msg = error_of(
+        MINIMAL.replace(
+            'url: "http://192.0.2.20"', 'url: "http://192.0.2.20", min_current_a: 12, max_current_a: 10'
+        )
+    )
+    assert "charger.min_current_a: must be <= max_current_a (10 A), got 12 A" in msg
+
+
+def test_bad_yaml_gives_line_and_column() -> None:
+    msg = error_of("meter: {type: huawei\ncharger: [\n")
+    assert msg.startswith("/etc/pvcharge/config.yaml: invalid YAML: line ")
+
+
+def test_top_level_must_be_a_mapping() -> None:
+    assert "expected a mapping of sections at the top, got a list" in error_of("- a\n- b\n")
+
+
+def test_unreadable_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(tmp_path / "nope.yaml")
+    assert "nope.yaml: cannot read config file" in str(err.value)
+
+
+def test_secret_inline_env_and_file(tmp_path: Path) -> None:
+    text = MINIMAL.replace(
+        'url: "http://192.0.2.20"', 'url: "http://192.0.2.20", username: admin, password: "${WARP_PW}"'
+    )
+    cfg = parse_config(text, str(tmp_path / "c.yaml"), environ={"WARP_PW": "s3cret-env"})
+    assert isinstance(cfg.charger.settings.password, Secret)
+    assert cfg.charger.settings.password.reveal() == "s3cret-env"
+    assert "s3cret-env" not in repr(cfg)
+
+    (tmp_path / "warp.pw").write_text("s3cret-file\n")
+    text = MINIMAL.replace(
+        'url: "http://192.0.2.20"', 'url: "http://192.0.2.20", username: admin, password_file: warp.pw'
+    )
+    cfg = parse_config(text, str(tmp_path / "c.yaml"), environ={})
+    assert cfg.charger.settings.password.reveal() == "s3cret-file"
+    assert to_dict(cfg)["charger"]["password"] == "***"
+
+
+def test_secret_errors() -> None:
+    assert "environment variable WARP_PW is not set" in error_of(
+        MINIMAL.replace('url: "http://192.0.2.20"', 'url: "http://192.0.2.20", password: "${WARP_PW}"')
+    )
+    assert "charger.password_file: give either 'password' or 'password_file', not both" in error_of(
+        MINIMAL.replace(
+            'url: "http://192.0.2.20"', 'url: "http://192.0.2.20", password: x, password_file: /x'
+        )
+    )
+    assert "charger.password_file: cannot read secret file" in error_of(
+        MINIMAL.replace(
+            'url: "http://192.0.2.20"', 'url: "http://192.0.2.20", password_file: /nonexistent/pw'
+        )
+    )
+
+
+def test_example_config_is_valid() -> None:
+    cfg = load_config(ROOT / "config.example.yaml")
+    assert isinstance(cfg, Config)
+
+
+def _documented_keys(cfg_cls: type, section: str) -> list[str]:
+    return [f"{section}.{f.name}" for f in dataclasses.fields(cfg_cls)]
+
+
+def test_example_config_documents_every_key_with_default_and_unit() -> None:
+    """Every settings field of every section and every driver appears in config.example.yaml, with its
+    default value and unit in the comment on the same line."""
+    import importlib
+
+    from pvcharge.chargers import CHARGER_TYPES
+    from pvcharge.config import LogConfig
+    from pvcharge.control.config import ChargePoint, ControlConfig, SiteConfig
+    from pvcharge.meters import METER_TYPES
+
+    text = (ROOT / "config.example.yaml").read_text()
+    classes = [(SiteConfig, "site"), (ChargePoint, "charger"), (ControlConfig, "control"), (LogConfig, "log")]
+    classes += [(importlib.import_module(m).Config, "meter") for m in METER_TYPES.values()]
+    classes += [(importlib.import_module(m).Config, "charger") for m in CHARGER_TYPES.values()]
+    blocks = dict(re.findall(r"^(\w+):\n((?:[ #].*\n|\n)*)", text, re.MULTILINE))
+    missing = []
+    for cls, section in classes:
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            line = re.search(rf"^\s*#?\s*{f.name}:.*$", blocks.get(section, ""), re.MULTILINE)
+            if line is None:
+                missing.append(f"{cls.__module__}.{cls.__name__}.{f.name}: not in the example")
+                continue
+            unit = f.metadata.get("unit")
+            if unit and f"[{unit}]" not in line.group(0):
+                missing.append(f"{f.name}: unit [{unit}] not on its line")
+            if f.default is not dataclasses.MISSING and f.default is not None and hints[f.name] is not Secret:
+                default = f.default
+                shown = (
+                    f"{default:g}"
+                    if isinstance(default, float)
+                    else str(default).lower()
+                    if isinstance(default, bool)
+                    else str(default)
+                )
+                if f"default {shown}" not in line.group(0):
+                    missing.append(f"{f.name}: 'default {shown}' not on its line")
+    assert not missing, "\n".join(missing)
+
+
+def test_check_config_prints_effective_config_with_secrets_redacted(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        MINIMAL.replace(
+            'url: "http://192.0.2.20"', 'url: "http://192.0.2.20", username: admin, password: hunter2-secret'
+        )
+    )
+    assert main(["check-config", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "hunter2-secret" not in out
+    assert "password: '***'" in out
+    assert "max_current_a: 16.0" in out
+
+
+def test_check_config_error_exit_code(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(MINIMAL + "control: {stop_delay_s: -1}\n")
+    assert main(["check-config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert f"{path}: control.stop_delay_s: expected a value within 0–3600 s, got -1" in err
