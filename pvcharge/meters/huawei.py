@@ -1,0 +1,370 @@
+"""Huawei SUN2000 hybrid inverter (with its power meter and LUNA2000 battery) over Modbus TCP.
+
+Device facts come from the project reference ``meters.md`` §1 (sources: wlcrs/huawei-solar-lib
+``registers.py`` [H1], ``huawei_solar.py`` [H2], ``const.py`` [H5]; evcc and ioBroker.sun2000 [H9, H10]).
+Holding registers (function 0x03), big-endian, 32-bit values high word first (§1.1):
+
+==========  ====  ======  ==================================================================
+register    type  gain    meaning (vendor sign)
+==========  ====  ======  ==================================================================
+32064       I32   1 W     PV input (DC) power
+37107/9/11  I32   100 A   grid phase currents L1–L3, signed like 37113
+37113       I32   1 W     meter active power, **+ = export**, − = import
+37760       U16   10 %    battery state of charge
+37765       I32   1 W     battery power, **+ = charging**, − = discharging
+==========  ====  ======  ==================================================================
+
+Invalid markers ("no value", §1.3): U16 ``0xFFFF``, I32 ``0x7FFFFFFF``.  One read is three requests:
+``32064×2``, ``37107×8`` and ``37760×7`` (the last one skipped with ``battery: false``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import structlog
+from pymodbus.client import AsyncModbusTcpClient
+from pymodbus.exceptions import ConnectionException, ModbusException
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential,
+    wait_random,
+)
+
+from pvcharge.errors import DeviceProtocolError, DeviceUnavailable
+from pvcharge.readings import SiteReading
+from pvcharge.settings import setting
+
+log = structlog.get_logger(__name__)
+
+PV_POWER = 32064  #: I32 W, PV input power [H1 ``input_power``]
+GRID_CURRENTS = 37107  #: 3 × I32, gain 100 A, + = export [H9, H11]
+GRID_POWER = 37113  #: I32 W, + = export [H1 ``power_meter_active_power``; H10]
+BATTERY_SOC = 37760  #: U16, gain 10 % [H1 ``storage_state_of_capacity``]
+BATTERY_POWER = 37765  #: I32 W, + = charging [H1 ``storage_charge_discharge_power``; H10]
+
+#: (first register, count) of each request; reads span ≤ 64 registers (reference §1.4 [H5]).
+PV_BLOCK = (PV_POWER, 2)
+METER_BLOCK = (GRID_CURRENTS, GRID_POWER + 2 - GRID_CURRENTS)  # 37107..37114
+BATTERY_BLOCK = (BATTERY_SOC, BATTERY_POWER + 2 - BATTERY_SOC)  # 37760..37766
+
+U16_INVALID = 0xFFFF
+I32_INVALID = 0x7FFFFFFF
+
+_EXC_ILLEGAL_ADDRESS = 0x02
+_EXC_RETRYABLE = {0x04: "slave failure", 0x06: "device busy"}  # reference §1.4 [H2]
+_EXC_OTHER = {  # Modbus application protocol spec; 0x80 reference §1.4 [H2]
+    0x01: "illegal function",
+    0x03: "illegal data value",
+    0x0A: "gateway path unavailable",
+    0x0B: "gateway target did not respond; check unit_id",
+    0x80: "permission denied",
+}
+
+
+@dataclass(frozen=True)
+class Config:
+    """Settings of a Huawei SUN2000 meter source (config ``type: huawei``)."""
+
+    host: str = setting(doc="IP address or host name of the SDongle or the inverter")
+    port: int = setting(
+        502, doc="Modbus TCP port: 502 or 6607 (can change after a firmware update)", min=1, max=65535
+    )
+    unit_id: int = setting(
+        1, doc="Modbus unit id: 1 via the SDongle, 0 on the inverter's own WLAN access point", min=0, max=247
+    )
+    timeout_s: float = setting(
+        10.0, doc="connect and reply timeout (the SDongle can answer slowly)", unit="s", min=0.1, max=120
+    )
+    connect_delay_s: float = setting(
+        1.5,
+        doc="wait after connecting before the first request (huawei-solar waits 1.5 s)",
+        unit="s",
+        min=0,
+        max=30,
+    )
+    request_gap_s: float = setting(
+        0.05,
+        doc="pause between requests; the inverter cannot cope with back-to-back ones",
+        unit="s",
+        min=0,
+        max=5,
+    )
+    retries: int = setting(
+        2, doc="extra attempts after a timeout, busy reply or broken connection", min=0, max=10
+    )
+    backoff_s: float = setting(
+        0.5,
+        doc="wait before the first retry; doubles per retry, plus up to as much jitter",
+        unit="s",
+        min=0,
+        max=30,
+    )
+    battery: bool = setting(True, doc="read the home battery (37760–37766); false for a site without one")
+
+
+def create(config: Config, *, name: str, clock: Callable[[], float]) -> HuaweiMeter:
+    """Build the driver from its config (no I/O yet)."""
+    return HuaweiMeter(config, name=name, clock=clock)
+
+
+# -- pure encoding -------------------------------------------------------------------------------
+def decode_u16(reg: int, *, register: int) -> int:
+    """One register as an unsigned 16-bit value.
+
+    Raises:
+        ValueError: ``reg`` is not 0..0xFFFF, or it is the invalid marker ``0xFFFF`` (reference §1.3 [H1]);
+            the message names ``register``.
+    """
+    _check_word(reg, register)
+    if reg == U16_INVALID:
+        raise ValueError(f"register {register} reports 'no value' (0xFFFF)")
+    return reg
+
+
+def encode_u16(value: int) -> list[int]:
+    """``value`` (0..0xFFFF) as one register."""
+    if not 0 <= value <= 0xFFFF:
+        raise ValueError(f"{value} does not fit in U16")
+    return [value]
+
+
+def decode_i32(hi: int, lo: int, *, register: int) -> int:
+    """Two registers, high word first (reference §1.1 [H1]), as a signed 32-bit value.
+
+    Raises:
+        ValueError: a word is not 0..0xFFFF, or the value is the invalid marker ``0x7FFFFFFF``
+            (reference §1.3 [H1]); the message names ``register``.
+    """
+    _check_word(hi, register)
+    _check_word(lo, register + 1)
+    raw = hi << 16 | lo
+    if raw == I32_INVALID:
+        raise ValueError(f"register {register} reports 'no value' (0x7FFFFFFF)")
+    return raw - (1 << 32) if raw & 0x80000000 else raw
+
+
+def encode_i32(value: int) -> list[int]:
+    """``value`` (−2³¹..2³¹−1) as ``[hi, lo]``, two's complement, high word first."""
+    if not -(1 << 31) <= value < 1 << 31:
+        raise ValueError(f"{value} does not fit in I32")
+    raw = value & 0xFFFFFFFF
+    return [raw >> 16, raw & 0xFFFF]
+
+
+def _check_word(reg: int, register: int) -> None:
+    if not 0 <= reg <= 0xFFFF:
+        raise ValueError(f"register {register} holds {reg!r}, not a 16-bit word")
+
+
+def to_reading(
+    pv_regs: Sequence[int],
+    meter_regs: Sequence[int],
+    battery_regs: Sequence[int] | None,
+    timestamp_s: float,
+) -> SiteReading:
+    """Convert raw register blocks to a canonical reading (reference meters.md, sign table and §1.3).
+
+    Args:
+        pv_regs: 2 registers from 32064 (PV input power, I32 W).
+        meter_regs: 8 registers from 37107: phase currents L1–L3 (I32, gain 100 A, + = export) and
+            37113 meter active power (I32 W, + = export).
+        battery_regs: 7 registers from 37760: SoC (U16, gain 10 %) at 37760, battery power (I32 W,
+            + = charging) at 37765; ``None`` for a site without battery (battery 0 W, SoC ``None``).
+        timestamp_s: when the registers were read.
+
+    Returns:
+        ``grid_power_w = -reg37113``, ``pv_power_w = max(0, reg32064)``, ``battery_power_w = -reg37765``,
+        ``battery_soc_pct = reg37760 / 10``, ``grid_currents_a = -reg37107/100, …`` (> 0 import).
+
+    Raises:
+        ValueError: a block has the wrong length, a register holds an invalid marker, or the SoC
+            exceeds 100 %; the message names the register.
+    """
+    _check_len(pv_regs, PV_BLOCK)
+    _check_len(meter_regs, METER_BLOCK)
+    pv_w = decode_i32(pv_regs[0], pv_regs[1], register=PV_POWER)
+    currents = tuple(
+        -decode_i32(meter_regs[i], meter_regs[i + 1], register=GRID_CURRENTS + i) / 100.0 for i in (0, 2, 4)
+    )
+    grid_w = decode_i32(meter_regs[6], meter_regs[7], register=GRID_POWER)
+    battery_w, soc_pct = 0, None
+    if battery_regs is not None:
+        _check_len(battery_regs, BATTERY_BLOCK)
+        soc_pct = decode_u16(battery_regs[0], register=BATTERY_SOC) / 10.0
+        if soc_pct > 100.0:
+            raise ValueError(f"register {BATTERY_SOC} reports SoC {soc_pct} % (> 100 %)")
+        battery_w = decode_i32(battery_regs[5], battery_regs[6], register=BATTERY_POWER)
+    return SiteReading(
+        grid_power_w=float(-grid_w),
+        pv_power_w=float(max(0, pv_w)),
+        battery_power_w=float(-battery_w),
+        battery_soc_pct=soc_pct,
+        timestamp_s=timestamp_s,
+        grid_currents_a=(currents[0], currents[1], currents[2]),
+    )
+
+
+def _check_len(regs: Sequence[int], block: tuple[int, int]) -> None:
+    if len(regs) != block[1]:
+        raise ValueError(f"expected {block[1]} registers from {block[0]}, got {len(regs)}")
+
+
+# -- driver --------------------------------------------------------------------------------------
+class _Transient(Exception):
+    """A failure worth retrying: timeout, connection problem, exception 0x04/0x06, short reply."""
+
+
+class HuaweiMeter:
+    """Reads grid, PV and battery from a SUN2000 over one lazily opened Modbus TCP connection.
+
+    Requests are serialized with ``request_gap_s`` between them, the first one ``connect_delay_s``
+    after connecting (reference §1.4 [H2, H5]).  Each request is tried ``1 + retries`` times with
+    exponential backoff and jitter on timeouts, connection errors, exception 0x04 (slave failure),
+    0x06 (busy) and replies with a wrong register count (treated as busy, §1.4); a broken
+    connection is closed and reopened on the next attempt.  pymodbus' own retries and automatic
+    reconnects are switched off so that this is the only retry layer.
+
+    Args:
+        config: the settings.
+        name: the configured device name, used in errors and logs.
+        clock: returns the timestamp put on readings (seconds).
+    """
+
+    def __init__(self, config: Config, *, name: str, clock: Callable[[], float]) -> None:
+        self.name = name
+        self._config = config
+        self._clock = clock
+        self._endpoint = f"{config.host}:{config.port} unit {config.unit_id}"
+        self._client: AsyncModbusTcpClient | None = None
+        self._lock = asyncio.Lock()
+        self._next_request_at = 0.0  #: event-loop time before which no request may be sent
+        self._lost_reason: str | None = None  #: why the last connection broke, until reconnected
+        self._log = log.bind(device=name, endpoint=self._endpoint)
+
+    async def read(self) -> SiteReading:
+        """Read the site once (three requests; two with ``battery: false``).
+
+        Returns:
+            a canonical reading (grid > 0 import, battery > 0 discharge) stamped with ``clock()``.
+
+        Raises:
+            DeviceUnavailable: no usable answer after ``1 + retries`` attempts (unreachable, timeout, busy).
+            DeviceProtocolError: a register is absent (exception 0x02), holds an invalid marker or an
+                out-of-range value, or the device answered with another Modbus exception.
+        """
+        pv = await self._read_block(*PV_BLOCK)
+        meter = await self._read_block(*METER_BLOCK)
+        battery = await self._read_block(*BATTERY_BLOCK) if self._config.battery else None
+        try:
+            return to_reading(pv, meter, battery, self._clock())
+        except ValueError as exc:
+            raise DeviceProtocolError(self.name, f"{self._endpoint}: {exc}") from exc
+
+    async def close(self) -> None:
+        """Close the connection; the next read reconnects. Safe to call twice."""
+        self._drop(None)
+
+    async def _read_block(self, address: int, count: int) -> list[int]:
+        backoff_s = self._config.backoff_s
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self._config.retries + 1),
+            wait=wait_exponential(multiplier=backoff_s, max=30.0) + wait_random(0, backoff_s),
+            retry=retry_if_exception_type(_Transient),
+            before_sleep=self._log_retry,
+            reraise=True,
+        )
+        try:
+            return await retrying(self._request, address, count)
+        except _Transient as exc:
+            raise DeviceUnavailable(
+                self.name,
+                f"{self._endpoint}: no usable answer after {self._config.retries + 1} attempt(s): {exc}",
+            ) from exc
+
+    def _log_retry(self, state: RetryCallState) -> None:
+        self._log.debug(
+            "huawei.retry",
+            attempt=state.attempt_number,
+            cause=str(state.outcome.exception()) if state.outcome else None,
+            wait_s=round(state.upcoming_sleep, 3),
+        )
+
+    async def _request(self, address: int, count: int) -> list[int]:
+        """One attempt at reading ``count`` holding registers from ``address``."""
+        loop = asyncio.get_running_loop()
+        async with self._lock:
+            client = await self._connect()
+            await asyncio.sleep(max(0.0, self._next_request_at - loop.time()))
+            try:
+                result = await client.read_holding_registers(
+                    address, count=count, device_id=self._config.unit_id
+                )
+            except ConnectionException as exc:
+                cause = f"reading {address}×{count}: connection lost"
+                self._drop(cause)
+                raise _Transient(cause) from exc
+            except (ModbusException, OSError) as exc:
+                # Timeout or garbled reply: reconnect, as huawei-solar does (reference §1.5 [H2, H3]).
+                cause = f"reading {address}×{count}: no valid reply within {self._config.timeout_s:g} s"
+                self._drop(cause)
+                raise _Transient(cause) from exc
+            finally:
+                self._next_request_at = loop.time() + self._config.request_gap_s
+        if result.isError():
+            code = result.exception_code
+            if code == _EXC_ILLEGAL_ADDRESS:
+                hint = "; a site without battery needs battery: false" if address == BATTERY_SOC else ""
+                raise DeviceProtocolError(
+                    self.name,
+                    f"{self._endpoint}: register {address} absent: exception 0x02 (illegal address) "
+                    f"reading {address}×{count}{hint}",
+                )
+            if code in _EXC_RETRYABLE:
+                raise _Transient(
+                    f"reading {address}×{count}: exception 0x{code:02X} ({_EXC_RETRYABLE[code]})"
+                )
+            raise DeviceProtocolError(
+                self.name,
+                f"{self._endpoint}: reading {address}×{count}: "
+                f"exception 0x{code:02X} ({_EXC_OTHER.get(code, 'unknown')})",
+            )
+        if len(result.registers) != count:
+            raise _Transient(
+                f"reading {address}×{count}: got {len(result.registers)} registers (treated as busy)"
+            )
+        return list(result.registers)
+
+    async def _connect(self) -> AsyncModbusTcpClient:
+        """The open client, connecting (and waiting ``connect_delay_s``) when there is none."""
+        if self._client is not None:
+            if self._client.connected:
+                return self._client
+            self._drop("connection closed by the device")
+        cfg = self._config
+        client = AsyncModbusTcpClient(
+            cfg.host, port=cfg.port, name=self.name, timeout=cfg.timeout_s, retries=0, reconnect_delay=0
+        )
+        if not await client.connect():
+            client.close()
+            raise _Transient(f"cannot connect (refused, unreachable or no answer within {cfg.timeout_s:g} s)")
+        if self._lost_reason is not None:
+            self._log.warning("huawei.reconnected", after=self._lost_reason)
+            self._lost_reason = None
+        self._client = client
+        await asyncio.sleep(cfg.connect_delay_s)
+        return client
+
+    def _drop(self, reason: str | None) -> None:
+        """Close the client; ``reason`` (why the connection broke) is logged on the next reconnect."""
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+            self._lost_reason = reason
+            if reason is not None:
+                self._log.debug("huawei.disconnected", reason=reason)
