@@ -1,0 +1,343 @@
+"""Tinkerforge WARP3 charger emulator: the local HTTP API on loopback, backed by a :class:`SiteModel`.
+
+It emulates firmware since Nov 2024 (slot 8 always active) for the endpoints an external energy
+manager uses (reference ``chargers.md`` §3.1–3.4; Tinkerforge esp32-firmware
+``software/src/modules/{http,evse_common}``; warp-charger ``api_doc_generator/evse.py``):
+
+- ``GET <path>`` reads; writes go to ``<path>`` or ``<path>_update`` by PUT or POST with a JSON body,
+  a one-member object may be sent bare (body ``8000`` for ``evse/external_current``).
+- Replies: 200 (JSON on reads, empty on writes), 400/404/405 with a plain-text reason, 500 for an
+  injected fault, 401 with a Digest challenge when a login is configured.
+- ``evse/state.allowed_charging_current`` (mA) is the minimum over the active slots: 0 incoming cable
+  and 1 outgoing cable (32000 each), 5 global current (32000), 8 external current.  After a write to
+  slot 8 the site is offered ``allowed_charging_current / 1000`` A.
+- Slot 8 starts blocked at 0 mA (firmware default ``external_defaults.current``); writing
+  ``evse/external_enabled {"enabled": false}`` sets it to 32000 mA.
+
+Not emulated: WebSocket ``/ws``, phase switching, ``clear_on_disconnect``, other slots and endpoints.
+HTTP Digest follows RFC 7616 with MD5 and ``qop=auth`` only; one nonce serves the emulator's
+lifetime and the nonce count is not checked (no replay protection: loopback test double only).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import ipaddress
+import json
+import re
+import secrets
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Self
+
+from aiohttp import web
+
+from pvcharge.sim.site import SiteModel
+
+#: valid external currents: 0 (blocked) or this range, in mA (chargers.md §3.2).
+MIN_CURRENT_MA = 6000
+MAX_CURRENT_MA = 32000
+_UINT16_MAX = 65535  # writes above are rejected with 400, below are stored unchecked (chargers.md §3.4)
+
+_SLOT_COUNT = 18  # slots 0..17, chargers.md §3.2
+_SLOT_INCOMING_CABLE = 0
+_SLOT_OUTGOING_CABLE = 1
+_SLOT_GLOBAL = 5
+_SLOT_EXTERNAL = 8
+_CABLE_MA = 32000
+
+_REALM = "warp3-emu"
+_DIGEST_PARAM = re.compile(r'(\w+)=(?:"([^"]*)"|([^\s,]+))')
+
+
+class _BadRequest(Exception):
+    """A write the firmware would reject with HTTP 400; the message is the plain-text reason."""
+
+
+@dataclass(frozen=True)
+class _Writable:
+    """A writable state: its member names and the function that checks and stores a decoded body."""
+
+    members: tuple[str, ...]
+    store: Callable[[dict[str, Any]], None]
+
+
+def _md5(text: str) -> str:
+    return hashlib.md5(text.encode()).hexdigest()
+
+
+def _uint16(body: dict[str, Any], name: str) -> int:
+    value = body[name]
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise _BadRequest(f"{name}: expected an integer, got {json.dumps(value)}")
+    if not 0 <= value <= _UINT16_MAX:
+        raise _BadRequest(f"{name}: value {value} out of range (Uint16, 0..{_UINT16_MAX})")
+    return value
+
+
+def _bool(body: dict[str, Any], name: str) -> bool:
+    value = body[name]
+    if not isinstance(value, bool):
+        raise _BadRequest(f"{name}: expected a boolean, got {json.dumps(value)}")
+    return value
+
+
+class WarpEmulator:
+    """An HTTP server on loopback that answers like a WARP3 charger at the simulated site.
+
+    Args:
+        site: the simulated site; the emulator calls ``site.offer()`` on writes and reads
+            ``site.state()`` per request.  Whoever owns the clock calls ``site.advance()``.
+        host: a loopback address to listen on.
+        port: TCP port, 0 for a free one (see :attr:`port` after :meth:`start`).
+        username, password: require HTTP Digest login when both are set.
+
+    Fault knobs, settable at any time:
+        reply_delay_s: seconds to wait before answering each request.
+        fail_next: the next N requests answer HTTP 500.
+        online: ``False`` drops every request's connection without an answer.
+
+    Attributes:
+        request_log: the last 256 requests that reached the emulator, as ``(method, path)``.
+
+    Raises:
+        ValueError: ``host`` is not a loopback address, or only one of username/password is set.
+    """
+
+    def __init__(
+        self,
+        site: SiteModel,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        username: str | None = None,
+        password: str | None = None,
+    ) -> None:
+        if host != "localhost" and not ipaddress.ip_address(host).is_loopback:
+            raise ValueError(f"the WARP emulator listens on loopback only, got host {host!r}")
+        if (username is None) != (password is None):
+            raise ValueError("username and password must be set together")
+        self.site = site
+        self.host = host
+        self.reply_delay_s = 0.0
+        self.fail_next = 0
+        self.online = True
+        self.request_log: deque[tuple[str, str]] = deque(maxlen=256)
+        self._port = port
+        self._username = username
+        self._password = password
+        self._nonce = secrets.token_hex(16)
+        self._runner: web.AppRunner | None = None
+        self._external_ma = 0
+        self._external_enabled = True
+        self._global_ma = 32000
+        self._readers: dict[str, Callable[[], object]] = {
+            "evse/state": self._evse_state,
+            "evse/slots": self._slots,
+            "evse/external_current": lambda: {"current": self._external_ma},
+            "evse/external_enabled": lambda: {"enabled": self._external_enabled},
+            "evse/global_current": lambda: {"current": self._global_ma},
+            "meter/values": self._meter_values,
+            "meter/phases": self._meter_phases,
+            "info/name": lambda: {
+                "name": "warp3-emu",
+                "type": "warp3",
+                "display_type": "WARP3 Charger (pvcharge emulator)",
+                "uid": "emu",
+            },
+            "info/features": lambda: ["evse", "meter", "meters"],
+        }
+        self._writers: dict[str, _Writable] = {
+            "evse/external_current": _Writable(("current",), self._store_external_current),
+            "evse/external_enabled": _Writable(("enabled",), self._store_external_enabled),
+        }
+
+    # -- lifecycle --------------------------------------------------------------------------------
+
+    @property
+    def port(self) -> int:
+        """The TCP port; the real one once started (a restart reuses it)."""
+        return self._port
+
+    @property
+    def url(self) -> str:
+        """Base URL, e.g. ``http://127.0.0.1:40123``."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self._port}"
+
+    async def start(self) -> None:
+        """Listen on ``host:port``."""
+        app = web.Application()
+        app.router.add_route("*", "/{path:.*}", self._handle)
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+        await runner.setup()
+        site = web.TCPSite(runner, self.host, self._port)
+        try:
+            await site.start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        self._port = runner.addresses[0][1]
+
+    async def stop(self) -> None:
+        """Close the listening socket and all connections. Safe to call twice."""
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+    # -- request handling -------------------------------------------------------------------------
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        path = request.match_info["path"]
+        self.request_log.append((request.method, path))
+        if not self.online:
+            if request.transport is not None:
+                request.transport.abort()
+            raise asyncio.CancelledError  # aiohttp's path for a vanished client: no answer, no error log
+        if self.reply_delay_s > 0:
+            await asyncio.sleep(self.reply_delay_s)
+        if self.fail_next > 0:
+            self.fail_next -= 1
+            return web.Response(status=500, text="injected fault")
+        if self._username is not None and not self._authorized(request):
+            challenge = f'Digest realm="{_REALM}", qop="auth", algorithm=MD5, nonce="{self._nonce}"'
+            return web.Response(status=401, text="Unauthorized", headers={"WWW-Authenticate": challenge})
+
+        base = path.removesuffix("_update")
+        if request.method == "GET" and path in self._readers:
+            return web.json_response(self._readers[path]())
+        if request.method in ("PUT", "POST") and base in self._writers:
+            try:
+                self._write(self._writers[base], await request.text())
+            except _BadRequest as exc:
+                return web.Response(status=400, text=str(exc))
+            return web.Response(status=200)
+        if path in self._readers:
+            allowed = "GET, PUT, POST" if path in self._writers else "GET"
+            return web.Response(status=405, text="Method not allowed", headers={"Allow": allowed})
+        if base in self._writers:
+            return web.Response(status=405, text="Method not allowed", headers={"Allow": "PUT, POST"})
+        return web.Response(status=404, text=f"No such path: /{path}")
+
+    def _authorized(self, request: web.Request) -> bool:
+        """Check an RFC 7616 Digest ``Authorization`` header (MD5, ``qop=auth``)."""
+        scheme, _, rest = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "digest":
+            return False
+        params = {m[1].lower(): m[2] if m[2] is not None else m[3] for m in _DIGEST_PARAM.finditer(rest)}
+        required = ("username", "realm", "nonce", "uri", "response", "qop", "nc", "cnonce")
+        if any(key not in params for key in required):
+            return False
+        if (
+            params["username"] != self._username
+            or params["realm"] != _REALM
+            or params["nonce"] != self._nonce
+            or params["uri"] != request.path_qs
+            or params["qop"] != "auth"
+            or params.get("algorithm", "MD5").upper() != "MD5"
+        ):
+            return False
+        ha1 = _md5(f"{self._username}:{_REALM}:{self._password}")
+        ha2 = _md5(f"{request.method}:{params['uri']}")
+        expected = _md5(f"{ha1}:{self._nonce}:{params['nc']}:{params['cnonce']}:auth:{ha2}")
+        return hmac.compare_digest(expected, params["response"].lower())
+
+    def _write(self, target: _Writable, text: str) -> None:
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise _BadRequest(f"Failed to deserialize JSON: {exc.msg}") from exc
+        if not isinstance(value, dict):
+            if len(target.members) != 1:
+                raise _BadRequest(f"expected a JSON object with {', '.join(target.members)}")
+            value = {target.members[0]: value}
+        missing = [m for m in target.members if m not in value]
+        unknown = [k for k in value if k not in target.members]
+        if missing or unknown:
+            raise _BadRequest(f"expected exactly the keys {', '.join(target.members)}")
+        target.store(value)
+
+    # -- device state -----------------------------------------------------------------------------
+
+    def _store_external_current(self, body: dict[str, Any]) -> None:
+        self._external_ma = _uint16(body, "current")
+        self._offer()
+
+    def _store_external_enabled(self, body: dict[str, Any]) -> None:
+        self._external_enabled = _bool(body, "enabled")
+        if not self._external_enabled:
+            self._external_ma = MAX_CURRENT_MA  # since Nov 2024: "false" sets slot 8 to 32 A
+        self._offer()
+
+    def _active_slots(self) -> dict[int, int]:
+        """Active slot index → its ``max_current`` in mA."""
+        return {
+            _SLOT_INCOMING_CABLE: _CABLE_MA,
+            _SLOT_OUTGOING_CABLE: _CABLE_MA,
+            _SLOT_GLOBAL: self._global_ma,
+            _SLOT_EXTERNAL: self._external_ma,
+        }
+
+    def _slots(self) -> object:
+        active = self._active_slots()
+        return [
+            {
+                "max_current": active.get(i, MAX_CURRENT_MA),
+                "active": i in active,
+                "clear_on_disconnect": False,
+            }
+            for i in range(_SLOT_COUNT)
+        ]
+
+    def _allowed_ma(self) -> int:
+        """``allowed_charging_current``: the minimum over the active slots, in mA."""
+        return min(self._active_slots().values())
+
+    def _offer(self) -> None:
+        self.site.offer(self._allowed_ma() / 1000)
+
+    def _evse_state(self) -> object:
+        state = self.site.state()
+        allowed_ma = self._allowed_ma()
+        drawing = state.car_connected and state.car_current_a > 0
+        if not state.car_connected:
+            iec, charger = 0, 0  # A, not connected
+        elif drawing:
+            iec, charger = 2, 3  # C, charging
+        elif allowed_ma >= MIN_CURRENT_MA:
+            iec, charger = 1, 2  # B, ready to charge
+        else:
+            iec, charger = 1, 1  # B, waiting for release
+        return {
+            "iec61851_state": iec,
+            "charger_state": charger,
+            "contactor_state": 3 if drawing else 1,  # 3: live before and after, 1: only before
+            "contactor_error": 0,
+            "allowed_charging_current": allowed_ma,
+            "error_state": 0,
+            "lock_state": 0,  # fixed cable: no socket lock
+            "dc_fault_current_state": 0,
+        }
+
+    def _meter_values(self) -> object:
+        state = self.site.state()
+        energy_kwh = self.site.energy.car_wh / 1000
+        return {"power": state.car_power_w, "energy_rel": energy_kwh, "energy_abs": energy_kwh}
+
+    def _meter_phases(self) -> object:
+        phases = self.site.state().car_phases
+        return {"phases_connected": [True, True, True], "phases_active": [i < phases for i in range(3)]}
