@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 
 def _finite(name: str, value: float) -> None:
@@ -28,7 +28,7 @@ def _finite(name: str, value: float) -> None:
         raise ValueError(f"{name} must be a finite number, got {value!r}")
 
 
-class IecState(str, Enum):
+class IecState(StrEnum):
     """IEC 61851-1 control-pilot states of a charge point."""
 
     A = "A"  #: no vehicle connected

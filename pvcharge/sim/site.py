@@ -19,6 +19,7 @@ arrives, the charger emulator calls :meth:`SiteModel.offer`, and whoever owns th
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from pvcharge.sim.trace import Trace
@@ -107,6 +108,8 @@ class SiteModel:
         battery, car: parameters; ``battery=None`` for a site without a home battery.
         voltage_v: phase voltage in V.
         max_step_s: integration step in s (the battery lag needs <= 1 s).
+        clock: if given, :meth:`state` and :meth:`offer` first advance the model to ``clock()``, so
+            emulators answer for the present moment of a (possibly compressed) simulated clock.
     """
 
     trace: Trace
@@ -115,6 +118,7 @@ class SiteModel:
     car: CarParams = field(default_factory=CarParams)
     voltage_v: float = 230.0
     max_step_s: float = 1.0
+    clock: Callable[[], float] | None = None
 
     def __post_init__(self) -> None:
         if self.t_s is None:
@@ -134,6 +138,7 @@ class SiteModel:
 
         A change of phases while the car draws pauses it for ``car.phase_switch_pause_s``.
         """
+        self._follow_clock()
         now = self.now
         if phases is not None and phases != self._offered_phases:
             if phases not in (1, 3):
@@ -168,6 +173,10 @@ class SiteModel:
         """Advance to Unix time ``t_s`` (no-op if already past it)."""
         if t_s > self.now:
             self.advance(t_s - self.now)
+
+    def _follow_clock(self) -> None:
+        if self.clock is not None:
+            self.advance_to(self.clock())
 
     def _retarget(self, now: float) -> None:
         car = self._car
@@ -244,6 +253,7 @@ class SiteModel:
     # -- measurement --------------------------------------------------------------------------
     def state(self) -> SiteState:
         """What the meters measure now."""
+        self._follow_clock()
         pv_w, house_w = self.trace.at(self.now)
         car = self._car
         return SiteState(

@@ -95,6 +95,8 @@ class WarpEmulator:
         host: a loopback address to listen on.
         port: TCP port, 0 for a free one (see :attr:`port` after :meth:`start`).
         username, password: require HTTP Digest login when both are set.
+        phases_connected: phases the charger is wired with (1 or 3); the car draws on at most these
+            (``evse/phases_connected``, reference chargers.md §3.2).
 
     Fault knobs, settable at any time:
         reply_delay_s: seconds to wait before answering each request.
@@ -116,7 +118,11 @@ class WarpEmulator:
         *,
         username: str | None = None,
         password: str | None = None,
+        phases_connected: int = 3,
     ) -> None:
+        if phases_connected not in (1, 3):
+            raise ValueError(f"phases_connected must be 1 or 3, got {phases_connected}")
+        self.phases_connected = phases_connected
         if host != "localhost" and not ipaddress.ip_address(host).is_loopback:
             raise ValueError(f"the WARP emulator listens on loopback only, got host {host!r}")
         if (username is None) != (password is None):
@@ -308,7 +314,7 @@ class WarpEmulator:
         return min(self._active_slots().values())
 
     def _offer(self) -> None:
-        self.site.offer(self._allowed_ma() / 1000)
+        self.site.offer(self._allowed_ma() / 1000, self.phases_connected)
 
     def _evse_state(self) -> object:
         state = self.site.state()
@@ -340,4 +346,7 @@ class WarpEmulator:
 
     def _meter_phases(self) -> object:
         phases = self.site.state().car_phases
-        return {"phases_connected": [True, True, True], "phases_active": [i < phases for i in range(3)]}
+        return {
+            "phases_connected": [i < self.phases_connected for i in range(3)],
+            "phases_active": [i < phases for i in range(3)],
+        }

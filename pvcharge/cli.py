@@ -1,0 +1,169 @@
+"""Command line: ``pvcharge run | check-config | probe | demo``.
+
+Exit codes: 0 success, 1 a device failed (probe), 2 a config or usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import json
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import yaml
+
+from pvcharge import __version__
+from pvcharge.config import Config, load_config, to_dict
+from pvcharge.errors import ConfigError, DeviceError, PvchargeError
+from pvcharge.logs import configure_logging, register_secrets
+from pvcharge.settings import Secret
+
+
+def _secrets_of(config: Config) -> list[str]:
+    found: list[str] = []
+    for section in (config.meter.settings, config.charger.settings):
+        for f in dataclasses.fields(section):
+            value = getattr(section, f.name)
+            if isinstance(value, Secret):
+                found.append(value.reveal())
+    return found
+
+
+def _load(path: str) -> Config:
+    config = load_config(path)
+    register_secrets(_secrets_of(config))
+    return config
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    config = _load(args.file)
+    print(f"# {args.file}: valid. Effective configuration (defaults filled in, secrets redacted):")
+    print(yaml.safe_dump(to_dict(config), sort_keys=False), end="")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    configure_logging(args.log_level or config.log.level, config.log.format)
+    from pvcharge.daemon import Daemon
+
+    async def main() -> None:
+        meter = config.meter.create(name=f"meter {config.meter.type}", clock=time.time)
+        charger = config.charger.create(name=f"charger {config.charger.type}", clock=time.time)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await Daemon(config, meter, charger).run(stop)
+
+    asyncio.run(main())
+    return 0
+
+
+def _reading_dict(reading: Any) -> dict[str, Any]:
+    data = dataclasses.asdict(reading)
+    for key, value in data.items():
+        if hasattr(value, "value"):  # enums
+            data[key] = value.value
+    if hasattr(reading, "house_power_w"):
+        data["house_power_w"] = reading.house_power_w
+    return data
+
+
+def cmd_probe(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    configure_logging("warning", "console")
+
+    async def main() -> dict[str, Any]:
+        results: dict[str, Any] = {}
+        for role, device in (("meter", config.meter), ("charger", config.charger)):
+            driver = device.create(name=f"{role} {device.type}", clock=time.time)
+            try:
+                results[role] = _reading_dict(await driver.read())
+            except DeviceError as exc:
+                results[role] = {"error": str(exc)}
+            finally:
+                await driver.close()
+        return results
+
+    results = asyncio.run(main())
+    if args.json:
+        print(json.dumps(results, indent=2))
+    else:
+        for role, data in results.items():
+            print(f"{role} ({getattr(config, role).type}):")
+            for key, value in data.items():
+                print(f"  {key:18} {value}")
+    return 1 if any("error" in r for r in results.values()) else 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from pvcharge.sim.demo import run_demo, summary
+    from pvcharge.sim.trace import bundled_trace, load_trace
+
+    base = _load(args.config) if args.config else None
+    configure_logging(args.log_level or "warning", "console")
+    trace = load_trace(args.trace) if args.trace else bundled_trace()
+    start_s, end_s = trace.daylight()
+    speed = args.speed or max(1.0, (end_s - start_s) / args.seconds)
+    cp = base.charge_point if base else None
+    limits = f"{cp.phases}p {cp.min_current_a:g}–{cp.max_current_a:g} A" if cp else "1p 6–16 A"
+    print(
+        f"pvcharge {__version__} demo: {trace.name}, simulated {speed:.0f}x faster than real time.\n"
+        "Emulated Huawei SUN2000 (Modbus TCP) and Tinkerforge WARP (HTTP) on 127.0.0.1, "
+        f"charger {limits}; the car is plugged in 08:00–18:00.\n"
+    )
+    result = asyncio.run(run_demo(trace, speed=speed, start_s=start_s, end_s=end_s, base_config=base))
+    print()
+    print(summary(result, trace))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pvcharge", description="Charge an EV from PV surplus.")
+    parser.add_argument("--version", action="version", version=f"pvcharge {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("run", help="run the control loop against the configured devices")
+    p.add_argument("--config", "-c", required=True, help="YAML config file")
+    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="override log.level")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("check-config", help="validate a config file and print the effective config")
+    p.add_argument("file")
+    p.set_defaults(func=cmd_check_config)
+
+    p = sub.add_parser("probe", help="read the meter and the charger once and print canonical readings")
+    p.add_argument("--config", "-c", required=True)
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_probe)
+
+    p = sub.add_parser("demo", help="run the daemon against built-in emulators on a measured PV day")
+    p.add_argument("--speed", type=float, help="simulated seconds per real second (default: fit --seconds)")
+    p.add_argument(
+        "--seconds", type=float, default=60.0, help="real duration of the daylight hours (default 60)"
+    )
+    p.add_argument("--trace", help="trace CSV (timestamp,pv_power_w,house_power_w); default: the bundled day")
+    p.add_argument("--config", "-c", help="take site, charger limits and control settings from this file")
+    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ConfigError as exc:
+        print(f"pvcharge: config error: {exc}", file=sys.stderr)
+        return 2
+    except PvchargeError as exc:
+        print(f"pvcharge: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,266 @@
+"""The daemon: an asyncio loop that reads the meter and the charger, runs the controller and writes
+the charger only when the command changes.
+
+One cycle (every ``control.interval_s``):
+
+1. read the meter and the charger concurrently, each cut off after ``control.max_age_s``; a failed
+   read is logged (once per outage, with the cause) and leaves that reading missing; it never ends
+   the loop;
+2. ``controller.step(now, last good site reading, charger reading)``: the controller sees the last
+   good meter reading with its own timestamp, so a dead meter turns into "stale" and the car is
+   paused after ``max_age_s``;
+3. ``charger.apply(command)`` only when the command differs from the last one the charger
+   acknowledged (a failed write is retried next cycle);
+4. one structured log event ``decision`` with the numbers behind it: at info level when the command
+   changes, at debug level otherwise.
+
+Clock and sleep are injected (``time.time``/``asyncio.sleep`` by default) so the demo can run the
+real daemon on a compressed simulated clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from pvcharge.chargers import Charger
+from pvcharge.config import Config
+from pvcharge.control import Controller, Decision
+from pvcharge.errors import DeviceError
+from pvcharge.meters import Meter
+from pvcharge.readings import ChargerCommand, ChargerReading, SiteReading
+
+log = structlog.get_logger("pvcharge.daemon")
+
+
+@dataclass
+class Stats:
+    """Counters since start."""
+
+    cycles: int = 0
+    charger_writes: int = 0
+    starts: int = 0  #: commands going from pause to a current > 0
+    meter_failures: int = 0
+    charger_failures: int = 0
+    write_failures: int = 0
+
+
+@dataclass(frozen=True)
+class Cycle:
+    """What one cycle saw and did (passed to the ``on_cycle`` hook, e.g. the demo's live line)."""
+
+    now: float
+    site: SiteReading | None
+    charger: ChargerReading | None
+    decision: Decision
+    written: bool
+
+
+class _Health:
+    """Tracks one device's outages so each is logged once when it starts and once when it ends."""
+
+    def __init__(self, device: str) -> None:
+        self.device = device
+        self.failing_since: float | None = None
+        self.failures = 0
+
+    def failed(self, now: float, error: str) -> None:
+        self.failures += 1
+        if self.failing_since is None:
+            self.failing_since = now
+            log.warning("device_unavailable", device=self.device, error=error)
+        else:
+            log.debug("device_still_unavailable", device=self.device, error=error, failures=self.failures)
+
+    def ok(self, now: float) -> None:
+        if self.failing_since is not None:
+            log.info("device_recovered", device=self.device, outage_s=round(now - self.failing_since, 1))
+        self.failing_since = None
+
+
+class Daemon:
+    """Runs the control loop for one meter and one charger.
+
+    Args:
+        config: the validated config.
+        meter, charger: the drivers (the daemon closes them when :meth:`run` ends).
+        clock: returns now in s (default ``time.time``); also the drivers' clock.
+        sleep: sleeps a number of clock seconds (default ``asyncio.sleep``).
+        on_cycle: called after every cycle with a :class:`Cycle`.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        meter: Meter,
+        charger: Charger,
+        *,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+        on_cycle: Callable[[Cycle], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.meter = meter
+        self.charger = charger
+        self.clock = clock
+        self.sleep = sleep
+        self.on_cycle = on_cycle
+        self.controller = Controller(config.control, config.charge_point, config.site)
+        self.stats = Stats()
+        self._last_site: SiteReading | None = None
+        self._applied: ChargerCommand | None = None  # last command the charger acknowledged
+        self._last_reason_kind = ""
+        self._meter_health = _Health(meter.name)
+        self._charger_health = _Health(charger.name)
+
+    async def _read(self, what: str, coro: Awaitable[Any], health: _Health) -> Any:
+        timeout_s = self.config.control.max_age_s
+        try:
+            result = await asyncio.wait_for(coro, timeout=timeout_s)
+        except DeviceError as exc:
+            health.failed(self.clock(), exc.message)
+            return None
+        except TimeoutError:
+            health.failed(self.clock(), f"no answer within {timeout_s:g} s")
+            return None
+        except Exception as exc:  # a driver bug must not end the loop
+            log.error("driver_error", device=health.device, what=what, error=repr(exc), exc_info=True)
+            health.failed(self.clock(), repr(exc))
+            return None
+        health.ok(self.clock())
+        return result
+
+    async def cycle(self) -> Cycle:
+        """Run one control cycle and return what happened."""
+        site, charger = await asyncio.gather(
+            self._read("meter", self.meter.read(), self._meter_health),
+            self._read("charger", self.charger.read(), self._charger_health),
+        )
+        if site is None:
+            self.stats.meter_failures += 1
+        else:
+            self._last_site = site
+        if charger is None:
+            self.stats.charger_failures += 1
+        now = self.clock()
+        decision = self.controller.step(now, self._last_site, charger)
+        written = await self._apply(decision)
+        self.stats.cycles += 1
+        self._log(now, self._last_site, charger, decision, written)
+        result = Cycle(now, self._last_site, charger, decision, written)
+        if self.on_cycle is not None:
+            self.on_cycle(result)
+        return result
+
+    async def _apply(self, decision: Decision) -> bool:
+        command = decision.command
+        if command == self._applied:
+            return False
+        try:
+            await asyncio.wait_for(self.charger.apply(command), timeout=self.config.control.max_age_s)
+        except (DeviceError, TimeoutError) as exc:
+            self.stats.write_failures += 1
+            self._applied = None
+            log.warning(
+                "charger_write_failed",
+                device=self.charger.name,
+                current_a=command.current_a,
+                error=getattr(exc, "message", None) or "timeout",
+            )
+            return False
+        except Exception as exc:
+            self.stats.write_failures += 1
+            self._applied = None
+            log.error("driver_error", device=self.charger.name, what="apply", error=repr(exc), exc_info=True)
+            return False
+        if command.current_a > 0 and (self._applied is None or self._applied.current_a == 0):
+            self.stats.starts += 1
+        self._applied = command
+        self.stats.charger_writes += 1
+        return True
+
+    def _log(
+        self,
+        now: float,
+        site: SiteReading | None,
+        charger: ChargerReading | None,
+        decision: Decision,
+        written: bool,
+    ) -> None:
+        fields: dict[str, Any] = {
+            "mode": decision.mode,
+            "current_a": decision.command.current_a,
+            "phases": decision.command.phases,
+            "reason": decision.reason,
+            "written": written,
+        }
+        if decision.available_w is not None:
+            fields["available_w"] = round(decision.available_w)
+        if site is not None:
+            fields.update(
+                grid_power_w=round(site.grid_power_w),
+                pv_power_w=round(site.pv_power_w),
+                battery_power_w=round(site.battery_power_w),
+                battery_soc_pct=site.battery_soc_pct,
+                meter_age_s=round(now - site.timestamp_s, 1),
+            )
+        if charger is not None:
+            fields.update(car_connected=charger.connected, car_power_w=round(charger.power_w))
+        kind = decision.reason.split(":")[0]
+        if written or kind != self._last_reason_kind:
+            log.info("decision", **fields)
+        else:
+            log.debug("decision", **fields)
+        self._last_reason_kind = kind
+
+    async def run(self, stop: asyncio.Event | None = None, *, max_cycles: int | None = None) -> Stats:
+        """Cycle every ``control.interval_s`` until ``stop`` is set (or ``max_cycles`` ran).
+
+        On the way out the charger is paused (the loop is no longer watching the surplus) and both
+        drivers are closed.
+        """
+        stop = stop or asyncio.Event()
+        interval = self.config.control.interval_s
+        log.info(
+            "started",
+            meter=self.meter.name,
+            charger=self.charger.name,
+            mode=self.controller.mode,
+            interval_s=interval,
+        )
+        next_tick = self.clock()
+        try:
+            while not stop.is_set() and (max_cycles is None or self.stats.cycles < max_cycles):
+                await self.cycle()
+                next_tick += interval
+                delay = next_tick - self.clock()
+                if delay < 0:  # overran: do not try to catch up with a burst of cycles
+                    next_tick = self.clock()
+                    delay = 0.0
+                sleeper = asyncio.ensure_future(self.sleep(delay))
+                stopper = asyncio.ensure_future(stop.wait())
+                await asyncio.wait({sleeper, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                for task in (sleeper, stopper):
+                    task.cancel()
+        finally:
+            await self._shutdown()
+        return self.stats
+
+    async def _shutdown(self) -> None:
+        if self._applied is None or self._applied.current_a > 0:
+            pause = ChargerCommand(0.0, self.config.charge_point.phases)
+            try:
+                await asyncio.wait_for(self.charger.apply(pause), timeout=10.0)
+                log.info("stopped", charger_left="paused")
+            except Exception as exc:
+                log.warning("stopped", charger_left="unknown: pause failed", error=repr(exc))
+        for device in (self.meter, self.charger):
+            try:
+                await device.close()
+            except Exception as exc:
+                log.debug("close_failed", device=device.name, error=repr(exc))

@@ -1,0 +1,136 @@
+"""The command line as a user runs it: real subprocesses against the emulators on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from pvcharge.sim.demo import SimClock
+from pvcharge.sim.huawei import HuaweiEmulator
+from pvcharge.sim.site import SiteModel
+from pvcharge.sim.trace import bundled_trace
+from pvcharge.sim.warp import WarpEmulator
+
+SECRET = "pw-that-must-not-leak-42"
+
+
+@pytest.fixture
+async def emulators() -> AsyncIterator[tuple[HuaweiEmulator, WarpEmulator, SiteModel]]:
+    trace = bundled_trace()
+    noon = trace.start_s + 12 * 3600
+    site = SiteModel(trace, t_s=noon)
+    site.advance(120)  # let the home battery settle its grid balancing
+    site.clock = SimClock(site.now, 1.0).now  # then follow real time
+    async with (
+        HuaweiEmulator(site) as meter,
+        WarpEmulator(site, username="admin", password=SECRET) as charger,
+    ):
+        yield meter, charger, site
+
+
+def write_config(tmp_path: Path, meter_port: int, charger_url: str, extra: str = "") -> Path:
+    (tmp_path / "warp.pw").write_text(SECRET + "\n")
+    path = tmp_path / "config.yaml"
+    path.write_text(
+        f"meter: {{type: huawei, host: 127.0.0.1, port: {meter_port}, connect_delay_s: 0.1, timeout_s: 2}}\n"
+        f"charger: {{type: warp, url: '{charger_url}', username: admin, password_file: warp.pw,"
+        " timeout_s: 2, phases: 1}\n" + extra
+    )
+    return path
+
+
+async def pvcharge(*args: str, limit_s: float = 60) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "pvcharge",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), limit_s)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def test_probe_json_prints_canonical_readings(emulators, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    meter, charger, site = emulators
+    code, out, err = await pvcharge(
+        "probe", "--config", str(write_config(tmp_path, meter.port, charger.url)), "--json"
+    )
+    assert code == 0, err
+    data = json.loads(out)
+    state = site.state()
+    assert data["meter"]["pv_power_w"] == pytest.approx(state.pv_power_w, abs=1)
+    assert data["meter"]["grid_power_w"] == pytest.approx(state.grid_power_w, abs=50)
+    assert data["meter"]["battery_soc_pct"] == pytest.approx(state.battery_soc_pct, abs=0.5)
+    assert set(data["meter"]) >= {
+        "grid_power_w",
+        "pv_power_w",
+        "battery_power_w",
+        "battery_soc_pct",
+        "timestamp_s",
+    }
+    assert data["charger"]["connected"] is True  # noon: the car is plugged in
+    assert data["charger"]["iec_state"] == "B"
+    assert SECRET not in out + err
+
+
+async def test_probe_reports_dead_devices_by_name(tmp_path: Path) -> None:
+    path = write_config(tmp_path, 1, "http://127.0.0.1:1", "")
+    path.write_text(path.read_text().replace("timeout_s: 2}", "timeout_s: 0.5, retries: 0}"))
+    code, out, _ = await pvcharge("probe", "--config", str(path), "--json")
+    assert code == 1
+    data = json.loads(out)
+    assert "meter huawei" in data["meter"]["error"] and "127.0.0.1:1" in data["meter"]["error"]
+    assert "charger warp" in data["charger"]["error"]
+
+
+async def test_run_charges_logs_decisions_and_pauses_on_sigterm(emulators, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    meter, charger, site = emulators
+    path = write_config(
+        tmp_path,
+        meter.port,
+        charger.url,
+        "control: {interval_s: 1, start_delay_s: 0, max_age_s: 10}\nlog: {level: debug}\n",
+    )
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "pvcharge",
+        "run",
+        "--config",
+        str(path),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    # noon on the bundled day: several kW of surplus, so with no start delay the car starts at once
+    for _ in range(100):
+        await asyncio.sleep(0.1)
+        if site.state().offered_current_a > 0:
+            break
+    assert site.state().offered_current_a >= 6
+    proc.send_signal(signal.SIGTERM)
+    out, err = await asyncio.wait_for(proc.communicate(), 20)
+    assert proc.returncode == 0, err.decode()
+    log = err.decode() + out.decode()
+    assert "decision" in log and "start:" in log
+    assert "charger_left=paused" in log
+    assert site.state().offered_current_a == 0  # left paused
+    assert SECRET not in log
+
+
+async def test_demo_runs_the_day_and_reports_energy_sources() -> None:
+    code, out, err = await pvcharge("demo", "--seconds", "8", limit_s=90)
+    assert code == 0, err
+    assert "Summary: serf_east_2022-03-19.csv" in out
+    charged = float(out.split("car charged")[1].split("kWh")[0])
+    from_pv = float(out.split("from PV")[1].split("(")[1].split("%")[0])
+    assert charged > 10
+    assert from_pv > 90
