@@ -58,6 +58,9 @@ def configure_logging(level: str = "info", fmt: str = "console", stream: TextIO 
         renderer = structlog.processors.JSONRenderer()
     else:
         renderer = structlog.dev.ConsoleRenderer(colors=False, pad_event_to=0)
+    # pymodbus logs every timeout at ERROR through the standard library; the Huawei driver already
+    # reports each failure (with its device name) through structlog, so keep pymodbus quiet.
+    logging.getLogger("pymodbus").setLevel(logging.DEBUG if level == "debug" else logging.CRITICAL)
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,

@@ -73,7 +73,9 @@ def _local(t_s: float, trace: Trace) -> datetime:
 
 class LivePrinter:
     """Prints the demo's live lines: on a terminal one status line rewritten every cycle, plus a
-    kept line whenever the command changes and every ``every_s`` simulated seconds."""
+    kept line whenever the command changes and every ``every_s`` simulated seconds.
+
+    ``load`` is everything behind the grid meter, car included (``pv + grid + battery``)."""
 
     def __init__(self, trace: Trace, out: TextIO, every_s: float = 1800.0) -> None:
         self.trace = trace
@@ -86,10 +88,9 @@ class LivePrinter:
         parts = [_local(c.now, self.trace).strftime("%H:%M")]
         if c.site is not None:
             s = c.site
-            car_w = c.charger.power_w if c.charger else 0.0
             soc = f" {s.battery_soc_pct:3.0f}%" if s.battery_soc_pct is not None else ""
             parts.append(
-                f"PV {s.pv_power_w:5.0f} W  house {s.house_power_w - car_w:5.0f} W  "
+                f"PV {s.pv_power_w:5.0f} W  load {s.house_power_w:5.0f} W  "
                 f"grid {s.grid_power_w:+6.0f} W  battery {s.battery_power_w:+6.0f} W{soc}"
             )
         if c.charger is not None:
