@@ -53,8 +53,14 @@ class EvccPolicy:
       charging).
     """
 
-    def __init__(self, interval_s: float = 30.0, enable_delay_s: float = 60.0, disable_delay_s: float = 180.0,
-                 phase_down_delay_s: float = 180.0, phase_up_delay_s: float = 60.0) -> None:
+    def __init__(
+        self,
+        interval_s: float = 30.0,
+        enable_delay_s: float = 60.0,
+        disable_delay_s: float = 180.0,
+        phase_down_delay_s: float = 180.0,
+        phase_up_delay_s: float = 60.0,
+    ) -> None:
         self.interval_s = interval_s
         self.enable_delay_s = enable_delay_s
         self.disable_delay_s = disable_delay_s

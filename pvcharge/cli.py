@@ -1,4 +1,4 @@
-"""Command line: ``pvcharge run | check-config | probe | demo``.
+"""Command line: ``pvcharge run | check-config | probe | replay | demo``.
 
 Exit codes: 0 success, 1 a device failed (probe), 2 a config or usage error.
 """
@@ -124,6 +124,53 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_replay(args: argparse.Namespace) -> int:
+    from pvcharge.control import ChargePoint, ControlConfig, Controller, SiteConfig
+    from pvcharge.sim.replay import ReplaySite, Sample, replay
+    from pvcharge.sim.trace import load_trace
+
+    if args.config:
+        config = _load(args.config)
+        control, charge_point, site_cfg = config.control, config.charge_point, config.site
+    else:  # the reference site's charge point: 6–16 A, switching 1p/3p
+        control, charge_point, site_cfg = ControlConfig(), ChargePoint(phases="auto"), SiteConfig()
+    site = ReplaySite(
+        voltage_v=site_cfg.voltage_v,
+        min_current_a=charge_point.min_current_a,
+        max_current_a=charge_point.max_current_a,
+    )
+    results = []
+    for path in args.traces:
+        trace = load_trace(path)
+        samples: list[Sample] = []
+        controller = Controller(control, charge_point, site_cfg)
+        score = replay(
+            trace,
+            controller,
+            interval_s=control.interval_s,
+            site=site,
+            record=samples.append if args.plot else None,
+        )
+        results.append(score.as_dict())
+        if args.plot:
+            from pvcharge.sim.plot import plot_day
+
+            out = args.plot if len(args.traces) == 1 else f"{args.plot.removesuffix('.png')}-{trace.name}.png"
+            plot_day(samples, trace, score, out)
+    if args.json:
+        print(json.dumps(results if len(results) > 1 else results[0], indent=2))
+    else:
+        for r in results:
+            print(
+                f"{r['trace']}: oracle {r['oracle_kwh']:.2f} kWh, car {r['car_kwh']:.2f} kWh "
+                f"(PV {r['pv_to_car_kwh']:.2f}, battery {r['battery_to_car_kwh']:.2f}, "
+                f"grid {r['grid_to_car_kwh']:.2f}), "
+                f"capture {100 * float(r['capture']):.1f} %, starts {r['starts']}, "
+                f"phase switches {r['phase_switches']}, charger writes {r['charger_writes']}"
+            )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pvcharge", description="Charge an EV from PV surplus.")
     parser.add_argument("--version", action="version", version=f"pvcharge {__version__}")
@@ -142,6 +189,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", "-c", required=True)
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_probe)
+
+    p = sub.add_parser("replay", help="replay measured days through the controller and score them")
+    p.add_argument("traces", nargs="+", help="trace CSV files (timestamp,pv_power_w,house_power_w)")
+    p.add_argument("--config", "-c", help="take site, charger limits and control settings from this file")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--plot", help="draw the day to this PNG (needs the 'plot' extra: matplotlib)")
+    p.set_defaults(func=cmd_replay)
 
     p = sub.add_parser("demo", help="run the daemon against built-in emulators on a measured PV day")
     p.add_argument("--speed", type=float, help="simulated seconds per real second (default: fit --seconds)")

@@ -249,7 +249,13 @@ class _Loader:
             inner = [a for a in args if a is not type(None)]
             if len(inner) == 1:
                 return self.value(key, raw, inner[0], meta)
-            raise TypeError(f"unsupported settings type {hint!r} at {key}")
+            for option in inner:
+                try:
+                    return self.value(key, raw, option, meta)
+                except ConfigError:
+                    continue
+            expected = " or ".join(_describe(option, meta) for option in inner)
+            raise self.error(key, f"expected {expected}, got {_kind(raw)} {raw!r}")
         if origin is Literal:
             if isinstance(raw, str):
                 raw = self.expand(key, raw)
@@ -283,6 +289,16 @@ class _Loader:
                 raise self.error(key, f"expected a value within {lo:g}–{hi:g} {unit}, got {value:g}".rstrip())
             return value
         raise TypeError(f"unsupported settings type {hint!r} at {key}")
+
+
+def _describe(hint: Any, meta: Mapping[str, Any]) -> str:
+    """What a value of settings type ``hint`` looks like, for error messages."""
+    if typing.get_origin(hint) is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(hint))
+    if hint in (int, float):
+        unit = f" in {meta['unit']}" if meta.get("unit") else ""
+        return ("an integer" if hint is int else "a number") + unit
+    return {str: "a string", bool: "true or false"}.get(hint, str(hint))
 
 
 def _is_secret(hint: Any) -> bool:

@@ -31,7 +31,7 @@ import structlog
 from pvcharge.chargers import Charger
 from pvcharge.config import Config
 from pvcharge.control import Controller, Decision
-from pvcharge.errors import DeviceError
+from pvcharge.errors import ConfigError, DeviceError
 from pvcharge.meters import Meter
 from pvcharge.readings import ChargerCommand, ChargerReading, SiteReading
 
@@ -89,6 +89,9 @@ class Daemon:
     Args:
         config: the validated config.
         meter, charger: the drivers (the daemon closes them when :meth:`run` ends).
+
+    Raises:
+        ConfigError: ``charger.phases: auto`` with a charger that cannot switch phases.
         clock: returns now in s (default ``time.time``); also the drivers' clock.
         sleep: sleeps a number of clock seconds (default ``asyncio.sleep``).
         on_cycle: called after every cycle with a :class:`Cycle`.
@@ -110,6 +113,13 @@ class Daemon:
         self.clock = clock
         self.sleep = sleep
         self.on_cycle = on_cycle
+        if config.charge_point.phases == "auto" and not charger.capabilities.phase_switching:
+            raise ConfigError(
+                config.path,
+                "charger.phases",
+                f"auto needs a charger that can switch between 1 and 3 phases; {charger.name} cannot "
+                "(set 1 or 3)",
+            )
         self.controller = Controller(config.control, config.charge_point, config.site)
         self.stats = Stats()
         self._last_site: SiteReading | None = None
@@ -253,7 +263,7 @@ class Daemon:
 
     async def _shutdown(self) -> None:
         if self._applied is None or self._applied.current_a > 0:
-            pause = ChargerCommand(0.0, self.config.charge_point.phases)
+            pause = ChargerCommand(0.0, self.controller.phases)
             try:
                 await asyncio.wait_for(self.charger.apply(pause), timeout=10.0)
                 log.info("stopped", charger_left="paused")

@@ -98,7 +98,7 @@ async def test_run_charges_logs_decisions_and_pauses_on_sigterm(emulators, tmp_p
         tmp_path,
         meter.port,
         charger.url,
-        "control: {interval_s: 1, start_delay_s: 0, max_age_s: 10}\nlog: {level: debug}\n",
+        "control: {interval_s: 1, cloud_filter: 'off', max_age_s: 10}\nlog: {level: debug}\n",
     )
     proc = await asyncio.create_subprocess_exec(
         sys.executable,

@@ -83,11 +83,21 @@ def test_out_of_range_and_bad_choice() -> None:
     assert "control.interval_s: expected a value within 1–300 s, got 0" in error_of(
         MINIMAL + "control: {interval_s: 0}\n"
     )
-    assert "control.mode: expected one of 'off', 'pv', 'fast', got 'turbo'" in error_of(
+    assert "control.mode: expected one of 'off', 'pv', 'minpv', 'fast', got 'turbo'" in error_of(
         MINIMAL + "control: {mode: turbo}\n"
     )
-    assert "charger.phases: expected one of 1, 3, got 2" in error_of(
+    assert "charger.phases: expected one of 1, 3, 'auto', got 2" in error_of(
         MINIMAL.replace('url: "http://192.0.2.20"', 'url: "http://192.0.2.20", phases: 2')
+    )
+
+
+def test_cloud_filter_takes_a_preset_or_seconds() -> None:
+    assert parse_config(MINIMAL + "control: {cloud_filter: strong}\n").control.window_s == 480
+    assert parse_config(MINIMAL + "control: {cloud_filter: 300}\n").control.window_s == 300
+    msg = error_of(MINIMAL + "control: {cloud_filter: stormy}\n")
+    assert "control.cloud_filter: expected one of 'off', 'weak', 'medium', 'strong' or a number in s" in msg
+    assert "control.cloud_filter: a window of 2 s is shorter than interval_s (5 s)" in error_of(
+        MINIMAL + "control: {cloud_filter: 2}\n"
     )
 
 
@@ -216,7 +226,7 @@ def test_check_config_prints_effective_config_with_secrets_redacted(
 
 def test_check_config_error_exit_code(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "c.yaml"
-    path.write_text(MINIMAL + "control: {stop_delay_s: -1}\n")
+    path.write_text(MINIMAL + "control: {min_off_s: -1}\n")
     assert main(["check-config", str(path)]) == 2
     err = capsys.readouterr().err
-    assert f"{path}: control.stop_delay_s: expected a value within 0–3600 s, got -1" in err
+    assert f"{path}: control.min_off_s: expected a value within 0–7200 s, got -1" in err

@@ -1,12 +1,18 @@
-"""Scenario tests of the v1 control core with hand-made readings and a fake clock."""
+"""Scenario tests of the control core with hand-made readings and a fake clock: one test per rule."""
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Callable, Iterable
+from typing import Any
+
 import pytest
 
-from pvcharge.control import ChargePoint, ControlConfig, Controller, SiteConfig
+from pvcharge.control import ChargePoint, ControlConfig, Controller, Decision, SiteConfig
 from pvcharge.readings import ChargerReading, SiteReading
 from pvcharge.settings import SettingError
+
+V = 230.0
 
 
 def site(
@@ -17,125 +23,294 @@ def site(
     )
 
 
-def car(t: float, power: float = 0.0, connected: bool = True) -> ChargerReading:
+def car(t: float, power: float = 0.0, connected: bool = True, phases: int | None = None) -> ChargerReading:
+    drawing = 0 if power == 0 else (3 if phases is None else phases)
     return ChargerReading(
-        connected=connected,
-        charging=power > 0,
-        power_w=power,
-        current_a=0.0,
-        phases=3 if power else 0,
-        timestamp_s=t,
+        connected=connected, charging=power > 0, power_w=power, current_a=0.0, phases=drawing, timestamp_s=t
     )
 
 
-def make(**control: float | str) -> Controller:
+def make(phases: Any = 1, max_a: float = 16, **control: Any) -> Controller:
+    control.setdefault("deadzone_w", 0.0)
     return Controller(
-        ControlConfig(**control),
-        ChargePoint(min_current_a=6, max_current_a=16, phases=3),
-        SiteConfig(voltage_v=230),
+        ControlConfig(**control), ChargePoint(max_current_a=max_a, phases=phases), SiteConfig(V)
     )
 
 
+class Sim:
+    """A tiny closed loop: the car draws what was commanded, the surplus is a function of time, no
+    battery (so grid = car − surplus).  Steps of ``interval_s``."""
+
+    def __init__(self, ctl: Controller, surplus: Callable[[float], float], interval_s: float = 5.0) -> None:
+        self.ctl, self.surplus, self.interval_s = ctl, surplus, interval_s
+        self.t = 0.0
+        self.car_w = 0.0
+        self.log: list[tuple[float, Decision]] = []
+
+    def run(self, until_s: float) -> list[tuple[float, Decision]]:
+        while self.t < until_s:
+            self.t += self.interval_s
+            s = self.surplus(self.t)
+            d = self.ctl.step(
+                self.t, site(self.t, grid=self.car_w - s, pv=max(s, 0.0)), car(self.t, self.car_w)
+            )
+            self.car_w = d.command.current_a * d.command.phases * V
+            self.log.append((self.t, d))
+        return self.log
+
+
+def currents(log: Iterable[tuple[float, Decision]], t0: float = 0, t1: float = 1e18) -> list[float]:
+    return [d.command.current_a for t, d in log if t0 <= t <= t1]
+
+
+# -- surplus and battery policy --------------------------------------------------------------------
 def test_available_is_car_plus_export_plus_battery_charging_minus_target() -> None:
-    ctl = make(start_delay_s=0, grid_target_w=100)
-    # car draws 4140 W, site exports 1000 W, battery charges 500 W: 4140 + 1000 + 500 - 100 = 5540 W
-    d = ctl.step(0.0, site(0.0, grid=-1000, battery=-500), car(0.0, power=4140))
-    assert d.available_w == pytest.approx(5540)
-    assert d.command.current_a == 8  # floor(5540 / 690) = 8 A
-    assert d.command.phases == 3
+    # grid_target_w -100: keep 100 W of export (canonical sign: grid < 0 exports)
+    ctl = make(grid_target_w=-100)
+    # car 4140 W, exporting 1000 W, battery charging 500 W: 4140 + 1000 + 500 - 100 = 5540 W
+    assert ctl.available_w(site(0, grid=-1000, battery=-500), car(0, 4140)) == pytest.approx(5540)
+    # +100 allows 100 W of import on top
+    assert make(grid_target_w=100).available_w(site(0, grid=-1000), car(0, 4140)) == pytest.approx(5240)
 
 
-def test_battery_discharge_is_subtracted_so_it_never_feeds_the_car() -> None:
-    ctl = make(start_delay_s=0)
-    # a balancing battery covers the car: grid 0, battery discharging 4140 W -> no surplus at all
-    d = ctl.step(0.0, site(0.0, grid=0, battery=4140), car(0.0, power=4140))
-    assert d.available_w == pytest.approx(0)
+def test_discharging_battery_is_subtracted_unless_opted_in() -> None:
+    reading = site(0, grid=0, battery=1500, soc=80)
+    assert make().available_w(reading, car(0, 4140)) == pytest.approx(2640)
+    assert make(battery_to_car=True).available_w(reading, car(0, 4140)) == pytest.approx(4140)
+    low = site(0, grid=0, battery=1500, soc=40)  # below battery_to_car_min_soc_pct (50 %)
+    assert make(battery_to_car=True).available_w(low, car(0, 4140)) == pytest.approx(2640)
 
 
-def test_start_only_after_surplus_held_for_start_delay() -> None:
-    ctl = make(start_delay_s=60)
+def test_battery_first_counts_battery_charging_only_from_its_soc() -> None:
+    ctl = make(battery_policy="battery_first", battery_first_soc_pct=90)
+    assert ctl.available_w(site(0, grid=-200, battery=-3000, soc=60), None) == pytest.approx(200)
+    assert ctl.available_w(site(0, grid=-200, battery=-3000, soc=95), None) == pytest.approx(3200)
+
+
+def test_deadzone_zeroes_small_grid_power_and_shrinks_larger() -> None:
+    ctl = make(deadzone_w=100)
+    assert ctl.available_w(site(0, grid=80), None) == pytest.approx(0)
+    assert ctl.available_w(site(0, grid=-80), None) == pytest.approx(0)
+    assert ctl.available_w(site(0, grid=-300), None) == pytest.approx(200)
+    assert ctl.available_w(site(0, grid=300), None) == pytest.approx(-200)
+
+
+# -- cloud filter, start and stop ------------------------------------------------------------------
+def test_starts_only_after_surplus_covered_min_power_for_the_whole_window() -> None:
+    log = Sim(make(cloud_filter="medium"), lambda t: 2500.0).run(400)
+    first_on = min(t for t, d in log if d.command.current_a > 0)
+    assert 240 <= first_on <= 250
+    assert currents(log, first_on, first_on)[0] == 10  # floor(2500 / 230)
+
+
+def test_a_dip_inside_the_window_delays_the_start() -> None:
+    log = Sim(make(cloud_filter=240), lambda t: 500.0 if 100 <= t < 110 else 2500.0).run(600)
+    first_on = min(t for t, d in log if d.command.current_a > 0)
+    assert 110 + 240 <= first_on <= 110 + 250
+
+
+def test_a_cloud_shorter_than_the_window_does_not_stop_the_car() -> None:
+    ctl = make(cloud_filter=240, min_on_s=0, grid_tolerance_s=3600)  # no battery here: the grid covers
+    log = Sim(ctl, lambda t: 200.0 if 1000 <= t < 1200 else 3000.0).run(2000)
+    assert all(a > 0 for a in currents(log, 300, 2000))
+    assert min(currents(log, 1000, 1200)) == 6  # held at min current through the cloud
+
+
+def test_a_sustained_cloud_stops_the_car_after_the_window() -> None:
+    ctl = make(cloud_filter=240, min_on_s=0, grid_tolerance_s=3600)
+    log = Sim(ctl, lambda t: 200.0 if t >= 1000 else 3000.0).run(1600)
+    stopped = min(t for t, d in log if t > 1000 and d.command.current_a == 0)
+    assert 1000 + 240 <= stopped <= 1000 + 250
+    assert next(d for t, d in log if t == stopped).reason.startswith("stop")
+
+
+def test_min_on_time_keeps_a_fresh_session_running() -> None:
+    ctl = make(cloud_filter=60, min_on_s=900, grid_tolerance_s=3600)
+    log = Sim(ctl, lambda t: 3000.0 if t < 200 else 0.0).run(1200)
+    started = min(t for t, d in log if d.command.current_a > 0)
+    stopped = min(t for t, d in log if t > started and d.command.current_a == 0)
+    assert stopped - started >= 900
+
+
+def test_min_off_time_keeps_a_stopped_car_paused() -> None:
+    ctl = make(cloud_filter=60, min_on_s=0, min_off_s=600, grid_tolerance_s=3600)
+    log = Sim(ctl, lambda t: 0.0 if 300 <= t < 500 else 3000.0).run(2000)
+    stopped = min(t for t, d in log if t > 300 and d.command.current_a == 0)
+    restarted = min(t for t, d in log if t > stopped and d.command.current_a > 0)
+    assert restarted - stopped >= 600
+
+
+def test_grid_import_beyond_tolerance_stops_even_inside_the_window() -> None:
+    ctl = make(cloud_filter="strong", min_on_s=0, grid_tolerance_s=60)
+    log = Sim(ctl, lambda t: 0.0 if t >= 1000 else 3000.0).run(1400)
+    stopped = min(t for t, d in log if t > 1000 and d.command.current_a == 0)
+    assert stopped <= 1000 + 60 + 10
+    assert "importing from the grid" in next(d for t, d in log if t == stopped).reason
+
+
+# -- following: damped by energy ---------------------------------------------------------------------
+def test_a_deep_drop_lowers_the_current_within_seconds() -> None:
+    ctl = make(cloud_filter=60, down_energy_wh=6)
+    log = Sim(ctl, lambda t: 3500.0 if t < 600 else 1700.0).run(700)
+    assert currents(log, 590, 595) == [15, 15]
+    # 15 A -> 7 A: 1750 W over the surplus adds 2.4 Wh per 5-s reading, so 6 Wh after three readings
+    assert currents(log, 600, 620) == [15, 15, 7, 7, 7]
+
+
+def test_a_small_shortfall_is_tolerated_until_its_energy_adds_up() -> None:
+    ctl = make(cloud_filter=60, down_energy_wh=6)
+    log = Sim(ctl, lambda t: 3000.0 if t < 600 else 2900.0).run(1000)  # 13 A = 2990 W: 90 W over
+    lowered = min(t for t, d in log if t > 600 and d.command.current_a == 12)
+    assert 600 + 235 <= lowered <= 600 + 245  # 6 Wh / 90 W = 240 s
+
+
+def test_a_rise_waits_for_its_energy_and_goes_to_the_level_supported_all_along() -> None:
+    ctl = make(cloud_filter=60, up_energy_wh=12)
+    surplus = {0: 1500.0, 600: 3500.0, 610: 2800.0}  # a jump, then a slightly lower plateau
+    log = Sim(ctl, lambda t: surplus[max(k for k in surplus if k <= t)]).run(900)
+    assert currents(log, 550, 600) == [6] * 11
+    raised = [(t, a) for t, a in zip([t for t, _ in log], currents(log), strict=True) if t > 600 and a > 6]
+    t_up, a_up = raised[0]
+    assert a_up == 12  # floor(2800 / 230): the lowest surplus since it rose
+    assert t_up <= 600 + 30  # 12 Wh at ~1400 W more takes about 30 s
+    assert len({a for _, a in raised}) == 1  # one write, no staircase
+
+
+def test_writes_are_rare_on_a_noisy_surplus() -> None:
+    ctl = make(cloud_filter=60)
+    log = Sim(ctl, lambda t: 2500.0 + (150.0 if int(t // 60) % 2 else -150.0)).run(3600)
+    changes = sum(1 for a, b in zip(currents(log), currents(log)[1:], strict=False) if a != b)
+    assert changes <= 3  # ±150 W house noise around 10.9 A does not move the current every minute
+
+
+def test_current_never_exceeds_max() -> None:
+    log = Sim(make(cloud_filter=60, max_a=16), lambda t: 30000.0).run(600)
+    assert max(currents(log)) == 16
+
+
+# -- phases --------------------------------------------------------------------------------------------
+def test_auto_phases_goes_to_3p_on_a_strong_surplus_and_back_to_1p_when_it_fades() -> None:
+    ctl = make(phases="auto", cloud_filter=60)
+    log = Sim(ctl, lambda t: 8000.0 if t < 3600 else 2500.0).run(7200)
+    assert {d.command.phases for t, d in log if 1500 <= t < 3600} == {3}
+    assert {d.command.phases for t, d in log if t > 6000} == {1}
+    assert currents(log, 6000, 7200)[-1] == 10
+
+
+def test_no_flapping_in_the_dead_band() -> None:
+    """A surplus wandering through the dead band between 3680 W (1p, 16 A) and 4140 W (3p, 6 A) for
+    six hours switches phases at most a few times, never twice within the switch interval."""
+    ctl = make(phases="auto", cloud_filter=60)
+
+    def wander(t: float) -> float:
+        return 3600.0 + 700.0 * ((int(t // 90) * 7919) % 11) / 10  # 3600..4300 W, new value every 90 s
+
+    log = Sim(ctl, wander).run(6 * 3600)
+    phases = [d.command.phases for _, d in log]
+    switch_times = [t for (t, d), p in zip(log[1:], phases, strict=False) if d.command.phases != p]
+    assert len(switch_times) <= 6
+    assert all(b - a >= 900 for a, b in itertools.pairwise(switch_times))
+
+
+def test_switch_cap_per_hour() -> None:
+    ctl = make(
+        phases="auto",
+        cloud_filter=60,
+        phase_switch_interval_s=0,
+        phase_switches_per_hour=2,
+        phase_window_s=60,
+        phase_switch_gain_wh=0,
+    )
+    log = Sim(ctl, lambda t: 9000.0 if int(t // 120) % 2 else 2000.0).run(3 * 3600)
+    phases = [d.command.phases for _, d in log]
+    switch_times = [t for (t, d), p in zip(log[1:], phases, strict=False) if d.command.phases != p]
+    assert switch_times, "the signal should cause switches"
+    for t in switch_times:
+        assert sum(1 for u in switch_times if t - 3600 < u <= t) <= 2
+
+
+def test_a_car_drawing_on_one_phase_is_treated_as_1p() -> None:
+    ctl = make(phases="auto", cloud_filter=60)
     t = 0.0
-    while t < 60:
-        d = ctl.step(t, site(t, grid=-5000), car(t))
-        assert d.command.current_a == 0, f"started early at t={t}"
+    d = None
+    for _ in range(200):  # a strong surplus: starts or switches to 3p
         t += 5
-    d = ctl.step(60.0, site(60.0, grid=-5000), car(60.0))
-    assert d.command.current_a == 7  # floor(5000 / 690)
-    assert d.reason.startswith("start")
+        car_w = 0.0 if d is None else d.command.current_a * V  # the car only draws on L1
+        d = ctl.step(t, site(t, grid=car_w - 6000.0, pv=6000.0), car(t, car_w, phases=1))
+    assert d is not None and d.command.phases == 3
+    assert d.command.current_a == 16  # 6000 W on one phase: as much as 16 A allows, not 8 A
 
 
-def test_a_dip_restarts_the_start_timer() -> None:
-    ctl = make(start_delay_s=60)
-    ctl.step(0.0, site(0.0, grid=-5000), car(0.0))
-    ctl.step(40.0, site(40.0, grid=-1000), car(40.0))  # below 4140 W min power
-    d = ctl.step(70.0, site(70.0, grid=-5000), car(70.0))
-    assert d.command.current_a == 0
-    d = ctl.step(130.0, site(130.0, grid=-5000), car(130.0))
-    assert d.command.current_a > 0
-
-
-def test_stop_only_after_shortfall_held_for_stop_delay_and_holds_min_meanwhile() -> None:
-    ctl = make(start_delay_s=0, stop_delay_s=180)
-    assert ctl.step(0.0, site(0.0, grid=-6000), car(0.0)).command.current_a == 8
-    # a cloud: the car (4140 W at 6 A) now imports 2000 W
-    for t in range(5, 180, 5):
-        d = ctl.step(float(t), site(float(t), grid=2000), car(float(t), power=4140))
-        assert d.command.current_a == 6, f"t={t}: {d.reason}"
-    d = ctl.step(185.0, site(185.0, grid=2000), car(185.0, power=4140))
-    assert d.command.current_a == 0
-    assert d.reason.startswith("stop")
-
-
-def test_current_clamped_to_max() -> None:
-    ctl = make(start_delay_s=0)
-    d = ctl.step(0.0, site(0.0, grid=-30000, pv=30000), car(0.0))
-    assert d.command.current_a == 16
-
-
-def test_stale_meter_pauses_at_once() -> None:
-    ctl = make(start_delay_s=0, max_age_s=30)
-    assert ctl.step(0.0, site(0.0, grid=-6000), car(0.0)).command.current_a > 0
-    old = site(0.0, grid=-6000)
-    assert ctl.step(30.0, old, car(30.0, power=5520)).command.current_a > 0  # exactly max age: still fresh
-    d = ctl.step(31.0, old, car(31.0, power=5520))
-    assert d.command.current_a == 0
-    assert "stale" in d.reason
-
-
-def test_no_meter_reading_pauses() -> None:
-    d = make().step(0.0, None, car(0.0))
-    assert d.command.current_a == 0
-    assert "no meter reading" in d.reason
-
-
-def test_no_vehicle_pauses_but_keeps_surplus_timer() -> None:
-    ctl = make(start_delay_s=60)
-    assert ctl.step(0.0, site(0.0, grid=-5000), car(0.0, connected=False)).command.current_a == 0
-    assert ctl.step(65.0, site(65.0, grid=-5000), car(65.0, connected=False)).command.current_a == 0
-    # plugged in after the surplus has already held for the start delay: starts at once
-    assert ctl.step(70.0, site(70.0, grid=-5000), car(70.0)).command.current_a == 7
-
-
-def test_off_never_charges_and_fast_charges_max_without_meter() -> None:
-    ctl = make(mode="off", start_delay_s=0)
+# -- modes and stale data -----------------------------------------------------------------------------
+def test_off_never_charges_and_fast_charges_max_on_3p_without_meter() -> None:
+    ctl = make(phases="auto", mode="off")
     assert ctl.step(0.0, site(0.0, grid=-20000, pv=20000), car(0.0)).command.current_a == 0
     ctl.set_mode("fast")
     d = ctl.step(1.0, None, car(1.0))
     assert (d.command.current_a, d.command.phases) == (16, 3)
 
 
-def test_charger_missing_counts_car_power_as_zero() -> None:
-    ctl = make(start_delay_s=0)
-    d = ctl.step(0.0, site(0.0, grid=-5000), None)
-    assert d.available_w == pytest.approx(5000)
+def test_minpv_never_below_min_current_and_takes_surplus_on_top() -> None:
+    ctl = make(mode="minpv", cloud_filter=60)
+    log = Sim(ctl, lambda t: 0.0 if t < 600 else 3000.0).run(1200)
+    assert min(currents(log)) == 6
+    assert currents(log)[-1] == 13
 
 
-def test_single_phase_charge_point() -> None:
-    ctl = Controller(ControlConfig(start_delay_s=0), ChargePoint(phases=1, max_current_a=16))
-    d = ctl.step(0.0, site(0.0, grid=-2000), car(0.0))
-    assert (d.command.current_a, d.command.phases) == (8, 1)  # floor(2000 / 230)
+def test_stale_meter_pauses_at_once_and_the_window_refills() -> None:
+    ctl = make(cloud_filter=60, max_age_s=30)
+    t = 0.0
+    for _ in range(30):
+        t += 5
+        d = ctl.step(t, site(t, grid=-3000), car(t))
+    assert d.command.current_a > 0
+    frozen = site(t, grid=-3000)
+    d = ctl.step(t + 30, frozen, car(t + 30))
+    assert d.command.current_a > 0  # exactly max_age_s old: still fresh
+    d = ctl.step(t + 31, frozen, car(t + 31))
+    assert d.command.current_a == 0 and "stale" in d.reason
+    t += 100
+    d = ctl.step(t, site(t, grid=-3000), car(t))
+    assert d.command.current_a == 0  # fresh again, but the cloud filter must see a whole window first
 
 
+def test_minpv_safe_state_min_current_keeps_min_on_stale_data() -> None:
+    ctl = make(mode="minpv", safe_state="min_current", max_age_s=30)
+    d = ctl.step(100.0, site(0.0, grid=-3000), car(100.0))
+    assert d.command.current_a == 6 and "stale" in d.reason
+    pv = make(mode="pv", safe_state="min_current", max_age_s=30)
+    assert pv.step(100.0, site(0.0, grid=-3000), car(100.0)).command.current_a == 0
+
+
+def test_a_slow_meter_read_twice_counts_once() -> None:
+    """With the meter updating every 10 s and the loop every 5 s, the overdraw energy grows per reading,
+    not per cycle: the current drops after the same meter time as with a 5-s meter."""
+
+    def time_to_drop(meter_every: float) -> float:
+        ctl = make(cloud_filter=60, down_energy_wh=6, max_age_s=30)
+        reading = site(0.0, grid=-3000)
+        t = 0.0
+        while t < 2000:
+            t += 5
+            car_w = 2990.0 if t > 300 else 0.0
+            surplus = 3000.0 if t < 600 else 2900.0
+            if t % meter_every == 0:
+                reading = site(t, grid=car_w - surplus, pv=surplus)
+            d = ctl.step(t, reading, car(t, car_w))
+            if t > 600 and d.command.current_a == 12:
+                return t - 600
+        raise AssertionError("never dropped")
+
+    assert time_to_drop(10.0) == pytest.approx(time_to_drop(5.0), abs=10)
+
+
+def test_no_vehicle_pauses() -> None:
+    ctl = make(cloud_filter=60)
+    d = ctl.step(5.0, site(5.0, grid=-5000), car(5.0, connected=False))
+    assert d.command.current_a == 0 and d.reason == "no vehicle connected"
+
+
+# -- settings ---------------------------------------------------------------------------------------------
 def test_settings_cross_checks_name_the_key() -> None:
     with pytest.raises(SettingError) as err:
         ChargePoint(min_current_a=10, max_current_a=8)
@@ -143,3 +318,16 @@ def test_settings_cross_checks_name_the_key() -> None:
     with pytest.raises(SettingError) as err:
         ControlConfig(interval_s=10, max_age_s=5)
     assert err.value.key == "max_age_s"
+    with pytest.raises(SettingError) as err:
+        ControlConfig(interval_s=10, cloud_filter=5)
+    assert err.value.key == "cloud_filter"
+
+
+def test_cloud_filter_presets() -> None:
+    assert [ControlConfig(cloud_filter=p).window_s for p in ("off", "weak", "medium", "strong")] == [
+        0,
+        120,
+        240,
+        480,
+    ]
+    assert ControlConfig(cloud_filter=300).window_s == 300

@@ -46,7 +46,7 @@ async def test_daemon_follows_surplus_for_a_simulated_hour(tmp_path: Path) -> No
     )
     base = parse_config(
         "meter: {type: huawei, host: 127.0.0.1}\ncharger: {type: warp, url: 'http://127.0.0.1', phases: 1,"
-        " max_current_a: 16}\ncontrol: {interval_s: 5, start_delay_s: 60, stop_delay_s: 180}\n"
+        " max_current_a: 16}\ncontrol: {interval_s: 5, cloud_filter: 60, grid_tolerance_s: 120}\n"
     )
     cycles: list[Cycle] = []
     async with HuaweiEmulator(site) as meter_emu, WarpEmulator(site, phases_connected=1) as warp_emu:
@@ -73,9 +73,9 @@ async def test_daemon_follows_surplus_for_a_simulated_hour(tmp_path: Path) -> No
     offered = [(minute(c), c.decision.command.current_a) for c in cycles]
     # no charging in the dark first ten minutes
     assert all(a == 0 for m, a in offered if m < 10)
-    # starts once the surplus (>= 1380 W for 1p) has held for the start delay: by minute 10 + 1 + margin
+    # starts once the surplus (>= 1380 W for 1p) covered the whole 60-s cloud filter window
     first_on = min(m for m, a in offered if a > 0)
-    assert 11 <= first_on <= 12.5, first_on
+    assert 10.9 <= first_on <= 12, first_on  # 60-s cloud filter
     # follows the surplus: more current near the PV peak than at the start, never above max
     assert max(a for _, a in offered) <= 16
     peak = [a for m, a in offered if 24 <= m <= 26]
@@ -85,7 +85,7 @@ async def test_daemon_follows_surplus_for_a_simulated_hour(tmp_path: Path) -> No
     drawn = [c.charger for c in cycles if c.charger and 24 <= minute(c) <= 26]
     assert max(ch.power_w for ch in drawn) >= 12 * 230  # surplus 3200 W at the peak: 13 A
     assert all(ch.phases == 1 for ch in drawn if ch.charging)
-    # pauses when PV is gone, after the stop delay (3 min) + a margin for the car's lag
+    # pauses when PV is gone: the car imports from the grid (no battery here) for grid_tolerance_s (120 s)
     last_on = max(m for m, a in offered if a > 0)
     assert 40 <= last_on <= 44, last_on
     assert all(a == 0 for m, a in offered if m > 45)

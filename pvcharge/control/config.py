@@ -12,8 +12,11 @@ from typing import Literal
 
 from pvcharge.settings import SettingError, setting
 
-Mode = Literal["off", "pv", "fast"]
-MODES: tuple[Mode, ...] = ("off", "pv", "fast")
+Mode = Literal["off", "pv", "minpv", "fast"]
+MODES: tuple[Mode, ...] = ("off", "pv", "minpv", "fast")
+CloudFilter = Literal["off", "weak", "medium", "strong"]
+#: window lengths of the cloud filter presets in s (WARP's power manager uses the same steps)
+CLOUD_FILTER_S: dict[str, float] = {"off": 0.0, "weak": 120.0, "medium": 240.0, "strong": 480.0}
 
 
 @dataclass(frozen=True)
@@ -39,7 +42,9 @@ class ChargePoint:
         min=6,
         max=80,
     )
-    phases: Literal[1, 3] = setting(3, doc="phases the charger is wired for and charges on: 1 or 3")
+    phases: Literal[1, 3, "auto"] = setting(
+        3, doc="1 or 3: the phases the charger charges on; auto: switch 1p/3p (needs a charger that can)"
+    )
 
     def __post_init__(self) -> None:
         if self.min_current_a > self.max_current_a:
@@ -51,10 +56,12 @@ class ChargePoint:
 
 @dataclass(frozen=True)
 class ControlConfig:
-    """The ``control:`` section."""
+    """The ``control:`` section. Every number has a default chosen by replaying measured days."""
 
     mode: Mode = setting(
-        "pv", doc="off: never charge; pv: PV surplus only; fast: max current now, whatever the source"
+        "pv",
+        doc="off: never charge; pv: PV surplus only; minpv: at least min current, surplus on top; "
+        "fast: max current (3 phases where possible)",
     )
     interval_s: float = setting(
         5.0, doc="control cycle: read meter and charger, decide, write", unit="s", min=1, max=300
@@ -66,26 +73,120 @@ class ControlConfig:
         min=-10000,
         max=10000,
     )
-    start_delay_s: float = setting(
-        60.0,
-        doc="pv mode starts the car only after the surplus covered min power this long",
+    deadzone_w: float = setting(
+        100.0,
+        doc="grid power within ±this counts as 0 (the slop a balancing home battery leaves); larger values "
+        "shrink by it",
+        unit="W",
+        min=0,
+        max=2000,
+    )
+    battery_policy: Literal["car_first", "battery_first"] = setting(
+        "car_first",
+        doc="car_first: the home battery's charging power counts as surplus; battery_first: it does not "
+        "until the battery SoC reaches battery_first_soc_pct",
+    )
+    battery_first_soc_pct: float = setting(
+        90.0,
+        doc="battery_first: battery charging counts as surplus from this SoC on",
+        unit="%",
+        min=0,
+        max=100,
+    )
+    battery_to_car: bool = setting(
+        False,
+        doc="opt in to let the home battery discharge into the car in pv/minpv mode (down to "
+        "battery_to_car_min_soc_pct); by default its discharge is subtracted from the surplus",
+    )
+    battery_to_car_min_soc_pct: float = setting(
+        50.0, doc="battery_to_car: no discharge into the car below this SoC", unit="%", min=0, max=100
+    )
+    cloud_filter: CloudFilter | float = setting(
+        "medium",
+        doc="off, weak (120 s), medium (240 s), strong (480 s) or a window in s: start only when the surplus "
+        "covered min power for the whole window, stop only when it was short for the whole window",
         unit="s",
         min=0,
         max=3600,
     )
-    stop_delay_s: float = setting(
-        180.0,
-        doc="pv mode pauses the car only after the surplus was short this long",
+    min_on_s: float = setting(
+        600.0,
+        doc="a started car charges at least this long before a stop for lack of surplus",
+        unit="s",
+        min=0,
+        max=7200,
+    )
+    min_off_s: float = setting(
+        300.0,
+        doc="a stopped car stays paused at least this long before it starts again",
+        unit="s",
+        min=0,
+        max=7200,
+    )
+    up_energy_wh: float = setting(
+        12.0,
+        doc="damping: raise the current once a higher one would have taken this much more energy (a big "
+        "rise acts in seconds, a 1 A rise waits minutes), to what the surplus supported all that time",
+        unit="Wh",
+        min=0,
+        max=1000,
+    )
+    down_energy_wh: float = setting(
+        6.0,
+        doc="lower the current once the car drew this much more than the surplus (a big drop acts at once)",
+        unit="Wh",
+        min=0,
+        max=1000,
+    )
+    max_step_up_a: float = setting(
+        16.0, doc="slew limit: the most one change raises the current", unit="A", min=1, max=80
+    )
+    grid_tolerance_s: float = setting(
+        60.0,
+        doc="pv mode: the car may import from the grid (battery empty or at its limit) at most this long "
+        "before it is turned down or paused, whatever the cloud filter says",
         unit="s",
         min=0,
         max=3600,
+    )
+    phase_window_s: float = setting(
+        900.0,
+        doc="phases: auto: the window over which 1p and 3p are compared",
+        unit="s",
+        min=60,
+        max=7200,
+    )
+    phase_switch_gain_wh: float = setting(
+        100.0,
+        doc="phases: auto: switch when the other phase count would have done this much better over the phase "
+        "window (PV captured minus battery_weight × energy drawn beyond the surplus)",
+        unit="Wh",
+        min=0,
+        max=10000,
+    )
+    battery_weight: float = setting(
+        1.5,
+        doc="phases: auto: how many Wh of uncaptured PV one Wh drawn from the battery or grid is worth",
+        min=0,
+        max=10,
+    )
+    phase_switch_interval_s: float = setting(
+        900.0, doc="phases: auto: minimum time between two phase switches", unit="s", min=0, max=86400
+    )
+    phase_switches_per_hour: int = setting(
+        2, doc="phases: auto: at most this many phase switches in any hour", min=1, max=60
     )
     max_age_s: float = setting(
         30.0,
-        doc="a meter reading older than this is stale: pv mode pauses the car until fresh data returns",
+        doc="a meter reading older than this is stale: the car goes to safe_state until fresh data returns",
         unit="s",
         min=1,
         max=3600,
+    )
+    safe_state: Literal["pause", "min_current"] = setting(
+        "pause",
+        doc="on stale or missing meter data: pause; or min_current, which keeps min current in minpv mode "
+        "(pv mode always pauses)",
     )
 
     def __post_init__(self) -> None:
@@ -93,3 +194,15 @@ class ControlConfig:
             raise SettingError(
                 "max_age_s", f"must be >= interval_s ({self.interval_s:g} s), got {self.max_age_s:g} s"
             )
+        if 0 < self.window_s < self.interval_s:
+            raise SettingError(
+                "cloud_filter",
+                f"a window of {self.window_s:g} s is shorter than interval_s ({self.interval_s:g} s)",
+            )
+
+    @property
+    def window_s(self) -> float:
+        """The cloud filter's window in s."""
+        if isinstance(self.cloud_filter, str):
+            return CLOUD_FILTER_S[self.cloud_filter]
+        return float(self.cloud_filter)

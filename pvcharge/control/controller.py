@@ -1,31 +1,55 @@
 """The control core: from a site reading and a charger reading to a charger command.
 
 Pure: no I/O, no clock reads.  The caller passes ``now`` (seconds on the same clock that stamps the
-readings), so the daemon, ``pvcharge replay`` and tests run the same code, a whole day in seconds.
+readings), so the daemon, ``pvcharge replay``, the benchmarks and tests run the same code.
 
-PV mode, v1:
+**Surplus.** ``available_w = car power − (grid − grid_target) − battery term``: with the canonical
+signs this is *car power + export + battery charging power − grid target*.  The battery term follows
+the battery policy: a charging battery counts as surplus (``car_first``, or ``battery_first`` once its
+SoC reached ``battery_first_soc_pct``); a discharging battery is subtracted, so it never feeds the car,
+unless ``battery_to_car`` opts in (down to ``battery_to_car_min_soc_pct``).  Grid power inside
+``±deadzone_w`` counts as 0.  Each meter reading enters the filters once, by its timestamp: a slow
+meter read twice is not counted twice.
 
-- ``available_w = car_power_w - grid_power_w - battery_power_w - grid_target_w``.  With the
-  canonical signs this is *car power + export + battery charging power − grid target*; a
-  discharging home battery (``battery_power_w > 0``) is subtracted, so the battery never feeds the car.
-- the target current per phase is ``floor(available_w / (phases × voltage_v))`` in whole amps,
-  clamped to ``[min_current_a, max_current_a]``;
-- **start** only after ``available_w`` covered the minimum power (``min_current_a × phases ×
-  voltage_v``) continuously for ``start_delay_s``; **stop** only after it was short continuously
-  for ``stop_delay_s`` (until then the car holds ``min_current_a``);
-- a missing or stale meter reading (older than ``max_age_s``) pauses the car at once and resets
-  the start timer, so charging never continues on a dead meter.
+**Cloud filter.** A window of ``cloud_filter`` seconds over the surplus.  A paused car starts only if
+the window *minimum* covers its minimum power (the surplus was there the whole window) and
+``min_off_s`` has passed; a charging car stops only if the window *maximum* stayed below its minimum
+power (short the whole window) and ``min_on_s`` has passed.  In between it holds min current.
 
-Modes ``off`` (always pause) and ``fast`` (max current, needs no meter) complete v1.
+**Following.** Inside a session the current is the whole amps that fit the surplus, damped by energy
+rather than by time: it falls once the car has drawn ``down_energy_wh`` more than the surplus (a drop
+of several kW acts on the next reading, a 1 A excess after a few minutes), and rises once a higher current
+would have taken ``up_energy_wh`` more, to what the surplus supported all that while (at most
+``max_step_up_a`` per change).  So the charger is written rarely, the car does not hunt around an amp
+boundary, and it draws little from the battery.  If the car imports from the grid (battery empty or at
+its limit) for ``grid_tolerance_s``, it is turned down or paused whatever the cloud filter says.
+
+**Phases** (``phases: auto``).  With 16 A, one phase tops out at 3680 W and three phases start at
+4140 W: a dead band, where neither fits and every threshold on the instantaneous surplus flaps.  So
+pvcharge compares outcomes instead: for each reading it scores what the best whole-amp current on 3
+phases and on 1 phase would have achieved (PV captured minus ``battery_weight`` × energy drawn beyond the
+surplus), and switches when the other phase count would have done ``phase_switch_gain_wh`` better over
+the last ``phase_window_s``.  Right after a switch the same window still favours the new phase count,
+so it cannot switch back until the evidence has turned by twice that margin; on top, switches are at
+least ``phase_switch_interval_s`` apart and at most ``phase_switches_per_hour``.  A session starts on 3
+phases only if the surplus covered their minimum for the whole cloud window.  A car seen drawing on one
+phase while offered three is treated as a 1-phase car until it is unplugged.
+
+**Stale data.** A meter reading older than ``max_age_s`` (or none) sends the car to the safe state at
+once (pause; ``min_current`` keeps min current in ``minpv``), clears the filters, and says why.
 """
 
 from __future__ import annotations
 
 import math
+from collections import deque
 from dataclasses import dataclass
 
 from pvcharge.control.config import ChargePoint, ControlConfig, Mode, SiteConfig
+from pvcharge.control.window import TimeWindow
 from pvcharge.readings import ChargerCommand, ChargerReading, SiteReading
+
+RECENT_S = 30.0  #: the surplus minimum of this last span sets the current at a start or phase switch
 
 
 @dataclass(frozen=True)
@@ -33,11 +57,10 @@ class Decision:
     """The controller's answer for one cycle.
 
     Attributes:
-        command: what the charger should do (``current_a`` 0 = pause).
+        command: what the charger should do (``current_a`` 0 = pause; ``phases`` 1 or 3).
         reason: one human-readable sentence with the numbers behind the decision.
         mode: the mode in force.
-        available_w: the PV surplus the car may take in W (``None`` when not computed: off, fast,
-            no fresh meter reading).
+        available_w: the surplus the car may take in W (``None`` when not computed: off, fast, stale).
     """
 
     command: ChargerCommand
@@ -50,12 +73,12 @@ class Controller:
     """PV-surplus controller for one charge point.
 
     Args:
-        control: the ``control:`` settings (mode, delays, grid target, max age).
-        charge_point: the charger's current limits and phases.
+        control: the ``control:`` settings.
+        charge_point: the charger's current limits and phases (``auto`` = 1p/3p switching).
         site: site settings (voltage).
 
-    Call :meth:`step` once per cycle.  The object keeps the start/stop timers between calls; it
-    is not thread-safe and not shared between charge points.
+    Call :meth:`step` once per cycle.  The object keeps timers and filters between calls; it is not
+    thread-safe and not shared between charge points.
     """
 
     def __init__(
@@ -65,124 +88,319 @@ class Controller:
         self.charge_point = charge_point
         self.site = site or SiteConfig()
         self.mode: Mode = control.mode
-        self._on = False  # inside a charging session (offering current)
-        self._surplus_since: float | None = None  # start of the current span with enough surplus
-        self._short_since: float | None = None  # start of the current span without enough surplus
+        self.auto_phases = charge_point.phases == "auto"
+        self._window = TimeWindow(control.window_s)
+        self._phase_gain = TimeWindow(control.phase_window_s)  # how much better 3p would do than 1p, W
+        self._recent = TimeWindow(RECENT_S)  # the last half minute, for the level to start or switch at
+        self._dt_s = 0.0  # seconds the newest reading stands for (its distance to the previous one)
+        self._phases = 1 if self.auto_phases else int(charge_point.phases)
+        self._switches: deque[float] = deque()  # times of phase switches in the last hour
+        self._last_reading_t = -math.inf
+        self._available_w: float | None = None
+        self._one_phase_car = False
+        self._one_phase_seen = 0
+        self._reset_session()
+        self._off_since = -math.inf
 
-    @property
-    def min_power_w(self) -> float:
-        """Power in W at ``min_current_a`` on the configured phases."""
-        cp = self.charge_point
-        return cp.min_current_a * cp.phases * self.site.voltage_v
+        v = self.site.voltage_v
+        min_3p = 3 * charge_point.min_current_a * v
+        max_1p = charge_point.max_current_a * v
+        #: a pv session starts on 3 phases only if the surplus covered their minimum the whole window
+        self.phase_up_w = min_3p if max_1p < min_3p else min_3p + 3 * v
+
+    def phase_gain_w(self, surplus_w: float) -> float:
+        """How much better 3 phases would do than 1 at this surplus: W of PV captured minus
+        ``battery_weight`` × W drawn beyond the surplus, each at its best whole-amp current."""
+
+        def value(phases: int) -> float:
+            car_w = self.power_w(self._fit(surplus_w, phases), phases)
+            over_w = max(0.0, car_w - max(surplus_w, 0.0))
+            return min(car_w, max(surplus_w, 0.0)) - self.control.battery_weight * over_w
+
+        return value(3) - value(1)
+
+    # -- small helpers ------------------------------------------------------------------------
+    def _reset_session(self) -> None:
+        self._on = False
+        self._on_since = -math.inf
+        self._level_a = 0.0
+        self._over_wh = 0.0  # overdraw energy (car above surplus) since the current level became too high
+        self._gain_wh = 0.0  # energy a higher level would have taken since the surplus rose above it
+        self._run_min_w = math.inf  # lowest surplus since it rose above the current level
+        self._import_since: float | None = None
+
+    def _stop_session(self, now: float) -> None:
+        self._reset_session()
+        self._off_since = now
 
     def set_mode(self, mode: Mode) -> None:
-        """Switch mode; timers restart so a new pv session waits its full start delay."""
+        """Switch mode; a pv session then starts through its cloud filter again."""
         if mode != self.mode:
             self.mode = mode
-            self._reset()
+            if self._on:
+                self._stop_session(-math.inf)
 
-    def _reset(self) -> None:
-        self._on = False
-        self._surplus_since = None
-        self._short_since = None
+    @property
+    def phases(self) -> int:
+        """The phases currently commanded (1 or 3)."""
+        return self._phases
 
-    def _pause(self, reason: str, available_w: float | None = None) -> Decision:
-        return Decision(ChargerCommand(0.0, self.charge_point.phases), reason, self.mode, available_w)
+    def _eff_phases(self) -> int:
+        return 1 if self._one_phase_car else self._phases
 
+    def power_w(self, current_a: float, phases: int) -> float:
+        """Charging power in W at ``current_a`` per phase on ``phases``."""
+        return current_a * phases * self.site.voltage_v
+
+    def _fit(self, available_w: float, phases: int) -> float:
+        """Whole amps per phase that fit ``available_w``, clamped to the charge point's limits."""
+        cp = self.charge_point
+        raw = math.floor(available_w / (phases * self.site.voltage_v) + 1e-9)
+        return float(min(max(raw, cp.min_current_a), cp.max_current_a))
+
+    def _decision(self, current_a: float, reason: str) -> Decision:
+        return Decision(ChargerCommand(current_a, self._phases), reason, self.mode, self._available_w)
+
+    def available_w(self, site: SiteReading, charger: ChargerReading | None) -> float:
+        """The surplus the car may take in W, under the battery policy (see the module docstring)."""
+        c = self.control
+        car_w = charger.power_w if charger is not None else 0.0
+        grid_w = site.grid_power_w - c.grid_target_w
+        if c.deadzone_w > 0:
+            grid_w = 0.0 if abs(grid_w) <= c.deadzone_w else grid_w - math.copysign(c.deadzone_w, grid_w)
+        battery_w = site.battery_power_w
+        soc = site.battery_soc_pct
+        if battery_w < 0:  # charging: surplus unless the battery comes first
+            counts = c.battery_policy == "car_first" or (soc is not None and soc >= c.battery_first_soc_pct)
+            battery_term = battery_w if counts else 0.0
+        else:  # discharging: subtracted unless the user opted in
+            allowed = c.battery_to_car and (soc is None or soc >= c.battery_to_car_min_soc_pct)
+            battery_term = 0.0 if allowed else battery_w
+        return car_w - grid_w - battery_term
+
+    def _switch_allowed(self, now: float) -> bool:
+        while self._switches and self._switches[0] <= now - 3600:
+            self._switches.popleft()
+        if len(self._switches) >= self.control.phase_switches_per_hour:
+            return False
+        return not self._switches or now - self._switches[-1] >= self.control.phase_switch_interval_s
+
+    def _switch_to(self, now: float, phases: int) -> None:
+        self._phases = phases
+        self._switches.append(now)
+
+    # -- the decision -------------------------------------------------------------------------
     def step(self, now: float, site: SiteReading | None, charger: ChargerReading | None) -> Decision:
         """Decide the charger command for this cycle.
 
         Args:
             now: current time in s, on the clock that stamps the readings.
-            site: the latest meter reading, or ``None`` if the meter has not answered yet.
+            site: the latest meter reading (``None`` if the meter never answered).
             charger: the latest charger reading, or ``None`` if the charger did not answer; the car
                 power is then taken as 0 W (which can only lower the surplus).
-
-        Returns:
-            The decision: command, reason, mode, available surplus.
         """
         cp = self.charge_point
         if self.mode == "off":
-            self._reset()
-            return self._pause("mode off")
+            self._stop_session(-math.inf)
+            self._available_w = None
+            return self._decision(0.0, "mode off")
         if self.mode == "fast":
-            self._reset()
-            return Decision(
-                ChargerCommand(cp.max_current_a, cp.phases),
-                f"mode fast: {cp.max_current_a:g} A on {cp.phases}p",
-                self.mode,
-            )
-
-        # pv mode from here on
-        if site is None:
-            self._reset()
-            return self._pause("no meter reading yet: paused (safe state)")
-        age_s = now - site.timestamp_s
-        if age_s > self.control.max_age_s:
-            self._reset()
-            return self._pause(
-                f"meter reading stale: {age_s:.0f} s old > max_age_s {self.control.max_age_s:g} s: "
-                "paused (safe state)"
-            )
-
-        car_w = charger.power_w if charger is not None else 0.0
-        available_w = car_w - site.grid_power_w - site.battery_power_w - self.control.grid_target_w
-        min_w = self.min_power_w
-        if available_w >= min_w:
-            self._short_since = None
-            if self._surplus_since is None:
-                self._surplus_since = now
-        else:
-            self._surplus_since = None
-            if self._short_since is None:
-                self._short_since = now
+            self._reset_session()
+            self._available_w = None
+            if (
+                self.auto_phases
+                and self._phases != 3
+                and not self._one_phase_car
+                and self._switch_allowed(now)
+            ):
+                self._switch_to(now, 3)
+            return self._decision(cp.max_current_a, f"mode fast: {cp.max_current_a:g} A on {self._phases}p")
 
         if charger is not None and not charger.connected:
-            self._on = False
-            return self._pause("no vehicle connected", available_w)
+            self._reset_session()
+            self._off_since = -math.inf  # a newly plugged car need not wait out min_off_s
+            self._one_phase_car, self._one_phase_seen = False, 0
+        elif charger is not None and charger.charging:
+            self._detect_one_phase_car(charger)
 
-        if not self._on:
-            if self._surplus_since is None:
-                return self._pause(
-                    f"waiting for surplus: {available_w:.0f} W < min power {min_w:.0f} W", available_w
+        # fresh data?
+        if site is None or now - site.timestamp_s > self.control.max_age_s:
+            what = (
+                "no meter reading yet"
+                if site is None
+                else (
+                    f"meter reading stale: {now - site.timestamp_s:.0f} s old "
+                    f"> max_age_s {self.control.max_age_s:g} s"
                 )
-            held_s = now - self._surplus_since
-            if held_s < self.control.start_delay_s:
-                return self._pause(
-                    f"surplus {available_w:.0f} W >= {min_w:.0f} W for {held_s:.0f} s; "
-                    f"start after {self.control.start_delay_s:g} s",
-                    available_w,
-                )
-            self._on = True
-            verb = "start"
-        elif self._short_since is not None:
-            short_s = now - self._short_since
-            if short_s >= self.control.stop_delay_s:
-                self._on = False
-                return self._pause(
-                    f"stop: surplus {available_w:.0f} W < min power {min_w:.0f} W for {short_s:.0f} s",
-                    available_w,
-                )
-            return Decision(
-                ChargerCommand(cp.min_current_a, cp.phases),
-                f"surplus {available_w:.0f} W short of {min_w:.0f} W for {short_s:.0f} s: "
-                f"holding {cp.min_current_a:g} A, stop after {self.control.stop_delay_s:g} s",
-                self.mode,
-                available_w,
             )
+            self._window.clear()
+            self._recent.clear()
+            self._phase_gain.clear()
+            self._available_w = None
+            self._last_reading_t = -math.inf
+            if self.mode == "minpv" and self.control.safe_state == "min_current":
+                return self._decision(cp.min_current_a, f"{what}: safe state, min current")
+            if self._on:
+                self._stop_session(now)
+            return self._decision(0.0, f"{what}: safe state, paused")
+        new = site.timestamp_s > self._last_reading_t
+        if new:
+            gap_s = site.timestamp_s - self._last_reading_t
+            self._dt_s = min(gap_s, 2 * self.control.interval_s)
+            self._last_reading_t = site.timestamp_s
+            self._available_w = self.available_w(site, charger)
+            self._window.add(site.timestamp_s, self._available_w)
+            self._recent.add(site.timestamp_s, self._available_w)
+            if self.auto_phases:
+                self._phase_gain.add(site.timestamp_s, self.phase_gain_w(self._available_w))
         else:
-            verb = "pv"
+            self._dt_s = 0.0  # the same reading again (a slow meter): it counts once
+        available = self._available_w
+        if available is None:  # only a reading from before the last outage: wait for a new one
+            return self._decision(0.0, "waiting for a new meter reading")
 
-        current_a = self._current_for(available_w)
-        return Decision(
-            ChargerCommand(current_a, cp.phases),
-            f"{verb}: surplus {available_w:.0f} W -> {current_a:g} A on {cp.phases}p",
-            self.mode,
-            available_w,
+        if charger is not None and not charger.connected:
+            return self._decision(0.0, "no vehicle connected")
+        if self.mode == "minpv":
+            return self._minpv(now, available)
+        return self._pv(now, site, available)
+
+    def _detect_one_phase_car(self, charger: ChargerReading) -> None:
+        if self._phases == 3 and charger.phases == 1:
+            self._one_phase_seen += 1
+            if self._one_phase_seen >= 3:
+                self._one_phase_car = True
+        else:
+            self._one_phase_seen = 0
+
+    def _pv(self, now: float, site: SiteReading, available: float) -> Decision:
+        cp, c, w = self.charge_point, self.control, self._window
+        if not self._on:
+            wait_s = self._off_since + c.min_off_s - now
+            if wait_s > 0:
+                return self._decision(0.0, f"paused: min off time, {wait_s:.0f} s left")
+            if not w.full:
+                return self._decision(0.0, f"cloud filter filling: surplus {available:.0f} W")
+            phases = self._phases
+            if self.auto_phases and self._switch_allowed(now):
+                phases = 3 if w.min >= self.phase_up_w and not self._one_phase_car else 1
+            need_w = self.power_w(cp.min_current_a, 1 if self._one_phase_car else phases)
+            if w.min < need_w:
+                return self._decision(
+                    0.0, f"waiting: surplus {available:.0f} W, window min {w.min:.0f} W < {need_w:.0f} W"
+                )
+            if phases != self._phases:
+                self._switch_to(now, phases)
+            self._on, self._on_since = True, now
+            self._level_a = self._fit(self._recent.min, self._eff_phases())
+            return self._decision(
+                self._level_a,
+                f"start: surplus >= {need_w:.0f} W for {c.window_s:g} s "
+                f"-> {self._level_a:g} A on {self._phases}p",
+            )
+
+        # charging: grid import beyond the tolerance overrides the cloud filter
+        p = self._eff_phases()
+        min_w = self.power_w(cp.min_current_a, p)
+        importing = site.grid_power_w - c.grid_target_w > c.deadzone_w
+        if importing and available < self.power_w(self._level_a, p):
+            self._import_since = self._import_since if self._import_since is not None else now
+        else:
+            self._import_since = None
+        lowest_w = self.power_w(cp.min_current_a, 1 if self.auto_phases else p)
+        if self._import_since is not None and now - self._import_since >= c.grid_tolerance_s:
+            self._import_since = None
+            if available < min_w:
+                if self._phases == 3 and available >= lowest_w and self._switch_allowed(now):
+                    self._switch_to(now, 1)
+                    self._level_a = self._fit(available, 1)
+                    return self._decision(
+                        self._level_a, f"switch to 1p: importing from the grid for {c.grid_tolerance_s:g} s"
+                    )
+                self._stop_session(now)
+                return self._decision(0.0, f"stop: importing from the grid for {c.grid_tolerance_s:g} s")
+
+        # stop for lack of surplus (the lowest power this charge point can offer)
+        if w.max < lowest_w:
+            on_s = now - self._on_since
+            if on_s >= c.min_on_s:
+                self._stop_session(now)
+                return self._decision(
+                    0.0, f"stop: surplus below {lowest_w:.0f} W for {c.window_s:g} s (max {w.max:.0f} W)"
+                )
+
+        switched = self._switch_phases(now)
+        if switched is not None:
+            return switched
+        return self._follow(now, available)
+
+    def _switch_phases(self, now: float) -> Decision | None:
+        """Switch phases when the other phase count would have done better over the phase window by more
+        than ``phase_switch_gain_wh``, within the switch interval and the hourly cap."""
+        pg, c = self._phase_gain, self.control
+        if not (self.auto_phases and pg.full and self._switch_allowed(now)):
+            return None
+        gain_wh = pg.mean * pg.length_s / 3600.0
+        if self._phases == 3 and -gain_wh > c.phase_switch_gain_wh:
+            phases, better_wh = 1, -gain_wh
+        elif self._phases == 1 and not self._one_phase_car and gain_wh > c.phase_switch_gain_wh:
+            phases, better_wh = 3, gain_wh
+        else:
+            return None
+        self._switch_to(now, phases)
+        self._level_a = self._fit(self._recent.min, self._eff_phases())
+        return self._decision(
+            self._level_a,
+            f"switch to {phases}p: {phases}p would have done {better_wh:.0f} Wh better in {pg.length_s:g} s",
         )
 
-    def _current_for(self, available_w: float) -> float:
-        """Whole amps per phase that fit ``available_w``, clamped to the charge point's limits."""
-        cp = self.charge_point
-        raw = math.floor(available_w / (cp.phases * self.site.voltage_v))
-        return float(min(max(raw, cp.min_current_a), cp.max_current_a))
+    def _follow(self, now: float, available: float) -> Decision:
+        """Damped tracking of the surplus at the current phases, by energy: the current falls once the
+        car has drawn ``down_energy_wh`` more than the surplus, and rises once a higher current would
+        have taken ``up_energy_wh`` more, to what the surplus supported all that time."""
+        c, p = self.control, self._eff_phases()
+        target = self._fit(available, p)
+        level = self._level_a
+        hours = self._dt_s / 3600.0
+        if target < level:
+            self._gain_wh, self._run_min_w = 0.0, math.inf
+            self._over_wh += (self.power_w(level, p) - available) * hours
+            if self._over_wh >= c.down_energy_wh:
+                self._level_a, self._over_wh = target, 0.0
+                return self._decision(
+                    target, f"down: surplus {available:.0f} W -> {target:g} A on {self._phases}p"
+                )
+            return self._decision(
+                level,
+                f"holding {level:g} A: {self._over_wh:.1f} Wh over the surplus of {c.down_energy_wh:g} Wh",
+            )
+        self._over_wh = 0.0
+        if target > level:
+            self._run_min_w = min(self._run_min_w, available)
+            self._gain_wh += (self.power_w(target, p) - self.power_w(level, p)) * hours
+            if self._gain_wh >= c.up_energy_wh:
+                supported = min(self._fit(self._run_min_w, p), level + c.max_step_up_a)
+                self._gain_wh, self._run_min_w = 0.0, math.inf
+                if supported > level:
+                    self._level_a = supported
+                    return self._decision(
+                        supported, f"up: surplus {available:.0f} W -> {supported:g} A on {self._phases}p"
+                    )
+        else:
+            self._gain_wh, self._run_min_w = 0.0, math.inf
+        return self._decision(level, f"pv: surplus {available:.0f} W, {level:g} A on {self._phases}p")
+
+    def _minpv(self, now: float, available: float) -> Decision:
+        """At least min current, the surplus on top (same damping and phase rules as pv)."""
+        if not self._on:
+            self._on, self._on_since = True, now
+            if self.auto_phases and self._switch_allowed(now):
+                phases = 3 if self._window.full and self._window.min >= self.phase_up_w else 1
+                if phases != self._phases:
+                    self._switch_to(now, phases)
+            self._level_a = self._fit(available, self._eff_phases())
+            return self._decision(self._level_a, f"minpv: start at {self._level_a:g} A on {self._phases}p")
+        switched = self._switch_phases(now)
+        if switched is not None:
+            return switched
+        return self._follow(now, available)

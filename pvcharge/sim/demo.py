@@ -133,7 +133,8 @@ async def run_demo(
     clock = SimClock(start_s, speed)
     site = SiteModel(trace, t_s=start_s, clock=clock.now)
     wall0 = time.monotonic()
-    phases = base_config.charge_point.phases if base_config else 1
+    wired = base_config.charge_point.phases if base_config else 1
+    phases = 3 if wired == "auto" else wired
     async with HuaweiEmulator(site) as meter_emu, WarpEmulator(site, phases_connected=phases) as warp_emu:
         config = demo_config(meter_emu.port, warp_emu.url, base_config)
         meter = config.meter.create(name=f"meter huawei 127.0.0.1:{meter_emu.port}", clock=clock.now)

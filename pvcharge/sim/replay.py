@@ -197,8 +197,16 @@ def replay(
         if record is not None:
             s = history[-1]
             record(
-                Sample(now, s.pv_power_w, s.house_power_w, s.car_power_w, s.grid_power_w, s.battery_power_w,
-                       s.offered_current_a, s.offered_phases)
+                Sample(
+                    now,
+                    s.pv_power_w,
+                    s.house_power_w,
+                    s.car_power_w,
+                    s.grid_power_w,
+                    s.battery_power_w,
+                    s.offered_current_a,
+                    s.offered_phases,
+                )
             )
     e = model.energy
     score.car_kwh = e.car_wh / 1000

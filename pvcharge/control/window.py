@@ -1,0 +1,98 @@
+"""A sliding time window over a signal with O(1) amortized min and max (monotonic deques).
+
+Used by the cloud filter: start when the surplus *minimum* over the window covers the car's minimum
+power, stop when the *maximum* over the window stays below it.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+
+class TimeWindow:
+    """Samples ``(t_s, value)`` of the last ``length_s`` seconds.
+
+    ``full`` tells whether samples have come in for the whole window, so a caller can refuse to decide
+    on a window that has not filled yet (after start-up or a data gap).
+    """
+
+    def __init__(self, length_s: float) -> None:
+        if length_s < 0:
+            raise ValueError(f"length_s must be >= 0, got {length_s}")
+        self.length_s = length_s
+        self._samples: deque[tuple[float, float]] = deque()
+        self._mins: deque[tuple[float, float]] = deque()
+        self._maxs: deque[tuple[float, float]] = deque()
+        self._first_t: float | None = None
+        self._last_t: float | None = None
+        self._last_value = 0.0
+
+    def add(self, t_s: float, value: float) -> None:
+        """Append a sample; ``t_s`` must not decrease.  Samples older than ``t_s - length_s`` leave."""
+        if self._last_t is not None and t_s < self._last_t:
+            raise ValueError(f"samples must not go back in time ({t_s} < {self._last_t})")
+        if self._first_t is None:
+            self._first_t = t_s
+        self._last_t = t_s
+        self._last_value = value
+        self._samples.append((t_s, value))
+        while self._mins and self._mins[-1][1] >= value:
+            self._mins.pop()
+        self._mins.append((t_s, value))
+        while self._maxs and self._maxs[-1][1] <= value:
+            self._maxs.pop()
+        self._maxs.append((t_s, value))
+        horizon = t_s - self.length_s
+        while self._samples[0][0] < horizon:
+            self._samples.popleft()
+        while self._mins[0][0] < horizon:
+            self._mins.popleft()
+        while self._maxs[0][0] < horizon:
+            self._maxs.popleft()
+
+    def clear(self) -> None:
+        """Forget all samples (e.g. after stale data: the window must fill again)."""
+        self._samples.clear()
+        self._mins.clear()
+        self._maxs.clear()
+        self._first_t = self._last_t = None
+
+    @property
+    def empty(self) -> bool:
+        return self._last_t is None
+
+    @property
+    def full(self) -> bool:
+        """Samples have been added without a gap (``clear``) for at least the window's length."""
+        return (
+            self._first_t is not None
+            and self._last_t is not None
+            and (self._last_t - self._first_t >= self.length_s)
+        )
+
+    @property
+    def min(self) -> float:
+        """Smallest value in the window. Raises ``IndexError`` when empty."""
+        return self._mins[0][1]
+
+    @property
+    def max(self) -> float:
+        """Largest value in the window. Raises ``IndexError`` when empty."""
+        return self._maxs[0][1]
+
+    def quantile(self, q: float) -> float:
+        """The ``q``-quantile (0 = min, 0.5 = median, 1 = max) of the samples in the window."""
+        values = sorted(v for _, v in self._samples)
+        return values[min(len(values) - 1, int(q * len(values)))]
+
+    @property
+    def mean(self) -> float:
+        """Mean of the samples in the window."""
+        return sum(v for _, v in self._samples) / len(self._samples)
+
+    @property
+    def last(self) -> float:
+        """The newest value. Raises ``ValueError`` when empty."""
+        if self._last_t is None:
+            raise ValueError("empty window")
+        return self._last_value
