@@ -2,7 +2,7 @@
 
     python -m benchmarks.run                       # ../shared/traces, markdown table
     python -m benchmarks.run --traces DIR --json
-    python -m benchmarks.run --sweep               # pvcharge's trade-off per cloud filter and switch gain
+    python -m benchmarks.run --sweep               # trade-offs: cloud filter, battery weight, phases
 
 Every policy runs on the same reference site (``pvcharge.sim.replay.ReplaySite``: 10 kWh battery, 60 kWh
 car plugged in 08:00–18:00, 6–16 A at 1 or 3 phases) and is called every 5 s; totals are over all days.
@@ -29,13 +29,13 @@ from pvcharge.sim.trace import load_trace
 DEFAULT_TRACES = Path(__file__).resolve().parent.parent.parent / "shared" / "traces"
 
 
-def _make_pvcharge(control: dict[str, Any]) -> Policy:
-    return Controller(ControlConfig(**control), ChargePoint(phases="auto"))
+def _make_pvcharge(control: dict[str, Any], phases: Any) -> Policy:
+    return Controller(ControlConfig(**control), ChargePoint(phases=phases))
 
 
-def pvcharge_policy(**control: Any) -> Callable[[], Policy]:
+def pvcharge_policy(phases: Any = "auto", **control: Any) -> Callable[[], Policy]:
     """A picklable factory of pvcharge controllers with these ``control`` settings."""
-    return functools.partial(_make_pvcharge, control)
+    return functools.partial(_make_pvcharge, control, phases)
 
 
 POLICIES: dict[str, Callable[[], Policy]] = {
@@ -99,21 +99,19 @@ def main() -> int:
     )
     parser.add_argument("--traces", default=str(DEFAULT_TRACES), help="folder of trace CSVs")
     parser.add_argument("--json", action="store_true")
-    parser.add_argument(
-        "--sweep", action="store_true", help="pvcharge per cloud filter and phase switch gain"
-    )
+    parser.add_argument("--sweep", action="store_true", help="pvcharge per cloud filter and battery weight")
     args = parser.parse_args()
     paths = sorted(str(p) for p in Path(args.traces).glob("*.csv"))
     if not paths:
         parser.error(f"no *.csv traces in {args.traces}")
     if args.sweep:
         policies = {
-            f"cloud_filter {cf}, phase_switch_gain_wh {gain}": pvcharge_policy(
-                cloud_filter=cf, phase_switch_gain_wh=gain
-            )
+            f"cloud_filter {cf}, battery_weight {w:g}": pvcharge_policy(cloud_filter=cf, battery_weight=w)
             for cf in ("off", "weak", "medium", "strong")
-            for gain in (50, 100, 250)
+            for w in (1.0, 1.5, 3.0)
         }
+        policies["phases: 1 (never 3p), medium"] = pvcharge_policy(phases=1)
+        policies["phases: 3 (never 1p), medium"] = pvcharge_policy(phases=3)
     else:
         policies = POLICIES
     start = time.perf_counter()
