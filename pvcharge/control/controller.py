@@ -33,7 +33,10 @@ the last ``phase_window_s``.  Right after a switch the same window still favours
 so it cannot switch back until the evidence has turned by twice that margin; on top, switches are at
 least ``phase_switch_interval_s`` apart and at most ``phase_switches_per_hour``.  A session starts on 3
 phases only if the surplus covered their minimum for the whole cloud window.  A car seen drawing on one
-phase while offered three is treated as a 1-phase car until it is unplugged.
+phase while offered three is treated as a 1-phase car until it is unplugged.  A switch is one command
+(new phases and the current for them); pausing the car around it is the charger's sequence (WARP3 stops
+charging, switches its contactors and reconnects the car; the simulated car pauses 30 s), so a switch
+costs no extra start.
 
 **Stale data.** A meter reading older than ``max_age_s`` (or none) sends the car to the safe state at
 once (pause; ``min_current`` keeps min current in ``minpv``), clears the filters, and says why.
