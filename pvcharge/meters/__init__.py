@@ -21,6 +21,8 @@ Clock = Callable[[], float]
 #: meter ``type`` in the config → module implementing it.
 METER_TYPES: dict[str, str] = {
     "huawei": "pvcharge.meters.huawei",
+    "senec": "pvcharge.meters.senec",
+    "alphaess": "pvcharge.meters.alphaess",
 }
 
 
