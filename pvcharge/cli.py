@@ -102,6 +102,13 @@ def cmd_probe(args: argparse.Namespace) -> int:
     return 1 if any("error" in r for r in results.values()) else 0
 
 
+DEMO_METERS = {
+    "huawei": "Huawei SUN2000 (Modbus TCP)",
+    "senec": "SENEC.Home (lala.cgi over HTTPS)",
+    "alphaess": "AlphaESS Open API (HTTP, signed)",
+}
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from pvcharge.sim.demo import run_demo, summary
     from pvcharge.sim.trace import bundled_trace, load_trace
@@ -115,10 +122,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     limits = f"{cp.phases}p {cp.min_current_a:g}–{cp.max_current_a:g} A" if cp else "1p 6–16 A"
     print(
         f"pvcharge {__version__} demo: {trace.name}, simulated {speed:.0f}x faster than real time.\n"
-        "Emulated Huawei SUN2000 (Modbus TCP) and Tinkerforge WARP (HTTP) on 127.0.0.1, "
+        f"Emulated {DEMO_METERS[args.meter]} and Tinkerforge WARP (HTTP) on 127.0.0.1, "
         f"charger {limits}; the car is plugged in 08:00–18:00.\n"
     )
-    result = asyncio.run(run_demo(trace, speed=speed, start_s=start_s, end_s=end_s, base_config=base))
+    result = asyncio.run(
+        run_demo(trace, speed=speed, start_s=start_s, end_s=end_s, base_config=base, meter=args.meter)
+    )
     print()
     print(summary(result, trace))
     return 0
@@ -204,6 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--trace", help="trace CSV (timestamp,pv_power_w,house_power_w); default: the bundled day")
     p.add_argument("--config", "-c", help="take site, charger limits and control settings from this file")
+    p.add_argument("--meter", choices=list(DEMO_METERS), default="huawei", help="which meter to emulate")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     p.set_defaults(func=cmd_demo)
     return parser

@@ -134,3 +134,42 @@ async def test_demo_runs_the_day_and_reports_energy_sources() -> None:
     from_pv = float(out.split("from PV")[1].split("(")[1].split("%")[0])
     assert charged > 10
     assert from_pv > 90
+
+
+@pytest.mark.parametrize("kind", ["senec", "alphaess"])
+async def test_probe_reads_each_meter_like_the_site_model(kind: str, tmp_path: Path) -> None:
+    from pvcharge.sim.alphaess import AlphaEssEmulator
+    from pvcharge.sim.senec import SenecEmulator
+
+    trace = bundled_trace()
+    site = SiteModel(trace, t_s=trace.start_s + 12 * 3600)
+    site.advance(120)  # let the home battery settle
+    frozen = site.state()  # no clock: the site stands still, so probe and model see the same moment
+    async with WarpEmulator(site) as charger:
+        if kind == "senec":
+            async with SenecEmulator(site) as senec:
+                meter = (
+                    f"{{type: senec, host: 127.0.0.1, port: {senec.port}, ca_file: '{senec.ca_pem_path}'}}"
+                )
+                code, out, err = await probe(tmp_path, meter, charger.url)
+        else:
+            async with AlphaEssEmulator(site, app_secret=SECRET) as alpha:
+                meter = (
+                    f"{{type: alphaess, url: '{alpha.url}', sys_sn: {alpha.sys_sn}, app_id: {alpha.app_id},"
+                    " app_secret_file: alpha.secret}"
+                )
+                (tmp_path / "alpha.secret").write_text(SECRET + "\n")
+                code, out, err = await probe(tmp_path, meter, charger.url)
+    assert code == 0, err
+    reading = json.loads(out)["meter"]
+    assert reading["pv_power_w"] == pytest.approx(frozen.pv_power_w, abs=1)
+    assert reading["grid_power_w"] == pytest.approx(frozen.grid_power_w, abs=1)
+    assert reading["battery_power_w"] == pytest.approx(frozen.battery_power_w, abs=1)
+    assert reading["battery_soc_pct"] == pytest.approx(frozen.battery_soc_pct, abs=0.5)
+    assert SECRET not in out + err
+
+
+async def probe(tmp_path: Path, meter: str, charger_url: str) -> tuple[int, str, str]:
+    path = tmp_path / "probe.yaml"
+    path.write_text(f"meter: {meter}\ncharger: {{type: warp, url: '{charger_url}'}}\n")
+    return await pvcharge("probe", "--config", str(path), "--json")

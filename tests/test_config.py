@@ -74,7 +74,7 @@ def test_unknown_key_is_an_error_with_a_hint() -> None:
 
 def test_unknown_section_and_unknown_type() -> None:
     assert "contrl: unknown key (did you mean 'control'?)" in error_of(MINIMAL + "contrl: {}\n")
-    assert "meter.type: unknown meter type 'sma'; expected one of: huawei" in error_of(
+    assert "meter.type: unknown meter type 'sma'; expected one of: alphaess, huawei, senec" in error_of(
         MINIMAL.replace("type: huawei", "type: sma")
     )
 
@@ -179,15 +179,29 @@ def test_example_config_documents_every_key_with_default_and_unit() -> None:
     from pvcharge.meters import METER_TYPES
 
     text = (ROOT / "config.example.yaml").read_text()
-    classes = [(SiteConfig, "site"), (ChargePoint, "charger"), (ControlConfig, "control"), (LogConfig, "log")]
-    classes += [(importlib.import_module(m).Config, "meter") for m in METER_TYPES.values()]
-    classes += [(importlib.import_module(m).Config, "charger") for m in CHARGER_TYPES.values()]
     blocks = dict(re.findall(r"^(\w+):\n((?:[ #].*\n|\n)*)", text, re.MULTILINE))
+
+    def driver_block(section: str, kind: str) -> str:
+        """The lines of one driver inside a section: from its ``type: KIND`` line (maybe commented out)
+        to the next ``type:`` line."""
+        parts = re.split(r"^(?=\s*#?\s*type: )", blocks.get(section, ""), flags=re.MULTILINE)
+        return next((p for p in parts if re.match(rf"\s*#?\s*type: {kind}\b", p)), "")
+
+    classes = [
+        (SiteConfig, blocks.get("site", "")),
+        (ChargePoint, blocks.get("charger", "")),
+        (ControlConfig, blocks.get("control", "")),
+        (LogConfig, blocks.get("log", "")),
+    ]
+    classes += [(importlib.import_module(m).Config, driver_block("meter", k)) for k, m in METER_TYPES.items()]
+    classes += [
+        (importlib.import_module(m).Config, driver_block("charger", k)) for k, m in CHARGER_TYPES.items()
+    ]
     missing = []
-    for cls, section in classes:
+    for cls, block in classes:
         hints = typing.get_type_hints(cls)
         for f in dataclasses.fields(cls):
-            line = re.search(rf"^\s*#?\s*{f.name}:.*$", blocks.get(section, ""), re.MULTILINE)
+            line = re.search(rf"^\s*#?\s*{f.name}:.*$", block, re.MULTILINE)
             if line is None:
                 missing.append(f"{cls.__module__}.{cls.__name__}.{f.name}: not in the example")
                 continue

@@ -1,6 +1,7 @@
 """``pvcharge demo``: the real daemon against the built-in emulators on a compressed measured day.
 
-The emulators (Huawei SUN2000 over Modbus TCP, Tinkerforge WARP over HTTP) listen on free loopback
+The emulators (a meter: Huawei SUN2000 over Modbus TCP, SENEC.Home over HTTPS lala.cgi or the
+AlphaESS Open API over HTTP; and a Tinkerforge WARP charger over HTTP) listen on free loopback
 ports and answer from one :class:`~pvcharge.sim.site.SiteModel` that follows a simulated clock
 running ``speed`` times faster than real time.  The daemon, its drivers, the config loader and the
 controller are the production code; only the clock and the devices are simulated.
@@ -9,16 +10,20 @@ controller are the production code; only the clock and the devices are simulated
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import sys
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import TextIO
 
 from pvcharge.config import Config, parse_config
 from pvcharge.daemon import Cycle, Daemon, Stats
+from pvcharge.sim.alphaess import AlphaEssEmulator
 from pvcharge.sim.huawei import HuaweiEmulator
+from pvcharge.sim.senec import SenecEmulator
 from pvcharge.sim.site import EnergyTally, SiteModel
 from pvcharge.sim.trace import Trace
 from pvcharge.sim.warp import WarpEmulator
@@ -52,19 +57,58 @@ class DemoResult:
     energy: EnergyTally
 
 
-def demo_config(meter_port: int, charger_url: str, base: Config | None = None) -> Config:
-    """A config that points at the emulators; ``base`` (a user's file) supplies site, charger limits,
-    control and log settings.  Without ``base`` the charge point is 1-phase 6–16 A: the bundled day's
-    4.6 kWp array never covers the 3-phase minimum of 4140 W for long."""
+#: meters the demo can emulate
+METERS = ("huawei", "senec", "alphaess")
+DEMO_ALPHAESS_SECRET = "demo-secret"  # the emulator's app secret: a demo value, not a real credential
+
+
+def demo_config(meter: str, charger_url: str, base: Config | None = None) -> Config:
+    """A config whose ``meter`` section is the YAML flow mapping ``meter`` and whose charger is the WARP
+    emulator at ``charger_url``; ``base`` (a user's file) supplies site, charger limits, control and
+    log settings.  Without ``base`` the charge point is 1-phase 6–16 A: the bundled day's 4.6 kWp array
+    never covers the 3-phase minimum of 4140 W for long."""
     text = f"""
-meter: {{type: huawei, host: 127.0.0.1, port: {meter_port}, unit_id: 1,
-        connect_delay_s: 0, request_gap_s: 0, timeout_s: 2}}
+meter: {meter}
 charger: {{type: warp, url: "{charger_url}", timeout_s: 2, phases: 1, min_current_a: 6, max_current_a: 16}}
 """
     cfg = parse_config(text, "<demo>")
     if base is None:
         return cfg
     return dataclasses.replace(base, meter=cfg.meter, charger=cfg.charger)
+
+
+def huawei_meter(port: int) -> str:
+    """The ``meter`` mapping for the Huawei emulator (no connect delay or request gap: it needs none)."""
+    return (
+        f"{{type: huawei, host: 127.0.0.1, port: {port}, unit_id: 1, connect_delay_s: 0, request_gap_s: 0,"
+        " timeout_s: 2}"
+    )
+
+
+@contextlib.asynccontextmanager
+async def meter_emulator(kind: str, site: SiteModel, clock: SimClock) -> AsyncIterator[str]:
+    """Run the emulator of meter ``kind`` and yield the ``meter`` config mapping that points at it."""
+    if kind == "huawei":
+        async with HuaweiEmulator(site) as huawei:
+            yield huawei_meter(huawei.port)
+    elif kind == "senec":
+        async with SenecEmulator(site) as senec:
+            yield (
+                f"{{type: senec, host: 127.0.0.1, port: {senec.port}, ca_file: '{senec.ca_pem_path}',"
+                " timeout_s: 2}"
+            )
+    elif kind == "alphaess":
+        # the rate limit at half the driver's 10-s poll interval: on a clock compressed 700-fold, a
+        # millisecond of scheduling jitter is seconds of simulated time
+        async with AlphaEssEmulator(
+            site, app_secret=DEMO_ALPHAESS_SECRET, clock=clock.now, min_interval_s=5.0
+        ) as alpha:
+            yield (
+                f"{{type: alphaess, url: '{alpha.url}', sys_sn: {alpha.sys_sn}, app_id: {alpha.app_id},"
+                f" app_secret: {DEMO_ALPHAESS_SECRET}, timeout_s: 2}}"
+            )
+    else:
+        raise ValueError(f"unknown demo meter {kind!r}; expected one of {', '.join(METERS)}")
 
 
 def _local(t_s: float, trace: Trace) -> datetime:
@@ -124,6 +168,7 @@ async def run_demo(
     end_s: float,
     base_config: Config | None = None,
     out: TextIO | None = None,
+    meter: str = "huawei",
 ) -> DemoResult:
     """Run the daemon against the emulators from ``start_s`` to ``end_s`` (Unix s, simulated).
 
@@ -135,12 +180,15 @@ async def run_demo(
     wall0 = time.monotonic()
     wired = base_config.charge_point.phases if base_config else 1
     phases = 3 if wired == "auto" else wired
-    async with HuaweiEmulator(site) as meter_emu, WarpEmulator(site, phases_connected=phases) as warp_emu:
-        config = demo_config(meter_emu.port, warp_emu.url, base_config)
-        meter = config.meter.create(name=f"meter huawei 127.0.0.1:{meter_emu.port}", clock=clock.now)
+    async with (
+        meter_emulator(meter, site, clock) as meter_section,
+        WarpEmulator(site, phases_connected=phases) as warp_emu,
+    ):
+        config = demo_config(meter_section, warp_emu.url, base_config)
+        meter_driver = config.meter.create(name=f"meter {meter} (emulated)", clock=clock.now)
         charger = config.charger.create(name=f"charger warp {warp_emu.url}", clock=clock.now)
         printer = LivePrinter(trace, out)
-        daemon = Daemon(config, meter, charger, clock=clock.now, sleep=clock.sleep, on_cycle=printer)
+        daemon = Daemon(config, meter_driver, charger, clock=clock.now, sleep=clock.sleep, on_cycle=printer)
         stop = asyncio.Event()
 
         async def stop_at_end() -> None:

@@ -1,0 +1,1 @@
+"""Vendor API clients shared by more than one driver (e.g. a meter and a charger of the same cloud)."""

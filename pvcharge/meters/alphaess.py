@@ -1,0 +1,223 @@
+"""AlphaESS storage system as the meter source, read from the AlphaESS Open API (cloud).
+
+Device facts (project reference ``meters.md`` §3; sources [A1] alphaess-developer/alphacloud_open_api,
+[A2] CharlesGillanders/alphaess-openAPI, [A3] springfall2008/batpred, [A4]
+CharlesGillanders/homeassistant-alphaESS, [A5] xenomorpheus/tesla_charger_alphaess).  Signing, the
+envelope and the return codes live in :mod:`pvcharge.clients.alphaess`.
+
+``GET getLastPowerData?sysSn=<serial>`` returns (§3.3 [A3, A4]), in W unless noted:
+
+=========  ============================================  ==========================
+field      meaning (vendor sign)                         canonical
+=========  ============================================  ==========================
+``ppv``    PV power                                      ``pv_power_w = ppv``
+``pgrid``  grid power, **+ = import**, − = export        ``grid_power_w = pgrid``
+``pbat``   battery power, **+ = discharge**, − = charge  ``battery_power_w = pbat``
+``soc``    battery state of charge, %                    ``battery_soc_pct = soc``
+``pload``  house load ≈ ``ppv + pgrid + pbat``           (not used)
+=========  ============================================  ==========================
+
+The vendor signs are already the canonical ones (meters.md sign table; [A5] negates ``pbat`` to get
+charging power).  ``null`` is missing data, never 0 W: some models (Storion-S5) answer all fields
+``null`` (§3.3, homeassistant-alphaESS#124) and cannot be used with this endpoint.
+
+The cloud is slow and rate-limited (§3.4): no faster than one request per 10 s [A2, A4].
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from pvcharge.clients.alphaess import DEFAULT_URL, AlphaEssClient
+from pvcharge.errors import DeviceError, DeviceProtocolError
+from pvcharge.readings import SiteReading
+from pvcharge.settings import Secret, SettingError, setting
+
+#: the ``getLastPowerData`` fields read (meters.md §3.3); mapping in :func:`to_reading`.
+FIELDS = ("ppv", "pgrid", "pbat", "soc")
+
+
+@dataclass(frozen=True)
+class Config:
+    """Settings of an AlphaESS meter source (config ``type: alphaess``).
+
+    Raises:
+        SettingError: ``url`` is not ``http(s)://host[/prefix]`` or holds credentials, or ``sys_sn`` or
+            ``app_id`` is empty.
+    """
+
+    sys_sn: str = setting(doc="serial number (sysSn) of the AlphaESS system, e.g. AL2002321010043")
+    app_id: str = setting(doc="developer appId from open.alphaess.com, after binding the system")
+    app_secret: Secret = setting(
+        doc="developer appSecret from open.alphaess.com (or app_secret_file: PATH to a file holding it)"
+    )
+    url: str = setting(DEFAULT_URL, doc="base URL of the AlphaESS Open API")
+    poll_interval_s: float = setting(
+        10.0,
+        doc="ask the cloud at most this often; reads in between return the last reading with its timestamp",
+        unit="s",
+        min=10,
+        max=3600,
+    )
+    timeout_s: float = setting(10.0, doc="timeout of one HTTP request", unit="s", min=0.1, max=120)
+    retries: int = setting(
+        2, doc="extra attempts after a timeout, connection error or HTTP 5xx", min=0, max=10
+    )
+    backoff_s: float = setting(
+        1.0,
+        doc="wait before the first retry; doubles per retry, plus up to as much jitter",
+        unit="s",
+        min=0,
+        max=30,
+    )
+
+    def __post_init__(self) -> None:
+        for key in ("sys_sn", "app_id"):
+            if not getattr(self, key).strip():
+                raise SettingError(key, "must not be empty (see open.alphaess.com)")
+        try:
+            url = httpx.URL(self.url)
+        except httpx.InvalidURL as exc:
+            raise SettingError("url", f"{exc}; expected e.g. {DEFAULT_URL}") from exc
+        if url.scheme not in ("http", "https") or not url.host:
+            raise SettingError("url", f"expected e.g. {DEFAULT_URL}, got {self.url!r}")
+        if url.userinfo:
+            raise SettingError("url", "the Open API takes no login in the URL; set app_id/app_secret")
+
+
+def create(config: Config, *, name: str, clock: Callable[[], float]) -> AlphaEssMeter:
+    """Build the driver from its config (no I/O yet)."""
+    return AlphaEssMeter(config, name=name, clock=clock)
+
+
+# -- pure mapping ---------------------------------------------------------------------------------
+
+
+def to_reading(data: object, timestamp_s: float) -> SiteReading:
+    """Convert the ``data`` of a ``getLastPowerData`` reply to a canonical reading (meters.md §3.3).
+
+    Args:
+        data: the envelope's ``data`` object, e.g. ``{"ppv": 0.0, "pgrid": 11.0, "pbat": 1264.0,
+            "soc": 56.0, "pload": 1275.0, ...}``; other members are ignored.
+        timestamp_s: when the reply arrived, seconds on the daemon's clock.
+
+    Returns:
+        ``grid_power_w = pgrid`` (W, > 0 import), ``battery_power_w = pbat`` (W, > 0 discharge),
+        ``pv_power_w = ppv`` (W), ``battery_soc_pct = soc`` (%); no grid currents.
+
+    Raises:
+        ValueError: ``data`` is not an object; a field is missing, ``null`` (missing data, not 0 W; all
+            of them ``null`` is the Storion-S5 case) or not a finite number; ``ppv`` is negative or
+            ``soc`` outside 0–100 %.  The message names the field.
+    """
+    if not isinstance(data, dict):
+        raise ValueError(f"getLastPowerData: expected a JSON object as data, got {type(data).__name__}")
+    missing = [f for f in FIELDS if f not in data]
+    if missing:
+        raise ValueError(f"getLastPowerData: missing field(s) {', '.join(missing)}")
+    nulls = [f for f in FIELDS if data[f] is None]
+    if len(nulls) == len(FIELDS):
+        raise ValueError(
+            f"getLastPowerData: all of {', '.join(FIELDS)} are null (no live data): some models, e.g. the "
+            "Storion-S5, report no live data through this endpoint and cannot be used as a meter"
+        )
+    if nulls:
+        raise ValueError(f"getLastPowerData: field(s) {', '.join(nulls)} are null (missing data, not 0)")
+    values: dict[str, float] = {}
+    for field in FIELDS:
+        value: Any = data[field]
+        if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
+            raise ValueError(f"getLastPowerData: field {field!r} must be a finite number, got {value!r}")
+        values[field] = float(value)
+    if values["ppv"] < 0:
+        raise ValueError(f"getLastPowerData: field 'ppv' is negative: {values['ppv']:g} W")
+    if not 0.0 <= values["soc"] <= 100.0:
+        raise ValueError(f"getLastPowerData: field 'soc' is outside 0–100 %: {values['soc']:g}")
+    return SiteReading(
+        grid_power_w=values["pgrid"],
+        pv_power_w=values["ppv"],
+        battery_power_w=values["pbat"],
+        battery_soc_pct=values["soc"],
+        timestamp_s=timestamp_s,
+    )
+
+
+# -- driver ---------------------------------------------------------------------------------------
+
+
+class AlphaEssMeter:
+    """Reads an AlphaESS system through ``getLastPowerData``, at most once per ``poll_interval_s``.
+
+    **Cached reads keep their timestamp.**  A read less than ``poll_interval_s`` (on ``clock``) after
+    the last request sends nothing: it returns the last reading unchanged, *with its original
+    ``timestamp_s``*, so the controller sees that no new measurement arrived (it counts a reading as
+    new only when its timestamp advances, and treats it as stale after ``control.max_age_s``); if that
+    request failed, it raises the same error again.  The timestamp is when the reply arrived; the
+    cloud does not say how old its "last" power data is.
+
+    Attributes:
+        name: the configured device name, used in every error and log line.
+
+    Args:
+        config: the validated settings.
+        name: device name for errors and logs.
+        clock: Unix seconds: reading timestamps, the poll interval, the ``timeStamp`` header and the
+            6053 backoff.
+    """
+
+    def __init__(self, config: Config, *, name: str, clock: Callable[[], float]) -> None:
+        self.name = name
+        self._config = config
+        self._clock = clock
+        self._client = AlphaEssClient(
+            config.url,
+            config.app_id,
+            config.app_secret,
+            name=name,
+            timeout_s=config.timeout_s,
+            retries=config.retries,
+            backoff_s=config.backoff_s,
+            clock=clock,
+        )
+        self._next_request_at = -math.inf
+        self._last: SiteReading | DeviceError | None = None  #: outcome of the last request
+
+    async def read(self) -> SiteReading:
+        """Read the site: ``GET getLastPowerData?sysSn=``, or the cached outcome inside the poll interval.
+
+        Returns:
+            a canonical reading (see :func:`to_reading`), stamped with ``clock()`` when the reply
+            arrived; inside the poll interval the same reading again, same timestamp.
+
+        Raises:
+            RateLimited: code 6053, or the client is still backing off from one (nothing sent).
+            DeviceUnavailable: no answer after retries, or 6042 system offline.
+            DeviceProtocolError: another return code (6006 clock skew, 6007 wrong appId/appSecret, 6002
+                wrong sysSn, …), a malformed reply, or a field that is missing, ``null`` or out of range.
+        """
+        now = self._clock()
+        if now < self._next_request_at and self._last is not None:
+            if isinstance(self._last, SiteReading):
+                return self._last
+            raise self._last.with_traceback(None)
+        self._next_request_at = now + self._config.poll_interval_s
+        try:
+            data = await self._client.get("getLastPowerData", {"sysSn": self._config.sys_sn})
+            try:
+                reading = to_reading(data, self._clock())
+            except ValueError as exc:
+                raise DeviceProtocolError(self.name, f"sysSn {self._config.sys_sn}: {exc}") from exc
+        except DeviceError as exc:
+            self._last = exc
+            raise
+        self._last = reading
+        return reading
+
+    async def close(self) -> None:
+        """Close the HTTP connection pool; the next request opens a new one. Safe to call twice."""
+        await self._client.close()

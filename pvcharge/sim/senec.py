@@ -1,0 +1,321 @@
+"""SENEC.Home emulator: the local ``lala.cgi`` JSON interface on loopback, backed by the site model.
+
+Protocol facts as in the project reference ``meters.md`` §2 (sources: mchwalisz/pysenec [S1],
+marq24/ha-senec-v3 [S2], nobl/ioBroker.senec [S3]; evcc [S4]):
+
+- ``POST /lala.cgi`` with a JSON object of sections; each variable asked with ``""`` is answered with
+  its encoded value, a section asked with ``{}`` is answered with all its variables (§2.1 [S1, S2]).
+  Unknown variables answer ``VARIABLE_NOT_FOUND`` (§2.2, §4).
+- Encodings (§2.2 [S1, S3]): floats as ``fl_`` + 8 upper-case hex digits of the big-endian float32
+  (:func:`encode_float`), integers as ``u8_``…``i3_`` + two's complement hex (:func:`encode_int`).
+- HTTPS with a certificate for 127.0.0.1/localhost/::1 from a throwaway CA made with ``trustme`` at the
+  first :meth:`SenecEmulator.start` (current firmware serves HTTPS only with a private-CA certificate,
+  §2.1 [S3]); ``tls=False`` serves plain HTTP like firmware before Aug 2023.
+
+Section ``ENERGY`` (vendor signs, §2.3), computed from one ``site.state()`` per request:
+
+============================  ====  =========================================================
+variable                      type  value
+============================  ====  =========================================================
+``GUI_GRID_POW``              fl    ``grid_power_w`` (+ = import)
+``GUI_INVERTER_POWER``        fl    ``pv_power_w``
+``GUI_BAT_DATA_POWER``        fl    ``-battery_power_w`` (+ = charging) [S4]
+``GUI_BAT_DATA_FUEL_CHARGE``  fl    ``battery_soc_pct``
+``GUI_HOUSE_POW``             fl    house incl. car: ``pv + grid + battery``
+``STAT_STATE``                u8    :func:`stat_state` (13 BATTERY FULL, 14 CHARGE, … [S1])
+============================  ====  =========================================================
+
+Emulator choices where the reference says nothing: an unknown section is answered with the bare
+string ``OBJECT_NOT_FOUND`` in its place; a body that is not a JSON object of objects gets HTTP 400;
+writes (a variable sent with a value) are not emulated: the variable is answered with its current
+value, unchanged.  Not emulated either: the FACTORY cookie and form-urlencoded variant of newer
+firmware (§2.1 [S2]).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import ipaddress
+import json
+import os
+import ssl
+import struct
+import tempfile
+from collections.abc import Callable
+from types import TracebackType
+from typing import Literal, Protocol, Self
+
+import trustme
+from aiohttp import web
+
+from pvcharge.sim.site import SiteState
+
+IntKind = Literal["u8", "u1", "u3", "u6", "i8", "i1", "i3"]
+
+#: integer prefix → (bits, signed) (reference §2.2 [S3]).
+_INT_KINDS: dict[str, tuple[int, bool]] = {
+    "u8": (8, False),
+    "u1": (16, False),
+    "u3": (32, False),
+    "u6": (64, False),
+    "i8": (8, True),
+    "i1": (16, True),
+    "i3": (32, True),
+}
+
+#: battery power below this magnitude counts as idle for ``STAT_STATE``, in W.
+IDLE_W = 5.0
+#: idle at or above this SoC reads BATTERY FULL, at or below :data:`EMPTY_SOC_PCT` BATTERY EMPTY, in %.
+FULL_SOC_PCT = 99.0
+EMPTY_SOC_PCT = 11.0
+
+
+class StateSource(Protocol):
+    """Anything that tells what the site measures now, e.g. ``SiteModel``."""
+
+    def state(self) -> SiteState: ...
+
+
+def encode_float(value: float) -> str:
+    """``value`` as ``fl_`` + 8 upper-case hex digits of its big-endian float32 (``448.0`` → ``fl_43E00000``).
+
+    Raises:
+        OverflowError: ``value`` is finite but beyond the float32 range.
+    """
+    return "fl_" + struct.pack(">f", value).hex().upper()
+
+
+def encode_int(value: int, kind: IntKind) -> str:
+    """``value`` as ``<kind>_`` + upper-case hex, two's complement if signed (-1, "i1" → ``i1_FFFF``).
+
+    Raises:
+        ValueError: ``value`` does not fit the kind's range.
+    """
+    bits, signed = _INT_KINDS[kind]
+    low, high = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
+    if not low <= value <= high:
+        raise ValueError(f"{value} does not fit {kind} ({low}..{high})")
+    return f"{kind}_{value & ((1 << bits) - 1):0{bits // 4}X}"
+
+
+def stat_state(state: SiteState) -> int:
+    """The ``STAT_STATE`` code for ``state`` (names from reference §2.3 [S1]).
+
+    Charging → 14 CHARGE; discharging → 17 PV + DISCHARGE with PV, else 16 DISCHARGE; idle (battery
+    within ±:data:`IDLE_W`) → 13 BATTERY FULL, 15 BATTERY EMPTY or 21 OWN CONSUMPTION by SoC.
+    """
+    if state.battery_power_w <= -IDLE_W:
+        return 14
+    if state.battery_power_w >= IDLE_W:
+        return 17 if state.pv_power_w > 0 else 16
+    if state.battery_soc_pct >= FULL_SOC_PCT:
+        return 13
+    if state.battery_soc_pct <= EMPTY_SOC_PCT:
+        return 15
+    return 21
+
+
+def energy_section(state: SiteState) -> dict[str, str]:
+    """All ``ENERGY`` variables of the emulator, encoded, for ``state`` (vendor signs, see the module)."""
+    return {
+        "STAT_STATE": encode_int(stat_state(state), "u8"),
+        "GUI_BAT_DATA_POWER": encode_float(-state.battery_power_w),
+        "GUI_INVERTER_POWER": encode_float(state.pv_power_w),
+        "GUI_HOUSE_POW": encode_float(state.pv_power_w + state.grid_power_w + state.battery_power_w),
+        "GUI_GRID_POW": encode_float(state.grid_power_w),
+        "GUI_BAT_DATA_FUEL_CHARGE": encode_float(state.battery_soc_pct),
+    }
+
+
+#: section name → its variables for a state, encoded.
+SECTIONS: dict[str, Callable[[SiteState], dict[str, str]]] = {"ENERGY": energy_section}
+
+
+class _BadRequest(Exception):
+    """A body the emulator answers with HTTP 400; the message is the plain-text reason."""
+
+
+class SenecEmulator:
+    """An HTTPS (or HTTP) server on loopback answering ``POST /lala.cgi`` like a SENEC.Home.
+
+    Args:
+        site: the state source, read once per request.
+        host: a loopback address (or ``localhost``).
+        port: TCP port, 0 for a free one (see :attr:`port` after :meth:`start`; a restart reuses it).
+        tls: serve HTTPS with a throwaway certificate (default); ``False`` for plain HTTP.
+
+    Fault knobs, settable at any time:
+        reply_delay_s: seconds to wait before answering each request.
+        fail_next: the next N requests answer HTTP 500.
+
+    Attributes:
+        request_count: requests that reached ``/lala.cgi`` (any method, faults included).
+
+    Raises:
+        ValueError: ``host`` is not a loopback address.
+    """
+
+    def __init__(
+        self, site: StateSource, host: str = "127.0.0.1", port: int = 0, *, tls: bool = True
+    ) -> None:
+        if host != "localhost":
+            try:
+                loopback = ipaddress.ip_address(host).is_loopback
+            except ValueError:
+                loopback = False
+            if not loopback:
+                raise ValueError(f"the SENEC emulator listens on loopback only, got host {host!r}")
+        self.site = site
+        self.host = host
+        self.tls = tls
+        self.reply_delay_s = 0.0
+        self.fail_next = 0
+        self.request_count = 0
+        self._port = port
+        self._runner: web.AppRunner | None = None
+        self._ca: trustme.CA | None = None
+        self._cert: trustme.LeafCert | None = None
+        self._ca_pem_path: str | None = None
+
+    # -- lifecycle --------------------------------------------------------------------------------
+
+    @property
+    def port(self) -> int:
+        """The TCP port; the real one once started."""
+        return self._port
+
+    @property
+    def url(self) -> str:
+        """Base URL, e.g. ``https://127.0.0.1:40123`` (``http://`` with ``tls=False``)."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{'https' if self.tls else 'http'}://{host}:{self._port}"
+
+    @property
+    def ca_pem_path(self) -> str:
+        """Path of a PEM file with the throwaway CA, while running with TLS (removed by :meth:`stop`).
+
+        Raises:
+            RuntimeError: not running, or ``tls=False``.
+        """
+        if self._ca_pem_path is None:
+            raise RuntimeError("the CA file exists only while the emulator runs with tls=True")
+        return self._ca_pem_path
+
+    @property
+    def fingerprint_sha256(self) -> str:
+        """SHA-256 of the server certificate (DER), 64 lower-case hex digits; fixed from the first start.
+
+        Raises:
+            RuntimeError: never started with TLS.
+        """
+        if self._cert is None:
+            raise RuntimeError("no certificate: the emulator was not started with tls=True")
+        der = ssl.PEM_cert_to_DER_cert(self._cert.cert_chain_pems[0].bytes().decode())
+        return hashlib.sha256(der).hexdigest()
+
+    def _server_context(self) -> ssl.SSLContext:
+        """Make the CA and certificate on first use; write the CA PEM file."""
+        if self._ca is None or self._cert is None:
+            self._ca = trustme.CA(organization_name="pvcharge SENEC emulator")
+            self._cert = self._ca.issue_cert("127.0.0.1", "localhost", "::1")
+        fd, path = tempfile.mkstemp(prefix="pvcharge-senec-ca-", suffix=".pem")
+        with os.fdopen(fd, "wb") as file:
+            file.write(self._ca.cert_pem.bytes())
+        self._ca_pem_path = path
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self._cert.configure_cert(context)
+        return context
+
+    async def start(self) -> None:
+        """Listen on ``host:port``.
+
+        Raises:
+            OSError: the port cannot be bound.
+        """
+        if self._runner is not None:
+            return
+        context = self._server_context() if self.tls else None
+        app = web.Application()
+        app.router.add_route("*", "/{path:.*}", self._handle)
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+        await runner.setup()
+        site = web.TCPSite(runner, self.host, self._port, ssl_context=context)
+        try:
+            await site.start()
+        except BaseException:
+            await runner.cleanup()
+            self._remove_ca_file()
+            raise
+        self._runner = runner
+        self._port = runner.addresses[0][1]
+
+    async def stop(self) -> None:
+        """Close the listener and all connections and remove the CA file. Safe to call twice."""
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+        self._remove_ca_file()
+
+    def _remove_ca_file(self) -> None:
+        path, self._ca_pem_path = self._ca_pem_path, None
+        if path is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+    # -- request handling -------------------------------------------------------------------------
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        if request.match_info["path"] != "lala.cgi":
+            return web.Response(status=404, text="Not Found")
+        self.request_count += 1
+        if request.method != "POST":
+            return web.Response(status=405, text="Method Not Allowed", headers={"Allow": "POST"})
+        body = await request.text()
+        state = self.site.state()  # measured on arrival, however late the reply
+        if self.reply_delay_s > 0:
+            await asyncio.sleep(self.reply_delay_s)
+        if self.fail_next > 0:
+            self.fail_next -= 1
+            return web.Response(status=500, text="injected fault")
+        try:
+            answer = _answer(body, state)
+        except _BadRequest as exc:
+            return web.Response(status=400, text=str(exc))
+        return web.Response(text=json.dumps(answer, separators=(",", ":")), content_type="application/json")
+
+
+def _answer(body: str, state: SiteState) -> dict[str, object]:
+    """The reply to request ``body`` (JSON text) for ``state``: the structure echoed, encoded.
+
+    Raises:
+        _BadRequest: the body is not a JSON object of objects.
+    """
+    try:
+        request = json.loads(body)
+    except json.JSONDecodeError as exc:
+        raise _BadRequest(f"malformed JSON: {exc.msg}") from exc
+    if not isinstance(request, dict):
+        raise _BadRequest("expected a JSON object of sections")
+    reply: dict[str, object] = {}
+    for section, variables in request.items():
+        if not isinstance(variables, dict):
+            raise _BadRequest(f"section {section}: expected an object")
+        make = SECTIONS.get(section)
+        if make is None:
+            reply[section] = "OBJECT_NOT_FOUND"
+            continue
+        known = make(state)
+        names = variables or known
+        reply[section] = {name: known.get(name, "VARIABLE_NOT_FOUND") for name in names}
+    return reply
