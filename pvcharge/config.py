@@ -131,6 +131,14 @@ def parse_config(text: str, path: str = "<config>", environ: Mapping[str, str] |
     charge_point = loader.dataclass(ChargePoint, cp_data, "charger")
     control = loader.dataclass(ControlConfig, data.get("control"), "control")
     log = loader.dataclass(LogConfig, data.get("log"), "log")
+    update_s = float(getattr(meter.settings, "update_interval_s", 0.0))
+    if control.max_age_s < update_s:
+        raise ConfigError(
+            path,
+            "control.max_age_s",
+            f"must be >= the meter's update interval ({update_s:g} s), got {control.max_age_s:g} s: "
+            "every reading would count as stale",
+        )
     return Config(path, site, meter, charger, charge_point, control, log)
 
 

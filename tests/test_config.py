@@ -101,6 +101,16 @@ def test_cloud_filter_takes_a_preset_or_seconds() -> None:
     )
 
 
+def test_max_age_must_cover_a_slow_meter() -> None:
+    text = (
+        "meter: {type: alphaess, sys_sn: AL1, app_id: a, app_secret: s, poll_interval_s: 60}\n"
+        "charger: {type: warp, url: 'http://192.0.2.20'}\n"
+    )
+    msg = error_of(text)
+    assert "control.max_age_s: must be >= the meter's update interval (60 s), got 30 s" in msg
+    assert parse_config(text + "control: {max_age_s: 90}\n", environ={}).control.max_age_s == 90
+
+
 def test_cross_field_error_names_the_key() -> None:
     msg = error_of(
         MINIMAL.replace(

@@ -5,6 +5,10 @@ A vendor is one module here plus one line in :data:`METER_TYPES`.  Each module e
 - ``Config``: a frozen dataclass of its settings (fields made with ``pvcharge.settings.setting``);
 - ``create(config, *, name, clock) -> Meter``: builds the driver (no I/O yet).
 
+A meter that gives new readings less often than every cycle (a cloud API, a traffic-sensitive
+appliance) exposes ``Config.update_interval_s``; the config loader then requires
+``control.max_age_s`` to be at least that long.
+
 Drivers convert vendor signs and units to the canonical ones of ``pvcharge.readings`` and raise only
 ``pvcharge.errors.DeviceError`` subclasses.
 """

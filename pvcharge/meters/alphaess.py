@@ -76,6 +76,11 @@ class Config:
         max=30,
     )
 
+    @property
+    def update_interval_s(self) -> float:
+        """The meter gives a new reading at most this often, in s (see ``poll_interval_s``)."""
+        return self.poll_interval_s
+
     def __post_init__(self) -> None:
         for key in ("sys_sn", "app_id"):
             if not getattr(self, key).strip():

@@ -167,6 +167,11 @@ class Config:
         max=3600,
     )
 
+    @property
+    def update_interval_s(self) -> float:
+        """The meter gives a new reading at most this often, in s (see ``min_interval_s``)."""
+        return self.min_interval_s
+
     def __post_init__(self) -> None:
         self._check_host()
         if self.fingerprint_sha256 is not None:
