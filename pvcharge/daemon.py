@@ -10,7 +10,8 @@ One cycle (every ``control.interval_s``):
    good meter reading with its own timestamp, so a dead meter turns into "stale" and the car is
    paused after ``max_age_s``;
 3. ``charger.apply(command)`` only when the command differs from the last one the charger
-   acknowledged (a failed write is retried next cycle);
+   acknowledged (a failed write is retried next cycle; a write the driver defers for its rate limit
+   is offered again next cycle; after ``WritesBlocked`` nothing more is sent);
 4. one structured log event ``decision`` with the numbers behind it: at info level when the command
    changes, at debug level otherwise.
 
@@ -31,7 +32,7 @@ import structlog
 from pvcharge.chargers import Charger
 from pvcharge.config import Config
 from pvcharge.control import Controller, Decision
-from pvcharge.errors import ConfigError, DeviceError
+from pvcharge.errors import ConfigError, DeviceError, WriteDeferred, WritesBlocked
 from pvcharge.meters import Meter
 from pvcharge.readings import ChargerCommand, ChargerReading, SiteReading
 
@@ -48,6 +49,7 @@ class Stats:
     meter_failures: int = 0
     charger_failures: int = 0
     write_failures: int = 0
+    deferred_writes: int = 0  #: writes a driver held back for its rate limit (sent in a later cycle)
 
 
 @dataclass(frozen=True)
@@ -120,10 +122,14 @@ class Daemon:
                 f"auto needs a charger that can switch between 1 and 3 phases; {charger.name} cannot "
                 "(set 1 or 3)",
             )
-        self.controller = Controller(config.control, config.charge_point, config.site)
+        self.controller = Controller(
+            config.control, config.charge_point, config.site, capabilities=charger.capabilities
+        )
         self.stats = Stats()
         self._last_site: SiteReading | None = None
-        self._applied: ChargerCommand | None = None  # last command the charger acknowledged
+        self._applied: ChargerCommand | None = None  # last command applied; None after a failed write
+        self._acknowledged: ChargerCommand | None = None  # last command the charger took, ever
+        self._writes_blocked = False  # the charger refuses all writes (WritesBlocked)
         self._last_reason_kind = ""
         self._meter_health = _Health(meter.name)
         self._charger_health = _Health(charger.name)
@@ -169,10 +175,29 @@ class Daemon:
 
     async def _apply(self, decision: Decision) -> bool:
         command = decision.command
-        if command == self._applied:
+        if command == self._applied or self._writes_blocked:
             return False
         try:
             await asyncio.wait_for(self.charger.apply(command), timeout=self.config.control.max_age_s)
+        except WriteDeferred as exc:  # rate limit: offered again next cycle, not a failure
+            self.stats.deferred_writes += 1
+            log.debug(
+                "charger_write_deferred",
+                device=self.charger.name,
+                current_a=command.current_a,
+                reason=exc.message,
+                retry_after_s=exc.retry_after_s,
+            )
+            return False
+        except WritesBlocked as exc:
+            self._writes_blocked = True
+            log.error(
+                "charger_writes_blocked",
+                device=self.charger.name,
+                error=exc.message,
+                action="pvcharge sends this charger nothing more until it is restarted",
+            )
+            return False
         except (DeviceError, TimeoutError) as exc:
             self.stats.write_failures += 1
             self._applied = None
@@ -188,9 +213,9 @@ class Daemon:
             self._applied = None
             log.error("driver_error", device=self.charger.name, what="apply", error=repr(exc), exc_info=True)
             return False
-        if command.current_a > 0 and (self._applied is None or self._applied.current_a == 0):
+        if command.current_a > 0 and (self._acknowledged is None or self._acknowledged.current_a == 0):
             self.stats.starts += 1
-        self._applied = command
+        self._applied = self._acknowledged = command
         self.stats.charger_writes += 1
         return True
 
@@ -221,6 +246,8 @@ class Daemon:
             )
         if charger is not None:
             fields.update(car_connected=charger.connected, car_power_w=round(charger.power_w))
+        if self._writes_blocked:
+            fields["writes_blocked"] = True
         kind = decision.reason.split(":")[0]
         if written or kind != self._last_reason_kind:
             log.info("decision", **fields)
@@ -262,7 +289,7 @@ class Daemon:
         return self.stats
 
     async def _shutdown(self) -> None:
-        if self._applied is None or self._applied.current_a > 0:
+        if not self._writes_blocked and (self._applied is None or self._applied.current_a > 0):
             pause = ChargerCommand(0.0, self.controller.phases)
             try:
                 await asyncio.wait_for(self.charger.apply(pause), timeout=10.0)

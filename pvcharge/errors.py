@@ -44,3 +44,23 @@ class DeviceUnavailable(DeviceError):
 
 class DeviceProtocolError(DeviceError):
     """The device answered, but the answer is malformed or out of range (e.g. SoC 250 %)."""
+
+
+class WriteDeferred(DeviceError):
+    """The driver did not send a command now, to stay inside the device's rate limits.
+
+    Not a failure: the daemon keeps the command pending and offers it again next cycle, logging at
+    debug level.  ``retry_after_s`` is when the driver expects to accept it (0 when unknown).
+    """
+
+    def __init__(self, device: str, message: str, retry_after_s: float = 0.0) -> None:
+        super().__init__(device, message)
+        self.retry_after_s = retry_after_s
+
+
+class WritesBlocked(DeviceError):
+    """The device refuses all writes until a person acts (e.g. Easee's HTTP 403 "IP blocked").
+
+    The daemon stops writing to that charger, logs an error once, and says so in every later cycle's
+    decision log; it does not retry.
+    """

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from pvcharge.control import ChargePoint, ControlConfig, Controller, Decision, SiteConfig
-from pvcharge.readings import ChargerReading, SiteReading
+from pvcharge.readings import ChargerCapabilities, ChargerReading, SiteReading
 from pvcharge.settings import SettingError
 
 V = 230.0
@@ -331,3 +331,32 @@ def test_cloud_filter_presets() -> None:
         480,
     ]
     assert ControlConfig(cloud_filter=300).window_s == 300
+
+
+# -- charger capabilities ------------------------------------------------------------------------------
+def test_an_on_off_charger_starts_and_stops_on_its_fixed_power() -> None:
+    caps = ChargerCapabilities(on_off_only=True)
+    ctl = Controller(
+        ControlConfig(cloud_filter=120, min_on_s=0, min_off_s=0, grid_tolerance_s=3600, deadzone_w=0),
+        ChargePoint(max_current_a=10, phases=1),  # the wallbox is set to 10 A on one phase: 2300 W
+        SiteConfig(V),
+        capabilities=caps,
+    )
+    surplus = {0: 2000.0, 1000: 2600.0, 2000: 2000.0}  # below, above, below the fixed 2300 W
+    log = Sim(ctl, lambda t: surplus[max(k for k in surplus if k <= t)]).run(3000)
+    assert set(currents(log)) <= {0.0, 10.0}  # only off or the fixed current
+    assert all(a == 0 for a in currents(log, 0, 1000))  # 2000 W never covers 2300 W
+    on = min(t for t, d in log if d.command.current_a > 0)
+    assert 1000 + 120 <= on <= 1000 + 130  # the fixed power covered for the whole window
+    off = min(t for t, d in log if t > on and d.command.current_a == 0)
+    assert 2000 + 120 <= off <= 2000 + 130  # short of it for the whole window
+
+
+def test_the_chargers_range_narrows_the_installations() -> None:
+    caps = ChargerCapabilities(min_current_a=8, max_current_a=13)
+    ctl = Controller(
+        ControlConfig(cloud_filter=60), ChargePoint(max_current_a=16, phases=1), capabilities=caps
+    )
+    assert (ctl.min_current_a, ctl.max_current_a) == (8, 13)
+    log = Sim(ctl, lambda t: 20000.0).run(300)
+    assert max(currents(log)) == 13

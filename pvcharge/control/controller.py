@@ -50,7 +50,7 @@ from dataclasses import dataclass
 
 from pvcharge.control.config import ChargePoint, ControlConfig, Mode, SiteConfig
 from pvcharge.control.window import TimeWindow
-from pvcharge.readings import ChargerCommand, ChargerReading, SiteReading
+from pvcharge.readings import ChargerCapabilities, ChargerCommand, ChargerReading, SiteReading
 
 RECENT_S = 30.0  #: the surplus minimum of this last span sets the current at a start or phase switch
 
@@ -77,19 +77,33 @@ class Controller:
 
     Args:
         control: the ``control:`` settings.
-        charge_point: the charger's current limits and phases (``auto`` = 1p/3p switching).
+        charge_point: the installation's current limits and phases (``auto`` = 1p/3p switching).
         site: site settings (voltage).
+        capabilities: what the charger can do (its driver's ``capabilities``): its current range
+            narrows the charge point's; an ``on_off_only`` charger charges at a fixed current
+            (``max_current_a``), so it starts only when the surplus covered that fixed power for the whole
+            cloud window and stops when it was short of it for the whole window.
 
     Call :meth:`step` once per cycle.  The object keeps timers and filters between calls; it is not
     thread-safe and not shared between charge points.
     """
 
     def __init__(
-        self, control: ControlConfig, charge_point: ChargePoint, site: SiteConfig | None = None
+        self,
+        control: ControlConfig,
+        charge_point: ChargePoint,
+        site: SiteConfig | None = None,
+        capabilities: ChargerCapabilities | None = None,
     ) -> None:
         self.control = control
         self.charge_point = charge_point
         self.site = site or SiteConfig()
+        caps = capabilities or ChargerCapabilities()
+        #: the current range both the installation and the charger allow, in A
+        self.min_current_a = max(charge_point.min_current_a, caps.min_current_a)
+        self.max_current_a = max(self.min_current_a, min(charge_point.max_current_a, caps.max_current_a))
+        #: a charger that can only start and stop charges at a fixed current: max_current_a
+        self.on_off_only = caps.on_off_only
         self.mode: Mode = control.mode
         self.auto_phases = charge_point.phases == "auto"
         self._window = TimeWindow(control.window_s)
@@ -106,8 +120,8 @@ class Controller:
         self._off_since = -math.inf
 
         v = self.site.voltage_v
-        min_3p = 3 * charge_point.min_current_a * v
-        max_1p = charge_point.max_current_a * v
+        min_3p = 3 * self.min_current_a * v
+        max_1p = self.max_current_a * v
         #: a pv session starts on 3 phases only if the surplus covered their minimum the whole window
         self.phase_up_w = min_3p if max_1p < min_3p else min_3p + 3 * v
 
@@ -155,11 +169,17 @@ class Controller:
         """Charging power in W at ``current_a`` per phase on ``phases``."""
         return current_a * phases * self.site.voltage_v
 
+    @property
+    def lowest_a(self) -> float:
+        """The lowest current a charging car is offered: min current, or the fixed one (on/off only)."""
+        return self.max_current_a if self.on_off_only else self.min_current_a
+
     def _fit(self, available_w: float, phases: int) -> float:
         """Whole amps per phase that fit ``available_w``, clamped to the charge point's limits."""
-        cp = self.charge_point
+        if self.on_off_only:
+            return float(self.max_current_a)
         raw = math.floor(available_w / (phases * self.site.voltage_v) + 1e-9)
-        return float(min(max(raw, cp.min_current_a), cp.max_current_a))
+        return float(min(max(raw, self.min_current_a), self.max_current_a))
 
     def _decision(self, current_a: float, reason: str) -> Decision:
         return Decision(ChargerCommand(current_a, self._phases), reason, self.mode, self._available_w)
@@ -202,7 +222,6 @@ class Controller:
             charger: the latest charger reading, or ``None`` if the charger did not answer; the car
                 power is then taken as 0 W (which can only lower the surplus).
         """
-        cp = self.charge_point
         if self.mode == "off":
             self._stop_session(-math.inf)
             self._available_w = None
@@ -217,7 +236,9 @@ class Controller:
                 and self._switch_allowed(now)
             ):
                 self._switch_to(now, 3)
-            return self._decision(cp.max_current_a, f"mode fast: {cp.max_current_a:g} A on {self._phases}p")
+            return self._decision(
+                self.max_current_a, f"mode fast: {self.max_current_a:g} A on {self._phases}p"
+            )
 
         if charger is not None and not charger.connected:
             self._reset_session()
@@ -242,7 +263,7 @@ class Controller:
             self._available_w = None
             self._last_reading_t = -math.inf
             if self.mode == "minpv" and self.control.safe_state == "min_current":
-                return self._decision(cp.min_current_a, f"{what}: safe state, min current")
+                return self._decision(self.lowest_a, f"{what}: safe state, min current")
             if self._on:
                 self._stop_session(now)
             return self._decision(0.0, f"{what}: safe state, paused")
@@ -277,7 +298,7 @@ class Controller:
             self._one_phase_seen = 0
 
     def _pv(self, now: float, site: SiteReading, available: float) -> Decision:
-        cp, c, w = self.charge_point, self.control, self._window
+        c, w = self.control, self._window
         if not self._on:
             wait_s = self._off_since + c.min_off_s - now
             if wait_s > 0:
@@ -287,7 +308,7 @@ class Controller:
             phases = self._phases
             if self.auto_phases and self._switch_allowed(now):
                 phases = 3 if w.min >= self.phase_up_w and not self._one_phase_car else 1
-            need_w = self.power_w(cp.min_current_a, 1 if self._one_phase_car else phases)
+            need_w = self.power_w(self.lowest_a, 1 if self._one_phase_car else phases)
             if w.min < need_w:
                 return self._decision(
                     0.0, f"waiting: surplus {available:.0f} W, window min {w.min:.0f} W < {need_w:.0f} W"
@@ -304,13 +325,13 @@ class Controller:
 
         # charging: grid import beyond the tolerance overrides the cloud filter
         p = self._eff_phases()
-        min_w = self.power_w(cp.min_current_a, p)
+        min_w = self.power_w(self.lowest_a, p)
         importing = site.grid_power_w - c.grid_target_w > c.deadzone_w
         if importing and available < self.power_w(self._level_a, p):
             self._import_since = self._import_since if self._import_since is not None else now
         else:
             self._import_since = None
-        lowest_w = self.power_w(cp.min_current_a, 1 if self.auto_phases else p)
+        lowest_w = self.power_w(self.lowest_a, 1 if self.auto_phases else p)
         if self._import_since is not None and now - self._import_since >= c.grid_tolerance_s:
             self._import_since = None
             if available < min_w:
