@@ -21,6 +21,7 @@ Clock = Callable[[], float]
 #: charger ``type`` in the config → module implementing it.
 CHARGER_TYPES: dict[str, str] = {
     "warp": "pvcharge.chargers.warp",
+    "alphaess": "pvcharge.chargers.alphaess",
 }
 
 

@@ -1,26 +1,51 @@
-"""AlphaESS Open API emulator: the cloud's read endpoints for one system, on loopback, over plain HTTP.
+"""AlphaESS Open API emulator: one system and its wallbox, on loopback, over plain HTTP.
 
-Protocol as in the project reference ``meters.md`` §3 (sources [A1] alphaess-developer/alphacloud_open_api,
+Protocol as in the project references ``meters.md`` §3 (sources [A1] alphaess-developer/alphacloud_open_api,
 [A2] CharlesGillanders/alphaess-openAPI, [A3] springfall2008/batpred, [A4]
-CharlesGillanders/homeassistant-alphaESS) and its emulator checklist §4:
+CharlesGillanders/homeassistant-alphaESS) with its emulator checklist §4, and ``chargers.md`` §2.1 (the
+wallbox, SMILE-EVCT11) with its checklist §2.3:
 
-- ``GET /api/getLastPowerData?sysSn=`` and ``GET /api/getEssList``.
-- Every reply is HTTP 200 with ``{"code", "msg", "expMsg", "data", "extra"}`` (§3.2), except the
-  emulator's own: 500 for an injected fault, 404 for an unknown path, 405 for a method other than GET.
+- ``GET /api/getLastPowerData?sysSn=`` and ``GET /api/getEssList`` (meters.md §3.3).
+- The wallbox (chargers.md §2.1): ``GET getEvChargerConfigList?sysSn=`` →
+  ``[{"evchargerSn", "evchargerModel": "SMILE-EVCT11"}]``; ``GET getEvChargerStatusBySn?sysSn=&evchargerSn=``
+  → ``{"evchargerStatus": N}``; ``GET getEvChargerCurrentsBySn?sysSn=`` → ``{"currentsetting": A}`` (the
+  household connection limit, not a charge setpoint); ``POST setEvChargerCurrentsBySn``
+  ``{"sysSn", "currentsetting"}`` → ``null``; ``POST remoteControlEvCharger``
+  ``{"sysSn", "evchargerSn", "controlMode"}`` (1 start, 0 stop) → ``null``.
+- Every reply is HTTP 200 with ``{"code", "msg", "expMsg", "data", "extra"}`` (meters.md §3.2), except the
+  emulator's own: 500 for an injected fault, 404 for an unknown path, 405 for the wrong method (reads
+  are GET, the two setters POST, signed the same way, with a JSON body).
 - Checks, in this order: headers ``appId`` (6012), ``timeStamp`` (6011), ``sign`` (6010) present; the
   ``timeStamp`` a whole number within ±300 s of ``clock()`` (6006); ``sign`` = SHA-512 hex of appId +
   appSecret + timeStamp with the configured appId and appSecret (6007; an unknown appId fails the same
-  way); at most one request per ``min_interval_s`` (6053, counting the rejected ones too); ``sysSn``
-  present (6001) and the configured one (6002, "SN not bound to the user"); ``offline`` (6042).
-  The order and the 6053 rule are the emulator's choice: AlphaESS publishes neither (§3.4).
+  way); the rate limits (6053, counting the rejected requests too): at most ``requests_per_interval``
+  GETs inside any ``min_interval_s``, and POSTs at least ``min_write_interval_s`` apart; then the
+  parameters: a POST body that is not a JSON object, a missing ``sysSn`` or ``evchargerSn``, a
+  ``controlMode`` other than 0/1 or a ``currentsetting`` outside 6–32 A (6001); a ``sysSn`` other than the
+  configured one (6002, "SN not bound to the user"); an ``evchargerSn`` other than the configured one
+  (6038); ``offline`` (6042, on every endpoint of the system); a start or stop the wallbox's state does
+  not allow (6008, "Set failed").
+  AlphaESS publishes neither the order, nor its rate limits (meters.md §3.4, chargers.md §2.1: none beyond
+  6053; the HA integration paces POSTs at 30 s), nor which of the two SN codes 6002/6038 a wrong
+  ``evchargerSn`` gets, nor the answer to a start or stop in the wrong state (the HA integration only
+  sends start in status 2, 4, 5 and stop in 3, 4, 5): all of these are the emulator's choices.
 
 ``getLastPowerData`` follows ``site.state()`` (§3.3): ``ppv`` (all on string 1), ``pgrid`` (+ import,
 split evenly on ``pgridDetail.pmeterL1..3``), ``pbat`` (+ discharge), ``soc``, ``pload = ppv + pgrid +
 pbat``, ``pev`` = the car's power (on ``pevDetail.ev1Power``), ``prealL1..3`` = (ppv + pbat) / 3.
 Powers are whole watts as floats (``11.0``), SoC has one decimal, as in the reference example.
 
-Not emulated: the other endpoints (write endpoints, ``getOneDayPowerBySn``, the wallbox), ``expMsg``
-texts the real server sends, its real rate limit.
+The wallbox's ``evchargerStatus`` (chargers.md §2.1 table) follows ``remoteControlEvCharger`` and the
+simulated car: 1 (Available) while the car is unplugged, which also ends a started session; 2 (Preparing)
+plugged in and not started; a start (allowed in 2, 4, 5) offers ``wallbox_current_a`` on
+``wallbox_phases`` to the site (the current set in the AlphaESS app: the Open API cannot change it) and
+gives 3 (Charging) while the car draws and 5 (SuspendedEV) while it does not (not yet after the car's
+start delay, full, waiting); a stop (allowed in 3, 4, 5) offers 0 A and gives 6 (Finishing) while the car
+still draws and for at least ``FINISHING_S``, then 2.  4 (SuspendedEVSE) and 9 (Faulted) do not occur:
+the emulated wallbox has no load management of its own and no faults.
+
+Not emulated: the other endpoints (battery settings, ``getOneDayPowerBySn``), ``expMsg`` texts the
+real server sends, its real rate limits, more than one wallbox.
 """
 
 from __future__ import annotations
@@ -31,15 +56,19 @@ import hmac
 import ipaddress
 import math
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Mapping
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TypeGuard
 
 from aiohttp import web
 
 from pvcharge.sim.site import SiteModel
 
 MAX_CLOCK_SKEW_S = 300  #: accepted ``timeStamp`` window, ± s (meters.md §3.1 [A3])
+#: a stopped session shows status 6 (Finishing) at least this long, in s (the emulator's choice)
+FINISHING_S = 5.0
+WALLBOX_MODEL = "SMILE-EVCT11"  #: ``evchargerModel`` (chargers.md §2.1)
 
 #: ``msg`` of each error the emulator sends; 6053's is verbatim from alphaess-openAPI#7 (meters.md §3.2).
 MESSAGES: dict[int, str] = {
@@ -47,12 +76,22 @@ MESSAGES: dict[int, str] = {
     6002: "SN not bound to the user",
     6006: "Timestamp error",
     6007: "Sign verification error",
+    6008: "Set failed",
     6010: "Sign is empty",
     6011: "timestamp is empty",
     6012: "AppId is empty",
+    6038: "System SN does not exist",
     6042: "System offline",
     6053: "The maximum number of requests has been reached",
 }
+
+#: ``evchargerStatus`` codes the emulator gives (chargers.md §2.1).
+AVAILABLE, PREPARING, CHARGING, SUSPENDED_EV, FINISHING = 1, 2, 3, 5, 6
+#: statuses in which the HA integration sends a start / a stop (chargers.md §2.1 [A-ha ``can_control_ev``]).
+START_ALLOWED = frozenset({2, 4, 5})
+STOP_ALLOWED = frozenset({3, 4, 5})
+
+Params = Mapping[str, Any]
 
 
 def _envelope(code: int, data: Any = None, exp_msg: str | None = None) -> web.Response:
@@ -65,30 +104,49 @@ def _w(value: float) -> float:
     return float(round(value))
 
 
+def _is_int(value: Any) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 class AlphaEssEmulator:
     """An HTTP server on loopback that answers like the AlphaESS Open API for one system at ``site``.
 
     Args:
-        site: the simulated site, read per request (``site.state()``).
+        site: the simulated site, read per request (``site.state()``); the wallbox calls ``site.offer``.
         host: a loopback IP address to listen on.
         port: TCP port, 0 for a free one (see :attr:`port` after :meth:`start`).
         app_id, app_secret: the credentials the emulator accepts.
         sys_sn: the serial of the one system bound to them.
-        min_interval_s: requests closer together than this are answered 6053, in s.
-        clock: Unix seconds for the ``timeStamp`` window and ``min_interval_s``; give it the driver's
-            clock when the demo compresses time.
+        evcharger_sn: the serial of its one wallbox.
+        min_interval_s: the GET rate-limit window, in s: more than ``requests_per_interval`` GETs inside
+            any ``min_interval_s`` are answered 6053.
+        requests_per_interval: GETs allowed inside ``min_interval_s``; 1 (the default) means one request
+            per ``min_interval_s``.  The wallbox driver asks two endpoints per poll, three with the
+            charger list on its first poll, one more with an AlphaESS meter on the same system.
+        min_write_interval_s: POSTs closer together than this are answered 6053, in s (the real limit is
+            unpublished, chargers.md §2.1).
+        wallbox_current_a: the current per phase the wallbox offers the car once started, in A: the
+            setting in the AlphaESS app, which the Open API cannot change.
+        wallbox_phases: the phases it offers them on, 1 or 3.
+        clock: Unix seconds for the ``timeStamp`` window, the rate limits and ``FINISHING_S``; give it the
+            driver's clock when the demo compresses time.
 
     Fault knobs, settable at any time:
-        offline: answer ``getLastPowerData`` with 6042 (system offline).
+        offline: answer every endpoint of the system (all but ``getEssList``) with 6042 (system offline).
         null_data: answer ``getLastPowerData`` with every field ``null`` (the Storion-S5 case, §3.3).
         reply_delay_s: seconds to wait before answering each request.
         fail_next: the next N requests answer HTTP 500.
 
     Attributes:
+        household_current_a: ``currentsetting`` in A, the household connection limit (16 until a
+            ``setEvChargerCurrentsBySn``); it does not limit the emulated car.
         request_count: requests that reached the emulator, rejected ones included.
+        writes: POST requests to ``remoteControlEvCharger`` and ``setEvChargerCurrentsBySn``, rejected
+            ones included.
 
     Raises:
-        ValueError: ``host`` is not a loopback IP address.
+        ValueError: ``host`` is not a loopback IP address, ``requests_per_interval`` < 1 or
+            ``wallbox_phases`` not 1 or 3.
     """
 
     def __init__(
@@ -100,7 +158,12 @@ class AlphaEssEmulator:
         app_id: str = "pvcharge-demo",
         app_secret: str = "demo-secret",
         sys_sn: str = "AL2002321010043",
+        evcharger_sn: str = "EV1102321010043",
         min_interval_s: float = 10.0,
+        requests_per_interval: int = 1,
+        min_write_interval_s: float = 10.0,
+        wallbox_current_a: float = 16.0,
+        wallbox_phases: int = 3,
         clock: Callable[[], float] = time.time,
     ) -> None:
         try:
@@ -109,21 +172,44 @@ class AlphaEssEmulator:
             loopback = False
         if not loopback:
             raise ValueError(f"the AlphaESS emulator listens on loopback only, e.g. 127.0.0.1; got {host!r}")
+        if requests_per_interval < 1:
+            raise ValueError(f"requests_per_interval must be >= 1, got {requests_per_interval}")
+        if wallbox_phases not in (1, 3):
+            raise ValueError(f"wallbox_phases must be 1 or 3, got {wallbox_phases}")
         self.site = site
         self.host = host
         self.app_id = app_id
         self.sys_sn = sys_sn
+        self.evcharger_sn = evcharger_sn
         self.min_interval_s = min_interval_s
+        self.min_write_interval_s = min_write_interval_s
+        self.wallbox_current_a = wallbox_current_a
+        self.wallbox_phases = wallbox_phases
+        self.household_current_a = 16
         self.offline = False
         self.null_data = False
         self.reply_delay_s = 0.0
         self.fail_next = 0
         self.request_count = 0
+        self.writes = 0
         self._app_secret = app_secret
         self._clock = clock
         self._port = port
-        self._last_request_s = -math.inf
+        self._recent_gets: deque[float] = deque(maxlen=requests_per_interval)  #: times of the last GETs
+        self._last_write_s = -math.inf
+        self._started = False  #: a session was started and not stopped or ended by unplugging
+        self._stopped_s = -math.inf  #: when the last session was stopped
         self._runner: web.AppRunner | None = None
+        #: path → (method, handler of the query or JSON body)
+        self._endpoints: dict[str, tuple[str, Callable[[Params], web.Response]]] = {
+            "api/getLastPowerData": ("GET", self._last_power_data),
+            "api/getEssList": ("GET", self._ess_list),
+            "api/getEvChargerConfigList": ("GET", self._ev_charger_list),
+            "api/getEvChargerStatusBySn": ("GET", self._ev_charger_status),
+            "api/getEvChargerCurrentsBySn": ("GET", self._ev_charger_currents),
+            "api/setEvChargerCurrentsBySn": ("POST", self._set_ev_charger_currents),
+            "api/remoteControlEvCharger": ("POST", self._remote_control),
+        }
 
     def __repr__(self) -> str:
         return f"AlphaEssEmulator(url={self.url!r}, app_id={self.app_id!r}, sys_sn={self.sys_sn!r})"
@@ -180,16 +266,26 @@ class AlphaEssEmulator:
         if self.fail_next > 0:
             self.fail_next -= 1
             return web.Response(status=500, text="injected fault")
-        endpoints = {"api/getLastPowerData": self._last_power_data, "api/getEssList": self._ess_list}
-        endpoint = endpoints.get(request.match_info["path"])
+        endpoint = self._endpoints.get(request.match_info["path"])
         if endpoint is None:
             return web.Response(status=404, text=f"No such path: {request.path}")
-        if request.method != "GET":
-            return web.Response(status=405, text="Method not allowed", headers={"Allow": "GET"})
+        method, handler = endpoint
+        if request.method != method:
+            return web.Response(status=405, text="Method not allowed", headers={"Allow": method})
+        if method == "POST":
+            self.writes += 1
         rejected = self._check(request)
         if rejected is not None:
             return rejected
-        return endpoint(request)
+        if method == "GET":
+            return handler(request.query)
+        try:
+            body = await request.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            return _envelope(6001, exp_msg="the request body must be a JSON object")
+        return handler(body)
 
     def _check(self, request: web.Request) -> web.Response | None:
         """The error envelope for a request failing the signature, timestamp or rate checks, else None."""
@@ -205,18 +301,42 @@ class AlphaEssEmulator:
         expected = hashlib.sha512(f"{self.app_id}{self._app_secret}{timestamp}".encode()).hexdigest()
         if app_id != self.app_id or not hmac.compare_digest(signature, expected):
             return _envelope(6007)
-        too_fast = now - self._last_request_s < self.min_interval_s
-        self._last_request_s = now
+        if request.method == "POST":
+            too_fast = now - self._last_write_s < self.min_write_interval_s
+            self._last_write_s = now
+        else:
+            gets = self._recent_gets
+            too_fast = len(gets) == gets.maxlen and now - gets[0] < self.min_interval_s
+            gets.append(now)
         if too_fast:
             return _envelope(6053)
         return None
 
-    def _last_power_data(self, request: web.Request) -> web.Response:
-        sys_sn = request.query.get("sysSn")
+    def _system_error(self, params: Params) -> web.Response | None:
+        """6001 without ``sysSn``, 6002 for another system's, else None."""
+        sys_sn = params.get("sysSn")
         if not sys_sn:
             return _envelope(6001, exp_msg="sysSn is required")
         if sys_sn != self.sys_sn:
             return _envelope(6002)
+        return None
+
+    def _wallbox_error(self, params: Params) -> web.Response | None:
+        """As :meth:`_system_error`, then 6001 without ``evchargerSn``, 6038 for another wallbox's."""
+        error = self._system_error(params)
+        if error is not None:
+            return error
+        evcharger_sn = params.get("evchargerSn")
+        if not evcharger_sn:
+            return _envelope(6001, exp_msg="evchargerSn is required")
+        if evcharger_sn != self.evcharger_sn:
+            return _envelope(6038)
+        return None
+
+    def _last_power_data(self, params: Params) -> web.Response:
+        error = self._system_error(params)
+        if error is not None:
+            return error
         if self.offline:
             return _envelope(6042)
         if self.null_data:
@@ -244,7 +364,7 @@ class AlphaEssEmulator:
             "pbat": pbat,
         }
 
-    def _ess_list(self, request: web.Request) -> web.Response:
+    def _ess_list(self, params: Params) -> web.Response:
         """One ``getEssList`` item (fields per meters.md §3.3; model names and sizes illustrative)."""
         state = self.site.state()
         capacity_kwh = self.site.battery.capacity_wh / 1000 if self.site.battery else 0.0
@@ -260,3 +380,79 @@ class AlphaEssEmulator:
             "emsStatus": "Normal",
         }
         return _envelope(200, [item])
+
+    # -- the wallbox ------------------------------------------------------------------------------
+
+    def wallbox_status(self) -> int:
+        """The ``evchargerStatus`` now (see the module docstring); unplugging ends a started session."""
+        state = self.site.state()
+        if not state.car_connected:
+            if self._started:
+                self._started = False
+                self.site.offer(0.0)
+            self._stopped_s = -math.inf
+            return AVAILABLE
+        if self._started:
+            return CHARGING if state.car_power_w > 0 else SUSPENDED_EV
+        if state.car_power_w > 0 or self._clock() - self._stopped_s < FINISHING_S:
+            return FINISHING
+        return PREPARING
+
+    def _ev_charger_list(self, params: Params) -> web.Response:
+        error = self._system_error(params)
+        if error is not None:
+            return error
+        if self.offline:
+            return _envelope(6042)
+        return _envelope(200, [{"evchargerSn": self.evcharger_sn, "evchargerModel": WALLBOX_MODEL}])
+
+    def _ev_charger_status(self, params: Params) -> web.Response:
+        error = self._wallbox_error(params)
+        if error is not None:
+            return error
+        if self.offline:
+            return _envelope(6042)
+        return _envelope(200, {"evchargerStatus": self.wallbox_status()})
+
+    def _ev_charger_currents(self, params: Params) -> web.Response:
+        error = self._system_error(params)
+        if error is not None:
+            return error
+        if self.offline:
+            return _envelope(6042)
+        return _envelope(200, {"currentsetting": self.household_current_a})
+
+    def _set_ev_charger_currents(self, body: Params) -> web.Response:
+        """``{"sysSn", "currentsetting"}``: 6–32 A, as the HA integration allows (chargers.md §2.1)."""
+        error = self._system_error(body)
+        if error is not None:
+            return error
+        current = body.get("currentsetting")
+        if not _is_int(current) or not 6 <= current <= 32:
+            return _envelope(6001, exp_msg="currentsetting must be a whole number of A within 6-32")
+        if self.offline:
+            return _envelope(6042)
+        self.household_current_a = current
+        return _envelope(200)
+
+    def _remote_control(self, body: Params) -> web.Response:
+        """``{"sysSn", "evchargerSn", "controlMode"}``: 1 starts, 0 stops (chargers.md §2.1)."""
+        error = self._wallbox_error(body)
+        if error is not None:
+            return error
+        mode = body.get("controlMode")
+        if not _is_int(mode) or mode not in (0, 1):
+            return _envelope(6001, exp_msg="controlMode must be 1 (start) or 0 (stop)")
+        if self.offline:
+            return _envelope(6042)
+        status = self.wallbox_status()
+        if status not in (START_ALLOWED if mode == 1 else STOP_ALLOWED):
+            return _envelope(6008)
+        if mode == 1:
+            self._started = True
+            self.site.offer(self.wallbox_current_a, self.wallbox_phases)
+        else:
+            self._started = False
+            self._stopped_s = self._clock()
+            self.site.offer(0.0)
+        return _envelope(200)

@@ -2,7 +2,7 @@
 
 It emulates firmware since Nov 2024 (slot 8 always active) for the endpoints an external energy
 manager uses (reference ``chargers.md`` §3.1–3.4; Tinkerforge esp32-firmware
-``software/src/modules/{http,evse_common}``; warp-charger ``api_doc_generator/evse.py``):
+``software/src/modules/{http,evse_common,power_manager}``; warp-charger ``api_doc_generator/evse.py``):
 
 - ``GET <path>`` reads; writes go to ``<path>`` or ``<path>_update`` by PUT or POST with a JSON body,
   a one-member object may be sent bare (body ``8000`` for ``evse/external_current``).
@@ -13,8 +13,33 @@ manager uses (reference ``chargers.md`` §3.1–3.4; Tinkerforge esp32-firmware
   slot 8 the site is offered ``allowed_charging_current / 1000`` A.
 - Slot 8 starts blocked at 0 mA (firmware default ``external_defaults.current``); writing
   ``evse/external_enabled {"enabled": false}`` sets it to 32000 mA.
+- ``evse/phase_auto_switch`` ``{"enabled": bool}`` (R/W, starts true) is stored only: the emulator never
+  switches by itself.  ``evse/low_level_state`` has the phase fields only: ``phases_current`` (1/3),
+  ``phases_requested``, ``phases_state`` (0 idle, 1–7 a switch in progress, §3.3), ``phases_info``
+  (bit 0: single-phase car).
 
-Not emulated: WebSocket ``/ws``, phase switching, ``clear_on_disconnect``, other slots and endpoints.
+Phase switching (``phase_switch=True``; chargers.md §3.3, §3.4): ``info/features`` lists
+``phase_switch`` and these endpoints exist (404 otherwise, like a box not set up for it at boot):
+
+- ``power_manager/state`` ``{"config_error_flags": 0, "external_control": n}``: 0 available, 1 idle
+  before the first request (as §3.4 step 2 reads it; §3.3 and the firmware call 1 "disabled"),
+  2 unavailable (knob ``external_control_unavailable``), 3 switching;
+  ``power_manager/low_level_state`` ``{"is_3phase": bool}``.
+- ``power_manager/external_control`` ``{"phases_wanted": 0|1|3}`` (0: nothing requested yet).  A write
+  of 1 or 3 starts a switch when it differs from ``phases_current``.  400 with a plain-text reason for
+  another value ("Invalid value for phases_wanted! Only 1 or 3 are allowed."), while
+  ``external_control`` is 2, for a *different* request during a switch, and for 3 while ``phases_info``
+  bit 0 is set (knob ``phases_info_single_phase_car``); the same request during a switch is ignored.
+  The reasons are worded after the firmware's log lines (``power_manager.cpp``), the 400s follow §3.4.
+- A switch walks ``phases_state`` 1→7, ``PHASE_STEP_S`` each, then 0 with the new ``phases_current``,
+  and offers the site the external current on the new phases (``SiteModel.offer`` pauses a drawing car
+  for 30 s, the emulator's stand-in for stop, CP disconnect and reconnect).  Until then the site keeps
+  its offer: the car draws on the old phases during the walk.  The walk follows the site's clock
+  (``SiteModel.state().t_s``) and is brought up to date whenever a request arrives, so the site sees
+  the new phases at the first request after the walk ended.
+
+Not emulated: WebSocket ``/ws``, automatic phase switching, ``clear_on_disconnect``, other slots and
+endpoints.
 HTTP Digest follows RFC 7616 with MD5 and ``qop=auth`` only; one nonce serves the emulator's
 lifetime and the nonce count is not checked (no replay protection: loopback test double only).
 """
@@ -50,12 +75,24 @@ _SLOT_GLOBAL = 5
 _SLOT_EXTERNAL = 8
 _CABLE_MA = 32000
 
+#: how long each ``phases_state`` 1..7 of a switch lasts, in simulated s (7 s in all).
+PHASE_STEP_S = 1.0
+_PHASES_STATE_LAST = 7
+
 _REALM = "warp3-emu"
 _DIGEST_PARAM = re.compile(r'(\w+)=(?:"([^"]*)"|([^\s,]+))')
 
 
 class _BadRequest(Exception):
     """A write the firmware would reject with HTTP 400; the message is the plain-text reason."""
+
+
+@dataclass(frozen=True)
+class _Switch:
+    """A phase switch in progress: to ``phases``, started at site time ``started_s``."""
+
+    phases: int
+    started_s: float
 
 
 @dataclass(frozen=True)
@@ -97,17 +134,24 @@ class WarpEmulator:
         username, password: require HTTP Digest login when both are set.
         phases_connected: phases the charger is wired with (1 or 3); the car draws on at most these
             (``evse/phases_connected``, reference chargers.md §3.2).
+        phase_switch: emulate a WARP3 set up for external phase switching (see the module docstring);
+            needs ``phases_connected`` 3.
 
     Fault knobs, settable at any time:
         reply_delay_s: seconds to wait before answering each request.
         fail_next: the next N requests answer HTTP 500.
         online: ``False`` drops every request's connection without an answer.
+        external_control_unavailable: ``power_manager/state.external_control`` reads 2 and
+            ``phases_wanted`` writes answer 400.
+        phases_info_single_phase_car: ``phases_info`` bit 0 is set and a request for 3 phases answers 400.
 
     Attributes:
         request_log: the last 256 requests that reached the emulator, as ``(method, path)``.
+        switch_log: every phase switch started, as ``(site time in s, phases switched to)``.
 
     Raises:
-        ValueError: ``host`` is not a loopback address, or only one of username/password is set.
+        ValueError: ``host`` is not a loopback address, only one of username/password is set, or
+            ``phase_switch`` with ``phases_connected`` 1.
     """
 
     def __init__(
@@ -119,9 +163,12 @@ class WarpEmulator:
         username: str | None = None,
         password: str | None = None,
         phases_connected: int = 3,
+        phase_switch: bool = False,
     ) -> None:
         if phases_connected not in (1, 3):
             raise ValueError(f"phases_connected must be 1 or 3, got {phases_connected}")
+        if phase_switch and phases_connected != 3:
+            raise ValueError("phase_switch needs phases_connected 3 (chargers.md §3.4: phases_connected > 1)")
         self.phases_connected = phases_connected
         if host != "localhost" and not ipaddress.ip_address(host).is_loopback:
             raise ValueError(f"the WARP emulator listens on loopback only, got host {host!r}")
@@ -132,7 +179,10 @@ class WarpEmulator:
         self.reply_delay_s = 0.0
         self.fail_next = 0
         self.online = True
+        self.external_control_unavailable = False
+        self.phases_info_single_phase_car = False
         self.request_log: deque[tuple[str, str]] = deque(maxlen=256)
+        self.switch_log: list[tuple[float, int]] = []
         self._port = port
         self._username = username
         self._password = password
@@ -141,6 +191,10 @@ class WarpEmulator:
         self._external_ma = 0
         self._external_enabled = True
         self._global_ma = 32000
+        self._phase_auto_switch = True
+        self._phases_current = phases_connected
+        self._phases_wanted = 0
+        self._switch: _Switch | None = None
         self._readers: dict[str, Callable[[], object]] = {
             "evse/state": self._evse_state,
             "evse/slots": self._slots,
@@ -155,12 +209,25 @@ class WarpEmulator:
                 "display_type": "WARP3 Charger (pvcharge emulator)",
                 "uid": "emu",
             },
-            "info/features": lambda: ["evse", "meter", "meters"],
+            "info/features": lambda: ["evse", "meter", "meters", *(["phase_switch"] if phase_switch else [])],
+            "evse/low_level_state": self._low_level_state,
+            "evse/phase_auto_switch": lambda: {"enabled": self._phase_auto_switch},
         }
         self._writers: dict[str, _Writable] = {
             "evse/external_current": _Writable(("current",), self._store_external_current),
             "evse/external_enabled": _Writable(("enabled",), self._store_external_enabled),
+            "evse/phase_auto_switch": _Writable(("enabled",), self._store_phase_auto_switch),
         }
+        if phase_switch:
+            self._readers["power_manager/state"] = lambda: {
+                "config_error_flags": 0,
+                "external_control": self._external_control(),
+            }
+            self._readers["power_manager/low_level_state"] = lambda: {"is_3phase": self._phases_current == 3}
+            self._readers["power_manager/external_control"] = lambda: {"phases_wanted": self._phases_wanted}
+            self._writers["power_manager/external_control"] = _Writable(
+                ("phases_wanted",), self._store_phases_wanted
+            )
 
     # -- lifecycle --------------------------------------------------------------------------------
 
@@ -210,6 +277,7 @@ class WarpEmulator:
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         path = request.match_info["path"]
         self.request_log.append((request.method, path))
+        self._follow_switch()
         if not self.online:
             if request.transport is not None:
                 request.transport.abort()
@@ -314,7 +382,9 @@ class WarpEmulator:
         return min(self._active_slots().values())
 
     def _offer(self) -> None:
-        self.site.offer(self._allowed_ma() / 1000, self.phases_connected)
+        """Offer the site the allowed current on the current phases; not during a phase switch."""
+        if self._switch is None:
+            self.site.offer(self._allowed_ma() / 1000, self._phases_current)
 
     def _evse_state(self) -> object:
         state = self.site.state()
@@ -350,3 +420,58 @@ class WarpEmulator:
             "phases_connected": [i < self.phases_connected for i in range(3)],
             "phases_active": [i < phases for i in range(3)],
         }
+
+    # -- phase switching --------------------------------------------------------------------------
+
+    def _store_phase_auto_switch(self, body: dict[str, Any]) -> None:
+        self._phase_auto_switch = _bool(body, "enabled")
+
+    def _phases_state(self) -> int:
+        """0 idle, else 1..7 by the time since the switch started (after :meth:`_follow_switch`)."""
+        if self._switch is None:
+            return 0
+        elapsed_s = self.site.state().t_s - self._switch.started_s
+        return min(_PHASES_STATE_LAST, 1 + int(elapsed_s // PHASE_STEP_S))
+
+    def _follow_switch(self) -> None:
+        """End a switch whose walk is over: new ``phases_current``, and the site gets the offer."""
+        switch = self._switch
+        if switch is None:
+            return
+        if self.site.state().t_s - switch.started_s >= _PHASES_STATE_LAST * PHASE_STEP_S:
+            self._switch = None
+            self._phases_current = switch.phases
+            self._offer()
+
+    def _external_control(self) -> int:
+        if self.external_control_unavailable:
+            return 2
+        if self._switch is not None:
+            return 3
+        return 1 if self._phases_wanted == 0 else 0
+
+    def _low_level_state(self) -> object:
+        return {
+            "phases_current": self._phases_current,
+            "phases_requested": self._switch.phases if self._switch else self._phases_current,
+            "phases_state": self._phases_state(),
+            "phases_info": 1 if self.phases_info_single_phase_car else 0,
+        }
+
+    def _store_phases_wanted(self, body: dict[str, Any]) -> None:
+        phases = body["phases_wanted"]
+        if not isinstance(phases, int) or isinstance(phases, bool) or phases not in (1, 3):
+            raise _BadRequest("Invalid value for phases_wanted! Only 1 or 3 are allowed.")
+        if self.external_control_unavailable:
+            raise _BadRequest("Phase switching is currently unavailable.")
+        if self._switch is not None:
+            if phases == self._switch.phases:
+                return  # the same request while busy is ignored
+            raise _BadRequest("Phase switching in progress.")
+        if phases == 3 and self.phases_info_single_phase_car:
+            raise _BadRequest("Can't switch to three phases: the vehicle charges on one phase only.")
+        self._phases_wanted = phases
+        if phases != self._phases_current:
+            started_s = self.site.state().t_s
+            self._switch = _Switch(phases, started_s)
+            self.switch_log.append((started_s, phases))
