@@ -22,6 +22,7 @@ Clock = Callable[[], float]
 CHARGER_TYPES: dict[str, str] = {
     "warp": "pvcharge.chargers.warp",
     "alphaess": "pvcharge.chargers.alphaess",
+    "easee": "pvcharge.chargers.easee",
 }
 
 

@@ -1,0 +1,458 @@
+"""Easee cloud emulator: the parts of ``https://api.easee.com`` a PV controller uses, on loopback, backed by
+a :class:`SiteModel`.
+
+Emulated (reference ``chargers.md`` §1 and its checklist §1.8; sources [E-auth], [E-limits], [GEN], [P],
+[EV] as keyed there):
+
+- ``POST /api/accounts/login {"userName", "password"}`` → 200 ``{"accessToken", "expiresIn",
+  "accessClaims", "tokenType": "Bearer", "refreshToken"}``; 401 for a wrong login, 400 for a malformed
+  body.  ``POST /api/accounts/refresh_token {"accessToken", "refreshToken"}`` → a new pair (the old pair
+  stops working); 401 for an unknown, used or revoked pair (§1.1).
+- Every other call needs ``Authorization: Bearer <accessToken>``; 401 when it is missing, unknown or
+  older than ``token_lifetime_s``.
+- ``GET /state/{chargerId}/observations?ids=…`` → ``{"observations": [{"id", "dataType", "value",
+  "timestamp"}]}`` for the known ids asked for (others left out), from ``site.state()``: 109
+  chargerOpMode, **120 totalPower in kW**, 114 outputCurrent (the offered current while a car is
+  connected, else 0), 48 dynamicChargerCurrent, 38 phaseMode (2, auto), 110 outputPhase (10 one phase,
+  30 three, 0 not drawing), 111–113 dynamicCircuitCurrentP1–P3, 183–185 inCurrentT3–T5 (A per phase
+  drawn) (§1.2).  ``GET /api/chargers/{id}/state`` answers 404: Easee removed it on 2026-09-01.
+- ``POST /api/chargers/{id}/commands/{command}`` → 202 ``{"device", "commandId", "ticks"}``:
+  ``set_dynamic_charger_current {"amps": 0–32, "minutes": n}`` sets the dynamic charger current (the TTL is
+  accepted, not emulated); ``pause_charging`` sets it to 0, ``resume_charging`` back to 32 A (evcc waits
+  for DCC = 32 after a resume [EV]); ``start_charging``/``stop_charging`` are accepted without effect
+  (authorization is not required here, §1.4 [GEN]).
+- ``POST /api/sites/{site}/circuits/{circuit}/settings`` with ``dynamicCircuitCurrentP1..P3`` (0–80 A,
+  floored to whole amps; an omitted phase goes to 0 [ioBroker.easee#23]; any other key → 400) → 202
+  ``[{"device", "commandId", "ticks"}]``, or 200 when nothing changed (§1.3, §1.8).
+- The charger applies the lowest of its limits [E-limits]: the site is offered
+  ``min(dynamic charger current, circuit limit, 32 A)`` on 1 phase when P2 = P3 = 0 (circuit limit P1),
+  otherwise on 3 (circuit limit ``min(P1, P2, P3)``) [EV].  From construction the charger holds 32 A on
+  3 phases: an Easee without limits charges a plugged-in car at full current.
+- Rate limits (§1.6): a sliding 60-s window per endpoint (each command and each circuit's settings
+  path): ``settings_per_min`` for circuit settings (published 20/min [GEN]), ``commands_per_min`` for each
+  command (undocumented).  Over it: 429 with ``Retry-After`` in whole seconds until the window has room.
+  After ``block_after_429s`` 429 answers within :data:`BLOCK_WINDOW_S`, every request answers 403 with the
+  "IP blocked" text of §1.6 for the rest of the emulator's life.  Login and state reads are not limited
+  (no published limit).
+- ``chargerOpMode``: 1 no car; 3 the car draws; 2 AwaitingStart when offered < 6 A (paused or limited);
+  4 Completed when the car is full; 6 ReadyToCharge otherwise (§1.2 table).
+
+Not emulated: SignalR, charger ``settings``, ``dynamicCurrent`` with TTL, sites/config endpoints, the
+reset of a pause on a new car connection, cloud latency.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import itertools
+import json
+import math
+import secrets
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any, Self
+
+from aiohttp import web
+
+from pvcharge.sim.site import SiteModel
+
+MAX_CHARGER_A = 32  #: Easee Home/Charge maximum, A
+MAX_CIRCUIT_A = 80  #: highest circuit value accepted, A (80 A: Easee Charge after a restart, §1.3 [E-lb])
+MIN_CURRENT_A = 6  #: below this the car does not draw (IEC 61851)
+BLOCK_WINDOW_S = 300.0  #: "sustained abuse": block_after_429s 429 answers within this many seconds
+WINDOW_S = 60.0  #: rate-limit window, s
+#: HTTP 403 body once the IP is blocked (chargers.md §1.6 [evcc#3835; easee_hass#117]).
+BLOCKED_TEXT = (
+    "Too many requests, please check your error handling and backoff logic. "
+    "Your IP is registered in our systems and is now blocked."
+)
+_CIRCUIT_KEYS = ("dynamicCircuitCurrentP1", "dynamicCircuitCurrentP2", "dynamicCircuitCurrentP3")
+_COMMANDS = (
+    "set_dynamic_charger_current",
+    "pause_charging",
+    "resume_charging",
+    "start_charging",
+    "stop_charging",
+)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _error(status: int, title: str, headers: dict[str, str] | None = None) -> web.Response:
+    return web.json_response({"title": title, "status": status}, status=status, headers=headers)
+
+
+def _number(value: object, name: str, high: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= high:
+        raise ValueError(f"{name}: expected a number within 0–{high:g}, got {json.dumps(value)}")
+    return float(value)
+
+
+class EaseeEmulator:
+    """An HTTP server on loopback answering like the Easee cloud for one charger at the simulated site.
+
+    Args:
+        site: the simulated site; the emulator calls ``site.offer()`` on writes (and once at
+            construction) and reads ``site.state()`` per observation request.
+        host: a loopback address to listen on.
+        port: TCP port, 0 for a free one (see :attr:`port` after :meth:`start`).
+        username, password: the account login.
+        charger_id, site_id, circuit_id: the ids of the charger, its site and its circuit.
+        token_lifetime_s: ``expiresIn`` of access tokens, s on ``clock``.
+        settings_per_min: requests per endpoint and 60 s for circuit settings.
+        commands_per_min: requests per endpoint and 60 s for each charger command.
+        block_after_429s: this many 429 answers within :data:`BLOCK_WINDOW_S` block the IP (403).
+        clock: Unix seconds for tokens, rate windows and observation timestamps; share the driver's
+            clock when it is simulated.
+
+    Fault knobs, settable at any time:
+        reply_delay_s: seconds to wait before answering each request.
+        fail_next: the next N requests answer HTTP 500.
+
+    Attributes:
+        requests: requests that reached the emulator.
+        writes: accepted command and circuit-settings requests.
+        count_429, count_403: answers with that status.
+        request_log: the last 4096 requests as ``(t_s, method, path with query, status)``.
+        issued_tokens: every access and refresh token handed out (for tests that check none leaks).
+        dynamic_charger_a: the dynamic charger current, A.
+        circuit_a: the circuit dynamic currents P1..P3, whole A.
+
+    Raises:
+        ValueError: ``host`` is not a loopback address.
+    """
+
+    def __init__(
+        self,
+        site: SiteModel,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        username: str = "demo@example.com",
+        password: str = "demo-password",
+        charger_id: str = "EH000001",
+        site_id: int = 1,
+        circuit_id: int = 2,
+        token_lifetime_s: float = 3600,
+        settings_per_min: int = 20,
+        commands_per_min: int = 10,
+        block_after_429s: int = 5,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if host != "localhost" and not ipaddress.ip_address(host).is_loopback:
+            raise ValueError(f"the Easee emulator listens on loopback only, got host {host!r}")
+        self.site = site
+        self.host = host
+        self.charger_id = charger_id
+        self.site_id = site_id
+        self.circuit_id = circuit_id
+        self.token_lifetime_s = token_lifetime_s
+        self.settings_per_min = settings_per_min
+        self.commands_per_min = commands_per_min
+        self.block_after_429s = block_after_429s
+        self.clock = clock
+        self.reply_delay_s = 0.0
+        self.fail_next = 0
+        self.requests = 0
+        self.writes = 0
+        self.count_429 = 0
+        self.count_403 = 0
+        self.request_log: deque[tuple[float, str, str, int]] = deque(maxlen=4096)
+        self.issued_tokens: list[str] = []
+        self.dynamic_charger_a = float(MAX_CHARGER_A)
+        self.circuit_a = (MAX_CHARGER_A, MAX_CHARGER_A, MAX_CHARGER_A)
+        self._port = port
+        self._username = username
+        self._password = password
+        self._access: dict[str, float] = {}  # access token → expiry on clock
+        self._refresh: dict[str, str] = {}  # refresh token → its access token
+        self._windows: dict[str, deque[float]] = {}  # endpoint → times of requests let through
+        self._recent_429: deque[float] = deque()
+        self._blocked = False
+        self._ids = itertools.count(1)
+        self._runner: web.AppRunner | None = None
+        self._offer()
+
+    # -- lifecycle --------------------------------------------------------------------------------
+
+    @property
+    def port(self) -> int:
+        """The TCP port; the real one once started (a restart reuses it)."""
+        return self._port
+
+    @property
+    def url(self) -> str:
+        """Base URL, e.g. ``http://127.0.0.1:40123``: the driver's ``url`` setting."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self._port}"
+
+    async def start(self) -> None:
+        """Listen on ``host:port``."""
+        app = web.Application(middlewares=[self._middleware])
+        app.router.add_post("/api/accounts/login", self._login)
+        app.router.add_post("/api/accounts/refresh_token", self._refresh_token)
+        app.router.add_get("/state/{charger}/observations", self._observations)
+        app.router.add_route("*", "/api/chargers/{charger}/state", self._removed)
+        app.router.add_post("/api/chargers/{charger}/commands/{command}", self._command)
+        app.router.add_post("/api/sites/{site}/circuits/{circuit}/settings", self._circuit_settings)
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+        await runner.setup()
+        site = web.TCPSite(runner, self.host, self._port)
+        try:
+            await site.start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        self._port = runner.addresses[0][1]
+
+    async def stop(self) -> None:
+        """Close the listening socket and all connections. Safe to call twice."""
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+    def expire_tokens(self) -> None:
+        """Invalidate every access and refresh token now: the next call answers 401."""
+        self._access.clear()
+        self._refresh.clear()
+
+    # -- plumbing ---------------------------------------------------------------------------------
+
+    @web.middleware
+    async def _middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        self.requests += 1
+        response = await self._answer(request, handler)
+        if response.status == 403:
+            self.count_403 += 1
+        self.request_log.append((self.clock(), request.method, request.path_qs, response.status))
+        return response
+
+    async def _answer(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if self._blocked:
+            return web.Response(status=403, text=BLOCKED_TEXT)
+        if self.reply_delay_s > 0:
+            await asyncio.sleep(self.reply_delay_s)
+        if self.fail_next > 0:
+            self.fail_next -= 1
+            return _error(500, "injected fault")
+        try:
+            return await handler(request)
+        except web.HTTPException as exc:  # the router's 404/405
+            return _error(exc.status, exc.reason)
+
+    def _authorized(self, request: web.Request) -> bool:
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        expiry = self._access.get(token) if scheme.lower() == "bearer" else None
+        return expiry is not None and self.clock() < expiry
+
+    def _limited(self, endpoint: str, per_min: int) -> web.Response | None:
+        """Count a request in ``endpoint``'s sliding window; a 429 response when it is full."""
+        now = self.clock()
+        window = self._windows.setdefault(endpoint, deque())
+        while window and window[0] <= now - WINDOW_S:
+            window.popleft()
+        if len(window) < per_min:
+            window.append(now)
+            return None
+        self.count_429 += 1
+        self._recent_429.append(now)
+        while self._recent_429[0] <= now - BLOCK_WINDOW_S:
+            self._recent_429.popleft()
+        if len(self._recent_429) >= self.block_after_429s:
+            self._blocked = True
+        retry_after = max(1, math.ceil(window[0] + WINDOW_S - now))
+        return _error(429, "Too Many Requests", headers={"Retry-After": str(retry_after)})
+
+    async def _json(self, request: web.Request) -> Any:
+        try:
+            return json.loads(await request.text())
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"malformed JSON: {exc.msg}") from exc
+
+    def _tokens(self) -> web.Response:
+        access, refresh = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
+        self._access[access] = self.clock() + self.token_lifetime_s
+        self._refresh[refresh] = access
+        self.issued_tokens += [access, refresh]
+        return web.json_response(
+            {
+                "accessToken": access,
+                "expiresIn": self.token_lifetime_s,
+                "accessClaims": ["User"],
+                "tokenType": "Bearer",
+                "refreshToken": refresh,
+            }
+        )
+
+    # -- endpoints --------------------------------------------------------------------------------
+
+    async def _login(self, request: web.Request) -> web.Response:
+        try:
+            body = await self._json(request)
+        except ValueError as exc:
+            return _error(400, str(exc))
+        if not isinstance(body, dict) or not {"userName", "password"} <= body.keys():
+            return _error(400, "expected userName and password")
+        if body["userName"] != self._username or body["password"] != self._password:
+            return _error(401, "Invalid username or password")
+        return self._tokens()
+
+    async def _refresh_token(self, request: web.Request) -> web.Response:
+        try:
+            body = await self._json(request)
+        except ValueError as exc:
+            return _error(400, str(exc))
+        if not isinstance(body, dict):
+            return _error(400, "expected accessToken and refreshToken")
+        refresh, access = body.get("refreshToken"), body.get("accessToken")
+        if (
+            not isinstance(refresh, str)
+            or not isinstance(access, str)
+            or self._refresh.get(refresh) != access
+        ):
+            return _error(401, "Invalid refresh token")
+        del self._refresh[refresh]
+        self._access.pop(access, None)
+        return self._tokens()
+
+    async def _removed(self, request: web.Request) -> web.Response:
+        return _error(404, "Not Found: removed on 2026-09-01; use GET /state/{chargerId}/observations")
+
+    async def _observations(self, request: web.Request) -> web.Response:
+        if not self._authorized(request):
+            return _error(401, "Unauthorized", headers={"WWW-Authenticate": "Bearer"})
+        if request.match_info["charger"] != self.charger_id:
+            return _error(404, "Charger not found")
+        try:
+            wanted = [int(i) for i in request.query.get("ids", "").split(",") if i.strip()]
+        except ValueError:
+            return _error(400, "ids: expected comma-separated integers")
+        known = self._observed()
+        stamp = datetime.fromtimestamp(self.clock(), UTC).isoformat().replace("+00:00", "Z")
+        observations = [
+            {"id": i, "dataType": known[i][0], "value": known[i][1], "timestamp": stamp}
+            for i in wanted
+            if i in known
+        ]
+        return web.json_response({"observations": observations})
+
+    async def _command(self, request: web.Request) -> web.Response:
+        if not self._authorized(request):
+            return _error(401, "Unauthorized", headers={"WWW-Authenticate": "Bearer"})
+        command = request.match_info["command"]
+        if request.match_info["charger"] != self.charger_id or command not in _COMMANDS:
+            return _error(404, "Not Found")
+        limited = self._limited(request.path, self.commands_per_min)
+        if limited is not None:
+            return limited
+        if command == "set_dynamic_charger_current":
+            try:
+                body = await self._json(request)
+                if not isinstance(body, dict) or "amps" not in body:
+                    raise ValueError('expected {"amps": A, "minutes": n}')
+                amps = _number(body["amps"], "amps", MAX_CHARGER_A)
+                _number(body.get("minutes", 0), "minutes", 60 * 24 * 365)
+            except ValueError as exc:
+                return _error(400, str(exc))
+            self.dynamic_charger_a = amps
+        elif command == "pause_charging":
+            self.dynamic_charger_a = 0.0
+        elif command == "resume_charging":
+            self.dynamic_charger_a = float(MAX_CHARGER_A)
+        self.writes += 1
+        self._offer()
+        return web.json_response(
+            {"device": self.charger_id, "commandId": next(self._ids), "ticks": self._ticks()}, status=202
+        )
+
+    async def _circuit_settings(self, request: web.Request) -> web.Response:
+        if not self._authorized(request):
+            return _error(401, "Unauthorized", headers={"WWW-Authenticate": "Bearer"})
+        if (request.match_info["site"], request.match_info["circuit"]) != (
+            str(self.site_id),
+            str(self.circuit_id),
+        ):
+            return _error(404, "Circuit not found")
+        limited = self._limited(request.path, self.settings_per_min)
+        if limited is not None:
+            return limited
+        try:
+            body = await self._json(request)
+            if not isinstance(body, dict):
+                raise ValueError("expected a JSON object of settings")
+            unknown = sorted(set(body) - set(_CIRCUIT_KEYS))
+            if unknown:
+                raise ValueError(f"unknown setting(s): {', '.join(unknown)}")
+            p1, p2, p3 = (math.floor(_number(body.get(k, 0), k, MAX_CIRCUIT_A)) for k in _CIRCUIT_KEYS)
+        except ValueError as exc:
+            return _error(400, str(exc))
+        self.writes += 1
+        if (p1, p2, p3) == self.circuit_a:
+            return web.Response(status=200)
+        self.circuit_a = (p1, p2, p3)
+        self._offer()
+        reply = [{"device": self.charger_id, "commandId": next(self._ids), "ticks": self._ticks()}]
+        return web.json_response(reply, status=202)
+
+    # -- device state -----------------------------------------------------------------------------
+
+    def _ticks(self) -> int:
+        """.NET ticks (100 ns since 0001-01-01) of now, as in a ``CommandResponse`` (§1.4)."""
+        return int((self.clock() + 62_135_596_800) * 10_000_000)
+
+    def _limit(self) -> tuple[float, int]:
+        """The offered current per phase in A and the phases: the lowest of the charger's limits."""
+        p1, p2, p3 = self.circuit_a
+        phases, circuit = (1, p1) if p2 == 0 and p3 == 0 else (3, min(p1, p2, p3))
+        return min(self.dynamic_charger_a, circuit, MAX_CHARGER_A), phases
+
+    def _offer(self) -> None:
+        current, phases = self._limit()
+        self.site.offer(current, phases)
+
+    def _observed(self) -> dict[int, tuple[int, object]]:
+        """Observation id → (dataType, value) now (chargers.md §1.2)."""
+        state = self.site.state()
+        offered, _ = self._limit()
+        drawing = state.car_connected and state.car_current_a > 0
+        if not state.car_connected:
+            op_mode = 1  # Disconnected
+        elif drawing:
+            op_mode = 3  # Charging
+        elif offered < MIN_CURRENT_A:
+            op_mode = 2  # AwaitingStart: paused or limited by the EVSE
+        elif state.car_soc_pct >= self.site.car.soc_target_pct:
+            op_mode = 4  # Completed
+        else:
+            op_mode = 6  # ReadyToCharge: waiting for the car
+        drawn = [state.car_current_a if i < state.car_phases else 0.0 for i in range(3)]
+        output_phase = {0: 0, 1: 10, 3: 30}.get(state.car_phases, 0)
+        p1, p2, p3 = self.circuit_a
+        return {
+            109: (4, op_mode),
+            120: (3, state.car_power_w / 1000),  # kW
+            114: (3, offered if state.car_connected else 0.0),
+            48: (3, self.dynamic_charger_a),
+            38: (4, 2),
+            110: (4, output_phase),
+            111: (3, float(p1)),
+            112: (3, float(p2)),
+            113: (3, float(p3)),
+            183: (3, drawn[0]),
+            184: (3, drawn[1]),
+            185: (3, drawn[2]),
+        }

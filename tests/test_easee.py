@@ -1,0 +1,899 @@
+"""The Easee cloud driver against the Easee emulator over loopback, plus its pure parts.
+
+Device facts under test: reference chargers.md §1 (Easee cloud API).  Every driver, emulator and site in
+a test shares one fake clock, so rate windows, token lifetimes and the car's response run in simulated
+seconds and the file finishes in seconds.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import math
+import random
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from email.utils import format_datetime
+from typing import Any
+
+import httpx
+import pytest
+import structlog
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pvcharge.chargers.easee import (
+    BUDGETS,
+    Config,
+    EaseeCharger,
+    TokenBucket,
+    create,
+    parse_observations,
+    parse_retry_after,
+    reading_from_observations,
+)
+from pvcharge.control import ChargePoint, ControlConfig, Controller
+from pvcharge.errors import DeviceError, DeviceProtocolError, DeviceUnavailable, WriteDeferred, WritesBlocked
+from pvcharge.readings import ChargerCommand, ChargerReading, IecState, SiteReading
+from pvcharge.settings import Secret, SettingError
+from pvcharge.sim.easee import BLOCKED_TEXT, EaseeEmulator
+from pvcharge.sim.site import CarParams, SiteModel
+from pvcharge.sim.trace import Trace, bundled_trace
+
+NAME = "charger easee-test"
+USER, PASSWORD, CHARGER = "demo@example.com", "demo-password", "EH000001"
+NOON_S = 12 * 3600  # the bundled day's car is plugged in 08:00–18:00 local
+EVENING_S = 19 * 3600
+COMMANDS = f"/api/chargers/{CHARGER}/commands/"
+CIRCUIT = "/api/sites/1/circuits/2/settings"
+
+
+class FakeClock:
+    """Simulated Unix seconds, moved on only by the test."""
+
+    def __init__(self, t_s: float) -> None:
+        self.t_s = t_s
+
+    def __call__(self) -> float:
+        return self.t_s
+
+    def advance(self, dt_s: float) -> None:
+        self.t_s += dt_s
+
+
+class Recorder(httpx.AsyncBaseTransport):
+    """Loopback transport that records every request as ``(method, path, decoded JSON body)``."""
+
+    def __init__(self) -> None:
+        self.inner = httpx.AsyncHTTPTransport()
+        self.sent: list[tuple[str, str, Any]] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content) if request.content else None
+        self.sent.append((request.method, request.url.path, body))
+        return await self.inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+    def writes(self) -> list[tuple[str, Any]]:
+        return [
+            (path, body) for method, path, body in self.sent if method == "POST" and "/accounts/" not in path
+        ]
+
+
+def make_config(url: str, **overrides: Any) -> Config:
+    settings: dict[str, Any] = {
+        "username": USER,
+        "password": Secret(PASSWORD),
+        "charger_id": CHARGER,
+        "url": url,
+        "timeout_s": 2.0,
+        "retries": 1,
+        **overrides,
+    }
+    return Config(**settings)
+
+
+def circuit_settings(**overrides: Any) -> dict[str, Any]:
+    return {"control": "circuit_current", "site_id": 1, "circuit_id": 2, **overrides}
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock(bundled_trace().start_s + NOON_S)
+
+
+@pytest.fixture
+def site(clock: FakeClock) -> SiteModel:
+    return SiteModel(bundled_trace(), t_s=clock.t_s, clock=clock)
+
+
+@pytest.fixture
+async def emulator(site: SiteModel, clock: FakeClock) -> AsyncIterator[EaseeEmulator]:
+    async with EaseeEmulator(site, clock=clock) as emu:
+        yield emu
+
+
+@pytest.fixture
+def recorder() -> Recorder:
+    return Recorder()
+
+
+@pytest.fixture
+async def charger(
+    emulator: EaseeEmulator, clock: FakeClock, recorder: Recorder
+) -> AsyncIterator[EaseeCharger]:
+    driver = EaseeCharger(make_config(emulator.url), name=NAME, clock=clock, transport=recorder)
+    yield driver
+    await driver.close()
+
+
+def circuit_charger(
+    emulator: EaseeEmulator, clock: FakeClock, recorder: Recorder, **overrides: Any
+) -> EaseeCharger:
+    config = make_config(emulator.url, **circuit_settings(**overrides))
+    return EaseeCharger(config, name=NAME, clock=clock, transport=recorder)
+
+
+def paths(emulator: EaseeEmulator) -> list[str]:
+    return [path for _, _, path, _ in emulator.request_log]
+
+
+def max_in_window(times: list[float], window_s: float = 60.0) -> int:
+    """The most of ``times`` inside any half-open window of ``window_s`` (the emulator's sliding window)."""
+    times = sorted(times)
+    best, lo = 0, 0
+    for hi, t in enumerate(times):
+        while times[lo] <= t - window_s:
+            lo += 1
+        best = max(best, hi - lo + 1)
+    return best
+
+
+# -- pure: observations -------------------------------------------------------------------------
+
+
+def obs(i: int, data_type: int, value: object) -> dict[str, object]:
+    return {"id": i, "dataType": data_type, "value": value, "timestamp": "2026-09-02T10:00:00Z"}
+
+
+def observations(
+    op_mode: int, power_kw: float = 0.0, output_a: float = 16.0, currents: tuple[float, ...] | None = None
+) -> dict[str, list[dict[str, object]]]:
+    items = [obs(109, 4, op_mode), obs(120, 3, power_kw), obs(114, 3, output_a)]
+    if currents is not None:
+        items += [obs(183 + i, 3, a) for i, a in enumerate(currents)]
+    return {"observations": items}
+
+
+def test_observation_values_decode_by_data_type() -> None:
+    parsed = parse_observations(
+        {
+            "observations": [
+                obs(109, 4, "3"),  # SignalR-style string values are accepted too
+                obs(120, 3, "7.36"),
+                obs(114, 3, 16),
+                obs(38, 4, 2.0),
+                obs(48, 3, 10.5),
+                obs(31, 2, "true"),  # id not used by the driver: left out
+                obs(999, 7, {"x": 1}),  # unknown id with an unknown dataType: ignored
+                obs(110, 4, 30),
+                obs(111, 2, "1"),  # a boolean decodes as bool (a wrong dataType for 111, but typed)
+                obs(112, 6, "sixteen"),
+            ]
+        }
+    )
+    assert parsed == {109: 3, 120: 7.36, 114: 16.0, 38: 2, 48: 10.5, 110: 30, 111: True, 112: "sixteen"}
+    assert type(parsed[109]) is int and type(parsed[114]) is float
+
+
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        ([], "'observations' list"),
+        ({"observations": {}}, "'observations' list"),
+        ({"observations": [42]}, "expected objects"),
+        ({"observations": [{"dataType": 4, "value": 1}]}, "integer 'id'"),
+        ({"observations": [{"id": 109, "value": 1}]}, "dataType"),
+        ({"observations": [obs(109, 4, 2.5)]}, "dataType 4 (integer)"),
+        ({"observations": [obs(120, 3, True)]}, "dataType 3"),
+        ({"observations": [obs(120, 3, "nan")]}, "not finite"),
+        ({"observations": [obs(120, 3, "many")]}, "dataType 3"),
+        ({"observations": [obs(111, 2, "maybe")]}, "dataType 2"),
+        ({"observations": [obs(109, 6, 3)]}, "dataType 6"),
+        ({"observations": [obs(109, 5, 3)]}, "unsupported dataType 5"),
+    ],
+)
+def test_malformed_observations_name_the_problem(payload: object, message: str) -> None:
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        parse_observations(payload)
+
+
+@pytest.mark.parametrize(
+    ("op_mode", "iec", "connected", "charging"),
+    [
+        (0, IecState.F, False, False),  # Offline
+        (1, IecState.A, False, False),  # Disconnected
+        (2, IecState.B, True, False),  # AwaitingStart
+        (3, IecState.C, True, True),  # Charging
+        (4, IecState.B, True, False),  # Completed
+        (5, IecState.F, True, False),  # Error
+        (6, IecState.B, True, False),  # ReadyToCharge
+        (7, IecState.B, True, False),  # AwaitingAuthentication
+        (8, IecState.B, True, False),  # Deauthenticating
+    ],
+)
+def test_op_mode_table(op_mode: int, iec: IecState, connected: bool, charging: bool) -> None:
+    reading = reading_from_observations(parse_observations(observations(op_mode)), timestamp_s=5.0)
+    assert (reading.iec_state, reading.connected, reading.charging) == (iec, connected, charging)
+    assert reading.timestamp_s == 5.0
+
+
+def test_kilowatts_become_watts_and_phases_come_from_the_phase_currents() -> None:
+    three = reading_from_observations(
+        parse_observations(observations(3, power_kw=7.36, output_a=10, currents=(10.2, 10.1, 9.9))),
+        timestamp_s=1,
+    )
+    assert three.power_w == pytest.approx(7360.0)
+    assert (three.current_a, three.phases, three.phase_currents_a) == (10.0, 3, (10.2, 10.1, 9.9))
+    one = reading_from_observations(
+        parse_observations(observations(3, power_kw=3.68, currents=(16.0, 0.4, 1.0))), timestamp_s=1
+    )
+    assert one.phases == 1  # only currents above 1 A count
+    ramping = reading_from_observations(
+        parse_observations(observations(3, currents=(0, 0, 0))), timestamp_s=1
+    )
+    assert ramping.phases == 0
+    idle = reading_from_observations(
+        parse_observations(observations(2, currents=(16, 16, 16))), timestamp_s=1
+    )
+    assert idle.phases == 0  # not charging: 0 whatever the currents say
+
+
+@pytest.mark.parametrize(("output_phase", "phases"), [(10, 1), (13, 1), (21, 2), (30, 3), (0, 3), (None, 3)])
+def test_without_phase_currents_the_output_phase_decides(output_phase: int | None, phases: int) -> None:
+    payload = observations(3, power_kw=3.0)
+    if output_phase is not None:
+        payload["observations"].append(obs(110, 4, output_phase))
+    reading = reading_from_observations(parse_observations(payload), timestamp_s=1)
+    assert reading.phases == phases and reading.phase_currents_a is None
+
+
+def test_power_noise_clamps_but_missing_or_negative_values_fail() -> None:
+    assert (
+        reading_from_observations(parse_observations(observations(2, power_kw=-0.02)), timestamp_s=1).power_w
+        == 0
+    )
+    with pytest.raises(ValueError, match=r"120 \(totalPower\) is -1.0 kW"):
+        reading_from_observations(parse_observations(observations(2, power_kw=-1.0)), timestamp_s=1)
+    with pytest.raises(ValueError, match=r"114 \(outputCurrent\) is -2.0 A"):
+        reading_from_observations(parse_observations(observations(2, output_a=-2)), timestamp_s=1)
+    with pytest.raises(ValueError, match=r"unknown value 9"):
+        reading_from_observations(parse_observations(observations(9)), timestamp_s=1)
+    with pytest.raises(ValueError, match=r"120 \(totalPower\) missing"):
+        reading_from_observations({109: 3, 114: 16.0}, timestamp_s=1)
+    with pytest.raises(ValueError, match=r"114 \(outputCurrent\) missing"):
+        reading_from_observations({109: 3, 120: 7.0}, timestamp_s=1)
+    offline = reading_from_observations({109: 0}, timestamp_s=1)  # not charging: what is left out reads 0
+    assert (offline.power_w, offline.current_a, offline.connected) == (0.0, 0.0, False)
+    with pytest.raises(ValueError, match=r"109 \(chargerOpMode\) must be a number"):
+        reading_from_observations({109: "3", 120: 0.0, 114: 16.0}, timestamp_s=1)
+
+
+def test_retry_after_seconds_or_http_date() -> None:
+    now = 1_790_000_000.0
+    assert parse_retry_after("30", now) == 30.0
+    assert parse_retry_after(" 2 ", now) == 2.0
+    date = format_datetime(datetime.fromtimestamp(now + 90, UTC), usegmt=True)
+    assert parse_retry_after(date, now) == pytest.approx(90.0)
+    past = format_datetime(datetime.fromtimestamp(now - 90, UTC), usegmt=True)
+    assert parse_retry_after(past, now) == 0.0
+    for bad in (None, "", "soon", "-5", "nan", "inf"):
+        assert parse_retry_after(bad, now) is None
+
+
+# -- pure: token bucket -------------------------------------------------------------------------
+
+
+def test_token_bucket_burst_refill_and_hold() -> None:
+    clock = FakeClock(1000.0)
+    bucket = TokenBucket(2, 6.0, clock)  # 2 at once, then one per 10 s
+    assert bucket.max_per_minute == 8
+    assert bucket.try_take() == 0.0 and bucket.try_take() == 0.0
+    assert bucket.try_take() == pytest.approx(10.0)  # refused: nothing taken
+    assert bucket.wait_s(2) == pytest.approx(20.0)
+    clock.advance(10)
+    assert bucket.try_take() == 0.0
+    clock.advance(3600)
+    assert bucket.wait_s(2) == 0.0 and bucket.wait_s(3) == pytest.approx(10.0)  # capped at capacity
+    bucket.hold_until(clock() + 45)  # a Retry-After of 45 s
+    assert bucket.try_take() == pytest.approx(45.0)
+    clock.advance(45)
+    assert bucket.try_take() == 0.0 and bucket.try_take() > 0  # exactly one token at the Retry-After time
+    clock.advance(-500)  # a clock stepping back adds nothing
+    assert bucket.try_take() > 0
+    with pytest.raises(ValueError):
+        TokenBucket(0, 6.0, clock)
+    with pytest.raises(ValueError):
+        TokenBucket(1, 0.0, clock)
+
+
+@given(
+    capacity=st.integers(1, 4),
+    per_minute=st.floats(0.5, 20),
+    steps=st.lists(st.tuples(st.floats(0, 30), st.none() | st.floats(0, 120)), min_size=1, max_size=150),
+)
+def test_token_bucket_never_exceeds_its_budget_in_any_window(
+    capacity: int, per_minute: float, steps: list[tuple[float, float | None]]
+) -> None:
+    clock = FakeClock(0.0)
+    bucket = TokenBucket(capacity, per_minute, clock)
+    taken: list[float] = []
+    held_until = -math.inf
+    for gap, hold_s in steps:
+        clock.advance(gap)
+        if hold_s is not None:
+            bucket.hold_until(clock() + hold_s)
+            held_until = max(held_until, clock() + hold_s)
+        if bucket.try_take() == 0.0:
+            assert clock() >= held_until - 1e-9  # nothing before a Retry-After
+            taken.append(clock())
+    for window_s in (10.0, 60.0, 300.0):
+        assert max_in_window(taken, window_s) <= capacity + per_minute * window_s / 60 + 1e-6
+
+
+# -- config ---------------------------------------------------------------------------------------
+
+
+def test_config_validation_names_the_key() -> None:
+    with pytest.raises(SettingError) as err:
+        make_config("https://api.easee.com", control="circuit_current", circuit_id=2)
+    assert err.value.key == "site_id"
+    with pytest.raises(SettingError) as err:
+        make_config("https://api.easee.com", control="circuit_current", site_id=1)
+    assert err.value.key == "circuit_id"
+    with pytest.raises(SettingError) as err:
+        make_config("https://api.easee.com", phase_switching=True, site_id=1, circuit_id=2)
+    assert err.value.key == "phase_switching"
+    for url in ("ftp://api.easee.com", "https://user:pw@api.easee.com", "https://"):
+        with pytest.raises(SettingError) as err:
+            make_config(url)
+        assert err.value.key == "url"
+    for key, value in [("charger_id", "EH12/../x"), ("username", " "), ("site_id", 0)]:
+        with pytest.raises(SettingError) as err:
+            make_config("https://api.easee.com", **{key: value})
+        assert err.value.key == key
+    config = make_config("https://api.easee.com", **circuit_settings(phase_switching=True))
+    driver = create(config, name=NAME, clock=lambda: 0.0)
+    assert isinstance(driver, EaseeCharger) and driver.capabilities.phase_switching
+    caps = create(make_config("https://api.easee.com"), name=NAME, clock=lambda: 0.0).capabilities
+    assert (caps.current_step_a, caps.min_current_a, caps.max_current_a) == (1.0, 6, 32)
+    assert not caps.phase_switching and not caps.on_off_only
+    assert PASSWORD not in repr(config) + repr(driver) + str(config)
+
+
+# -- driver against the emulator: reading ---------------------------------------------------------
+
+
+async def test_login_then_read_maps_state_and_units(
+    charger: EaseeCharger, emulator: EaseeEmulator, clock: FakeClock, recorder: Recorder
+) -> None:
+    first = await charger.read()
+    # a fresh Easee holds no limit: the plugged-in car is offered 32 A on 3 phases and has not started yet
+    assert (first.connected, first.charging, first.iec_state, first.current_a) == (
+        True,
+        False,
+        IecState.B,
+        32.0,
+    )
+    assert first.phases == 0 and first.timestamp_s == clock()
+    clock.advance(20)  # the simulated car starts 15 s after the offer
+    reading = await charger.read()
+    assert (reading.charging, reading.iec_state, reading.phases) == (True, IecState.C, 3)
+    assert reading.power_w == pytest.approx(32 * 3 * 230.0)  # totalPower kW → W
+    assert reading.phase_currents_a == (32.0, 32.0, 32.0)
+    assert paths(emulator) == [
+        "/api/accounts/login",
+        f"/state/{CHARGER}/observations?ids=109,120,114,48,38,110,111,112,113,183,184,185",
+        f"/state/{CHARGER}/observations?ids=109,120,114,48,38,110,111,112,113,183,184,185",
+    ]
+    assert recorder.sent[0] == ("POST", "/api/accounts/login", {"userName": USER, "password": PASSWORD})
+    assert not any("/api/chargers/" in p and p.endswith("/state") for p in paths(emulator))
+
+
+async def test_unplugged_car_reads_state_a(
+    emulator: EaseeEmulator, clock: FakeClock, site: SiteModel
+) -> None:
+    clock.advance(EVENING_S - NOON_S)
+    driver = EaseeCharger(make_config(emulator.url), name=NAME, clock=clock)
+    reading = await driver.read()
+    await driver.close()
+    assert (reading.connected, reading.charging, reading.iec_state, reading.power_w) == (
+        False,
+        False,
+        IecState.A,
+        0,
+    )
+    assert reading.current_a == 0.0
+
+
+async def test_reads_inside_the_poll_interval_are_cached_with_their_timestamp(
+    charger: EaseeCharger, emulator: EaseeEmulator, clock: FakeClock
+) -> None:
+    first = await charger.read()
+    requests = emulator.requests
+    for _ in range(2):
+        clock.advance(7)
+        assert await charger.read() is first  # 14 s < poll_interval_s 15 s: no request
+    assert emulator.requests == requests
+    clock.advance(1)
+    fresh = await charger.read()
+    assert fresh.timestamp_s == clock() and emulator.requests == requests + 1
+
+
+async def test_removed_state_endpoint_answers_404(emulator: EaseeEmulator) -> None:
+    async with httpx.AsyncClient(base_url=emulator.url) as http:
+        assert (await http.get(f"/api/chargers/{CHARGER}/state")).status_code == 404
+
+
+async def test_token_expiry_mid_run_recovers_without_a_missed_read(
+    charger: EaseeCharger, emulator: EaseeEmulator, clock: FakeClock
+) -> None:
+    await charger.read()
+    emulator.expire_tokens()  # e.g. revoked server-side: access and refresh token both dead
+    clock.advance(15)
+    reading = await charger.read()
+    assert reading.timestamp_s == clock()
+    log = [(p.split("?")[0], s) for _, _, p, s in emulator.request_log][2:]
+    observations_path = f"/state/{CHARGER}/observations"
+    assert log == [
+        (observations_path, 401),
+        ("/api/accounts/refresh_token", 401),  # the refresh is refused too: fresh login
+        ("/api/accounts/login", 200),
+        (observations_path, 200),
+    ]
+
+
+async def test_token_is_refreshed_before_it_expires(site: SiteModel, clock: FakeClock) -> None:
+    async with EaseeEmulator(site, clock=clock, token_lifetime_s=300) as emu:
+        driver = EaseeCharger(make_config(emu.url), name=NAME, clock=clock)
+        await driver.read()
+        clock.advance(239)  # the refresh is due 60 s before expiry
+        await driver.read()
+        clock.advance(16)
+        await driver.read()
+        clock.advance(600)  # long past expiry: refresh still works with the refresh token
+        await driver.read()
+        await driver.close()
+        assert [p.split("?")[0].rsplit("/", 1)[-1] for p in paths(emu)] == [
+            "login",
+            "observations",
+            "observations",
+            "refresh_token",
+            "observations",
+            "refresh_token",
+            "observations",
+        ]
+        assert emu.count_403 == 0 and 401 not in [s for *_, s in emu.request_log]
+
+
+def leaked(secrets: list[str], *texts: str) -> list[str]:
+    everything = " ".join(texts)
+    return [s for s in secrets if s and s in everything]
+
+
+async def test_wrong_password_is_a_clear_error_without_the_password(
+    emulator: EaseeEmulator,
+    clock: FakeClock,
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    wrong = "wrong-" + PASSWORD
+    driver = EaseeCharger(make_config(emulator.url, password=Secret(wrong)), name=NAME, clock=clock)
+    with structlog.testing.capture_logs() as events, pytest.raises(DeviceProtocolError) as err:
+        await driver.read()
+    assert "login refused (HTTP 401): check charger.username and charger.password" in str(err.value)
+    assert str(err.value).startswith(f"{NAME}: ")
+    clock.advance(60)
+    with pytest.raises(DeviceProtocolError, match="next login attempt in 240 s"):
+        await driver.read()  # no new login attempt for a while: an account may get locked
+    assert paths(emulator) == ["/api/accounts/login"]
+    await driver.close()
+    captured = capsys.readouterr()
+    texts = [
+        str(err.value),
+        repr(err.value),
+        caplog.text,
+        repr(events),
+        captured.out,
+        captured.err,
+        repr(driver),
+    ]
+    assert not leaked([wrong, PASSWORD], *texts)
+
+
+async def test_tokens_and_password_never_reach_logs_errors_or_reprs(
+    emulator: EaseeEmulator,
+    clock: FakeClock,
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    with structlog.testing.capture_logs() as events:
+        driver = EaseeCharger(make_config(emulator.url), name=NAME, clock=clock)
+        await driver.read()
+        await driver.apply(ChargerCommand(10, 3))
+        emulator.expire_tokens()
+        clock.advance(3600)
+        await driver.read()  # 401 → refresh refused (401) → login
+        clock.advance(3600)
+        await driver.read()  # due: refresh
+        emulator.fail_next = 5
+        clock.advance(3600)
+        with pytest.raises(DeviceUnavailable) as unavailable:
+            await driver.read()
+    await driver.close()
+    captured = capsys.readouterr()
+    assert len(emulator.issued_tokens) == 6  # three logins/refreshes, each an access and a refresh token
+    assert any(e["event"] == "easee.refreshed" for e in events)
+    texts = [str(unavailable.value), repr(unavailable.value), repr(events), caplog.text, captured.out]
+    assert not leaked([PASSWORD, *emulator.issued_tokens], *texts, captured.err, repr(driver))
+
+
+async def test_server_errors_are_retried_then_unavailable(
+    charger: EaseeCharger, emulator: EaseeEmulator, clock: FakeClock
+) -> None:
+    emulator.fail_next = 1
+    assert (await charger.read()).connected  # one 500 on the login, retried
+    emulator.fail_next = 10
+    clock.advance(15)
+    with pytest.raises(DeviceUnavailable, match=r"HTTP 500 .*\(2 attempts\)"):
+        await charger.read()
+
+
+async def test_slow_cloud_is_unavailable(emulator: EaseeEmulator, clock: FakeClock) -> None:
+    emulator.reply_delay_s = 1.5
+    driver = EaseeCharger(make_config(emulator.url, timeout_s=1.0, retries=0), name=NAME, clock=clock)
+    with pytest.raises(DeviceUnavailable, match="no answer within 1 s"):
+        await driver.read()
+    await driver.close()
+
+
+async def test_unknown_charger_is_a_protocol_error(emulator: EaseeEmulator, clock: FakeClock) -> None:
+    driver = EaseeCharger(make_config(emulator.url, charger_id="EH999999"), name=NAME, clock=clock)
+    with pytest.raises(DeviceProtocolError, match="not found \\(HTTP 404\\): check charger_id"):
+        await driver.read()
+    await driver.close()
+
+
+async def test_out_of_range_current_fails_before_any_request(
+    charger: EaseeCharger, emulator: EaseeEmulator
+) -> None:
+    for amps in (5.9, 33.0):
+        with pytest.raises(ValueError, match="neither 0 nor within 6–32 A"):
+            await charger.apply(ChargerCommand(amps, 3))
+    assert emulator.requests == 0
+
+
+# -- driver against the emulator: writing ---------------------------------------------------------
+
+DCC = COMMANDS + "set_dynamic_charger_current"
+PAUSE, RESUME = COMMANDS + "pause_charging", COMMANDS + "resume_charging"
+
+
+def three(amps: int, p2: int | None = None, p3: int | None = None) -> dict[str, int]:
+    return {
+        "dynamicCircuitCurrentP1": amps,
+        "dynamicCircuitCurrentP2": amps if p2 is None else p2,
+        "dynamicCircuitCurrentP3": amps if p3 is None else p3,
+    }
+
+
+async def test_charger_current_pauses_resumes_and_sends_only_changes(
+    charger: EaseeCharger, emulator: EaseeEmulator, clock: FakeClock, recorder: Recorder, site: SiteModel
+) -> None:
+    await charger.apply(ChargerCommand(0, 3))
+    assert recorder.writes() == [(PAUSE, None)]
+    assert site.state().offered_current_a == 0 and emulator.dynamic_charger_a == 0
+    clock.advance(30)
+    await charger.apply(ChargerCommand(10, 3))
+    # resume resets the dynamic charger current (to 32 A): the setpoint goes after it
+    assert recorder.writes()[1:] == [(RESUME, None), (DCC, {"amps": 10, "minutes": 0})]
+    assert site.state().offered_current_a == 10 and emulator.dynamic_charger_a == 10
+    clock.advance(30)
+    await charger.apply(ChargerCommand(12.7, 3))  # whole amps: floored
+    assert recorder.writes()[-1] == (DCC, {"amps": 12, "minutes": 0})
+    sent = len(recorder.writes())
+    clock.advance(30)
+    await charger.apply(ChargerCommand(12, 1))  # phases are not switchable here: nothing changed
+    await charger.apply(ChargerCommand(12.4, 3))
+    assert len(recorder.writes()) == sent
+    await charger.apply(ChargerCommand(0, 3))
+    await charger.apply(ChargerCommand(0, 3))
+    assert recorder.writes()[sent:] == [(PAUSE, None)]
+    assert not any(path.endswith(("start_charging", "stop_charging")) for path, _ in recorder.writes())
+
+
+async def test_first_current_resumes_a_charger_in_an_unknown_state(
+    charger: EaseeCharger, recorder: Recorder, site: SiteModel
+) -> None:
+    await charger.apply(ChargerCommand(16, 3))
+    assert recorder.writes() == [(RESUME, None), (DCC, {"amps": 16, "minutes": 0})]
+    assert site.state().offered_current_a == 16
+
+
+async def test_circuit_current_always_sends_all_three_phases(
+    emulator: EaseeEmulator, clock: FakeClock, recorder: Recorder, site: SiteModel
+) -> None:
+    driver = circuit_charger(emulator, clock, recorder)
+    await driver.apply(ChargerCommand(16, 3))
+    # the circuit first, then resume: a resumed car never sees an old circuit limit
+    assert recorder.writes() == [(CIRCUIT, three(16)), (RESUME, None)]
+    assert emulator.circuit_a == (16, 16, 16)
+    assert (site.state().offered_current_a, site.state().offered_phases) == (16, 3)
+    clock.advance(30)
+    await driver.apply(ChargerCommand(10, 1))  # no phase switching configured: still all three at 10 A
+    assert recorder.writes()[-1] == (CIRCUIT, three(10))
+    await driver.apply(ChargerCommand(0, 3))
+    assert recorder.writes()[-1] == (PAUSE, None) and site.state().offered_current_a == 0
+    clock.advance(30)
+    await driver.apply(ChargerCommand(10, 3))  # the circuit already holds 10 A: only resume
+    assert recorder.writes()[-1] == (RESUME, None) and len(recorder.writes()) == 5
+    assert site.state().offered_current_a == 10
+    await driver.close()
+
+
+async def test_phase_switching_through_the_circuit_phase_limits(
+    emulator: EaseeEmulator, clock: FakeClock, recorder: Recorder, site: SiteModel
+) -> None:
+    driver = circuit_charger(emulator, clock, recorder, phase_switching=True)
+    assert driver.capabilities.phase_switching
+    await driver.apply(ChargerCommand(16, 1))
+    assert recorder.writes()[0] == (CIRCUIT, three(16, 0, 0))
+    assert (site.state().offered_current_a, site.state().offered_phases) == (16, 1)
+    clock.advance(30)
+    await driver.apply(ChargerCommand(8, 3))
+    assert recorder.writes()[-1] == (CIRCUIT, three(8))
+    assert (site.state().offered_current_a, site.state().offered_phases) == (8, 3)
+    await driver.close()
+
+
+async def test_min_write_interval_holds_increases_but_not_decreases_or_pauses(
+    charger: EaseeCharger, emulator: EaseeEmulator, clock: FakeClock, recorder: Recorder
+) -> None:
+    await charger.apply(ChargerCommand(10, 3))  # resume + current: the command bucket's burst of 2
+    clock.advance(10)
+    with pytest.raises(WriteDeferred) as deferred:
+        await charger.apply(ChargerCommand(12, 3))
+    assert deferred.value.retry_after_s == pytest.approx(20.0)
+    assert "min_write_interval_s 30 s" in deferred.value.message
+    await charger.apply(ChargerCommand(8, 3))  # a decrease goes early
+    clock.advance(10)
+    await charger.apply(ChargerCommand(0, 3))  # so does a pause
+    clock.advance(5)
+    with pytest.raises(WriteDeferred) as deferred:
+        await charger.apply(ChargerCommand(6, 3))  # resuming is an increase: 30 s after the pause
+    assert deferred.value.retry_after_s == pytest.approx(25.0)
+    clock.advance(25)
+    await charger.apply(ChargerCommand(6, 3))
+    assert [p for p, _ in recorder.writes()] == [RESUME, DCC, DCC, PAUSE, RESUME, DCC]
+    assert emulator.count_429 == 0
+
+
+@pytest.mark.parametrize("control", ["charger_current", "circuit_current"])
+async def test_a_burst_of_commands_is_deferred_and_never_draws_a_429(
+    control: str, emulator: EaseeEmulator, clock: FakeClock, recorder: Recorder
+) -> None:
+    settings = circuit_settings(phase_switching=True) if control == "circuit_current" else {}
+    driver = EaseeCharger(make_config(emulator.url, **settings), name=NAME, clock=clock, transport=recorder)
+    rng = random.Random(3)
+    deferred = 0
+    start = clock()
+    for _ in range(300):  # a new command every second for 5 minutes
+        command = ChargerCommand(rng.choice([0, 6, 8, 10, 13, 16, 20, 32]), rng.choice([1, 3]))
+        try:
+            await driver.apply(command)
+        except WriteDeferred as exc:
+            deferred += 1
+            assert exc.retry_after_s > 0
+        clock.advance(1)
+    await driver.close()
+    assert emulator.count_429 == 0 and emulator.count_403 == 0
+    assert deferred > 200
+    writes = [(t, p) for t, m, p, _ in emulator.request_log if m == "POST" and "/accounts/" not in p]
+    commands = [t for t, p in writes if "/commands/" in p]
+    circuit = [t for t, p in writes if p == CIRCUIT]
+    assert max_in_window(commands) <= 2 + 6 and max_in_window(circuit) <= 2 + 8  # BUDGETS
+    assert BUDGETS["commands"] == (2, 6.0) and BUDGETS["circuit_settings"] == (2, 8.0)
+    assert len(commands) + len(circuit) <= (2 + 6 + 2 + 8) * 5  # far below the 300 the caller wanted
+    assert all(start <= t <= clock() for t, _ in writes)
+
+
+async def test_429_retry_after_is_honoured(site: SiteModel, clock: FakeClock, recorder: Recorder) -> None:
+    async with EaseeEmulator(site, clock=clock, settings_per_min=2) as emu:  # tighter than the driver's 10
+        driver = circuit_charger(emu, clock, recorder)
+        await driver.apply(ChargerCommand(16, 3))
+        clock.advance(8)
+        await driver.apply(ChargerCommand(14, 3))
+        clock.advance(8)
+        with structlog.testing.capture_logs() as events, pytest.raises(WriteDeferred) as deferred:
+            await driver.apply(ChargerCommand(12, 3))  # the third circuit write within 60 s
+        assert emu.count_429 == 1 and deferred.value.retry_after_s == 44  # Retry-After: 44
+        assert "HTTP 429" in deferred.value.message
+        assert [e["event"] for e in events if e["log_level"] == "warning"] == ["easee.rate_limited"]
+        requests = emu.requests
+        clock.advance(20)
+        with pytest.raises(WriteDeferred) as deferred:
+            await driver.apply(ChargerCommand(12, 3))
+        assert deferred.value.retry_after_s == pytest.approx(24.0) and emu.requests == requests  # not sent
+        clock.advance(24)
+        await driver.apply(ChargerCommand(12, 3))
+        assert emu.circuit_a == (12, 12, 12) and emu.count_429 == 1
+        await driver.close()
+
+
+async def test_ip_block_stops_every_request_and_is_logged_once(
+    charger: EaseeCharger, emulator: EaseeEmulator, clock: FakeClock
+) -> None:
+    await charger.read()  # logged in
+    # another tool on the same network hammers the API until Easee blocks the IP
+    async with httpx.AsyncClient(base_url=emulator.url) as other:
+        login = await other.post("/api/accounts/login", json={"userName": USER, "password": PASSWORD})
+        headers = {"Authorization": f"Bearer {login.json()['accessToken']}"}
+        statuses = [(await other.post(PAUSE, headers=headers)).status_code for _ in range(20)]
+    assert statuses == [202] * 10 + [429] * 5 + [403] * 5
+    requests = emulator.requests
+    with structlog.testing.capture_logs() as events:
+        with pytest.raises(WritesBlocked) as blocked:
+            await charger.apply(ChargerCommand(10, 3))
+        assert emulator.requests == requests + 1  # the one request that met the 403
+        for amps in (6, 8, 0):
+            clock.advance(60)
+            with pytest.raises(WritesBlocked):
+                await charger.apply(ChargerCommand(amps, 3))
+            with pytest.raises(DeviceUnavailable, match="blocked"):
+                await charger.read()
+    assert emulator.requests == requests + 1  # nothing more was sent
+    assert "HTTP 403" in blocked.value.message and BLOCKED_TEXT[:40] in blocked.value.message
+    assert "sends nothing more" in blocked.value.message
+    errors = [e for e in events if e["log_level"] == "error"]
+    assert len(errors) == 1 and errors[0]["event"] == "easee.ip_blocked" and errors[0]["device"] == NAME
+    assert "contact Easee" in errors[0]["action"] and "other tools" in errors[0]["action"]
+
+
+# -- emulator details -----------------------------------------------------------------------------
+
+
+async def test_emulator_circuit_settings_and_commands(emulator: EaseeEmulator, site: SiteModel) -> None:
+    async with httpx.AsyncClient(base_url=emulator.url) as http:
+        login = await http.post("/api/accounts/login", json={"userName": USER, "password": PASSWORD})
+        assert login.json()["expiresIn"] == 3600 and login.json()["tokenType"] == "Bearer"
+        auth = {"Authorization": f"Bearer {login.json()['accessToken']}"}
+        reply = await http.post(CIRCUIT, json={"dynamicCircuitCurrentP1": 10.9}, headers=auth)
+        assert reply.status_code == 202 and reply.json()[0]["device"] == CHARGER
+        assert emulator.circuit_a == (10, 0, 0)  # floored; the omitted phases went to 0
+        assert (site.state().offered_current_a, site.state().offered_phases) == (10, 1)
+        assert (await http.post(CIRCUIT, json=three(10, 0, 0), headers=auth)).status_code == 200  # unchanged
+        assert (await http.post(CIRCUIT, json={"maxCircuitCurrentP1": 16}, headers=auth)).status_code == 400
+        assert (await http.post(CIRCUIT, json=three(81), headers=auth)).status_code == 400
+        assert (await http.post(CIRCUIT, json=three(16))).status_code == 401
+        assert (
+            await http.post("/api/sites/9/circuits/2/settings", json=three(16), headers=auth)
+        ).status_code == 404
+        assert (await http.post(DCC, json={"amps": 40}, headers=auth)).status_code == 400
+        assert (await http.post(DCC, content=b"{", headers=auth)).status_code == 400
+        assert (await http.post(COMMANDS + "reboot", headers=auth)).status_code == 404
+        for command in ("start_charging", "stop_charging"):  # accepted, no effect without authorization
+            assert (await http.post(COMMANDS + command, headers=auth)).status_code == 202
+        assert site.state().offered_current_a == 10
+        stale = {"accessToken": "x", "refreshToken": login.json()["refreshToken"]}
+        assert (await http.post("/api/accounts/refresh_token", json=stale)).status_code == 401
+        bad = await http.post("/api/accounts/login", json={"userName": USER, "password": "nope"})
+        assert bad.status_code == 401
+    assert emulator.writes == 4  # accepted: two circuit settings (one unchanged), start and stop
+
+
+def test_emulator_refuses_non_loopback_host(site: SiteModel) -> None:
+    with pytest.raises(ValueError, match="loopback"):
+        EaseeEmulator(site, host="192.168.1.10")
+
+
+# -- a variable PV hour through the real controller -----------------------------------------------
+
+
+def cloudy_hour(start_s: float) -> Trace:
+    """70 minutes of PV that jumps between 6–9 kW sun and 0.8–2.5 kW cloud; 400 W house load."""
+    rng = random.Random(5)
+    pv: list[float] = []
+    cloudy = False
+    for _ in range(70):
+        if rng.random() < 0.35:
+            cloudy = not cloudy
+        pv.append(rng.uniform(800, 2500) if cloudy else rng.uniform(6000, 9000))
+    times = tuple(start_s + 60.0 * i for i in range(70))
+    return Trace("cloudy-hour", times, tuple(pv), (400.0,) * 70, utc_offset_s=0, step_s=60.0)
+
+
+def power_of(command: ChargerCommand) -> float:
+    return command.current_a * command.phases
+
+
+@pytest.mark.parametrize(
+    ("settings", "phases"),
+    [({}, 3), (circuit_settings(phase_switching=True), "auto")],
+    ids=["charger_current-3p", "circuit_current-1p3p"],
+)
+async def test_variable_pv_hour_through_the_controller_draws_no_429(
+    settings: dict[str, Any], phases: Any
+) -> None:
+    start = 1_790_000_000.0 - 1_790_000_000.0 % 60
+    clock = FakeClock(start)
+    car = CarParams(plug_in_s=0.0, plug_out_s=86400.0, soc_start_pct=20.0)
+    site = SiteModel(cloudy_hour(start), t_s=start, clock=clock, battery=None, car=car)
+    control = ControlConfig(
+        interval_s=5,
+        cloud_filter=30,
+        min_on_s=60,
+        min_off_s=60,
+        up_energy_wh=2,
+        down_energy_wh=1,
+        grid_tolerance_s=30,
+        phase_window_s=120,
+        phase_switch_gain_wh=10,
+        phase_switch_interval_s=120,
+        phase_switches_per_hour=10,
+    )
+    sent: list[tuple[float, ChargerCommand]] = []
+    deferred = read_failures = 0
+    async with EaseeEmulator(site, clock=clock, token_lifetime_s=900) as emu:
+        driver = EaseeCharger(make_config(emu.url, **settings), name=NAME, clock=clock)
+        controller = Controller(
+            control, ChargePoint(max_current_a=16, phases=phases), capabilities=driver.capabilities
+        )
+        applied: ChargerCommand | None = None
+        for cycle in range(720):  # one hour, a cycle every 5 simulated seconds
+            now = clock()
+            if cycle == 360:
+                emu.expire_tokens()  # tokens revoked mid-run
+            state = site.state()
+            meter = SiteReading(state.grid_power_w, state.pv_power_w, 0.0, None, timestamp_s=now)
+            reading: ChargerReading | None
+            try:
+                reading = await driver.read()
+            except DeviceError:
+                read_failures += 1
+                reading = None
+            command = controller.step(now, meter, reading).command
+            if command != applied:
+                try:
+                    await driver.apply(command)
+                except WriteDeferred:
+                    deferred += 1
+                else:
+                    applied = command
+                    sent.append((now, command))
+            clock.advance(5)
+        await driver.close()
+    assert emu.count_429 == 0 and emu.count_403 == 0
+    assert read_failures == 0  # token expiry and refreshes cost no cycle
+    log = list(emu.request_log)
+    writes = [t for t, m, p, _ in log if m == "POST" and "/accounts/" not in p]
+    assert len(writes) == emu.writes
+    commands = [t for t, _, p, _ in log if "/commands/" in p]
+    circuit = [t for t, _, p, _ in log if p == CIRCUIT]
+    polls = [t for t, _, p, _ in log if p.startswith("/state/")]
+    assert max_in_window(commands) <= 8 and max_in_window(circuit) <= 10 and max_in_window(polls) <= 6
+    assert len(polls) <= 3600 / 15 + 1
+    # an increase waits min_write_interval_s (30 s) after the previous write; decreases and pauses need not
+    for (t0, c0), (t1, c1) in itertools.pairwise(sent):
+        if power_of(c1) > power_of(c0):
+            assert t1 - t0 >= 30, (t0, c0, t1, c1)
+    # the controller wanted many changes, the car charged, and PV paid for most of it
+    assert len(sent) >= 15 and deferred > 0, (len(sent), deferred)
+    assert site.energy.car_wh > 2000
+    assert site.energy.pv_to_car_wh > 0.6 * site.energy.car_wh, site.energy
+    if phases == "auto":
+        assert {c.phases for _, c in sent} == {1, 3}
