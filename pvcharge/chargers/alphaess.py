@@ -39,10 +39,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
 import structlog
 
-from pvcharge.clients.alphaess import DEFAULT_URL, AlphaEssClient, RateLimited
+from pvcharge.clients.alphaess import DEFAULT_URL, AlphaEssClient, RateLimited, check_settings
 from pvcharge.errors import DeviceError, DeviceProtocolError, WriteDeferred
 from pvcharge.readings import ChargerCapabilities, ChargerCommand, ChargerReading, IecState
 from pvcharge.settings import Secret, SettingError, setting
@@ -141,19 +140,9 @@ class Config:
     )
 
     def __post_init__(self) -> None:
-        for key in ("sys_sn", "app_id"):
-            if not getattr(self, key).strip():
-                raise SettingError(key, "must not be empty (see open.alphaess.com)")
+        check_settings(self.url, self.sys_sn, self.app_id)
         if self.evcharger_sn is not None and not self.evcharger_sn.strip():
             raise SettingError("evcharger_sn", "must not be empty; leave it out to use the first wallbox")
-        try:
-            url = httpx.URL(self.url)
-        except httpx.InvalidURL as exc:
-            raise SettingError("url", f"{exc}; expected e.g. {DEFAULT_URL}") from exc
-        if url.scheme not in ("http", "https") or not url.host:
-            raise SettingError("url", f"expected e.g. {DEFAULT_URL}, got {self.url!r}")
-        if url.userinfo:
-            raise SettingError("url", "the Open API takes no login in the URL; set app_id/app_secret")
 
 
 def create(config: Config, *, name: str, clock: Callable[[], float]) -> AlphaEssWallbox:

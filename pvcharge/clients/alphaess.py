@@ -41,7 +41,7 @@ from tenacity import (
 )
 
 from pvcharge.errors import DeviceError, DeviceProtocolError, DeviceUnavailable
-from pvcharge.settings import Secret
+from pvcharge.settings import Secret, SettingError
 
 _log = structlog.get_logger(__name__)
 
@@ -397,3 +397,23 @@ class AlphaEssClient:
             hint = _CREDENTIAL_HINTS[code].format(app_id=self._app_id, sys_sn=sys_sn)
             return DeviceProtocolError(self.name, f"{where}: {said}: {hint}")
         return DeviceProtocolError(self.name, f"{where}: AlphaESS error {said}")
+
+
+def check_settings(url: str, sys_sn: str, app_id: str) -> None:
+    """Validate the settings every Open API device shares (for the drivers' ``Config.__post_init__``).
+
+    Raises:
+        SettingError: ``sys_sn`` or ``app_id`` is empty, or ``url`` is not ``http(s)://host[/prefix]`` or
+            carries a login.
+    """
+    for key, value in (("sys_sn", sys_sn), ("app_id", app_id)):
+        if not value.strip():
+            raise SettingError(key, "must not be empty (see open.alphaess.com)")
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL as exc:
+        raise SettingError("url", f"{exc}; expected e.g. {DEFAULT_URL}") from exc
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise SettingError("url", f"expected e.g. {DEFAULT_URL}, got {url!r}")
+    if parsed.userinfo:
+        raise SettingError("url", "the Open API takes no login in the URL; set app_id/app_secret")

@@ -31,12 +31,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
-
-from pvcharge.clients.alphaess import DEFAULT_URL, AlphaEssClient
+from pvcharge.clients.alphaess import DEFAULT_URL, AlphaEssClient, check_settings
 from pvcharge.errors import DeviceError, DeviceProtocolError
 from pvcharge.readings import SiteReading
-from pvcharge.settings import Secret, SettingError, setting
+from pvcharge.settings import Secret, setting
 
 #: the ``getLastPowerData`` fields read (meters.md §3.3); mapping in :func:`to_reading`.
 FIELDS = ("ppv", "pgrid", "pbat", "soc")
@@ -82,17 +80,7 @@ class Config:
         return self.poll_interval_s
 
     def __post_init__(self) -> None:
-        for key in ("sys_sn", "app_id"):
-            if not getattr(self, key).strip():
-                raise SettingError(key, "must not be empty (see open.alphaess.com)")
-        try:
-            url = httpx.URL(self.url)
-        except httpx.InvalidURL as exc:
-            raise SettingError("url", f"{exc}; expected e.g. {DEFAULT_URL}") from exc
-        if url.scheme not in ("http", "https") or not url.host:
-            raise SettingError("url", f"expected e.g. {DEFAULT_URL}, got {self.url!r}")
-        if url.userinfo:
-            raise SettingError("url", "the Open API takes no login in the URL; set app_id/app_secret")
+        check_settings(self.url, self.sys_sn, self.app_id)
 
 
 def create(config: Config, *, name: str, clock: Callable[[], float]) -> AlphaEssMeter:
