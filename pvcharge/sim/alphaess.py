@@ -53,16 +53,15 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import ipaddress
 import math
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
-from types import TracebackType
-from typing import Any, Self, TypeGuard
+from typing import Any, TypeGuard
 
 from aiohttp import web
 
+from pvcharge.sim.http import LoopbackHttpServer
 from pvcharge.sim.site import SiteModel
 
 MAX_CLOCK_SKEW_S = 300  #: accepted ``timeStamp`` window, ± s (meters.md §3.1 [A3])
@@ -108,7 +107,7 @@ def _is_int(value: Any) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-class AlphaEssEmulator:
+class AlphaEssEmulator(LoopbackHttpServer):
     """An HTTP server on loopback that answers like the AlphaESS Open API for one system at ``site``.
 
     Args:
@@ -166,18 +165,12 @@ class AlphaEssEmulator:
         wallbox_phases: int = 3,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        try:
-            loopback = ipaddress.ip_address(host).is_loopback
-        except ValueError:
-            loopback = False
-        if not loopback:
-            raise ValueError(f"the AlphaESS emulator listens on loopback only, e.g. 127.0.0.1; got {host!r}")
         if requests_per_interval < 1:
             raise ValueError(f"requests_per_interval must be >= 1, got {requests_per_interval}")
         if wallbox_phases not in (1, 3):
             raise ValueError(f"wallbox_phases must be 1 or 3, got {wallbox_phases}")
+        super().__init__(host, port, what="AlphaESS")
         self.site = site
-        self.host = host
         self.app_id = app_id
         self.sys_sn = sys_sn
         self.evcharger_sn = evcharger_sn
@@ -194,12 +187,10 @@ class AlphaEssEmulator:
         self.writes = 0
         self._app_secret = app_secret
         self._clock = clock
-        self._port = port
         self._recent_gets: deque[float] = deque(maxlen=requests_per_interval)  #: times of the last GETs
         self._last_write_s = -math.inf
         self._started = False  #: a session was started and not stopped or ended by unplugging
         self._stopped_s = -math.inf  #: when the last session was stopped
-        self._runner: web.AppRunner | None = None
         #: path → (method, handler of the query or JSON body)
         self._endpoints: dict[str, tuple[str, Callable[[Params], web.Response]]] = {
             "api/getLastPowerData": ("GET", self._last_power_data),
@@ -217,45 +208,14 @@ class AlphaEssEmulator:
     # -- lifecycle --------------------------------------------------------------------------------
 
     @property
-    def port(self) -> int:
-        """The TCP port; the real one once started (a restart reuses it)."""
-        return self._port
-
-    @property
     def url(self) -> str:
         """The API base URL, e.g. ``http://127.0.0.1:40123/api``."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self._port}/api"
+        return f"{self.base_url}/api"
 
-    async def start(self) -> None:
-        """Listen on ``host:port``."""
+    def _application(self) -> web.Application:
         app = web.Application()
         app.router.add_route("*", "/{path:.*}", self._handle)
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
-        await runner.setup()
-        site = web.TCPSite(runner, self.host, self._port)
-        try:
-            await site.start()
-        except BaseException:
-            await runner.cleanup()
-            raise
-        self._runner = runner
-        self._port = runner.addresses[0][1]
-
-    async def stop(self) -> None:
-        """Close the listening socket and all connections. Safe to call twice."""
-        runner, self._runner = self._runner, None
-        if runner is not None:
-            await runner.cleanup()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.stop()
+        return app
 
     # -- request handling -------------------------------------------------------------------------
 

@@ -44,7 +44,6 @@ reset of a pause on a new car connection, cloud latency.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import itertools
 import json
 import math
@@ -53,11 +52,11 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from aiohttp import web
 
+from pvcharge.sim.http import LoopbackHttpServer
 from pvcharge.sim.site import SiteModel
 
 MAX_CHARGER_A = 32  #: Easee Home/Charge maximum, A
@@ -92,7 +91,7 @@ def _number(value: object, name: str, high: float) -> float:
     return float(value)
 
 
-class EaseeEmulator:
+class EaseeEmulator(LoopbackHttpServer):
     """An HTTP server on loopback answering like the Easee cloud for one charger at the simulated site.
 
     Args:
@@ -143,10 +142,8 @@ class EaseeEmulator:
         block_after_429s: int = 5,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        if host != "localhost" and not ipaddress.ip_address(host).is_loopback:
-            raise ValueError(f"the Easee emulator listens on loopback only, got host {host!r}")
+        super().__init__(host, port, what="Easee")
         self.site = site
-        self.host = host
         self.charger_id = charger_id
         self.site_id = site_id
         self.circuit_id = circuit_id
@@ -165,7 +162,6 @@ class EaseeEmulator:
         self.issued_tokens: list[str] = []
         self.dynamic_charger_a = float(MAX_CHARGER_A)
         self.circuit_a = (MAX_CHARGER_A, MAX_CHARGER_A, MAX_CHARGER_A)
-        self._port = port
         self._username = username
         self._password = password
         self._access: dict[str, float] = {}  # access token → expiry on clock
@@ -174,24 +170,16 @@ class EaseeEmulator:
         self._recent_429: deque[float] = deque()
         self._blocked = False
         self._ids = itertools.count(1)
-        self._runner: web.AppRunner | None = None
         self._offer()
 
     # -- lifecycle --------------------------------------------------------------------------------
 
     @property
-    def port(self) -> int:
-        """The TCP port; the real one once started (a restart reuses it)."""
-        return self._port
-
-    @property
     def url(self) -> str:
         """Base URL, e.g. ``http://127.0.0.1:40123``: the driver's ``url`` setting."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self._port}"
+        return self.base_url
 
-    async def start(self) -> None:
-        """Listen on ``host:port``."""
+    def _application(self) -> web.Application:
         app = web.Application(middlewares=[self._middleware])
         app.router.add_post("/api/accounts/login", self._login)
         app.router.add_post("/api/accounts/refresh_token", self._refresh_token)
@@ -199,31 +187,7 @@ class EaseeEmulator:
         app.router.add_route("*", "/api/chargers/{charger}/state", self._removed)
         app.router.add_post("/api/chargers/{charger}/commands/{command}", self._command)
         app.router.add_post("/api/sites/{site}/circuits/{circuit}/settings", self._circuit_settings)
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
-        await runner.setup()
-        site = web.TCPSite(runner, self.host, self._port)
-        try:
-            await site.start()
-        except BaseException:
-            await runner.cleanup()
-            raise
-        self._runner = runner
-        self._port = runner.addresses[0][1]
-
-    async def stop(self) -> None:
-        """Close the listening socket and all connections. Safe to call twice."""
-        runner, self._runner = self._runner, None
-        if runner is not None:
-            await runner.cleanup()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.stop()
+        return app
 
     def expire_tokens(self) -> None:
         """Invalidate every access and refresh token now: the next call answers 401."""

@@ -37,19 +37,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import ipaddress
 import json
 import os
 import ssl
 import struct
 import tempfile
 from collections.abc import Callable
-from types import TracebackType
-from typing import Literal, Protocol, Self
+from typing import Literal, Protocol
 
 import trustme
 from aiohttp import web
 
+from pvcharge.sim.http import LoopbackHttpServer
 from pvcharge.sim.site import SiteState
 
 IntKind = Literal["u8", "u1", "u3", "u6", "i8", "i1", "i3"]
@@ -137,7 +136,7 @@ class _BadRequest(Exception):
     """A body the emulator answers with HTTP 400; the message is the plain-text reason."""
 
 
-class SenecEmulator:
+class SenecEmulator(LoopbackHttpServer):
     """An HTTPS (or HTTP) server on loopback answering ``POST /lala.cgi`` like a SENEC.Home.
 
     Args:
@@ -160,21 +159,13 @@ class SenecEmulator:
     def __init__(
         self, site: StateSource, host: str = "127.0.0.1", port: int = 0, *, tls: bool = True
     ) -> None:
-        if host != "localhost":
-            try:
-                loopback = ipaddress.ip_address(host).is_loopback
-            except ValueError:
-                loopback = False
-            if not loopback:
-                raise ValueError(f"the SENEC emulator listens on loopback only, got host {host!r}")
+        super().__init__(host, port, what="SENEC")
         self.site = site
-        self.host = host
         self.tls = tls
+        self.scheme = "https" if tls else "http"
         self.reply_delay_s = 0.0
         self.fail_next = 0
         self.request_count = 0
-        self._port = port
-        self._runner: web.AppRunner | None = None
         self._ca: trustme.CA | None = None
         self._cert: trustme.LeafCert | None = None
         self._ca_pem_path: str | None = None
@@ -182,15 +173,9 @@ class SenecEmulator:
     # -- lifecycle --------------------------------------------------------------------------------
 
     @property
-    def port(self) -> int:
-        """The TCP port; the real one once started."""
-        return self._port
-
-    @property
     def url(self) -> str:
         """Base URL, e.g. ``https://127.0.0.1:40123`` (``http://`` with ``tls=False``)."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{'https' if self.tls else 'http'}://{host}:{self._port}"
+        return self.base_url
 
     @property
     def ca_pem_path(self) -> str:
@@ -215,8 +200,10 @@ class SenecEmulator:
         der = ssl.PEM_cert_to_DER_cert(self._cert.cert_chain_pems[0].bytes().decode())
         return hashlib.sha256(der).hexdigest()
 
-    def _server_context(self) -> ssl.SSLContext:
-        """Make the CA and certificate on first use; write the CA PEM file."""
+    def _ssl_context(self) -> ssl.SSLContext | None:
+        """Make the CA and certificate on first use; write the CA PEM file (``None`` without TLS)."""
+        if not self.tls:
+            return None
         if self._ca is None or self._cert is None:
             self._ca = trustme.CA(organization_name="pvcharge SENEC emulator")
             self._cert = self._ca.issue_cert("127.0.0.1", "localhost", "::1")
@@ -228,50 +215,16 @@ class SenecEmulator:
         self._cert.configure_cert(context)
         return context
 
-    async def start(self) -> None:
-        """Listen on ``host:port``.
-
-        Raises:
-            OSError: the port cannot be bound.
-        """
-        if self._runner is not None:
-            return
-        context = self._server_context() if self.tls else None
-        app = web.Application()
-        app.router.add_route("*", "/{path:.*}", self._handle)
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
-        await runner.setup()
-        site = web.TCPSite(runner, self.host, self._port, ssl_context=context)
-        try:
-            await site.start()
-        except BaseException:
-            await runner.cleanup()
-            self._remove_ca_file()
-            raise
-        self._runner = runner
-        self._port = runner.addresses[0][1]
-
-    async def stop(self) -> None:
-        """Close the listener and all connections and remove the CA file. Safe to call twice."""
-        runner, self._runner = self._runner, None
-        if runner is not None:
-            await runner.cleanup()
-        self._remove_ca_file()
-
-    def _remove_ca_file(self) -> None:
+    def _stopped(self) -> None:
         path, self._ca_pem_path = self._ca_pem_path, None
         if path is not None:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
 
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.stop()
+    def _application(self) -> web.Application:
+        app = web.Application()
+        app.router.add_route("*", "/{path:.*}", self._handle)
+        return app
 
     # -- request handling -------------------------------------------------------------------------
 

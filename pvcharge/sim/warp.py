@@ -49,18 +49,17 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import ipaddress
 import json
 import re
 import secrets
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from aiohttp import web
 
+from pvcharge.sim.http import LoopbackHttpServer
 from pvcharge.sim.site import SiteModel
 
 #: valid external currents: 0 (blocked) or this range, in mA (chargers.md §3.2).
@@ -123,7 +122,7 @@ def _bool(body: dict[str, Any], name: str) -> bool:
     return value
 
 
-class WarpEmulator:
+class WarpEmulator(LoopbackHttpServer):
     """An HTTP server on loopback that answers like a WARP3 charger at the simulated site.
 
     Args:
@@ -170,12 +169,10 @@ class WarpEmulator:
         if phase_switch and phases_connected != 3:
             raise ValueError("phase_switch needs phases_connected 3 (chargers.md §3.4: phases_connected > 1)")
         self.phases_connected = phases_connected
-        if host != "localhost" and not ipaddress.ip_address(host).is_loopback:
-            raise ValueError(f"the WARP emulator listens on loopback only, got host {host!r}")
         if (username is None) != (password is None):
             raise ValueError("username and password must be set together")
+        super().__init__(host, port, what="WARP")
         self.site = site
-        self.host = host
         self.reply_delay_s = 0.0
         self.fail_next = 0
         self.online = True
@@ -183,11 +180,9 @@ class WarpEmulator:
         self.phases_info_single_phase_car = False
         self.request_log: deque[tuple[str, str]] = deque(maxlen=256)
         self.switch_log: list[tuple[float, int]] = []
-        self._port = port
         self._username = username
         self._password = password
         self._nonce = secrets.token_hex(16)
-        self._runner: web.AppRunner | None = None
         self._external_ma = 0
         self._external_enabled = True
         self._global_ma = 32000
@@ -232,45 +227,14 @@ class WarpEmulator:
     # -- lifecycle --------------------------------------------------------------------------------
 
     @property
-    def port(self) -> int:
-        """The TCP port; the real one once started (a restart reuses it)."""
-        return self._port
-
-    @property
     def url(self) -> str:
         """Base URL, e.g. ``http://127.0.0.1:40123``."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self._port}"
+        return self.base_url
 
-    async def start(self) -> None:
-        """Listen on ``host:port``."""
+    def _application(self) -> web.Application:
         app = web.Application()
         app.router.add_route("*", "/{path:.*}", self._handle)
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
-        await runner.setup()
-        site = web.TCPSite(runner, self.host, self._port)
-        try:
-            await site.start()
-        except BaseException:
-            await runner.cleanup()
-            raise
-        self._runner = runner
-        self._port = runner.addresses[0][1]
-
-    async def stop(self) -> None:
-        """Close the listening socket and all connections. Safe to call twice."""
-        runner, self._runner = self._runner, None
-        if runner is not None:
-            await runner.cleanup()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.stop()
+        return app
 
     # -- request handling -------------------------------------------------------------------------
 
