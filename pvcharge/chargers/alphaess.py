@@ -41,10 +41,10 @@ from typing import Any
 
 import structlog
 
-from pvcharge.clients.alphaess import DEFAULT_URL, AlphaEssClient, RateLimited, check_settings
+from pvcharge.clients.alphaess import AlphaEssClient, OpenApiSettings, RateLimited
 from pvcharge.errors import DeviceError, DeviceProtocolError, WriteDeferred
 from pvcharge.readings import ChargerCapabilities, ChargerCommand, ChargerReading, IecState
-from pvcharge.settings import Secret, SettingError, setting
+from pvcharge.settings import SettingError, setting
 
 _log = structlog.get_logger(__name__)
 
@@ -95,7 +95,7 @@ STATUSES: dict[int, Status] = {
 
 
 @dataclass(frozen=True)
-class Config:
+class Config(OpenApiSettings):
     """Settings of an AlphaESS wallbox (the ``charger:`` section with ``type: alphaess``).
 
     Raises:
@@ -103,22 +103,8 @@ class Config:
             ``app_id`` or a given ``evcharger_sn`` is empty.
     """
 
-    sys_sn: str = setting(doc="serial number (sysSn) of the AlphaESS system the wallbox belongs to")
-    app_id: str = setting(doc="developer appId from open.alphaess.com, after binding the system")
-    app_secret: Secret = setting(
-        doc="developer appSecret from open.alphaess.com (or app_secret_file: PATH to a file holding it)"
-    )
     evcharger_sn: str | None = setting(
         None, doc="serial number (evchargerSn) of the wallbox; unset: the system's first wallbox"
-    )
-    url: str = setting(DEFAULT_URL, doc="base URL of the AlphaESS Open API")
-    poll_interval_s: float = setting(
-        10.0,
-        doc="ask the cloud for status and power at most this often; reads in between return the last "
-        "reading with its timestamp",
-        unit="s",
-        min=10,
-        max=3600,
     )
     min_write_interval_s: float = setting(
         30.0,
@@ -127,20 +113,9 @@ class Config:
         min=10,
         max=3600,
     )
-    timeout_s: float = setting(10.0, doc="timeout of one HTTP request", unit="s", min=0.1, max=120)
-    retries: int = setting(
-        2, doc="extra attempts after a timeout, connection error or HTTP 5xx", min=0, max=10
-    )
-    backoff_s: float = setting(
-        1.0,
-        doc="wait before the first retry; doubles per retry, plus up to as much jitter",
-        unit="s",
-        min=0,
-        max=30,
-    )
 
     def __post_init__(self) -> None:
-        check_settings(self.url, self.sys_sn, self.app_id)
+        super().__post_init__()
         if self.evcharger_sn is not None and not self.evcharger_sn.strip():
             raise SettingError("evcharger_sn", "must not be empty; leave it out to use the first wallbox")
 

@@ -41,7 +41,7 @@ from tenacity import (
 )
 
 from pvcharge.errors import DeviceError, DeviceProtocolError, DeviceUnavailable
-from pvcharge.settings import Secret, SettingError
+from pvcharge.settings import Secret, SettingError, setting
 
 _log = structlog.get_logger(__name__)
 
@@ -417,3 +417,41 @@ def check_settings(url: str, sys_sn: str, app_id: str) -> None:
         raise SettingError("url", f"expected e.g. {DEFAULT_URL}, got {url!r}")
     if parsed.userinfo:
         raise SettingError("url", "the Open API takes no login in the URL; set app_id/app_secret")
+
+
+@dataclass(frozen=True)
+class OpenApiSettings:
+    """The settings every AlphaESS Open API device shares; the meter's and the wallbox's ``Config``
+    extend it (fields made with ``setting()``, validated in ``__post_init__``).
+
+    Raises:
+        SettingError: see :func:`check_settings`.
+    """
+
+    sys_sn: str = setting(doc="serial number (sysSn) of the AlphaESS system, e.g. AL2002321010043")
+    app_id: str = setting(doc="developer appId from open.alphaess.com, after binding the system")
+    app_secret: Secret = setting(
+        doc="developer appSecret from open.alphaess.com (or app_secret_file: PATH to a file holding it)"
+    )
+    url: str = setting(DEFAULT_URL, doc="base URL of the AlphaESS Open API")
+    poll_interval_s: float = setting(
+        10.0,
+        doc="ask the cloud at most this often; reads in between return the last reading with its timestamp",
+        unit="s",
+        min=10,
+        max=3600,
+    )
+    timeout_s: float = setting(10.0, doc="timeout of one HTTP request", unit="s", min=0.1, max=120)
+    retries: int = setting(
+        2, doc="extra attempts after a timeout, connection error or HTTP 5xx", min=0, max=10
+    )
+    backoff_s: float = setting(
+        1.0,
+        doc="wait before the first retry; doubles per retry, plus up to as much jitter",
+        unit="s",
+        min=0,
+        max=30,
+    )
+
+    def __post_init__(self) -> None:
+        check_settings(self.url, self.sys_sn, self.app_id)

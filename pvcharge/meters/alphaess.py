@@ -31,17 +31,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from pvcharge.clients.alphaess import DEFAULT_URL, AlphaEssClient, check_settings
+from pvcharge.clients.alphaess import AlphaEssClient, OpenApiSettings
 from pvcharge.errors import DeviceError, DeviceProtocolError
 from pvcharge.readings import SiteReading
-from pvcharge.settings import Secret, setting
 
 #: the ``getLastPowerData`` fields read (meters.md §3.3); mapping in :func:`to_reading`.
 FIELDS = ("ppv", "pgrid", "pbat", "soc")
 
 
 @dataclass(frozen=True)
-class Config:
+class Config(OpenApiSettings):
     """Settings of an AlphaESS meter source (config ``type: alphaess``).
 
     Raises:
@@ -49,38 +48,10 @@ class Config:
             ``app_id`` is empty.
     """
 
-    sys_sn: str = setting(doc="serial number (sysSn) of the AlphaESS system, e.g. AL2002321010043")
-    app_id: str = setting(doc="developer appId from open.alphaess.com, after binding the system")
-    app_secret: Secret = setting(
-        doc="developer appSecret from open.alphaess.com (or app_secret_file: PATH to a file holding it)"
-    )
-    url: str = setting(DEFAULT_URL, doc="base URL of the AlphaESS Open API")
-    poll_interval_s: float = setting(
-        10.0,
-        doc="ask the cloud at most this often; reads in between return the last reading with its timestamp",
-        unit="s",
-        min=10,
-        max=3600,
-    )
-    timeout_s: float = setting(10.0, doc="timeout of one HTTP request", unit="s", min=0.1, max=120)
-    retries: int = setting(
-        2, doc="extra attempts after a timeout, connection error or HTTP 5xx", min=0, max=10
-    )
-    backoff_s: float = setting(
-        1.0,
-        doc="wait before the first retry; doubles per retry, plus up to as much jitter",
-        unit="s",
-        min=0,
-        max=30,
-    )
-
     @property
     def update_interval_s(self) -> float:
         """The meter gives a new reading at most this often, in s (see ``poll_interval_s``)."""
         return self.poll_interval_s
-
-    def __post_init__(self) -> None:
-        check_settings(self.url, self.sys_sn, self.app_id)
 
 
 def create(config: Config, *, name: str, clock: Callable[[], float]) -> AlphaEssMeter:
