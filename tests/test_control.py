@@ -360,3 +360,27 @@ def test_the_chargers_range_narrows_the_installations() -> None:
     assert (ctl.min_current_a, ctl.max_current_a) == (8, 13)
     log = Sim(ctl, lambda t: 20000.0).run(300)
     assert max(currents(log)) == 13
+
+
+def test_a_charger_reading_from_before_the_last_change_is_not_paired_with_a_newer_meter_reading() -> None:
+    """A cloud charger polled every 15 s still reports the old car power after a change while the meter
+    already sees the new one; that mismatched pair must not pull the current back down."""
+    ctl = make(cloud_filter=60, up_energy_wh=1)
+    t, car_w = 0.0, 0.0
+    d = None
+    while t < 400:  # settle at the surplus of 3500 W: 15 A on one phase
+        t += 5
+        d = ctl.step(t, site(t, grid=car_w - 3500.0, pv=3500.0), car(t, car_w))
+        car_w = d.command.current_a * V
+    assert d is not None and d.command.current_a == 15
+    # the surplus drops to 2300 W: down to 10 A at some cycle
+    while d.command.current_a == 15:
+        t += 5
+        d = ctl.step(t, site(t, grid=car_w - 2300.0, pv=2300.0), car(t, car_w))
+    changed, old_car_w = t, car_w  # the charger will keep reporting 15 A (3450 W) for 20 s
+    car_w = d.command.current_a * V
+    for _ in range(4):
+        t += 5
+        # the meter sees the car at 10 A already; the charger reading is from before the change
+        d = ctl.step(t, site(t, grid=car_w - 2300.0, pv=2300.0), car(changed - 1, old_car_w))
+        assert d.command.current_a == 10, d.reason  # not pushed up to 15 A by 3450 + 0 W of "surplus"

@@ -9,7 +9,8 @@ the battery policy: a charging battery counts as surplus (``car_first``, or ``ba
 SoC reached ``battery_first_soc_pct``); a discharging battery is subtracted, so it never feeds the car,
 unless ``battery_to_car`` opts in (down to ``battery_to_car_min_soc_pct``).  Grid power inside
 ``±deadzone_w`` counts as 0.  Each meter reading enters the filters once, by its timestamp: a slow
-meter read twice is not counted twice.
+meter read twice is not counted twice; and not at all while the charger reading predates the last
+command change (a slowly polled cloud charger would pair the old car power with the new grid power).
 
 **Cloud filter.** A window of ``cloud_filter`` seconds over the surplus.  A paused car starts only if
 the window *minimum* covers its minimum power (the surplus was there the whole window) and
@@ -52,6 +53,7 @@ from pvcharge.control.config import ChargePoint, ControlConfig, Mode, SiteConfig
 from pvcharge.control.window import TimeWindow
 from pvcharge.readings import ChargerCapabilities, ChargerCommand, ChargerReading, SiteReading
 
+CAR_SETTLE_MAX_S = 30.0  #: the longest a stale charger reading holds back new meter readings, in s
 RECENT_S = 30.0  #: the surplus minimum of this last span sets the current at a start or phase switch
 
 
@@ -116,6 +118,8 @@ class Controller:
         self._available_w: float | None = None
         self._one_phase_car = False
         self._one_phase_seen = 0
+        self._last_command: ChargerCommand | None = None
+        self._changed_at = -math.inf  # when the command last changed
         self._reset_session()
         self._off_since = -math.inf
 
@@ -222,6 +226,12 @@ class Controller:
             charger: the latest charger reading, or ``None`` if the charger did not answer; the car
                 power is then taken as 0 W (which can only lower the surplus).
         """
+        decision = self._step(now, site, charger)
+        if decision.command != self._last_command:
+            self._last_command, self._changed_at = decision.command, now
+        return decision
+
+    def _step(self, now: float, site: SiteReading | None, charger: ChargerReading | None) -> Decision:
         if self.mode == "off":
             self._stop_session(-math.inf)
             self._available_w = None
@@ -267,7 +277,15 @@ class Controller:
             if self._on:
                 self._stop_session(now)
             return self._decision(0.0, f"{what}: safe state, paused")
-        new = site.timestamp_s > self._last_reading_t
+        # A charger reading from before the last command change, next to a meter reading from after it,
+        # would pair the old car power with the new grid power (cloud chargers are polled slowly): such
+        # a pair does not enter the filters, for at most CAR_SETTLE_MAX_S.
+        stale_car = (
+            charger is not None
+            and charger.timestamp_s < self._changed_at <= site.timestamp_s
+            and site.timestamp_s - self._changed_at <= CAR_SETTLE_MAX_S
+        )
+        new = site.timestamp_s > self._last_reading_t and not stale_car
         if new:
             gap_s = site.timestamp_s - self._last_reading_t
             self._dt_s = min(gap_s, 2 * self.control.interval_s)
