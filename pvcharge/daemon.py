@@ -10,8 +10,9 @@ One cycle (every ``control.interval_s``):
    good meter reading with its own timestamp, so a dead meter turns into "stale" and the car is
    paused after ``max_age_s``;
 3. ``charger.apply(command)`` only when the command differs from the last one the charger
-   acknowledged (a failed write is retried next cycle; a write the driver defers for its rate limit
-   is offered again next cycle; after ``WritesBlocked`` nothing more is sent);
+   acknowledged, and once more when the charger comes back from an outage (it may have rebooted and
+   lost it); a failed write is retried next cycle, a write the driver defers for its rate limit is
+   offered again next cycle, and after ``WritesBlocked`` nothing more is sent;
 4. one structured log event ``decision`` with the numbers behind it: at info level when the command
    changes, at debug level otherwise.
 
@@ -79,10 +80,13 @@ class _Health:
         else:
             log.debug("device_still_unavailable", device=self.device, error=error, failures=self.failures)
 
-    def ok(self, now: float) -> None:
+    def ok(self, now: float) -> bool:
+        """Record a success; True if it ends an outage."""
+        recovered = self.failing_since is not None
         if self.failing_since is not None:
             log.info("device_recovered", device=self.device, outage_s=round(now - self.failing_since, 1))
         self.failing_since = None
+        return recovered
 
 
 class Daemon:
@@ -148,7 +152,9 @@ class Daemon:
             log.error("driver_error", device=health.device, what=what, error=repr(exc), exc_info=True)
             health.failed(self.clock(), repr(exc))
             return None
-        health.ok(self.clock())
+        if health.ok(self.clock()) and health is self._charger_health:
+            # a charger that was unreachable may have rebooted and lost its command: send it again
+            self._applied = None
         return result
 
     async def cycle(self) -> Cycle:

@@ -127,3 +127,20 @@ async def test_a_driver_bug_never_ends_the_loop(bug: Exception) -> None:
         await run(daemon, clock, 3)
     assert daemon.stats.cycles == 3
     assert any(e["event"] == "driver_error" for e in logs)
+
+
+async def test_the_command_is_sent_again_when_the_charger_comes_back() -> None:
+    daemon, _, charger, clock = make()
+    await run(daemon, clock, 2)
+    assert len(charger.applied) == 1  # written once, then unchanged
+
+    async def unreachable() -> ChargerReading:
+        raise DeviceUnavailable(charger.name, "no route to host")
+
+    working = charger.read
+    charger.read = unreachable  # type: ignore[method-assign]
+    await run(daemon, clock, 2)
+    charger.read = working  # type: ignore[method-assign]
+    await run(daemon, clock, 2)
+    assert len(charger.applied) == 2  # re-asserted once after the outage, not every cycle
+    assert charger.applied[1] == charger.applied[0]
