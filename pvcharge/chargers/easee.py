@@ -57,18 +57,12 @@ from typing import Any, Literal
 
 import httpx
 import structlog
-from tenacity import (
-    AsyncRetrying,
-    RetryCallState,
-    retry_if_exception_type,
-    stop_after_attempt,
-    wait_exponential,
-    wait_random,
-)
+from tenacity import retry_if_exception_type
 
 from pvcharge.chargers import Clock
 from pvcharge.errors import DeviceProtocolError, DeviceUnavailable, WriteDeferred, WritesBlocked
 from pvcharge.readings import ChargerCapabilities, ChargerCommand, ChargerReading, IecState
+from pvcharge.retry import ServerError, backoff_retrying, describe
 from pvcharge.settings import Secret, SettingError, setting
 
 _log = structlog.get_logger(__name__)
@@ -453,14 +447,6 @@ class TokenBucket:
 # -- driver ---------------------------------------------------------------------------------------
 
 
-class _ServerError(Exception):
-    """HTTP 5xx (503 "try again in about a minute", 504 "end device is not reachable"): worth a retry."""
-
-    def __init__(self, status_code: int, reason: str) -> None:
-        self.status_code = status_code
-        super().__init__(f"HTTP {status_code} {reason}".rstrip())
-
-
 class _RateLimited(Exception):
     """Not sent, or answered 429: the endpoint's budget is spent for ``wait_s`` seconds."""
 
@@ -471,14 +457,6 @@ class _RateLimited(Exception):
 
 class _Blocked(Exception):
     """Easee blocked this IP (HTTP 403 "IP blocked"), now or earlier: nothing is sent any more."""
-
-
-def _describe(exc: BaseException) -> str:
-    """``HTTP 503 reason`` for a server error, ``ConnectError: reason`` for an httpx exception."""
-    text = str(exc)
-    if isinstance(exc, _ServerError):
-        return text
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 @dataclass(frozen=True, slots=True)
@@ -758,20 +736,8 @@ class EaseeCharger:
         headers = {"Authorization": f"Bearer {self._access.reveal()}"} if authorized and self._access else {}
         response = await self._http().request(method, path, json=body, headers=headers)
         if response.status_code >= 500:
-            raise _ServerError(response.status_code, self._scrub(response.text))
+            raise ServerError(response.status_code, self._scrub(response.text))
         return response
-
-    def _log_retry(self, retry_state: RetryCallState) -> None:
-        error = retry_state.outcome.exception() if retry_state.outcome else None
-        wait_s = retry_state.next_action.sleep if retry_state.next_action else 0.0
-        method, path = retry_state.args[1:3]
-        self._log.debug(
-            "easee.retry",
-            request=f"{method} {path}",
-            attempt=retry_state.attempt_number,
-            error=_describe(error) if error else None,
-            wait_s=round(wait_s, 3),
-        )
 
     async def _send(
         self, bucket: str, method: str, path: str, body: object = None, *, authorized: bool = True
@@ -784,13 +750,14 @@ class EaseeCharger:
         """
         where = f"{method} {self._base_url}{path}"
         attempts = self._config.retries + 1
-        retrying = AsyncRetrying(
-            stop=stop_after_attempt(attempts),
-            wait=wait_exponential(multiplier=_BACKOFF_INITIAL_S, max=_BACKOFF_MAX_S)
-            + wait_random(0, _BACKOFF_INITIAL_S),
-            retry=retry_if_exception_type((httpx.TransportError, _ServerError)),
-            before_sleep=self._log_retry,
-            reraise=True,
+        retrying = backoff_retrying(
+            attempts=attempts,
+            backoff_s=_BACKOFF_INITIAL_S,
+            max_wait_s=_BACKOFF_MAX_S,
+            retry=retry_if_exception_type((httpx.TransportError, ServerError)),
+            log=self._log,
+            event="easee.retry",
+            context=lambda state: {"request": f"{state.args[1]} {state.args[2]}"},
         )
         try:
             response: httpx.Response = await retrying(self._send_once, bucket, method, path, body, authorized)
@@ -798,10 +765,10 @@ class EaseeCharger:
             raise DeviceUnavailable(
                 self.name, f"{where}: no answer within {self._config.timeout_s:g} s ({attempts} attempts)"
             ) from exc
-        except (httpx.TransportError, _ServerError) as exc:
-            raise DeviceUnavailable(self.name, f"{where}: {_describe(exc)} ({attempts} attempts)") from exc
+        except (httpx.TransportError, ServerError) as exc:
+            raise DeviceUnavailable(self.name, f"{where}: {describe(exc)} ({attempts} attempts)") from exc
         except httpx.HTTPError as exc:
-            raise DeviceProtocolError(self.name, f"{where}: {_describe(exc)}") from exc
+            raise DeviceProtocolError(self.name, f"{where}: {describe(exc)}") from exc
         if response.status_code == 429:
             header = response.headers.get("Retry-After")
             wait_s = parse_retry_after(header, self._clock())

@@ -47,17 +47,11 @@ from typing import Any
 
 import httpx
 import structlog
-from tenacity import (
-    AsyncRetrying,
-    RetryCallState,
-    retry_if_exception_type,
-    stop_after_attempt,
-    wait_exponential,
-    wait_random,
-)
+from tenacity import retry_if_exception_type
 
 from pvcharge.errors import DeviceProtocolError, DeviceUnavailable, WriteDeferred
 from pvcharge.readings import ChargerCapabilities, ChargerCommand, ChargerReading, IecState
+from pvcharge.retry import ServerError, backoff_retrying, describe
 from pvcharge.settings import Secret, SettingError, setting
 
 _log = structlog.get_logger(__name__)
@@ -366,23 +360,6 @@ def limit_current_ma(current_ma: int, phases: int, box_phases: int) -> int:
 # -- driver ---------------------------------------------------------------------------------------
 
 
-class _ServerError(Exception):
-    """HTTP 5xx: the box is busy or failed internally; worth another attempt."""
-
-    def __init__(self, response: httpx.Response) -> None:
-        self.status_code = response.status_code
-        self.reason = response.text.strip()[:200]
-        super().__init__(f"HTTP {self.status_code} {self.reason}".rstrip())
-
-
-def _describe(exc: BaseException) -> str:
-    """``HTTP 500 reason`` for a server error, ``ConnectError: reason`` for an httpx exception."""
-    text = str(exc)
-    if isinstance(exc, _ServerError):
-        return text
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
 class WarpCharger:
     """A Tinkerforge WARP2/WARP3 wallbox driven through slot 8 (``evse/external_current``), and with
     ``phase_switching`` through ``power_manager/external_control`` (WARP3/WARP4).
@@ -689,20 +666,8 @@ class WarpCharger:
     async def _send_once(self, method: str, path: str, body: object) -> httpx.Response:
         response = await self._http().request(method, path, json=body)
         if response.status_code >= 500:
-            raise _ServerError(response)
+            raise ServerError.of(response)
         return response
-
-    def _log_retry(self, retry_state: RetryCallState) -> None:
-        error = retry_state.outcome.exception() if retry_state.outcome else None
-        wait_s = retry_state.next_action.sleep if retry_state.next_action else 0.0
-        method, path = retry_state.args[:2]
-        self._log.debug(
-            "warp.retry",
-            request=f"{method} {path}",
-            attempt=retry_state.attempt_number,
-            error=_describe(error) if error else None,
-            wait_s=round(wait_s, 3),
-        )
 
     async def _request(
         self, method: str, path: str, body: object = None, *, refusal_ok: bool = False
@@ -715,13 +680,14 @@ class WarpCharger:
         """
         where = f"{method} {self._base_url}{path}"
         attempts = self._config.retries + 1
-        retrying = AsyncRetrying(
-            stop=stop_after_attempt(attempts),
-            wait=wait_exponential(multiplier=_BACKOFF_INITIAL_S, max=_BACKOFF_MAX_S)
-            + wait_random(0, _BACKOFF_INITIAL_S),
-            retry=retry_if_exception_type((httpx.TransportError, _ServerError)),
-            before_sleep=self._log_retry,
-            reraise=True,
+        retrying = backoff_retrying(
+            attempts=attempts,
+            backoff_s=_BACKOFF_INITIAL_S,
+            max_wait_s=_BACKOFF_MAX_S,
+            retry=retry_if_exception_type((httpx.TransportError, ServerError)),
+            log=self._log,
+            event="warp.retry",
+            context=lambda state: {"request": f"{state.args[0]} {state.args[1]}"},
         )
         try:
             response: httpx.Response = await retrying(self._send_once, method, path, body)
@@ -730,11 +696,11 @@ class WarpCharger:
             raise DeviceUnavailable(
                 self.name, f"{where}: no answer within {self._config.timeout_s:g} s ({attempts} attempts)"
             ) from exc
-        except (httpx.TransportError, _ServerError) as exc:
+        except (httpx.TransportError, ServerError) as exc:
             self._connection_lost()
-            raise DeviceUnavailable(self.name, f"{where}: {_describe(exc)} ({attempts} attempts)") from exc
+            raise DeviceUnavailable(self.name, f"{where}: {describe(exc)} ({attempts} attempts)") from exc
         except httpx.HTTPError as exc:
-            raise DeviceProtocolError(self.name, f"{where}: {_describe(exc)}") from exc
+            raise DeviceProtocolError(self.name, f"{where}: {describe(exc)}") from exc
         status = response.status_code
         if status == 404:
             return None

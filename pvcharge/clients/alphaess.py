@@ -31,16 +31,10 @@ from typing import Any
 
 import httpx
 import structlog
-from tenacity import (
-    AsyncRetrying,
-    RetryCallState,
-    retry_if_exception_type,
-    stop_after_attempt,
-    wait_exponential,
-    wait_random,
-)
+from tenacity import retry_if_exception_type
 
 from pvcharge.errors import DeviceError, DeviceProtocolError, DeviceUnavailable
+from pvcharge.retry import ServerError, backoff_retrying, describe
 from pvcharge.settings import Secret, SettingError, setting
 
 _log = structlog.get_logger(__name__)
@@ -171,22 +165,6 @@ class RateLimited(DeviceUnavailable):
         self.retry_after_s = retry_after_s
 
 
-class _ServerError(Exception):
-    """HTTP 5xx: the cloud failed internally or a gateway in front of it did; worth another attempt."""
-
-    def __init__(self, response: httpx.Response) -> None:
-        self.status_code = response.status_code
-        super().__init__(f"HTTP {self.status_code} {response.text.strip()[:200]}".rstrip())
-
-
-def _describe(exc: BaseException) -> str:
-    """``HTTP 500 reason`` for a server error, ``ConnectError: reason`` for an httpx exception."""
-    text = str(exc)
-    if isinstance(exc, _ServerError):
-        return text
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
 class AlphaEssClient:
     """Signed requests to the AlphaESS Open API, with retries and a 6053 backoff.
 
@@ -294,20 +272,8 @@ class AlphaEssClient:
         # Signed per attempt, so a retry carries a fresh timeStamp.
         response = await self._http().request(method, path, params=params, json=body, headers=self._headers())
         if response.status_code >= 500:
-            raise _ServerError(response)
+            raise ServerError.of(response)
         return response
-
-    def _log_retry(self, retry_state: RetryCallState) -> None:
-        error = retry_state.outcome.exception() if retry_state.outcome else None
-        wait_s = retry_state.next_action.sleep if retry_state.next_action else 0.0
-        method, path = retry_state.args[:2]
-        self._log.debug(
-            "alphaess.retry",
-            request=f"{method} {path}",
-            attempt=retry_state.attempt_number,
-            error=_describe(error) if error else None,
-            wait_s=round(wait_s, 3),
-        )
 
     async def _call(
         self,
@@ -327,12 +293,14 @@ class AlphaEssClient:
                 retry_after_s=left_s,
             )
         attempts = self._retries + 1
-        retrying = AsyncRetrying(
-            stop=stop_after_attempt(attempts),
-            wait=wait_exponential(multiplier=self._backoff_s, max=30.0) + wait_random(0, self._backoff_s),
-            retry=retry_if_exception_type((httpx.TransportError, _ServerError)),
-            before_sleep=self._log_retry,
-            reraise=True,
+        retrying = backoff_retrying(
+            attempts=attempts,
+            backoff_s=self._backoff_s,
+            max_wait_s=30.0,
+            retry=retry_if_exception_type((httpx.TransportError, ServerError)),
+            log=self._log,
+            event="alphaess.retry",
+            context=lambda state: {"request": f"{state.args[0]} {state.args[1]}"},
         )
         try:
             response: httpx.Response = await retrying(self._send_once, method, path, params, body)
@@ -340,10 +308,10 @@ class AlphaEssClient:
             raise DeviceUnavailable(
                 self.name, f"{where}: no answer within {self._timeout_s:g} s ({attempts} attempts)"
             ) from exc
-        except (httpx.TransportError, _ServerError) as exc:
-            raise DeviceUnavailable(self.name, f"{where}: {_describe(exc)} ({attempts} attempts)") from exc
+        except (httpx.TransportError, ServerError) as exc:
+            raise DeviceUnavailable(self.name, f"{where}: {describe(exc)} ({attempts} attempts)") from exc
         except httpx.HTTPError as exc:
-            raise DeviceProtocolError(self.name, f"{where}: {_describe(exc)}") from exc
+            raise DeviceProtocolError(self.name, f"{where}: {describe(exc)}") from exc
         if response.status_code != 200:
             raise DeviceProtocolError(
                 self.name,

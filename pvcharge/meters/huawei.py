@@ -27,17 +27,11 @@ from dataclasses import dataclass
 import structlog
 from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusException
-from tenacity import (
-    AsyncRetrying,
-    RetryCallState,
-    retry_if_exception_type,
-    stop_after_attempt,
-    wait_exponential,
-    wait_random,
-)
+from tenacity import retry_if_exception_type
 
 from pvcharge.errors import DeviceProtocolError, DeviceUnavailable
 from pvcharge.readings import SiteReading
+from pvcharge.retry import backoff_retrying
 from pvcharge.settings import setting
 
 log = structlog.get_logger(__name__)
@@ -271,13 +265,12 @@ class HuaweiMeter:
         self._drop(None)
 
     async def _read_block(self, address: int, count: int) -> list[int]:
-        backoff_s = self._config.backoff_s
-        retrying = AsyncRetrying(
-            stop=stop_after_attempt(self._config.retries + 1),
-            wait=wait_exponential(multiplier=backoff_s, max=30.0) + wait_random(0, backoff_s),
+        retrying = backoff_retrying(
+            attempts=self._config.retries + 1,
+            backoff_s=self._config.backoff_s,
             retry=retry_if_exception_type(_Transient),
-            before_sleep=self._log_retry,
-            reraise=True,
+            log=self._log,
+            event="huawei.retry",
         )
         try:
             return await retrying(self._request, address, count)
@@ -286,14 +279,6 @@ class HuaweiMeter:
                 self.name,
                 f"{self._endpoint}: no usable answer after {self._config.retries + 1} attempt(s): {exc}",
             ) from exc
-
-    def _log_retry(self, state: RetryCallState) -> None:
-        self._log.debug(
-            "huawei.retry",
-            attempt=state.attempt_number,
-            cause=str(state.outcome.exception()) if state.outcome else None,
-            wait_s=round(state.upcoming_sleep, 3),
-        )
 
     async def _request(self, address: int, count: int) -> list[int]:
         """One attempt at reading ``count`` holding registers from ``address``."""

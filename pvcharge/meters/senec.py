@@ -48,17 +48,11 @@ from typing import Literal
 
 import httpx
 import structlog
-from tenacity import (
-    AsyncRetrying,
-    RetryCallState,
-    retry_if_exception,
-    stop_after_attempt,
-    wait_exponential,
-    wait_random,
-)
+from tenacity import retry_if_exception
 
 from pvcharge.errors import DeviceError, DeviceProtocolError, DeviceUnavailable
 from pvcharge.readings import SiteReading
+from pvcharge.retry import ServerError, backoff_retrying, describe
 from pvcharge.settings import SettingError, setting
 
 log = structlog.get_logger(__name__)
@@ -409,25 +403,11 @@ def _tls_failure(exc: BaseException) -> ssl.SSLError | None:
 # -- driver ---------------------------------------------------------------------------------------
 
 
-class _ServerError(Exception):
-    """HTTP 5xx: the appliance failed internally; worth another attempt."""
-
-    def __init__(self, response: httpx.Response) -> None:
-        super().__init__(f"HTTP {response.status_code} {response.text.strip()[:200]}".rstrip())
-
-
 def _transient(exc: BaseException) -> bool:
     """Worth another attempt: HTTP 5xx, or a timeout/connection error that is not a TLS failure."""
-    if isinstance(exc, _ServerError):
+    if isinstance(exc, ServerError):
         return True
     return isinstance(exc, httpx.TransportError) and _tls_failure(exc) is None
-
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc)
-    if isinstance(exc, _ServerError):
-        return text
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 class SenecMeter:
@@ -561,28 +541,19 @@ class SenecMeter:
             self._url, content=REQUEST_BODY, headers={"Content-Type": "application/json"}
         )
         if response.status_code >= 500:
-            raise _ServerError(response)
+            raise ServerError.of(response)
         return response
-
-    def _log_retry(self, state: RetryCallState) -> None:
-        error = state.outcome.exception() if state.outcome else None
-        self._log.debug(
-            "senec.retry",
-            attempt=state.attempt_number,
-            error=_describe(error) if error else None,
-            wait_s=round(state.upcoming_sleep, 3),
-        )
 
     async def _fetch(self) -> SiteReading:
         """One read: POST with retries, then decode.  Only DeviceError subclasses leave."""
         cfg = self._config
         attempts = cfg.retries + 1
-        retrying = AsyncRetrying(
-            stop=stop_after_attempt(attempts),
-            wait=wait_exponential(multiplier=cfg.backoff_s, max=30.0) + wait_random(0, cfg.backoff_s),
+        retrying = backoff_retrying(
+            attempts=attempts,
+            backoff_s=cfg.backoff_s,
             retry=retry_if_exception(_transient),
-            before_sleep=self._log_retry,
-            reraise=True,
+            log=self._log,
+            event="senec.retry",
         )
         try:
             response: httpx.Response = await retrying(self._post_once)
@@ -590,17 +561,17 @@ class SenecMeter:
             raise DeviceUnavailable(
                 self.name, f"POST {self._url}: no answer within {cfg.timeout_s:g} s ({attempts} attempts)"
             ) from exc
-        except (httpx.HTTPError, _ServerError) as exc:
+        except (httpx.HTTPError, ServerError) as exc:
             tls = _tls_failure(exc)
             if tls is not None:
                 raise DeviceProtocolError(self.name, self._tls_message(tls)) from exc
-            if not isinstance(exc, httpx.TransportError | _ServerError):
-                raise DeviceProtocolError(self.name, f"POST {self._url}: {_describe(exc)}") from exc
+            if not isinstance(exc, httpx.TransportError | ServerError):
+                raise DeviceProtocolError(self.name, f"POST {self._url}: {describe(exc)}") from exc
             hint = ""
             if cfg.scheme == "http" and isinstance(exc, httpx.ConnectError):
                 hint = "; firmware since Aug 2023 serves HTTPS only: try scheme: https"
             raise DeviceUnavailable(
-                self.name, f"POST {self._url}: {_describe(exc)} ({attempts} attempts){hint}"
+                self.name, f"POST {self._url}: {describe(exc)} ({attempts} attempts){hint}"
             ) from exc
         received_s = self._clock()
         if response.status_code != 200:
