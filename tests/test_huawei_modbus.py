@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from sitestub import FixedSite
 
 from pvcharge.errors import DeviceProtocolError, DeviceUnavailable
 from pvcharge.meters.huawei import Config, HuaweiMeter, create
@@ -33,18 +34,6 @@ EXAMPLE = SiteState(
     offered_current_a=0.0,
     offered_phases=3,
 )
-
-
-class FixedSite:
-    """A state source whose state the test sets; counts requests (one ``state()`` call each)."""
-
-    def __init__(self, state: SiteState) -> None:
-        self.current = state
-        self.calls = 0
-
-    def state(self) -> SiteState:
-        self.calls += 1
-        return self.current
 
 
 def meter(port: int, **overrides: Any) -> HuaweiMeter:

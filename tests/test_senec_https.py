@@ -19,6 +19,7 @@ import httpx
 import pytest
 import structlog
 import trustme
+from sitestub import FixedSite
 
 from pvcharge.errors import DeviceProtocolError, DeviceUnavailable
 from pvcharge.meters.senec import MAX_FAILURE_PAUSE_S, REQUEST_BODY, Config, SenecMeter, create
@@ -61,16 +62,6 @@ DISCHARGING = SiteState(
     offered_current_a=0.0,
     offered_phases=3,
 )
-
-
-class FixedSite:
-    """A state source whose state the test sets."""
-
-    def __init__(self, state: SiteState) -> None:
-        self.current = state
-
-    def state(self) -> SiteState:
-        return self.current
 
 
 class Clock:
