@@ -25,7 +25,7 @@ class TimeWindow:
         self._maxs: deque[tuple[float, float]] = deque()
         self._first_t: float | None = None
         self._last_t: float | None = None
-        self._last_value = 0.0
+        self._sum = 0.0  # of the values in _samples, so that mean is O(1)
 
     def add(self, t_s: float, value: float) -> None:
         """Append a sample; ``t_s`` must not decrease.  Samples older than ``t_s - length_s`` leave."""
@@ -34,8 +34,8 @@ class TimeWindow:
         if self._first_t is None:
             self._first_t = t_s
         self._last_t = t_s
-        self._last_value = value
         self._samples.append((t_s, value))
+        self._sum += value
         while self._mins and self._mins[-1][1] >= value:
             self._mins.pop()
         self._mins.append((t_s, value))
@@ -44,7 +44,7 @@ class TimeWindow:
         self._maxs.append((t_s, value))
         horizon = t_s - self.length_s
         while self._samples[0][0] < horizon:
-            self._samples.popleft()
+            self._sum -= self._samples.popleft()[1]
         while self._mins[0][0] < horizon:
             self._mins.popleft()
         while self._maxs[0][0] < horizon:
@@ -53,13 +53,10 @@ class TimeWindow:
     def clear(self) -> None:
         """Forget all samples (e.g. after stale data: the window must fill again)."""
         self._samples.clear()
+        self._sum = 0.0
         self._mins.clear()
         self._maxs.clear()
         self._first_t = self._last_t = None
-
-    @property
-    def empty(self) -> bool:
-        return self._last_t is None
 
     @property
     def full(self) -> bool:
@@ -80,19 +77,7 @@ class TimeWindow:
         """Largest value in the window. Raises ``IndexError`` when empty."""
         return self._maxs[0][1]
 
-    def quantile(self, q: float) -> float:
-        """The ``q``-quantile (0 = min, 0.5 = median, 1 = max) of the samples in the window."""
-        values = sorted(v for _, v in self._samples)
-        return values[min(len(values) - 1, int(q * len(values)))]
-
     @property
     def mean(self) -> float:
         """Mean of the samples in the window."""
-        return sum(v for _, v in self._samples) / len(self._samples)
-
-    @property
-    def last(self) -> float:
-        """The newest value. Raises ``ValueError`` when empty."""
-        if self._last_t is None:
-            raise ValueError("empty window")
-        return self._last_value
+        return self._sum / len(self._samples)
