@@ -242,12 +242,18 @@ def test_a_car_drawing_on_one_phase_is_treated_as_1p() -> None:
 
 
 # -- modes and stale data -----------------------------------------------------------------------------
-def test_off_never_charges_and_fast_charges_max_on_3p_without_meter() -> None:
+def test_off_never_charges_and_fast_charges_max_on_3p_but_never_on_a_dead_meter() -> None:
     ctl = make(phases="auto", mode="off")
     assert ctl.step(0.0, site(0.0, grid=-20000, pv=20000), car(0.0)).command.current_a == 0
     ctl.set_mode("fast")
-    d = ctl.step(1.0, None, car(1.0))
+    d = ctl.step(1.0, site(1.0, grid=500, pv=0), car(1.0))
     assert (d.command.current_a, d.command.phases) == (16, 3)
+    d = ctl.step(2.0, None, car(2.0))  # fast needs no surplus, but full current on a dead meter is out
+    assert d.command.current_a == 0 and "safe state" in d.reason
+    d = ctl.step(40.0, site(5.0, grid=500, pv=0), car(40.0))  # 35 s old > max_age_s
+    assert d.command.current_a == 0 and "stale" in d.reason
+    ctl = make(phases=3, mode="fast", safe_state="min_current")
+    assert ctl.step(0.0, None, car(0.0)).command.current_a == 6
 
 
 def test_minpv_never_below_min_current_and_takes_surplus_on_top() -> None:

@@ -26,6 +26,15 @@ class SiteConfig:
     voltage_v: float = setting(
         230.0, doc="nominal phase voltage used to turn power into current", unit="V", min=100, max=400
     )
+    max_grid_current_a: float | None = setting(
+        None,
+        doc="main fuse per phase: the car is turned down (or paused) so no phase imports more than this, "
+        "in every mode; checked against the meter's phase currents where it gives them, else all other "
+        "import is assumed on the car's phase; unset: no limit",
+        unit="A",
+        min=6,
+        max=1000,
+    )
 
 
 @dataclass(frozen=True)
@@ -185,8 +194,13 @@ class ControlConfig:
     )
     safe_state: Literal["pause", "min_current"] = setting(
         "pause",
-        doc="on stale or missing meter data: pause; or min_current, which keeps min current in minpv mode "
-        "(pv mode always pauses)",
+        doc="on stale or missing meter data: pause; or min_current, which keeps min current in minpv and "
+        "fast mode (pv mode always pauses)",
+    )
+    exit_state: Literal["pause", "leave"] = setting(
+        "pause",
+        doc="what the daemon leaves the charger in when it stops: pause; or leave the last command (the "
+        "charger then runs on without a controller)",
     )
 
     def __post_init__(self) -> None:

@@ -40,7 +40,14 @@ charging, switches its contactors and reconnects the car; the simulated car paus
 costs no extra start.
 
 **Stale data.** A meter reading older than ``max_age_s`` (or none) sends the car to the safe state at
-once (pause; ``min_current`` keeps min current in ``minpv``), clears the filters, and says why.
+once (pause; ``min_current`` keeps min current in ``minpv`` and ``fast``), clears the filters, and says
+why; in every mode but ``off``, ``fast`` included.
+
+**Fuse.** With ``site.max_grid_current_a`` every command, in every mode, is capped so that no phase
+imports more than the fuse: the other loads per phase come from the meter's phase currents minus the
+car's own (or, without phase currents, all other import is assumed on the car's phase).  The cap acts
+on the next reading and is released only after the headroom stayed higher for ``FUSE_RELEASE_S``; below
+min current the car pauses.
 """
 
 from __future__ import annotations
@@ -55,6 +62,7 @@ from pvcharge.readings import ChargerCapabilities, ChargerCommand, ChargerReadin
 
 CAR_SETTLE_MAX_S = 30.0  #: the longest a stale charger reading holds back new meter readings, in s
 RECENT_S = 30.0  #: the surplus minimum of this last span sets the current at a start or phase switch
+FUSE_RELEASE_S = 60.0  #: the fuse cap rises only after the headroom stayed higher this long, in s
 
 
 @dataclass(frozen=True)
@@ -97,22 +105,12 @@ class Controller:
         site: SiteConfig | None = None,
         capabilities: ChargerCapabilities | None = None,
     ) -> None:
-        self.control = control
-        self.charge_point = charge_point
-        self.site = site or SiteConfig()
-        caps = capabilities or ChargerCapabilities()
-        #: the current range both the installation and the charger allow, in A
-        self.min_current_a = max(charge_point.min_current_a, caps.min_current_a)
-        self.max_current_a = max(self.min_current_a, min(charge_point.max_current_a, caps.max_current_a))
-        #: a charger that can only start and stop charges at a fixed current: max_current_a
-        self.on_off_only = caps.on_off_only
-        self.mode: Mode = control.mode
-        self.auto_phases = charge_point.phases == "auto"
+        self._caps = capabilities or ChargerCapabilities()
         self._window = TimeWindow(control.window_s)
         self._phase_gain = TimeWindow(control.phase_window_s)  # how much better 3p would do than 1p, W
         self._recent = TimeWindow(RECENT_S)  # the last half minute, for the level to start or switch at
         self._dt_s = 0.0  # seconds the newest reading stands for (its distance to the previous one)
-        self._phases = 1 if self.auto_phases else int(charge_point.phases)
+        self._phases = 1 if charge_point.phases == "auto" else int(charge_point.phases)
         self._switches: deque[float] = deque()  # times of phase switches in the last hour
         self._last_reading_t = -math.inf
         self._available_w: float | None = None
@@ -122,6 +120,32 @@ class Controller:
         self._changed_at = -math.inf  # when the command last changed
         self._reset_session()
         self._off_since = -math.inf
+        self._fuse_window = TimeWindow(FUSE_RELEASE_S)  # fuse headroom per phase, A
+        self._fuse_t = -math.inf
+        self.mode: Mode = control.mode
+        self.reconfigure(control, charge_point, site)
+
+    def reconfigure(
+        self, control: ControlConfig, charge_point: ChargePoint, site: SiteConfig | None = None
+    ) -> None:
+        """Take new settings (a reloaded config) without losing the session: a charging car goes on
+        charging, the filters keep their samples (their windows take the new lengths), the mode becomes
+        ``control.mode``.  The charger's capabilities stay."""
+        self.control = control
+        self.charge_point = charge_point
+        self.site = site or SiteConfig()
+        caps = self._caps
+        #: the current range both the installation and the charger allow, in A
+        self.min_current_a = max(charge_point.min_current_a, caps.min_current_a)
+        self.max_current_a = max(self.min_current_a, min(charge_point.max_current_a, caps.max_current_a))
+        #: a charger that can only start and stop charges at a fixed current: max_current_a
+        self.on_off_only = caps.on_off_only
+        self.auto_phases = charge_point.phases == "auto"
+        if not self.auto_phases:
+            self._phases = int(charge_point.phases)
+        self._window.length_s = control.window_s
+        self._phase_gain.length_s = control.phase_window_s
+        self.set_mode(control.mode)
 
         v = self.site.voltage_v
         min_3p = 3 * self.min_current_a * v
@@ -226,7 +250,7 @@ class Controller:
             charger: the latest charger reading, or ``None`` if the charger did not answer; the car
                 power is then taken as 0 W (which can only lower the surplus).
         """
-        decision = self._step(now, site, charger)
+        decision = self._fuse(now, site, charger, self._step(now, site, charger))
         if decision.command != self._last_command:
             self._last_command, self._changed_at = decision.command, now
         return decision
@@ -239,6 +263,13 @@ class Controller:
         if self.mode == "fast":
             self._reset_session()
             self._available_w = None
+            if self._stale(now, site):
+                self._fuse_window.clear()
+                if self.control.safe_state == "min_current":
+                    return self._decision(
+                        self.lowest_a, f"mode fast, {self._stale(now, site)}: safe state, min current"
+                    )
+                return self._decision(0.0, f"mode fast, {self._stale(now, site)}: safe state, paused")
             if (
                 self.auto_phases
                 and self._phases != 3
@@ -258,16 +289,10 @@ class Controller:
             self._detect_one_phase_car(charger)
 
         # fresh data?
-        if site is None or now - site.timestamp_s > self.control.max_age_s:
-            what = (
-                "no meter reading yet"
-                if site is None
-                else (
-                    f"meter reading stale: {now - site.timestamp_s:.0f} s old "
-                    f"> max_age_s {self.control.max_age_s:g} s"
-                )
-            )
+        what = self._stale(now, site)
+        if what:
             self._window.clear()
+            self._fuse_window.clear()
             self._recent.clear()
             self._phase_gain.clear()
             self._available_w = None
@@ -277,6 +302,7 @@ class Controller:
             if self._on:
                 self._stop_session(now)
             return self._decision(0.0, f"{what}: safe state, paused")
+        assert site is not None  # not stale
         # A charger reading from before the last command change, next to a meter reading from after it,
         # would pair the old car power with the new grid power (cloud chargers are polled slowly): such
         # a pair does not enter the filters, for at most CAR_SETTLE_MAX_S.
@@ -306,6 +332,64 @@ class Controller:
         if self.mode == "minpv":
             return self._minpv(now, available)
         return self._pv(now, site, available)
+
+    def _stale(self, now: float, site: SiteReading | None) -> str:
+        """Why the meter data cannot be used (``""`` if it is fresh)."""
+        if site is None:
+            return "no meter reading yet"
+        if now - site.timestamp_s > self.control.max_age_s:
+            age_s = now - site.timestamp_s
+            return f"meter reading stale: {age_s:.0f} s old > max_age_s {self.control.max_age_s:g} s"
+        return ""
+
+    def fuse_headroom_a(self, site: SiteReading, charger: ChargerReading | None, phases: int) -> float:
+        """The most current per phase the car may draw on ``phases`` so that no phase imports more
+        than ``site.max_grid_current_a`` (``inf`` without a limit).
+
+        Other loads per phase = meter phase current − the car's own current on it (from the charger's
+        phase currents, else its power spread over the phases it draws on, L1 first).  Without meter
+        phase currents all import beyond the car is assumed on one of the car's phases.
+        """
+        limit = self.site.max_grid_current_a
+        if limit is None:
+            return math.inf
+        v = self.site.voltage_v
+        car_w = charger.power_w if charger is not None else 0.0
+        if site.grid_currents_a is None:
+            other_a = max(0.0, site.grid_power_w - car_w) / v
+            return limit - other_a
+        if charger is not None and charger.phase_currents_a is not None:
+            car_a = charger.phase_currents_a
+        else:
+            n = charger.phases if charger is not None and charger.phases in (1, 3) else self._eff_phases()
+            each = car_w / (n * v)
+            car_a = (each, each if n == 3 else 0.0, each if n == 3 else 0.0)
+        others = [grid - car for grid, car in zip(site.grid_currents_a, car_a, strict=True)]
+        return limit - max(others[:phases])
+
+    def _fuse(
+        self, now: float, site: SiteReading | None, charger: ChargerReading | None, decision: Decision
+    ) -> Decision:
+        """Cap the command at the fuse headroom: down at once, back up only after it stayed higher
+        for ``FUSE_RELEASE_S``; below min current the car pauses."""
+        if self.site.max_grid_current_a is None or site is None or self._stale(now, site):
+            return decision
+        command = decision.command
+        if site.timestamp_s > self._fuse_t:
+            self._fuse_t = site.timestamp_s
+            self._fuse_window.add(site.timestamp_s, self.fuse_headroom_a(site, charger, command.phases))
+        headroom = self._fuse_window.min
+        cap = math.floor(headroom + 1e-9)
+        if command.current_a <= cap:
+            return decision
+        current = float(cap) if cap >= self.lowest_a and not self.on_off_only else 0.0
+        if current == 0.0 and self._on:
+            self._stop_session(now)
+        reason = (
+            f"fuse limit: {self.site.max_grid_current_a:g} A per phase leaves the car "
+            f"{max(headroom, 0):.1f} A ({decision.reason})"
+        )
+        return Decision(ChargerCommand(current, command.phases), reason, decision.mode, decision.available_w)
 
     def _detect_one_phase_car(self, charger: ChargerReading) -> None:
         if self._phases == 3 and charger.phases == 1:
