@@ -39,6 +39,14 @@ from pvcharge.readings import ChargerCommand, ChargerReading, SiteReading
 
 log = structlog.get_logger("pvcharge.daemon")
 
+SHUTDOWN_WRITE_S = 10.0  #: the longest the pause on the way out may take, in s
+
+
+def _describe(command: ChargerCommand | None) -> str:
+    if command is None:
+        return "none sent"
+    return "paused" if command.paused else f"{command.current_a:g} A on {command.phases}p"
+
 
 @dataclass
 class Stats:
@@ -119,13 +127,7 @@ class Daemon:
         self.clock = clock
         self.sleep = sleep
         self.on_cycle = on_cycle
-        if config.charge_point.phases == "auto" and not charger.capabilities.phase_switching:
-            raise ConfigError(
-                config.path,
-                "charger.phases",
-                f"auto needs a charger that can switch between 1 and 3 phases; {charger.name} cannot "
-                "(set 1 or 3)",
-            )
+        self._check_phases(config)
         self.controller = Controller(
             config.control, config.charge_point, config.site, capabilities=charger.capabilities
         )
@@ -137,6 +139,51 @@ class Daemon:
         self._last_reason_kind = ""
         self._meter_health = _Health(meter.name)
         self._charger_health = _Health(charger.name)
+        self._car_connected: bool | None = None  # from the last charger reading
+        self._pending_config: Config | None = None  # a reloaded config, applied at the next cycle
+
+    def reload(self, config: Config) -> None:
+        """Take a new, already validated config from the next cycle on (SIGHUP).
+
+        The control settings, the charge point's limits and the site may change; the mode becomes the
+        new config's ``control.mode``.  The controller keeps its session and filters
+        (:meth:`Controller.reconfigure`), so a reload alone never stops or starts the car.
+
+        Raises:
+            ConfigError: the new config changes the meter or the charger (type, address, credentials):
+                that needs a restart (new connections); the old config stays in force.
+        """
+        for section in ("meter", "charger"):
+            if getattr(config, section) != getattr(self.config, section):
+                raise ConfigError(
+                    config.path,
+                    section,
+                    "changed; a new meter or charger section needs a restart (systemctl restart pvcharge); "
+                    "the old config stays in force",
+                )
+        self._check_phases(config)
+        self._pending_config = config
+
+    def _check_phases(self, config: Config) -> None:
+        if config.charge_point.phases == "auto" and not self.charger.capabilities.phase_switching:
+            raise ConfigError(
+                config.path,
+                "charger.phases",
+                f"auto needs a charger that can switch between 1 and 3 phases; {self.charger.name} cannot "
+                "(set 1 or 3)",
+            )
+
+    def _apply_config(self, config: Config) -> None:
+        previous_mode = self.controller.mode
+        self.config = config
+        self.controller.reconfigure(config.control, config.charge_point, config.site)
+        log.info(
+            "config_reloaded",
+            path=config.path,
+            mode=self.controller.mode,
+            previous_mode=previous_mode,
+            interval_s=config.control.interval_s,
+        )
 
     async def _read(self, what: str, coro: Awaitable[Any], health: _Health) -> Any:
         timeout_s = self.config.control.max_age_s
@@ -154,8 +201,17 @@ class Daemon:
             return None
         if health.ok(self.clock()) and health is self._charger_health:
             # a charger that was unreachable may have rebooted and lost its command: send it again
-            self._applied = None
+            self._reassert("charger back after an outage")
         return result
+
+    def _reassert(self, why: str) -> None:
+        """Send the current command again next cycle, whatever the driver believes the charger holds."""
+        self._applied = None
+        try:
+            self.charger.forget()
+        except Exception as exc:  # a driver bug must not end the loop
+            log.error("driver_error", device=self.charger.name, what="forget", error=repr(exc))
+        log.info("command_reasserted", device=self.charger.name, why=why)
 
     async def cycle(self) -> Cycle:
         """Run one control cycle and return what happened."""
@@ -169,6 +225,14 @@ class Daemon:
             self._last_site = site
         if charger is None:
             self.stats.charger_failures += 1
+        else:
+            if charger.connected and self._car_connected is False:
+                # Easee, for one, clears its pause and dynamic current when a car is plugged in
+                self._reassert("vehicle connected")
+            self._car_connected = charger.connected
+        if self._pending_config is not None:
+            self._apply_config(self._pending_config)
+            self._pending_config = None
         now = self.clock()
         decision = self.controller.step(now, self._last_site, charger)
         written = await self._apply(decision)
@@ -268,19 +332,18 @@ class Daemon:
         drivers are closed.
         """
         stop = stop or asyncio.Event()
-        interval = self.config.control.interval_s
         log.info(
             "started",
             meter=self.meter.name,
             charger=self.charger.name,
             mode=self.controller.mode,
-            interval_s=interval,
+            interval_s=self.config.control.interval_s,
         )
         next_tick = self.clock()
         try:
             while not stop.is_set() and (max_cycles is None or self.stats.cycles < max_cycles):
                 await self.cycle()
-                next_tick += interval
+                next_tick += self.config.control.interval_s  # a reload may change it
                 delay = next_tick - self.clock()
                 if delay < 0:  # overran: do not try to catch up with a burst of cycles
                     next_tick = self.clock()
@@ -295,13 +358,27 @@ class Daemon:
         return self.stats
 
     async def _shutdown(self) -> None:
-        if not self._writes_blocked and (self._applied is None or self._applied.current_a > 0):
+        """Leave the charger in ``control.exit_state`` and close the drivers.
+
+        ``pause``: one pause command, unless the charger already holds one (or refuses all writes),
+        awaited to the end (at most ``SHUTDOWN_WRITE_S``) so nothing is left half-written; ``leave``:
+        nothing is sent, the charger keeps the last command.
+        """
+        if self.config.control.exit_state == "leave":
+            log.info("stopped", charger_left="as it was", command=_describe(self._acknowledged))
+        elif self._writes_blocked:
+            log.info("stopped", charger_left="as it was: writes blocked")
+        elif self._applied is not None and self._applied.current_a == 0:
+            log.info("stopped", charger_left="paused")
+        else:
             pause = ChargerCommand(0.0, self.controller.phases)
             try:
-                await asyncio.wait_for(self.charger.apply(pause), timeout=10.0)
+                await asyncio.wait_for(self.charger.apply(pause), timeout=SHUTDOWN_WRITE_S)
                 log.info("stopped", charger_left="paused")
             except Exception as exc:
-                log.warning("stopped", charger_left="unknown: pause failed", error=repr(exc))
+                log.warning(
+                    "stopped", charger_left="unknown: pause failed", error=getattr(exc, "message", repr(exc))
+                )
         for device in (self.meter, self.charger):
             try:
                 await device.close()

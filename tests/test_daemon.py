@@ -9,7 +9,7 @@ from structlog.testing import capture_logs
 
 from pvcharge.config import parse_config
 from pvcharge.daemon import Daemon
-from pvcharge.errors import DeviceUnavailable, WriteDeferred, WritesBlocked
+from pvcharge.errors import ConfigError, DeviceUnavailable, WriteDeferred, WritesBlocked
 from pvcharge.readings import ChargerCapabilities, ChargerCommand, ChargerReading, SiteReading
 
 CONFIG = parse_config(
@@ -52,15 +52,20 @@ class Charger:
         self.errors: list[BaseException] = []
         self.applied: list[ChargerCommand] = []
         self.calls = 0
+        self.forgotten = 0
+        self.connected = True
 
     async def read(self) -> ChargerReading:
-        return ChargerReading(True, False, 0.0, 0.0, 0, self.clock())
+        return ChargerReading(self.connected, False, 0.0, 0.0, 0, self.clock())
 
     async def apply(self, command: ChargerCommand) -> None:
         self.calls += 1
         if self.errors:
             raise self.errors.pop(0)
         self.applied.append(command)
+
+    def forget(self) -> None:
+        self.forgotten += 1
 
     async def close(self) -> None:
         pass
@@ -144,3 +149,62 @@ async def test_the_command_is_sent_again_when_the_charger_comes_back() -> None:
     await run(daemon, clock, 2)
     assert len(charger.applied) == 2  # re-asserted once after the outage, not every cycle
     assert charger.applied[1] == charger.applied[0]
+    assert charger.forgotten == 1  # and the driver forgot what it believed the charger holds
+
+
+async def test_a_newly_connected_car_gets_the_command_again() -> None:
+    """Easee clears its pause and dynamic current on plug-in: the daemon re-asserts on A -> B."""
+    daemon, _, charger, clock = make()
+    await run(daemon, clock, 2)
+    charger.connected = False
+    await run(daemon, clock, 2)
+    sent = len(charger.applied)
+    charger.connected = True
+    with capture_logs() as logs:
+        await run(daemon, clock, 3)
+    assert charger.forgotten == 1
+    assert len(charger.applied) == sent + 1  # once, not every cycle
+    assert any(e["event"] == "command_reasserted" and e["why"] == "vehicle connected" for e in logs)
+
+
+def config_with(control: str, charger: str = "{type: warp, url: 'http://127.0.0.1', phases: 1}") -> Any:
+    return parse_config(f"meter: {{type: huawei, host: 127.0.0.1}}\ncharger: {charger}\ncontrol: {control}\n")
+
+
+async def test_reload_takes_new_settings_next_cycle_without_stopping_the_car() -> None:
+    daemon, _, charger, clock = make()
+    await run(daemon, clock, 3)
+    assert charger.applied[-1].current_a == 12.0
+    daemon.reload(config_with("{cloud_filter: 'off', interval_s: 5, max_age_s: 30, mode: fast}"))
+    assert daemon.controller.mode == "pv"  # not before the next cycle
+    with capture_logs() as logs:
+        cycles = await run(daemon, clock, 2)
+    assert daemon.controller.mode == "fast"
+    assert [c.decision.command.current_a for c in cycles] == [16.0, 16.0]  # no pause in between
+    assert any(e["event"] == "config_reloaded" and e["previous_mode"] == "pv" for e in logs)
+
+
+async def test_reload_refuses_a_new_device_and_keeps_the_old_config() -> None:
+    daemon, _, _, _ = make()
+    other = config_with("{mode: fast}", charger="{type: warp, url: 'http://127.0.0.2', phases: 1}")
+    with pytest.raises(ConfigError, match="charger: changed; .* needs a restart"):
+        daemon.reload(other)
+    auto = config_with("{mode: fast}", charger="{type: warp, url: 'http://127.0.0.1', phases: auto}")
+    with pytest.raises(ConfigError, match="charger.phases"):
+        daemon.reload(auto)
+    assert daemon.config is CONFIG and daemon._pending_config is None
+
+
+@pytest.mark.parametrize(("exit_state", "sent"), [("pause", [0.0]), ("leave", [])])
+async def test_exit_state_pause_or_leave(exit_state: str, sent: list[float]) -> None:
+    clock = Clock()
+    meter, charger = Meter(clock), Charger(clock)
+    config = config_with(f"{{cloud_filter: 'off', interval_s: 5, max_age_s: 30, exit_state: {exit_state}}}")
+    daemon = Daemon(config, meter, charger, clock=clock)
+    await run(daemon, clock, 2)
+    before = len(charger.applied)
+    with capture_logs() as logs:
+        await daemon._shutdown()
+    assert [c.current_a for c in charger.applied[before:]] == sent
+    stopped = next(e for e in logs if e["event"] == "stopped")
+    assert stopped["charger_left"] == ("paused" if exit_state == "pause" else "as it was")

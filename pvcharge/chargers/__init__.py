@@ -48,6 +48,15 @@ class Charger(Protocol):
         """
         ...
 
+    def forget(self) -> None:
+        """Forget what the charger is believed to hold: the next :meth:`apply` sends the whole command.
+
+        The daemon calls this when the charger may have lost its command behind the driver's back:
+        after an outage (a reboot) and when a vehicle is newly connected (Easee clears a pause and
+        its dynamic current on plug-in).  No I/O.
+        """
+        ...
+
     async def close(self) -> None:
         """Release connections. Safe to call twice."""
         ...
