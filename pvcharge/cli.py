@@ -42,6 +42,8 @@ def _load(path: str) -> Config:
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     config = _load(args.file)
+    for warning in config.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     print(f"# {args.file}: valid. Effective configuration (defaults filled in, secrets redacted):")
     print(yaml.safe_dump(to_dict(config), sort_keys=False), end="")
     return 0

@@ -27,6 +27,7 @@ import difflib
 import importlib
 import os
 import re
+import stat
 import types
 import typing
 from collections.abc import Mapping
@@ -84,6 +85,9 @@ class Config:
     charge_point: ChargePoint
     control: ControlConfig
     log: LogConfig
+    #: things that work but should be fixed, e.g. a secret in a file others can read; the daemon logs
+    #: each as a ``config_warning`` at start-up
+    warnings: tuple[str, ...] = ()
 
 
 def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> Config:
@@ -139,7 +143,7 @@ def parse_config(text: str, path: str = "<config>", environ: Mapping[str, str] |
             f"must be >= the meter's update interval ({update_s:g} s), got {control.max_age_s:g} s: "
             "every reading would count as stale",
         )
-    return Config(path, site, meter, charger, charge_point, control, log)
+    return Config(path, site, meter, charger, charge_point, control, log, warnings=loader.warnings())
 
 
 def _kind(value: Any) -> str:
@@ -159,6 +163,25 @@ class _Loader:
     def __init__(self, path: str, environ: Mapping[str, str]) -> None:
         self.path = path
         self.environ = environ
+        self.inline_secrets: list[str] = []  # keys whose secret is written in the config file itself
+        self.secret_files: list[tuple[str, Path]] = []
+
+    def warnings(self) -> tuple[str, ...]:
+        """A secret in a file that other users may read (mode o+r): one warning per file."""
+        found = []
+        files = [(key, Path(self.path)) for key in self.inline_secrets[:1]] + self.secret_files
+        for key, file in files:
+            try:
+                mode = file.stat().st_mode
+            except OSError:
+                continue  # parse_config on text that is not from a file
+            if mode & stat.S_IROTH:
+                found.append(
+                    f"{file} holds a secret ({key}) and is readable by other users "
+                    f"(mode {stat.S_IMODE(mode):04o}): chmod o-r {file}, or give the secret as "
+                    "<key>_file, ${ENV} or a systemd credential"
+                )
+        return tuple(found)
 
     def error(self, key: str, problem: str) -> ConfigError:
         return ConfigError(self.path, key, problem)
@@ -213,6 +236,10 @@ class _Loader:
                 if name in data:
                     raise self.error(f"{section}.{key}", f"give either '{name}' or '{key}', not both")
                 kwargs[name] = Secret(self._read_secret_file(f"{section}.{key}", raw))
+            elif key in fields and _is_secret(hints[key]) and raw is not None:
+                if not (isinstance(raw, str) and _ENV_REF.fullmatch(raw.strip())):
+                    self.inline_secrets.append(f"{section}.{key}")
+                kwargs[key] = self.value(f"{section}.{key}", raw, hints[key], fields[key].metadata)
             elif key in fields:
                 kwargs[key] = self.value(f"{section}.{key}", raw, hints[key], fields[key].metadata)
         for name, f in fields.items():
@@ -234,6 +261,7 @@ class _Loader:
         file = Path(self.expand(key, raw))
         if not file.is_absolute():
             file = Path(self.path).parent / file
+        self.secret_files.append((key, file))
         try:
             return file.read_text(encoding="utf-8").rstrip("\r\n")
         except OSError as exc:

@@ -254,3 +254,36 @@ def test_check_config_error_exit_code(tmp_path: Path, capsys: pytest.CaptureFixt
     assert main(["check-config", str(path)]) == 2
     err = capsys.readouterr().err
     assert f"{path}: control.min_off_s: expected a value within 0–7200 s, got -1" in err
+
+
+def test_a_secret_in_a_file_others_can_read_is_warned_about(tmp_path: Path) -> None:
+    config = tmp_path / "pvcharge.yaml"
+    config.write_text(
+        "meter: {type: huawei, host: 127.0.0.1}\n"
+        "charger: {type: warp, url: 'http://127.0.0.1', username: admin, password: hunter2-secret}\n"
+    )
+    config.chmod(0o644)
+    (warning,) = load_config(config).warnings
+    assert str(config) in warning and "charger.password" in warning and "0644" in warning
+    assert "hunter2-secret" not in warning
+    config.chmod(0o640)
+    assert load_config(config).warnings == ()
+    # the secret in its own file: that file is checked, the config file is not
+    secret = tmp_path / "warp-password"
+    secret.write_text("hunter2-secret\n")
+    secret.chmod(0o604)
+    config.write_text(
+        "meter: {type: huawei, host: 127.0.0.1}\n"
+        "charger: {type: warp, url: 'http://127.0.0.1', username: admin, password_file: warp-password}\n"
+    )
+    config.chmod(0o644)
+    (warning,) = load_config(config).warnings
+    assert str(secret) in warning and "charger.password_file" in warning
+    secret.chmod(0o600)
+    assert load_config(config).warnings == ()
+    # a ${ENV} reference is not a secret written in the file
+    config.write_text(
+        "meter: {type: huawei, host: 127.0.0.1}\n"
+        "charger: {type: warp, url: 'http://127.0.0.1', username: admin, password: '${WARP_PW}'}\n"
+    )
+    assert load_config(config, environ={"WARP_PW": "hunter2-secret"}).warnings == ()
