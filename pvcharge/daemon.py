@@ -23,6 +23,7 @@ real daemon on a compressed simulated clock.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -140,6 +141,9 @@ class Daemon:
         self._meter_health = _Health(meter.name)
         self._charger_health = _Health(charger.name)
         self._car_connected: bool | None = None  # from the last charger reading
+        self._values: tuple[float | None, ...] = ()  # the meter's last values and since when
+        self._values_since: float | None = None
+        self._frozen = False
         self._pending_config: Config | None = None  # a reloaded config, applied at the next cycle
 
     def reload(self, config: Config) -> None:
@@ -204,6 +208,30 @@ class Daemon:
             self._reassert("charger back after an outage")
         return result
 
+    def _unfreeze(self, site: SiteReading) -> SiteReading:
+        """A reading whose values have not changed for ``control.frozen_s`` keeps the timestamp of when
+        they first appeared, so the controller sees it stale: a meter answering with frozen values is
+        as dead as a silent one (real meters never repeat grid power to the watt for minutes)."""
+        values = (site.grid_power_w, site.pv_power_w, site.battery_power_w, site.battery_soc_pct)
+        frozen_s = self.config.control.frozen_s
+        if values != self._values or self._values_since is None:
+            self._values, self._values_since = values, site.timestamp_s
+            if self._frozen:
+                log.info("meter_values_moving_again", device=self.meter.name)
+                self._frozen = False
+            return site
+        if frozen_s <= 0 or site.timestamp_s - self._values_since <= frozen_s:
+            return site
+        if not self._frozen:
+            log.warning(
+                "meter_values_frozen",
+                device=self.meter.name,
+                unchanged_s=round(site.timestamp_s - self._values_since),
+                action="treated as stale until they change",
+            )
+            self._frozen = True
+        return dataclasses.replace(site, timestamp_s=self._values_since)
+
     def _reassert(self, why: str) -> None:
         """Send the current command again next cycle, whatever the driver believes the charger holds."""
         self._applied = None
@@ -222,7 +250,7 @@ class Daemon:
         if site is None:
             self.stats.meter_failures += 1
         else:
-            self._last_site = site
+            self._last_site = self._unfreeze(site)
         if charger is None:
             self.stats.charger_failures += 1
         else:

@@ -208,3 +208,25 @@ async def test_exit_state_pause_or_leave(exit_state: str, sent: list[float]) -> 
     assert [c.current_a for c in charger.applied[before:]] == sent
     stopped = next(e for e in logs if e["event"] == "stopped")
     assert stopped["charger_left"] == ("paused" if exit_state == "pause" else "as it was")
+
+
+async def test_frozen_meter_values_count_as_stale() -> None:
+    """A meter that answers with the same values to the watt (SENEC's frozen lala.cgi) is as dead as
+    a silent one: after control.frozen_s (120 s) the car goes to the safe state."""
+    daemon, meter, charger, clock = make()
+    with capture_logs() as logs:
+        cycles = await run(daemon, clock, 30)  # the fake meter's values never change
+    charging = [c.now - 1000 for c in cycles if c.decision.command.current_a > 0]
+    assert charging and max(charging) <= 120 + 5
+    paused = [c for c in cycles if c.now - 1000 > 125]
+    assert paused and all(c.decision.command.current_a == 0 and "stale" in c.decision.reason for c in paused)
+    assert sum(1 for e in logs if e["event"] == "meter_values_frozen") == 1
+    frozen_read = meter.read
+
+    async def moving() -> SiteReading:
+        r = await frozen_read()
+        return SiteReading(r.grid_power_w - clock.t % 7, r.pv_power_w, 0.0, 50.0, r.timestamp_s)
+
+    meter.read = moving  # type: ignore[method-assign]
+    cycles = await run(daemon, clock, 3)
+    assert "stale" not in cycles[-1].decision.reason

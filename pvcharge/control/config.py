@@ -192,6 +192,15 @@ class ControlConfig:
         min=1,
         max=3600,
     )
+    frozen_s: float = setting(
+        120.0,
+        doc="meter values (grid, PV, battery, SoC) that have not changed by a single watt for this long are "
+        "stale too: a meter that keeps answering with frozen values (SENEC's lala.cgi does) is as dead as "
+        "one that does not answer; 0 turns the check off",
+        unit="s",
+        min=0,
+        max=86400,
+    )
     safe_state: Literal["pause", "min_current"] = setting(
         "pause",
         doc="on stale or missing meter data: pause; or min_current, which keeps min current in minpv and "
@@ -207,6 +216,10 @@ class ControlConfig:
         if self.max_age_s < self.interval_s:
             raise SettingError(
                 "max_age_s", f"must be >= interval_s ({self.interval_s:g} s), got {self.max_age_s:g} s"
+            )
+        if 0 < self.frozen_s < self.max_age_s:
+            raise SettingError(
+                "frozen_s", f"must be 0 (off) or >= max_age_s ({self.max_age_s:g} s), got {self.frozen_s:g} s"
             )
         if 0 < self.window_s < self.interval_s:
             raise SettingError(
