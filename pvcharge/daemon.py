@@ -3,9 +3,10 @@ the charger only when the command changes.
 
 One cycle (every ``control.interval_s``):
 
-1. read the meter and the charger concurrently, each cut off after ``control.max_age_s``; a failed
-   read is logged (once per outage, with the cause) and leaves that reading missing; it never ends
-   the loop;
+1. read the meter and the charger concurrently; a read still running after ``interval_s`` is left
+   running and picked up next cycle (one slow device never holds up the other's cycle), and is
+   cancelled after ``max_age_s``; a failed read is logged (once per outage, with the cause) and leaves
+   that reading missing; it never ends the loop;
 2. ``controller.step(now, last good site reading, charger reading)``: the controller sees the last
    good meter reading with its own timestamp, so a dead meter turns into "stale" and the car is
    paused after ``max_age_s``;
@@ -60,6 +61,7 @@ class Stats:
     charger_failures: int = 0
     write_failures: int = 0
     deferred_writes: int = 0  #: writes a driver held back for its rate limit (sent in a later cycle)
+    late_reads: int = 0  #: reads still running at the end of a cycle (their result is used next cycle)
 
 
 @dataclass(frozen=True)
@@ -141,6 +143,8 @@ class Daemon:
         self._meter_health = _Health(meter.name)
         self._charger_health = _Health(charger.name)
         self._car_connected: bool | None = None  # from the last charger reading
+        self._inflight: dict[str, asyncio.Future[Any]] = {}  # reads still running from an earlier cycle
+        self._started: dict[str, float] = {}
         self._values: tuple[float | None, ...] = ()  # the meter's last values and since when
         self._values_since: float | None = None
         self._frozen = False
@@ -189,18 +193,42 @@ class Daemon:
             interval_s=config.control.interval_s,
         )
 
-    async def _read(self, what: str, coro: Awaitable[Any], health: _Health) -> Any:
-        timeout_s = self.config.control.max_age_s
+    async def _read(self, what: str, read: Callable[[], Awaitable[Any]], health: _Health) -> Any:
+        """One device's reading for this cycle, or ``None``.
+
+        The read runs as a task of its own: if it has not finished within ``interval_s`` the cycle goes
+        on without it (so a slow meter never delays the charger's command, nor the other way round) and
+        the task is awaited again next cycle; after ``max_age_s`` it is cancelled and counts as failed.
+        """
+        c = self.config.control
+        task = self._inflight.get(what)
+        if task is None:
+            task = asyncio.ensure_future(read())
+            self._inflight[what] = task
+            self._started[what] = self.clock()
+        done, _ = await asyncio.wait({task}, timeout=min(c.interval_s, c.max_age_s))
+        if not done:
+            if self.clock() - self._started[what] < c.max_age_s:
+                self.stats.late_reads += 1
+                log.debug(
+                    "device_late", device=health.device, waited_s=round(self.clock() - self._started[what], 1)
+                )
+                return None
+            task.cancel()
+            del self._inflight[what]
+            health.failed(self.clock(), f"no answer within {c.max_age_s:g} s")
+            return None
+        del self._inflight[what]
         try:
-            result = await asyncio.wait_for(coro, timeout=timeout_s)
+            result = task.result()
+        except asyncio.CancelledError:  # cancelled from elsewhere: no reading, not the loop's end
+            health.failed(self.clock(), "read cancelled")
+            return None
         except DeviceError as exc:
             health.failed(self.clock(), exc.message)
             return None
-        except TimeoutError:
-            health.failed(self.clock(), f"no answer within {timeout_s:g} s")
-            return None
         except Exception as exc:  # a driver bug must not end the loop
-            log.error("driver_error", device=health.device, what=what, error=repr(exc), exc_info=True)
+            log.error("driver_error", device=health.device, what=what, error=repr(exc), exc_info=exc)
             health.failed(self.clock(), repr(exc))
             return None
         if health.ok(self.clock()) and health is self._charger_health:
@@ -244,8 +272,8 @@ class Daemon:
     async def cycle(self) -> Cycle:
         """Run one control cycle and return what happened."""
         site, charger = await asyncio.gather(
-            self._read("meter", self.meter.read(), self._meter_health),
-            self._read("charger", self.charger.read(), self._charger_health),
+            self._read("meter", self.meter.read, self._meter_health),
+            self._read("charger", self.charger.read, self._charger_health),
         )
         if site is None:
             self.stats.meter_failures += 1
@@ -407,6 +435,9 @@ class Daemon:
                 log.warning(
                     "stopped", charger_left="unknown: pause failed", error=getattr(exc, "message", repr(exc))
                 )
+        for task in self._inflight.values():
+            task.cancel()
+        self._inflight.clear()
         for device in (self.meter, self.charger):
             try:
                 await device.close()

@@ -230,3 +230,34 @@ async def test_frozen_meter_values_count_as_stale() -> None:
     meter.read = moving  # type: ignore[method-assign]
     cycles = await run(daemon, clock, 3)
     assert "stale" not in cycles[-1].decision.reason
+
+
+async def test_a_hanging_meter_never_holds_up_the_cycle_and_is_cut_off_after_max_age() -> None:
+    import asyncio
+    import time
+
+    clock = Clock()
+    meter, charger = Meter(clock), Charger(clock)
+    config = config_with("{cloud_filter: 'off', interval_s: 1, max_age_s: 3, frozen_s: 0}")
+    daemon = Daemon(config, meter, charger, clock=clock)
+    await daemon.cycle()
+    clock.t += 1
+    assert charger.applied[-1].current_a == 12.0
+    hung = asyncio.Event()
+
+    async def hang() -> SiteReading:
+        hung.set()
+        await asyncio.sleep(3600)
+        raise AssertionError("not reached")
+
+    meter.read = hang  # type: ignore[method-assign]
+    with capture_logs() as logs:
+        for _ in range(5):
+            wall0 = time.monotonic()
+            cycle = await daemon.cycle()
+            assert time.monotonic() - wall0 < 1.5  # one interval at most, never the hang
+            clock.t += 1
+    assert hung.is_set() and daemon.stats.late_reads >= 2
+    assert cycle.decision.command.current_a == 0 and "stale" in cycle.decision.reason
+    assert any(e["event"] == "device_unavailable" and "no answer within 3 s" in e["error"] for e in logs)
+    assert not daemon._inflight or not daemon._inflight["meter"].done()
