@@ -14,6 +14,7 @@ from sitestub import FixedSite
 
 from pvcharge.errors import DeviceProtocolError, DeviceUnavailable
 from pvcharge.meters.huawei import Config, HuaweiMeter, create
+from pvcharge.sim.faults import Fault
 from pvcharge.sim.huawei import HuaweiEmulator
 from pvcharge.sim.site import SiteModel, SiteState
 from pvcharge.sim.trace import bundled_trace
@@ -133,7 +134,7 @@ async def test_reconnects_after_emulator_restart(emulator: HuaweiEmulator) -> No
 async def test_slow_reply_times_out_then_recovers(emulator: HuaweiEmulator) -> None:
     m = meter(emulator.port, retries=1)
     emulator.reply_delay_s = 0.5  # > timeout_s 0.3
-    with pytest.raises(DeviceUnavailable, match=r"no valid reply within 0\.3 s"):
+    with pytest.raises(DeviceUnavailable, match=r"no answer within 0\.3 s"):
         await m.read()
     emulator.reply_delay_s = 0.0
     assert (await m.read()).grid_power_w == 2500.0  # late replies do not confuse the new connection
@@ -172,7 +173,10 @@ async def test_site_without_battery(site: FixedSite) -> None:
 async def test_out_of_range_soc_is_a_protocol_error(emulator: HuaweiEmulator, site: FixedSite) -> None:
     site.current = dataclasses.replace(EXAMPLE, battery_soc_pct=150.0)
     m = meter(emulator.port)
-    with pytest.raises(DeviceProtocolError, match=r"meter huawei: 127\.0\.0\.1:\d+ unit 1: register 37760"):
+    with pytest.raises(
+        DeviceProtocolError,
+        match=r"meter huawei: 127\.0\.0\.1:\d+ unit 1: battery SoC out of range: register 37760",
+    ):
         await m.read()
     await m.close()
 
@@ -180,10 +184,10 @@ async def test_out_of_range_soc_is_a_protocol_error(emulator: HuaweiEmulator, si
 async def test_stale_freeze(emulator: HuaweiEmulator, site: FixedSite) -> None:
     m = meter(emulator.port)
     await m.read()
-    emulator.stale_freeze = True
+    emulator.faults.set(Fault.STALE)
     site.current = dataclasses.replace(EXAMPLE, grid_power_w=-800.0)
     assert (await m.read()).grid_power_w == 2500.0
-    emulator.stale_freeze = False
+    emulator.faults.clear()
     assert (await m.read()).grid_power_w == -800.0
     await m.close()
 

@@ -27,11 +27,12 @@ from dataclasses import dataclass
 import structlog
 from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusException
+from pymodbus.pdu import ModbusPDU
 from tenacity import retry_if_exception_type
 
 from pvcharge.errors import DeviceProtocolError, DeviceUnavailable
 from pvcharge.readings import SiteReading
-from pvcharge.retry import backoff_retrying
+from pvcharge.retry import backoff_retrying, describe
 from pvcharge.settings import setting
 
 log = structlog.get_logger(__name__)
@@ -51,7 +52,8 @@ U16_INVALID = 0xFFFF
 I32_INVALID = 0x7FFFFFFF
 
 _EXC_ILLEGAL_ADDRESS = 0x02
-_EXC_RETRYABLE = {0x04: "slave failure", 0x06: "device busy"}  # reference §1.4 [H2]
+_EXC_RETRYABLE = {0x04: "device failure", 0x06: "device busy"}  # reference §1.4 [H2]
+_PYMODBUS_TIMEOUT_SLACK_S = 1.0  #: pymodbus' own timeouts are this much later than ``timeout_s``
 _EXC_OTHER = {  # Modbus application protocol spec; 0x80 reference §1.4 [H2]
     0x01: "illegal function",
     0x03: "illegal data value",
@@ -177,23 +179,32 @@ def to_reading(
         ``battery_soc_pct = reg37760 / 10``, ``grid_currents_a = -reg37107/100, …`` (> 0 import).
 
     Raises:
-        ValueError: a block has the wrong length, a register holds an invalid marker, or the SoC
-            exceeds 100 %; the message names the register.
+        ValueError: a block has the wrong length, a register holds an invalid marker, the SoC
+            exceeds 100 %, or the meter block is all 0xFFFF (all bits set, as reported on
+            communication hiccups in wlcrs/huawei_solar#1258); the message names the quantity and
+            the register.
     """
     _check_len(pv_regs, PV_BLOCK)
     _check_len(meter_regs, METER_BLOCK)
-    pv_w = decode_i32(pv_regs[0], pv_regs[1], register=PV_POWER)
-    currents = tuple(
-        -decode_i32(meter_regs[i], meter_regs[i + 1], register=GRID_CURRENTS + i) / 100.0 for i in (0, 2, 4)
-    )
-    grid_w = decode_i32(meter_regs[6], meter_regs[7], register=GRID_POWER)
+    pv_w = _i32("PV power", pv_regs, 0, PV_POWER)
+    currents = [-_i32(f"grid current L{n}", meter_regs, 2 * n - 2, GRID_CURRENTS) / 100.0 for n in (1, 2, 3)]
+    grid_w = _i32("grid power", meter_regs, 6, GRID_CURRENTS)
     battery_w, soc_pct = 0, None
     if battery_regs is not None:
         _check_len(battery_regs, BATTERY_BLOCK)
-        soc_pct = decode_u16(battery_regs[0], register=BATTERY_SOC) / 10.0
+        try:
+            soc_pct = decode_u16(battery_regs[0], register=BATTERY_SOC) / 10.0
+        except ValueError as exc:
+            raise ValueError(f"battery SoC: {exc}") from None
         if soc_pct > 100.0:
-            raise ValueError(f"register {BATTERY_SOC} reports SoC {soc_pct} % (> 100 %)")
-        battery_w = decode_i32(battery_regs[5], battery_regs[6], register=BATTERY_POWER)
+            raise ValueError(
+                f"battery SoC out of range: register {BATTERY_SOC} reports SoC {soc_pct} % (> 100 %)"
+            )
+        battery_w = _i32("battery power", battery_regs, 5, BATTERY_SOC)
+    # All bits set decodes as 0.01 A and 1 W of import: plausible alone, impossible as a whole block.
+    if all(word == U16_INVALID for word in meter_regs):
+        last = METER_BLOCK[0] + METER_BLOCK[1] - 1
+        raise ValueError(f"grid meter: registers {METER_BLOCK[0]}–{last} all read 0xFFFF ('no value')")
     return SiteReading(
         grid_power_w=float(-grid_w),
         pv_power_w=float(max(0, pv_w)),
@@ -202,6 +213,15 @@ def to_reading(
         timestamp_s=timestamp_s,
         grid_currents_a=(currents[0], currents[1], currents[2]),
     )
+
+
+def _i32(quantity: str, regs: Sequence[int], index: int, first: int) -> int:
+    """The I32 at ``regs[index]`` of the block read from register ``first``; a ValueError names
+    ``quantity`` and the register."""
+    try:
+        return decode_i32(regs[index], regs[index + 1], register=first + index)
+    except ValueError as exc:
+        raise ValueError(f"{quantity}: {exc}") from None
 
 
 def _check_len(regs: Sequence[int], block: tuple[int, int]) -> None:
@@ -214,15 +234,27 @@ class _Transient(Exception):
     """A failure worth retrying: timeout, connection problem, exception 0x04/0x06, short reply."""
 
 
+@dataclass
+class _Link:
+    """One open Modbus TCP connection."""
+
+    client: AsyncModbusTcpClient
+    closed: asyncio.Event  #: set when the connection breaks (the device closed it, or we did)
+
+
 class HuaweiMeter:
     """Reads grid, PV and battery from a SUN2000 over one lazily opened Modbus TCP connection.
 
     Requests are serialized with ``request_gap_s`` between them, the first one ``connect_delay_s``
     after connecting (reference §1.4 [H2, H5]).  Each request is tried ``1 + retries`` times with
-    exponential backoff and jitter on timeouts, connection errors, exception 0x04 (slave failure),
-    0x06 (busy) and replies with a wrong register count (treated as busy, §1.4); a broken
-    connection is closed and reopened on the next attempt.  pymodbus' own retries and automatic
-    reconnects are switched off so that this is the only retry layer.
+    exponential backoff and jitter on timeouts, connection errors, exception 0x04 (device failure),
+    0x06 (busy) and replies with a wrong register count (treated as busy, §1.4).  Connecting and
+    each reply are bounded by ``timeout_s`` (the driver's own deadline; pymodbus' is only a
+    backstop), a connection the device closes is noticed at once rather than at the timeout, and
+    after a timeout or a broken connection the connection is closed and reopened on the next
+    attempt.  pymodbus' own retries and automatic reconnects are switched off so that this is the
+    only retry layer.  A SUN2000 serves one client at a time (§1.4): another client connecting
+    closes our connection, and the next attempt reconnects.
 
     Args:
         config: the settings.
@@ -235,7 +267,7 @@ class HuaweiMeter:
         self._config = config
         self._clock = clock
         self._endpoint = f"{config.host}:{config.port} unit {config.unit_id}"
-        self._client: AsyncModbusTcpClient | None = None
+        self._link: _Link | None = None
         self._lock = asyncio.Lock()
         self._next_request_at = 0.0  #: event-loop time before which no request may be sent
         self._lost_reason: str | None = None  #: why the last connection broke, until reconnected
@@ -244,13 +276,21 @@ class HuaweiMeter:
     async def read(self) -> SiteReading:
         """Read the site once (three requests; two with ``battery: false``).
 
+        A failing request ends the read within ``(1 + retries) × (2 × timeout_s + connect_delay_s
+        + request_gap_s)`` plus the backoff waits (``backoff_s``, doubling per retry, plus up to
+        ``backoff_s`` of jitter each); a whole read takes at most that for each of its requests.
+
         Returns:
             a canonical reading (grid > 0 import, battery > 0 discharge) stamped with ``clock()``.
+            A device that stopped updating its values is not detected here: it reads as usual.
 
         Raises:
-            DeviceUnavailable: no usable answer after ``1 + retries`` attempts (unreachable, timeout, busy).
+            DeviceUnavailable: no usable answer after ``1 + retries`` attempts: cannot connect, no
+                answer within ``timeout_s``, connection closed by the device, exception 0x06
+                (device busy) or 0x04 (device failure); the message names the last cause.
             DeviceProtocolError: a register is absent (exception 0x02), holds an invalid marker or an
-                out-of-range value, or the device answered with another Modbus exception.
+                out-of-range value (e.g. an all-0xFFFF reply), or the device answered with another
+                Modbus exception.  Not retried.
         """
         pv = await self._read_block(*PV_BLOCK)
         meter = await self._read_block(*METER_BLOCK)
@@ -283,22 +323,19 @@ class HuaweiMeter:
     async def _request(self, address: int, count: int) -> list[int]:
         """One attempt at reading ``count`` holding registers from ``address``."""
         loop = asyncio.get_running_loop()
+        what = f"reading {address}×{count}"
         async with self._lock:
-            client = await self._connect()
+            link = await self._connect()
             await asyncio.sleep(max(0.0, self._next_request_at - loop.time()))
             try:
-                result = await client.read_holding_registers(
-                    address, count=count, device_id=self._config.unit_id
-                )
-            except ConnectionException as exc:
-                cause = f"reading {address}×{count}: connection lost"
-                self._drop(cause)
-                raise _Transient(cause) from exc
-            except (ModbusException, OSError) as exc:
-                # Timeout or garbled reply: reconnect, as huawei-solar does (reference §1.5 [H2, H3]).
-                cause = f"reading {address}×{count}: no valid reply within {self._config.timeout_s:g} s"
-                self._drop(cause)
-                raise _Transient(cause) from exc
+                result = await self._exchange(link, address, count, what)
+            except _Transient as exc:
+                self._drop(str(exc))
+                raise
+            except asyncio.CancelledError:
+                # e.g. the daemon's per-read timeout: a late reply must not meet the next request
+                self._drop(f"{what}: cancelled")
+                raise
             finally:
                 self._next_request_at = loop.time() + self._config.request_gap_s
         if result.isError():
@@ -308,48 +345,97 @@ class HuaweiMeter:
                 raise DeviceProtocolError(
                     self.name,
                     f"{self._endpoint}: register {address} absent: exception 0x02 (illegal address) "
-                    f"reading {address}×{count}{hint}",
+                    f"{what}{hint}",
                 )
             if code in _EXC_RETRYABLE:
-                raise _Transient(
-                    f"reading {address}×{count}: exception 0x{code:02X} ({_EXC_RETRYABLE[code]})"
-                )
+                raise _Transient(f"{what}: exception 0x{code:02X} ({_EXC_RETRYABLE[code]})")
             raise DeviceProtocolError(
                 self.name,
-                f"{self._endpoint}: reading {address}×{count}: "
-                f"exception 0x{code:02X} ({_EXC_OTHER.get(code, 'unknown')})",
+                f"{self._endpoint}: {what}: exception 0x{code:02X} ({_EXC_OTHER.get(code, 'unknown')})",
             )
         if len(result.registers) != count:
-            raise _Transient(
-                f"reading {address}×{count}: got {len(result.registers)} registers (treated as busy)"
-            )
+            raise _Transient(f"{what}: got {len(result.registers)} registers (treated as busy)")
         return list(result.registers)
 
-    async def _connect(self) -> AsyncModbusTcpClient:
-        """The open client, connecting (and waiting ``connect_delay_s``) when there is none."""
-        if self._client is not None:
-            if self._client.connected:
-                return self._client
+    async def _exchange(self, link: _Link, address: int, count: int, what: str) -> ModbusPDU:
+        """Send one request and wait for its reply, the connection breaking, or ``timeout_s``.
+
+        Raises:
+            _Transient: no reply within ``timeout_s``, the connection broke, or the reply was garbled.
+        """
+        timeout_s = self._config.timeout_s
+        if link.closed.is_set():  # e.g. another client connected during connect_delay_s
+            raise _Transient(f"{what}: connection closed by the device")
+        read = asyncio.ensure_future(
+            link.client.read_holding_registers(address, count=count, device_id=self._config.unit_id)
+        )
+        lost = asyncio.ensure_future(link.closed.wait())
+        try:
+            await asyncio.wait((read, lost), timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            lost.cancel()
+            if not read.done():
+                read.cancel()
+        if not read.done() or read.cancelled():
+            if lost.done() and not lost.cancelled():
+                raise _Transient(f"{what}: connection closed by the device")
+            raise _Transient(f"{what}: no answer within {timeout_s:g} s")
+        try:
+            return read.result()
+        except ConnectionException as exc:
+            raise _Transient(f"{what}: connection closed by the device") from exc
+        except ModbusException as exc:
+            raise _Transient(f"{what}: garbled reply ({exc})") from exc
+        except OSError as exc:
+            raise _Transient(f"{what}: connection error ({describe(exc)})") from exc
+
+    async def _connect(self) -> _Link:
+        """The open connection, connecting (and waiting ``connect_delay_s``) when there is none."""
+        if self._link is not None:
+            if self._link.client.connected and not self._link.closed.is_set():
+                return self._link
             self._drop("connection closed by the device")
         cfg = self._config
+        closed = asyncio.Event()
+
+        def traced(connected: bool) -> None:
+            if not connected:
+                closed.set()
+
         client = AsyncModbusTcpClient(
-            cfg.host, port=cfg.port, name=self.name, timeout=cfg.timeout_s, retries=0, reconnect_delay=0
+            cfg.host,
+            port=cfg.port,
+            name=self.name,
+            timeout=cfg.timeout_s + _PYMODBUS_TIMEOUT_SLACK_S,  # ours below fires first
+            retries=0,
+            reconnect_delay=0,
+            trace_connect=traced,
         )
-        if not await client.connect():
+        try:
+            async with asyncio.timeout(cfg.timeout_s):
+                connected = await client.connect()
+        except TimeoutError:
             client.close()
-            raise _Transient(f"cannot connect (refused, unreachable or no answer within {cfg.timeout_s:g} s)")
+            raise _Transient(f"cannot connect: no answer within {cfg.timeout_s:g} s") from None
+        except BaseException:
+            client.close()
+            raise
+        if not connected:
+            client.close()
+            raise _Transient("cannot connect: connection refused, or host unknown or unreachable")
         if self._lost_reason is not None:
             self._log.warning("huawei.reconnected", after=self._lost_reason)
             self._lost_reason = None
-        self._client = client
+        self._link = _Link(client, closed)
         await asyncio.sleep(cfg.connect_delay_s)
-        return client
+        return self._link
 
     def _drop(self, reason: str | None) -> None:
-        """Close the client; ``reason`` (why the connection broke) is logged on the next reconnect."""
-        if self._client is not None:
-            self._client.close()
-            self._client = None
+        """Close the connection; ``reason`` (why it broke) is logged on the next reconnect."""
+        if self._link is not None:
+            self._link.closed.set()
+            self._link.client.close()
+            self._link = None
             self._lost_reason = reason
             if reason is not None:
                 self._log.debug("huawei.disconnected", reason=reason)

@@ -26,26 +26,61 @@ register    type   gain    value served
 
 Unlisted registers less than 16 away from listed ones read as 0 (so block reads such as
 ``37760×7`` work); all others answer exception 0x02.
+
+Faults (:mod:`pvcharge.sim.faults`): ``emulator.faults.set(Fault.X)`` makes every request misbehave
+until ``emulator.faults.clear()``; it plays every fault of ``MODBUS_FAULTS``:
+
+==============  ==================================================================================
+fault           what the emulator does
+==============  ==================================================================================
+TIMEOUT         takes the request and never answers it (not even after the fault is cleared)
+DROP            closes the client's TCP connection without answering
+SLOW            answers correctly ``faults.delay_s`` late (the values measured on arrival)
+STALE           answers with the values measured when the fault was set (a device that stopped
+                updating)
+GARBAGE         answers every requested register with 0xFFFF, all bits set: well-formed, but SoC
+                0xFFFF ("no value", as a number 6553.5 %), grid power −1 W, … ; a Huawei EMMA
+                behind a Modbus proxy was reported answering all bits set on communication
+                hiccups (wlcrs/huawei_solar#1258)
+BUSY            exception 0x06 (server device busy), as a SUN2000 answers right after connecting
+DEVICE_FAILURE  exception 0x04 (server device failure)
+KICK            one Modbus TCP client at a time, like an SDongle or inverter (reference §1.4): a new
+                connection closes every older one; requests are answered normally
+==============  ==================================================================================
+
+``faults.played`` counts the requests each fault was played on, for KICK the connections it closed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import ipaddress
 import itertools
+import logging
 import struct
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from types import TracebackType
-from typing import Protocol, cast
+from typing import Any, Protocol, cast
 
 from pymodbus.constants import ExcCodes
+from pymodbus.exceptions import NoSuchIdException
+from pymodbus.pdu import ExceptionResponse, ModbusPDU
 from pymodbus.server import ModbusTcpServer
+from pymodbus.server.requesthandler import ServerRequestHandler
 from pymodbus.simulator import DataType, SimData, SimDevice
 
+from pvcharge.sim.faults import MODBUS_FAULTS, Fault, FaultSwitch
 from pvcharge.sim.site import SiteState
+
+log = logging.getLogger(__name__)
 
 MODEL = "SUN2000-10KTL-M1"
 PHASE_VOLTAGE_V = 230.0
 MAX_GAP = 16  #: unlisted registers closer than this to listed ones read as 0
+GARBAGE_WORD = 0xFFFF  #: what every register reads while GARBAGE is played
+TIMEOUT_POLL_S = 0.05  #: how often a request held by TIMEOUT checks whether to give up
 
 
 class StateSource(Protocol):
@@ -71,6 +106,36 @@ async def _no_such_unit(*_: object) -> ExcCodes:
     return ExcCodes.GATEWAY_NO_RESPONSE
 
 
+@dataclass(frozen=True)
+class _Reply:
+    """What the request being answered serves: the state measured for it, or garbage."""
+
+    state: SiteState
+    garbage: bool
+
+
+#: set by the connection handler for the request it answers, read by the register action below it
+_REPLY: contextvars.ContextVar[_Reply | None] = contextvars.ContextVar("huawei_reply", default=None)
+
+
+class _Faults(FaultSwitch):
+    """A :class:`FaultSwitch` that tells the emulator when the fault changes (STALE freezes then)."""
+
+    def __init__(self, supported: Iterable[Fault], changed: Callable[[], None]) -> None:
+        super().__init__(supported)
+        self._changed = changed
+
+    def set(
+        self, fault: Fault | None, *, delay_s: float | None = None, retry_after_s: float | None = None
+    ) -> None:
+        super().set(fault, delay_s=delay_s, retry_after_s=retry_after_s)
+        self._changed()
+
+    def clear(self) -> None:
+        super().clear()
+        self._changed()
+
+
 class HuaweiEmulator:
     """A SUN2000 on ``host:port`` whose registers follow ``site``.
 
@@ -84,10 +149,13 @@ class HuaweiEmulator:
         battery: serve the battery registers; without, they answer exception 0x02 like a site
             without a battery.
 
-    Fault knobs, settable at any time:
-        reply_delay_s: delay before each reply, in s.
-        busy_next: answer the next N requests with exception 0x06 (device busy).
-        stale_freeze: keep serving the values of the last request before it was set.
+    Attributes:
+        faults: the fault played on every request (module docstring), set and cleared at any time.
+        reply_delay_s: delay before every reply, in s, fault or not (a slow SDongle); SLOW adds
+            ``faults.delay_s`` on top.
+        busy_next: answer the next N requests with exception 0x06 (device busy), then behave again (a
+            BUSY that ends by itself, as right after connecting).
+        connections: TCP connections accepted so far (a driver's reconnects show here).
 
     Raises:
         ValueError: ``host`` is not a loopback IP address.
@@ -115,11 +183,14 @@ class HuaweiEmulator:
         self.port = port
         self.unit_id = unit_id
         self.battery = battery
+        self.faults: FaultSwitch = _Faults(MODBUS_FAULTS, self._fault_changed)
         self.reply_delay_s = 0.0
         self.busy_next = 0
-        self.stale_freeze = False
-        self._state: SiteState | None = None
+        self.connections = 0
+        self._frozen: SiteState | None = None  #: the state STALE serves
         self._server: ModbusTcpServer | None = None
+        self._handlers: set[_Connection] = set()  #: open client connections
+        self._tasks: set[asyncio.Task[Any]] = set()  #: requests being answered (or held by TIMEOUT)
 
     def registers(self, state: SiteState) -> dict[int, list[int]]:
         """The served registers for ``state``: start address → vendor-encoded words."""
@@ -170,17 +241,27 @@ class HuaweiEmulator:
         devices = [SimDevice(self.unit_id, simdata=blocks, action=self._on_request)]
         if self.unit_id != 0:  # SimDevice id 0 catches every other unit id
             devices.append(SimDevice(0, simdata=blocks, action=_no_such_unit))
-        server = ModbusTcpServer(devices, address=(self.host, self.port))
+        server = _Server(self, devices, address=(self.host, self.port))
         await server.serve_forever(background=True)
         self._server = server
         self.port = cast(asyncio.Server, server.transport).sockets[0].getsockname()[1]
 
     async def stop(self) -> None:
-        """Close the listener and every client connection. Safe to call twice."""
+        """Close the listener and every client connection, and give up held requests. Safe to call twice."""
         if self._server is not None:
             self._server.close()
             self._server = None
-            await asyncio.sleep(0)  # let the transports run their close callbacks
+        self._handlers.clear()
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.sleep(0)  # let the transports run their close callbacks
+
+    @property
+    def clients(self) -> int:
+        """Client connections open now."""
+        return len(self._handlers)
 
     async def __aenter__(self) -> HuaweiEmulator:
         await self.start()
@@ -190,6 +271,67 @@ class HuaweiEmulator:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self.stop()
+
+    # -- faults ----------------------------------------------------------------------------------
+    def _fault_changed(self) -> None:
+        """STALE freezes the values measured now; any other fault (or none) unfreezes."""
+        self._frozen = self.site.state() if self.faults.active(Fault.STALE) else None
+
+    def _measure(self) -> SiteState:
+        if not self.faults.active(Fault.STALE):
+            return self.site.state()
+        if self._frozen is None:  # STALE set without set(), e.g. by assigning faults.fault
+            self._frozen = self.site.state()
+        return self._frozen
+
+    def _connected(self, handler: _Connection) -> None:
+        self.connections += 1
+        if self.faults.active(Fault.KICK):
+            for older in list(self._handlers):
+                self._close(older)
+                self.faults.played[Fault.KICK] += 1
+        self._handlers.add(handler)
+
+    def _close(self, handler: _Connection) -> None:
+        """Close a client connection from the device's side."""
+        self._handlers.discard(handler)
+        handler.close()
+
+    async def _answer(self, handler: _Connection, pdu: ModbusPDU) -> ModbusPDU | None:
+        """The response to ``pdu``, or ``None`` for no answer at all."""
+        fault = None if self.faults.active(Fault.KICK) else self.faults.play()  # KICK acts on connect
+        if fault is Fault.TIMEOUT:
+            # Hold the request until the client gives up on the connection, or the fault is cleared
+            # (then it stays unanswered: the client has long given up on it).  Polled, not an Event:
+            # a test may also assign ``faults.fault`` directly, which notifies nobody.
+            while self.faults.active(Fault.TIMEOUT) and handler.is_active():  # noqa: ASYNC110
+                await asyncio.sleep(TIMEOUT_POLL_S)
+            return None
+        if fault is Fault.DROP:
+            self._close(handler)
+            return None
+        code: ExcCodes | None = None
+        if fault is Fault.BUSY:
+            code = ExcCodes.DEVICE_BUSY
+        elif fault is Fault.DEVICE_FAILURE:
+            code = ExcCodes.DEVICE_FAILURE
+        elif self.busy_next > 0:
+            self.busy_next -= 1
+            code = ExcCodes.DEVICE_BUSY
+        reply = None if code is not None else _Reply(self._measure(), garbage=fault is Fault.GARBAGE)
+        delay_s = self.reply_delay_s + (self.faults.delay_s if fault is Fault.SLOW else 0.0)
+        if delay_s > 0:
+            await asyncio.sleep(delay_s)  # the values stay those measured on arrival
+        if code is not None:
+            return ExceptionResponse(pdu.function_code, code)
+        _REPLY.set(reply)
+        try:
+            return await pdu.datastore_update(handler.server.context, pdu.dev_id)
+        except NoSuchIdException:  # cannot happen: SimDevice 0 catches every unit id
+            return ExceptionResponse(pdu.function_code, ExcCodes.GATEWAY_NO_RESPONSE)
+        except Exception:  # as pymodbus' own handler does
+            log.exception("huawei emulator: cannot answer %s", pdu)
+            return ExceptionResponse(pdu.function_code, ExcCodes.DEVICE_FAILURE)
 
     async def _on_request(
         self,
@@ -201,15 +343,59 @@ class HuaweiEmulator:
         set_values: list[int] | list[bool] | None,
     ) -> ExcCodes | None:
         """pymodbus calls this for a request to valid addresses; it fills ``registers`` in place."""
-        if self._state is None or not self.stale_freeze:
-            self._state = self.site.state()
-        state = self._state  # measured on arrival, however late the reply
-        if self.reply_delay_s > 0:
-            await asyncio.sleep(self.reply_delay_s)
-        if self.busy_next > 0:
-            self.busy_next -= 1
-            return ExcCodes.DEVICE_BUSY
-        for first, words in self.registers(state).items():
+        reply = _REPLY.get() or _Reply(self._measure(), garbage=False)
+        offset = address - start_address
+        if reply.garbage:
+            registers[offset : offset + count] = [GARBAGE_WORD] * count
+            return None
+        registers[offset : offset + count] = [0] * count  # the gaps, should garbage have been served
+        for first, words in self.registers(reply.state).items():
             offset = first - start_address
             registers[offset : offset + len(words)] = words
         return None
+
+
+class _Server(ModbusTcpServer):
+    """pymodbus' TCP server with a connection handler that plays the emulator's faults."""
+
+    def __init__(self, emulator: HuaweiEmulator, devices: list[SimDevice], address: tuple[str, int]) -> None:
+        super().__init__(devices, address=address)
+        self.emulator = emulator
+
+    def callback_new_connection(self) -> _Connection:
+        return _Connection(self)
+
+
+class _Connection(ServerRequestHandler):
+    """One client connection: pymodbus' request handler, with faults, and answering each request
+    with the transaction id it came with (pymodbus reads ``last_pdu`` again after a slow reply)."""
+
+    def __init__(self, server: _Server) -> None:
+        super().__init__(server, None, None, None)  # type: ignore[no-untyped-call]  # pymodbus: untyped
+        self.emulator = server.emulator
+
+    def callback_connected(self) -> None:
+        super().callback_connected()
+        self.emulator._connected(self)
+
+    def callback_disconnected(self, exc: Exception | None) -> None:
+        super().callback_disconnected(exc)
+        self.emulator._handlers.discard(self)
+
+    async def handle_request(self) -> None:
+        pdu, addr = self.last_pdu, self.last_addr
+        if pdu is None:
+            return
+        task = asyncio.current_task()
+        if task is not None:
+            self.emulator._tasks.add(task)
+        try:
+            response = await self.emulator._answer(self, pdu)
+        finally:
+            if task is not None:
+                self.emulator._tasks.discard(task)
+        if response is None or not self.is_active():
+            return
+        response.transaction_id = pdu.transaction_id
+        response.dev_id = pdu.dev_id
+        self.server_send(response, addr)  # type: ignore[no-untyped-call]  # pymodbus: untyped
