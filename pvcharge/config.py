@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import importlib
+import ipaddress
 import os
 import re
 import stat
@@ -57,6 +58,80 @@ class LogConfig:
     )
 
 
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True)
+class ApiConfig:
+    """The ``api:`` section: the local HTTP API and status page."""
+
+    enabled: bool = setting(True, doc="serve the HTTP API, the status page and /metrics")
+    listen: str = setting(
+        "127.0.0.1",
+        doc="address to listen on; anything but loopback (127.0.0.1, ::1) needs a token",
+    )
+    port: int = setting(7080, doc="TCP port", min=1, max=65535)
+    token: Secret | None = setting(
+        None, doc="bearer token every request must carry (Authorization: Bearer ...); required off loopback"
+    )
+
+    def __post_init__(self) -> None:
+        if self.enabled and not _is_loopback(self.listen) and self.token is None:
+            raise SettingError(
+                "token",
+                f"required when listen is not a loopback address (listen: {self.listen}): anyone on the "
+                "network could switch the charger; set token (or token_file), or listen on 127.0.0.1",
+            )
+
+
+@dataclass(frozen=True)
+class MqttConfig:
+    """The ``mqtt:`` section (optional): status to an MQTT broker, mode commands from it, Home Assistant
+    discovery."""
+
+    host: str = setting(doc="broker host name or address")
+    port: int = setting(1883, doc="broker port (1883 plain, 8883 TLS)", min=1, max=65535)
+    tls: bool = setting(False, doc="connect with TLS, verifying the broker's certificate")
+    ca_file: str | None = setting(None, doc="CA bundle for tls (default: the system's)")
+    username: str | None = setting(None, doc="login name, if the broker wants one")
+    password: Secret | None = setting(None, doc="login password; or password_file: PATH")
+    client_id: str = setting("pvcharge", doc="MQTT client id (unique per broker)")
+    prefix: str = setting(
+        "pvcharge", doc="topic prefix: status under <prefix>/..., mode commands on <prefix>/mode/set"
+    )
+    discovery: bool = setting(True, doc="publish Home Assistant MQTT discovery (sensors, mode select)")
+    discovery_prefix: str = setting("homeassistant", doc="Home Assistant's discovery prefix")
+
+    def __post_init__(self) -> None:
+        if self.password is not None and self.username is None:
+            raise SettingError("password", "given without username")
+        if self.ca_file is not None and not self.tls:
+            raise SettingError("ca_file", "only used with tls: true")
+        for key in ("prefix", "discovery_prefix"):
+            value = getattr(self, key)
+            if not value or any(c in value for c in "#+") or value.startswith("/") or value.endswith("/"):
+                raise SettingError(
+                    key, f"expected a topic prefix without #, + or leading/trailing '/', got {value!r}"
+                )
+
+
+@dataclass(frozen=True)
+class StateConfig:
+    """The ``state:`` section: what pvcharge keeps across restarts (the mode chosen over the API/MQTT)."""
+
+    file: str | None = setting(
+        None,
+        doc="state file; default $STATE_DIRECTORY/state.json under systemd, else "
+        "$XDG_STATE_HOME (~/.local/state)/pvcharge/state.json",
+    )
+
+
 @dataclass(frozen=True)
 class DeviceConfig:
     """A ``meter:`` or ``charger:`` section: the driver ``type`` and its typed settings.
@@ -85,6 +160,9 @@ class Config:
     charge_point: ChargePoint
     control: ControlConfig
     log: LogConfig
+    api: ApiConfig = ApiConfig()
+    mqtt: MqttConfig | None = None
+    state: StateConfig = StateConfig()
     #: things that work but should be fixed, e.g. a secret in a file others can read; the daemon logs
     #: each as a ``config_warning`` at start-up
     warnings: tuple[str, ...] = ()
@@ -122,7 +200,7 @@ def parse_config(text: str, path: str = "<config>", environ: Mapping[str, str] |
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(path, "", f"expected a mapping of sections at the top, got {_kind(data)}")
-    loader.check_keys(data, "", ["site", "meter", "charger", "control", "log"])
+    loader.check_keys(data, "", ["site", "meter", "charger", "control", "log", "api", "mqtt", "state"])
     for required in ("meter", "charger"):
         if required not in data:
             raise ConfigError(path, required, "missing section (expected a mapping with at least 'type')")
@@ -135,6 +213,9 @@ def parse_config(text: str, path: str = "<config>", environ: Mapping[str, str] |
     charge_point = loader.dataclass(ChargePoint, cp_data, "charger")
     control = loader.dataclass(ControlConfig, data.get("control"), "control")
     log = loader.dataclass(LogConfig, data.get("log"), "log")
+    api = loader.dataclass(ApiConfig, data.get("api"), "api")
+    mqtt = loader.dataclass(MqttConfig, data["mqtt"], "mqtt") if data.get("mqtt") is not None else None
+    state = loader.dataclass(StateConfig, data.get("state"), "state")
     update_s = float(getattr(meter.settings, "update_interval_s", 0.0))
     if control.max_age_s < update_s:
         raise ConfigError(
@@ -143,7 +224,9 @@ def parse_config(text: str, path: str = "<config>", environ: Mapping[str, str] |
             f"must be >= the meter's update interval ({update_s:g} s), got {control.max_age_s:g} s: "
             "every reading would count as stale",
         )
-    return Config(path, site, meter, charger, charge_point, control, log, warnings=loader.warnings())
+    return Config(
+        path, site, meter, charger, charge_point, control, log, api, mqtt, state, warnings=loader.warnings()
+    )
 
 
 def _kind(value: Any) -> str:
@@ -361,4 +444,7 @@ def to_dict(config: Config) -> dict[str, Any]:
         },
         "control": plain(config.control),
         "log": plain(config.log),
+        "api": plain(config.api),
+        **({"mqtt": plain(config.mqtt)} if config.mqtt is not None else {}),
+        "state": plain(config.state),
     }

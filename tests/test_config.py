@@ -197,7 +197,13 @@ def test_example_config_documents_every_key_with_default_and_unit() -> None:
         parts = re.split(r"^(?=\s*#?\s*type: )", blocks.get(section, ""), flags=re.MULTILINE)
         return next((p for p in parts if re.match(rf"\s*#?\s*type: {kind}\b", p)), "")
 
+    from pvcharge.config import ApiConfig, MqttConfig, StateConfig
+
+    mqtt_block = re.search(r"^# mqtt:.*\n((?:#.*\n)*)", text, re.MULTILINE)
     classes = [
+        (ApiConfig, blocks.get("api", "")),
+        (MqttConfig, mqtt_block.group(0) if mqtt_block else ""),
+        (StateConfig, blocks.get("state", "")),
         (SiteConfig, blocks.get("site", "")),
         (ChargePoint, blocks.get("charger", "")),
         (ControlConfig, blocks.get("control", "")),
@@ -287,3 +293,17 @@ def test_a_secret_in_a_file_others_can_read_is_warned_about(tmp_path: Path) -> N
         "charger: {type: warp, url: 'http://127.0.0.1', username: admin, password: '${WARP_PW}'}\n"
     )
     assert load_config(config, environ={"WARP_PW": "hunter2-secret"}).warnings == ()
+
+
+def test_api_off_loopback_needs_a_token_and_mqtt_is_checked() -> None:
+    msg = error_of(MINIMAL + "api: {listen: 0.0.0.0}\n")
+    assert msg.startswith("/etc/pvcharge/config.yaml: api.token: required when listen is not a loopback")
+    cfg = parse_config(MINIMAL + "api: {listen: 0.0.0.0, token: t0ken}\n")
+    assert cfg.api.token is not None and to_dict(cfg)["api"]["token"] == "***"
+    assert parse_config(MINIMAL + "api: {listen: '::1'}\n").api.token is None  # loopback: no token needed
+    assert parse_config(MINIMAL).mqtt is None  # no section: no MQTT
+    assert "mqtt.host: missing key" in error_of(MINIMAL + "mqtt: {port: 1883}\n")
+    assert "mqtt.password: given without username" in error_of(MINIMAL + "mqtt: {host: h, password: x}\n")
+    assert "mqtt.prefix: expected a topic prefix" in error_of(MINIMAL + "mqtt: {host: h, prefix: 'a/#'}\n")
+    cfg = parse_config(MINIMAL + "mqtt: {host: 127.0.0.1, username: u, password: pw}\n")
+    assert cfg.mqtt is not None and cfg.mqtt.port == 1883 and to_dict(cfg)["mqtt"]["password"] == "***"
