@@ -28,16 +28,20 @@ import dataclasses
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import structlog
 
+from pvcharge import __version__
 from pvcharge.chargers import Charger
 from pvcharge.config import Config
 from pvcharge.control import Controller, Decision
+from pvcharge.control.config import MODES, Mode
 from pvcharge.errors import ConfigError, DeviceError, WriteDeferred, WritesBlocked
 from pvcharge.meters import Meter
 from pvcharge.readings import ChargerCommand, ChargerReading, SiteReading
+from pvcharge.state import load_mode, save_mode
 
 log = structlog.get_logger("pvcharge.daemon")
 
@@ -82,9 +86,27 @@ class _Health:
         self.device = device
         self.failing_since: float | None = None
         self.failures = 0
+        self.consecutive_failures = 0
+        self.last_success_s: float | None = None
+        self.last_error: str | None = None
+        self.last_error_s: float | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """Health for the status API: name, last success/error (clock s), consecutive failures."""
+        return {
+            "name": self.device,
+            "ok": self.failing_since is None and self.last_success_s is not None,
+            "last_success_s": self.last_success_s,
+            "last_error": self.last_error,
+            "last_error_s": self.last_error_s,
+            "consecutive_failures": self.consecutive_failures,
+            "failures": self.failures,
+        }
 
     def failed(self, now: float, error: str) -> None:
         self.failures += 1
+        self.consecutive_failures += 1
+        self.last_error, self.last_error_s = error, now
         if self.failing_since is None:
             self.failing_since = now
             log.warning("device_unavailable", device=self.device, error=error)
@@ -94,6 +116,8 @@ class _Health:
     def ok(self, now: float) -> bool:
         """Record a success; True if it ends an outage."""
         recovered = self.failing_since is not None
+        self.consecutive_failures = 0
+        self.last_success_s = now
         if self.failing_since is not None:
             log.info("device_recovered", device=self.device, outage_s=round(now - self.failing_since, 1))
         self.failing_since = None
@@ -123,6 +147,7 @@ class Daemon:
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
         on_cycle: Callable[[Cycle], None] | None = None,
+        state_file: Path | None = None,
     ) -> None:
         self.config = config
         self.meter = meter
@@ -135,6 +160,14 @@ class Daemon:
             config.control, config.charge_point, config.site, capabilities=charger.capabilities
         )
         self.stats = Stats()
+        self.started_s = clock()
+        self.last_cycle: Cycle | None = None
+        self.state_file = state_file
+        if state_file is not None:
+            saved = load_mode(state_file)
+            if saved is not None and saved != self.controller.mode:
+                log.info("mode_restored", mode=saved, config_mode=self.controller.mode, path=str(state_file))
+                self.controller.set_mode(saved)
         self._last_site: SiteReading | None = None
         self._applied: ChargerCommand | None = None  # last command applied; None after a failed write
         self._acknowledged: ChargerCommand | None = None  # last command the charger took, ever
@@ -172,6 +205,83 @@ class Daemon:
         self._check_phases(config)
         self._pending_config = config
 
+    def set_mode(self, mode: Mode, *, source: str) -> None:
+        """Switch the mode from the next cycle on and keep it across restarts (the state file).
+
+        Args:
+            mode: off, pv, minpv or fast.
+            source: who asked ("api", "mqtt"), for the log.
+
+        Raises:
+            ValueError: an unknown mode.
+        """
+        if mode not in MODES:
+            raise ValueError(f"unknown mode {mode!r}; expected one of: {', '.join(MODES)}")
+        previous = self.controller.mode
+        self.controller.set_mode(mode)
+        if self.state_file is not None:
+            save_mode(self.state_file, mode, self.clock())
+        log.info("mode_changed", mode=mode, previous_mode=previous, source=source)
+
+    @property
+    def mode(self) -> Mode:
+        """The mode in force."""
+        return self.controller.mode
+
+    def status(self) -> dict[str, Any]:
+        """What the daemon sees and does now, for the status API and MQTT (canonical units and signs).
+
+        Keys: ``version``, ``uptime_s``, ``now_s``, ``mode``, ``command`` (``current_a``, ``phases``),
+        ``reason``, ``available_w`` (W or ``None``), ``site`` (the last meter reading: ``grid_power_w``,
+        ``pv_power_w``, ``battery_power_w``, ``battery_soc_pct``, ``house_power_w``, ``timestamp_s``,
+        ``age_s``; or ``None``), ``charger`` (``connected``, ``charging``, ``power_w``, ``current_a``,
+        ``phases``, ``iec_state``, ``timestamp_s``; or ``None``), ``devices`` (``meter``/``charger``:
+        ``name``, ``ok``, ``last_success_s``, ``last_error``, ``last_error_s``, ``consecutive_failures``,
+        ``failures``), ``writes_blocked``, ``stats`` (the counters of :class:`Stats`).
+        """
+        now = self.clock()
+        c = self.last_cycle
+        site: dict[str, Any] | None = None
+        if c is not None and c.site is not None:
+            site = {
+                "grid_power_w": c.site.grid_power_w,
+                "pv_power_w": c.site.pv_power_w,
+                "battery_power_w": c.site.battery_power_w,
+                "battery_soc_pct": c.site.battery_soc_pct,
+                "house_power_w": c.site.house_power_w,
+                "timestamp_s": c.site.timestamp_s,
+                "age_s": round(now - c.site.timestamp_s, 3),
+            }
+        charger: dict[str, Any] | None = None
+        if c is not None and c.charger is not None:
+            charger = {
+                "connected": c.charger.connected,
+                "charging": c.charger.charging,
+                "power_w": c.charger.power_w,
+                "current_a": c.charger.current_a,
+                "phases": c.charger.phases,
+                "iec_state": c.charger.iec_state.value if c.charger.iec_state is not None else None,
+                "timestamp_s": c.charger.timestamp_s,
+            }
+        return {
+            "version": __version__,
+            "uptime_s": round(now - self.started_s, 3),
+            "now_s": now,
+            "mode": self.controller.mode,
+            "command": (
+                {"current_a": c.decision.command.current_a, "phases": c.decision.command.phases}
+                if c is not None
+                else None
+            ),
+            "reason": c.decision.reason if c is not None else "starting",
+            "available_w": c.decision.available_w if c is not None else None,
+            "site": site,
+            "charger": charger,
+            "devices": {"meter": self._meter_health.as_dict(), "charger": self._charger_health.as_dict()},
+            "writes_blocked": self._writes_blocked,
+            "stats": dataclasses.asdict(self.stats),
+        }
+
     def _check_phases(self, config: Config) -> None:
         if config.charge_point.phases == "auto" and not self.charger.capabilities.phase_switching:
             raise ConfigError(
@@ -183,8 +293,14 @@ class Daemon:
 
     def _apply_config(self, config: Config) -> None:
         previous_mode = self.controller.mode
+        config_mode_changed = config.control.mode != self.config.control.mode
         self.config = config
         self.controller.reconfigure(config.control, config.charge_point, config.site)
+        if config_mode_changed:  # the user edited control.mode: it wins over a mode set over the API
+            if self.state_file is not None:
+                save_mode(self.state_file, config.control.mode, self.clock())
+        else:
+            self.controller.set_mode(previous_mode)
         log.info(
             "config_reloaded",
             path=config.path,
@@ -295,6 +411,7 @@ class Daemon:
         self.stats.cycles += 1
         self._log(now, self._last_site, charger, decision, written)
         result = Cycle(now, self._last_site, charger, decision, written)
+        self.last_cycle = result
         if self.on_cycle is not None:
             self.on_cycle(result)
         return result

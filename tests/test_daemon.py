@@ -261,3 +261,52 @@ async def test_a_hanging_meter_never_holds_up_the_cycle_and_is_cut_off_after_max
     assert cycle.decision.command.current_a == 0 and "stale" in cycle.decision.reason
     assert any(e["event"] == "device_unavailable" and "no answer within 3 s" in e["error"] for e in logs)
     assert not daemon._inflight or not daemon._inflight["meter"].done()
+
+
+async def test_a_mode_set_over_the_api_survives_a_restart_until_changed(tmp_path: Any) -> None:
+    state = tmp_path / "state" / "state.json"
+    clock = Clock()
+    daemon = Daemon(CONFIG, Meter(clock), Charger(clock), clock=clock, state_file=state)
+    assert daemon.mode == "pv"
+    daemon.set_mode("fast", source="api")
+    cycle = await daemon.cycle()
+    assert cycle.decision.mode == "fast" and cycle.decision.command.current_a == 16
+    with pytest.raises(ValueError, match="unknown mode 'turbo'"):
+        daemon.set_mode("turbo", source="api")  # type: ignore[arg-type]
+    # a restart: the saved mode wins over the config's
+    with capture_logs() as logs:
+        again = Daemon(CONFIG, Meter(clock), Charger(clock), clock=clock, state_file=state)
+    assert again.mode == "fast"
+    assert any(e["event"] == "mode_restored" for e in logs)
+    # a reload that leaves control.mode alone keeps it; one that changes control.mode wins and is saved
+    again.reload(config_with("{cloud_filter: 'off', interval_s: 5, max_age_s: 30, min_on_s: 60}"))
+    await again.cycle()
+    assert again.mode == "fast"
+    again.reload(config_with("{cloud_filter: 'off', interval_s: 5, max_age_s: 30, mode: minpv}"))
+    await again.cycle()
+    assert again.mode == "minpv"
+    assert Daemon(CONFIG, Meter(clock), Charger(clock), clock=clock, state_file=state).mode == "minpv"
+    # a damaged state file: the config's mode, and a warning
+    state.write_text("{not json")
+    with capture_logs() as logs:
+        assert Daemon(CONFIG, Meter(clock), Charger(clock), clock=clock, state_file=state).mode == "pv"
+    assert any(e["event"] == "state_unreadable" for e in logs)
+
+
+async def test_status_reports_readings_command_and_device_health() -> None:
+    daemon, meter, _, clock = make()
+    status = daemon.status()
+    assert status["reason"] == "starting" and status["site"] is None
+    await run(daemon, clock, 2)
+    meter.fail = DeviceUnavailable(meter.name, "connection refused")
+    await run(daemon, clock, 2)
+    status = daemon.status()
+    assert status["mode"] == "pv" and status["command"] == {"current_a": 12.0, "phases": 1}
+    assert status["site"]["grid_power_w"] == -3000.0 and status["site"]["house_power_w"] == 500.0
+    assert status["site"]["age_s"] == 15.0  # the last good reading was 3 cycles of 5 s ago
+    assert status["charger"]["connected"] is True
+    meter_health = status["devices"]["meter"]
+    assert meter_health["ok"] is False and meter_health["consecutive_failures"] == 2
+    assert "connection refused" in meter_health["last_error"]
+    assert status["devices"]["charger"]["ok"] is True
+    assert status["uptime_s"] == 20.0 and status["stats"]["cycles"] == 4

@@ -1,0 +1,66 @@
+"""What pvcharge keeps across restarts: the mode last chosen over the API or MQTT.
+
+A small JSON file, ``{"mode": "fast", "changed_at_s": 1700000000.0}``, written atomically (a temporary
+file in the same directory, then ``os.replace``), so a power cut never leaves half a file.  Where it
+lives: ``state.file`` from the config; else ``$STATE_DIRECTORY/state.json`` (systemd's
+``StateDirectory=pvcharge``); else ``$XDG_STATE_HOME/pvcharge/state.json`` (``~/.local/state``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import cast
+
+import structlog
+
+from pvcharge.config import StateConfig
+from pvcharge.control.config import MODES, Mode
+
+log = structlog.get_logger("pvcharge.state")
+
+
+def state_path(config: StateConfig, environ: Mapping[str, str] | None = None) -> Path:
+    """The state file for ``config`` (see the module docstring)."""
+    env = os.environ if environ is None else environ
+    if config.file:
+        return Path(config.file)
+    if env.get("STATE_DIRECTORY"):
+        return Path(env["STATE_DIRECTORY"].split(":")[0]) / "state.json"
+    base = Path(env["XDG_STATE_HOME"]) if env.get("XDG_STATE_HOME") else Path.home() / ".local" / "state"
+    return base / "pvcharge" / "state.json"
+
+
+def load_mode(path: Path) -> Mode | None:
+    """The saved mode, or ``None`` when there is none; a damaged file is logged and ignored."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        log.warning("state_unreadable", path=str(path), error=str(exc), action="using the config's mode")
+        return None
+    mode = data.get("mode") if isinstance(data, dict) else None
+    if mode not in MODES:
+        log.warning("state_unreadable", path=str(path), error=f"no valid mode in it: {mode!r}")
+        return None
+    return cast(Mode, mode)
+
+
+def save_mode(path: Path, mode: Mode, now_s: float) -> bool:
+    """Write the mode atomically; False (and a warning) if the file cannot be written."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".state.", suffix=".tmp")
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump({"mode": mode, "changed_at_s": now_s}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        log.warning("state_not_saved", path=str(path), error=str(exc), action="the mode holds until restart")
+        return False
+    return True
