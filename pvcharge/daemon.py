@@ -66,6 +66,8 @@ class Stats:
     write_failures: int = 0
     deferred_writes: int = 0  #: writes a driver held back for its rate limit (sent in a later cycle)
     late_reads: int = 0  #: reads still running at the end of a cycle (their result is used next cycle)
+    last_cycle_s: float = 0.0  #: wall time the last cycle took (reads, decision, write), s
+    max_cycle_s: float = 0.0  #: the longest cycle so far, s
 
 
 @dataclass(frozen=True)
@@ -162,6 +164,8 @@ class Daemon:
         self.stats = Stats()
         self.started_s = clock()
         self.last_cycle: Cycle | None = None
+        #: called with each :class:`Cycle` after ``on_cycle`` (the API, MQTT); exceptions are logged
+        self.listeners: list[Callable[[Cycle], None]] = []
         self.state_file = state_file
         if state_file is not None:
             saved = load_mode(state_file)
@@ -387,6 +391,7 @@ class Daemon:
 
     async def cycle(self) -> Cycle:
         """Run one control cycle and return what happened."""
+        wall0 = time.perf_counter()
         site, charger = await asyncio.gather(
             self._read("meter", self.meter.read, self._meter_health),
             self._read("charger", self.charger.read, self._charger_health),
@@ -412,8 +417,13 @@ class Daemon:
         self._log(now, self._last_site, charger, decision, written)
         result = Cycle(now, self._last_site, charger, decision, written)
         self.last_cycle = result
-        if self.on_cycle is not None:
-            self.on_cycle(result)
+        self.stats.last_cycle_s = time.perf_counter() - wall0
+        self.stats.max_cycle_s = max(self.stats.max_cycle_s, self.stats.last_cycle_s)
+        for listener in ([self.on_cycle] if self.on_cycle is not None else []) + self.listeners:
+            try:
+                listener(result)
+            except Exception as exc:  # a status consumer must not end the loop
+                log.error("listener_error", listener=repr(listener), error=repr(exc), exc_info=exc)
         return result
 
     async def _apply(self, decision: Decision) -> bool:
