@@ -1,17 +1,33 @@
 """The retry mechanism every device driver shares: exponential backoff with jitter (tenacity), a
-server-error type worth retrying, one way to describe a failure, and one retry log event.
+server-error type worth retrying, which failures are worth another attempt (:data:`retry_transient`:
+not a TLS failure), one way to describe a failure in a user's words, and one retry log event.
 
 Imports nothing of pvcharge, so any driver or client may use it.
 """
 
 from __future__ import annotations
 
+import email.utils
+import math
+import re
+import ssl
 from collections.abc import Callable
+from datetime import UTC
 from typing import Any
 
 import httpx
-from tenacity import AsyncRetrying, RetryCallState, stop_after_attempt, wait_exponential, wait_random
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential,
+    wait_random,
+)
 from tenacity.retry import retry_base
+
+#: how much of a body that is not JSON an error message quotes, in characters.
+QUOTE_CHARS = 60
 
 
 class ServerError(Exception):
@@ -32,12 +48,116 @@ class ServerError(Exception):
         return cls(response.status_code, response.text)
 
 
+#: TLS-layer exceptions that are no TLS failure: a connection closed mid-stream (EOF, zero return, a
+#: system call error) or a read or write still waiting for data, which a timeout leaves behind.
+_NOT_TLS_FAILURES = (
+    ssl.SSLEOFError,
+    ssl.SSLZeroReturnError,
+    ssl.SSLSyscallError,
+    ssl.SSLWantReadError,
+    ssl.SSLWantWriteError,
+)
+
+
+def tls_failure(exc: BaseException) -> ssl.SSLError | None:
+    """The TLS error behind an exception (httpx → httpcore → ssl), if any: a certificate not trusted, a
+    handshake refused.  A connection dropped mid-stream or a timeout is none (:data:`_NOT_TLS_FAILURES`).
+    """
+    if isinstance(exc, httpx.TimeoutException):
+        return None
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, ssl.SSLError) and not isinstance(current, _NOT_TLS_FAILURES):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Worth another attempt: HTTP 5xx, or a timeout or connection error that is not a TLS failure (a
+    certificate that is not trusted now will not be trusted a second later)."""
+    if isinstance(exc, ServerError):
+        return True
+    return isinstance(exc, httpx.TransportError) and tls_failure(exc) is None
+
+
+#: the tenacity retry condition of every driver: :func:`is_transient`.
+retry_transient = retry_if_exception(is_transient)
+
+
 def describe(exc: BaseException) -> str:
-    """``HTTP 503 reason`` for a server error, ``ConnectError: reason`` for any other exception."""
+    """A failure in a user's words, with the technical name where it helps a search.
+
+    ``HTTP 503 reason`` for a server error; ``reply cut off (truncated body: received 58 of 117
+    bytes)``; ``connection closed without an answer (RemoteProtocolError: …)``; ``TLS: …`` for a TLS
+    failure; ``ConnectError: reason`` for any other exception.
+    """
     text = str(exc)
     if isinstance(exc, ServerError):
         return text
+    tls = tls_failure(exc)
+    if tls is not None:
+        return f"TLS: {getattr(tls, 'reason', None) or tls}"
+    if isinstance(exc, httpx.RemoteProtocolError):
+        if "complete message body" in text:
+            counts = re.search(r"received (\d+) bytes, expected (\d+)", text)
+            detail = f": received {counts[1]} of {counts[2]} bytes" if counts else ""
+            return f"reply cut off (truncated body{detail})"
+        if "without sending a response" in text:
+            return f"connection closed without an answer (RemoteProtocolError: {text})"
+    if isinstance(exc, httpx.ReadError | httpx.WriteError) and not text:
+        return f"connection lost ({type(exc).__name__})"
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def tls_message(where: str, error: ssl.SSLError) -> str:
+    """Why a TLS handshake with a server that has no trust settings of its own failed, and what to check
+    (a cloud API: the system's CA certificates decide)."""
+    if isinstance(error, ssl.SSLCertVerificationError):
+        reason = error.verify_message or str(error)
+        return (
+            f"{where}: TLS certificate verification failed ({reason}); not retried: the server's "
+            "certificate is not trusted by this host. Check the system clock (a Raspberry Pi without "
+            "network time starts in the past), the CA certificates (ca-certificates; SSL_CERT_FILE for "
+            "a private CA) and any proxy or firewall that intercepts HTTPS"
+        )
+    return f"{where}: TLS handshake failed ({getattr(error, 'reason', None) or error}); not retried"
+
+
+def not_json(text: str) -> str:
+    """``body is not JSON: '<html><head>…'``: the start of a body that does not parse, for a message
+    (the caller scrubs secrets from ``text`` first where the body may hold some)."""
+    flat = " ".join(text.split())
+    quoted = flat[:QUOTE_CHARS] + ("…" if len(flat) > QUOTE_CHARS else "")
+    return f"body is not JSON: {quoted!r}" if flat else "body is empty, not JSON"
+
+
+def parse_retry_after(value: str | None, now_s: float) -> float | None:
+    """Seconds to wait from an HTTP ``Retry-After`` header: delta-seconds or an HTTP date (RFC 9110).
+
+    Args:
+        value: the header, e.g. ``"30"`` or ``"Wed, 21 Oct 2026 07:28:00 GMT"``; ``None`` if absent.
+        now_s: Unix seconds now, to turn a date into a delay.
+
+    Returns:
+        The delay in s (>= 0), or ``None`` when absent or unparseable.
+    """
+    if value is None:
+        return None
+    text = value.strip()
+    try:
+        seconds = float(text)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(text)
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        return max(0.0, when.timestamp() - now_s)
+    return seconds if math.isfinite(seconds) and seconds >= 0 else None
 
 
 def backoff_retrying(

@@ -286,10 +286,13 @@ class AlphaEssWallbox:
             ``timestamp_s`` = ``clock()`` when the replies arrived.
 
         Raises:
-            RateLimited: code 6053, or the client is still backing off from one (nothing sent).
-            DeviceUnavailable: no answer after retries, or 6042 system offline.
+            RateLimited: code 6053 or HTTP 429, or the client is still backing off from one (nothing
+                sent).
+            DeviceUnavailable: no answer after retries (timeout, connection closed, reply cut off, HTTP
+                5xx), or 6042 system offline.
             DeviceProtocolError: another return code (6007 wrong appId/appSecret, 6002 wrong sysSn, 6006
-                clock skew, …), no such wallbox, an unknown ``evchargerStatus`` or a malformed field.
+                clock skew, …), a TLS failure, a body that is not JSON, no such wallbox, an unknown
+                ``evchargerStatus`` or a malformed field.
         """
         return (await self._poll()).reading
 
@@ -303,7 +306,8 @@ class AlphaEssWallbox:
         Raises:
             WriteDeferred: a start within ``min_write_interval_s`` of the last command, or while the
                 status does not yet show the last stop's outcome (status 6, Finishing, or not polled
-                since); or 6053 / the client's backoff after it (``retry_after_s`` from the client).
+                since); or 6053 / HTTP 429 / the client's backoff after it (``retry_after_s`` from the
+                client).
             DeviceUnavailable: no answer after retries, or 6042 system offline.
             DeviceProtocolError: 6008 set failed, another return code, or a failed poll of the status.
         """
@@ -330,6 +334,9 @@ class AlphaEssWallbox:
             await self._send(want_on)
         except RateLimited as exc:
             raise WriteDeferred(self.name, exc.message, retry_after_s=exc.retry_after_s) from exc
+
+    def forget(self) -> None:
+        """Nothing to forget: every apply compares with the polled wallbox status."""
 
     async def close(self) -> None:
         """Close the HTTP connection pool; the next request opens a new one. Safe to call twice."""

@@ -46,23 +46,29 @@ only into request bodies and the ``Authorization`` header: never into a log line
 
 from __future__ import annotations
 
-import email.utils
 import math
 import re
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from datetime import UTC
 from typing import Any, Literal
 
 import httpx
 import structlog
-from tenacity import retry_if_exception_type
 
 from pvcharge.chargers import Clock
-from pvcharge.errors import DeviceProtocolError, DeviceUnavailable, WriteDeferred, WritesBlocked
+from pvcharge.errors import DeviceError, DeviceProtocolError, DeviceUnavailable, WriteDeferred, WritesBlocked
 from pvcharge.readings import ChargerCapabilities, ChargerCommand, ChargerReading, IecState
-from pvcharge.retry import ServerError, backoff_retrying, describe
+from pvcharge.retry import (
+    ServerError,
+    backoff_retrying,
+    describe,
+    not_json,
+    retry_transient,
+    tls_failure,
+    tls_message,
+)
+from pvcharge.retry import parse_retry_after as parse_retry_after  # re-exported: it was defined here
 from pvcharge.settings import Secret, SettingError, setting
 
 _log = structlog.get_logger(__name__)
@@ -363,32 +369,6 @@ def reading_from_observations(obs: Mapping[int, ObservationValue], *, timestamp_
     )
 
 
-def parse_retry_after(value: str | None, now_s: float) -> float | None:
-    """Seconds to wait from an HTTP ``Retry-After`` header: delta-seconds or an HTTP date (RFC 9110).
-
-    Args:
-        value: the header, e.g. ``"30"`` or ``"Wed, 21 Oct 2026 07:28:00 GMT"``; ``None`` if absent.
-        now_s: Unix seconds now, to turn a date into a delay.
-
-    Returns:
-        The delay in s (>= 0), or ``None`` when absent or unparseable.
-    """
-    if value is None:
-        return None
-    text = value.strip()
-    try:
-        seconds = float(text)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(text)
-        except (TypeError, ValueError):
-            return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=UTC)
-        return max(0.0, when.timestamp() - now_s)
-    return seconds if math.isfinite(seconds) and seconds >= 0 else None
-
-
 class TokenBucket:
     """A token bucket on an injected clock: at most ``capacity + per_minute × T / 60`` takes in any T s.
 
@@ -561,9 +541,11 @@ class EaseeCharger:
             raise DeviceUnavailable(self.name, str(exc)) from exc
         self._check(response, where)
         try:
-            reading = reading_from_observations(
-                parse_observations(response.json()), timestamp_s=self._clock()
-            )
+            payload = response.json()
+        except ValueError as exc:
+            raise DeviceProtocolError(self.name, f"{where}: {not_json(self._scrub(response.text))}") from exc
+        try:
+            reading = reading_from_observations(parse_observations(payload), timestamp_s=self._clock())
         except ValueError as exc:
             raise DeviceProtocolError(self.name, f"{where}: {exc}") from exc
         self._cached = reading
@@ -620,6 +602,11 @@ class EaseeCharger:
         for write in writes:
             await self._send_write(write)
         self._log.debug("easee.applied", current_a=amps, phases=command.phases, requests=len(writes))
+
+    def forget(self) -> None:
+        """Forget the current and pause believed held: the next apply sends them again (Easee clears
+        both on plug-in and on reboot)."""
+        self._held = _Held()
 
     async def close(self) -> None:
         """Close the HTTP connection pool; tokens and budgets are kept. Safe to call twice."""
@@ -680,6 +667,7 @@ class EaseeCharger:
             raise
         try:
             self._check(response, where)
+            self._check_json(response, where)
         except DeviceProtocolError:
             self._held = _Held()
             raise
@@ -745,8 +733,10 @@ class EaseeCharger:
         """One request with retries of timeouts, connection errors and 5xx; each attempt takes a token.
 
         Returns any other response (2xx, 4xx) for the caller to judge.  Raises ``_RateLimited`` (budget
-        spent, or 429: the bucket then waits for ``Retry-After``), ``_Blocked`` (403 "IP blocked", now or
-        earlier), ``DeviceUnavailable`` after the retries; no httpx exception escapes.
+        spent before the first attempt, or 429: the bucket then waits for ``Retry-After``), ``_Blocked``
+        (403 "IP blocked", now or earlier), ``DeviceUnavailable`` after the retries (also when the
+        budget runs out between them: the message gives the failure, not the budget),
+        ``DeviceProtocolError`` for a TLS failure (not retried); no httpx exception escapes.
         """
         where = f"{method} {self._base_url}{path}"
         attempts = self._config.retries + 1
@@ -754,19 +744,30 @@ class EaseeCharger:
             attempts=attempts,
             backoff_s=_BACKOFF_INITIAL_S,
             max_wait_s=_BACKOFF_MAX_S,
-            retry=retry_if_exception_type((httpx.TransportError, ServerError)),
+            retry=retry_transient,
             log=self._log,
             event="easee.retry",
             context=lambda state: {"request": f"{state.args[1]} {state.args[2]}"},
         )
+        failed: list[BaseException] = []  # the failed attempts, for a budget spent between retries
+
+        async def attempt(
+            bucket: str, method: str, path: str, body: object, authorized: bool
+        ) -> httpx.Response:
+            try:
+                return await self._send_once(bucket, method, path, body, authorized)
+            except (httpx.TransportError, ServerError) as exc:
+                failed.append(exc)
+                raise
+
         try:
-            response: httpx.Response = await retrying(self._send_once, bucket, method, path, body, authorized)
-        except httpx.TimeoutException as exc:
-            raise DeviceUnavailable(
-                self.name, f"{where}: no answer within {self._config.timeout_s:g} s ({attempts} attempts)"
-            ) from exc
+            response: httpx.Response = await retrying(attempt, bucket, method, path, body, authorized)
+        except _RateLimited as exc:
+            if not failed:
+                raise
+            raise self._unavailable(where, failed[-1], len(failed), f"; {exc}") from failed[-1]
         except (httpx.TransportError, ServerError) as exc:
-            raise DeviceUnavailable(self.name, f"{where}: {describe(exc)} ({attempts} attempts)") from exc
+            raise self._unavailable(where, exc, len(failed)) from exc
         except httpx.HTTPError as exc:
             raise DeviceProtocolError(self.name, f"{where}: {describe(exc)}") from exc
         if response.status_code == 429:
@@ -785,6 +786,31 @@ class EaseeCharger:
         if response.status_code == 403 and "blocked" in response.text.lower():
             raise self._block(where, self._scrub(response.text))
         return response
+
+    def _check_json(self, response: httpx.Response, where: str) -> None:
+        """A write's 2xx reply is empty or JSON (``{"device", "commandId", "ticks"}``); anything else (an
+        HTML page from a proxy) does not confirm the command: ``DeviceProtocolError``."""
+        if not response.content.strip():
+            return
+        try:
+            response.json()
+        except ValueError:
+            raise DeviceProtocolError(
+                self.name,
+                f"{where}: HTTP {response.status_code} but {not_json(self._scrub(response.text))}; the "
+                "command may not have reached the charger",
+            ) from None
+
+    def _unavailable(self, where: str, exc: BaseException, attempts: int, note: str = "") -> DeviceError:
+        """The error for a request that failed ``attempts`` times, the last with ``exc``."""
+        tls = tls_failure(exc)
+        if tls is not None:
+            return DeviceProtocolError(self.name, tls_message(where, tls))
+        if isinstance(exc, httpx.TimeoutException):
+            cause = f"no answer within {self._config.timeout_s:g} s"
+        else:
+            cause = self._scrub(describe(exc))
+        return DeviceUnavailable(self.name, f"{where}: {cause} ({attempts} attempts){note}")
 
     def _check(self, response: httpx.Response, where: str) -> None:
         """Accept 2xx (202 carries ``ticks`` for SignalR, not used); raise ``DeviceProtocolError`` else."""
@@ -865,8 +891,8 @@ class EaseeCharger:
         self._check(response, where)
         try:
             payload: Any = response.json()
-        except ValueError:
-            payload = None
+        except ValueError as exc:
+            raise DeviceProtocolError(self.name, f"{where}: {not_json(self._scrub(response.text))}") from exc
         access = payload.get("accessToken") if isinstance(payload, dict) else None
         refresh = payload.get("refreshToken") if isinstance(payload, dict) else None
         expires_in = payload.get("expiresIn") if isinstance(payload, dict) else None

@@ -47,11 +47,19 @@ from typing import Any
 
 import httpx
 import structlog
-from tenacity import retry_if_exception_type
 
 from pvcharge.errors import DeviceProtocolError, DeviceUnavailable, WriteDeferred
 from pvcharge.readings import ChargerCapabilities, ChargerCommand, ChargerReading, IecState
-from pvcharge.retry import ServerError, backoff_retrying, describe
+from pvcharge.retry import (
+    ServerError,
+    backoff_retrying,
+    describe,
+    not_json,
+    parse_retry_after,
+    retry_transient,
+    tls_failure,
+    tls_message,
+)
 from pvcharge.settings import Secret, SettingError, setting
 
 _log = structlog.get_logger(__name__)
@@ -102,6 +110,9 @@ _IEC_STATES = (IecState.A, IecState.B, IecState.C, IecState.D, IecState.F)
 
 #: ``meter/values.power`` down to this far below 0 W is meter noise and reads as 0 W.
 NEGATIVE_POWER_TOLERANCE_W = 50.0
+
+#: wait after an HTTP 429 without a usable ``Retry-After``, in s (the firmware sends no 429; a proxy might).
+DEFAULT_RETRY_AFTER_S = 30.0
 
 #: backoff between attempts: 0.2 s, 0.4 s, 0.8 s … up to 2 s, each plus a random 0–0.2 s, in s.
 _BACKOFF_INITIAL_S = 0.2
@@ -360,12 +371,34 @@ def limit_current_ma(current_ma: int, phases: int, box_phases: int) -> int:
 # -- driver ---------------------------------------------------------------------------------------
 
 
+def _empty_or_json(response: httpx.Response) -> bool:
+    """The body is empty or JSON (what the firmware sends)."""
+    if not response.content.strip():
+        return True
+    try:
+        response.json()
+    except ValueError:
+        return False
+    return True
+
+
+class _TooManyRequests(DeviceUnavailable):
+    """HTTP 429, or not sent because of one: no request to the box for ``retry_after_s``."""
+
+    def __init__(self, device: str, message: str, retry_after_s: float) -> None:
+        super().__init__(device, message)
+        self.retry_after_s = retry_after_s
+
+
 class WarpCharger:
     """A Tinkerforge WARP2/WARP3 wallbox driven through slot 8 (``evse/external_current``), and with
     ``phase_switching`` through ``power_manager/external_control`` (WARP3/WARP4).
 
     Requests go one after another over one keep-alive connection: the ESP32's web server answers one
-    request at a time, so parallel requests would only cost it sockets.
+    request at a time, so parallel requests would only cost it sockets.  Each is tried ``1 + retries``
+    times on a timeout, a connection error, a reply cut off or HTTP 5xx (not on a TLS failure).  After
+    an HTTP 429 (the firmware sends none, a proxy in front of it might) nothing is sent to the box
+    before its ``Retry-After``.
 
     Attributes:
         name: the configured device name, used in every error and log line.
@@ -403,6 +436,7 @@ class WarpCharger:
         self._resend_phases = False  # a connection broke since that request: send it again
         self._next_phase_request_s = -math.inf  # no phases_wanted request before this clock time
         self._unavailable_logged: int | None = None  # external_control code last logged as refusal
+        self._quiet_until = -math.inf  # an HTTP 429 asked for no request before this clock time
         self._log = _log.bind(device=name)
 
     async def read(self) -> ChargerReading:
@@ -417,9 +451,11 @@ class WarpCharger:
             from the clock once the answers are in.
 
         Raises:
-            DeviceUnavailable: no answer (timeout, connection refused/dropped, HTTP 5xx) after retries.
-            DeviceProtocolError: HTTP 401/400/404/other, malformed JSON or a missing/malformed field;
-                with ``phase_switching``, a box that does not offer it (the message says how to enable it).
+            DeviceUnavailable: no answer (timeout, connection refused/dropped, reply cut off, HTTP 5xx)
+                after retries; HTTP 429, or still waiting for its ``Retry-After`` (nothing sent).
+            DeviceProtocolError: HTTP 401/400/404/other, a TLS failure, a body that is not JSON or a
+                missing/malformed/impossible field; with ``phase_switching``, a box that does not offer it
+                (the message says how to enable it).
         """
         if self._config.phase_switching:
             await self._prepare_phase_switching()
@@ -474,7 +510,8 @@ class WarpCharger:
             ValueError: the current is neither 0 nor 6–32 A (checked before any I/O).
             WriteDeferred: with ``phase_switching``, the box is not on ``command.phases`` yet; the
                 message says why; after a refusal ``retry_after_s`` is when the next phase request may
-                go out (else 0).  The current was written all the same.
+                go out (else 0).  The current was written all the same.  Or: HTTP 429, or still
+                waiting for its ``Retry-After`` (``retry_after_s``); the current may not have been sent.
             DeviceUnavailable: no answer after retries.
             DeviceProtocolError: the box rejected the current (HTTP 400 with its reason), the login, or
                 does not know an endpoint; with ``phase_switching``, a box that does not offer it.
@@ -485,10 +522,19 @@ class WarpCharger:
                 f"{self.name}: current {command.current_a} A is neither 0 nor within "
                 f"{MIN_CURRENT_MA / 1000:g}–{MAX_CURRENT_MA / 1000:g} A"
             )
+        try:
+            deferred = await self._apply(command.phases, current_ma)
+        except _TooManyRequests as exc:
+            raise WriteDeferred(self.name, exc.message, retry_after_s=exc.retry_after_s) from exc
+        if deferred is not None:
+            raise deferred
+
+    async def _apply(self, phases: int, current_ma: int) -> WriteDeferred | None:
+        """The requests of :meth:`apply`; returns the ``WriteDeferred`` to raise, if any."""
         deferred: WriteDeferred | None = None
         if self._config.phase_switching:
             await self._prepare_phase_switching()
-            current_ma, deferred = await self._switch_phases(command.phases, current_ma)
+            current_ma, deferred = await self._switch_phases(phases, current_ma)
         if not self._external_enabled_sent:
             if await self._request("POST", "evse/external_enabled", {"enabled": True}) is None:
                 self._log.debug("warp.external_enabled_missing", note="firmware without the endpoint")
@@ -498,8 +544,12 @@ class WarpCharger:
                 self.name, f"POST {self._base_url}evse/external_current: not found (HTTP 404)"
             )
         self._log.debug("warp.applied", current_ma=current_ma)
-        if deferred is not None:
-            raise deferred
+        return deferred
+
+    def forget(self) -> None:
+        """Send ``external_enabled`` and the last ``phases_wanted`` again with the next apply."""
+        self._external_enabled_sent = False
+        self._resend_phases = self._phases_wanted is not None
 
     async def close(self) -> None:
         """Close the HTTP connection pool. Safe to call twice."""
@@ -672,19 +722,27 @@ class WarpCharger:
     async def _request(
         self, method: str, path: str, body: object = None, *, refusal_ok: bool = False
     ) -> httpx.Response | None:
-        """Send one request, retrying timeouts, connection errors and HTTP 5xx.
+        """Send one request, retrying timeouts, connection errors and HTTP 5xx (not TLS failures).
 
-        Returns the 2xx response (or, with ``refusal_ok``, a 400 one), or ``None`` for 404.  Raises
-        ``DeviceUnavailable`` or ``DeviceProtocolError`` otherwise; no httpx exception escapes.  A
-        request that gets no answer marks the connection as broken (see :meth:`_connection_lost`).
+        Returns the 2xx response (or, with ``refusal_ok``, a 400 one), or ``None`` for 404; a 2xx
+        answer to a write whose body is neither empty nor JSON (an HTML page) is a
+        ``DeviceProtocolError``.  Raises ``_TooManyRequests`` on HTTP 429 and, without sending, until
+        its ``Retry-After``; ``DeviceUnavailable`` or ``DeviceProtocolError`` otherwise; no httpx
+        exception escapes.  A request that gets no answer marks the connection as broken (see
+        :meth:`_connection_lost`).
         """
         where = f"{method} {self._base_url}{path}"
+        wait_s = self._quiet_until - self._clock()
+        if wait_s > 0:
+            raise _TooManyRequests(
+                self.name, f"{where}: not sent: HTTP 429 asked for no request for {wait_s:.0f} s more", wait_s
+            )
         attempts = self._config.retries + 1
         retrying = backoff_retrying(
             attempts=attempts,
             backoff_s=_BACKOFF_INITIAL_S,
             max_wait_s=_BACKOFF_MAX_S,
-            retry=retry_if_exception_type((httpx.TransportError, ServerError)),
+            retry=retry_transient,
             log=self._log,
             event="warp.retry",
             context=lambda state: {"request": f"{state.args[0]} {state.args[1]}"},
@@ -697,13 +755,35 @@ class WarpCharger:
                 self.name, f"{where}: no answer within {self._config.timeout_s:g} s ({attempts} attempts)"
             ) from exc
         except (httpx.TransportError, ServerError) as exc:
+            tls = tls_failure(exc)
+            if tls is not None:
+                raise DeviceProtocolError(self.name, tls_message(where, tls)) from exc
             self._connection_lost()
             raise DeviceUnavailable(self.name, f"{where}: {describe(exc)} ({attempts} attempts)") from exc
         except httpx.HTTPError as exc:
             raise DeviceProtocolError(self.name, f"{where}: {describe(exc)}") from exc
+        if response.status_code == 429:
+            header = response.headers.get("Retry-After")
+            asked_s = parse_retry_after(header, self._clock())
+            wait_s = DEFAULT_RETRY_AFTER_S if asked_s is None else asked_s
+            self._quiet_until = self._clock() + wait_s
+            self._log.warning("warp.rate_limited", request=where, retry_after=header, wait_s=round(wait_s, 1))
+            raise _TooManyRequests(
+                self.name,
+                f"{where}: HTTP 429 Too Many Requests; nothing sent to the box for {wait_s:.0f} s "
+                f"(Retry-After: {header})",
+                wait_s,
+            )
         status = response.status_code
         if status == 404:
             return None
+        if 200 <= status < 300 and method != "GET" and not _empty_or_json(response):
+            # the firmware answers a write with an empty body: this came from something else
+            raise DeviceProtocolError(
+                self.name,
+                f"{where}: HTTP {status} but {not_json(response.text)}; the write may not have reached "
+                "the box",
+            )
         if 200 <= status < 300 or (status == 400 and refusal_ok):
             return response
         if status == 401:
@@ -724,6 +804,6 @@ class WarpCharger:
             payload: object = response.json()
         except ValueError as exc:
             raise DeviceProtocolError(
-                self.name, f"GET {self._base_url}{path}: malformed JSON ({exc})"
+                self.name, f"GET {self._base_url}{path}: malformed JSON ({not_json(response.text)})"
             ) from exc
         return payload

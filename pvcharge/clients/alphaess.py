@@ -31,10 +31,18 @@ from typing import Any
 
 import httpx
 import structlog
-from tenacity import retry_if_exception_type
 
 from pvcharge.errors import DeviceError, DeviceProtocolError, DeviceUnavailable
-from pvcharge.retry import ServerError, backoff_retrying, describe
+from pvcharge.retry import (
+    ServerError,
+    backoff_retrying,
+    describe,
+    not_json,
+    parse_retry_after,
+    retry_transient,
+    tls_failure,
+    tls_message,
+)
 from pvcharge.settings import Secret, SettingError, setting
 
 _log = structlog.get_logger(__name__)
@@ -168,11 +176,15 @@ class RateLimited(DeviceUnavailable):
 class AlphaEssClient:
     """Signed requests to the AlphaESS Open API, with retries and a 6053 backoff.
 
-    Transport failures (connection refused or dropped, timeouts) and HTTP 5xx are tried
-    ``1 + retries`` times with exponential backoff (``backoff_s``, doubling, plus up to ``backoff_s`` of
-    jitter).  A 6053 reply is not retried: the client sends nothing for ``rate_limit_backoff_s``, which
-    doubles on each further 6053 up to ``rate_limit_backoff_max_s`` and resets on the next success.
-    Proxy settings from the environment (``HTTPS_PROXY``, ``NO_PROXY``) apply: this is a cloud API.
+    Transport failures (connection refused or dropped, timeouts, a reply cut off) and HTTP 5xx are
+    tried ``1 + retries`` times with exponential backoff (``backoff_s``, doubling, plus up to
+    ``backoff_s`` of jitter); a TLS failure is not retried.  A 6053 reply is not retried: the client
+    sends nothing for ``rate_limit_backoff_s``, which doubles on each further 6053 up to
+    ``rate_limit_backoff_max_s`` and resets on the next success.  An HTTP 429 (which the Open API is
+    not documented to send, but a gateway in front of it may) likewise stops all requests, for its
+    ``Retry-After`` (the 6053 backoff without one).  Proxy settings from the environment
+    (``HTTPS_PROXY``, ``NO_PROXY``) apply, and TLS certificates are always verified against the
+    system's CAs (``SSL_CERT_FILE`` adds a private one): this is a cloud API.
 
     Args:
         base_url: the API base, e.g. ``https://openapi.alphaess.com/api``.
@@ -217,6 +229,7 @@ class AlphaEssClient:
         self._client: httpx.AsyncClient | None = None
         self._rate_limited_until = -float("inf")
         self._rate_limit_streak = 0  #: 6053 replies since the last success
+        self._rate_limited_by = f"code {TOO_FAST}"  #: what started the backoff, for messages
         self._log = _log.bind(device=name)
 
     def __repr__(self) -> str:
@@ -233,11 +246,12 @@ class AlphaEssClient:
             ``data`` of a ``code == 200`` reply: a dict, a list or ``None``, as the endpoint defines.
 
         Raises:
-            RateLimited: 6053, or still backing off from one (then nothing is sent).
-            DeviceUnavailable: no answer after retries (connection, timeout, HTTP 5xx), or 6042 (system
-                offline).
+            RateLimited: 6053 or HTTP 429, or still backing off from one (then nothing is sent).
+            DeviceUnavailable: no answer after retries (connection refused or closed, timeout, reply
+                cut off, HTTP 5xx), or 6042 (system offline).
             DeviceProtocolError: any other return code (6006 clock skew, 6007 signature, …), another HTTP
-                status, or a body that is not a JSON envelope; the message names the code and its meaning.
+                status, a TLS failure (an untrusted certificate), or a body that is not a JSON envelope;
+                the message names the code and its meaning.
         """
         return await self._call("GET", path, params=params)
 
@@ -288,7 +302,7 @@ class AlphaEssClient:
         if left_s > 0:
             raise RateLimited(
                 self.name,
-                f"{where}: not sent, backing off {left_s:.0f} s more after code {TOO_FAST} "
+                f"{where}: not sent, backing off {left_s:.0f} s more after {self._rate_limited_by} "
                 "(too many requests)",
                 retry_after_s=left_s,
             )
@@ -297,7 +311,7 @@ class AlphaEssClient:
             attempts=attempts,
             backoff_s=self._backoff_s,
             max_wait_s=30.0,
-            retry=retry_if_exception_type((httpx.TransportError, ServerError)),
+            retry=retry_transient,
             log=self._log,
             event="alphaess.retry",
             context=lambda state: {"request": f"{state.args[0]} {state.args[1]}"},
@@ -309,9 +323,14 @@ class AlphaEssClient:
                 self.name, f"{where}: no answer within {self._timeout_s:g} s ({attempts} attempts)"
             ) from exc
         except (httpx.TransportError, ServerError) as exc:
+            tls = tls_failure(exc)
+            if tls is not None:
+                raise DeviceProtocolError(self.name, tls_message(where, tls)) from exc
             raise DeviceUnavailable(self.name, f"{where}: {describe(exc)} ({attempts} attempts)") from exc
         except httpx.HTTPError as exc:
             raise DeviceProtocolError(self.name, f"{where}: {describe(exc)}") from exc
+        if response.status_code == 429:
+            raise self._too_many_requests(where, response.headers.get("Retry-After"))
         if response.status_code != 200:
             raise DeviceProtocolError(
                 self.name,
@@ -319,7 +338,14 @@ class AlphaEssClient:
                 f"{response.text.strip()[:200]}",
             )
         try:
-            envelope = parse_envelope(response.json())
+            payload = response.json()
+        except ValueError as exc:
+            raise DeviceProtocolError(
+                self.name,
+                f"{where}: not an Open API reply ({not_json(response.text)}); is the URL e.g. {DEFAULT_URL}?",
+            ) from exc
+        try:
+            envelope = parse_envelope(payload)
         except ValueError as exc:
             raise DeviceProtocolError(
                 self.name, f"{where}: not an Open API reply ({exc}); is the URL e.g. {DEFAULT_URL}?"
@@ -329,6 +355,29 @@ class AlphaEssClient:
             return envelope.data
         raise self._error(where, envelope, params or body or {})
 
+    def _rate_limit_wait_s(self) -> float:
+        """The next 6053 backoff: ``rate_limit_backoff_s`` doubled per 6053 since the last success."""
+        doublings = min(self._rate_limit_streak, 20)  # bounded: 2**n must not overflow a float
+        return float(min(self._rate_limit_backoff_s * 2**doublings, self._rate_limit_backoff_max_s))
+
+    def _too_many_requests(self, where: str, header: str | None) -> RateLimited:
+        """HTTP 429: send nothing before its ``Retry-After`` (without one, for the 6053 backoff)."""
+        wait_s = parse_retry_after(header, self._clock())
+        if wait_s is None:
+            wait_s = self._rate_limit_wait_s()
+            self._rate_limit_streak += 1
+        self._rate_limited_until = self._clock() + wait_s
+        self._rate_limited_by = "HTTP 429"
+        self._log.warning(
+            "alphaess.rate_limited", request=where, retry_after=header, backoff_s=round(wait_s, 1)
+        )
+        return RateLimited(
+            self.name,
+            f"{where}: HTTP 429 Too Many Requests; sending nothing for {wait_s:.0f} s "
+            f"(Retry-After: {header})",
+            retry_after_s=wait_s,
+        )
+
     def _error(self, where: str, envelope: Envelope, request: Mapping[str, Any]) -> DeviceError:
         """The exception for an error envelope; on 6053 it also starts the backoff."""
         code = envelope.code
@@ -337,10 +386,10 @@ class AlphaEssClient:
             said += f", {envelope.exp_msg!r}"
         sys_sn = request.get("sysSn", "(none sent)")
         if code == TOO_FAST:
-            doublings = min(self._rate_limit_streak, 20)  # bounded: 2**n must not overflow a float
-            wait_s = min(self._rate_limit_backoff_s * 2**doublings, self._rate_limit_backoff_max_s)
+            wait_s = self._rate_limit_wait_s()
             self._rate_limit_streak += 1
             self._rate_limited_until = self._clock() + wait_s
+            self._rate_limited_by = f"code {TOO_FAST}"
             self._log.warning("alphaess.rate_limited", request=where, backoff_s=round(wait_s, 1))
             return RateLimited(
                 self.name,

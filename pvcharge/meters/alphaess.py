@@ -159,10 +159,13 @@ class AlphaEssMeter:
             arrived; inside the poll interval the same reading again, same timestamp.
 
         Raises:
-            RateLimited: code 6053, or the client is still backing off from one (nothing sent).
-            DeviceUnavailable: no answer after retries, or 6042 system offline.
+            RateLimited: code 6053 or HTTP 429, or the client is still backing off from one (nothing
+                sent).
+            DeviceUnavailable: no answer after retries (timeout, connection closed, reply cut off, HTTP
+                5xx), or 6042 system offline.
             DeviceProtocolError: another return code (6006 clock skew, 6007 wrong appId/appSecret, 6002
-                wrong sysSn, …), a malformed reply, or a field that is missing, ``null`` or out of range.
+                wrong sysSn, …), a TLS failure, a body that is not JSON, or a field that is missing,
+                ``null`` or out of range.
         """
         now = self._clock()
         if now < self._next_request_at and self._last is not None:

@@ -39,6 +39,7 @@ import hashlib
 import hmac
 import ipaddress
 import json
+import math
 import re
 import ssl
 import struct
@@ -48,11 +49,18 @@ from typing import Literal
 
 import httpx
 import structlog
-from tenacity import retry_if_exception
 
 from pvcharge.errors import DeviceError, DeviceProtocolError, DeviceUnavailable
 from pvcharge.readings import SiteReading
-from pvcharge.retry import ServerError, backoff_retrying, describe
+from pvcharge.retry import (
+    ServerError,
+    backoff_retrying,
+    describe,
+    not_json,
+    parse_retry_after,
+    retry_transient,
+    tls_failure,
+)
 from pvcharge.settings import SettingError, setting
 
 log = structlog.get_logger(__name__)
@@ -89,8 +97,21 @@ _INTEGERS: dict[str, tuple[int, bool]] = {
 }
 _HEX = re.compile(r"[0-9A-Fa-f]*")
 
-#: a read failing again and again pauses requests up to this long, in s.
-MAX_FAILURE_PAUSE_S = 60.0
+#: a read failing again and again pauses requests up to this long (or ``min_interval_s`` if longer), in
+#: s: long enough to halve the requests to a struggling appliance, short enough that the first or
+#: second read after it recovers gets through.
+MAX_FAILURE_PAUSE_S = 10.0
+#: the variables a reading needs.
+NEEDED = (GRID_POWER, PV_POWER, BATTERY_POWER, BATTERY_SOC)
+#: each needed variable's canonical field, for messages.
+_CANONICAL = {
+    GRID_POWER: "grid_power_w",
+    PV_POWER: "pv_power_w",
+    BATTERY_POWER: "battery_power_w",
+    BATTERY_SOC: "battery_soc_pct",
+}
+#: wait after an HTTP 429 without a usable ``Retry-After``, in s.
+DEFAULT_RETRY_AFTER_S = 60.0
 
 
 def _fingerprint_bytes(text: str) -> bytes:
@@ -328,13 +349,25 @@ def to_reading(energy: Mapping[str, object], timestamp_s: float) -> SiteReading:
 
     Raises:
         ValueError: a needed variable is missing, a sentinel or ``er_`` value, malformed or not a
-            number (the message names it), or a value is not finite or the SoC is outside 0–100 %.
+            number, not finite (NaN, ``fl_7FC00000``), or the SoC is outside 0–100 %; the message
+            names the variable and the value.
     """
+    values = {name: _number(energy, name) for name in NEEDED}
+    for name, value in values.items():
+        if not math.isfinite(value):
+            raise ValueError(
+                f"{SECTION}.{name} ({_CANONICAL[name]}): {energy[name]!r} is {value}, not a finite number"
+            )
+    soc = values[BATTERY_SOC]
+    if not 0.0 <= soc <= 100.0:
+        raise ValueError(
+            f"{SECTION}.{BATTERY_SOC} (battery_soc_pct): battery SoC {soc:g} % out of range (0–100 %)"
+        )
     return SiteReading(
-        grid_power_w=_number(energy, GRID_POWER),
-        pv_power_w=abs(_number(energy, PV_POWER)),
-        battery_power_w=0.0 - _number(energy, BATTERY_POWER),  # not -x: 0.0, not -0.0, for idle
-        battery_soc_pct=_number(energy, BATTERY_SOC),
+        grid_power_w=values[GRID_POWER],
+        pv_power_w=abs(values[PV_POWER]),
+        battery_power_w=0.0 - values[BATTERY_POWER],  # not -x: 0.0, not -0.0, for idle
+        battery_soc_pct=soc,
         timestamp_s=timestamp_s,
     )
 
@@ -388,26 +421,12 @@ def _ssl_context(config: Config, pin: bytes | None) -> ssl.SSLContext | None:
     return context
 
 
-def _tls_failure(exc: BaseException) -> ssl.SSLError | None:
-    """The TLS error behind an httpx exception (httpx → httpcore → ssl), if any."""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        if isinstance(current, ssl.SSLError) and not isinstance(current, ssl.SSLEOFError):
-            return current
-        seen.add(id(current))
-        current = current.__cause__ or current.__context__
-    return None
+class _TooManyRequests(DeviceUnavailable):
+    """HTTP 429: the appliance asked for no request for ``retry_after_s``."""
 
-
-# -- driver ---------------------------------------------------------------------------------------
-
-
-def _transient(exc: BaseException) -> bool:
-    """Worth another attempt: HTTP 5xx, or a timeout/connection error that is not a TLS failure."""
-    if isinstance(exc, ServerError):
-        return True
-    return isinstance(exc, httpx.TransportError) and _tls_failure(exc) is None
+    def __init__(self, device: str, message: str, retry_after_s: float) -> None:
+        super().__init__(device, message)
+        self.retry_after_s = retry_after_s
 
 
 class SenecMeter:
@@ -419,10 +438,11 @@ class SenecMeter:
     retried.  No request is sent less than ``min_interval_s`` after the previous read's request: a
     read in between returns the previous reading unchanged (same ``timestamp_s``), so the controller
     does not take it for a new measurement.  After a failed read the pause before the next request is
-    ``min_interval_s``, doubling per further failed read up to :data:`MAX_FAILURE_PAUSE_S`; a read in
-    the pause raises the last error again (reference §2.5 [S3]: the appliance can restart or become
-    unresponsive when hammered).  A read cancelled by its caller (e.g. the daemon's time limit) still
-    counts as a request.  All intervals are measured on ``clock``.
+    ``min_interval_s``, doubling per further failed read up to :data:`MAX_FAILURE_PAUSE_S` (10 s; or
+    ``min_interval_s`` if that is longer); a read in the pause raises the last error again (reference
+    §2.5 [S3]: the appliance can restart or become unresponsive when hammered).  An HTTP 429 pauses
+    requests for at least its ``Retry-After``.  A read cancelled by its caller (e.g. the daemon's time
+    limit) still counts as a request.  All intervals are measured on ``clock``.
 
     With ``verify: false`` a warning naming the device is logged when the driver is created.
 
@@ -478,10 +498,11 @@ class SenecMeter:
 
         Raises:
             DeviceUnavailable: no answer after ``1 + retries`` attempts (refused, unreachable, timeout,
-                HTTP 5xx), still pausing after such a failure, or pausing after a cancelled first read.
+                connection closed, reply cut off, HTTP 5xx), HTTP 429, still pausing after such a
+                failure, or pausing after a cancelled first read.
             DeviceProtocolError: TLS verification failed or the pinned certificate changed (the message
-                says how to fix it), an HTTP status other than 200, malformed JSON, or a missing,
-                sentinel or malformed variable (named in the message).
+                says how to fix it), an HTTP status other than 200 or 429, a body that is not JSON, or a
+                missing, sentinel, malformed or impossible variable (named in the message).
         """
         async with self._lock:
             now = self._clock()
@@ -495,7 +516,10 @@ class SenecMeter:
             except DeviceError as exc:
                 self._failures += 1
                 self._failure = exc
-                pause_s = min(self._config.min_interval_s * 2 ** (self._failures - 1), MAX_FAILURE_PAUSE_S)
+                interval_s = self._config.min_interval_s
+                pause_s = max(interval_s, min(interval_s * 2 ** (self._failures - 1), MAX_FAILURE_PAUSE_S))
+                if isinstance(exc, _TooManyRequests):
+                    pause_s = max(pause_s, exc.retry_after_s)
                 self._next_request_at = self._clock() + pause_s
                 raise
             self._failures = 0
@@ -508,9 +532,10 @@ class SenecMeter:
         reading, else (the only read so far was cancelled) ``DeviceUnavailable``."""
         wait_s = self._next_request_at - now
         if self._failure is not None:
-            raise type(self._failure)(
-                self.name, f"{self._failure.message} (pausing requests, next one in {wait_s:.0f} s)"
-            )
+            message = f"{self._failure.message} (pausing requests, next one in {wait_s:.0f} s)"
+            if isinstance(self._failure, _TooManyRequests):
+                raise _TooManyRequests(self.name, message, wait_s)
+            raise type(self._failure)(self.name, message)
         if self._cached is not None:
             return self._cached
         raise DeviceUnavailable(
@@ -551,7 +576,7 @@ class SenecMeter:
         retrying = backoff_retrying(
             attempts=attempts,
             backoff_s=cfg.backoff_s,
-            retry=retry_if_exception(_transient),
+            retry=retry_transient,
             log=self._log,
             event="senec.retry",
         )
@@ -562,7 +587,7 @@ class SenecMeter:
                 self.name, f"POST {self._url}: no answer within {cfg.timeout_s:g} s ({attempts} attempts)"
             ) from exc
         except (httpx.HTTPError, ServerError) as exc:
-            tls = _tls_failure(exc)
+            tls = tls_failure(exc)
             if tls is not None:
                 raise DeviceProtocolError(self.name, self._tls_message(tls)) from exc
             if not isinstance(exc, httpx.TransportError | ServerError):
@@ -574,6 +599,17 @@ class SenecMeter:
                 self.name, f"POST {self._url}: {describe(exc)} ({attempts} attempts){hint}"
             ) from exc
         received_s = self._clock()
+        if response.status_code == 429:
+            header = response.headers.get("Retry-After")
+            wait_s = parse_retry_after(header, received_s)
+            if wait_s is None:
+                wait_s = DEFAULT_RETRY_AFTER_S
+            raise _TooManyRequests(
+                self.name,
+                f"POST {self._url}: HTTP 429 Too Many Requests: the appliance asks for no request for "
+                f"{wait_s:.0f} s (Retry-After: {header}); none is sent before",
+                wait_s,
+            )
         if response.status_code != 200:
             body = response.text.strip()[:200]
             raise DeviceProtocolError(
@@ -582,7 +618,9 @@ class SenecMeter:
         try:
             payload: object = json.loads(response.content)
         except ValueError as exc:
-            raise DeviceProtocolError(self.name, f"POST {self._url}: malformed JSON ({exc})") from exc
+            raise DeviceProtocolError(
+                self.name, f"POST {self._url}: malformed JSON ({not_json(response.text)})"
+            ) from exc
         energy = payload.get(SECTION) if isinstance(payload, dict) else None
         if not isinstance(energy, dict):
             got = "no JSON object" if not isinstance(payload, dict) else repr(energy)[:100]

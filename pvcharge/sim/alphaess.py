@@ -61,8 +61,9 @@ from typing import Any, TypeGuard
 
 from aiohttp import web
 
+from pvcharge.sim.faults import Fault
 from pvcharge.sim.http import LoopbackHttpServer
-from pvcharge.sim.site import SiteModel
+from pvcharge.sim.site import SiteModel, SiteState
 
 MAX_CLOCK_SKEW_S = 300  #: accepted ``timeStamp`` window, ± s (meters.md §3.1 [A3])
 #: a stopped session shows status 6 (Finishing) at least this long, in s (the emulator's choice)
@@ -83,6 +84,12 @@ MESSAGES: dict[int, str] = {
     6042: "System offline",
     6053: "The maximum number of requests has been reached",
 }
+
+#: what ``GARBAGE`` puts into ``getLastPowerData``: well-formed JSON, impossible values (SoC 250 %, a
+#: negative charging power).
+GARBAGE_POWER_DATA: dict[str, Any] = {"soc": 250.0, "pev": -7400.0}
+#: what ``GARBAGE`` answers as ``evchargerStatus``: no such code (chargers.md §2.1 documents 1–6, 9).
+GARBAGE_STATUS = 42
 
 #: ``evchargerStatus`` codes the emulator gives (chargers.md §2.1).
 AVAILABLE, PREPARING, CHARGING, SUSPENDED_EV, FINISHING = 1, 2, 3, 5, 6
@@ -129,8 +136,15 @@ class AlphaEssEmulator(LoopbackHttpServer):
         wallbox_phases: the phases it offers them on, 1 or 3.
         clock: Unix seconds for the ``timeStamp`` window, the rate limits and ``FINISHING_S``; give it the
             driver's clock when the demo compresses time.
+        tls: serve HTTPS with a throwaway certificate (see :class:`~pvcharge.sim.http.LoopbackHttpServer`),
+            like the real ``https://openapi.alphaess.com``; plain HTTP by default.
 
     Fault knobs, settable at any time:
+        faults: every fault of :data:`~pvcharge.sim.faults.HTTP_FAULTS` (see :mod:`pvcharge.sim.http`);
+            ``STALE`` answers ``getLastPowerData``, ``getEssList`` and ``getEvChargerStatusBySn`` with the
+            site state and wallbox status of the moment it was set (writes still act); ``GARBAGE``
+            answers them with :data:`GARBAGE_POWER_DATA` merged in and ``evchargerStatus``
+            :data:`GARBAGE_STATUS`.
         offline: answer every endpoint of the system (all but ``getEssList``) with 6042 (system offline).
         null_data: answer ``getLastPowerData`` with every field ``null`` (the Storion-S5 case, §3.3).
         reply_delay_s: seconds to wait before answering each request.
@@ -139,7 +153,8 @@ class AlphaEssEmulator(LoopbackHttpServer):
     Attributes:
         household_current_a: ``currentsetting`` in A, the household connection limit (16 until a
             ``setEvChargerCurrentsBySn``); it does not limit the emulated car.
-        request_count: requests that reached the emulator, rejected ones included.
+        request_count: requests that reached the emulator, rejected ones included (those answered by a
+            fault of :attr:`faults` are only in :attr:`received`).
         writes: POST requests to ``remoteControlEvCharger`` and ``setEvChargerCurrentsBySn``, rejected
             ones included.
 
@@ -164,12 +179,13 @@ class AlphaEssEmulator(LoopbackHttpServer):
         wallbox_current_a: float = 16.0,
         wallbox_phases: int = 3,
         clock: Callable[[], float] = time.time,
+        tls: bool = False,
     ) -> None:
         if requests_per_interval < 1:
             raise ValueError(f"requests_per_interval must be >= 1, got {requests_per_interval}")
         if wallbox_phases not in (1, 3):
             raise ValueError(f"wallbox_phases must be 1 or 3, got {wallbox_phases}")
-        super().__init__(host, port, what="AlphaESS")
+        super().__init__(host, port, what="AlphaESS", tls=tls)
         self.site = site
         self.app_id = app_id
         self.sys_sn = sys_sn
@@ -190,6 +206,7 @@ class AlphaEssEmulator(LoopbackHttpServer):
         self._recent_gets: deque[float] = deque(maxlen=requests_per_interval)  #: times of the last GETs
         self._last_write_s = -math.inf
         self._started = False  #: a session was started and not stopped or ended by unplugging
+        self._frozen: tuple[SiteState, int] | None = None  #: site state and wallbox status under STALE
         self._stopped_s = -math.inf  #: when the last session was stopped
         #: path → (method, handler of the query or JSON body)
         self._endpoints: dict[str, tuple[str, Callable[[Params], web.Response]]] = {
@@ -216,6 +233,16 @@ class AlphaEssEmulator(LoopbackHttpServer):
         app = web.Application()
         app.router.add_route("*", "/{path:.*}", self._handle)
         return app
+
+    def _freeze(self) -> None:
+        self._frozen = (self.site.state(), self.wallbox_status())
+
+    def _thaw(self) -> None:
+        self._frozen = None
+
+    def _state(self) -> SiteState:
+        """The site state the system reports: live, or frozen under ``STALE``."""
+        return self._frozen[0] if self._frozen is not None else self.site.state()
 
     # -- request handling -------------------------------------------------------------------------
 
@@ -301,10 +328,13 @@ class AlphaEssEmulator(LoopbackHttpServer):
             return _envelope(6042)
         if self.null_data:
             return _envelope(200, dict.fromkeys(self._power_data(), None))
-        return _envelope(200, self._power_data())
+        data = self._power_data()
+        if self.faults.active(Fault.GARBAGE):
+            data |= GARBAGE_POWER_DATA
+        return _envelope(200, data)
 
     def _power_data(self) -> dict[str, Any]:
-        state = self.site.state()
+        state = self._state()
         ppv, pgrid, pbat = _w(state.pv_power_w), _w(state.grid_power_w), _w(state.battery_power_w)
         pev = _w(state.car_power_w)
         real_phase = _w((ppv + pbat) / 3)
@@ -326,7 +356,7 @@ class AlphaEssEmulator(LoopbackHttpServer):
 
     def _ess_list(self, params: Params) -> web.Response:
         """One ``getEssList`` item (fields per meters.md §3.3; model names and sizes illustrative)."""
-        state = self.site.state()
+        state = self._state()
         capacity_kwh = self.site.battery.capacity_wh / 1000 if self.site.battery else 0.0
         item = {
             "sysSn": self.sys_sn,
@@ -372,7 +402,10 @@ class AlphaEssEmulator(LoopbackHttpServer):
             return error
         if self.offline:
             return _envelope(6042)
-        return _envelope(200, {"evchargerStatus": self.wallbox_status()})
+        if self.faults.active(Fault.GARBAGE):
+            return _envelope(200, {"evchargerStatus": GARBAGE_STATUS})
+        status = self._frozen[1] if self._frozen is not None else self.wallbox_status()
+        return _envelope(200, {"evchargerStatus": status})
 
     def _ev_charger_currents(self, params: Params) -> web.Response:
         error = self._system_error(params)

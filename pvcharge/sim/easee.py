@@ -56,8 +56,9 @@ from typing import Any
 
 from aiohttp import web
 
+from pvcharge.sim.faults import Fault
 from pvcharge.sim.http import LoopbackHttpServer
-from pvcharge.sim.site import SiteModel
+from pvcharge.sim.site import SiteModel, SiteState
 
 MAX_CHARGER_A = 32  #: Easee Home/Charge maximum, A
 MAX_CIRCUIT_A = 80  #: highest circuit value accepted, A (80 A: Easee Charge after a restart, §1.3 [E-lb])
@@ -69,6 +70,8 @@ BLOCKED_TEXT = (
     "Too many requests, please check your error handling and backoff logic. "
     "Your IP is registered in our systems and is now blocked."
 )
+#: totalPower (kW) under ``GARBAGE``: well-formed, impossible (a charger does not feed 7.4 kW back).
+GARBAGE_TOTAL_POWER_KW = -7.4
 _CIRCUIT_KEYS = ("dynamicCircuitCurrentP1", "dynamicCircuitCurrentP2", "dynamicCircuitCurrentP3")
 _COMMANDS = (
     "set_dynamic_charger_current",
@@ -107,13 +110,19 @@ class EaseeEmulator(LoopbackHttpServer):
         block_after_429s: this many 429 answers within :data:`BLOCK_WINDOW_S` block the IP (403).
         clock: Unix seconds for tokens, rate windows and observation timestamps; share the driver's
             clock when it is simulated.
+        tls: serve HTTPS with a throwaway certificate (see :class:`~pvcharge.sim.http.LoopbackHttpServer`),
+            like the real ``https://api.easee.com``; plain HTTP by default.
 
     Fault knobs, settable at any time:
+        faults: every fault of :data:`~pvcharge.sim.faults.HTTP_FAULTS` (see :mod:`pvcharge.sim.http`);
+            ``STALE`` answers observations with the site state and timestamp of the moment it was set
+            (commands still act); ``GARBAGE`` reports totalPower (120) as :data:`GARBAGE_TOTAL_POWER_KW`.
         reply_delay_s: seconds to wait before answering each request.
         fail_next: the next N requests answer HTTP 500.
 
     Attributes:
-        requests: requests that reached the emulator.
+        requests: requests that reached the emulator (those answered by a fault of :attr:`faults` are
+            only in :attr:`received`).
         writes: accepted command and circuit-settings requests.
         count_429, count_403: answers with that status.
         request_log: the last 4096 requests as ``(t_s, method, path with query, status)``.
@@ -141,8 +150,9 @@ class EaseeEmulator(LoopbackHttpServer):
         commands_per_min: int = 10,
         block_after_429s: int = 5,
         clock: Callable[[], float] = time.time,
+        tls: bool = False,
     ) -> None:
-        super().__init__(host, port, what="Easee")
+        super().__init__(host, port, what="Easee", tls=tls)
         self.site = site
         self.charger_id = charger_id
         self.site_id = site_id
@@ -170,6 +180,7 @@ class EaseeEmulator(LoopbackHttpServer):
         self._recent_429: deque[float] = deque()
         self._blocked = False
         self._ids = itertools.count(1)
+        self._frozen: tuple[SiteState, float] | None = None  #: site state and its time under STALE
         self._offer()
 
     # -- lifecycle --------------------------------------------------------------------------------
@@ -188,6 +199,12 @@ class EaseeEmulator(LoopbackHttpServer):
         app.router.add_post("/api/chargers/{charger}/commands/{command}", self._command)
         app.router.add_post("/api/sites/{site}/circuits/{circuit}/settings", self._circuit_settings)
         return app
+
+    def _freeze(self) -> None:
+        self._frozen = (self.site.state(), self.clock())
+
+    def _thaw(self) -> None:
+        self._frozen = None
 
     def expire_tokens(self) -> None:
         """Invalidate every access and refresh token now: the next call answers 401."""
@@ -306,7 +323,8 @@ class EaseeEmulator(LoopbackHttpServer):
         except ValueError:
             return _error(400, "ids: expected comma-separated integers")
         known = self._observed()
-        stamp = datetime.fromtimestamp(self.clock(), UTC).isoformat().replace("+00:00", "Z")
+        measured_s = self._frozen[1] if self._frozen is not None else self.clock()
+        stamp = datetime.fromtimestamp(measured_s, UTC).isoformat().replace("+00:00", "Z")
         observations = [
             {"id": i, "dataType": known[i][0], "value": known[i][1], "timestamp": stamp}
             for i in wanted
@@ -389,8 +407,8 @@ class EaseeEmulator(LoopbackHttpServer):
         self.site.offer(current, phases)
 
     def _observed(self) -> dict[int, tuple[int, object]]:
-        """Observation id → (dataType, value) now (chargers.md §1.2)."""
-        state = self.site.state()
+        """Observation id → (dataType, value) now, or frozen under ``STALE`` (chargers.md §1.2)."""
+        state = self._frozen[0] if self._frozen is not None else self.site.state()
         offered, _ = self._limit()
         drawing = state.car_connected and state.car_current_a > 0
         if not state.car_connected:
@@ -406,9 +424,10 @@ class EaseeEmulator(LoopbackHttpServer):
         drawn = [state.car_current_a if i < state.car_phases else 0.0 for i in range(3)]
         output_phase = {0: 0, 1: 10, 3: 30}.get(state.car_phases, 0)
         p1, p2, p3 = self.circuit_a
+        power_kw = GARBAGE_TOTAL_POWER_KW if self.faults.active(Fault.GARBAGE) else state.car_power_w / 1000
         return {
             109: (4, op_mode),
-            120: (3, state.car_power_w / 1000),  # kW
+            120: (3, power_kw),  # kW
             114: (3, offered if state.car_connected else 0.0),
             48: (3, self.dynamic_charger_a),
             38: (4, 2),

@@ -35,19 +35,16 @@ firmware (§2.1 [S2]).
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import hashlib
 import json
-import os
-import ssl
+import math
 import struct
-import tempfile
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Literal, Protocol
 
-import trustme
 from aiohttp import web
 
+from pvcharge.sim.faults import Fault
 from pvcharge.sim.http import LoopbackHttpServer
 from pvcharge.sim.site import SiteState
 
@@ -146,11 +143,16 @@ class SenecEmulator(LoopbackHttpServer):
         tls: serve HTTPS with a throwaway certificate (default); ``False`` for plain HTTP.
 
     Fault knobs, settable at any time:
+        faults: every fault of :data:`~pvcharge.sim.faults.HTTP_FAULTS` (see :mod:`pvcharge.sim.http`);
+            ``STALE`` answers with the site state of the moment it was set, ``GARBAGE`` reports the SoC
+            as ``garbage_soc_pct``.
+        garbage_soc_pct: the SoC under ``GARBAGE``, in %: NaN (``fl_7FC00000``, the default) or e.g. 250.
         reply_delay_s: seconds to wait before answering each request.
         fail_next: the next N requests answer HTTP 500.
 
     Attributes:
-        request_count: requests that reached ``/lala.cgi`` (any method, faults included).
+        request_count: requests that reached ``/lala.cgi`` (any method, ``fail_next`` included; those
+            answered by a fault of :attr:`faults` are only in :attr:`received`).
 
     Raises:
         ValueError: ``host`` is not a loopback address.
@@ -159,16 +161,13 @@ class SenecEmulator(LoopbackHttpServer):
     def __init__(
         self, site: StateSource, host: str = "127.0.0.1", port: int = 0, *, tls: bool = True
     ) -> None:
-        super().__init__(host, port, what="SENEC")
+        super().__init__(host, port, what="SENEC", tls=tls)
         self.site = site
-        self.tls = tls
-        self.scheme = "https" if tls else "http"
         self.reply_delay_s = 0.0
         self.fail_next = 0
         self.request_count = 0
-        self._ca: trustme.CA | None = None
-        self._cert: trustme.LeafCert | None = None
-        self._ca_pem_path: str | None = None
+        self.garbage_soc_pct = math.nan
+        self._frozen: SiteState | None = None
 
     # -- lifecycle --------------------------------------------------------------------------------
 
@@ -177,49 +176,11 @@ class SenecEmulator(LoopbackHttpServer):
         """Base URL, e.g. ``https://127.0.0.1:40123`` (``http://`` with ``tls=False``)."""
         return self.base_url
 
-    @property
-    def ca_pem_path(self) -> str:
-        """Path of a PEM file with the throwaway CA, while running with TLS (removed by :meth:`stop`).
+    def _freeze(self) -> None:
+        self._frozen = self.site.state()
 
-        Raises:
-            RuntimeError: not running, or ``tls=False``.
-        """
-        if self._ca_pem_path is None:
-            raise RuntimeError("the CA file exists only while the emulator runs with tls=True")
-        return self._ca_pem_path
-
-    @property
-    def fingerprint_sha256(self) -> str:
-        """SHA-256 of the server certificate (DER), 64 lower-case hex digits; fixed from the first start.
-
-        Raises:
-            RuntimeError: never started with TLS.
-        """
-        if self._cert is None:
-            raise RuntimeError("no certificate: the emulator was not started with tls=True")
-        der = ssl.PEM_cert_to_DER_cert(self._cert.cert_chain_pems[0].bytes().decode())
-        return hashlib.sha256(der).hexdigest()
-
-    def _ssl_context(self) -> ssl.SSLContext | None:
-        """Make the CA and certificate on first use; write the CA PEM file (``None`` without TLS)."""
-        if not self.tls:
-            return None
-        if self._ca is None or self._cert is None:
-            self._ca = trustme.CA(organization_name="pvcharge SENEC emulator")
-            self._cert = self._ca.issue_cert("127.0.0.1", "localhost", "::1")
-        fd, path = tempfile.mkstemp(prefix="pvcharge-senec-ca-", suffix=".pem")
-        with os.fdopen(fd, "wb") as file:
-            file.write(self._ca.cert_pem.bytes())
-        self._ca_pem_path = path
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        self._cert.configure_cert(context)
-        return context
-
-    def _stopped(self) -> None:
-        path, self._ca_pem_path = self._ca_pem_path, None
-        if path is not None:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(path)
+    def _thaw(self) -> None:
+        self._frozen = None
 
     def _application(self) -> web.Application:
         app = web.Application()
@@ -235,7 +196,9 @@ class SenecEmulator(LoopbackHttpServer):
         if request.method != "POST":
             return web.Response(status=405, text="Method Not Allowed", headers={"Allow": "POST"})
         body = await request.text()
-        state = self.site.state()  # measured on arrival, however late the reply
+        state = self._frozen or self.site.state()  # measured on arrival, however late the reply
+        if self.faults.active(Fault.GARBAGE):
+            state = replace(state, battery_soc_pct=self.garbage_soc_pct)
         if self.reply_delay_s > 0:
             await asyncio.sleep(self.reply_delay_s)
         if self.fail_next > 0:

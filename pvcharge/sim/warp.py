@@ -59,8 +59,9 @@ from typing import Any
 
 from aiohttp import web
 
+from pvcharge.sim.faults import Fault
 from pvcharge.sim.http import LoopbackHttpServer
-from pvcharge.sim.site import SiteModel
+from pvcharge.sim.site import SiteModel, SiteState
 
 #: valid external currents: 0 (blocked) or this range, in mA (chargers.md §3.2).
 MIN_CURRENT_MA = 6000
@@ -77,6 +78,11 @@ _CABLE_MA = 32000
 #: how long each ``phases_state`` 1..7 of a switch lasts, in simulated s (7 s in all).
 PHASE_STEP_S = 1.0
 _PHASES_STATE_LAST = 7
+
+#: ``iec61851_state`` under ``GARBAGE``: no such state (chargers.md §3.3 knows 0–4).
+GARBAGE_IEC_STATE = 7
+#: ``meter/values.power`` under ``GARBAGE``, in W: a charger does not feed 5 kW back.
+GARBAGE_POWER_W = -5000.0
 
 _REALM = "warp3-emu"
 _DIGEST_PARAM = re.compile(r'(\w+)=(?:"([^"]*)"|([^\s,]+))')
@@ -135,8 +141,14 @@ class WarpEmulator(LoopbackHttpServer):
             (``evse/phases_connected``, reference chargers.md §3.2).
         phase_switch: emulate a WARP3 set up for external phase switching (see the module docstring);
             needs ``phases_connected`` 3.
+        tls: serve HTTPS with a throwaway certificate (see :class:`~pvcharge.sim.http.LoopbackHttpServer`);
+            plain HTTP (as the WARP serves) by default.
 
     Fault knobs, settable at any time:
+        faults: every fault of :data:`~pvcharge.sim.faults.HTTP_FAULTS` (see :mod:`pvcharge.sim.http`);
+            ``STALE`` answers ``evse/state`` and ``meter/*`` with the site state of the moment it was
+            set (writes still act); ``GARBAGE`` answers ``iec61851_state`` :data:`GARBAGE_IEC_STATE` and
+            a meter power of :data:`GARBAGE_POWER_W`.
         reply_delay_s: seconds to wait before answering each request.
         fail_next: the next N requests answer HTTP 500.
         online: ``False`` drops every request's connection without an answer.
@@ -145,7 +157,8 @@ class WarpEmulator(LoopbackHttpServer):
         phases_info_single_phase_car: ``phases_info`` bit 0 is set and a request for 3 phases answers 400.
 
     Attributes:
-        request_log: the last 256 requests that reached the emulator, as ``(method, path)``.
+        request_log: the last 256 requests that reached the emulator, as ``(method, path)`` (those
+            answered by a fault of :attr:`faults` are only in :attr:`received`).
         switch_log: every phase switch started, as ``(site time in s, phases switched to)``.
 
     Raises:
@@ -163,6 +176,7 @@ class WarpEmulator(LoopbackHttpServer):
         password: str | None = None,
         phases_connected: int = 3,
         phase_switch: bool = False,
+        tls: bool = False,
     ) -> None:
         if phases_connected not in (1, 3):
             raise ValueError(f"phases_connected must be 1 or 3, got {phases_connected}")
@@ -171,7 +185,7 @@ class WarpEmulator(LoopbackHttpServer):
         self.phases_connected = phases_connected
         if (username is None) != (password is None):
             raise ValueError("username and password must be set together")
-        super().__init__(host, port, what="WARP")
+        super().__init__(host, port, what="WARP", tls=tls)
         self.site = site
         self.reply_delay_s = 0.0
         self.fail_next = 0
@@ -190,6 +204,7 @@ class WarpEmulator(LoopbackHttpServer):
         self._phases_current = phases_connected
         self._phases_wanted = 0
         self._switch: _Switch | None = None
+        self._frozen: SiteState | None = None  #: the site state under STALE
         self._readers: dict[str, Callable[[], object]] = {
             "evse/state": self._evse_state,
             "evse/slots": self._slots,
@@ -235,6 +250,16 @@ class WarpEmulator(LoopbackHttpServer):
         app = web.Application()
         app.router.add_route("*", "/{path:.*}", self._handle)
         return app
+
+    def _freeze(self) -> None:
+        self._frozen = self.site.state()
+
+    def _thaw(self) -> None:
+        self._frozen = None
+
+    def _state(self) -> SiteState:
+        """The site state the box reports: live, or frozen under ``STALE``."""
+        return self._frozen if self._frozen is not None else self.site.state()
 
     # -- request handling -------------------------------------------------------------------------
 
@@ -351,7 +376,7 @@ class WarpEmulator(LoopbackHttpServer):
             self.site.offer(self._allowed_ma() / 1000, self._phases_current)
 
     def _evse_state(self) -> object:
-        state = self.site.state()
+        state = self._state()
         allowed_ma = self._allowed_ma()
         drawing = state.car_connected and state.car_current_a > 0
         if not state.car_connected:
@@ -362,6 +387,8 @@ class WarpEmulator(LoopbackHttpServer):
             iec, charger = 1, 2  # B, ready to charge
         else:
             iec, charger = 1, 1  # B, waiting for release
+        if self.faults.active(Fault.GARBAGE):
+            iec = GARBAGE_IEC_STATE
         return {
             "iec61851_state": iec,
             "charger_state": charger,
@@ -374,12 +401,12 @@ class WarpEmulator(LoopbackHttpServer):
         }
 
     def _meter_values(self) -> object:
-        state = self.site.state()
+        power_w = GARBAGE_POWER_W if self.faults.active(Fault.GARBAGE) else self._state().car_power_w
         energy_kwh = self.site.energy.car_wh / 1000
-        return {"power": state.car_power_w, "energy_rel": energy_kwh, "energy_abs": energy_kwh}
+        return {"power": power_w, "energy_rel": energy_kwh, "energy_abs": energy_kwh}
 
     def _meter_phases(self) -> object:
-        phases = self.site.state().car_phases
+        phases = self._state().car_phases
         return {
             "phases_connected": [i < self.phases_connected for i in range(3)],
             "phases_active": [i < phases for i in range(3)],
