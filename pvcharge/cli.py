@@ -1,4 +1,4 @@
-"""Command line: ``pvcharge run | check-config | probe | replay | demo``.
+"""Command line: ``pvcharge run | healthcheck | check-config | probe | replay | demo``.
 
 Exit codes: 0 success, 1 a device failed (probe), 2 a config or usage error.
 """
@@ -9,24 +9,33 @@ import argparse
 import asyncio
 import dataclasses
 import json
+import platform
 import signal
 import sys
 import time
 from collections.abc import Sequence
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+import structlog
 import yaml
 
 from pvcharge import __version__
 from pvcharge.config import Config, load_config, to_dict
 from pvcharge.errors import ConfigError, DeviceError, PvchargeError
-from pvcharge.logs import configure_logging, register_secrets
+from pvcharge.logs import FORMATS, configure_logging, register_secrets
 from pvcharge.settings import Secret
+
+if TYPE_CHECKING:
+    from pvcharge.daemon import Cycle
 
 
 def _secrets_of(config: Config) -> list[str]:
     found: list[str] = []
-    for section in (config.meter.settings, config.charger.settings):
+    sections = [config.meter.settings, config.charger.settings, config.api]
+    if config.mqtt is not None:
+        sections.append(config.mqtt)
+    for section in sections:
         for f in dataclasses.fields(section):
             value = getattr(section, f.name)
             if isinstance(value, Secret):
@@ -49,22 +58,130 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _status_line(cycle: Cycle) -> str:
+    """One line for systemd's ``STATUS=`` and the heartbeat: mode, surplus, current, reason."""
+    d = cycle.decision
+    surplus = f"{d.available_w:.0f} W" if d.available_w is not None else "n/a"
+    current = f"{d.command.current_a:g} A on {d.command.phases}p" if d.command.current_a > 0 else "paused"
+    parts = [f"mode {d.mode}", f"surplus {surplus}", f"current {current}"]
+    if cycle.charger is None:
+        parts.append("charger unavailable")
+    return ", ".join(parts) + f" ({d.reason})"
+
+
+def _longest_cycle_s(config: Config) -> float:
+    """The longest a healthy cycle may take: reads and the write each wait up to max_age_s."""
+    return 2 * config.control.max_age_s + config.control.interval_s
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     config = _load(args.config)
-    configure_logging(args.log_level or config.log.level, config.log.format)
+    log_format = args.log_format or config.log.format
+    configure_logging(args.log_level or config.log.level, log_format, stream=sys.stdout)
     from pvcharge.daemon import Daemon
+    from pvcharge.health import Heartbeat, heartbeat_path, stale_after_s
+    from pvcharge.notify import Notifier
+
+    log = structlog.get_logger("pvcharge.cli")
+    notifier = Notifier()
+    beat_file = heartbeat_path()
+    heartbeat = Heartbeat(beat_file) if beat_file is not None else None
+    log.info(
+        "pvcharge_starting",
+        version=__version__,
+        config=str(Path(args.config).resolve()),
+        meter=config.meter.type,
+        charger=config.charger.type,
+        python=platform.python_version(),
+        notify=notifier.backend or "off",
+        watchdog_s=notifier.watchdog_s,
+        heartbeat=str(beat_file) if beat_file is not None else None,
+    )
+    for warning in config.warnings:
+        log.warning("config_warning", warning=warning)
+    if notifier.watchdog_s is not None and notifier.watchdog_s <= _longest_cycle_s(config):
+        log.warning(
+            "watchdog_too_short",
+            watchdog_s=notifier.watchdog_s,
+            longest_cycle_s=_longest_cycle_s(config),
+            action="raise WatchdogSec= above 2 x control.max_age_s + control.interval_s",
+        )
+    if heartbeat is not None:
+        heartbeat.clear()  # an old heartbeat must not pass for this process's
 
     async def main() -> None:
         meter = config.meter.create(name=f"meter {config.meter.type}", clock=time.time)
         charger = config.charger.create(name=f"charger {config.charger.type}", clock=time.time)
         stop = asyncio.Event()
+        ready = False
+        status = "starting: first control cycle"
+        beat_failed = False
+
+        def on_cycle(cycle: Cycle) -> None:
+            nonlocal ready, status, beat_failed
+            status = _status_line(cycle)
+            if heartbeat is not None:
+                current = daemon.config.control
+                try:
+                    heartbeat.beat(status, stale_after_s(current.interval_s, current.max_age_s))
+                    beat_failed = False
+                except OSError as exc:
+                    if not beat_failed:
+                        log.error("heartbeat_failed", file=str(heartbeat.path), error=str(exc))
+                    beat_failed = True
+            if ready:
+                notifier.watchdog(status)
+            else:
+                ready = True
+                notifier.send(READY=1, WATCHDOG=1, STATUS=status)
+                log.info("ready", status=status)
+
+        def on_stop() -> None:
+            notifier.stopping()
+            stop.set()
+
+        def on_reload() -> None:
+            """SIGHUP: re-read the config; the daemon takes it from the next cycle, or keeps the old one."""
+            notifier.reloading()
+            try:
+                new = _load(args.config)
+                daemon.reload(new)
+            except PvchargeError as exc:
+                log.error("reload_rejected", config=args.config, error=str(exc))
+            except Exception as exc:  # never let a reload bug end the loop
+                log.error("reload_rejected", config=args.config, error=repr(exc), exc_info=True)
+            else:
+                if not args.log_level or not args.log_format:
+                    configure_logging(
+                        args.log_level or new.log.level, args.log_format or new.log.format, stream=sys.stdout
+                    )
+                log.info("reload_accepted", config=args.config, applies="from the next control cycle")
+                for warning in new.warnings:
+                    log.warning("config_warning", warning=warning)
+            finally:
+                notifier.ready(status)
+
+        daemon = Daemon(config, meter, charger, on_cycle=on_cycle)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        await Daemon(config, meter, charger).run(stop)
+            loop.add_signal_handler(sig, on_stop)
+        loop.add_signal_handler(signal.SIGHUP, on_reload)
+        try:
+            await daemon.run(stop)
+        finally:
+            if heartbeat is not None:
+                heartbeat.clear()
 
     asyncio.run(main())
     return 0
+
+
+def cmd_healthcheck(args: argparse.Namespace) -> int:
+    from pvcharge.health import check, heartbeat_path
+
+    result = check(Path(args.file) if args.file else heartbeat_path(), args.max_age_s)
+    print(result.reason if result.ok else f"unhealthy: {result.reason}")
+    return 0 if result.ok else 1
 
 
 def _reading_dict(reading: Any) -> dict[str, Any]:
@@ -190,7 +307,27 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="run the control loop against the configured devices")
     p.add_argument("--config", "-c", required=True, help="YAML config file")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="override log.level")
+    p.add_argument(
+        "--log-format",
+        choices=FORMATS,
+        help="override log.format; auto: plain lines on a terminal or journald, JSON otherwise",
+    )
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser(
+        "healthcheck",
+        help="exit 0 if the running daemon completed a control cycle recently, else 1 (Docker HEALTHCHECK)",
+    )
+    p.add_argument(
+        "--max-age-s",
+        type=float,
+        help="the longest allowed time since the last cycle (default: what the daemon wrote, "
+        "2 x control.max_age_s + control.interval_s + 15 s)",
+    )
+    p.add_argument(
+        "--file", help="the heartbeat file (default: $PVCHARGE_HEARTBEAT, $RUNTIME_DIRECTORY/heartbeat)"
+    )
+    p.set_defaults(func=cmd_healthcheck)
 
     p = sub.add_parser("check-config", help="validate a config file and print the effective config")
     p.add_argument("file")
