@@ -21,6 +21,7 @@ import structlog
 import yaml
 
 from pvcharge import __version__
+from pvcharge.api.cli import add_commands
 from pvcharge.config import Config, load_config, to_dict
 from pvcharge.errors import ConfigError, DeviceError, PvchargeError
 from pvcharge.logs import FORMATS, configure_logging, register_secrets
@@ -75,6 +76,8 @@ def _longest_cycle_s(config: Config) -> float:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from pvcharge.state import state_path
+
     config = _load(args.config)
     log_format = args.log_format or config.log.format
     configure_logging(args.log_level or config.log.level, log_format, stream=sys.stdout)
@@ -155,20 +158,41 @@ def cmd_run(args: argparse.Namespace) -> int:
                     configure_logging(
                         args.log_level or new.log.level, args.log_format or new.log.format, stream=sys.stdout
                     )
-                log.info("reload_accepted", config=args.config, applies="from the next control cycle")
+                log.info(
+                    "reload_accepted",
+                    config=args.config,
+                    applies="from the next control cycle; api: and mqtt: changes need a restart",
+                )
                 for warning in new.warnings:
                     log.warning("config_warning", warning=warning)
             finally:
                 notifier.ready(status)
 
-        daemon = Daemon(config, meter, charger, on_cycle=on_cycle)
+        daemon = Daemon(config, meter, charger, on_cycle=on_cycle, state_file=state_path(config.state))
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, on_stop)
         loop.add_signal_handler(signal.SIGHUP, on_reload)
+        from pvcharge.api.server import start_api
+
+        try:
+            server = await start_api(daemon, config.api)
+        except PvchargeError as exc:  # charging control goes on without the API, and says so
+            log.error("api_unavailable", error=str(exc), action="control runs on without the API")
+            server = None
+        bridge = None
+        if config.mqtt is not None:
+            from pvcharge.mqtt import MqttBridge
+
+            bridge = MqttBridge(daemon, config.mqtt)
+            await bridge.start()
         try:
             await daemon.run(stop)
         finally:
+            if bridge is not None:
+                await bridge.stop()
+            if server is not None:
+                await server.stop()
             if heartbeat is not None:
                 heartbeat.clear()
 
@@ -303,6 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pvcharge", description="Charge an EV from PV surplus.")
     parser.add_argument("--version", action="version", version=f"pvcharge {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
+    add_commands(sub)  # status, mode: talk to the running daemon over its API
 
     p = sub.add_parser("run", help="run the control loop against the configured devices")
     p.add_argument("--config", "-c", required=True, help="YAML config file")

@@ -76,7 +76,7 @@ class ApiConfig:
         "127.0.0.1",
         doc="address to listen on; anything but loopback (127.0.0.1, ::1) needs a token",
     )
-    port: int = setting(7080, doc="TCP port", min=1, max=65535)
+    port: int = setting(7080, doc="TCP port (0: any free one, for tests)", min=0, max=65535)
     token: Secret | None = setting(
         None, doc="bearer token every request must carry (Authorization: Bearer ...); required off loopback"
     )

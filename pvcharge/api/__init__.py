@@ -1,0 +1,12 @@
+"""The local HTTP API of the daemon: status, mode, config, OpenAPI, Prometheus metrics and a live status
+page (:mod:`pvcharge.api.server`, ``start_api``); ``pvcharge status`` and ``pvcharge mode`` talk to it
+(:mod:`pvcharge.api.cli`).
+
+Nothing is imported here, so the command line loads :mod:`pvcharge.api.cli` without aiohttp and
+prometheus_client.
+"""
+
+
+def url_for(host: str, port: int) -> str:
+    """``http://host:port``, with an IPv6 address in brackets."""
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"

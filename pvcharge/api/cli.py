@@ -1,0 +1,229 @@
+"""``pvcharge status`` and ``pvcharge mode MODE``: talk to the running daemon through its HTTP API.
+
+The address and the token come from the ``api:`` section of the config (``--config``, default
+``/etc/pvcharge/config.yaml``), or the address from ``--url``.  Only that section is read, so the
+command works without the drivers' secrets (systemd credentials exist only inside the service).
+
+Exit codes: 0 success, 1 the daemon did not answer or refused, 2 a config or usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pvcharge.control.config import MODES
+
+if TYPE_CHECKING:
+    from pvcharge.config import ApiConfig
+
+DEFAULT_CONFIG = "/etc/pvcharge/config.yaml"
+TIMEOUT_S = 5.0
+
+
+class _Failed(Exception):
+    """A message for the user and the exit code."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _api_section(path: str) -> ApiConfig:
+    """The ``api:`` section of ``path`` as an :class:`~pvcharge.config.ApiConfig` (only that section
+    is validated: ``${ENV}``, ``token_file`` and unknown keys as in the daemon)."""
+    import yaml
+
+    from pvcharge.config import ApiConfig, _Loader  # one section, validated as the daemon does
+    from pvcharge.errors import ConfigError
+
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(path, "", f"cannot read config file: {exc.strerror or exc}") from exc
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(path, "", f"invalid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(path, "", "expected a mapping of sections at the top")
+    api: ApiConfig = _Loader(path, os.environ).dataclass(ApiConfig, data.get("api"), "api")
+    return api
+
+
+def _target(args: argparse.Namespace) -> tuple[str, str | None]:
+    """(base URL, token or None) from --url / --config; without either and without the default config
+    file, the defaults (http://127.0.0.1:7080, no token)."""
+    from pvcharge.api import url_for
+    from pvcharge.config import ApiConfig
+    from pvcharge.errors import ConfigError
+
+    path = args.config or DEFAULT_CONFIG
+    api: ApiConfig | None
+    if args.config is None and not Path(path).exists():
+        api = ApiConfig()
+    else:
+        try:
+            api = _api_section(path)
+        except ConfigError as exc:
+            if args.config is not None or args.url is None:
+                hint = "" if args.config is not None else " (give --config FILE, or --url URL)"
+                raise _Failed(f"config error: {exc}{hint}", 2) from exc
+            api = None  # --url is enough when the default config is unreadable
+    token = api.token.reveal() if api is not None and api.token is not None else None
+    if args.url is not None:
+        return args.url.rstrip("/"), token
+    assert api is not None
+    if not api.enabled:
+        raise _Failed(f"the HTTP API is off in {path} (api.enabled: false)", 2)
+    host = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(api.listen, api.listen)
+    return url_for(host, api.port), token
+
+
+def _request(args: argparse.Namespace, method: str, path: str, body: Any = None) -> Any:
+    import httpx
+
+    base, token = _target(args)
+    headers = {"Accept": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    try:
+        response = httpx.request(  # no proxy from the environment: the token goes to the daemon only
+            method, base + path, json=body, headers=headers, timeout=TIMEOUT_S, trust_env=False
+        )
+    except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+        raise _Failed(
+            f"no pvcharge daemon answers at {base} (is it running? `systemctl status pvcharge`)"
+        ) from exc
+    except httpx.HTTPError as exc:
+        raise _Failed(f"the pvcharge daemon at {base} did not answer properly: {exc}") from exc
+    try:
+        data = response.json()
+    except ValueError:
+        data = None
+    if response.status_code == 401:
+        where = args.config or DEFAULT_CONFIG
+        raise _Failed(
+            f"the pvcharge daemon at {base} refused the API token of {where} (api.token)"
+            if token
+            else f"the pvcharge daemon at {base} wants its API token: give the config holding api.token "
+            "with --config FILE"
+        )
+    if response.status_code >= 400 or not isinstance(data, dict):
+        problem = data.get("error") if isinstance(data, dict) else response.text[:200]
+        raise _Failed(f"{base}{path}: HTTP {response.status_code}: {problem}")
+    return data
+
+
+def _duration(s: float) -> str:
+    if s < 60:
+        return f"{s:.0f} s"
+    if s < 3600:
+        return f"{s // 60:.0f} min"
+    if s < 86400:
+        return f"{s // 3600:.0f} h {s % 3600 // 60:.0f} min"
+    return f"{s // 86400:.0f} d {s % 86400 // 3600:.0f} h"
+
+
+def _power(w: Any) -> str:
+    return "n/a" if w is None else f"{w:.0f} W"
+
+
+def format_status(s: dict[str, Any]) -> str:
+    """The status as a few readable lines."""
+    lines = [f"pvcharge {s['version']}, up {_duration(s['uptime_s'])}, mode {s['mode']}"]
+    c = s.get("command")
+    command = (
+        "none yet"
+        if c is None
+        else ("paused" if c["current_a"] == 0 else f"{c['current_a']:g} A on {c['phases']}p")
+    )
+    lines.append(f"command   {command} ({s['reason']})")
+    lines.append(f"surplus   {_power(s.get('available_w'))}")
+    site = s.get("site")
+    if site is None:
+        lines.append("site      no meter reading yet")
+    else:
+        grid, battery, soc = site["grid_power_w"], site["battery_power_w"], site["battery_soc_pct"]
+        grid_dir = "import" if grid > 0 else "export" if grid < 0 else ""
+        battery_dir = "discharging" if battery > 0 else "charging" if battery < 0 else "idle"
+        soc_text = f" at {soc:.0f} %" if soc is not None else ""
+        lines.append(
+            f"site      PV {_power(site['pv_power_w'])}, house {_power(site['house_power_w'])}, "
+            f"grid {_power(abs(grid))} {grid_dir}".rstrip()
+            + f", battery {_power(abs(battery))} {battery_dir}{soc_text}; reading {site['age_s']:.0f} s old"
+        )
+    car = s.get("charger")
+    if car is None:
+        lines.append("car       charger not answering")
+    elif car["charging"]:
+        lines.append(
+            f"car       charging, {_power(car['power_w'])}, {car['current_a']:g} A on {car['phases']}p"
+        )
+    else:
+        lines.append(f"car       {'plugged in' if car['connected'] else 'unplugged'}, not charging")
+    for role, d in s["devices"].items():
+        health = "ok" if d["ok"] else f"failing ({d['consecutive_failures']} in a row): {d['last_error']}"
+        if not d["ok"] and d["consecutive_failures"] == 0:
+            health = "no answer yet"
+        lines.append(f"{role:9} {d['name']}: {health}")
+    if s.get("writes_blocked"):
+        lines.append("WARNING   the charger refuses all writes; pvcharge sends it nothing until restarted")
+    return "\n".join(lines)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """``pvcharge status``."""
+    try:
+        status = _request(args, "GET", "/api/status")
+    except _Failed as exc:
+        print(f"pvcharge: {exc}", file=sys.stderr)
+        return exc.code
+    print(json.dumps(status, indent=2) if args.json else format_status(status))
+    return 0
+
+
+def cmd_mode(args: argparse.Namespace) -> int:
+    """``pvcharge mode MODE``."""
+    try:
+        status = _request(args, "PUT", "/api/mode", {"mode": args.mode})
+    except _Failed as exc:
+        print(f"pvcharge: {exc}", file=sys.stderr)
+        return exc.code
+    if args.json:
+        print(json.dumps(status, indent=2))
+    else:
+        print(f"mode {status['mode']} (from the next control cycle)")
+    return 0
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--config",
+        "-c",
+        help=f"config file whose api section names the address and token (default {DEFAULT_CONFIG})",
+    )
+    p.add_argument("--url", help="the daemon's API, e.g. http://127.0.0.1:7080 (default: from the config)")
+    p.add_argument("--json", action="store_true", help="print the daemon's JSON answer")
+
+
+def add_commands(subparsers: Any) -> None:
+    """Register ``status`` and ``mode`` on the ``pvcharge`` subparsers (each sets ``func``)."""
+    p = subparsers.add_parser(
+        "status", help="show what the running daemon sees and does (through its HTTP API)"
+    )
+    _common(p)
+    p.set_defaults(func=cmd_status)
+
+    p = subparsers.add_parser("mode", help="switch the running daemon's mode (through its HTTP API)")
+    p.add_argument(
+        "mode",
+        choices=list(MODES),
+        help="off: never charge; pv: surplus only; minpv: minimum + surplus; fast: full",
+    )
+    _common(p)
+    p.set_defaults(func=cmd_mode)

@@ -1,0 +1,153 @@
+"""Prometheus metrics, read from ``Daemon.status()`` at scrape time.
+
+A custom collector in a registry of its own (no global state: two daemons in one process, as in the
+tests, never share metrics).  Units follow Prometheus' naming rules (``_watts``, ``_amperes``,
+``_seconds``, ``_total`` for counters) and the project's signs: ``pvcharge_grid_power_watts`` > 0
+imports, ``pvcharge_battery_power_watts`` > 0 discharges.  A value the daemon does not have (no meter
+reading yet, no battery) is left out rather than exported as 0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily, Metric
+from prometheus_client.registry import Collector, CollectorRegistry
+
+from pvcharge.control.config import MODES
+
+#: site keys of the status → (metric name, help)
+_SITE = {
+    "grid_power_w": ("pvcharge_grid_power_watts", "Grid exchange in W: > 0 import, < 0 export."),
+    "pv_power_w": ("pvcharge_pv_power_watts", "PV production in W."),
+    "battery_power_w": (
+        "pvcharge_battery_power_watts",
+        "Home battery power in W: > 0 discharging, < 0 charging.",
+    ),
+    "house_power_w": ("pvcharge_house_power_watts", "Load behind the grid meter, car included, in W."),
+    "battery_soc_pct": ("pvcharge_battery_soc_percent", "Home battery state of charge in % (0-100)."),
+    "age_s": ("pvcharge_meter_reading_age_seconds", "Age of the last good meter reading in s."),
+}
+
+_CHARGER = {
+    "power_w": ("pvcharge_car_power_watts", "Charging power in W."),
+    "current_a": ("pvcharge_car_current_amperes", "Current the charger allows the car, A per phase."),
+    "phases": ("pvcharge_car_phases", "Phases the car draws on (0 while not charging)."),
+    "connected": ("pvcharge_car_connected", "1 if a car is plugged in."),
+    "charging": ("pvcharge_car_charging", "1 if the car draws current."),
+}
+
+#: Stats counters → (metric name without _total, help)
+_COUNTERS = {
+    "cycles": ("pvcharge_cycles", "Control cycles run."),
+    "charger_writes": ("pvcharge_charger_writes", "Commands written to the charger."),
+    "starts": ("pvcharge_starts", "Commands that went from pause to a current > 0."),
+    "meter_failures": ("pvcharge_meter_failures", "Cycles without a meter reading."),
+    "charger_failures": ("pvcharge_charger_failures", "Cycles without a charger reading."),
+    "write_failures": ("pvcharge_write_failures", "Failed writes to the charger."),
+    "deferred_writes": ("pvcharge_deferred_writes", "Writes a driver held back for its rate limit."),
+    "late_reads": ("pvcharge_late_reads", "Reads still running at the end of a cycle."),
+}
+
+
+def _gauge(name: str, doc: str, value: Any, unit: str = "") -> GaugeMetricFamily | None:
+    if value is None:
+        return None
+    return GaugeMetricFamily(name, doc, value=float(value), unit=unit)
+
+
+class StatusCollector(Collector):
+    """Turns one ``status()`` into metric families on every scrape."""
+
+    def __init__(self, status: Callable[[], Mapping[str, Any]]) -> None:
+        self._status = status
+
+    def describe(self) -> Iterable[Metric]:
+        return []  # nothing fixed to check for clashes: the registry is ours alone
+
+    def collect(self) -> Iterable[Metric]:
+        status = self._status()
+        yield InfoMetricFamily(
+            "pvcharge_build", "pvcharge version.", value={"version": str(status["version"])}
+        )
+        yield GaugeMetricFamily(
+            "pvcharge_uptime_seconds", "Time since the daemon started.", value=status["uptime_s"]
+        )
+        mode = GaugeMetricFamily(
+            "pvcharge_mode", "1 for the mode in force, 0 for the others.", labels=["mode"]
+        )
+        for each in MODES:
+            mode.add_metric([each], 1.0 if status["mode"] == each else 0.0)
+        yield mode
+        site = status.get("site") or {}
+        for key, (name, doc) in _SITE.items():
+            metric = _gauge(name, doc, site.get(key))
+            if metric is not None:
+                yield metric
+        charger = status.get("charger") or {}
+        for key, (name, doc) in _CHARGER.items():
+            metric = _gauge(name, doc, charger.get(key))
+            if metric is not None:
+                yield metric
+        command = status.get("command") or {}
+        for key, name, doc in (
+            ("current_a", "pvcharge_command_current_amperes", "Commanded current, A per phase (0 = paused)."),
+            ("phases", "pvcharge_command_phases", "Commanded phases (1 or 3)."),
+        ):
+            metric = _gauge(name, doc, command.get(key))
+            if metric is not None:
+                yield metric
+        available = _gauge(
+            "pvcharge_available_power_watts",
+            "Surplus the controller used in the last cycle, W.",
+            status["available_w"],
+        )
+        if available is not None:
+            yield available
+        yield GaugeMetricFamily(
+            "pvcharge_writes_blocked",
+            "1 if the charger refuses all writes.",
+            value=float(status["writes_blocked"]),
+        )
+        devices = status["devices"]
+        up = GaugeMetricFamily(
+            "pvcharge_device_up", "1 if the device answered its last read.", labels=["device", "name"]
+        )
+        consecutive = GaugeMetricFamily(
+            "pvcharge_device_consecutive_failures", "Failed reads in a row.", labels=["device", "name"]
+        )
+        failures = CounterMetricFamily("pvcharge_device_failures", "Failed reads.", labels=["device", "name"])
+        last_success = GaugeMetricFamily(
+            "pvcharge_device_last_success_timestamp_seconds",
+            "Unix time of the last good read.",
+            labels=["device", "name"],
+        )
+        for role, health in devices.items():
+            labels = [role, str(health["name"])]
+            up.add_metric(labels, 1.0 if health["ok"] else 0.0)
+            consecutive.add_metric(labels, float(health["consecutive_failures"]))
+            failures.add_metric(labels, float(health["failures"]))
+            if health["last_success_s"] is not None:
+                last_success.add_metric(labels, float(health["last_success_s"]))
+        yield from (up, consecutive, failures, last_success)
+        stats = status["stats"]
+        for key, (name, doc) in _COUNTERS.items():
+            yield CounterMetricFamily(name, doc, value=float(stats[key]))
+        yield GaugeMetricFamily(
+            "pvcharge_cycle_duration_seconds",
+            "Wall time the last control cycle took.",
+            value=stats["last_cycle_s"],
+        )
+        yield GaugeMetricFamily(
+            "pvcharge_cycle_duration_max_seconds",
+            "The longest control cycle since start.",
+            value=stats["max_cycle_s"],
+        )
+
+
+def metrics_registry(status: Callable[[], Mapping[str, Any]]) -> CollectorRegistry:
+    """A registry of its own holding one :class:`StatusCollector` over ``status``."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(StatusCollector(status))
+    return registry

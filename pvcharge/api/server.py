@@ -1,0 +1,392 @@
+"""The local HTTP API, the status page and ``/metrics``, served by the daemon's own event loop (aiohttp).
+
+Routes (the OpenAPI document at ``/api/openapi.json`` describes them, :mod:`pvcharge.api.openapi`):
+
+==========================  =======================================================================
+``GET /``                   the status page (one static HTML file, polls ``/api/status``)
+``GET /api/status``         ``Daemon.status()``: readings, command, reason, mode, device health
+``PUT /api/mode``           ``{"mode": "off|pv|minpv|fast"}`` → ``Daemon.set_mode(mode, source="api")``
+``GET /api/config``         the effective config, secrets as ``***``
+``GET /api/openapi.json``   the OpenAPI document
+``GET /metrics``            Prometheus metrics (:mod:`pvcharge.api.metrics`)
+==========================  =======================================================================
+
+Security:
+
+- bound to 127.0.0.1 by default; any other address needs ``api.token`` (the config loader refuses it
+  otherwise, and so does :func:`start_api`);
+- with a token, **every** request (the page and ``/metrics`` included, unknown paths too) must carry
+  ``Authorization: Bearer <token>``, compared in constant time; otherwise ``401`` with
+  ``WWW-Authenticate: Bearer``.  The page alone also takes ``?token=`` so a browser can open it once
+  (it keeps the token in sessionStorage and sends it as a bearer header from then on);
+- without a token, only requests whose ``Host`` is a loopback name or address are answered, so a web
+  page in the user's browser cannot reach the API through DNS rebinding; ``PUT`` is never a "simple"
+  cross-origin request, so other sites cannot switch the mode either (no CORS headers are sent);
+- every configured secret (driver passwords, app secrets, the token) is masked as ``***`` in every
+  JSON answer, should one ever turn up in a device's error message;
+- no access log: the query string of ``/?token=`` never reaches a log.
+- no route takes a query parameter but the page's ``token``: any other is a ``400`` (``/api/mode?mode=fast``
+  would otherwise be silently ignored).
+
+The handlers only read the daemon's state and call :meth:`Daemon.set_mode`; none of them awaits a
+device, so a client polling the API never holds up a control cycle (measured in ``tests/test_api.py``).
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import hashlib
+import hmac
+import ipaddress
+import json
+import re
+from collections.abc import Awaitable, Callable
+from importlib import resources
+from typing import TYPE_CHECKING, Any
+
+import structlog
+from aiohttp import web
+from prometheus_client.exposition import choose_encoder
+
+from pvcharge.api import url_for
+from pvcharge.api.metrics import metrics_registry
+from pvcharge.api.openapi import openapi_document
+from pvcharge.config import ApiConfig, Config, to_dict
+from pvcharge.control.config import MODES
+from pvcharge.errors import PvchargeError
+from pvcharge.settings import Secret
+
+if TYPE_CHECKING:
+    from pvcharge.daemon import Daemon
+
+log = structlog.get_logger("pvcharge.api")
+
+MAX_BODY_BYTES = 64 * 1024  #: the largest request body taken (413 above)
+SHUTDOWN_S = 2.0  #: how long stop() waits for requests still being answered
+TOKEN_KEY = "pvcharge-token"  #: the sessionStorage key the page keeps the token under
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class ApiError(PvchargeError):
+    """The API cannot start (address in use, an address off loopback without a token)."""
+
+
+def is_loopback(host: str) -> bool:
+    """``localhost`` (or ``*.localhost``) or a loopback address (127.0.0.0/8, ::1)."""
+    host = host.strip().lower().rstrip(".")
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _host_of(header: str) -> str:
+    """The host part of a ``Host`` header: ``[::1]:7080`` → ``::1``, ``127.0.0.1:7080`` → ``127.0.0.1``."""
+    header = header.strip()
+    if header.startswith("["):
+        end = header.find("]")
+        return header[1:end] if end > 0 else ""
+    return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
+
+
+def config_secrets(config: Config) -> list[str]:
+    """Every secret value of the config (drivers, API, MQTT), longest first, for masking."""
+    values: list[str] = []
+    for section in (config.meter.settings, config.charger.settings, config.api, config.mqtt):
+        if section is None or not dataclasses.is_dataclass(section):
+            continue
+        for f in dataclasses.fields(section):
+            value = getattr(section, f.name)
+            if isinstance(value, Secret) and len(value.reveal()) >= 3:
+                values.append(value.reveal())
+    return sorted(set(values), key=len, reverse=True)
+
+
+def mask_secrets(value: Any, secrets: list[str]) -> Any:
+    """``value`` with every occurrence of a secret in any string (keys included) replaced by ``***``."""
+    if isinstance(value, str):
+        for secret in secrets:
+            if secret in value:
+                value = value.replace(secret, "***")
+        return value
+    if isinstance(value, dict):
+        return {mask_secrets(k, secrets): mask_secrets(v, secrets) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [mask_secrets(v, secrets) for v in value]
+    return value
+
+
+def _hash(source: str) -> str:
+    return "'sha256-" + base64.b64encode(hashlib.sha256(source.encode("utf-8")).digest()).decode() + "'"
+
+
+def content_security_policy(page: str) -> str:
+    """A CSP for one self-contained page: only its own inline script and style (by hash), requests
+    only to this server, no frames, no external anything."""
+    scripts = " ".join(_hash(s) for s in re.findall(r"<script>(.*?)</script>", page, re.S)) or "'none'"
+    styles = " ".join(_hash(s) for s in re.findall(r"<style>(.*?)</style>", page, re.S)) or "'none'"
+    return (
+        f"default-src 'none'; script-src {scripts}; style-src {styles}; connect-src 'self'; "
+        "img-src 'self' data:; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+    )
+
+
+_LOGIN_SCRIPT = """
+const key = "pvcharge-token";
+const rejected = document.body.dataset.rejected === "1";
+const saved = sessionStorage.getItem(key);
+if (rejected) { sessionStorage.removeItem(key); }
+else if (saved) { location.replace("/?token=" + encodeURIComponent(saved)); }
+"""
+
+_LOGIN_STYLE = """
+body { font: 16px system-ui, sans-serif; max-width: 32em; margin: 3em auto; padding: 0 1em; color: #222; }
+input { font: inherit; padding: .3em; width: 16em; } button { font: inherit; padding: .3em 1em; }
+.bad { color: #b00020; }
+"""
+
+
+def _login_page(rejected: bool) -> str:
+    message = (
+        '<p class="bad">That token was not accepted.</p>'
+        if rejected
+        else "<p>This pvcharge needs its API token (<code>api.token</code> in its config).</p>"
+    )
+    return (
+        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        '<link rel="icon" href="data:,"><title>pvcharge: token needed</title>'
+        f"<style>{_LOGIN_STYLE}</style></head>"
+        f'<body data-rejected="{int(rejected)}"><h1>pvcharge</h1>{message}'
+        '<form method="get" action="/"><label>Token <input type="password" name="token" '
+        'autocomplete="current-password" required></label> <button>Open</button></form>'
+        f"<script>{_LOGIN_SCRIPT}</script></body></html>"
+    )
+
+
+def _dumps(data: Any) -> str:
+    return json.dumps(data, default=str)
+
+
+class _Api:
+    """The handlers and the guard of one server."""
+
+    def __init__(self, daemon: Daemon, config: ApiConfig) -> None:
+        self.daemon = daemon
+        self.token: bytes | None = config.token.reveal().encode("utf-8") if config.token is not None else None
+        self._token_secret = [config.token.reveal()] if config.token is not None else []
+        self.registry = metrics_registry(self.status)
+        self.page = resources.files("pvcharge.api").joinpath("static/index.html").read_text("utf-8")
+        self.page_csp = content_security_policy(self.page)
+        self.login = {rejected: _login_page(rejected) for rejected in (False, True)}
+        self.login_csp = content_security_policy(self.login[False])
+        self.openapi = openapi_document(token_required=self.token is not None)
+
+    def secrets(self) -> list[str]:
+        return sorted({*config_secrets(self.daemon.config), *self._token_secret}, key=len, reverse=True)
+
+    def status(self) -> dict[str, Any]:
+        result: dict[str, Any] = mask_secrets(self.daemon.status(), self.secrets())
+        return result
+
+    def json(self, data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+        """A JSON answer; every configured secret in it masked (even one a client sent)."""
+        return web.json_response(
+            mask_secrets(data, self.secrets()), status=status, headers=headers, dumps=_dumps
+        )
+
+    # --- the guard: host check, bearer token, errors as JSON, security headers -------------------
+
+    def _valid(self, given: str | None) -> bool:
+        assert self.token is not None
+        if not given:
+            return False
+        return hmac.compare_digest(given.encode("utf-8", "surrogatepass"), self.token)
+
+    def _unauthorized(self, request: web.Request, given: bool) -> web.Response:
+        challenge = 'Bearer realm="pvcharge"' + (', error="invalid_token"' if given else "")
+        headers = {"WWW-Authenticate": challenge}
+        log.debug("api_unauthorized", path=request.path, remote=request.remote, token_given=given)
+        if request.path == "/" and request.method in ("GET", "HEAD"):
+            rejected = "token" in request.query
+            response = web.Response(
+                text=self.login[rejected], status=401, content_type="text/html", headers=headers
+            )
+            response.headers["Content-Security-Policy"] = self.login_csp
+            return response
+        return self.json(
+            {"error": "a bearer token is needed: Authorization: Bearer <api.token>"}, 401, headers
+        )
+
+    @web.middleware
+    async def guard(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            response = await self._guarded(request, handler)
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            headers = {
+                k: v for k, v in exc.headers.items() if k.lower() not in ("content-type", "content-length")
+            }
+            response = self.json({"error": exc.reason}, exc.status, headers)
+        except Exception as exc:
+            log.error("api_error", path=request.path, error=repr(exc), exc_info=exc)
+            response = self.json({"error": "internal error (see the daemon's log)"}, 500)
+        response.headers.setdefault("Cache-Control", "no-store")
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Referrer-Policy", "no-referrer")
+        response.headers.setdefault("X-Frame-Options", "DENY")
+        return response
+
+    async def _guarded(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if self.token is None:
+            host = request.headers.get("Host")
+            if host is not None and not is_loopback(_host_of(host)):
+                return self.json(
+                    {
+                        "error": "this API answers only requests to a loopback address (Host: 127.0.0.1, "
+                        "localhost or [::1]); set api.token to reach it under another name"
+                    },
+                    403,
+                )
+            return await self._checked(request, handler)
+        scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
+        bearer = credentials.strip() if scheme.lower() == "bearer" else None
+        if self._valid(bearer):
+            return await self._checked(request, handler)
+        if (
+            request.path == "/"
+            and request.method in ("GET", "HEAD")
+            and self._valid(request.query.get("token"))
+        ):
+            return await self._checked(request, handler)
+        return self._unauthorized(request, bool(bearer) or "token" in request.query)
+
+    async def _checked(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """No route takes query parameters but the page's ``token``: anything else is a mistake
+        (``/api/mode?mode=fast`` would otherwise be silently ignored)."""
+        allowed = {"token"} if request.path == "/" else set()
+        unknown = sorted(set(request.query) - allowed)
+        if unknown:
+            names = ", ".join(repr(name[:40]) for name in unknown[:5])
+            return self.json({"error": f"unknown query parameter(s) {names}: {request.path} takes none"}, 400)
+        return await handler(request)
+
+    # --- the routes ------------------------------------------------------------------------------
+
+    async def index(self, request: web.Request) -> web.Response:
+        response = web.Response(text=self.page, content_type="text/html")
+        response.headers["Content-Security-Policy"] = self.page_csp
+        return response
+
+    async def get_status(self, request: web.Request) -> web.Response:
+        return self.json(self.daemon.status())
+
+    async def put_mode(self, request: web.Request) -> web.Response:
+        raw = await request.read()  # 413 above MAX_BODY_BYTES (client_max_size)
+
+        def bad(problem: str) -> web.Response:
+            return self.json(
+                {"error": f'{problem}; expected {{"mode": "<mode>"}}', "allowed": list(MODES)}, 422
+            )
+
+        try:
+            body = json.loads(raw)
+        except (ValueError, UnicodeDecodeError):
+            return bad("the body is not JSON")
+        if not isinstance(body, dict):
+            return bad("the body is not a JSON object")
+        extra = sorted(str(k) for k in body if k != "mode")
+        if extra:
+            return bad(f"unknown key(s) {', '.join(repr(k[:40]) for k in extra[:5])}")
+        mode = body.get("mode")
+        if not isinstance(mode, str) or mode not in MODES:
+            shown = repr(mode) if len(repr(mode)) <= 40 else repr(mode)[:40] + "…"
+            return bad(f"unknown mode {shown}" if "mode" in body else "no mode given")
+        self.daemon.set_mode(mode, source="api")
+        return self.json(self.daemon.status())
+
+    async def get_config(self, request: web.Request) -> web.Response:
+        return self.json(to_dict(self.daemon.config))
+
+    async def get_openapi(self, request: web.Request) -> web.Response:
+        return self.json(self.openapi)
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
+        return web.Response(body=encoder(self.registry), headers={"Content-Type": content_type})
+
+
+def build_app(daemon: Daemon, config: ApiConfig) -> web.Application:
+    """The aiohttp application serving ``daemon`` (no socket yet; :func:`start_api` binds it)."""
+    api = _Api(daemon, config)
+    app = web.Application(middlewares=[api.guard], client_max_size=MAX_BODY_BYTES)
+    app.router.add_get("/", api.index)
+    app.router.add_get("/api/status", api.get_status)
+    app.router.add_put("/api/mode", api.put_mode)
+    app.router.add_get("/api/config", api.get_config)
+    app.router.add_get("/api/openapi.json", api.get_openapi)
+    app.router.add_get("/metrics", api.metrics)
+    return app
+
+
+class ApiServer:
+    """A running (or disabled) API server; :meth:`stop` closes it."""
+
+    def __init__(self, runner: web.AppRunner | None, host: str, port: int | None) -> None:
+        self._runner = runner
+        self.host = host
+        self.port = port  #: the bound port (the real one when api.port was 0); None when disabled
+        self.url = url_for(host, port) if port is not None else None  #: http://host:port, None when disabled
+
+    @property
+    def enabled(self) -> bool:
+        return self._runner is not None
+
+    async def stop(self) -> None:
+        """Stop listening and close the open connections (waits at most ``SHUTDOWN_S``)."""
+        if self._runner is not None:
+            runner, self._runner = self._runner, None
+            await runner.cleanup()
+            log.info("api_stopped", url=self.url)
+
+
+async def start_api(daemon: Daemon, config: ApiConfig) -> ApiServer:
+    """Serve the API for ``daemon`` on ``config.listen:config.port`` (port 0: a free one).
+
+    With ``api.enabled: false`` nothing listens and the returned server's ``url`` is ``None``.
+
+    Raises:
+        ApiError: the address cannot be bound (in use, not local), or it is off loopback without a
+            token, or the token is empty.
+    """
+    if not config.enabled:
+        log.info("api_disabled")
+        return ApiServer(None, config.listen, None)
+    if config.token is None and not is_loopback(config.listen):
+        raise ApiError(f"api.token: required when api.listen is not a loopback address ({config.listen})")
+    if config.token is not None and not config.token.reveal().strip():
+        raise ApiError("api.token: empty; set a long random token (e.g. `openssl rand -hex 32`)")
+    if config.token is not None and len(config.token.reveal()) < 16:
+        log.warning(
+            "api_token_short", length=len(config.token.reveal()), action="use 32 random hex digits or more"
+        )
+    runner = web.AppRunner(build_app(daemon, config), access_log=None, shutdown_timeout=SHUTDOWN_S)
+    await runner.setup()
+    site = web.TCPSite(runner, config.listen, config.port)
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise ApiError(
+            f"api: cannot listen on {url_for(config.listen, config.port)}: {exc.strerror or exc} "
+            "(another pvcharge running? change api.port or api.listen)"
+        ) from exc
+    port = int(runner.addresses[0][1])
+    server = ApiServer(runner, config.listen, port)
+    log.info("api_listening", url=server.url, token_required=config.token is not None)
+    return server

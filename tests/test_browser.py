@@ -1,0 +1,187 @@
+"""The status page in a real headless browser: Debian's chromium driven by Playwright.
+
+The daemon runs for real on loopback (fake drivers, interval 0.2 s); the page must show its numbers,
+switch the mode with a click (seen on the page and in ``daemon.mode``) and work with a token.  Any
+console error (a CSP violation, a script error) fails the test.
+
+Needs ``apt-get install -y chromium`` and ``pip install playwright`` (no ``playwright install``: the
+browser is Debian's).  Without them the tests fail, never skip.  ``PVCHARGE_UPDATE_SCREENSHOT=1``
+also writes the screenshot to ``docs/status-page.png``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shutil
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+from test_api import TOKEN, make_daemon
+
+from pvcharge.api.server import ApiServer, start_api
+from pvcharge.config import ApiConfig
+from pvcharge.daemon import Daemon
+from pvcharge.settings import Secret
+
+if TYPE_CHECKING:
+    from playwright.async_api import Browser, Page
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+SCREENSHOT = Path(__file__).resolve().parent.parent / "docs" / "status-page.png"
+
+
+@asynccontextmanager
+async def chromium() -> AsyncIterator[Browser]:
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.fail(
+            f"no browser at {CHROMIUM}: this test needs Debian's chromium: apt-get install -y chromium"
+        )
+    try:
+        from playwright.async_api import async_playwright
+    except ImportError:
+        pytest.fail("Playwright for Python is missing: pip install playwright (it drives Debian's chromium)")
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(
+            executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True
+        )
+        try:
+            yield browser
+        finally:
+            await browser.close()
+
+
+@asynccontextmanager
+async def running(token: str | None = None) -> AsyncIterator[tuple[Daemon, ApiServer]]:
+    daemon, *_ = make_daemon(real_clock=True, interval_s=0.2)
+    server = await start_api(daemon, ApiConfig(port=0, token=Secret(token) if token else None))
+    stop = asyncio.Event()
+    loop = asyncio.create_task(daemon.run(stop))
+    try:
+        yield daemon, server
+    finally:
+        stop.set()
+        await loop
+        await server.stop()
+
+
+async def new_page(browser: Browser) -> tuple[Page, list[str]]:
+    """A page in a fresh context (its own sessionStorage) and the list its console errors go to."""
+    context = await browser.new_context(viewport={"width": 960, "height": 720}, color_scheme="light")
+    page = await context.new_page()
+    errors: list[str] = []
+    page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    return page, errors
+
+
+async def test_the_status_page_shows_the_site_and_switches_the_mode(tmp_path: Path) -> None:
+    from playwright.async_api import expect
+
+    async with chromium() as browser, running() as (daemon, server):
+        page, errors = await new_page(browser)
+        await page.goto(f"{server.url}/")
+        await expect(page.locator("#conn")).to_have_text("live")
+        await expect(page.locator("#car-state")).to_have_text("charging")  # the car started
+        # the numbers of the fake site: 5.2 kW PV, battery charging at 800 W, the car at 16 A on 1 phase
+        await expect(page.locator("#pv")).to_have_text("5.20 kW")
+        await expect(page.locator("#battery")).to_have_text("800 W")
+        await expect(page.locator("#battery-dir")).to_have_text("charging · 64 %")
+        await expect(page.locator("#grid-dir")).to_have_text("export")
+        await expect(page.locator("#grid")).to_have_text(re.compile(r"^1(19|20) W$"))  # wobbles by 1 W
+        await expect(page.locator("#house")).to_have_text("4.28 kW")
+        await expect(page.locator("#car-power")).to_have_text("3.68 kW")
+        await expect(page.locator("#car-current")).to_have_text("16 A × 1p")
+        await expect(page.locator("#command")).to_have_text("16 A on 1p")
+        assert daemon.last_cycle is not None
+        await expect(page.locator("#reason")).to_have_text(
+            re.compile(r"^pv: surplus 4(499|500) W, 16 A on 1p$")
+        )
+        await expect(page.locator("#dev-meter .state")).to_contain_text("ok")
+        await expect(page.locator('#modes button[data-mode="pv"]')).to_have_attribute("aria-pressed", "true")
+
+        await page.click('#modes button[data-mode="fast"]')
+        await expect(page.locator('#modes button[data-mode="fast"]')).to_have_attribute(
+            "aria-pressed", "true"
+        )
+        await expect(page.locator('#modes button[data-mode="pv"]')).to_have_attribute("aria-pressed", "false")
+        await expect(page.locator("#mode-note")).to_have_text(
+            "Mode fast: applies from the next control cycle."
+        )
+        assert daemon.mode == "fast"
+        # the next cycles decide in fast mode, and the page's live updates show it
+        await expect(page.locator("#reason")).to_contain_text("fast", ignore_case=True)
+        assert daemon.last_cycle.decision.mode == "fast"
+
+        # a mode changed elsewhere shows within a poll (~2 s)
+        daemon.set_mode("minpv", source="test")
+        await expect(page.locator('#modes button[data-mode="minpv"]')).to_have_attribute(
+            "aria-pressed", "true", timeout=5000
+        )
+        await page.click('#modes button[data-mode="pv"]')
+        await expect(page.locator('#modes button[data-mode="pv"]')).to_have_attribute("aria-pressed", "true")
+        assert str(daemon.mode) == "pv"  # (str: mypy keeps the narrowing from above)
+        await expect(page.locator("#reason")).not_to_contain_text("fast", ignore_case=True)
+        shot = tmp_path / "status-page.png"
+        await page.screenshot(path=str(shot), full_page=True)
+        assert errors == []
+    assert shot.stat().st_size > 10_000
+    if os.environ.get("PVCHARGE_UPDATE_SCREENSHOT") == "1":
+        SCREENSHOT.parent.mkdir(exist_ok=True)
+        shutil.copyfile(shot, SCREENSHOT)
+
+
+async def test_the_status_page_with_a_token_takes_it_once_and_sends_it_as_a_bearer_header() -> None:
+    from playwright.async_api import expect
+
+    async with chromium() as browser, running(TOKEN) as (daemon, server):
+        page, errors = await new_page(browser)
+        sent: list[str | None] = []
+        page.on(
+            "request", lambda r: sent.append(r.headers.get("authorization")) if "/api/" in r.url else None
+        )
+        await page.goto(f"{server.url}/?token={TOKEN}")
+        await expect(page.locator("#conn")).to_have_text("live")
+        assert page.url == f"{server.url}/"  # out of the address bar (and the history entry)
+        assert await page.evaluate("sessionStorage.getItem('pvcharge-token')") == TOKEN
+        await page.click('#modes button[data-mode="minpv"]')
+        await expect(page.locator('#modes button[data-mode="minpv"]')).to_have_attribute(
+            "aria-pressed", "true"
+        )
+        assert daemon.mode == "minpv"
+        assert sent and set(sent) == {f"Bearer {TOKEN}"}
+        # a reload of / (no token in the URL) still works: the tab kept it
+        await page.reload()
+        await expect(page.locator("#conn")).to_have_text("live")
+        assert page.url == f"{server.url}/"
+        assert [e for e in errors if "status of 401" not in e] == []  # the 401 of the reload itself
+
+        # another tab without the token gets the token form; a wrong token is refused and forgotten
+        page, errors = await new_page(browser)
+        response = await page.goto(f"{server.url}/")
+        assert response is not None and response.status == 401
+        await page.fill('input[name="token"]', "wrong-token")
+        await page.click("form button")
+        await expect(page.locator(".bad")).to_have_text("That token was not accepted.")
+        assert await page.evaluate("sessionStorage.getItem('pvcharge-token')") is None
+        await page.fill('input[name="token"]', TOKEN)
+        await page.click("form button")
+        await expect(page.locator("#conn")).to_have_text("live")
+        await expect(page.locator('#modes button[data-mode="minpv"]')).to_have_attribute(
+            "aria-pressed", "true"
+        )
+        assert [e for e in errors if "status of 401" not in e] == []
