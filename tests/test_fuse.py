@@ -4,6 +4,7 @@ slowly.  A small closed loop: per-phase house loads, the car draws what it was c
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from typing import Any
 
@@ -37,7 +38,11 @@ def run(
         house = loads(t)
         car_on = [car_a, car_a if car_phases == 3 else 0.0, car_a if car_phases == 3 else 0.0]
         pv_each = pv_w / 3 / V
-        grid_a = (house[0] + car_on[0] - pv_each, house[1] + car_on[1] - pv_each, house[2] + car_on[2] - pv_each)
+        grid_a = (
+            house[0] + car_on[0] - pv_each,
+            house[1] + car_on[1] - pv_each,
+            house[2] + car_on[2] - pv_each,
+        )
         car_w = sum(car_on) * V
         reading = SiteReading(
             grid_power_w=sum(grid_a) * V,
@@ -120,7 +125,7 @@ def test_property_no_phase_stays_above_the_fuse_for_two_readings(
         return steps[min(int(t // 30), len(steps) - 1)]
 
     log = run(ctl, loads, 30 * len(steps), pv_w=pv_w)
-    for (t, current, _), (_, _, grid_next) in zip(log, log[1:], strict=False):
+    for (t, current, _), (_, _, grid_next) in itertools.pairwise(log):
         house = loads(t + 5)  # the loads in force when the command is drawn
         car_phases = range(3 if phases == 3 else 1)
         for i in car_phases:

@@ -216,7 +216,12 @@ def test_systemd_python_backend_used_when_importable(
 
     sent: list[str] = []
     fake = types.ModuleType("systemd.daemon")
-    fake.notify = lambda message: sent.append(message) or True  # type: ignore[attr-defined]
+
+    def notify(message: str) -> bool:
+        sent.append(message)
+        return True
+
+    fake.notify = notify  # type: ignore[attr-defined]
     package = types.ModuleType("systemd")
     package.daemon = fake  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "systemd", package)

@@ -55,7 +55,15 @@ async def test_soak_memory_descriptors_and_tasks_do_not_grow() -> None:
     (errors, garbage, frozen values, a second client): traced memory, open descriptors and asyncio
     tasks at a quarter of the run and at its end."""
     cheap = frozenset(
-        {Fault.BUSY, Fault.DEVICE_FAILURE, Fault.GARBAGE, Fault.STALE, Fault.KICK, Fault.NOT_JSON, Fault.HTTP_429}
+        {
+            Fault.BUSY,
+            Fault.DEVICE_FAILURE,
+            Fault.GARBAGE,
+            Fault.STALE,
+            Fault.KICK,
+            Fault.NOT_JSON,
+            Fault.HTTP_429,
+        }
     )
     tracemalloc.start()
     try:

@@ -1,0 +1,118 @@
+"""Secrets never leave the process: a full run of the real daemon at debug level against the cloud
+emulators (AlphaESS Open API meter, Easee charger), with token expiry, a refused login and faults on
+the way, plus check-config and probe; every byte of every output is grepped for every secret value
+and every token the emulators handed out."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import socket
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from pvcharge.sim.alphaess import AlphaEssEmulator
+from pvcharge.sim.demo import SimClock
+from pvcharge.sim.easee import EaseeEmulator
+from pvcharge.sim.faults import Fault
+from pvcharge.sim.site import SiteModel
+from pvcharge.sim.trace import bundled_trace
+
+EASEE_PASSWORD = "easee-pw-must-not-leak-7731"
+APP_SECRET = "alpha-app-secret-must-not-leak-5519"
+WRONG_PASSWORD = "wrong-pw-must-not-leak-2208"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+API_PORT = free_port()
+
+
+def write_config(tmp_path: Path, alpha: AlphaEssEmulator, easee: EaseeEmulator, password: str) -> Path:
+    (tmp_path / "easee.pw").write_text(password + "\n")
+    (tmp_path / "easee.pw").chmod(0o600)
+    path = tmp_path / "config.yaml"
+    path.write_text(
+        f"meter: {{type: alphaess, url: '{alpha.url}', sys_sn: {alpha.sys_sn}, app_id: {alpha.app_id},"
+        f" app_secret: {APP_SECRET}, timeout_s: 1, retries: 1, backoff_s: 0.1, poll_interval_s: 10}}\n"
+        f"charger: {{type: easee, url: '{easee.base_url}', username: demo@example.com,"
+        " password_file: easee.pw, charger_id: EH000001, timeout_s: 1, retries: 1, poll_interval_s: 15,"
+        " phases: 1}\n"
+        "control: {interval_s: 1, max_age_s: 15, cloud_filter: 'off', min_on_s: 0, min_off_s: 0}\n"
+        "log: {level: debug, format: json}\n"
+        f"api: {{port: {API_PORT}}}\n"
+    )
+    path.chmod(0o644)  # world-readable with an inline app secret: warned about, without the secret
+    return path
+
+
+async def pvcharge(*args: str, run_s: float | None = None) -> str:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "pvcharge",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    if run_s is not None:
+        await asyncio.sleep(run_s)
+        proc.send_signal(signal.SIGTERM)
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    return out.decode() + err.decode()
+
+
+@pytest.mark.timeout(120)
+async def test_no_secret_in_any_output_of_a_full_run(tmp_path: Path) -> None:
+    trace = bundled_trace()
+    site = SiteModel(trace, t_s=trace.start_s + 12 * 3600)
+    site.advance(120)
+    site.clock = SimClock(site.now, 1.0).now
+    async with (
+        AlphaEssEmulator(site, app_secret=APP_SECRET, min_interval_s=1.0) as alpha,
+        EaseeEmulator(site, password=EASEE_PASSWORD, token_lifetime_s=4) as easee,
+    ):
+        config = write_config(tmp_path, alpha, easee, EASEE_PASSWORD)
+        outputs = [
+            await pvcharge("check-config", str(config)),
+            await pvcharge("probe", "--config", str(config)),
+        ]
+
+        async def faults() -> None:  # while the daemon runs: token expiry, 503s, a timeout, garbage
+            for fault in (None, Fault.HTTP_503, None, Fault.NOT_JSON, None, Fault.HTTP_500, None):
+                await asyncio.sleep(1.5)
+                easee.faults.set(fault)
+                alpha.faults.set(fault)
+            easee.expire_tokens()
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{API_PORT}") as client:
+                for path in ("/api/status", "/api/config", "/metrics", "/"):
+                    answer = await client.get(path)
+                    assert answer.status_code == 200, path
+                    api_answers.append(answer.text)
+            api_answers.append(await pvcharge("status", "--config", str(config)))
+
+        api_answers: list[str] = []
+        run, _ = await asyncio.gather(pvcharge("run", "--config", str(config), run_s=16), faults())
+        outputs.append(run)
+        # a wrong password: the login is refused, the error is reported, the password is not
+        wrong = write_config(tmp_path, alpha, easee, WRONG_PASSWORD)
+        outputs.append(await pvcharge("probe", "--json", "--config", str(wrong)))
+        outputs.append(await pvcharge("run", "--config", str(wrong), run_s=4))
+        tokens = list(easee.issued_tokens)
+
+    everything = "\n".join(outputs + api_answers)
+    assert len(api_answers) == 5 and '"mode"' in api_answers[0] and "***" in api_answers[1]
+    assert '"decision"' in run and "config_warning" in run  # it ran, at debug level, and warned
+    assert "readable by other users" in outputs[0]
+    assert "device_unavailable" in run  # the faults were met and reported
+    assert "refused" in outputs[3].lower() or "401" in outputs[3] or "password" in outputs[3].lower()
+    assert len(tokens) >= 2  # logged in and refreshed at least once
+    for secret in (EASEE_PASSWORD, APP_SECRET, WRONG_PASSWORD, *tokens):
+        assert secret not in everything, f"a secret leaked: {secret[:6]}…"
