@@ -1,0 +1,622 @@
+"""MQTT bridge: the daemon's status to a broker, mode commands from it, Home Assistant discovery.
+
+Topics (``P`` = ``mqtt.prefix``, default ``pvcharge``; ``D`` = ``mqtt.discovery_prefix``, default
+``homeassistant``; ``N`` = the prefix with every character but ``[A-Za-z0-9_-]`` replaced by ``_``)::
+
+    P/availability        "online" / "offline"   retained, QoS 1; "offline" is also the last will, so a
+                                                 crashed pvcharge or a dead network turns it offline
+    P/status              JSON of Daemon.status() retained, QoS 0, after every control cycle (coalesced)
+    P/mode                off | pv | minpv | fast  retained, QoS 1, on change and after each (re)connect
+    P/mode/set            command: publish a mode (not retained); anything else is ignored with a
+                          warning, and so is a retained message (it would switch the mode again at
+                          every reconnect)
+    P/discovery           retained JSON {"topics": [...]}: the discovery topics this installation
+                          published last, so a later run knows what to remove
+    D/<component>/N/<object_id>/config   Home Assistant discovery, retained, QoS 1
+    D/status              Home Assistant's birth message: on "online" the discovery is sent again
+
+Home Assistant entities, all in one device (identifiers ``[N]``, name "pvcharge", sw_version), all
+available while ``P/availability`` is "online", all reading ``P/status`` through a ``value_template``
+(``None``, i.e. unknown, while there is no reading yet): sensors ``grid_power``, ``pv_power``,
+``battery_power``, ``house_power``, ``car_power``, ``surplus`` (W, device_class power, state_class
+measurement), ``battery_soc`` (%, battery), ``car_current`` and ``offered_current`` (A, current),
+``phases``, ``reason`` (diagnostic); binary sensors ``car_connected`` (plug) and ``charging``
+(battery_charging); a select ``mode`` (options off/pv/minpv/fast, state ``P/mode``, command
+``P/mode/set``).
+
+Removal: every connect reads the retained record ``P/discovery`` (subscribe, then a marker message
+through the broker proves every retained message has arrived) and publishes an empty retained
+payload to each recorded topic that this run does not publish: all of them with
+``discovery: false``, old ones after an upgrade that dropped an entity or after a change of
+``discovery_prefix``.  The record then lists exactly what is published now (or is removed).
+:func:`remove_all` clears everything, record, status and availability included (for uninstalling).
+The record lives under ``P``: change ``prefix`` only after a run with ``discovery: false`` (or
+:func:`remove_all`) under the old one.
+
+Network I/O never touches the control loop: the daemon's listener only sets an event; one task
+connects, publishes the latest status when woken (older ones are simply skipped) and handles
+commands.  While the broker is away nothing queues up; reconnects back off from 1 s, doubling with
+jitter, to at most 30 s; the outage is logged once when it starts and once when it ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+import re
+import secrets
+import time
+from collections.abc import Callable, Coroutine, Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import aiomqtt
+import structlog
+
+from pvcharge import __version__
+from pvcharge.config import MqttConfig
+from pvcharge.control.config import MODES
+
+if TYPE_CHECKING:
+    from pvcharge.daemon import Cycle, Daemon
+
+log = structlog.get_logger("pvcharge.mqtt")
+T = TypeVar("T")
+
+
+class _ToStructlog(logging.Handler):
+    """paho's and aiomqtt's own log lines ("failed to receive on socket: ...") as structlog debug
+    events: the bridge logs every outage itself, once, with its cause."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            log.debug("mqtt_client_log", level=record.levelname.lower(), message=record.getMessage())
+        except Exception:  # a logging failure must not break the MQTT client's callbacks
+            self.handleError(record)
+
+
+#: the stdlib logger handed to aiomqtt (and so to paho); set it to DEBUG to see every MQTT packet
+CLIENT_LOG = logging.getLogger("pvcharge.mqtt.client")
+CLIENT_LOG.setLevel(logging.WARNING)
+CLIENT_LOG.propagate = False
+CLIENT_LOG.addHandler(_ToStructlog())
+
+ONLINE = "online"
+OFFLINE = "offline"
+RECONNECT_MIN_S = 1.0  #: first wait after a failed or lost connection, s
+RECONNECT_MAX_S = 30.0  #: ceiling of the doubling wait, s
+SYNC_TIMEOUT_S = 5.0  #: longest wait for the retained discovery record after subscribing, s
+STOP_TIMEOUT_S = 5.0  #: longest :meth:`MqttBridge.stop` waits for "offline" and a clean disconnect, s
+OPERATION_TIMEOUT_S = 10.0  #: CONNACK, SUBACK, PUBACK, s
+KEEPALIVE_S = 30  #: MQTT keepalive: a silently dead broker is noticed after 1.5 × this, s
+
+
+def node_id(prefix: str) -> str:
+    """Home Assistant's node id for ``prefix`` (discovery topics allow ``[A-Za-z0-9_-]`` only)."""
+    return re.sub(r"[^A-Za-z0-9_-]", "_", prefix)
+
+
+@dataclass(frozen=True)
+class Topics:
+    """Every topic of one installation (see the module docstring)."""
+
+    availability: str
+    status: str
+    mode: str
+    mode_set: str
+    record: str
+    sync: str
+    ha_status: str
+    discovery_prefix: str
+    node: str
+
+    @classmethod
+    def of(cls, config: MqttConfig) -> Topics:
+        p = config.prefix
+        return cls(
+            availability=f"{p}/availability",
+            status=f"{p}/status",
+            mode=f"{p}/mode",
+            mode_set=f"{p}/mode/set",
+            record=f"{p}/discovery",
+            sync=f"{p}/discovery/sync",
+            ha_status=f"{config.discovery_prefix}/status",
+            discovery_prefix=config.discovery_prefix,
+            node=node_id(p),
+        )
+
+    def config_topic(self, component: str, object_id: str) -> str:
+        return f"{self.discovery_prefix}/{component}/{self.node}/{object_id}/config"
+
+
+def _value(section: str | None, key: str) -> str:
+    """A template for one value of the status JSON; ``None`` (HA: unknown) while its section is null."""
+    if section is None:
+        return f"{{{{ value_json.{key} }}}}"
+    return f"{{{{ value_json.{section}.{key} if value_json.{section} else None }}}}"
+
+
+def _flag(section: str, key: str) -> str:
+    return f"{{{{ ('ON' if value_json.{section}.{key} else 'OFF') if value_json.{section} else 'None' }}}}"
+
+
+def _power(name: str, section: str | None, key: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "value_template": _value(section, key),
+        "unit_of_measurement": "W",
+        "device_class": "power",
+        "state_class": "measurement",
+        "suggested_display_precision": 0,
+    }
+
+
+def _current(name: str, section: str, key: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "value_template": _value(section, key),
+        "unit_of_measurement": "A",
+        "device_class": "current",
+        "state_class": "measurement",
+        "suggested_display_precision": 1,
+    }
+
+
+#: (component, object_id, entity-specific fields) of every Home Assistant entity
+ENTITIES: tuple[tuple[str, str, dict[str, Any]], ...] = (
+    ("sensor", "grid_power", _power("Grid power", "site", "grid_power_w")),
+    ("sensor", "pv_power", _power("PV power", "site", "pv_power_w")),
+    ("sensor", "battery_power", _power("Home battery power", "site", "battery_power_w")),
+    ("sensor", "house_power", _power("House power", "site", "house_power_w")),
+    ("sensor", "car_power", _power("Car power", "charger", "power_w")),
+    ("sensor", "surplus", _power("Surplus", None, "available_w")),
+    (
+        "sensor",
+        "battery_soc",
+        {
+            "name": "Home battery SoC",
+            "value_template": _value("site", "battery_soc_pct"),
+            "unit_of_measurement": "%",
+            "device_class": "battery",
+            "state_class": "measurement",
+            "suggested_display_precision": 0,
+        },
+    ),
+    ("sensor", "car_current", _current("Car current", "charger", "current_a")),
+    ("sensor", "offered_current", _current("Offered current", "command", "current_a")),
+    (
+        "sensor",
+        "phases",
+        {"name": "Phases", "value_template": _value("command", "phases"), "icon": "mdi:sine-wave"},
+    ),
+    (
+        "sensor",
+        "reason",
+        {
+            "name": "Reason",
+            "value_template": "{{ value_json.reason[:255] }}",  # HA keeps at most 255 characters
+            "entity_category": "diagnostic",
+            "icon": "mdi:information-outline",
+        },
+    ),
+    (
+        "binary_sensor",
+        "car_connected",
+        {"name": "Car connected", "value_template": _flag("charger", "connected"), "device_class": "plug"},
+    ),
+    (
+        "binary_sensor",
+        "charging",
+        {
+            "name": "Charging",
+            "value_template": _flag("charger", "charging"),
+            "device_class": "battery_charging",
+        },
+    ),
+    ("select", "mode", {"name": "Mode", "options": list(MODES), "icon": "mdi:ev-station"}),
+)
+
+
+def discovery_messages(config: MqttConfig) -> dict[str, dict[str, Any]]:
+    """Home Assistant discovery: config topic → payload, for every entity of :data:`ENTITIES`."""
+    topics = Topics.of(config)
+    device = {
+        "identifiers": [topics.node],
+        "name": "pvcharge",
+        "manufacturer": "pvcharge",
+        "model": "PV surplus charging controller",
+        "sw_version": __version__,
+    }
+    out: dict[str, dict[str, Any]] = {}
+    for component, object_id, fields in ENTITIES:
+        payload: dict[str, Any] = {
+            **fields,
+            "unique_id": f"{topics.node}_{object_id}",
+            "availability_topic": topics.availability,
+            "payload_available": ONLINE,
+            "payload_not_available": OFFLINE,
+            "device": device,
+            "origin": {"name": "pvcharge", "sw_version": __version__},
+        }
+        if component == "select":
+            payload.update(state_topic=topics.mode, command_topic=topics.mode_set)
+        else:
+            payload["state_topic"] = topics.status
+        out[topics.config_topic(component, object_id)] = payload
+    return out
+
+
+def _client(config: MqttConfig, *, client_id: str, will: bool, keepalive_s: int) -> aiomqtt.Client:
+    return aiomqtt.Client(
+        config.host,
+        config.port,
+        identifier=client_id,
+        username=config.username,
+        password=config.password.reveal() if config.password is not None else None,
+        will=aiomqtt.Will(Topics.of(config).availability, OFFLINE, qos=1, retain=True) if will else None,
+        tls_params=aiomqtt.TLSParameters(ca_certs=config.ca_file) if config.tls else None,
+        timeout=OPERATION_TIMEOUT_S,
+        keepalive=keepalive_s,
+        max_queued_incoming_messages=100,  # someone flooding the command topic costs no memory
+        logger=CLIENT_LOG,
+    )
+
+
+class _RecordReader:
+    """Reads the retained discovery record ``P/discovery`` as the receiving task hands it messages.
+
+    The record is retained, so the broker sends it right after the subscription; a marker published
+    afterwards on a subscribed topic comes back behind it, so once the marker is here, so is the record
+    (or there is none).
+    """
+
+    def __init__(self, topics: Topics) -> None:
+        self.topics = topics
+        self.marker = secrets.token_hex(8).encode()
+        self.previous: list[str] = []
+        self.done = asyncio.Event()
+
+    def feed(self, topic: str, payload: bytes) -> bool:
+        """Take a message; True if it was the record's or the marker's."""
+        if topic == self.topics.record:
+            if payload and not self.done.is_set():
+                self.previous = _parse_record(payload, self.topics.node)
+            return True
+        if topic == self.topics.sync:
+            if payload == self.marker:
+                self.done.set()
+            return True
+        return False
+
+    async def read(self, client: aiomqtt.Client) -> list[str] | None:
+        """The discovery topics a previous run recorded (``[]``: none), or ``None`` if not in time."""
+        await client.subscribe([(self.topics.record, 1), (self.topics.sync, 1)])
+        await client.publish(self.topics.sync, self.marker, qos=1)
+        try:
+            await asyncio.wait_for(self.done.wait(), SYNC_TIMEOUT_S)
+        except TimeoutError:
+            log.warning(
+                "mqtt_discovery_record_unread",
+                topic=self.topics.record,
+                waited_s=SYNC_TIMEOUT_S,
+                action="nothing removed this time; retried at the next connect",
+            )
+            return None
+        finally:
+            await client.unsubscribe([self.topics.record, self.topics.sync])
+        return self.previous
+
+
+async def _until_disconnected(
+    client: aiomqtt.Client, on_message: Callable[[str, bytes, bool], object]
+) -> None:
+    """Hand every incoming message to ``on_message(topic, payload, retained)``.
+
+    Raises:
+        aiomqtt.MqttError: the connection broke (the only way this ends).
+    """
+    async for message in client.messages:
+        on_message(str(message.topic), message.payload, message.retain)
+
+
+async def _racing(
+    client: aiomqtt.Client, on_message: Callable[[str, bytes, bool], object], work: Coroutine[Any, Any, T]
+) -> T:
+    """Run ``work`` while receiving; a broken connection ends both at once.
+
+    aiomqtt's publish waits for its acknowledgement until its timeout even after the connection broke;
+    racing it against the receiver turns a dead broker into an immediate :class:`aiomqtt.MqttError`.
+    """
+    receiver = asyncio.create_task(_until_disconnected(client, on_message))
+    worker = asyncio.create_task(work)
+    try:
+        await asyncio.wait({receiver, worker}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (receiver, worker):
+            task.cancel()
+        await asyncio.gather(receiver, worker, return_exceptions=True)
+    error = receiver.exception() if receiver.done() and not receiver.cancelled() else None
+    if error is not None:
+        raise error
+    if worker.cancelled():
+        raise aiomqtt.MqttError("connection closed")
+    return worker.result()
+
+
+def _parse_record(payload: bytes, node: str) -> list[str]:
+    """The topics of a record; only discovery config topics of this node (``.../<component>/N/<id>/config``),
+    so a record someone else wrote cannot make pvcharge clear other retained topics."""
+    try:
+        data = json.loads(payload)
+    except ValueError:
+        log.warning("mqtt_discovery_record_invalid", payload=payload[:200].decode("utf-8", "replace"))
+        return []
+    recorded = data.get("topics") if isinstance(data, dict) else None
+    if not isinstance(recorded, list):
+        return []
+    ours = re.compile(rf"[^#+]+/[a-z_]+/{re.escape(node)}/[A-Za-z0-9_-]+/config")
+    return [t for t in recorded if isinstance(t, str) and ours.fullmatch(t)]
+
+
+async def _clear(client: aiomqtt.Client, topics: Iterable[str]) -> None:
+    for topic in topics:
+        await client.publish(topic, b"", qos=1, retain=True)
+
+
+class MqttBridge:
+    """Publishes the daemon's status to MQTT, takes mode commands, keeps Home Assistant discovery.
+
+    Args:
+        daemon: the running daemon (its ``listeners``, ``status()``, ``mode``, ``set_mode()``).
+        config: the ``mqtt:`` section.
+        reconnect_min_s, reconnect_max_s: the backoff between connection attempts, doubling from min to
+            max; a connection that held longer than max resets it (tests shorten both).
+        keepalive_s: MQTT keepalive.
+
+    :meth:`start` returns at once (connecting is the bridge task's job); :meth:`stop` publishes
+    "offline" and disconnects cleanly, so the last will is not sent.
+    """
+
+    def __init__(
+        self,
+        daemon: Daemon,
+        config: MqttConfig,
+        *,
+        reconnect_min_s: float = RECONNECT_MIN_S,
+        reconnect_max_s: float = RECONNECT_MAX_S,
+        keepalive_s: int = KEEPALIVE_S,
+    ) -> None:
+        self.daemon = daemon
+        self.config = config
+        self.topics = Topics.of(config)
+        self.reconnect_min_s = reconnect_min_s
+        self.reconnect_max_s = reconnect_max_s
+        self.keepalive_s = keepalive_s
+        self.connected = False
+        self.connects = 0  #: successful connections so far
+        self.published = 0  #: status messages published so far
+        self._wake = asyncio.Event()  # the "queue of size 1": a new status is there to publish
+        self._stopping = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._published_mode: str | None = None
+        self._rediscover = False  # Home Assistant came back: send the discovery again
+        self._reader = _RecordReader(self.topics)
+        self._listener: Callable[[Cycle], None] = self._on_cycle
+
+    def __repr__(self) -> str:
+        return f"MqttBridge({self.config.host}:{self.config.port}, prefix={self.config.prefix!r})"
+
+    async def start(self) -> None:
+        """Register with the daemon and start the bridge task; does not wait for the broker."""
+        if self._task is not None:
+            raise RuntimeError("MqttBridge already started")
+        self.daemon.listeners.append(self._listener)
+        self._task = asyncio.create_task(self._run(), name="pvcharge-mqtt")
+
+    async def stop(self) -> None:
+        """Publish "offline", disconnect cleanly (at most ``STOP_TIMEOUT_S``) and end the task."""
+        if self._listener in self.daemon.listeners:
+            self.daemon.listeners.remove(self._listener)
+        self._stopping.set()
+        task, self._task = self._task, None
+        if task is None:
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(task), STOP_TIMEOUT_S)
+        except TimeoutError:
+            log.warning("mqtt_stop_timeout", waited_s=STOP_TIMEOUT_S, action="connection dropped")
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    def _on_cycle(self, cycle: Cycle) -> None:
+        """The daemon's listener: only note that there is something new (never blocks, never fails)."""
+        self._wake.set()
+
+    async def _run(self) -> None:
+        attempt = 0
+        down_since: float | None = None
+        connected_at: float | None = None
+        while not self._stopping.is_set():
+            error: str | None = None
+            try:
+                client = _client(
+                    self.config, client_id=self.config.client_id, will=True, keepalive_s=self.keepalive_s
+                )
+                async with client:
+                    self.connected = True
+                    self.connects += 1
+                    connected_at = time.monotonic()
+                    outage_s = round(time.monotonic() - down_since, 1) if down_since is not None else None
+                    down_since = None
+                    if self.connects > 1:
+                        log.info("mqtt_reconnected", outage_s=outage_s)
+                    else:
+                        log.info(
+                            "mqtt_connected",
+                            host=self.config.host,
+                            port=self.config.port,
+                            tls=self.config.tls,
+                            client_id=self.config.client_id,
+                            prefix=self.config.prefix,
+                            **({"after_s": outage_s} if outage_s is not None else {}),
+                        )
+                    await self._session(client)
+            except aiomqtt.MqttError as exc:
+                error = str(exc) or type(exc).__name__
+            except Exception as exc:  # a bug here must not end the bridge, let alone the daemon
+                log.error("mqtt_error", error=repr(exc), exc_info=exc)
+                error = repr(exc)
+            finally:
+                self.connected = False
+            if self._stopping.is_set():
+                break
+            if connected_at is not None and time.monotonic() - connected_at > self.reconnect_max_s:
+                attempt = 0  # only a connection that held resets the backoff: a flapping one backs off
+            connected_at = None
+            delay = min(self.reconnect_max_s, self.reconnect_min_s * 2**attempt)
+            delay *= random.uniform(0.8, 1.0)
+            attempt = min(attempt + 1, 30)
+            if down_since is None:
+                down_since = time.monotonic()
+                log.warning(
+                    "mqtt_unavailable",
+                    host=self.config.host,
+                    port=self.config.port,
+                    error=error or "connection closed",
+                    retry_in_s=round(delay, 1),
+                    action="retrying with backoff; the control loop is not affected",
+                )
+            else:
+                log.debug("mqtt_still_unavailable", error=error, retry_in_s=round(delay, 1))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), delay)
+        log.info("mqtt_stopped")
+
+    async def _session(self, client: aiomqtt.Client) -> None:
+        """One connection: discovery, availability, state, then publish and take commands until stopped.
+
+        Raises:
+            aiomqtt.MqttError: the connection broke.
+        """
+        self._reader = _RecordReader(self.topics)
+        await _racing(client, self._on_message, self._work(client))
+        # only a stop ends the work: say goodbye, so that the will is not needed
+        await client.publish(self.topics.availability, OFFLINE, qos=1, retain=True, timeout=2.0)
+
+    async def _work(self, client: aiomqtt.Client) -> None:
+        await self._announce(client)
+        await client.subscribe(self.topics.mode_set, qos=1)
+        if self.config.discovery:
+            await client.subscribe(self.topics.ha_status, qos=1)
+        self._published_mode = None
+        while not self._stopping.is_set():
+            self._wake.clear()
+            await self._publish_state(client)
+            if self._rediscover:
+                self._rediscover = False
+                for topic, payload in discovery_messages(self.config).items():
+                    await client.publish(topic, json.dumps(payload), qos=1, retain=True)
+            waker = asyncio.create_task(self._wake.wait())
+            stopper = asyncio.create_task(self._stopping.wait())
+            try:
+                await asyncio.wait({waker, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                waker.cancel()
+                stopper.cancel()
+
+    async def _announce(self, client: aiomqtt.Client) -> None:
+        """Discovery (or its removal), then "online"."""
+        previous = await self._reader.read(client)
+        current = discovery_messages(self.config) if self.config.discovery else {}
+        if previous is not None:
+            stale = [t for t in previous if t not in current]
+            await _clear(client, stale)
+            if stale:
+                log.info("mqtt_discovery_removed", topics=len(stale))
+        for topic, payload in current.items():
+            await client.publish(topic, json.dumps(payload), qos=1, retain=True)
+        if previous is not None and (current or previous):
+            record = json.dumps({"topics": sorted(current)}) if current else b""
+            await client.publish(self.topics.record, record, qos=1, retain=True)
+        if current:
+            log.info("mqtt_discovery_published", entities=len(current), prefix=self.config.discovery_prefix)
+        await client.publish(self.topics.availability, ONLINE, qos=1, retain=True)
+
+    async def _publish_state(self, client: aiomqtt.Client) -> None:
+        status = self.daemon.status()
+        await client.publish(self.topics.status, json.dumps(status, default=str), qos=0, retain=True)
+        self.published += 1
+        mode = str(status["mode"])
+        if mode != self._published_mode:
+            await client.publish(self.topics.mode, mode, qos=1, retain=True)
+            self._published_mode = mode
+
+    def _on_message(self, topic: str, payload: bytes, retained: bool) -> None:
+        """Every incoming message (the receiving task; never awaits, never blocks)."""
+        if self._reader.feed(topic, payload):
+            return
+        if topic == self.topics.mode_set:
+            self._command(payload, retained=retained)
+        elif topic == self.topics.ha_status and payload == ONLINE.encode() and not retained:
+            log.info("mqtt_home_assistant_online", action="discovery sent again")
+            self._rediscover = True
+            self._published_mode = None
+            self._wake.set()
+
+    def _command(self, payload: bytes, *, retained: bool) -> None:
+        text = payload[:64].decode("utf-8", "replace").strip()
+        if retained:
+            log.warning(
+                "mqtt_command_ignored",
+                topic=self.topics.mode_set,
+                payload=text,
+                reason="retained message; publish mode commands without the retain flag",
+            )
+            return
+        mode = text.lower()
+        if mode not in MODES:
+            log.warning(
+                "mqtt_command_ignored",
+                topic=self.topics.mode_set,
+                payload=text,
+                reason=f"unknown mode; expected one of: {', '.join(MODES)}",
+            )
+            self._published_mode = None  # a select that showed the bad value snaps back
+            self._wake.set()
+            return
+        if mode == self.daemon.mode:
+            log.debug("mqtt_command_unchanged", mode=mode)
+        else:
+            try:
+                self.daemon.set_mode(mode, source="mqtt")
+            except Exception as exc:
+                log.error("mqtt_command_failed", mode=mode, error=repr(exc), exc_info=exc)
+        self._wake.set()
+
+
+async def remove_all(config: MqttConfig, *, timeout_s: float = 15.0) -> list[str]:
+    """Remove everything pvcharge left retained on the broker: the discovery topics of the record (and
+    of this version's entities under the configured prefixes), the record, status, mode and
+    availability.  For uninstalling; stop the daemon first, or it publishes them again at its next
+    connect.  Returns the topics cleared.
+
+    Raises:
+        aiomqtt.MqttError: the broker cannot be reached, refused the login, or did not answer in time.
+    """
+    topics = Topics.of(config)
+    async with asyncio.timeout(timeout_s):
+        async with _client(
+            config, client_id=f"{config.client_id}-remove", will=False, keepalive_s=KEEPALIVE_S
+        ) as client:
+            reader = _RecordReader(topics)
+            previous = await _racing(client, lambda t, p, _r: reader.feed(t, p), reader.read(client)) or []
+            cleared = sorted({*previous, *discovery_messages(config)})
+            cleared += [topics.record, topics.status, topics.mode, topics.availability]
+            await _clear(client, cleared)
+    log.info("mqtt_removed", topics=len(cleared), prefix=config.prefix)
+    return cleared
