@@ -22,7 +22,7 @@ import yaml
 
 from pvcharge import __version__
 from pvcharge.api.cli import add_commands
-from pvcharge.config import Config, load_config, to_dict
+from pvcharge.config import ApiConfig, Config, load_config, to_dict
 from pvcharge.errors import ConfigError, DeviceError, PvchargeError
 from pvcharge.logs import FORMATS, configure_logging, register_secrets
 from pvcharge.settings import Secret
@@ -269,7 +269,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
         f"charger {limits}; the car is plugged in 08:00–18:00.\n"
     )
     result = asyncio.run(
-        run_demo(trace, speed=speed, start_s=start_s, end_s=end_s, base_config=base, meter=args.meter)
+        run_demo(
+            trace,
+            speed=speed,
+            start_s=start_s,
+            end_s=end_s,
+            base_config=base,
+            meter=args.meter,
+            api=base.api if base else ApiConfig(),
+        )
     )
     print()
     print(summary(result, trace))

@@ -173,3 +173,39 @@ async def probe(tmp_path: Path, meter: str, charger_url: str) -> tuple[int, str,
     path = tmp_path / "probe.yaml"
     path.write_text(f"meter: {meter}\ncharger: {{type: warp, url: '{charger_url}'}}\n")
     return await pvcharge("probe", "--config", str(path), "--json")
+
+
+async def test_the_demo_serves_the_status_page_while_it_runs() -> None:
+    import io
+    import re
+
+    import httpx
+
+    from pvcharge.config import ApiConfig
+    from pvcharge.sim.demo import run_demo
+
+    trace = bundled_trace()
+    start = trace.start_s + 11 * 3600
+    out = io.StringIO()
+    demo = asyncio.create_task(
+        run_demo(trace, speed=600, start_s=start, end_s=start + 3600, out=out, api=ApiConfig(port=0))
+    )
+    url = None
+    for _ in range(100):
+        await asyncio.sleep(0.05)
+        found = re.search(r"Status page: (http://127\.0\.0\.1:\d+)/", out.getvalue())
+        if found:
+            url = found.group(1)
+            break
+    assert url is not None, out.getvalue()
+    await asyncio.sleep(1.0)  # a few cycles
+    async with httpx.AsyncClient() as client:
+        status = (await client.get(f"{url}/api/status")).json()
+        page = await client.get(f"{url}/")
+    assert status["mode"] == "pv" and status["site"]["pv_power_w"] > 0
+    assert page.status_code == 200 and "pvcharge" in page.text
+    result = await demo
+    assert result.stats.cycles > 10
+    with pytest.raises(httpx.ConnectError):  # and it is gone when the demo ends
+        async with httpx.AsyncClient() as client:
+            await client.get(f"{url}/api/status")

@@ -19,8 +19,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import TextIO
 
-from pvcharge.config import Config, parse_config
+from pvcharge.config import ApiConfig, Config, parse_config
 from pvcharge.daemon import Cycle, Daemon, Stats
+from pvcharge.errors import PvchargeError
 from pvcharge.sim.alphaess import AlphaEssEmulator
 from pvcharge.sim.huawei import HuaweiEmulator
 from pvcharge.sim.senec import SenecEmulator
@@ -169,8 +170,12 @@ async def run_demo(
     base_config: Config | None = None,
     out: TextIO | None = None,
     meter: str = "huawei",
+    api: ApiConfig | None = None,
 ) -> DemoResult:
     """Run the daemon against the emulators from ``start_s`` to ``end_s`` (Unix s, simulated).
+
+    With ``api`` the daemon also serves its HTTP API and status page, as ``pvcharge run`` does; a port
+    in use only costs the page (a line on ``out`` says so).
 
     Returns the daemon's counters and the site model's energy tally.
     """
@@ -196,10 +201,21 @@ async def run_demo(
             stop.set()
 
         stopper = asyncio.create_task(stop_at_end())
+        server = None
+        if api is not None and api.enabled:
+            from pvcharge.api.server import start_api
+
+            try:
+                server = await start_api(daemon, api)
+                out.write(f"Status page: {server.url}/ (live while the demo runs)\n\n")
+            except PvchargeError as exc:
+                out.write(f"(no status page: {exc})\n\n")
         try:
             stats = await daemon.run(stop)
         finally:
             stopper.cancel()
+            if server is not None:
+                await server.stop()
         site.advance_to(clock.now())
     return DemoResult(start_s, clock.now(), time.monotonic() - wall0, stats, site.energy)
 
