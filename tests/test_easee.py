@@ -320,6 +320,16 @@ def test_token_bucket_burst_refill_and_hold() -> None:
         TokenBucket(1, 0.0, clock)
 
 
+def test_token_bucket_holds_even_a_tiny_retry_after() -> None:
+    """Found by hypothesis: a hold of 6e-8 s on a slow bucket was rounded away by the token tolerance."""
+    clock = FakeClock(0.0)
+    bucket = TokenBucket(1, 0.5, clock)
+    bucket.hold_until(5.960464477539063e-08)
+    assert bucket.try_take() > 0
+    clock.advance(1e-7)
+    assert bucket.try_take() == 0.0
+
+
 @given(
     capacity=st.integers(1, 4),
     per_minute=st.floats(0.5, 20),

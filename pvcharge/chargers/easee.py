@@ -392,6 +392,7 @@ class TokenBucket:
         self._clock = clock
         self._tokens = float(capacity)
         self._at = clock()
+        self._not_before = -math.inf  # a server's Retry-After: no token before this time
 
     @property
     def max_per_minute(self) -> float:
@@ -407,8 +408,10 @@ class TokenBucket:
     def wait_s(self, count: int = 1) -> float:
         """Seconds until ``count`` tokens are there (0 if they are now)."""
         self._refill()
+        held_s = self._not_before - self._at
         missing = count - self._tokens
-        return 0.0 if missing <= 1e-9 else missing * 60 / self.per_minute
+        refill_s = 0.0 if missing <= 1e-9 else missing * 60 / self.per_minute
+        return max(refill_s, held_s) if held_s > 0 else refill_s
 
     def try_take(self, count: int = 1) -> float:
         """Take ``count`` tokens if they are there and return 0; otherwise take none and return the wait
@@ -422,6 +425,7 @@ class TokenBucket:
         """No token before ``t_s`` (a server's ``Retry-After``); one token is there at ``t_s``."""
         self._refill()
         self._tokens = min(self._tokens, 1.0 - (t_s - self._at) * self.per_minute / 60)
+        self._not_before = max(self._not_before, t_s)
 
 
 # -- driver ---------------------------------------------------------------------------------------
