@@ -22,31 +22,17 @@ import yaml
 
 from pvcharge import __version__
 from pvcharge.api.cli import add_commands
-from pvcharge.config import ApiConfig, Config, load_config, to_dict
+from pvcharge.config import ApiConfig, Config, load_config, secret_values, to_dict
 from pvcharge.errors import ConfigError, DeviceError, PvchargeError
 from pvcharge.logs import FORMATS, configure_logging, register_secrets
-from pvcharge.settings import Secret
 
 if TYPE_CHECKING:
     from pvcharge.daemon import Cycle
 
 
-def _secrets_of(config: Config) -> list[str]:
-    found: list[str] = []
-    sections = [config.meter.settings, config.charger.settings, config.api]
-    if config.mqtt is not None:
-        sections.append(config.mqtt)
-    for section in sections:
-        for f in dataclasses.fields(section):
-            value = getattr(section, f.name)
-            if isinstance(value, Secret):
-                found.append(value.reveal())
-    return found
-
-
 def _load(path: str) -> Config:
     config = load_config(path)
-    register_secrets(_secrets_of(config))
+    register_secrets(secret_values(config))
     return config
 
 

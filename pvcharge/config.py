@@ -25,7 +25,6 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import importlib
-import ipaddress
 import os
 import re
 import stat
@@ -42,7 +41,7 @@ from pvcharge.chargers import CHARGER_TYPES
 from pvcharge.control.config import ChargePoint, ControlConfig, SiteConfig
 from pvcharge.errors import ConfigError
 from pvcharge.meters import METER_TYPES
-from pvcharge.settings import Secret, SettingError, setting
+from pvcharge.settings import Secret, SettingError, is_loopback, setting
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
@@ -56,15 +55,6 @@ class LogConfig:
         "console",
         doc="console: one readable line per event; json: one JSON object per line (for journald/Loki)",
     )
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 @dataclass(frozen=True)
@@ -82,7 +72,9 @@ class ApiConfig:
     )
 
     def __post_init__(self) -> None:
-        if self.enabled and not _is_loopback(self.listen) and self.token is None:
+        if self.token is not None and not self.token.reveal().strip():
+            raise SettingError("token", "empty; set a long random token (e.g. `openssl rand -hex 32`)")
+        if self.enabled and not is_loopback(self.listen) and self.token is None:
             raise SettingError(
                 "token",
                 f"required when listen is not a loopback address (listen: {self.listen}): anyone on the "
@@ -422,6 +414,19 @@ def _describe(hint: Any, meta: Mapping[str, Any]) -> str:
 
 def _is_secret(hint: Any) -> bool:
     return hint is Secret or Secret in typing.get_args(hint)
+
+
+def secret_values(config: Config) -> list[str]:
+    """Every secret value in ``config`` (drivers, API token, MQTT password), for masking in logs and
+    answers; values shorter than 3 characters are left out (masking them would garble everything)."""
+    sections = [config.meter.settings, config.charger.settings, config.api, config.mqtt]
+    return [
+        value.reveal()
+        for section in sections
+        if section is not None
+        for f in dataclasses.fields(section)
+        if isinstance(value := getattr(section, f.name), Secret) and len(value.reveal()) >= 3
+    ]
 
 
 def to_dict(config: Config) -> dict[str, Any]:

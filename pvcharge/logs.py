@@ -22,6 +22,8 @@ from typing import Any, TextIO
 
 import structlog
 
+from pvcharge.settings import mask_secrets
+
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 #: syslog priorities (sd-daemon(3) prefixes) of structlog's level names
 _PRIORITIES = {"debug": 7, "info": 6, "warning": 4, "error": 3, "critical": 2, "exception": 3}
@@ -34,24 +36,12 @@ def register_secrets(values: Iterable[str]) -> None:
     _secrets.update(v for v in values if v and len(v) >= 3)
 
 
-def _redact_value(value: Any) -> Any:
-    if isinstance(value, str):
-        for secret in _secrets:
-            if secret in value:
-                value = value.replace(secret, "***")
-        return value
-    if isinstance(value, dict):
-        return {k: _redact_value(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return type(value)(_redact_value(v) for v in value)
-    return value
-
-
 def redact_secrets(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     """structlog processor: mask registered secrets in all string values (and rendered exceptions)."""
     if not _secrets:
         return event
-    return {k: _redact_value(v) for k, v in event.items()}
+    masked: MutableMapping[str, Any] = mask_secrets(dict(event), _secrets)
+    return masked
 
 
 def journald_attached(stream: TextIO, environ: Mapping[str, str] | None = None) -> bool:

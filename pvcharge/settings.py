@@ -10,6 +10,8 @@ pvcharge, so the pure control core may use it.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
+from collections.abc import Iterable
 from typing import Any
 
 _MISSING: Any = dataclasses.MISSING
@@ -74,3 +76,34 @@ class Secret:
 
     def __hash__(self) -> int:
         return hash(self._value)
+
+
+def mask_secrets(value: Any, secrets: Iterable[str]) -> Any:
+    """``value`` with every occurrence of a secret in any string (dict keys, lists and tuples too)
+    replaced by ``***``; longer secrets first, so one that contains another is masked whole."""
+    ordered = sorted(secrets, key=len, reverse=True)
+
+    def mask(v: Any) -> Any:
+        if isinstance(v, str):
+            for secret in ordered:
+                if secret in v:
+                    v = v.replace(secret, "***")
+            return v
+        if isinstance(v, dict):
+            return {mask(k): mask(x) for k, x in v.items()}
+        if isinstance(v, list | tuple):
+            return type(v)(mask(x) for x in v)
+        return v
+
+    return mask(value) if ordered else value
+
+
+def is_loopback(host: str) -> bool:
+    """``localhost`` (or ``*.localhost``) or a loopback address (127.0.0.0/8, ::1)."""
+    host = host.strip().lower().rstrip(".")
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -301,6 +301,7 @@ def test_api_off_loopback_needs_a_token_and_mqtt_is_checked() -> None:
     cfg = parse_config(MINIMAL + "api: {listen: 0.0.0.0, token: t0ken}\n")
     assert cfg.api.token is not None and to_dict(cfg)["api"]["token"] == "***"
     assert parse_config(MINIMAL + "api: {listen: '::1'}\n").api.token is None  # loopback: no token needed
+    assert "api.token: empty" in error_of(MINIMAL + "api: {token: '  '}\n")
     assert parse_config(MINIMAL).mqtt is None  # no section: no MQTT
     assert "mqtt.host: missing key" in error_of(MINIMAL + "mqtt: {port: 1883}\n")
     assert "mqtt.password: given without username" in error_of(MINIMAL + "mqtt: {host: h, password: x}\n")

@@ -35,10 +35,8 @@ device, so a client polling the API never holds up a control cycle (measured in 
 from __future__ import annotations
 
 import base64
-import dataclasses
 import hashlib
 import hmac
-import ipaddress
 import json
 import re
 from collections.abc import Awaitable, Callable
@@ -52,10 +50,10 @@ from prometheus_client.exposition import choose_encoder
 from pvcharge.api import url_for
 from pvcharge.api.metrics import metrics_registry
 from pvcharge.api.openapi import openapi_document
-from pvcharge.config import ApiConfig, Config, to_dict
+from pvcharge.config import ApiConfig, secret_values, to_dict
 from pvcharge.control.config import MODES
 from pvcharge.errors import PvchargeError
-from pvcharge.settings import Secret
+from pvcharge.settings import is_loopback, mask_secrets
 
 if TYPE_CHECKING:
     from pvcharge.daemon import Daemon
@@ -73,17 +71,6 @@ class ApiError(PvchargeError):
     """The API cannot start (address in use, an address off loopback without a token)."""
 
 
-def is_loopback(host: str) -> bool:
-    """``localhost`` (or ``*.localhost``) or a loopback address (127.0.0.0/8, ::1)."""
-    host = host.strip().lower().rstrip(".")
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def _host_of(header: str) -> str:
     """The host part of a ``Host`` header: ``[::1]:7080`` → ``::1``, ``127.0.0.1:7080`` → ``127.0.0.1``."""
     header = header.strip()
@@ -91,33 +78,6 @@ def _host_of(header: str) -> str:
         end = header.find("]")
         return header[1:end] if end > 0 else ""
     return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
-
-
-def config_secrets(config: Config) -> list[str]:
-    """Every secret value of the config (drivers, API, MQTT), longest first, for masking."""
-    values: list[str] = []
-    for section in (config.meter.settings, config.charger.settings, config.api, config.mqtt):
-        if section is None or not dataclasses.is_dataclass(section):
-            continue
-        for f in dataclasses.fields(section):
-            value = getattr(section, f.name)
-            if isinstance(value, Secret) and len(value.reveal()) >= 3:
-                values.append(value.reveal())
-    return sorted(set(values), key=len, reverse=True)
-
-
-def mask_secrets(value: Any, secrets: list[str]) -> Any:
-    """``value`` with every occurrence of a secret in any string (keys included) replaced by ``***``."""
-    if isinstance(value, str):
-        for secret in secrets:
-            if secret in value:
-                value = value.replace(secret, "***")
-        return value
-    if isinstance(value, dict):
-        return {mask_secrets(k, secrets): mask_secrets(v, secrets) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [mask_secrets(v, secrets) for v in value]
-    return value
 
 
 def _hash(source: str) -> str:
@@ -187,7 +147,7 @@ class _Api:
         self.openapi = openapi_document(token_required=self.token is not None)
 
     def secrets(self) -> list[str]:
-        return sorted({*config_secrets(self.daemon.config), *self._token_secret}, key=len, reverse=True)
+        return [*secret_values(self.daemon.config), *self._token_secret]
 
     def status(self) -> dict[str, Any]:
         result: dict[str, Any] = mask_secrets(self.daemon.status(), self.secrets())
@@ -361,16 +321,12 @@ async def start_api(daemon: Daemon, config: ApiConfig) -> ApiServer:
     With ``api.enabled: false`` nothing listens and the returned server's ``url`` is ``None``.
 
     Raises:
-        ApiError: the address cannot be bound (in use, not local), or it is off loopback without a
-            token, or the token is empty.
+        ApiError: the address cannot be bound (in use, not local).  (A listen address off loopback
+            without a token, or an empty token, never gets here: ``ApiConfig`` refuses them.)
     """
     if not config.enabled:
         log.info("api_disabled")
         return ApiServer(None, config.listen, None)
-    if config.token is None and not is_loopback(config.listen):
-        raise ApiError(f"api.token: required when api.listen is not a loopback address ({config.listen})")
-    if config.token is not None and not config.token.reveal().strip():
-        raise ApiError("api.token: empty; set a long random token (e.g. `openssl rand -hex 32`)")
     if config.token is not None and len(config.token.reveal()) < 16:
         log.warning(
             "api_token_short", length=len(config.token.reveal()), action="use 32 random hex digits or more"

@@ -35,7 +35,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import ipaddress
 import math
 import os
 import ssl
@@ -51,6 +50,7 @@ import trustme
 from aiohttp import web
 from multidict import CIMultiDict
 
+from pvcharge.settings import is_loopback
 from pvcharge.sim.faults import HTTP_FAULTS, Fault, FaultSwitch
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -125,15 +125,8 @@ class LoopbackHttpServer:
     scheme = "http"
 
     def __init__(self, host: str, port: int, *, what: str, tls: bool = False) -> None:
-        if host != "localhost":
-            try:
-                loopback = ipaddress.ip_address(host).is_loopback
-            except ValueError:
-                loopback = False
-            if not loopback:
-                raise ValueError(
-                    f"the {what} emulator listens on loopback only, e.g. 127.0.0.1; got {host!r}"
-                )
+        if not is_loopback(host):
+            raise ValueError(f"the {what} emulator listens on loopback only, e.g. 127.0.0.1; got {host!r}")
         self.host = host
         self.what = what
         self.tls = tls

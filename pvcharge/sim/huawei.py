@@ -55,7 +55,6 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import ipaddress
 import itertools
 import logging
 import struct
@@ -71,6 +70,7 @@ from pymodbus.server import ModbusTcpServer
 from pymodbus.server.requesthandler import ServerRequestHandler
 from pymodbus.simulator import DataType, SimData, SimDevice
 
+from pvcharge.settings import is_loopback
 from pvcharge.sim.faults import MODBUS_FAULTS, Fault, FaultSwitch
 from pvcharge.sim.site import SiteState
 
@@ -170,11 +170,7 @@ class HuaweiEmulator:
         unit_id: int = 1,
         battery: bool = True,
     ) -> None:
-        try:
-            loopback = ipaddress.ip_address(host).is_loopback
-        except ValueError:
-            loopback = False
-        if not loopback:
+        if not is_loopback(host):
             raise ValueError(
                 f"the Huawei emulator listens on loopback only; host must be e.g. 127.0.0.1, got {host!r}"
             )
