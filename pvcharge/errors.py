@@ -46,6 +46,19 @@ class DeviceProtocolError(DeviceError):
     """The device answered, but the answer is malformed or out of range (e.g. SoC 250 %)."""
 
 
+class RateLimited(DeviceUnavailable):
+    """The device asked for no request for a while (HTTP 429 with ``Retry-After``, AlphaESS 6053), or
+    the driver is still honouring such a request and sent nothing.
+
+    Attributes:
+        retry_after_s: seconds (on the driver's clock) before the driver sends again.
+    """
+
+    def __init__(self, device: str, message: str, *, retry_after_s: float) -> None:
+        super().__init__(device, message)
+        self.retry_after_s = retry_after_s
+
+
 class WriteDeferred(DeviceError):
     """The driver did not send a command now, to stay inside the device's rate limits.
 

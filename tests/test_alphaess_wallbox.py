@@ -31,10 +31,10 @@ from pvcharge.chargers.alphaess import (
     pick_wallbox,
     to_reading,
 )
-from pvcharge.clients.alphaess import RateLimited, sign
+from pvcharge.clients.alphaess import sign
 from pvcharge.config import parse_config
 from pvcharge.control import ChargePoint, ControlConfig, Controller
-from pvcharge.errors import DeviceError, DeviceProtocolError, DeviceUnavailable, WriteDeferred
+from pvcharge.errors import DeviceError, DeviceProtocolError, DeviceUnavailable, RateLimited, WriteDeferred
 from pvcharge.meters.alphaess import Config as MeterConfig
 from pvcharge.meters.alphaess import create as create_meter
 from pvcharge.readings import ChargerCommand, IecState, SiteReading

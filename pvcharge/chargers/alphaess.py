@@ -41,8 +41,8 @@ from typing import Any
 
 import structlog
 
-from pvcharge.clients.alphaess import AlphaEssClient, OpenApiSettings, RateLimited
-from pvcharge.errors import DeviceError, DeviceProtocolError, WriteDeferred
+from pvcharge.clients.alphaess import OpenApiSettings, client_for
+from pvcharge.errors import DeviceError, DeviceProtocolError, RateLimited, WriteDeferred
 from pvcharge.readings import ChargerCapabilities, ChargerCommand, ChargerReading, IecState
 from pvcharge.settings import SettingError, setting
 
@@ -259,16 +259,7 @@ class AlphaEssWallbox:
         self.capabilities = CAPABILITIES
         self._config = config
         self._clock = clock
-        self._client = AlphaEssClient(
-            config.url,
-            config.app_id,
-            config.app_secret,
-            name=name,
-            timeout_s=config.timeout_s,
-            retries=config.retries,
-            backoff_s=config.backoff_s,
-            clock=clock,
-        )
+        self._client = client_for(config, name=name, clock=clock)
         self._evcharger_sn: str | None = None  #: found in getEvChargerConfigList
         self._next_poll_at = -math.inf
         self._last: _Poll | DeviceError | None = None  #: outcome of the last poll

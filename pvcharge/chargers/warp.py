@@ -48,7 +48,7 @@ from typing import Any
 import httpx
 import structlog
 
-from pvcharge.errors import DeviceProtocolError, DeviceUnavailable, WriteDeferred
+from pvcharge.errors import DeviceProtocolError, DeviceUnavailable, RateLimited, WriteDeferred
 from pvcharge.readings import ChargerCapabilities, ChargerCommand, ChargerReading, IecState
 from pvcharge.retry import (
     ServerError,
@@ -382,14 +382,6 @@ def _empty_or_json(response: httpx.Response) -> bool:
     return True
 
 
-class _TooManyRequests(DeviceUnavailable):
-    """HTTP 429, or not sent because of one: no request to the box for ``retry_after_s``."""
-
-    def __init__(self, device: str, message: str, retry_after_s: float) -> None:
-        super().__init__(device, message)
-        self.retry_after_s = retry_after_s
-
-
 class WarpCharger:
     """A Tinkerforge WARP2/WARP3 wallbox driven through slot 8 (``evse/external_current``), and with
     ``phase_switching`` through ``power_manager/external_control`` (WARP3/WARP4).
@@ -524,7 +516,7 @@ class WarpCharger:
             )
         try:
             deferred = await self._apply(command.phases, current_ma)
-        except _TooManyRequests as exc:
+        except RateLimited as exc:
             raise WriteDeferred(self.name, exc.message, retry_after_s=exc.retry_after_s) from exc
         if deferred is not None:
             raise deferred
@@ -726,7 +718,7 @@ class WarpCharger:
 
         Returns the 2xx response (or, with ``refusal_ok``, a 400 one), or ``None`` for 404; a 2xx
         answer to a write whose body is neither empty nor JSON (an HTML page) is a
-        ``DeviceProtocolError``.  Raises ``_TooManyRequests`` on HTTP 429 and, without sending, until
+        ``DeviceProtocolError``.  Raises ``RateLimited`` on HTTP 429 and, without sending, until
         its ``Retry-After``; ``DeviceUnavailable`` or ``DeviceProtocolError`` otherwise; no httpx
         exception escapes.  A request that gets no answer marks the connection as broken (see
         :meth:`_connection_lost`).
@@ -734,8 +726,10 @@ class WarpCharger:
         where = f"{method} {self._base_url}{path}"
         wait_s = self._quiet_until - self._clock()
         if wait_s > 0:
-            raise _TooManyRequests(
-                self.name, f"{where}: not sent: HTTP 429 asked for no request for {wait_s:.0f} s more", wait_s
+            raise RateLimited(
+                self.name,
+                f"{where}: not sent: HTTP 429 asked for no request for {wait_s:.0f} s more",
+                retry_after_s=wait_s,
             )
         attempts = self._config.retries + 1
         retrying = backoff_retrying(
@@ -768,11 +762,11 @@ class WarpCharger:
             wait_s = DEFAULT_RETRY_AFTER_S if asked_s is None else asked_s
             self._quiet_until = self._clock() + wait_s
             self._log.warning("warp.rate_limited", request=where, retry_after=header, wait_s=round(wait_s, 1))
-            raise _TooManyRequests(
+            raise RateLimited(
                 self.name,
                 f"{where}: HTTP 429 Too Many Requests; nothing sent to the box for {wait_s:.0f} s "
                 f"(Retry-After: {header})",
-                wait_s,
+                retry_after_s=wait_s,
             )
         status = response.status_code
         if status == 404:

@@ -32,7 +32,7 @@ from typing import Any
 import httpx
 import structlog
 
-from pvcharge.errors import DeviceError, DeviceProtocolError, DeviceUnavailable
+from pvcharge.errors import DeviceError, DeviceProtocolError, DeviceUnavailable, RateLimited
 from pvcharge.retry import (
     ServerError,
     backoff_retrying,
@@ -159,18 +159,6 @@ def parse_envelope(payload: object) -> Envelope:
         exp_msg=str(exp_msg) if exp_msg is not None else None,
         data=payload.get("data"),
     )
-
-
-class RateLimited(DeviceUnavailable):
-    """The server answered 6053 (too many requests), or the client is still backing off from one.
-
-    Attributes:
-        retry_after_s: seconds (on the client's clock) before the client sends again.
-    """
-
-    def __init__(self, device: str, message: str, *, retry_after_s: float) -> None:
-        super().__init__(device, message)
-        self.retry_after_s = retry_after_s
 
 
 class AlphaEssClient:
@@ -414,6 +402,20 @@ class AlphaEssClient:
             hint = _CREDENTIAL_HINTS[code].format(app_id=self._app_id, sys_sn=sys_sn)
             return DeviceProtocolError(self.name, f"{where}: {said}: {hint}")
         return DeviceProtocolError(self.name, f"{where}: AlphaESS error {said}")
+
+
+def client_for(settings: OpenApiSettings, *, name: str, clock: Callable[[], float]) -> AlphaEssClient:
+    """The client a meter or wallbox driver uses, built from its Open API settings."""
+    return AlphaEssClient(
+        settings.url,
+        settings.app_id,
+        settings.app_secret,
+        name=name,
+        timeout_s=settings.timeout_s,
+        retries=settings.retries,
+        backoff_s=settings.backoff_s,
+        clock=clock,
+    )
 
 
 def check_settings(url: str, sys_sn: str, app_id: str) -> None:

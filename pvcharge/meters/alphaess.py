@@ -31,7 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from pvcharge.clients.alphaess import AlphaEssClient, OpenApiSettings
+from pvcharge.clients.alphaess import OpenApiSettings, client_for
 from pvcharge.errors import DeviceError, DeviceProtocolError
 from pvcharge.readings import SiteReading
 
@@ -138,16 +138,7 @@ class AlphaEssMeter:
         self.name = name
         self._config = config
         self._clock = clock
-        self._client = AlphaEssClient(
-            config.url,
-            config.app_id,
-            config.app_secret,
-            name=name,
-            timeout_s=config.timeout_s,
-            retries=config.retries,
-            backoff_s=config.backoff_s,
-            clock=clock,
-        )
+        self._client = client_for(config, name=name, clock=clock)
         self._next_request_at = -math.inf
         self._last: SiteReading | DeviceError | None = None  #: outcome of the last request
 

@@ -50,7 +50,7 @@ from typing import Literal
 import httpx
 import structlog
 
-from pvcharge.errors import DeviceError, DeviceProtocolError, DeviceUnavailable
+from pvcharge.errors import DeviceError, DeviceProtocolError, DeviceUnavailable, RateLimited
 from pvcharge.readings import SiteReading
 from pvcharge.retry import (
     ServerError,
@@ -421,14 +421,6 @@ def _ssl_context(config: Config, pin: bytes | None) -> ssl.SSLContext | None:
     return context
 
 
-class _TooManyRequests(DeviceUnavailable):
-    """HTTP 429: the appliance asked for no request for ``retry_after_s``."""
-
-    def __init__(self, device: str, message: str, retry_after_s: float) -> None:
-        super().__init__(device, message)
-        self.retry_after_s = retry_after_s
-
-
 class SenecMeter:
     """Reads grid, PV and battery from a SENEC.Home with one lala.cgi request per read.
 
@@ -518,7 +510,7 @@ class SenecMeter:
                 self._failure = exc
                 interval_s = self._config.min_interval_s
                 pause_s = max(interval_s, min(interval_s * 2 ** (self._failures - 1), MAX_FAILURE_PAUSE_S))
-                if isinstance(exc, _TooManyRequests):
+                if isinstance(exc, RateLimited):
                     pause_s = max(pause_s, exc.retry_after_s)
                 self._next_request_at = self._clock() + pause_s
                 raise
@@ -533,8 +525,8 @@ class SenecMeter:
         wait_s = self._next_request_at - now
         if self._failure is not None:
             message = f"{self._failure.message} (pausing requests, next one in {wait_s:.0f} s)"
-            if isinstance(self._failure, _TooManyRequests):
-                raise _TooManyRequests(self.name, message, wait_s)
+            if isinstance(self._failure, RateLimited):
+                raise RateLimited(self.name, message, retry_after_s=wait_s)
             raise type(self._failure)(self.name, message)
         if self._cached is not None:
             return self._cached
@@ -604,11 +596,11 @@ class SenecMeter:
             wait_s = parse_retry_after(header, received_s)
             if wait_s is None:
                 wait_s = DEFAULT_RETRY_AFTER_S
-            raise _TooManyRequests(
+            raise RateLimited(
                 self.name,
                 f"POST {self._url}: HTTP 429 Too Many Requests: the appliance asks for no request for "
                 f"{wait_s:.0f} s (Retry-After: {header}); none is sent before",
-                wait_s,
+                retry_after_s=wait_s,
             )
         if response.status_code != 200:
             body = response.text.strip()[:200]
