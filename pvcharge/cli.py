@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import json
 import platform
 import signal
@@ -25,6 +24,7 @@ from pvcharge.api.cli import add_commands
 from pvcharge.config import ApiConfig, Config, load_config, secret_values, to_dict
 from pvcharge.errors import ConfigError, DeviceError, PvchargeError
 from pvcharge.logs import FORMATS, configure_logging, register_secrets
+from pvcharge.readings import as_dict
 
 if TYPE_CHECKING:
     from pvcharge.daemon import Cycle
@@ -194,16 +194,6 @@ def cmd_healthcheck(args: argparse.Namespace) -> int:
     return 0 if result.ok else 1
 
 
-def _reading_dict(reading: Any) -> dict[str, Any]:
-    data = dataclasses.asdict(reading)
-    for key, value in data.items():
-        if hasattr(value, "value"):  # enums
-            data[key] = value.value
-    if hasattr(reading, "house_power_w"):
-        data["house_power_w"] = reading.house_power_w
-    return data
-
-
 def cmd_probe(args: argparse.Namespace) -> int:
     config = _load(args.config)
     configure_logging("warning", "console")
@@ -213,7 +203,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
         for role, device in (("meter", config.meter), ("charger", config.charger)):
             driver = device.create(name=f"{role} {device.type}", clock=time.time)
             try:
-                results[role] = _reading_dict(await driver.read())
+                results[role] = as_dict(await driver.read())
             except DeviceError as exc:
                 results[role] = {"error": str(exc)}
             finally:

@@ -40,7 +40,7 @@ from pvcharge.control import Controller, Decision
 from pvcharge.control.config import MODES, Mode
 from pvcharge.errors import ConfigError, DeviceError, WriteDeferred, WritesBlocked
 from pvcharge.meters import Meter
-from pvcharge.readings import ChargerCommand, ChargerReading, SiteReading
+from pvcharge.readings import ChargerCommand, ChargerReading, SiteReading, as_dict
 from pvcharge.state import load_mode, save_mode
 
 log = structlog.get_logger("pvcharge.daemon")
@@ -238,35 +238,19 @@ class Daemon:
         Keys: ``version``, ``uptime_s``, ``now_s``, ``mode``, ``command`` (``current_a``, ``phases``),
         ``reason``, ``available_w`` (W or ``None``), ``site`` (the last meter reading: ``grid_power_w``,
         ``pv_power_w``, ``battery_power_w``, ``battery_soc_pct``, ``house_power_w``, ``timestamp_s``,
-        ``age_s``; or ``None``), ``charger`` (``connected``, ``charging``, ``power_w``, ``current_a``,
-        ``phases``, ``iec_state``, ``timestamp_s``; or ``None``), ``devices`` (``meter``/``charger``:
+        ``grid_currents_a``, ``age_s``; or ``None``), ``charger`` (``connected``, ``charging``,
+        ``power_w``, ``current_a``, ``phases``, ``iec_state``, ``phase_currents_a``, ``timestamp_s``; or
+        ``None``) — both :func:`pvcharge.readings.as_dict`, ``devices`` (``meter``/``charger``:
         ``name``, ``ok``, ``last_success_s``, ``last_error``, ``last_error_s``, ``consecutive_failures``,
         ``failures``), ``writes_blocked``, ``stats`` (the counters of :class:`Stats`).
         """
         now = self.clock()
         c = self.last_cycle
-        site: dict[str, Any] | None = None
+        site = charger = None
         if c is not None and c.site is not None:
-            site = {
-                "grid_power_w": c.site.grid_power_w,
-                "pv_power_w": c.site.pv_power_w,
-                "battery_power_w": c.site.battery_power_w,
-                "battery_soc_pct": c.site.battery_soc_pct,
-                "house_power_w": c.site.house_power_w,
-                "timestamp_s": c.site.timestamp_s,
-                "age_s": round(now - c.site.timestamp_s, 3),
-            }
-        charger: dict[str, Any] | None = None
+            site = as_dict(c.site) | {"age_s": round(now - c.site.timestamp_s, 3)}
         if c is not None and c.charger is not None:
-            charger = {
-                "connected": c.charger.connected,
-                "charging": c.charger.charging,
-                "power_w": c.charger.power_w,
-                "current_a": c.charger.current_a,
-                "phases": c.charger.phases,
-                "iec_state": c.charger.iec_state.value if c.charger.iec_state is not None else None,
-                "timestamp_s": c.charger.timestamp_s,
-            }
+            charger = as_dict(c.charger)
         return {
             "version": __version__,
             "uptime_s": round(now - self.started_s, 3),

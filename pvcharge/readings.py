@@ -18,9 +18,11 @@ instead of feeding the controller.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 
 def _finite(name: str, value: float) -> None:
@@ -163,3 +165,17 @@ class ChargerCapabilities:
     max_current_a: float = 32.0
     phase_switching: bool = False
     on_off_only: bool = False
+
+
+def as_dict(reading: SiteReading | ChargerReading) -> dict[str, Any]:
+    """A reading as plain JSON-ready data: its fields (enums as their values, tuples as lists), plus
+    ``house_power_w`` for a site reading.  For ``probe --json``, the status API and MQTT."""
+    data = dataclasses.asdict(reading)
+    for key, value in data.items():
+        if isinstance(value, IecState):
+            data[key] = value.value
+        elif isinstance(value, tuple):
+            data[key] = list(value)
+    if isinstance(reading, SiteReading):
+        data["house_power_w"] = reading.house_power_w
+    return data

@@ -235,8 +235,10 @@ async def test_status_has_the_readings_command_mode_health_uptime_and_version_in
         "current_a": 16.0,
         "phases": 1,
         "iec_state": None,
+        "phase_currents_a": None,  # the fake charger meters no phase currents
         "timestamp_s": clock.t - 5,
     }
+    assert site["grid_currents_a"] is None  # nor does the fake meter
     assert s["command"] == {"current_a": 16.0, "phases": 1}
     assert isinstance(s["reason"], str) and s["reason"] != "starting"
     assert s["available_w"] > 3680

@@ -49,6 +49,17 @@ def _closed(properties: dict[str, Any], description: str, *, nullable: bool = Fa
 
 _CLOCK = "on the daemon's clock (Unix time in s)"
 
+
+def _phase_currents(description: str) -> dict[str, Any]:
+    return {
+        "type": ["array", "null"],
+        "items": {"type": "number"},
+        "minItems": 3,
+        "maxItems": 3,
+        "description": f"{description}; null otherwise",
+    }
+
+
 SITE = _closed(
     {
         "grid_power_w": _num("grid exchange in W: > 0 import from the grid, < 0 export"),
@@ -62,6 +73,9 @@ SITE = _closed(
         },
         "house_power_w": _num("everything behind the grid meter, car included, in W: pv + grid + battery"),
         "timestamp_s": _num(f"when the meter measured these values, {_CLOCK}"),
+        "grid_currents_a": _phase_currents(
+            "grid currents L1–L3 in A, > 0 import, where the meter gives them"
+        ),
         "age_s": _num("how old the reading is now, in s"),
     },
     "the last good meter reading (canonical units and signs); null before the first one",
@@ -80,6 +94,7 @@ CHARGER = _closed(
             "enum": ["A", "B", "C", "D", "E", "F", None],
             "description": "IEC 61851 state where the charger reports it (A no car, B connected, C charging)",
         },
+        "phase_currents_a": _phase_currents("measured L1–L3 currents in A where the charger meters them"),
         "timestamp_s": _num(f"when the reading was received, {_CLOCK}"),
     },
     "the charger's reading of the last cycle; null when it did not answer",
