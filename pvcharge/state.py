@@ -52,6 +52,7 @@ def load_mode(path: Path) -> Mode | None:
 
 def save_mode(path: Path, mode: Mode, now_s: float) -> bool:
     """Write the mode atomically; False (and a warning) if the file cannot be written."""
+    tmp: str | None = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".state.", suffix=".tmp")
@@ -61,6 +62,8 @@ def save_mode(path: Path, mode: Mode, now_s: float) -> bool:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except OSError as exc:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
         log.warning("state_not_saved", path=str(path), error=str(exc), action="the mode holds until restart")
         return False
     return True

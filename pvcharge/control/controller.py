@@ -260,16 +260,30 @@ class Controller:
             self._stop_session(-math.inf)
             self._available_w = None
             return self._decision(0.0, "mode off")
+        if charger is not None and not charger.connected:
+            self._reset_session()
+            self._off_since = -math.inf  # a newly plugged car need not wait out min_off_s
+            self._one_phase_car, self._one_phase_seen = False, 0
+        elif charger is not None and charger.charging:
+            self._detect_one_phase_car(charger)
+
+        # fresh data? (in every mode but off: fast needs no surplus, but no full current on a dead meter)
+        what = self._stale(now, site)
+        if what:
+            self._window.clear()
+            self._fuse_window.clear()
+            self._recent.clear()
+            self._phase_gain.clear()
+            self._available_w = None
+            self._last_reading_t = -math.inf
+            if self.mode in ("minpv", "fast") and self.control.safe_state == "min_current":
+                return self._decision(self.lowest_a, f"{what}: safe state, min current")
+            if self._on:
+                self._stop_session(now)
+            return self._decision(0.0, f"{what}: safe state, paused")
         if self.mode == "fast":
             self._reset_session()
             self._available_w = None
-            if self._stale(now, site):
-                self._fuse_window.clear()
-                if self.control.safe_state == "min_current":
-                    return self._decision(
-                        self.lowest_a, f"mode fast, {self._stale(now, site)}: safe state, min current"
-                    )
-                return self._decision(0.0, f"mode fast, {self._stale(now, site)}: safe state, paused")
             if (
                 self.auto_phases
                 and self._phases != 3
@@ -280,28 +294,6 @@ class Controller:
             return self._decision(
                 self.max_current_a, f"mode fast: {self.max_current_a:g} A on {self._phases}p"
             )
-
-        if charger is not None and not charger.connected:
-            self._reset_session()
-            self._off_since = -math.inf  # a newly plugged car need not wait out min_off_s
-            self._one_phase_car, self._one_phase_seen = False, 0
-        elif charger is not None and charger.charging:
-            self._detect_one_phase_car(charger)
-
-        # fresh data?
-        what = self._stale(now, site)
-        if what:
-            self._window.clear()
-            self._fuse_window.clear()
-            self._recent.clear()
-            self._phase_gain.clear()
-            self._available_w = None
-            self._last_reading_t = -math.inf
-            if self.mode == "minpv" and self.control.safe_state == "min_current":
-                return self._decision(self.lowest_a, f"{what}: safe state, min current")
-            if self._on:
-                self._stop_session(now)
-            return self._decision(0.0, f"{what}: safe state, paused")
         assert site is not None  # not stale
         # A charger reading from before the last command change, next to a meter reading from after it,
         # would pair the old car power with the new grid power (cloud chargers are polled slowly): such
