@@ -1,4 +1,5 @@
-"""A fixed site state for emulator tests: ``state()`` returns what the test set, and counts calls."""
+"""Site states for emulator tests: ``meter_state`` builds one (no car), ``FixedSite`` serves it and counts
+calls."""
 
 from __future__ import annotations
 
@@ -15,3 +16,22 @@ class FixedSite:
     def state(self) -> SiteState:
         self.calls += 1
         return self.current
+
+
+def meter_state(*, pv_w: float, grid_w: float, battery_w: float, soc_pct: float) -> SiteState:
+    """What a meter sees, no car plugged in: house = pv + grid + battery (canonical signs, W, %)."""
+    return SiteState(
+        t_s=0.0,
+        pv_power_w=pv_w,
+        house_power_w=pv_w + grid_w + battery_w,
+        grid_power_w=grid_w,
+        battery_power_w=battery_w,
+        battery_soc_pct=soc_pct,
+        car_connected=False,
+        car_power_w=0.0,
+        car_current_a=0.0,
+        car_phases=0,
+        car_soc_pct=20.0,
+        offered_current_a=0.0,
+        offered_phases=3,
+    )

@@ -23,12 +23,11 @@ import structlog
 from pvcharge.clients.alphaess import (
     RETURN_CODES,
     AlphaEssClient,
-    RateLimited,
     parse_envelope,
     sign,
 )
 from pvcharge.config import parse_config
-from pvcharge.errors import ConfigError, DeviceProtocolError, DeviceUnavailable
+from pvcharge.errors import ConfigError, DeviceProtocolError, DeviceUnavailable, RateLimited
 from pvcharge.meters.alphaess import AlphaEssMeter, Config, create, to_reading
 from pvcharge.settings import Secret, SettingError
 from pvcharge.sim.alphaess import AlphaEssEmulator

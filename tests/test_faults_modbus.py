@@ -14,31 +14,16 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from sitestub import FixedSite
+from sitestub import FixedSite, meter_state
 
 from pvcharge.errors import DeviceError, DeviceProtocolError, DeviceUnavailable
 from pvcharge.meters.huawei import Config, HuaweiMeter, create
 from pvcharge.readings import SiteReading
 from pvcharge.sim.faults import MODBUS_FAULTS, Fault
 from pvcharge.sim.huawei import HuaweiEmulator
-from pvcharge.sim.site import SiteState
 
 # Importing 2500 W, PV 5230 W, battery charging 1200 W at 55.5 % (reference meters.md §1.3).
-EXAMPLE = SiteState(
-    t_s=0.0,
-    pv_power_w=5230.0,
-    house_power_w=6530.0,
-    grid_power_w=2500.0,
-    battery_power_w=-1200.0,
-    battery_soc_pct=55.5,
-    car_connected=False,
-    car_power_w=0.0,
-    car_current_a=0.0,
-    car_phases=0,
-    car_soc_pct=20.0,
-    offered_current_a=0.0,
-    offered_phases=3,
-)
+EXAMPLE = meter_state(pv_w=5230.0, grid_w=2500.0, battery_w=-1200.0, soc_pct=55.5)
 LATER = dataclasses.replace(EXAMPLE, grid_power_w=-800.0, pv_power_w=4000.0)
 
 CONFIG = Config(

@@ -10,31 +10,17 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from sitestub import FixedSite
+from sitestub import FixedSite, meter_state
 
 from pvcharge.errors import DeviceProtocolError, DeviceUnavailable
 from pvcharge.meters.huawei import Config, HuaweiMeter, create
 from pvcharge.sim.faults import Fault
 from pvcharge.sim.huawei import HuaweiEmulator
-from pvcharge.sim.site import SiteModel, SiteState
+from pvcharge.sim.site import SiteModel
 from pvcharge.sim.trace import bundled_trace
 
 # The reference's worked example (meters.md §1.3): importing 2500 W, battery charging 1200 W.
-EXAMPLE = SiteState(
-    t_s=0.0,
-    pv_power_w=5230.0,
-    house_power_w=6530.0,
-    grid_power_w=2500.0,
-    battery_power_w=-1200.0,
-    battery_soc_pct=55.5,
-    car_connected=False,
-    car_power_w=0.0,
-    car_current_a=0.0,
-    car_phases=0,
-    car_soc_pct=20.0,
-    offered_current_a=0.0,
-    offered_phases=3,
-)
+EXAMPLE = meter_state(pv_w=5230.0, grid_w=2500.0, battery_w=-1200.0, soc_pct=55.5)
 
 
 def meter(port: int, **overrides: Any) -> HuaweiMeter:

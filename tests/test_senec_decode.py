@@ -14,6 +14,7 @@ from typing import Any, get_args
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from sitestub import meter_state
 
 from pvcharge.meters.senec import REQUEST_BODY, SENTINELS, decode_value, to_reading
 from pvcharge.sim.senec import IntKind, encode_float, encode_int, energy_section, stat_state
@@ -286,21 +287,7 @@ def test_every_integer_kind_round_trips(data: st.DataObject) -> None:
 
 
 def site_state(pv: float, grid: float, battery: float, soc: float) -> SiteState:
-    return SiteState(
-        t_s=0.0,
-        pv_power_w=pv,
-        house_power_w=pv + grid + battery,
-        grid_power_w=grid,
-        battery_power_w=battery,
-        battery_soc_pct=soc,
-        car_connected=False,
-        car_power_w=0.0,
-        car_current_a=0.0,
-        car_phases=0,
-        car_soc_pct=20.0,
-        offered_current_a=0.0,
-        offered_phases=3,
-    )
+    return meter_state(pv_w=pv, grid_w=grid, battery_w=battery, soc_pct=soc)
 
 
 @pytest.mark.parametrize(

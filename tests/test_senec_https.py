@@ -19,7 +19,7 @@ import httpx
 import pytest
 import structlog
 import trustme
-from sitestub import FixedSite
+from sitestub import FixedSite, meter_state
 
 from pvcharge.errors import DeviceProtocolError, DeviceUnavailable
 from pvcharge.meters.senec import MAX_FAILURE_PAUSE_S, REQUEST_BODY, Config, SenecMeter, create
@@ -31,37 +31,9 @@ from pvcharge.sim.trace import bundled_trace
 NAME = "meter senec-test"
 
 # Exporting 500 W while the battery charges with 1200 W; house 3000 − 500 − 1200 = 1300 W.
-CHARGING = SiteState(
-    t_s=0.0,
-    pv_power_w=3000.0,
-    house_power_w=1300.0,
-    grid_power_w=-500.0,
-    battery_power_w=-1200.0,
-    battery_soc_pct=55.5,
-    car_connected=False,
-    car_power_w=0.0,
-    car_current_a=0.0,
-    car_phases=0,
-    car_soc_pct=20.0,
-    offered_current_a=0.0,
-    offered_phases=3,
-)
+CHARGING = meter_state(pv_w=3000.0, grid_w=-500.0, battery_w=-1200.0, soc_pct=55.5)
 # Importing 300 W while the battery discharges 700 W at night.
-DISCHARGING = SiteState(
-    t_s=0.0,
-    pv_power_w=0.0,
-    house_power_w=1000.0,
-    grid_power_w=300.0,
-    battery_power_w=700.0,
-    battery_soc_pct=20.25,
-    car_connected=False,
-    car_power_w=0.0,
-    car_current_a=0.0,
-    car_phases=0,
-    car_soc_pct=20.0,
-    offered_current_a=0.0,
-    offered_phases=3,
-)
+DISCHARGING = meter_state(pv_w=0.0, grid_w=300.0, battery_w=700.0, soc_pct=20.25)
 
 
 class Clock:
