@@ -509,10 +509,12 @@ class MqttBridge:
         await client.publish(self.topics.availability, OFFLINE, qos=1, retain=True, timeout=2.0)
 
     async def _work(self, client: aiomqtt.Client) -> None:
-        await self._announce(client)
+        # subscribe first: a command or Home Assistant's birth message sent while the discovery goes
+        # out is not lost (the broker has acknowledged both subscriptions before anything is announced)
         await client.subscribe(self.topics.mode_set, qos=1)
         if self.config.discovery:
             await client.subscribe(self.topics.ha_status, qos=1)
+        await self._announce(client)
         self._published_mode = None
         while not self._stopping.is_set():
             self._wake.clear()
