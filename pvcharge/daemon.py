@@ -41,6 +41,7 @@ from pvcharge.control.config import MODES, Mode
 from pvcharge.errors import ConfigError, DeviceError, WriteDeferred, WritesBlocked
 from pvcharge.meters import Meter
 from pvcharge.readings import ChargerCommand, ChargerReading, SiteReading, as_dict
+from pvcharge.retry import AttemptNote, attempt_note
 from pvcharge.state import load_mode, save_mode
 
 log = structlog.get_logger("pvcharge.daemon")
@@ -182,6 +183,7 @@ class Daemon:
         self._car_connected: bool | None = None  # from the last charger reading
         self._inflight: dict[str, asyncio.Future[Any]] = {}  # reads still running from an earlier cycle
         self._started: dict[str, float] = {}
+        self._notes: dict[str, AttemptNote] = {}  # each running read's failed attempts so far
         self._values: tuple[float | None, ...] = ()  # the meter's last values and since when
         self._values_since: float | None = None
         self._frozen = False
@@ -307,9 +309,16 @@ class Daemon:
         c = self.config.control
         task = self._inflight.get(what)
         if task is None:
-            task = asyncio.ensure_future(read())
+            note = AttemptNote()
+
+            async def noted() -> Any:
+                attempt_note.set(note)  # this task's own context: the driver's retries report here
+                return await read()
+
+            task = asyncio.ensure_future(noted())
             self._inflight[what] = task
             self._started[what] = self.clock()
+            self._notes[what] = note
         done, _ = await asyncio.wait({task}, timeout=min(c.interval_s, c.max_age_s))
         if not done:
             if self.clock() - self._started[what] < c.max_age_s:
@@ -320,7 +329,9 @@ class Daemon:
                 return None
             task.cancel()
             del self._inflight[what]
-            health.failed(self.clock(), f"no answer within {c.max_age_s:g} s")
+            note = self._notes[what]
+            why = f" (attempt {note.attempts} failed: {note.text})" if note.text else ""
+            health.failed(self.clock(), f"no answer within {c.max_age_s:g} s{why}")
             return None
         del self._inflight[what]
         try:

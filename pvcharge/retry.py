@@ -7,6 +7,7 @@ Imports nothing of pvcharge, so any driver or client may use it.
 
 from __future__ import annotations
 
+import contextvars
 import email.utils
 import math
 import re
@@ -28,6 +29,27 @@ from tenacity.retry import retry_base
 
 #: how much of a body that is not JSON an error message quotes, in characters.
 QUOTE_CHARS = 60
+
+
+class AttemptNote:
+    """The last failed attempt seen by :func:`backoff_retrying` in the task that set it in
+    :data:`attempt_note`: ``text`` (:func:`describe` of the error) and ``attempts`` (how many failed).
+
+    Lets a caller that gives up on a slow read (the daemon, after ``control.max_age_s``) say why the
+    device was slow, e.g. "no answer within 30 s (attempt 2 failed: cannot connect: …)".
+    """
+
+    __slots__ = ("attempts", "text")
+
+    def __init__(self) -> None:
+        self.text: str | None = None
+        self.attempts = 0
+
+
+#: set it (inside the task that runs a read) to hear of every failed attempt that is retried there.
+attempt_note: contextvars.ContextVar[AttemptNote | None] = contextvars.ContextVar(
+    "attempt_note", default=None
+)
 
 
 class ServerError(Exception):
@@ -174,12 +196,16 @@ def backoff_retrying(
     ``max_wait_s``) plus up to ``backoff_s`` of jitter; the last exception is re-raised.
 
     Before each wait it logs ``event`` at debug level on ``log`` with the attempt number, the error
-    (:func:`describe`), the wait in s, and the fields ``context(state)`` returns (e.g. the request).
+    (:func:`describe`), the wait in s, and the fields ``context(state)`` returns (e.g. the request),
+    and records the error in the task's :data:`attempt_note`, if one is set.
     """
 
     def log_retry(state: RetryCallState) -> None:
         error = state.outcome.exception() if state.outcome else None
         wait_s = state.next_action.sleep if state.next_action else 0.0
+        note = attempt_note.get()
+        if note is not None and error is not None:
+            note.text, note.attempts = describe(error), state.attempt_number
         log.debug(
             event,
             attempt=state.attempt_number,

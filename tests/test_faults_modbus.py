@@ -15,10 +15,13 @@ from typing import Any
 
 import pytest
 from sitestub import FixedSite, meter_state
+from structlog.testing import capture_logs
 
+from pvcharge.config import parse_config
+from pvcharge.daemon import Daemon
 from pvcharge.errors import DeviceError, DeviceProtocolError, DeviceUnavailable
 from pvcharge.meters.huawei import Config, HuaweiMeter, create
-from pvcharge.readings import SiteReading
+from pvcharge.readings import ChargerCapabilities, ChargerCommand, ChargerReading, SiteReading
 from pvcharge.sim.faults import MODBUS_FAULTS, Fault
 from pvcharge.sim.huawei import HuaweiEmulator
 
@@ -316,3 +319,45 @@ async def test_kick_clients_polling_at_once_fight_then_recover(emulator: HuaweiE
     assert emulator.clients == 2
     await first.close()
     await second.close()
+
+
+class _Charger:
+    name = "charger fake"
+    capabilities = ChargerCapabilities()
+
+    async def read(self) -> ChargerReading:
+        return ChargerReading(True, False, 0.0, 0.0, 0, time.time())
+
+    async def apply(self, command: ChargerCommand) -> None:
+        pass
+
+    def forget(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+
+async def test_daemon_cutting_off_a_slow_meter_says_which_attempt_failed_and_why(
+    emulator: HuaweiEmulator,
+) -> None:
+    """Timeouts × attempts longer than max_age_s: the daemon cancels the read after max_age_s and its
+    error names the driver's last failed attempt, not only "no answer within" the daemon's limit."""
+    config = parse_config(
+        "meter: {type: huawei, host: 127.0.0.1}\n"
+        "charger: {type: warp, url: 'http://127.0.0.1', phases: 1}\n"
+        "control: {interval_s: 1, max_age_s: 1}\n"
+    )
+    slow = meter(emulator.port, timeout_s=0.4, retries=5)
+    daemon = Daemon(config, slow, _Charger(), clock=time.time)
+    emulator.faults.set(Fault.TIMEOUT)
+    with capture_logs() as logs:
+        await daemon.cycle()
+    failed = [e for e in logs if e["event"] == "device_unavailable"]
+    assert len(failed) == 1, logs
+    assert re.fullmatch(
+        r"no answer within 1 s \(attempt [12] failed: .*reading 32064×2: no answer within 0\.4 s\)",
+        failed[0]["error"],
+    ), failed[0]
+    assert not daemon._inflight  # cancelled, not left running
+    await slow.close()
