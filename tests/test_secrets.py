@@ -9,6 +9,8 @@ import asyncio
 import signal
 import socket
 import sys
+from collections.abc import Awaitable, Callable
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -53,7 +55,9 @@ def write_config(tmp_path: Path, alpha: AlphaEssEmulator, easee: EaseeEmulator, 
     return path
 
 
-async def pvcharge(*args: str, run_s: float | None = None) -> str:
+async def pvcharge(*args: str, until: Awaitable[None] | None = None) -> str:
+    """Run ``python -m pvcharge *args``; with ``until``, stop it with SIGTERM once ``until`` is done (or
+    failed). Returns stdout and stderr."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -62,14 +66,28 @@ async def pvcharge(*args: str, run_s: float | None = None) -> str:
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-    if run_s is not None:
-        await asyncio.sleep(run_s)
-        proc.send_signal(signal.SIGTERM)
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    try:
+        if until is not None:
+            await asyncio.wait_for(until, 120)
+    finally:
+        if until is not None:
+            proc.send_signal(signal.SIGTERM)
+        out, err = await asyncio.wait_for(proc.communicate(), 60)
     return out.decode() + err.decode()
 
 
-@pytest.mark.timeout(120)
+async def eventually(predicate: Callable[[], bool], what: str, within_s: float = 60.0) -> None:
+    deadline = asyncio.get_running_loop().time() + within_s
+    while not predicate():
+        assert asyncio.get_running_loop().time() < deadline, f"timed out after {within_s} s: {what}"
+        await asyncio.sleep(0.05)
+
+
+#: each fault is held until a read has failed on it: its attempts (retries: 1 → 2; NOT_JSON is not retried)
+FAULTS = {Fault.HTTP_503: 2, Fault.NOT_JSON: 1, Fault.HTTP_500: 2}
+
+
+@pytest.mark.timeout(240)
 async def test_no_secret_in_any_output_of_a_full_run(tmp_path: Path) -> None:
     trace = bundled_trace()
     site = SiteModel(trace, t_s=trace.start_s + 12 * 3600)
@@ -85,13 +103,30 @@ async def test_no_secret_in_any_output_of_a_full_run(tmp_path: Path) -> None:
             await pvcharge("probe", "--config", str(config)),
         ]
 
-        async def faults() -> None:  # while the daemon runs: token expiry, 503s, a timeout, garbage
-            for fault in (None, Fault.HTTP_503, None, Fault.NOT_JSON, None, Fault.HTTP_500, None):
-                await asyncio.sleep(1.5)
-                easee.faults.set(fault)
-                alpha.faults.set(fault)
-            easee.expire_tokens()
+        def met(fault: Fault, attempts: int) -> bool:
+            return max(alpha.faults.played[fault], easee.faults.played[fault]) >= attempts
+
+        async def faults() -> None:  # while the daemon runs: 503, garbage, 500, token expiry
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{API_PORT}") as client:
+
+                async def api_up() -> bool:
+                    try:
+                        return (await client.get("/api/status")).status_code == 200
+                    except httpx.TransportError:
+                        return False
+
+                for _ in range(1200):  # the daemon is up (a slow machine takes a while to import)
+                    if await api_up():
+                        break
+                    await asyncio.sleep(0.05)
+                for fault, attempts in FAULTS.items():
+                    easee.faults.set(fault)
+                    alpha.faults.set(fault)
+                    await eventually(partial(met, fault, attempts), f"a read meeting {fault}")
+                    easee.faults.clear()
+                    alpha.faults.clear()
+                    await asyncio.sleep(1.5)
+                easee.expire_tokens()
                 for path in ("/api/status", "/api/config", "/metrics", "/"):
                     answer = await client.get(path)
                     assert answer.status_code == 200, path
@@ -99,12 +134,24 @@ async def test_no_secret_in_any_output_of_a_full_run(tmp_path: Path) -> None:
             api_answers.append(await pvcharge("status", "--config", str(config)))
 
         api_answers: list[str] = []
-        run, _ = await asyncio.gather(pvcharge("run", "--config", str(config), run_s=16), faults())
+        run = await pvcharge("run", "--config", str(config), until=faults())
         outputs.append(run)
         # a wrong password: the login is refused, the error is reported, the password is not
         wrong = write_config(tmp_path, alpha, easee, WRONG_PASSWORD)
         outputs.append(await pvcharge("probe", "--json", "--config", str(wrong)))
-        outputs.append(await pvcharge("run", "--config", str(wrong), run_s=4))
+
+        def refused() -> int:
+            return sum(1 for _, _, path, status in easee.request_log if "login" in path and status == 401)
+
+        before = refused()
+        outputs.append(
+            await pvcharge(
+                "run",
+                "--config",
+                str(wrong),
+                until=eventually(lambda: refused() > before, "the daemon's refused login"),
+            )
+        )
         tokens = list(easee.issued_tokens)
 
     everything = "\n".join(outputs + api_answers)
