@@ -68,6 +68,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     log_format = args.log_format or config.log.format
     configure_logging(args.log_level or config.log.level, log_format, stream=sys.stdout)
     from pvcharge.daemon import Daemon
+    from pvcharge.devices import create_devices
     from pvcharge.health import Heartbeat, heartbeat_path, stale_after_s
     from pvcharge.notify import Notifier
 
@@ -99,8 +100,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         heartbeat.clear()  # an old heartbeat must not pass for this process's
 
     async def main() -> None:
-        meter = config.meter.create(name=f"meter {config.meter.type}", clock=time.time)
-        charger = config.charger.create(name=f"charger {config.charger.type}", clock=time.time)
+        meter, charger = create_devices(
+            config,
+            clock=time.time,
+            meter_name=f"meter {config.meter.type}",
+            charger_name=f"charger {config.charger.type}",
+        )
         stop = asyncio.Event()
         ready = False
         status = "starting: first control cycle"
@@ -195,13 +200,20 @@ def cmd_healthcheck(args: argparse.Namespace) -> int:
 
 
 def cmd_probe(args: argparse.Namespace) -> int:
+    from pvcharge.devices import create_devices
+
     config = _load(args.config)
     configure_logging("warning", "console")
 
     async def main() -> dict[str, Any]:
         results: dict[str, Any] = {}
-        for role, device in (("meter", config.meter), ("charger", config.charger)):
-            driver = device.create(name=f"{role} {device.type}", clock=time.time)
+        drivers = create_devices(
+            config,
+            clock=time.time,
+            meter_name=f"meter {config.meter.type}",
+            charger_name=f"charger {config.charger.type}",
+        )
+        for role, driver in zip(("meter", "charger"), drivers, strict=True):
             try:
                 results[role] = as_dict(await driver.read())
             except DeviceError as exc:

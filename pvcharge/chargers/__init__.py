@@ -3,7 +3,9 @@
 A vendor is one module here plus one line in :data:`CHARGER_TYPES`.  Each module exposes:
 
 - ``Config``: a frozen dataclass of its settings (fields made with ``pvcharge.settings.setting``);
-- ``create(config, *, name, clock) -> Charger``: builds the driver (no I/O yet).
+- ``create(config, *, name, clock) -> Charger``: builds the driver (no I/O yet); the AlphaESS module
+  also takes ``account=``, the Open API account it shares with the other device
+  (:func:`pvcharge.devices.create_devices` builds both drivers of a config).
 
 Drivers convert vendor units (mA, kW) to canonical ones, describe what the hardware can do in
 ``capabilities``, keep any vendor rate limit themselves, and raise only ``DeviceError`` subclasses.

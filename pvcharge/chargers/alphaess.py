@@ -26,7 +26,9 @@ openpower).  Signing, the envelope, the return codes and the 6053 backoff are th
   ``can_control_ev``]; this driver does the same.
 - Codes: 6008 set failed, 6042 system offline, 6053 too fast (chargers.md §2.1).  No rate limit is
   published: poll no faster than every 10 s [A-lib]; the HA integration polls every 60 s (at least 10 s)
-  and paces POSTs 30 s apart [A-ha].
+  and paces POSTs 30 s apart [A-ha].  With an AlphaESS meter on the same account the two share one
+  client state (:class:`~pvcharge.clients.alphaess.OpenApiAccount`: one 6053 backoff, one connection
+  pool) and one ``getLastPowerData`` per poll (meters.md §3.4).
 
 What a reading cannot say: the API reports neither the current the wallbox offers nor the phases the car
 draws on, so every reading has ``current_a = 0`` and ``phases = 0`` (unknown); ``power_w`` is ``pev``.
@@ -41,7 +43,7 @@ from typing import Any
 
 import structlog
 
-from pvcharge.clients.alphaess import OpenApiSettings, client_for
+from pvcharge.clients.alphaess import REUSE_SHARE, OpenApiAccount, OpenApiSettings, client_for
 from pvcharge.errors import DeviceError, DeviceProtocolError, RateLimited, WriteDeferred
 from pvcharge.readings import ChargerCapabilities, ChargerCommand, ChargerReading, IecState
 from pvcharge.settings import SettingError, setting
@@ -120,9 +122,18 @@ class Config(OpenApiSettings):
             raise SettingError("evcharger_sn", "must not be empty; leave it out to use the first wallbox")
 
 
-def create(config: Config, *, name: str, clock: Callable[[], float]) -> AlphaEssWallbox:
-    """Build the driver; no I/O until the first :meth:`AlphaEssWallbox.read` or ``apply``."""
-    return AlphaEssWallbox(config, name=name, clock=clock)
+def create(
+    config: Config, *, name: str, clock: Callable[[], float], account: OpenApiAccount | None = None
+) -> AlphaEssWallbox:
+    """Build the driver; no I/O until the first :meth:`AlphaEssWallbox.read` or ``apply``.
+
+    ``account``: the Open API account state shared with an AlphaESS meter on the same account (see
+    :func:`pvcharge.devices.create_devices`); ``None``: a client of its own.
+
+    Raises:
+        ValueError: ``account`` is for another URL, appId or appSecret than ``config``.
+    """
+    return AlphaEssWallbox(config, name=name, clock=clock, account=account)
 
 
 # -- pure mapping ---------------------------------------------------------------------------------
@@ -236,6 +247,12 @@ class AlphaEssWallbox:
     ``poll_interval_s`` (on ``clock``); in between they use the last outcome: the same reading *with its
     original ``timestamp_s``*, or the same error again (as the AlphaESS meter does).
 
+    **Shared power data.**  With an ``account`` shared with the AlphaESS meter, a ``getLastPowerData``
+    reply the meter got at most ``poll_interval_s / 2`` ago (:data:`REUSE_SHARE`), and after the last
+    start/stop, is used instead of a request (a request the meter has in flight is awaited).  A reading
+    is stamped with the time its ``getLastPowerData`` reply arrived, so one built on the meter's reply
+    says how old its ``pev`` is; the next poll is due ``poll_interval_s`` after that time.
+
     **Writes.** :meth:`apply` sends a start (``current_a > 0``) or a stop (0) only when it changes the
     on/off state: the last polled status (3, 4, 5 = started), or the last command sent if the status was
     polled before it.  So, as in the HA integration, a stop goes only in 3, 4, 5 and a start only in 2
@@ -252,14 +269,26 @@ class AlphaEssWallbox:
         name: device name for errors and logs.
         clock: Unix seconds: reading timestamps, the poll and write intervals, the ``timeStamp`` header
             and the 6053 backoff.
+        account: the Open API account state shared with the meter (connection pool, 6053 backoff,
+            replies); ``None``: the wallbox's own.
+
+    Raises:
+        ValueError: ``account`` is for another URL, appId or appSecret than ``config``.
     """
 
-    def __init__(self, config: Config, *, name: str, clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        name: str,
+        clock: Callable[[], float],
+        account: OpenApiAccount | None = None,
+    ) -> None:
         self.name = name
         self.capabilities = CAPABILITIES
         self._config = config
         self._clock = clock
-        self._client = client_for(config, name=name, clock=clock)
+        self._client = client_for(config, name=name, clock=clock, account=account)
         self._evcharger_sn: str | None = None  #: found in getEvChargerConfigList
         self._next_poll_at = -math.inf
         self._last: _Poll | DeviceError | None = None  #: outcome of the last poll
@@ -274,7 +303,8 @@ class AlphaEssWallbox:
         Returns:
             ``connected``, ``charging`` and ``iec_state`` by :data:`STATUSES`, ``power_w = pev`` in W
             (all wallboxes of the system together), ``current_a = 0`` and ``phases = 0`` (not reported),
-            ``timestamp_s`` = ``clock()`` when the replies arrived.
+            ``timestamp_s`` = ``clock()`` when the ``getLastPowerData`` reply arrived (after the status
+            reply; for a reply shared with the meter, when it arrived for the meter).
 
         Raises:
             RateLimited: code 6053 or HTTP 429, or the client is still backing off from one (nothing
@@ -330,7 +360,8 @@ class AlphaEssWallbox:
         """Nothing to forget: every apply compares with the polled wallbox status."""
 
     async def close(self) -> None:
-        """Close the HTTP connection pool; the next request opens a new one. Safe to call twice."""
+        """Close the HTTP connection pool, a pool shared with the meter too (harmless: its next
+        request opens a new one, as does this driver's). Safe to call twice."""
         await self._client.close()
 
     # -- internals --------------------------------------------------------------------------------
@@ -375,6 +406,8 @@ class AlphaEssWallbox:
         except DeviceError as exc:
             self._last = exc
             raise
+        # power data the meter got earlier: due again one poll interval after it arrived
+        self._next_poll_at = min(self._next_poll_at, poll.reading.timestamp_s + self._config.poll_interval_s)
         self._last = poll
         return poll
 
@@ -393,7 +426,12 @@ class AlphaEssWallbox:
                     )
             params = {"sysSn": sys_sn, "evchargerSn": self._evcharger_sn}
             status = parse_status(await self._client.get("getEvChargerStatusBySn", params))
-            pev_w = parse_pev(await self._client.get("getLastPowerData", {"sysSn": sys_sn}))
+            # a reply from before the last start/stop would not show its effect on pev: not reused
+            reuse_s = min(self._config.poll_interval_s * REUSE_SHARE, self._clock() - self._last_write_at)
+            data, received_at_s = await self._client.get_stamped(
+                "getLastPowerData", {"sysSn": sys_sn}, reuse_s=reuse_s
+            )
+            pev_w = parse_pev(data)
         except ValueError as exc:
             raise DeviceProtocolError(self.name, f"sysSn {sys_sn}: {exc}") from exc
-        return _Poll(status, to_reading(status, pev_w, self._clock()))
+        return _Poll(status, to_reading(status, pev_w, received_at_s))

@@ -17,11 +17,21 @@ collection, [A2] CharlesGillanders/alphaess-openAPI, [A3] springfall2008/batpred
 - No rate limit is published; 6053 ("The maximum number of requests has been reached") answers a
   client that asks too often, and clients poll no faster than every 10 s (§3.4 [A2, A4]).
 
+**Sharing an account.**  When the meter and the wallbox use the same account (same ``url``, ``app_id``
+and ``app_secret``), :func:`pvcharge.devices.create_devices` gives both one :class:`OpenApiAccount`:
+one connection pool, one 6053/429 backoff (what the cloud counts, appId, sysSn or address, is not
+published, so a 6053 answered to either device pauses both), and de-duplicated reads: an identical
+``GET`` (same path and parameters) already in flight is awaited rather than sent again, and a reply
+that arrived at most ``reuse_s`` ago is handed out again (:meth:`AlphaEssClient.get_stamped`), so the
+two devices' ``getLastPowerData`` cost one request per poll instead of two (§3.4: no published limit,
+6053 for clients that ask too often).
+
 The app secret goes into :func:`sign` only: it never appears in a log line, an exception or a repr.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
 from collections.abc import Callable, Mapping
@@ -54,6 +64,9 @@ TOO_FAST = 6053  #: ``code`` of a rate-limited request (meters.md §3.2, §3.4)
 CLOCK_SKEW = 6006  #: ``code`` of a ``timeStamp`` more than 300 s off the server's clock (meters.md §3.1)
 SYSTEM_OFFLINE = 6042  #: ``code`` of a system the cloud has lost contact with (meters.md §3.2)
 MAX_CLOCK_SKEW_S = 300  #: the server's ``timeStamp`` window, ± s (meters.md §3.1 [A3])
+#: a device hands out again a ``getLastPowerData`` reply that the other device of its account got at
+#: most this share of its ``poll_interval_s`` ago (``reuse_s`` of :meth:`AlphaEssClient.get_stamped`)
+REUSE_SHARE = 0.5
 
 #: every return code the reference documents → its meaning (meters.md §3.2 [A2, A3]; chargers.md §2.1).
 RETURN_CODES: dict[int, str] = {
@@ -161,6 +174,165 @@ def parse_envelope(payload: object) -> Envelope:
     )
 
 
+def _normal_url(base_url: str) -> str:
+    """The base URL as the client uses it: with exactly one trailing ``/``."""
+    return base_url.rstrip("/") + "/"
+
+
+#: identifies a ``GET``: path and sorted query parameters
+_Key = tuple[str, tuple[tuple[str, str], ...]]
+
+
+@dataclass(frozen=True, slots=True)
+class _Reply:
+    """A successful ``GET`` reply: the envelope's ``data`` and when it arrived (s on the account's clock)."""
+
+    data: Any
+    received_at_s: float
+
+
+@dataclass(eq=False, slots=True)
+class _Flight:
+    """A ``GET`` in flight, which every identical ``GET`` awaits instead of sending its own."""
+
+    key: _Key
+    task: asyncio.Task[_Reply]
+    owner: AlphaEssClient  #: the client that sent it: its name is on errors and retry logs
+    waiters: int = 0  #: callers awaiting it; the last one to give up (cancelled) cancels the request
+
+
+class OpenApiAccount:
+    """What the devices of one AlphaESS Open API account share inside one daemon.
+
+    The AlphaESS meter and the AlphaESS wallbox of one system usually use the same developer account
+    (``url``, ``app_id``, ``app_secret``) and ask the same endpoint (``getLastPowerData``: the meter for
+    ``ppv``/``pgrid``/``pbat``/``soc``, the wallbox for ``pev``).  The cloud publishes no rate limit and
+    answers a client that asks too often with 6053 (meters.md §3.4), without saying whether it counts
+    per appId, per sysSn or per address; so the devices share, through one account object:
+
+    - one HTTP connection pool;
+    - one 6053 / HTTP 429 backoff: after either device was told "too fast", neither sends anything
+      until the backoff (``rate_limit_backoff_s``, doubling per further 6053 up to
+      ``rate_limit_backoff_max_s``, reset on a success) has passed;
+    - identical ``GET`` requests (same path and parameters): one already in flight is awaited by
+      every caller asking for it, and its reply is kept with its arrival time, so that a caller passing
+      ``reuse_s`` gets it again without a request (:meth:`AlphaEssClient.get_stamped`).  Errors are not
+      kept (but a caller awaiting a request in flight gets its error).
+
+    One object per account and daemon, made by :func:`pvcharge.devices.create_devices` (there is no
+    process-wide registry: tests run many daemons, on different clocks, in one process).  Each device
+    talks through its own :class:`AlphaEssClient` (made by :meth:`client`), which puts its own device
+    name on errors and logs and keeps its own timeout and retries.
+
+    Args:
+        base_url: the API base, e.g. ``https://openapi.alphaess.com/api``.
+        app_id: the developer appId.
+        app_secret: the developer appSecret; revealed only to compute :func:`sign`.
+        rate_limit_backoff_s: wait after a 6053 before the next request, in s (the floor of the backoff).
+        rate_limit_backoff_max_s: the longest 6053 backoff, in s.
+        clock: Unix seconds: the ``timeStamp`` header, the backoff, reply arrival times.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        app_id: str,
+        app_secret: Secret,
+        *,
+        rate_limit_backoff_s: float = 60.0,
+        rate_limit_backoff_max_s: float = 900.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.base_url = _normal_url(base_url)
+        self.app_id = app_id
+        self.app_secret = app_secret
+        self.rate_limit_backoff_s = rate_limit_backoff_s
+        self.rate_limit_backoff_max_s = rate_limit_backoff_max_s
+        self.clock = clock
+        self.http_client: httpx.AsyncClient | None = None
+        self.rate_limited_until = -float("inf")
+        self.rate_limit_streak = 0  #: 6053 replies since the last success
+        self.rate_limited_by = f"code {TOO_FAST}"  #: what started the backoff, for messages
+        self.rate_limited_device = ""  #: the device that was answered so
+        self.in_flight: dict[_Key, _Flight] = {}
+        self.replies: dict[_Key, _Reply] = {}  #: the last successful reply per GET
+
+    def __repr__(self) -> str:
+        return f"OpenApiAccount({self.base_url!r}, app_id={self.app_id!r})"
+
+    @classmethod
+    def of(cls, settings: OpenApiSettings, *, clock: Callable[[], float]) -> OpenApiAccount:
+        """The account of a device's Open API settings (``url``, ``app_id``, ``app_secret``)."""
+        return cls(settings.url, settings.app_id, settings.app_secret, clock=clock)
+
+    def holds(self, settings: OpenApiSettings) -> bool:
+        """``settings`` name this account: same base URL (up to a trailing ``/``), appId and appSecret."""
+        return (
+            _normal_url(settings.url) == self.base_url
+            and settings.app_id == self.app_id
+            and settings.app_secret == self.app_secret
+        )
+
+    def client(
+        self, *, name: str, timeout_s: float = 10.0, retries: int = 2, backoff_s: float = 1.0
+    ) -> AlphaEssClient:
+        """A client for one device on this account (arguments as :class:`AlphaEssClient`'s)."""
+        return AlphaEssClient(
+            self.base_url,
+            self.app_id,
+            self.app_secret,
+            name=name,
+            timeout_s=timeout_s,
+            retries=retries,
+            backoff_s=backoff_s,
+            account=self,
+        )
+
+    async def close(self) -> None:
+        """Cancel the requests in flight and close the connection pool.
+
+        Harmless for the other devices of the account: the next request opens a new pool; the backoff
+        and the kept replies stay.  Safe to call twice (each device's ``close`` calls it).
+        """
+        flights = [flight.task for flight in self.in_flight.values()]
+        self.in_flight.clear()  # nobody joins a request being cancelled
+        for task in flights:
+            task.cancel()
+        if flights:
+            await asyncio.wait(flights)
+        client, self.http_client = self.http_client, None
+        if client is not None:
+            await client.aclose()
+
+    def http(self) -> httpx.AsyncClient:
+        """The connection pool, opened on first use (again after :meth:`close`)."""
+        if self.http_client is None:
+            self.http_client = httpx.AsyncClient(base_url=self.base_url)
+        return self.http_client
+
+    def _forget(self, flight: _Flight) -> None:
+        """Drop ``flight`` from the requests in flight (if it is still the one for its key)."""
+        if self.in_flight.get(flight.key) is flight:
+            del self.in_flight[flight.key]
+
+    def _landed(self, flight: _Flight, task: asyncio.Task[_Reply]) -> None:
+        """Done callback of a flight: forget it, and fetch its exception so asyncio does not warn
+        about one nobody awaited (all its callers cancelled)."""
+        self._forget(flight)
+        if not task.cancelled():
+            task.exception()
+
+
+def _as_device(exc: DeviceError, name: str) -> DeviceError:
+    """A copy of ``exc`` (same class, message and attributes) that names device ``name``: the error of
+    a request another device sent, as seen by a device that awaited it."""
+    copy = type(exc).__new__(type(exc))
+    copy.__dict__.update(exc.__dict__)
+    copy.device = name
+    copy.args = (f"{name}: {exc.message}",)
+    return copy
+
+
 class AlphaEssClient:
     """Signed requests to the AlphaESS Open API, with retries and a 6053 backoff.
 
@@ -174,6 +346,10 @@ class AlphaEssClient:
     (``HTTPS_PROXY``, ``NO_PROXY``) apply, and TLS certificates are always verified against the
     system's CAs (``SSL_CERT_FILE`` adds a private one): this is a cloud API.
 
+    The connection pool, the backoff, the requests in flight and the kept replies belong to an
+    :class:`OpenApiAccount`: the client's own one, or, with ``account``, one it shares with the other
+    devices of the account (see there).
+
     Args:
         base_url: the API base, e.g. ``https://openapi.alphaess.com/api``.
         app_id: the developer appId (open.alphaess.com).
@@ -182,12 +358,18 @@ class AlphaEssClient:
         timeout_s: timeout of one HTTP request, in s.
         retries: extra attempts after a transport error, timeout or HTTP 5xx.
         backoff_s: wait before the first retry, in s.
-        rate_limit_backoff_s: wait after a 6053 before the next request, in s (the floor of the backoff).
-        rate_limit_backoff_max_s: the longest 6053 backoff, in s.
-        clock: Unix seconds, for the ``timeStamp`` header and the 6053 backoff.
+        rate_limit_backoff_s: wait after a 6053 before the next request, in s (the floor of the backoff);
+            with ``account``, the account's applies.
+        rate_limit_backoff_max_s: the longest 6053 backoff, in s; with ``account``, the account's.
+        clock: Unix seconds, for the ``timeStamp`` header and the 6053 backoff; with ``account``, the
+            account's.
+        account: the account state to share; ``None``: a new one of the client's own.
 
     Attributes:
         name: the device name.
+
+    Raises:
+        ValueError: ``account`` is for another URL, appId or appSecret.
     """
 
     def __init__(
@@ -203,28 +385,47 @@ class AlphaEssClient:
         rate_limit_backoff_s: float = 60.0,
         rate_limit_backoff_max_s: float = 900.0,
         clock: Callable[[], float] = time.time,
+        account: OpenApiAccount | None = None,
     ) -> None:
+        if account is None:
+            account = OpenApiAccount(
+                base_url,
+                app_id,
+                app_secret,
+                rate_limit_backoff_s=rate_limit_backoff_s,
+                rate_limit_backoff_max_s=rate_limit_backoff_max_s,
+                clock=clock,
+            )
+        elif (_normal_url(base_url), app_id, app_secret) != (
+            account.base_url,
+            account.app_id,
+            account.app_secret,
+        ):
+            raise ValueError(f"{name}: {account!r} is another account than {base_url!r}, app_id={app_id!r}")
         self.name = name
-        self._base_url = base_url.rstrip("/") + "/"
+        self._account = account
+        self._base_url = account.base_url
         self._app_id = app_id
         self._app_secret = app_secret
         self._timeout_s = timeout_s
         self._retries = retries
         self._backoff_s = backoff_s
-        self._rate_limit_backoff_s = rate_limit_backoff_s
-        self._rate_limit_backoff_max_s = rate_limit_backoff_max_s
-        self._clock = clock
-        self._client: httpx.AsyncClient | None = None
-        self._rate_limited_until = -float("inf")
-        self._rate_limit_streak = 0  #: 6053 replies since the last success
-        self._rate_limited_by = f"code {TOO_FAST}"  #: what started the backoff, for messages
+        self._clock = account.clock
         self._log = _log.bind(device=name)
 
     def __repr__(self) -> str:
         return f"AlphaEssClient({self._base_url!r}, app_id={self._app_id!r}, name={self.name!r})"
 
+    @property
+    def account(self) -> OpenApiAccount:
+        """The account state this client uses (shared with other devices, or its own)."""
+        return self._account
+
     async def get(self, path: str, params: Mapping[str, str] | None = None) -> Any:
         """``GET <base>/<path>?<params>`` and return the envelope's ``data``.
+
+        An identical request (same path and parameters) already in flight on the account is awaited
+        instead of sending another.
 
         Args:
             path: the endpoint, e.g. ``"getLastPowerData"``.
@@ -234,31 +435,94 @@ class AlphaEssClient:
             ``data`` of a ``code == 200`` reply: a dict, a list or ``None``, as the endpoint defines.
 
         Raises:
-            RateLimited: 6053 or HTTP 429, or still backing off from one (then nothing is sent).
+            RateLimited: 6053 or HTTP 429, or still backing off from one (then nothing is sent); on a
+                shared account, whichever device was answered so.
             DeviceUnavailable: no answer after retries (connection refused or closed, timeout, reply
-                cut off, HTTP 5xx), or 6042 (system offline).
+                cut off, HTTP 5xx), or 6042 (system offline); or the account was closed while the
+                request was in flight.
             DeviceProtocolError: any other return code (6006 clock skew, 6007 signature, …), another HTTP
                 status, a TLS failure (an untrusted certificate), or a body that is not a JSON envelope;
                 the message names the code and its meaning.
         """
-        return await self._call("GET", path, params=params)
+        data, _ = await self.get_stamped(path, params)
+        return data
+
+    async def get_stamped(
+        self, path: str, params: Mapping[str, str] | None = None, *, reuse_s: float = 0.0
+    ) -> tuple[Any, float]:
+        """As :meth:`get`, with the time the reply arrived; may hand out a recent reply again.
+
+        Args:
+            path, params: as :meth:`get`.
+            reuse_s: a successful reply to the same request (path and parameters) that arrived at most
+                this long ago, in s on the clock, is returned again without a request (whichever device
+                of the account asked for it); 0 (the default): only a request in flight is shared.
+
+        Returns:
+            ``(data, received_at_s)``: the envelope's ``data``, and when that reply arrived, in Unix s
+            on the clock (earlier than now for a reused reply: stamp readings with it).
+
+        Raises:
+            as :meth:`get`.  Errors are never reused: after a failed request the next call sends again
+            (or raises ``RateLimited`` during a backoff).
+        """
+        account = self._account
+        key: _Key = (path, tuple(sorted((params or {}).items())))
+        if reuse_s > 0:
+            kept = account.replies.get(key)
+            if kept is not None and 0 <= self._clock() - kept.received_at_s <= reuse_s:
+                return kept.data, kept.received_at_s
+        flight = account.in_flight.get(key)
+        if flight is None:
+            task = asyncio.create_task(self._fetch(key, path, params), name=f"alphaess GET {path}")
+            flight = _Flight(key, task, owner=self)
+            account.in_flight[key] = flight
+            task.add_done_callback(lambda done: account._landed(flight, done))
+        reply = await self._await(flight, f"GET {self._base_url}{path}")
+        return reply.data, reply.received_at_s
 
     async def post(self, path: str, body: Mapping[str, Any]) -> Any:
-        """``POST <base>/<path>`` with ``body`` as JSON; returns and raises as :meth:`get`."""
+        """``POST <base>/<path>`` with ``body`` as JSON; returns and raises as :meth:`get` (never shared
+        with another request, never reused)."""
         return await self._call("POST", path, body=body)
 
     async def close(self) -> None:
-        """Close the HTTP connection pool; the next request opens a new one. Safe to call twice."""
-        client, self._client = self._client, None
-        if client is not None:
-            await client.aclose()
+        """Close the HTTP connection pool (on a shared account, the account's: harmless for the other
+        devices, see :meth:`OpenApiAccount.close`); the next request opens a new one. Safe to call twice."""
+        await self._account.close()
+
+    # -- sharing ----------------------------------------------------------------------------------
+
+    async def _fetch(self, key: _Key, path: str, params: Mapping[str, str] | None) -> _Reply:
+        data = await self._call("GET", path, params=params)
+        reply = _Reply(data, self._clock())
+        self._account.replies[key] = reply
+        return reply
+
+    async def _await(self, flight: _Flight, where: str) -> _Reply:
+        """Await a flight (shielded: one caller giving up does not cancel it for the others)."""
+        flight.waiters += 1
+        try:
+            return await asyncio.shield(flight.task)
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if flight.task.cancelled() and (current is None or current.cancelling() == 0):
+                raise DeviceUnavailable(  # the account was closed under us, we were not cancelled
+                    self.name, f"{where}: the connection was closed while the request was in flight"
+                ) from None
+            raise
+        except DeviceError as exc:
+            if flight.owner is self:
+                raise
+            raise _as_device(exc, self.name) from exc.__cause__
+        finally:
+            flight.waiters -= 1
+            if flight.waiters == 0 and not flight.task.done():
+                # every caller gave up: as before sharing, the request is cut off (and nobody joins it)
+                self._account._forget(flight)
+                flight.task.cancel()
 
     # -- HTTP -------------------------------------------------------------------------------------
-
-    def _http(self) -> httpx.AsyncClient:
-        if self._client is None:
-            self._client = httpx.AsyncClient(base_url=self._base_url, timeout=self._timeout_s)
-        return self._client
 
     def _headers(self) -> dict[str, str]:
         timestamp = str(int(self._clock()))
@@ -272,7 +536,9 @@ class AlphaEssClient:
         self, method: str, path: str, params: Mapping[str, str] | None, body: Mapping[str, Any] | None
     ) -> httpx.Response:
         # Signed per attempt, so a retry carries a fresh timeStamp.
-        response = await self._http().request(method, path, params=params, json=body, headers=self._headers())
+        response = await self._account.http().request(
+            method, path, params=params, json=body, headers=self._headers(), timeout=self._timeout_s
+        )
         if response.status_code >= 500:
             raise ServerError.of(response)
         return response
@@ -286,12 +552,15 @@ class AlphaEssClient:
         body: Mapping[str, Any] | None = None,
     ) -> Any:
         where = f"{method} {self._base_url}{path}"
-        left_s = self._rate_limited_until - self._clock()
+        account = self._account
+        left_s = account.rate_limited_until - self._clock()
         if left_s > 0:
+            by = account.rate_limited_by
+            if account.rate_limited_device != self.name:  # the backoff is the account's, not the device's
+                by += f" to {account.rate_limited_device} on the same account"
             raise RateLimited(
                 self.name,
-                f"{where}: not sent, backing off {left_s:.0f} s more after {self._rate_limited_by} "
-                "(too many requests)",
+                f"{where}: not sent, backing off {left_s:.0f} s more after {by} (too many requests)",
                 retry_after_s=left_s,
             )
         attempts = self._retries + 1
@@ -339,23 +608,29 @@ class AlphaEssClient:
                 self.name, f"{where}: not an Open API reply ({exc}); is the URL e.g. {DEFAULT_URL}?"
             ) from exc
         if envelope.ok:
-            self._rate_limit_streak = 0
+            account.rate_limit_streak = 0
             return envelope.data
         raise self._error(where, envelope, params or body or {})
 
     def _rate_limit_wait_s(self) -> float:
         """The next 6053 backoff: ``rate_limit_backoff_s`` doubled per 6053 since the last success."""
-        doublings = min(self._rate_limit_streak, 20)  # bounded: 2**n must not overflow a float
-        return float(min(self._rate_limit_backoff_s * 2**doublings, self._rate_limit_backoff_max_s))
+        account = self._account
+        doublings = min(account.rate_limit_streak, 20)  # bounded: 2**n must not overflow a float
+        return float(min(account.rate_limit_backoff_s * 2**doublings, account.rate_limit_backoff_max_s))
+
+    def _back_off(self, wait_s: float, by: str) -> None:
+        """Send nothing on the account for ``wait_s`` s, because of ``by`` answered to this device."""
+        account = self._account
+        account.rate_limited_until = self._clock() + wait_s
+        account.rate_limited_by, account.rate_limited_device = by, self.name
 
     def _too_many_requests(self, where: str, header: str | None) -> RateLimited:
         """HTTP 429: send nothing before its ``Retry-After`` (without one, for the 6053 backoff)."""
         wait_s = parse_retry_after(header, self._clock())
         if wait_s is None:
             wait_s = self._rate_limit_wait_s()
-            self._rate_limit_streak += 1
-        self._rate_limited_until = self._clock() + wait_s
-        self._rate_limited_by = "HTTP 429"
+            self._account.rate_limit_streak += 1
+        self._back_off(wait_s, "HTTP 429")
         self._log.warning(
             "alphaess.rate_limited", request=where, retry_after=header, backoff_s=round(wait_s, 1)
         )
@@ -375,9 +650,8 @@ class AlphaEssClient:
         sys_sn = request.get("sysSn", "(none sent)")
         if code == TOO_FAST:
             wait_s = self._rate_limit_wait_s()
-            self._rate_limit_streak += 1
-            self._rate_limited_until = self._clock() + wait_s
-            self._rate_limited_by = f"code {TOO_FAST}"
+            self._account.rate_limit_streak += 1
+            self._back_off(wait_s, f"code {TOO_FAST}")
             self._log.warning("alphaess.rate_limited", request=where, backoff_s=round(wait_s, 1))
             return RateLimited(
                 self.name,
@@ -404,8 +678,31 @@ class AlphaEssClient:
         return DeviceProtocolError(self.name, f"{where}: AlphaESS error {said}")
 
 
-def client_for(settings: OpenApiSettings, *, name: str, clock: Callable[[], float]) -> AlphaEssClient:
-    """The client a meter or wallbox driver uses, built from its Open API settings."""
+def client_for(
+    settings: OpenApiSettings,
+    *,
+    name: str,
+    clock: Callable[[], float],
+    account: OpenApiAccount | None = None,
+) -> AlphaEssClient:
+    """The client a meter or wallbox driver uses, built from its Open API settings.
+
+    Args:
+        settings: the device's Open API settings (its own timeout, retries and retry backoff apply).
+        name: the device name, on errors and logs.
+        clock: Unix seconds (unused with ``account``: the account's clock applies).
+        account: the account shared with the other device (:func:`pvcharge.devices.create_devices`);
+            ``None``: a client of its own.
+
+    Raises:
+        ValueError: ``account`` does not hold ``settings`` (:meth:`OpenApiAccount.holds`).
+    """
+    if account is not None:
+        if not account.holds(settings):
+            raise ValueError(f"{name}: the settings are not those of {account!r}")
+        return account.client(
+            name=name, timeout_s=settings.timeout_s, retries=settings.retries, backoff_s=settings.backoff_s
+        )
     return AlphaEssClient(
         settings.url,
         settings.app_id,

@@ -3,7 +3,9 @@
 A vendor is one module here plus one line in :data:`METER_TYPES`.  Each module exposes:
 
 - ``Config``: a frozen dataclass of its settings (fields made with ``pvcharge.settings.setting``);
-- ``create(config, *, name, clock) -> Meter``: builds the driver (no I/O yet).
+- ``create(config, *, name, clock) -> Meter``: builds the driver (no I/O yet); the AlphaESS module
+  also takes ``account=``, the Open API account it shares with the other device
+  (:func:`pvcharge.devices.create_devices` builds both drivers of a config).
 
 A meter that gives new readings less often than every cycle (a cloud API, a traffic-sensitive
 appliance) exposes ``Config.update_interval_s``; the config loader then requires

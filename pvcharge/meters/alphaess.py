@@ -21,7 +21,10 @@ The vendor signs are already the canonical ones (meters.md sign table; [A5] nega
 charging power).  ``null`` is missing data, never 0 W: some models (Storion-S5) answer all fields
 ``null`` (§3.3, homeassistant-alphaESS#124) and cannot be used with this endpoint.
 
-The cloud is slow and rate-limited (§3.4): no faster than one request per 10 s [A2, A4].
+The cloud is slow and rate-limited (§3.4): no faster than one request per 10 s [A2, A4].  With an
+AlphaESS wallbox on the same account the two share one client state (:class:`OpenApiAccount`: one
+6053 backoff, one connection pool) and one ``getLastPowerData`` per poll: a reply the wallbox got at
+most half a poll interval ago is used again, stamped with the time it arrived.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from pvcharge.clients.alphaess import OpenApiSettings, client_for
+from pvcharge.clients.alphaess import REUSE_SHARE, OpenApiAccount, OpenApiSettings, client_for
 from pvcharge.errors import DeviceError, DeviceProtocolError
 from pvcharge.readings import SiteReading
 
@@ -54,9 +57,18 @@ class Config(OpenApiSettings):
         return self.poll_interval_s
 
 
-def create(config: Config, *, name: str, clock: Callable[[], float]) -> AlphaEssMeter:
-    """Build the driver from its config (no I/O yet)."""
-    return AlphaEssMeter(config, name=name, clock=clock)
+def create(
+    config: Config, *, name: str, clock: Callable[[], float], account: OpenApiAccount | None = None
+) -> AlphaEssMeter:
+    """Build the driver from its config (no I/O yet).
+
+    ``account``: the Open API account state shared with an AlphaESS wallbox on the same account (see
+    :func:`pvcharge.devices.create_devices`); ``None``: a client of its own.
+
+    Raises:
+        ValueError: ``account`` is for another URL, appId or appSecret than ``config``.
+    """
+    return AlphaEssMeter(config, name=name, clock=clock, account=account)
 
 
 # -- pure mapping ---------------------------------------------------------------------------------
@@ -117,6 +129,13 @@ def to_reading(data: object, timestamp_s: float) -> SiteReading:
 class AlphaEssMeter:
     """Reads an AlphaESS system through ``getLastPowerData``, at most once per ``poll_interval_s``.
 
+    **Shared replies keep their timestamp too.**  With an ``account`` shared with the wallbox, a
+    ``getLastPowerData`` reply the wallbox got at most ``poll_interval_s / 2`` ago (:data:`REUSE_SHARE`)
+    is used instead of a request, and a request the wallbox has in flight is awaited; the reading then
+    carries the time that reply arrived, and the next request is due ``poll_interval_s`` after it (so
+    a reading is never older than one poll interval because of the sharing, and the two devices fall
+    into step).
+
     **Cached reads keep their timestamp.**  A read less than ``poll_interval_s`` (on ``clock``) after
     the last request sends nothing: it returns the last reading unchanged, *with its original
     ``timestamp_s``*, so the controller sees that no new measurement arrived (it counts a reading as
@@ -132,13 +151,25 @@ class AlphaEssMeter:
         name: device name for errors and logs.
         clock: Unix seconds: reading timestamps, the poll interval, the ``timeStamp`` header and the
             6053 backoff.
+        account: the Open API account state shared with the wallbox (connection pool, 6053 backoff,
+            replies); ``None``: the meter's own.
+
+    Raises:
+        ValueError: ``account`` is for another URL, appId or appSecret than ``config``.
     """
 
-    def __init__(self, config: Config, *, name: str, clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        name: str,
+        clock: Callable[[], float],
+        account: OpenApiAccount | None = None,
+    ) -> None:
         self.name = name
         self._config = config
         self._clock = clock
-        self._client = client_for(config, name=name, clock=clock)
+        self._client = client_for(config, name=name, clock=clock, account=account)
         self._next_request_at = -math.inf
         self._last: SiteReading | DeviceError | None = None  #: outcome of the last request
 
@@ -147,7 +178,9 @@ class AlphaEssMeter:
 
         Returns:
             a canonical reading (see :func:`to_reading`), stamped with ``clock()`` when the reply
-            arrived; inside the poll interval the same reading again, same timestamp.
+            arrived (for a reply shared with the wallbox, when it arrived for the wallbox, up to
+            ``poll_interval_s / 2`` ago); inside the poll interval the same reading again, same
+            timestamp.
 
         Raises:
             RateLimited: code 6053 or HTTP 429, or the client is still backing off from one (nothing
@@ -163,19 +196,25 @@ class AlphaEssMeter:
             if isinstance(self._last, SiteReading):
                 return self._last
             raise self._last.with_traceback(None)
-        self._next_request_at = now + self._config.poll_interval_s
+        poll_s = self._config.poll_interval_s
+        self._next_request_at = now + poll_s
         try:
-            data = await self._client.get("getLastPowerData", {"sysSn": self._config.sys_sn})
+            data, received_at_s = await self._client.get_stamped(
+                "getLastPowerData", {"sysSn": self._config.sys_sn}, reuse_s=poll_s * REUSE_SHARE
+            )
             try:
-                reading = to_reading(data, self._clock())
+                reading = to_reading(data, received_at_s)
             except ValueError as exc:
                 raise DeviceProtocolError(self.name, f"sysSn {self._config.sys_sn}: {exc}") from exc
         except DeviceError as exc:
             self._last = exc
             raise
+        # a reply the wallbox got earlier: due again one poll interval after it arrived
+        self._next_request_at = min(self._next_request_at, received_at_s + poll_s)
         self._last = reading
         return reading
 
     async def close(self) -> None:
-        """Close the HTTP connection pool; the next request opens a new one. Safe to call twice."""
+        """Close the HTTP connection pool, a pool shared with the wallbox too (harmless: its next
+        request opens a new one, as does this driver's). Safe to call twice."""
         await self._client.close()

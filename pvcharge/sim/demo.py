@@ -21,6 +21,7 @@ from typing import TextIO
 
 from pvcharge.config import ApiConfig, Config, parse_config
 from pvcharge.daemon import Cycle, Daemon, Stats
+from pvcharge.devices import create_devices
 from pvcharge.errors import PvchargeError
 from pvcharge.sim.alphaess import AlphaEssEmulator
 from pvcharge.sim.huawei import HuaweiEmulator
@@ -190,8 +191,12 @@ async def run_demo(
         WarpEmulator(site, phases_connected=phases) as warp_emu,
     ):
         config = demo_config(meter_section, warp_emu.url, base_config)
-        meter_driver = config.meter.create(name=f"meter {meter} (emulated)", clock=clock.now)
-        charger = config.charger.create(name=f"charger warp {warp_emu.url}", clock=clock.now)
+        meter_driver, charger = create_devices(
+            config,
+            clock=clock.now,
+            meter_name=f"meter {meter} (emulated)",
+            charger_name=f"charger warp {warp_emu.url}",
+        )
         printer = LivePrinter(trace, out)
         daemon = Daemon(config, meter_driver, charger, clock=clock.now, sleep=clock.sleep, on_cycle=printer)
         stop = asyncio.Event()

@@ -44,6 +44,7 @@ import structlog
 
 from pvcharge.config import Config, DeviceConfig, parse_config
 from pvcharge.daemon import Cycle, Daemon
+from pvcharge.devices import create_devices
 from pvcharge.sim.alphaess import AlphaEssEmulator
 from pvcharge.sim.easee import EaseeEmulator
 from pvcharge.sim.faults import Fault, FaultSwitch
@@ -147,8 +148,8 @@ async def _devices(pair: str, site: SiteModel, clock: StepClock) -> AsyncIterato
                 [meter, charger],
             )
     elif pair == "alphaess+alphaess":
-        # meter and wallbox poll the same account: 3 GETs per 10 s between them (the wallbox asks two
-        # endpoints per poll); the wallbox charges 1-phase at a fixed 16 A (3680 W)
+        # meter and wallbox poll the same account: 2 GETs per 10 s between them (getLastPowerData, which
+        # they share, and the wallbox's status; 3 on the first poll); it charges 1-phase at 16 A (3680 W)
         async with AlphaEssEmulator(
             site,
             app_secret=EMULATOR_SECRET,
@@ -221,8 +222,12 @@ async def soak_pair(
     wall0 = loop.time()
     async with _devices(pair, site, clock) as (config_text, emulators):
         config = _quick(parse_config(config_text, f"<soak {pair}>"))
-        meter = config.meter.create(name=f"meter {config.meter.type}", clock=clock.now)
-        charger = config.charger.create(name=f"charger {config.charger.type}", clock=clock.now)
+        meter, charger = create_devices(
+            config,
+            clock=clock.now,
+            meter_name=f"meter {config.meter.type}",
+            charger_name=f"charger {config.charger.type}",
+        )
         daemon = Daemon(config, meter, charger, clock=clock.now, sleep=clock.sleep)
         devices = [_Device(f"meter {config.meter.type}", emulators[0].faults, "meter")]
         if emulators[1] is not emulators[0]:

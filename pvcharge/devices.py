@@ -1,0 +1,73 @@
+"""Build the meter and the charger of a config together, sharing what one vendor account must share.
+
+Every place that runs both drivers (``pvcharge run``, ``pvcharge probe``, the demo, the soak run)
+builds them here rather than with ``config.meter.create`` and ``config.charger.create`` one by one, so
+that two devices on one cloud account share one client state.  Today that is the AlphaESS Open API:
+an AlphaESS meter and an AlphaESS wallbox with the same ``url``, ``app_id`` and ``app_secret`` get one
+:class:`~pvcharge.clients.alphaess.OpenApiAccount` — one connection pool, one 6053/429 backoff (a 6053
+answered to either pauses both) and one ``getLastPowerData`` per poll instead of two — because the
+cloud publishes no rate limit and answers clients that ask too often with 6053 (meters.md §3.4).
+Any other pair is built exactly as ``DeviceConfig.create`` builds it.
+
+The shared state lives in the returned drivers only (no process-wide registry): two daemons in one
+process, e.g. tests on different clocks, never share anything.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import Any
+
+from pvcharge.clients.alphaess import OpenApiAccount, OpenApiSettings
+from pvcharge.config import Config, DeviceConfig
+
+
+def shared_account(config: Config, *, clock: Callable[[], float]) -> OpenApiAccount | None:
+    """The AlphaESS Open API account the meter and the charger share, or ``None`` if they do not.
+
+    Both must be Open API devices (their settings extend ``OpenApiSettings``) with the same ``url`` (up
+    to a trailing ``/``), ``app_id`` and ``app_secret``; the ``sys_sn`` may differ (then nothing but the
+    pool and the backoff is shared: their requests differ).
+    """
+    meter, charger = config.meter.settings, config.charger.settings
+    if not (isinstance(meter, OpenApiSettings) and isinstance(charger, OpenApiSettings)):
+        return None
+    account = OpenApiAccount.of(meter, clock=clock)
+    return account if account.holds(charger) else None
+
+
+def create_devices(
+    config: Config, *, clock: Callable[[], float], meter_name: str, charger_name: str
+) -> tuple[Any, Any]:
+    """Build the meter and the charger driver of ``config`` (no I/O yet).
+
+    Args:
+        config: the validated config.
+        clock: Unix seconds, for both drivers (timestamps, poll intervals, backoffs).
+        meter_name, charger_name: the device names on errors and logs, e.g. ``"meter alphaess"``.
+
+    Returns:
+        ``(meter, charger)``: a ``pvcharge.meters.Meter`` and a ``pvcharge.chargers.Charger``; on one
+        AlphaESS account they share an ``OpenApiAccount`` (see :func:`shared_account`), and closing
+        one of them only closes the shared connection pool, which the other reopens on its next
+        request.
+    """
+    account = shared_account(config, clock=clock)
+    if account is None:
+        return (
+            config.meter.create(name=meter_name, clock=clock),
+            config.charger.create(name=charger_name, clock=clock),
+        )
+    return (
+        _create(config.meter, name=meter_name, clock=clock, account=account),
+        _create(config.charger, name=charger_name, clock=clock, account=account),
+    )
+
+
+def _create(device: DeviceConfig, *, name: str, clock: Callable[[], float], account: OpenApiAccount) -> Any:
+    """``module.create(settings, name=..., clock=..., account=...)``: ``DeviceConfig.create`` with the
+    shared account (AlphaESS drivers take it as a keyword)."""
+    return importlib.import_module(device.module).create(
+        device.settings, name=name, clock=clock, account=account
+    )
