@@ -14,6 +14,7 @@ failure pauses and ``Retry-After`` pass in simulated seconds; only timeouts and 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import re
 import time
@@ -22,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import trustme
 
@@ -567,3 +569,22 @@ def test_no_driver_turns_tls_verification_off() -> None:
             assert forbidden not in text, f"{path.name}: {forbidden}"
     senec = (root / "meters" / "senec.py").read_text()
     assert senec.count("CERT_NONE") == 2  # the pinning context (checks the pin itself) and verify: false
+
+
+async def test_slow_answer_to_a_client_that_gave_up_is_dropped_quietly(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """SLOW outlasting the client's timeout on a write: the emulator does not try to read the body of a
+    closed connection (aiohttp would log "Error handling request" with a ConnectionResetError)."""
+    async with WarpEmulator(SiteModel(bundled_trace())) as warp:
+        warp.faults.set(Fault.SLOW, delay_s=0.3)
+        async with httpx.AsyncClient(base_url=warp.url, timeout=0.1) as client:
+            with pytest.raises(httpx.ReadTimeout):
+                await client.put("/evse/external_current", content=b"8000")
+        await asyncio.sleep(0.4)  # the emulator's sleep ends with the client gone
+        assert warp.faults.played[Fault.SLOW] == 1
+        warp.faults.clear()
+        async with httpx.AsyncClient(base_url=warp.url) as client:
+            assert (await client.put("/evse/external_current", content=b"8000")).status_code == 200
+    errors = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert errors == [], [r.getMessage() for r in errors]

@@ -239,6 +239,8 @@ class LoopbackHttpServer:
             return await handler(request)  # the handlers play these two
         if fault is Fault.SLOW:
             await asyncio.sleep(self.faults.delay_s)
+            if request.transport is None or request.transport.is_closing():
+                _hang_up(request)  # the client gave up meanwhile: nobody to read a body from or answer
             return await handler(request)
         if fault is Fault.TIMEOUT:
             if self._timeout_over is None or self._timeout_over.is_set():
