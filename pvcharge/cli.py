@@ -238,6 +238,11 @@ DEMO_METERS = {
     "senec": "SENEC.Home (lala.cgi over HTTPS)",
     "alphaess": "AlphaESS Open API (HTTP, signed)",
 }
+DEMO_CHARGERS = {
+    "warp": "Tinkerforge WARP (HTTP)",
+    "easee": "Easee cloud API (HTTP)",
+    "alphaess": "AlphaESS wallbox (Open API, HTTP)",
+}
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -250,10 +255,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
     start_s, end_s = trace.daylight()
     speed = args.speed or max(1.0, (end_s - start_s) / args.seconds)
     cp = base.charge_point if base else None
-    limits = f"{cp.phases}p {cp.min_current_a:g}–{cp.max_current_a:g} A" if cp else "1p 6–16 A"
+    if args.charger == "alphaess":  # on/off: the current and phases set in the AlphaESS app
+        fixed = f"{cp.phases}p {cp.max_current_a:g} A" if cp else "1p 16 A"
+        limits = f"{fixed} on/off"
+    else:
+        limits = f"{cp.phases}p {cp.min_current_a:g}–{cp.max_current_a:g} A" if cp else "1p 6–16 A"
+    devices = f"{DEMO_METERS[args.meter]} and {DEMO_CHARGERS[args.charger]}"
+    if args.meter == args.charger == "alphaess":
+        devices = f"{DEMO_METERS['alphaess']} with its wallbox (one account)"
     print(
         f"pvcharge {__version__} demo: {trace.name}, simulated {speed:.0f}x faster than real time.\n"
-        f"Emulated {DEMO_METERS[args.meter]} and Tinkerforge WARP (HTTP) on 127.0.0.1, "
+        f"Emulated {devices} on 127.0.0.1, "
         f"charger {limits}; the car is plugged in 08:00–18:00.\n"
     )
     result = asyncio.run(
@@ -264,6 +276,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             end_s=end_s,
             base_config=base,
             meter=args.meter,
+            charger=args.charger,
             api=base.api if base else ApiConfig(),
         )
     )
@@ -374,6 +387,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trace", help="trace CSV (timestamp,pv_power_w,house_power_w); default: the bundled day")
     p.add_argument("--config", "-c", help="take site, charger limits and control settings from this file")
     p.add_argument("--meter", choices=list(DEMO_METERS), default="huawei", help="which meter to emulate")
+    p.add_argument(
+        "--charger",
+        choices=list(DEMO_CHARGERS),
+        default="warp",
+        help="which charger to emulate (alphaess: on/off at max_current_a; --meter alphaess: one account)",
+    )
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     p.set_defaults(func=cmd_demo)
     return parser

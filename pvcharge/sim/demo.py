@@ -1,10 +1,17 @@
 """``pvcharge demo``: the real daemon against the built-in emulators on a compressed measured day.
 
 The emulators (a meter: Huawei SUN2000 over Modbus TCP, SENEC.Home over HTTPS lala.cgi or the
-AlphaESS Open API over HTTP; and a Tinkerforge WARP charger over HTTP) listen on free loopback
-ports and answer from one :class:`~pvcharge.sim.site.SiteModel` that follows a simulated clock
-running ``speed`` times faster than real time.  The daemon, its drivers, the config loader and the
-controller are the production code; only the clock and the devices are simulated.
+AlphaESS Open API over HTTP; and a charger: a Tinkerforge WARP over HTTP, the Easee cloud API over
+HTTP or an AlphaESS wallbox through the Open API) listen on free loopback ports and answer from one
+:class:`~pvcharge.sim.site.SiteModel` that follows a simulated clock running ``speed`` times faster
+than real time.  The daemon, its drivers, the config loader and the controller are the production
+code; only the clock and the devices are simulated.
+
+The cloud emulators run on the simulated clock too, so their rate limits, token lifetimes and
+timestamp windows are in simulated seconds, as the drivers' own budgets are (as in the soak run).
+An AlphaESS meter and an AlphaESS wallbox share one emulator and one account, as they would share one
+cloud account (:func:`pvcharge.devices.create_devices`).  What the charger's cloud emulator answered
+(requests, writes, refusals such as HTTP 429 or code 6053) is counted in :class:`Traffic`.
 """
 
 from __future__ import annotations
@@ -12,19 +19,28 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 import sys
 import time
+from collections import Counter
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import TextIO
+from typing import Any, TextIO
 
-from pvcharge.config import ApiConfig, Config, parse_config
+from aiohttp import web
+
+from pvcharge.config import ApiConfig, Config, parse_config, secret_values
+from pvcharge.control import ChargePoint
 from pvcharge.daemon import Cycle, Daemon, Stats
 from pvcharge.devices import create_devices
 from pvcharge.errors import PvchargeError
+from pvcharge.logs import register_secrets
 from pvcharge.sim.alphaess import AlphaEssEmulator
+from pvcharge.sim.easee import MAX_CHARGER_A, EaseeEmulator
+from pvcharge.sim.http import Handler, LoopbackHttpServer
 from pvcharge.sim.huawei import HuaweiEmulator
+from pvcharge.sim.sections import EASEE_USERNAME, alphaess_account, easee_account
 from pvcharge.sim.senec import SenecEmulator
 from pvcharge.sim.site import EnergyTally, SiteModel
 from pvcharge.sim.trace import Trace
@@ -48,20 +64,61 @@ class SimClock:
         await asyncio.sleep(max(0.0, sim_s) / self.speed)
 
 
+@dataclass
+class Traffic:
+    """What a cloud emulator answered during the demo: the requests its rate limits saw, the writes it
+    accepted and the requests it refused.
+
+    Attributes:
+        name: e.g. ``"Easee cloud"``.
+        requests: requests answered.
+        writes: accepted writes by endpoint (the path's last segment), e.g.
+            ``{"set_dynamic_charger_current": 17, "pause_charging": 1}`` or ``{"remoteControlEvCharger": 4}``.
+        refused: refusals by kind: ``"HTTP 429"``, ``"HTTP 403"``, … or an AlphaESS return code
+            (``"6053"`` too fast, ``"6008"`` set failed, …).
+    """
+
+    name: str
+    requests: int = 0
+    writes: Counter[str] = field(default_factory=Counter)
+    refused: Counter[str] = field(default_factory=Counter)
+
+    def line(self) -> str:
+        """For the summary, e.g. ``812 requests, writes: pause_charging 1; refused: none``."""
+        writes = ", ".join(f"{k} {n}" for k, n in sorted(self.writes.items())) or "none"
+        refused = ", ".join(f"{k} {n}" for k, n in sorted(self.refused.items())) or "none"
+        return f"{self.requests} requests, writes: {writes}; refused: {refused}"
+
+
 @dataclass(frozen=True)
 class DemoResult:
-    """What a demo run measured."""
+    """What a demo run measured.
+
+    ``traffic``: what the charger's cloud emulator answered (Easee, AlphaESS wallbox; with an AlphaESS
+    meter on the same account, the meter's requests too); ``None`` for the WARP.
+    """
 
     start_s: float
     end_s: float
     wall_s: float
     stats: Stats
     energy: EnergyTally
+    traffic: Traffic | None = None
 
 
 #: meters the demo can emulate
 METERS = ("huawei", "senec", "alphaess")
+#: chargers the demo can emulate
+CHARGERS = ("warp", "easee", "alphaess")
 DEMO_ALPHAESS_SECRET = "demo-secret"  # the emulator's app secret: a demo value, not a real credential
+DEMO_EASEE_PASSWORD = "demo-password"  # the Easee emulator's password: a demo value, not a real credential
+#: the demo's charge point without ``--config``: 1-phase 6–16 A (an AlphaESS wallbox: 16 A on 1 phase, the
+#: current set in its app)
+DEMO_CHARGE_POINT = ChargePoint(min_current_a=6, max_current_a=16, phases=1)
+DEMO_LIMITS = (
+    f"phases: {DEMO_CHARGE_POINT.phases}, min_current_a: {DEMO_CHARGE_POINT.min_current_a:g}, "
+    f"max_current_a: {DEMO_CHARGE_POINT.max_current_a:g}"
+)
 
 
 def demo_config(meter: str, charger_url: str, base: Config | None = None) -> Config:
@@ -69,14 +126,25 @@ def demo_config(meter: str, charger_url: str, base: Config | None = None) -> Con
     emulator at ``charger_url``; ``base`` (a user's file) supplies site, charger limits, control and
     log settings.  Without ``base`` the charge point is 1-phase 6–16 A: the bundled day's 4.6 kWp array
     never covers the 3-phase minimum of 4140 W for long."""
+    return demo_config_for(meter, warp_charger(charger_url), base)
+
+
+def demo_config_for(meter: str, charger: str, base: Config | None = None) -> Config:
+    """As :func:`demo_config`, for any charger: ``charger`` is the charger mapping's keys without the
+    charge point's limits (e.g. ``type: easee, url: '…', …``; see :func:`warp_charger`)."""
     text = f"""
 meter: {meter}
-charger: {{type: warp, url: "{charger_url}", timeout_s: 2, phases: 1, min_current_a: 6, max_current_a: 16}}
+charger: {{{charger}, {DEMO_LIMITS}}}
 """
     cfg = parse_config(text, "<demo>")
     if base is None:
         return cfg
     return dataclasses.replace(base, meter=cfg.meter, charger=cfg.charger)
+
+
+def warp_charger(url: str) -> str:
+    """The ``charger`` keys for the WARP emulator at ``url``."""
+    return f'type: warp, url: "{url}", timeout_s: 2'
 
 
 def huawei_meter(port: int) -> str:
@@ -85,6 +153,11 @@ def huawei_meter(port: int) -> str:
         f"{{type: huawei, host: 127.0.0.1, port: {port}, unit_id: 1, connect_delay_s: 0, request_gap_s: 0,"
         " timeout_s: 2}"
     )
+
+
+def alphaess_meter(alpha: AlphaEssEmulator) -> str:
+    """The ``meter`` mapping for the AlphaESS emulator ``alpha`` (started)."""
+    return f"{{type: alphaess, {alphaess_account(alpha, app_secret=DEMO_ALPHAESS_SECRET)}, timeout_s: 2}}"
 
 
 @contextlib.asynccontextmanager
@@ -102,15 +175,148 @@ async def meter_emulator(kind: str, site: SiteModel, clock: SimClock) -> AsyncIt
     elif kind == "alphaess":
         # the rate limit at half the driver's 10-s poll interval: on a clock compressed 700-fold, a
         # millisecond of scheduling jitter is seconds of simulated time
-        async with AlphaEssEmulator(
+        async with DemoAlphaEss(
             site, app_secret=DEMO_ALPHAESS_SECRET, clock=clock.now, min_interval_s=5.0
         ) as alpha:
-            yield (
-                f"{{type: alphaess, url: '{alpha.url}', sys_sn: {alpha.sys_sn}, app_id: {alpha.app_id},"
-                f" app_secret: {DEMO_ALPHAESS_SECRET}, timeout_s: 2}}"
-            )
+            yield alphaess_meter(alpha)
     else:
         raise ValueError(f"unknown demo meter {kind!r}; expected one of {', '.join(METERS)}")
+
+
+# -- the chargers' cloud emulators, counted -------------------------------------------------------
+
+
+class _Counted(LoopbackHttpServer):
+    """Counts what the emulator it is mixed into answers, in :attr:`traffic` (set by the subclass)."""
+
+    traffic: Traffic
+
+    def _application(self) -> web.Application:
+        app = super()._application()
+        # inside the fault middleware (start() puts it first), outside the emulator's own: sees every answer
+        app.middlewares.insert(0, self._count)
+        return app
+
+    @web.middleware
+    async def _count(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        response = await handler(request)
+        self.traffic.requests += 1
+        refusal = self._refusal(response)
+        if refusal is not None:
+            self.traffic.refused[refusal] += 1
+        elif self._is_write(request):
+            self.traffic.writes[request.path.rstrip("/").rpartition("/")[2]] += 1
+        return response
+
+    def _refusal(self, response: web.StreamResponse) -> str | None:
+        """What refused the request (``"HTTP 429"``, …), ``None`` if it was answered."""
+        return f"HTTP {response.status}" if response.status >= 400 else None
+
+    def _is_write(self, request: web.Request) -> bool:
+        return False
+
+
+class DemoEasee(_Counted, EaseeEmulator):
+    """The Easee emulator on the demo's clock, counting its traffic; the circuit is wired for
+    ``phases`` (1: P2 = P3 = 0, so a dynamic charger current is offered on one phase)."""
+
+    def __init__(self, site: SiteModel, *, phases: int, **kwargs: Any) -> None:
+        super().__init__(site, **kwargs)
+        self.traffic = Traffic("Easee cloud")
+        if phases == 1:
+            self.circuit_a = (MAX_CHARGER_A, 0, 0)
+            self._offer()
+
+    def _is_write(self, request: web.Request) -> bool:
+        return request.method == "POST" and not request.path.startswith("/api/accounts/")
+
+
+class DemoAlphaEss(_Counted, AlphaEssEmulator):
+    """The AlphaESS emulator on the demo's clock, counting its traffic; a reply with a return code
+    other than 200 counts as refused by that code (``"6053"``, …)."""
+
+    def __init__(self, site: SiteModel, **kwargs: Any) -> None:
+        super().__init__(site, **kwargs)
+        self.traffic = Traffic("AlphaESS cloud")
+
+    def _refusal(self, response: web.StreamResponse) -> str | None:
+        refused = super()._refusal(response)
+        if refused is not None or not isinstance(response, web.Response) or response.text is None:
+            return refused
+        with contextlib.suppress(ValueError, AttributeError):
+            code = json.loads(response.text).get("code")
+            return None if code == 200 else str(code)
+        return None
+
+    def _is_write(self, request: web.Request) -> bool:
+        return request.method == "POST"
+
+
+@dataclass(frozen=True)
+class _Emulated:
+    meter: str  #: the meter mapping
+    charger: str  #: the charger mapping's keys, without the charge point's limits
+    charger_name: str
+    phases: int  #: the phases the charger is wired for
+    traffic: Traffic | None
+
+
+@contextlib.asynccontextmanager
+async def _emulators(
+    meter: str, charger: str, site: SiteModel, clock: SimClock, charge_point: ChargePoint
+) -> AsyncIterator[_Emulated]:
+    """Run the emulators of ``meter`` and ``charger`` (one for an AlphaESS meter and wallbox: one
+    account) and yield where they are."""
+    if charger not in CHARGERS:
+        raise ValueError(f"unknown demo charger {charger!r}; expected one of {', '.join(CHARGERS)}")
+    phases = 3 if charge_point.phases == "auto" else int(charge_point.phases)
+    async with contextlib.AsyncExitStack() as stack:
+        if charger == "warp":
+            meter_section = await stack.enter_async_context(meter_emulator(meter, site, clock))
+            warp = await stack.enter_async_context(WarpEmulator(site, phases_connected=phases))
+            yield _Emulated(meter_section, warp_charger(warp.url), f"charger warp {warp.url}", phases, None)
+        elif charger == "easee":
+            meter_section = await stack.enter_async_context(meter_emulator(meter, site, clock))
+            # the cloud's rate limits and token lifetime in simulated seconds, as the driver's budgets are
+            easee = await stack.enter_async_context(
+                DemoEasee(
+                    site,
+                    phases=phases,
+                    username=EASEE_USERNAME,
+                    password=DEMO_EASEE_PASSWORD,
+                    clock=clock.now,
+                )
+            )
+            keys = f"type: easee, {easee_account(easee, password=DEMO_EASEE_PASSWORD)}, timeout_s: 2"
+            if charge_point.phases == "auto":  # 1p/3p through the circuit's phase limits
+                keys += (
+                    f", control: circuit_current, site_id: {easee.site_id}, circuit_id: {easee.circuit_id},"
+                    " phase_switching: true"
+                )
+            yield _Emulated(meter_section, keys, f"charger easee {easee.url}", phases, easee.traffic)
+        else:
+            # the wallbox charges at the current and on the phases set in the AlphaESS app: the charge
+            # point's maximum.  Its polls ask two endpoints (three on the first), one more on an account
+            # shared with the meter; the rate limit at half the 10-s poll interval, as for the meter
+            share = meter == "alphaess"
+            alpha = await stack.enter_async_context(
+                DemoAlphaEss(
+                    site,
+                    app_secret=DEMO_ALPHAESS_SECRET,
+                    clock=clock.now,
+                    min_interval_s=5.0,
+                    requests_per_interval=4 if share else 3,
+                    min_write_interval_s=5.0,
+                    wallbox_current_a=charge_point.max_current_a,
+                    wallbox_phases=phases,
+                )
+            )
+            if share:
+                meter_section = alphaess_meter(alpha)
+            else:
+                meter_section = await stack.enter_async_context(meter_emulator(meter, site, clock))
+            keys = f"type: alphaess, {alphaess_account(alpha, app_secret=DEMO_ALPHAESS_SECRET)}, timeout_s: 2"
+            yield _Emulated(meter_section, keys, f"charger alphaess {alpha.url}", phases, alpha.traffic)
 
 
 def _local(t_s: float, trace: Trace) -> datetime:
@@ -171,34 +377,46 @@ async def run_demo(
     base_config: Config | None = None,
     out: TextIO | None = None,
     meter: str = "huawei",
+    charger: str = "warp",
     api: ApiConfig | None = None,
 ) -> DemoResult:
     """Run the daemon against the emulators from ``start_s`` to ``end_s`` (Unix s, simulated).
 
+    ``meter`` is one of :data:`METERS`, ``charger`` one of :data:`CHARGERS`.  An AlphaESS wallbox
+    charges at the charge point's ``max_current_a`` on its ``phases`` (the setting in the AlphaESS app,
+    which its driver cannot change); with ``phases: auto`` an Easee is driven through its circuit's
+    phase limits.
+
     With ``api`` the daemon also serves its HTTP API and status page, as ``pvcharge run`` does; a port
     in use only costs the page (a line on ``out`` says so).
 
-    Returns the daemon's counters and the site model's energy tally.
+    Returns the daemon's counters, the site model's energy tally and, for a cloud charger, what its
+    emulator answered.
+
+    Raises:
+        ValueError: an unknown ``meter`` or ``charger``.
+        ConfigError: ``base_config`` asks for ``phases: auto`` with a charger that cannot switch phases.
     """
+    if meter not in METERS:
+        raise ValueError(f"unknown demo meter {meter!r}; expected one of {', '.join(METERS)}")
     out = out or sys.stdout
     clock = SimClock(start_s, speed)
     site = SiteModel(trace, t_s=start_s, clock=clock.now)
     wall0 = time.monotonic()
-    wired = base_config.charge_point.phases if base_config else 1
-    phases = 3 if wired == "auto" else wired
-    async with (
-        meter_emulator(meter, site, clock) as meter_section,
-        WarpEmulator(site, phases_connected=phases) as warp_emu,
-    ):
-        config = demo_config(meter_section, warp_emu.url, base_config)
-        meter_driver, charger = create_devices(
+    charge_point = base_config.charge_point if base_config else DEMO_CHARGE_POINT
+    async with _emulators(meter, charger, site, clock, charge_point) as emulated:
+        config = demo_config_for(emulated.meter, emulated.charger, base_config)
+        register_secrets(secret_values(config))  # throwaway values, masked anyway, as `pvcharge run` does
+        meter_driver, charger_driver = create_devices(
             config,
             clock=clock.now,
             meter_name=f"meter {meter} (emulated)",
-            charger_name=f"charger warp {warp_emu.url}",
+            charger_name=emulated.charger_name,
         )
         printer = LivePrinter(trace, out)
-        daemon = Daemon(config, meter_driver, charger, clock=clock.now, sleep=clock.sleep, on_cycle=printer)
+        daemon = Daemon(
+            config, meter_driver, charger_driver, clock=clock.now, sleep=clock.sleep, on_cycle=printer
+        )
         stop = asyncio.Event()
 
         async def stop_at_end() -> None:
@@ -222,7 +440,7 @@ async def run_demo(
             if server is not None:
                 await server.stop()
         site.advance_to(clock.now())
-    return DemoResult(start_s, clock.now(), time.monotonic() - wall0, stats, site.energy)
+    return DemoResult(start_s, clock.now(), time.monotonic() - wall0, stats, site.energy, emulated.traffic)
 
 
 def summary(result: DemoResult, trace: Trace) -> str:
@@ -252,4 +470,5 @@ def summary(result: DemoResult, trace: Trace) -> str:
             f"  starts {s.starts}, charger writes {s.charger_writes}, "
             f"meter failures {s.meter_failures}, charger failures {s.charger_failures}",
         ]
+        + ([f"  {result.traffic.name:<16} {result.traffic.line()}"] if result.traffic is not None else [])
     )

@@ -49,6 +49,7 @@ from pvcharge.sim.alphaess import AlphaEssEmulator
 from pvcharge.sim.easee import EaseeEmulator
 from pvcharge.sim.faults import Fault, FaultSwitch
 from pvcharge.sim.huawei import HuaweiEmulator
+from pvcharge.sim.sections import alphaess_account, easee_account
 from pvcharge.sim.senec import SenecEmulator
 from pvcharge.sim.site import SiteModel
 from pvcharge.sim.trace import Trace, bundled_trace
@@ -143,8 +144,8 @@ async def _devices(pair: str, site: SiteModel, clock: StepClock) -> AsyncIterato
             yield (
                 f"meter: {{type: senec, host: 127.0.0.1, port: {meter.port}, ca_file: '{meter.ca_pem_path}', "
                 f"{fast}}}\n"
-                f"charger: {{type: easee, url: '{charger.base_url}', username: demo@example.com, "
-                f"password: {EMULATOR_SECRET}, charger_id: EH000001, {fast}, {limits}}}\n" + control,
+                f"charger: {{type: easee, {easee_account(charger, password=EMULATOR_SECRET)}, {fast}, "
+                f"{limits}}}\n" + control,
                 [meter, charger],
             )
     elif pair == "alphaess+alphaess":
@@ -159,10 +160,7 @@ async def _devices(pair: str, site: SiteModel, clock: StepClock) -> AsyncIterato
             min_write_interval_s=5.0,
             wallbox_phases=1,
         ) as alpha:
-            common = (
-                f"url: '{alpha.url}', sys_sn: {alpha.sys_sn}, app_id: {alpha.app_id}, "
-                f"app_secret: {EMULATOR_SECRET}, {fast}, backoff_s: 0.05"
-            )
+            common = f"{alphaess_account(alpha, app_secret=EMULATOR_SECRET)}, {fast}, backoff_s: 0.05"
             yield (
                 f"meter: {{type: alphaess, {common}}}\n"
                 f"charger: {{type: alphaess, {common}, phases: 1, min_current_a: 6, "
