@@ -201,7 +201,10 @@ async def test_slow_serves_the_values_measured_on_arrival(emulator: HuaweiEmulat
     m = meter(emulator.port, battery=False)
     emulator.faults.set(Fault.SLOW, delay_s=0.2)
     reading = asyncio.create_task(m.read())
-    await asyncio.sleep(0.1)  # the PV request has arrived, its reply is still due
+    for _ in range(100):  # until the PV request has arrived (its reply is then 0.2 s away)
+        if emulator.faults.played[Fault.SLOW]:
+            break
+        await asyncio.sleep(0.01)
     site.current = LATER
     assert (await reading).pv_power_w == EXAMPLE.pv_power_w
     await m.close()
