@@ -8,6 +8,7 @@ intervals, the car's start delay and a few hours of a PV day run in seconds.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import time
@@ -40,6 +41,7 @@ from pvcharge.meters.alphaess import create as create_meter
 from pvcharge.readings import ChargerCommand, IecState, SiteReading
 from pvcharge.settings import Secret, SettingError
 from pvcharge.sim.alphaess import FINISHING_S, AlphaEssEmulator
+from pvcharge.sim.faults import Fault
 from pvcharge.sim.site import BatteryParams, CarParams, SiteModel
 from pvcharge.sim.trace import Trace, bundled_trace
 
@@ -602,3 +604,26 @@ async def test_a_cloudy_day_cycles_on_and_off_within_the_controllers_limits() ->
     assert charging_readings > 0
     tally = site.energy
     assert tally.car_wh > 3000 and tally.pv_to_car_wh / tally.car_wh > 0.8  # measured: 7.7 kWh, 95 %
+
+
+async def test_apply_during_a_slow_first_poll_waits_for_it_instead_of_polling_again(
+    emulator: AlphaEssEmulator, wallbox: AlphaEssWallbox
+) -> None:
+    """The daemon applies while a slow read() is still running (the read rolls over to the next cycle):
+    apply() must use that poll, not send a second one beside it (twice the requests: 6053 from a cloud
+    that allows three per interval)."""
+    emulator.faults.set(Fault.SLOW, delay_s=0.1)
+    read = asyncio.create_task(wallbox.read())
+    for _ in range(200):  # until the poll's last request (after the list and the status) is in flight
+        if emulator.requests_to("/api/getLastPowerData"):
+            break
+        await asyncio.sleep(0.005)
+    await wallbox.apply(STOP)  # a stop while stopped: no POST, but it needs the status
+    reading = await read
+    emulator.faults.clear()
+    assert reading.connected
+    counts = {
+        path: len(emulator.requests_to(f"/api/{path}"))
+        for path in ("getEvChargerConfigList", "getEvChargerStatusBySn", "getLastPowerData")
+    }
+    assert counts == {"getEvChargerConfigList": 1, "getEvChargerStatusBySn": 1, "getLastPowerData": 1}

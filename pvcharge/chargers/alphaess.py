@@ -36,6 +36,7 @@ draws on, so every reading has ``current_a = 0`` and ``phases = 0`` (unknown); `
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -245,7 +246,8 @@ class AlphaEssWallbox:
     **Polls.** One poll is ``getEvChargerStatusBySn`` then ``getLastPowerData`` (and, before the first,
     ``getEvChargerConfigList``).  :meth:`read` and :meth:`apply` poll at most once per
     ``poll_interval_s`` (on ``clock``); in between they use the last outcome: the same reading *with its
-    original ``timestamp_s``*, or the same error again (as the AlphaESS meter does).
+    original ``timestamp_s``*, or the same error again (as the AlphaESS meter does).  One poll runs at a
+    time: an ``apply`` while a slow ``read``'s poll is still running waits for it and uses its outcome.
 
     **Shared power data.**  With an ``account`` shared with the AlphaESS meter, a ``getLastPowerData``
     reply the meter got at most ``poll_interval_s / 2`` ago (:data:`REUSE_SHARE`), and after the last
@@ -290,6 +292,7 @@ class AlphaEssWallbox:
         self._clock = clock
         self._client = client_for(config, name=name, clock=clock, account=account)
         self._evcharger_sn: str | None = None  #: found in getEvChargerConfigList
+        self._poll_lock = asyncio.Lock()  #: one poll at a time (read and apply may overlap)
         self._next_poll_at = -math.inf
         self._last: _Poll | DeviceError | None = None  #: outcome of the last poll
         self._last_write_at = -math.inf  #: when the last start/stop was attempted (whatever the answer)
@@ -395,21 +398,26 @@ class AlphaEssWallbox:
         self._log.debug("alphaess.wallbox_applied", command="start" if on else "stop")
 
     async def _poll(self) -> _Poll:
-        now = self._clock()
-        if now < self._next_poll_at and self._last is not None:
-            if isinstance(self._last, _Poll):
-                return self._last
-            raise self._last.with_traceback(None)
-        self._next_poll_at = now + self._config.poll_interval_s
-        try:
-            poll = await self._request_poll()
-        except DeviceError as exc:
-            self._last = exc
-            raise
-        # power data the meter got earlier: due again one poll interval after it arrived
-        self._next_poll_at = min(self._next_poll_at, poll.reading.timestamp_s + self._config.poll_interval_s)
-        self._last = poll
-        return poll
+        # one poll at a time: the daemon may call apply() while a slow read()'s poll is still running
+        # (a read rolls over to the next cycle); apply() then waits for that poll and uses its outcome
+        # instead of sending a second poll's requests alongside (twice the requests: 6053)
+        async with self._poll_lock:
+            now = self._clock()
+            if now < self._next_poll_at and self._last is not None:
+                if isinstance(self._last, _Poll):
+                    return self._last
+                raise self._last.with_traceback(None)
+            self._next_poll_at = now + self._config.poll_interval_s
+            try:
+                poll = await self._request_poll()
+            except DeviceError as exc:
+                self._last = exc
+                raise
+            # power data the meter got earlier: due again one poll interval after it arrived
+            due_s = poll.reading.timestamp_s + self._config.poll_interval_s
+            self._next_poll_at = min(self._next_poll_at, due_s)
+            self._last = poll
+            return poll
 
     async def _request_poll(self) -> _Poll:
         sys_sn = self._config.sys_sn
