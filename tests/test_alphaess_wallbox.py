@@ -627,3 +627,45 @@ async def test_apply_during_a_slow_first_poll_waits_for_it_instead_of_polling_ag
         for path in ("getEvChargerConfigList", "getEvChargerStatusBySn", "getLastPowerData")
     }
     assert counts == {"getEvChargerConfigList": 1, "getEvChargerStatusBySn": 1, "getLastPowerData": 1}
+
+
+def test_next_poll_follows_the_start_but_rests_after_a_slow_poll() -> None:
+    from pvcharge.clients.alphaess import next_poll_s
+
+    assert next_poll_s(100.0, 100.3, 100.3, 10.0) == 110.0  # a quick poll: one interval after its start
+    assert next_poll_s(100.0, 100.3, 96.0, 10.0) == 106.0  # a reply the meter got at 96: in step with it
+    assert next_poll_s(100.0, 112.0, 112.0, 10.0) == 117.0  # 12 s long: half an interval after its end
+
+
+async def test_a_slow_poll_is_not_followed_at_once_by_the_next(site: SiteModel, clock: FakeClock) -> None:
+    """A poll that took longer than the poll interval (a slow cloud) rests half an interval after it
+    ended before the next: not three GETs and at once two more (6053 from a cloud allowing three GETs
+    in 5 s)."""
+    async with make_emulator(site, clock, min_interval_s=5.0) as emulator:
+        wallbox = make_wallbox(emulator.url, clock)
+        try:
+            await _slow_poll_then_rest(emulator, wallbox, clock)
+        finally:
+            await wallbox.close()
+
+
+async def _slow_poll_then_rest(
+    emulator: AlphaEssEmulator, wallbox: AlphaEssWallbox, clock: FakeClock
+) -> None:
+    emulator.faults.set(Fault.SLOW, delay_s=0.1)
+    read = asyncio.create_task(wallbox.read())
+    for _ in range(200):
+        if emulator.requests_to("/api/getEvChargerConfigList"):
+            break
+        await asyncio.sleep(0.005)
+    clock.advance(12)  # the first request took 12 s
+    await read
+    emulator.faults.clear()
+    before = len(emulator.received)
+    for _ in range(4):  # 1 s apart: inside the rest (due 5 s after the end)
+        clock.advance(1)
+        await wallbox.read()
+    assert len(emulator.received) == before
+    clock.advance(1.5)
+    await wallbox.read()  # 5.5 s after the end: polls again, and the cloud allows it
+    assert len(emulator.received) == before + 2

@@ -44,7 +44,7 @@ from typing import Any
 
 import structlog
 
-from pvcharge.clients.alphaess import REUSE_SHARE, OpenApiAccount, OpenApiSettings, client_for
+from pvcharge.clients.alphaess import REUSE_SHARE, OpenApiAccount, OpenApiSettings, client_for, next_poll_s
 from pvcharge.errors import DeviceError, DeviceProtocolError, RateLimited, WriteDeferred
 from pvcharge.readings import ChargerCapabilities, ChargerCommand, ChargerReading, IecState
 from pvcharge.settings import SettingError, setting
@@ -246,7 +246,8 @@ class AlphaEssWallbox:
     **Polls.** One poll is ``getEvChargerStatusBySn`` then ``getLastPowerData`` (and, before the first,
     ``getEvChargerConfigList``).  :meth:`read` and :meth:`apply` poll at most once per
     ``poll_interval_s`` (on ``clock``); in between they use the last outcome: the same reading *with its
-    original ``timestamp_s``*, or the same error again (as the AlphaESS meter does).  One poll runs at a
+    original ``timestamp_s``*, or the same error again (as the AlphaESS meter does); after a slow poll
+    the next waits at least half an interval after it ended (:func:`next_poll_s`).  One poll runs at a
     time: an ``apply`` while a slow ``read``'s poll is still running waits for it and uses its outcome.
 
     **Shared power data.**  With an ``account`` shared with the AlphaESS meter, a ``getLastPowerData``
@@ -413,9 +414,9 @@ class AlphaEssWallbox:
             except DeviceError as exc:
                 self._last = exc
                 raise
-            # power data the meter got earlier: due again one poll interval after it arrived
-            due_s = poll.reading.timestamp_s + self._config.poll_interval_s
-            self._next_poll_at = min(self._next_poll_at, due_s)
+            self._next_poll_at = next_poll_s(
+                now, self._clock(), poll.reading.timestamp_s, self._config.poll_interval_s
+            )
             self._last = poll
             return poll
 

@@ -67,6 +67,9 @@ MAX_CLOCK_SKEW_S = 300  #: the server's ``timeStamp`` window, ± s (meters.md §
 #: a device hands out again a ``getLastPowerData`` reply that the other device of its account got at
 #: most this share of its ``poll_interval_s`` ago (``reuse_s`` of :meth:`AlphaEssClient.get_stamped`)
 REUSE_SHARE = 0.5
+#: after a poll that took long (a slow cloud, retries), the next waits at least this share of
+#: ``poll_interval_s`` after it ended, rather than following at once (the cloud counts requests, §3.4)
+REST_SHARE = 0.5
 
 #: every return code the reference documents → its meaning (meters.md §3.2 [A2, A3]; chargers.md §2.1).
 RETURN_CODES: dict[int, str] = {
@@ -676,6 +679,22 @@ class AlphaEssClient:
             hint = _CREDENTIAL_HINTS[code].format(app_id=self._app_id, sys_sn=sys_sn)
             return DeviceProtocolError(self.name, f"{where}: {said}: {hint}")
         return DeviceProtocolError(self.name, f"{where}: AlphaESS error {said}")
+
+
+def next_poll_s(started_s: float, ended_s: float, data_s: float, poll_interval_s: float) -> float:
+    """When the next poll of a device is due, in s on its clock.
+
+    One ``poll_interval_s`` after the poll started, or after its data arrived if that was earlier (a reply
+    shared with the other device of the account: the two fall into step); but at least
+    :data:`REST_SHARE` of the interval after the poll ended, so a poll that took long (a slow cloud,
+    retries) is not followed at once by the next one.
+
+    Args:
+        started_s: when the poll started; ended_s: when it ended; data_s: when its data arrived (may be
+            earlier than ``started_s`` for a reused reply); poll_interval_s: the device's setting.
+    """
+    due_s = min(started_s, data_s) + poll_interval_s
+    return max(due_s, ended_s + REST_SHARE * poll_interval_s)
 
 
 def client_for(

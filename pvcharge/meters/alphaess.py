@@ -34,7 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from pvcharge.clients.alphaess import REUSE_SHARE, OpenApiAccount, OpenApiSettings, client_for
+from pvcharge.clients.alphaess import REUSE_SHARE, OpenApiAccount, OpenApiSettings, client_for, next_poll_s
 from pvcharge.errors import DeviceError, DeviceProtocolError
 from pvcharge.readings import SiteReading
 
@@ -137,10 +137,11 @@ class AlphaEssMeter:
     into step).
 
     **Cached reads keep their timestamp.**  A read less than ``poll_interval_s`` (on ``clock``) after
-    the last request sends nothing: it returns the last reading unchanged, *with its original
-    ``timestamp_s``*, so the controller sees that no new measurement arrived (it counts a reading as
-    new only when its timestamp advances, and treats it as stale after ``control.max_age_s``); if that
-    request failed, it raises the same error again.  The timestamp is when the reply arrived; the
+    the last request (and less than half an interval after a slow one ended: :func:`next_poll_s`) sends
+    nothing: it returns the last reading unchanged, *with its original ``timestamp_s``*, so the
+    controller sees that no new measurement arrived (it counts a reading as new only when its timestamp
+    advances, and treats it as stale after ``control.max_age_s``); if that request failed, it raises
+    the same error again.  The timestamp is when the reply arrived; the
     cloud does not say how old its "last" power data is.
 
     Attributes:
@@ -209,8 +210,7 @@ class AlphaEssMeter:
         except DeviceError as exc:
             self._last = exc
             raise
-        # a reply the wallbox got earlier: due again one poll interval after it arrived
-        self._next_request_at = min(self._next_request_at, received_at_s + poll_s)
+        self._next_request_at = next_poll_s(now, self._clock(), received_at_s, poll_s)
         self._last = reading
         return reading
 
