@@ -7,6 +7,7 @@ seconds and the file finishes in seconds.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import logging
@@ -907,3 +908,19 @@ async def test_variable_pv_hour_through_the_controller_draws_no_429(
     assert site.energy.pv_to_car_wh > 0.6 * site.energy.car_wh, site.energy
     if phases == "auto":
         assert {c.phases for _, c in sent} == {1, 3}
+
+
+async def test_a_read_and_a_write_at_once_refresh_the_token_once(site: SiteModel, clock: FakeClock) -> None:
+    """The daemon may apply while a slow read is still running (the read rolls over to the next cycle):
+    when the token is due, only one of them refreshes it; the other waits and uses the new one (two
+    refreshes with one refresh token: the second is refused and costs a login)."""
+    async with EaseeEmulator(site, clock=clock, token_lifetime_s=300) as emu:
+        driver = EaseeCharger(make_config(emu.url), name=NAME, clock=clock)
+        await driver.read()
+        clock.advance(255)  # the refresh is due
+        emu.reply_delay_s = 0.05
+        await asyncio.gather(driver.read(), driver.apply(ChargerCommand(10, 1)))
+        await driver.close()
+        ends = [p.split("?")[0].rsplit("/", 1)[-1] for p in paths(emu)]
+        assert (ends.count("login"), ends.count("refresh_token")) == (1, 1), ends
+        assert 401 not in [s for *_, s in emu.request_log]

@@ -46,6 +46,7 @@ only into request bodies and the ``Authorization`` header: never into a log line
 
 from __future__ import annotations
 
+import asyncio
 import math
 import re
 from collections import Counter
@@ -504,6 +505,7 @@ class EaseeCharger:
         self._access: Secret | None = None
         self._refresh: Secret | None = None
         self._refresh_at = -math.inf  # when to refresh the access token
+        self._auth_lock = asyncio.Lock()  # one login or refresh at a time
         self._login_refused: tuple[float, str] | None = None  # (until, message) after a refused login
         self._held = _Held()
         self._last_write_s = -math.inf
@@ -840,20 +842,26 @@ class EaseeCharger:
     async def _call(self, bucket: str, method: str, path: str, body: object = None) -> httpx.Response:
         """An authorized request: a valid token first; on 401 one refresh or login and one retry."""
         await self._ensure_token()
+        used = self._access
         response = await self._send(bucket, method, path, body)
         if response.status_code == 401:
             self._log.info("easee.token_rejected", request=f"{method} {path}")
-            await self._reauthenticate()
+            async with self._auth_lock:
+                if self._access is used:  # not renewed meanwhile by another request
+                    await self._reauthenticate()
             response = await self._send(bucket, method, path, body)
         return response
 
     # -- tokens -----------------------------------------------------------------------------------
 
     async def _ensure_token(self) -> None:
-        if self._access is None:
-            await self._login()
-        elif self._clock() >= self._refresh_at:
-            await self._reauthenticate()
+        # one login or refresh at a time: read() and apply() may run at once (a slow read rolls over to
+        # the next cycle), and a second refresh with the same refresh token would be refused
+        async with self._auth_lock:
+            if self._access is None:
+                await self._login()
+            elif self._clock() >= self._refresh_at:
+                await self._reauthenticate()
 
     async def _reauthenticate(self) -> None:
         """Refresh the token; log in again when there is no refresh token or the refresh is refused."""
