@@ -82,6 +82,15 @@ class Cycle:
     written: bool
 
 
+@dataclass
+class _Read:
+    """A device read still running: its task, when it started (clock s), and its failed attempts."""
+
+    task: asyncio.Future[Any]
+    started_s: float
+    note: AttemptNote
+
+
 class _Health:
     """Tracks one device's outages so each is logged once when it starts and once when it ends."""
 
@@ -181,9 +190,7 @@ class Daemon:
         self._meter_health = _Health(meter.name)
         self._charger_health = _Health(charger.name)
         self._car_connected: bool | None = None  # from the last charger reading
-        self._inflight: dict[str, asyncio.Future[Any]] = {}  # reads still running from an earlier cycle
-        self._started: dict[str, float] = {}
-        self._notes: dict[str, AttemptNote] = {}  # each running read's failed attempts so far
+        self._inflight: dict[str, _Read] = {}  # reads still running from an earlier cycle
         self._values: tuple[float | None, ...] = ()  # the meter's last values and since when
         self._values_since: float | None = None
         self._frozen = False
@@ -307,29 +314,27 @@ class Daemon:
         the task is awaited again next cycle; after ``max_age_s`` it is cancelled and counts as failed.
         """
         c = self.config.control
-        task = self._inflight.get(what)
-        if task is None:
+        running = self._inflight.get(what)
+        if running is None:
             note = AttemptNote()
 
             async def noted() -> Any:
                 attempt_note.set(note)  # this task's own context: the driver's retries report here
                 return await read()
 
-            task = asyncio.ensure_future(noted())
-            self._inflight[what] = task
-            self._started[what] = self.clock()
-            self._notes[what] = note
+            running = _Read(asyncio.ensure_future(noted()), self.clock(), note)
+            self._inflight[what] = running
+        task = running.task
         done, _ = await asyncio.wait({task}, timeout=min(c.interval_s, c.max_age_s))
         if not done:
-            if self.clock() - self._started[what] < c.max_age_s:
+            waited_s = self.clock() - running.started_s
+            if waited_s < c.max_age_s:
                 self.stats.late_reads += 1
-                log.debug(
-                    "device_late", device=health.device, waited_s=round(self.clock() - self._started[what], 1)
-                )
+                log.debug("device_late", device=health.device, waited_s=round(waited_s, 1))
                 return None
             task.cancel()
             del self._inflight[what]
-            note = self._notes[what]
+            note = running.note
             why = f" (attempt {note.attempts} failed: {note.text})" if note.text else ""
             health.failed(self.clock(), f"no answer within {c.max_age_s:g} s{why}")
             return None
@@ -557,8 +562,8 @@ class Daemon:
                 log.warning(
                     "stopped", charger_left="unknown: pause failed", error=getattr(exc, "message", repr(exc))
                 )
-        for task in self._inflight.values():
-            task.cancel()
+        for running in self._inflight.values():
+            running.task.cancel()
         self._inflight.clear()
         for device in (self.meter, self.charger):
             try:
