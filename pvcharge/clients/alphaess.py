@@ -268,13 +268,13 @@ class OpenApiAccount:
         """The account of a device's Open API settings (``url``, ``app_id``, ``app_secret``)."""
         return cls(settings.url, settings.app_id, settings.app_secret, clock=clock)
 
+    def names(self, base_url: str, app_id: str, app_secret: Secret) -> bool:
+        """This account: same base URL (up to a trailing ``/``), appId and appSecret."""
+        return (_normal_url(base_url), app_id, app_secret) == (self.base_url, self.app_id, self.app_secret)
+
     def holds(self, settings: OpenApiSettings) -> bool:
-        """``settings`` name this account: same base URL (up to a trailing ``/``), appId and appSecret."""
-        return (
-            _normal_url(settings.url) == self.base_url
-            and settings.app_id == self.app_id
-            and settings.app_secret == self.app_secret
-        )
+        """A device's Open API settings name this account (:meth:`names`)."""
+        return self.names(settings.url, settings.app_id, settings.app_secret)
 
     def client(
         self, *, name: str, timeout_s: float = 10.0, retries: int = 2, backoff_s: float = 1.0
@@ -399,17 +399,11 @@ class AlphaEssClient:
                 rate_limit_backoff_max_s=rate_limit_backoff_max_s,
                 clock=clock,
             )
-        elif (_normal_url(base_url), app_id, app_secret) != (
-            account.base_url,
-            account.app_id,
-            account.app_secret,
-        ):
+        elif not account.names(base_url, app_id, app_secret):
             raise ValueError(f"{name}: {account!r} is another account than {base_url!r}, app_id={app_id!r}")
         self.name = name
         self._account = account
-        self._base_url = account.base_url
-        self._app_id = app_id
-        self._app_secret = app_secret
+        self._base_url = account.base_url  #: for messages
         self._timeout_s = timeout_s
         self._retries = retries
         self._backoff_s = backoff_s
@@ -417,7 +411,7 @@ class AlphaEssClient:
         self._log = _log.bind(device=name)
 
     def __repr__(self) -> str:
-        return f"AlphaEssClient({self._base_url!r}, app_id={self._app_id!r}, name={self.name!r})"
+        return f"AlphaEssClient({self._base_url!r}, app_id={self._account.app_id!r}, name={self.name!r})"
 
     @property
     def account(self) -> OpenApiAccount:
@@ -530,9 +524,9 @@ class AlphaEssClient:
     def _headers(self) -> dict[str, str]:
         timestamp = str(int(self._clock()))
         return {
-            "appId": self._app_id,
+            "appId": self._account.app_id,
             "timeStamp": timestamp,
-            "sign": sign(self._app_id, self._app_secret.reveal(), timestamp),
+            "sign": sign(self._account.app_id, self._account.app_secret.reveal(), timestamp),
         }
 
     async def _send_once(
@@ -676,7 +670,7 @@ class AlphaEssClient:
                 "check the system's internet connection",
             )
         if code in _CREDENTIAL_HINTS:
-            hint = _CREDENTIAL_HINTS[code].format(app_id=self._app_id, sys_sn=sys_sn)
+            hint = _CREDENTIAL_HINTS[code].format(app_id=self._account.app_id, sys_sn=sys_sn)
             return DeviceProtocolError(self.name, f"{where}: {said}: {hint}")
         return DeviceProtocolError(self.name, f"{where}: AlphaESS error {said}")
 
