@@ -100,12 +100,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         heartbeat.clear()  # an old heartbeat must not pass for this process's
 
     async def main() -> None:
-        meter, charger = create_devices(
-            config,
-            clock=time.time,
-            meter_name=f"meter {config.meter.type}",
-            charger_name=f"charger {config.charger.type}",
-        )
+        meter, charger = create_devices(config, clock=time.time)
         stop = asyncio.Event()
         ready = False
         status = "starting: first control cycle"
@@ -207,12 +202,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
 
     async def main() -> dict[str, Any]:
         results: dict[str, Any] = {}
-        drivers = create_devices(
-            config,
-            clock=time.time,
-            meter_name=f"meter {config.meter.type}",
-            charger_name=f"charger {config.charger.type}",
-        )
+        drivers = create_devices(config, clock=time.time)
         for role, driver in zip(("meter", "charger"), drivers, strict=True):
             try:
                 results[role] = as_dict(await driver.read())

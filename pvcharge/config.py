@@ -136,9 +136,10 @@ class DeviceConfig:
     module: str
     settings: Any
 
-    def create(self, *, name: str, clock: typing.Callable[[], float]) -> Any:
-        """Build the driver (no I/O yet): ``module.create(settings, name=..., clock=...)``."""
-        return importlib.import_module(self.module).create(self.settings, name=name, clock=clock)
+    def create(self, *, name: str, clock: typing.Callable[[], float], **options: Any) -> Any:
+        """Build the driver (no I/O yet): ``module.create(settings, name=..., clock=..., **options)``
+        (``options``: what that module's ``create`` takes besides, e.g. the AlphaESS ``account``)."""
+        return importlib.import_module(self.module).create(self.settings, name=name, clock=clock, **options)
 
 
 @dataclass(frozen=True)

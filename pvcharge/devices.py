@@ -7,7 +7,7 @@ an AlphaESS meter and an AlphaESS wallbox with the same ``url``, ``app_id`` and 
 :class:`~pvcharge.clients.alphaess.OpenApiAccount` — one connection pool, one 6053/429 backoff (a 6053
 answered to either pauses both) and one ``getLastPowerData`` per poll instead of two — because the
 cloud publishes no rate limit and answers clients that ask too often with 6053 (meters.md §3.4).
-Any other pair is built exactly as ``DeviceConfig.create`` builds it.
+Any other pair is built by ``DeviceConfig.create`` alone.
 
 The shared state lives in the returned drivers only (no process-wide registry): two daemons in one
 process, e.g. tests on different clocks, never share anything.
@@ -15,12 +15,11 @@ process, e.g. tests on different clocks, never share anything.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from typing import Any
 
 from pvcharge.clients.alphaess import OpenApiAccount, OpenApiSettings
-from pvcharge.config import Config, DeviceConfig
+from pvcharge.config import Config
 
 
 def shared_account(config: Config, *, clock: Callable[[], float]) -> OpenApiAccount | None:
@@ -38,14 +37,19 @@ def shared_account(config: Config, *, clock: Callable[[], float]) -> OpenApiAcco
 
 
 def create_devices(
-    config: Config, *, clock: Callable[[], float], meter_name: str, charger_name: str
+    config: Config,
+    *,
+    clock: Callable[[], float],
+    meter_name: str | None = None,
+    charger_name: str | None = None,
 ) -> tuple[Any, Any]:
     """Build the meter and the charger driver of ``config`` (no I/O yet).
 
     Args:
         config: the validated config.
         clock: Unix seconds, for both drivers (timestamps, poll intervals, backoffs).
-        meter_name, charger_name: the device names on errors and logs, e.g. ``"meter alphaess"``.
+        meter_name, charger_name: the device names on errors and logs; by default ``"meter <type>"``
+            and ``"charger <type>"``, e.g. ``"meter alphaess"``.
 
     Returns:
         ``(meter, charger)``: a ``pvcharge.meters.Meter`` and a ``pvcharge.chargers.Charger``; on one
@@ -54,20 +58,8 @@ def create_devices(
         request.
     """
     account = shared_account(config, clock=clock)
-    if account is None:
-        return (
-            config.meter.create(name=meter_name, clock=clock),
-            config.charger.create(name=charger_name, clock=clock),
-        )
+    options = {} if account is None else {"account": account}
     return (
-        _create(config.meter, name=meter_name, clock=clock, account=account),
-        _create(config.charger, name=charger_name, clock=clock, account=account),
-    )
-
-
-def _create(device: DeviceConfig, *, name: str, clock: Callable[[], float], account: OpenApiAccount) -> Any:
-    """``module.create(settings, name=..., clock=..., account=...)``: ``DeviceConfig.create`` with the
-    shared account (AlphaESS drivers take it as a keyword)."""
-    return importlib.import_module(device.module).create(
-        device.settings, name=name, clock=clock, account=account
+        config.meter.create(name=meter_name or f"meter {config.meter.type}", clock=clock, **options),
+        config.charger.create(name=charger_name or f"charger {config.charger.type}", clock=clock, **options),
     )

@@ -220,12 +220,7 @@ async def soak_pair(
     wall0 = loop.time()
     async with _devices(pair, site, clock) as (config_text, emulators):
         config = _quick(parse_config(config_text, f"<soak {pair}>"))
-        meter, charger = create_devices(
-            config,
-            clock=clock.now,
-            meter_name=f"meter {config.meter.type}",
-            charger_name=f"charger {config.charger.type}",
-        )
+        meter, charger = create_devices(config, clock=clock.now)
         daemon = Daemon(config, meter, charger, clock=clock.now, sleep=clock.sleep)
         devices = [_Device(f"meter {config.meter.type}", emulators[0].faults, "meter")]
         if emulators[1] is not emulators[0]:
