@@ -72,3 +72,19 @@ async def test_soak_memory_descriptors_and_tasks_do_not_grow() -> None:
         tracemalloc.stop()
     assert report.violations == []
     assert len(report.faults) >= 20
+
+
+def test_memory_growth_counts_a_leak_not_one_resized_table() -> None:
+    from pvcharge.sim.soak import _memory_growth_b
+
+    tracemalloc.start()
+    try:
+        before = tracemalloc.take_snapshot()
+        table = bytes(3_000_000)  # one block, as when the interned-string table grows a size step
+        leak = [bytes(1000) + bytes([i % 256]) for i in range(3000)]  # 3 MB in 3000 blocks
+        after = tracemalloc.take_snapshot()
+    finally:
+        tracemalloc.stop()
+    growth_b = _memory_growth_b(before, after)
+    assert 2_900_000 < growth_b < 3_500_000, growth_b  # the leak, not the table
+    assert len(table) + len(leak) > 0
