@@ -1,9 +1,22 @@
 """Site states for emulator tests: ``meter_state`` builds one (no car), ``FixedSite`` serves it and counts
-calls."""
+calls; ``FakeClock`` is the time they share."""
 
 from __future__ import annotations
 
 from pvcharge.sim.site import SiteState
+
+
+class FakeClock:
+    """Unix seconds that only move when told to."""
+
+    def __init__(self, t: float) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+    def advance(self, dt_s: float) -> None:
+        self.t += dt_s
 
 
 class FixedSite:

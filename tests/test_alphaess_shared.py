@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from sitestub import FakeClock
 
 from pvcharge.chargers.alphaess import AlphaEssWallbox
 from pvcharge.clients.alphaess import AlphaEssClient, OpenApiAccount
@@ -43,19 +44,6 @@ POWER = "/api/getLastPowerData"
 STATUS = "/api/getEvChargerStatusBySn"
 LIST = "/api/getEvChargerConfigList"
 METER_NAME, CHARGER_NAME = "meter alphaess", "charger alphaess"
-
-
-class FakeClock:
-    """Unix seconds that only move when told to."""
-
-    def __init__(self, t: float) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
-
-    def advance(self, dt_s: float) -> None:
-        self.t += dt_s
 
 
 @pytest.fixture
@@ -117,6 +105,18 @@ async def cycles(
         readings.append((site_reading, charger_reading))
         clock.advance(CYCLE_S)
     return readings
+
+
+def two_clients(
+    emulator: AlphaEssEmulator, clock: FakeClock
+) -> tuple[OpenApiAccount, AlphaEssClient, AlphaEssClient]:
+    """An account on the emulator and a client on it for each device."""
+    account = OpenApiAccount(emulator.url, APP_ID, Secret(APP_SECRET), clock=clock)
+    return (
+        account,
+        account.client(name=METER_NAME, timeout_s=2),
+        account.client(name=CHARGER_NAME, timeout_s=2),
+    )
 
 
 def counts(emulator: AlphaEssEmulator) -> dict[str, int]:
@@ -183,8 +183,7 @@ async def test_a_reused_reply_carries_its_arrival_time_and_the_devices_fall_into
 async def test_an_identical_request_in_flight_is_awaited_not_sent_again(
     emulator: AlphaEssEmulator, clock: FakeClock
 ) -> None:
-    account = OpenApiAccount(emulator.url, APP_ID, Secret(APP_SECRET), clock=clock)
-    a, b = account.client(name=METER_NAME, timeout_s=2), account.client(name=CHARGER_NAME, timeout_s=2)
+    account, a, b = two_clients(emulator, clock)
     emulator.reply_delay_s = 0.2
     params = {"sysSn": SYS_SN}
     (data_a, at_a), (data_b, at_b) = await asyncio.gather(
@@ -266,8 +265,7 @@ async def _a_6053_pauses_both(emulator: AlphaEssEmulator, clock: FakeClock, firs
 async def test_the_error_of_a_shared_request_names_each_device(
     emulator: AlphaEssEmulator, clock: FakeClock
 ) -> None:
-    account = OpenApiAccount(emulator.url, APP_ID, Secret(APP_SECRET), clock=clock)
-    a, b = account.client(name=METER_NAME, timeout_s=2), account.client(name=CHARGER_NAME, timeout_s=2)
+    _, a, b = two_clients(emulator, clock)
     emulator.offline, emulator.reply_delay_s = True, 0.1  # 6042 (system offline)
     params = {"sysSn": SYS_SN}
     errors = await asyncio.gather(

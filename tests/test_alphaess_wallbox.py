@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 import pytest
 import structlog
+from sitestub import FakeClock
 
 from pvcharge.chargers import CHARGER_TYPES
 from pvcharge.chargers.alphaess import (
@@ -54,19 +55,6 @@ NOON_S = 12 * 3600
 START = ChargerCommand(16, 3)
 STOP = ChargerCommand(0, 3)
 FIXED_W = 16 * 3 * 230  #: the emulated wallbox's default: 16 A on 3 phases
-
-
-class FakeClock:
-    """Unix seconds that only move when told to."""
-
-    def __init__(self, t: float) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
-
-    def advance(self, dt_s: float) -> None:
-        self.t += dt_s
 
 
 def make_site(clock: FakeClock, trace: Trace | None = None, **site: Any) -> SiteModel:
