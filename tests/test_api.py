@@ -616,7 +616,12 @@ async def test_the_control_loop_keeps_its_cycle_time_while_clients_poll_the_api(
     assert served > 100 * seconds  # the load was real
     assert loaded.stats.cycles >= quiet.stats.cycles - 1
     assert statistics.mean(loaded_periods) == pytest.approx(interval_s, abs=0.01)
-    assert max(loaded_periods) < interval_s + 0.05
+    # A loop starved by the API would start many cycles late; one tick ~100 ms late was seen once in
+    # CI on a loaded 2-core machine (the OS, not the API: the cycle itself took 1.4 ms). So: at most
+    # one late start, and never a whole cycle lost.
+    late = [period for period in loaded_periods if period > interval_s + 0.05]
+    assert len(late) <= 1, late
+    assert max(loaded_periods) < 2 * interval_s
     # a cycle with fake drivers takes well under a ms; under load it waits at most for a few requests
     assert loaded.stats.max_cycle_s < max(0.03, 10 * quiet.stats.max_cycle_s)
 
