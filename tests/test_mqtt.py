@@ -18,6 +18,7 @@ import re
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import textwrap
@@ -445,8 +446,12 @@ async def test_broker_restart_the_loop_keeps_its_pace_and_the_bridge_comes_back(
     await loop_task
     gaps = [b - a for a, b in itertools.pairwise(during)]
     assert len(during) >= 3, during
-    assert all(0.85 < g < 1.15 for g in gaps), gaps  # interval_s = 1: the outage changes nothing
-    assert daemon.stats.max_cycle_s < 0.2
+    # interval_s = 1: the outage changes nothing. One start may be late by an OS stall on a loaded
+    # machine (the next one is then early: the loop keeps its schedule), a loop waiting on the broker
+    # would be late again and again
+    assert all(0.5 < g < 1.5 for g in gaps), gaps
+    assert sum(not 0.85 < g < 1.15 for g in gaps) <= 2, gaps
+    assert daemon.stats.max_cycle_s < 0.5
     events = [e["event"] for e in logs]
     assert events.count("mqtt_unavailable") == 1  # once per outage, then debug
     assert events.count("mqtt_reconnected") == 1 and bridge.connects == 2
@@ -468,7 +473,10 @@ async def test_an_absent_broker_never_slows_the_control_loop() -> None:
         wall0 = time.perf_counter()
         await bridge.stop()
         stop_s = time.perf_counter() - wall0
-    assert max(walls) < 0.05, walls
+    # a cycle takes about a ms; one waiting for the bridge's reconnection (0.01-0.05 s) would take
+    # longer every time, while an OS stall on a loaded machine may slow one of them
+    assert statistics.median(walls) < 0.01, walls
+    assert sum(wall > 0.05 for wall in walls) <= 1, walls
     assert stop_s < 0.5
     assert daemon.listeners == []  # stop() unregisters
     unavailable = [e for e in logs if e["event"] == "mqtt_unavailable"]
