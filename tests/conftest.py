@@ -2,25 +2,18 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 import pytest
 
 
-@pytest.fixture(autouse=True, scope="session")
-def private_state_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """Daemons started by tests (in-process or as `pvcharge run`) keep their mode in a temporary
-    state directory, never in ~/.local/state or $STATE_DIRECTORY."""
-    saved = {k: os.environ.get(k) for k in ("XDG_STATE_HOME", "STATE_DIRECTORY")}
-    os.environ["XDG_STATE_HOME"] = str(tmp_path_factory.mktemp("xdg-state"))
-    os.environ.pop("STATE_DIRECTORY", None)
-    yield
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
+@pytest.fixture(autouse=True)
+def private_state_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Daemons started by a test (in-process or as `pvcharge run`) keep their mode in a state directory
+    of that test alone, never in ~/.local/state or $STATE_DIRECTORY: a mode one test saved (a reload to
+    "off", say) must not be restored by the next test's daemon."""
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path_factory.mktemp("xdg-state")))
+    monkeypatch.delenv("STATE_DIRECTORY", raising=False)
 
 
 @pytest.fixture(autouse=True)
