@@ -71,6 +71,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from pvcharge.devices import create_devices
     from pvcharge.health import Heartbeat, heartbeat_path, stale_after_s
     from pvcharge.notify import Notifier
+    from pvcharge.services import Services
 
     log = structlog.get_logger("pvcharge.cli")
     notifier = Notifier()
@@ -130,7 +131,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             stop.set()
 
         def on_reload() -> None:
-            """SIGHUP: re-read the config; the daemon takes it from the next cycle, or keeps the old one."""
+            """SIGHUP: re-read the config; the daemon takes it from the next cycle, or keeps the old one.
+            A changed api: or mqtt: section restarts that service (READY=1 once it is back)."""
             notifier.reloading()
             try:
                 new = _load(args.config)
@@ -144,13 +146,23 @@ def cmd_run(args: argparse.Namespace) -> int:
                     configure_logging(
                         args.log_level or new.log.level, args.log_format or new.log.format, stream=sys.stdout
                     )
-                log.info(
-                    "reload_accepted",
-                    config=args.config,
-                    applies="from the next control cycle; api: and mqtt: changes need a restart",
-                )
+                log.info("reload_accepted", config=args.config, applies="from the next control cycle")
                 for warning in new.warnings:
                     log.warning("config_warning", warning=warning)
+                if services.differs(new) or reloads:  # (behind a restart under way: READY in order)
+                    task = asyncio.create_task(restart_services(new))
+                    reloads.add(task)
+                    task.add_done_callback(reloads.discard)
+                    return
+            notifier.ready(status)
+
+        async def restart_services(new: Config) -> None:
+            try:
+                restarted = await services.apply(new)
+                if restarted:
+                    log.info("services_restarted", sections=restarted)
+            except Exception as exc:  # a bug here must not end the loop either
+                log.error("services_restart_failed", error=repr(exc), exc_info=True)
             finally:
                 notifier.ready(status)
 
@@ -159,26 +171,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, on_stop)
         loop.add_signal_handler(signal.SIGHUP, on_reload)
-        from pvcharge.api.server import start_api
-
-        try:
-            server = await start_api(daemon, config.api)
-        except PvchargeError as exc:  # charging control goes on without the API, and says so
-            log.error("api_unavailable", error=str(exc), action="control runs on without the API")
-            server = None
-        bridge = None
-        if config.mqtt is not None:
-            from pvcharge.mqtt import MqttBridge
-
-            bridge = MqttBridge(daemon, config.mqtt)
-            await bridge.start()
+        services = Services(daemon)
+        reloads: set[asyncio.Task[None]] = set()  # service restarts under way (held: tasks are weak refs)
+        await services.start(config)
         try:
             await daemon.run(stop)
         finally:
-            if bridge is not None:
-                await bridge.stop()
-            if server is not None:
-                await server.stop()
+            await asyncio.gather(*reloads, return_exceptions=True)
+            await services.stop()
             if heartbeat is not None:
                 heartbeat.clear()
 

@@ -204,15 +204,15 @@ class Daemon:
         (:meth:`Controller.reconfigure`), so a reload alone never stops or starts the car.
 
         Raises:
-            ConfigError: the new config changes the meter or the charger (type, address, credentials):
-                that needs a restart (new connections); the old config stays in force.
+            ConfigError: the new config changes the meter or the charger (type, address, credentials:
+                new connections) or the state file: that needs a restart; the old config stays in force.
         """
-        for section in ("meter", "charger"):
+        for section in ("meter", "charger", "state"):
             if getattr(config, section) != getattr(self.config, section):
                 raise ConfigError(
                     config.path,
                     section,
-                    "changed; a new meter or charger section needs a restart (systemctl restart pvcharge); "
+                    f"changed; a new {section} section needs a restart (systemctl restart pvcharge); "
                     "the old config stays in force",
                 )
         self._check_phases(config)

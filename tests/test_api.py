@@ -735,3 +735,52 @@ def test_the_status_page_ships_in_the_package() -> None:
         'pyproject.toml: [tool.setuptools.package-data] needs "pvcharge.api" = ["static/*.html"]'
     )
     assert (root / "pvcharge" / "api" / "static" / "index.html").is_file()
+
+
+# --- reload: the API restarted on a changed api: section -----------------------------------------
+
+
+async def _get(url: str, token: str | None = None) -> int:
+    async with httpx.AsyncClient(timeout=5) as client:
+        return (await client.get(url + "/api/status", headers=bearer(token) if token else {})).status_code
+
+
+async def test_a_reload_restarts_the_api_on_its_new_port_and_token_and_keeps_it_on_a_bad_one() -> None:
+    import dataclasses
+
+    from structlog.testing import capture_logs
+
+    from pvcharge.services import Services
+
+    daemon, *_ = make_daemon()
+    first, second = _free_port(), _free_port()
+    on = dataclasses.replace(daemon.config, api=ApiConfig(port=first))
+    services = Services(daemon)
+    await services.start(on)
+    try:
+        assert await _get(f"http://127.0.0.1:{first}") == 200
+        assert not services.differs(on) and await services.apply(on) == []  # unchanged: not restarted
+
+        moved = dataclasses.replace(on, api=ApiConfig(port=second, token=Secret(TOKEN)))
+        assert services.differs(moved)
+        assert await services.apply(moved) == ["api"]
+        with pytest.raises(httpx.ConnectError):
+            await _get(f"http://127.0.0.1:{first}")
+        assert await _get(f"http://127.0.0.1:{second}") == 401  # the new token is asked for
+        assert await _get(f"http://127.0.0.1:{second}", TOKEN) == 200
+
+        with socket.socket() as taken:  # a port that cannot be bound: the API stays where it was
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            blocked = dataclasses.replace(on, api=ApiConfig(port=taken.getsockname()[1]))
+            with capture_logs() as logs:
+                assert await services.apply(blocked) == ["api"]
+            events = [e["event"] for e in logs]
+            assert "api_unavailable" in events and "api_kept" in events, logs
+            assert await _get(f"http://127.0.0.1:{second}", TOKEN) == 200
+        assert services.differs(blocked)  # the next reload tries the config's address again
+        assert not services.differs(moved)
+    finally:
+        await services.stop()
+    with pytest.raises(httpx.ConnectError):
+        await _get(f"http://127.0.0.1:{second}", TOKEN)

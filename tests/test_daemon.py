@@ -192,6 +192,12 @@ async def test_reload_refuses_a_new_device_and_keeps_the_old_config() -> None:
     auto = config_with("{mode: fast}", charger="{type: warp, url: 'http://127.0.0.1', phases: auto}")
     with pytest.raises(ConfigError, match=r"charger\.phases"):
         daemon.reload(auto)
+    moved = parse_config(
+        "meter: {type: huawei, host: 127.0.0.1}\ncharger: {type: warp, url: 'http://127.0.0.1', phases: 1}\n"
+        "state: {file: /var/lib/elsewhere/state.json}\n"
+    )
+    with pytest.raises(ConfigError, match=r"state: changed; a new state section needs a restart"):
+        daemon.reload(moved)  # the mode would be saved where the next start does not look
     assert daemon.config is CONFIG and daemon._pending_config is None
 
 

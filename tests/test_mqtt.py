@@ -637,3 +637,35 @@ async def test_tls_with_a_private_ca(tmp_path: Path) -> None:
         assert "certificate verify failed" in refused["error"]
     finally:
         broker.kill()
+
+
+async def test_a_reload_moves_the_bridge_to_its_new_prefix_and_removing_the_section_stops_it(
+    broker: Broker,
+) -> None:
+    """SIGHUP with a changed mqtt: section (``Services.apply``): the old bridge says "offline" under
+    its prefix, the new one comes up under the new; without the section the bridge is gone."""
+    import dataclasses
+
+    from pvcharge.config import ApiConfig
+    from pvcharge.services import Services
+
+    daemon, _ = make_daemon()
+    config = dataclasses.replace(daemon.config, api=ApiConfig(enabled=False), mqtt=mqtt_config(broker.port))
+    services = Services(daemon)
+    await services.start(config)
+    try:
+        async with Watcher(broker.port) as ha:
+            await ha.wait(lambda: ha.text("pvcharge/availability") == "online")
+            moved = dataclasses.replace(config, mqtt=mqtt_config(broker.port, prefix="garage"))
+            assert await services.apply(moved) == ["mqtt"]
+            await ha.wait(lambda: ha.text("pvcharge/availability") == "offline", what="old prefix offline")
+            await ha.wait(lambda: ha.text("garage/availability") == "online", what="new prefix online")
+            await cycles(daemon, 1)
+            await ha.wait(lambda: (ha.json("garage/status") or {}).get("mode") == "pv", what="status")
+            assert len(daemon.listeners) == 1  # the new bridge's, the old one unregistered
+
+            assert await services.apply(dataclasses.replace(config, mqtt=None)) == ["mqtt"]
+            await ha.wait(lambda: ha.text("garage/availability") == "offline", what="stopped")
+            assert services.bridge is None and daemon.listeners == []
+    finally:
+        await services.stop()

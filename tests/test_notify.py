@@ -319,7 +319,7 @@ async def test_daemon_notifies_ready_watchdog_status_reload_and_stopping(
     assert "config_warning" in log and "readable by other users" in log
     assert log.count("reload_rejected") == 2
     assert "bogus_key: unknown key" in log
-    assert "meter: changed; a new meter or charger section needs a restart" in log
+    assert "meter: changed; a new meter section needs a restart" in log
     assert "watchdog_too_short" not in log
     assert SECRET not in log
     # READY exactly once per start or reload (1 + 3), never before the first cycle
@@ -353,3 +353,48 @@ async def test_daemon_warns_when_the_watchdog_is_shorter_than_a_slow_cycle(short
     assert code == 0, log
     assert "watchdog_too_short" in log and "longest_cycle_s=21" in log
     assert "device_unavailable" in log
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@pytest.mark.timeout(60)
+async def test_a_reload_with_a_new_api_port_moves_the_api_before_ready(
+    emulators: tuple[HuaweiEmulator, WarpEmulator, SiteModel], short_dir: Path
+) -> None:
+    """``systemctl reload`` after editing ``api.port``: the API answers on the new port as soon as
+    READY=1 follows RELOADING=1, and no longer on the old one."""
+    import httpx
+
+    meter, charger, _ = emulators
+    old_port, new_port = _free_port(), _free_port()
+    config = write_config(short_dir, meter.port, charger.url)
+    config.write_text(config_text(meter.port, charger.url) + f"api: {{port: {old_port}}}\n")
+    listener = NotifyListener(str(short_dir / "notify"))
+    argv = [sys.executable, "-m", "pvcharge", "run", "--config", str(config)]
+    proc = await start(argv, {"NOTIFY_SOCKET": listener.address})
+    try:
+        assert (await listener.next(15)).get("READY") == "1"
+        async with httpx.AsyncClient(timeout=5) as client:
+            assert (await client.get(f"http://127.0.0.1:{old_port}/api/status")).status_code == 200
+            config.write_text(config_text(meter.port, charger.url) + f"api: {{port: {new_port}}}\n")
+            assert proc.pid is not None
+            os.kill(proc.pid, signal.SIGHUP)
+            await listener.wait_for("RELOADING", 5)
+            assert (await listener.wait_for("READY", 10)).get("READY") == "1"
+            assert (await client.get(f"http://127.0.0.1:{new_port}/api/status")).status_code == 200
+            with pytest.raises(httpx.ConnectError):
+                await client.get(f"http://127.0.0.1:{old_port}/api/status")
+        code, log = await stop(proc)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        listener.close()
+    assert code == 0, log
+    assert "reload_accepted" in log and "services_restarted" in log and "sections=['api']" in log
+    assert "api_listening" in log and f"127.0.0.1:{new_port}" in log
