@@ -656,13 +656,21 @@ async def test_a_reload_moves_the_bridge_to_its_new_prefix_and_removing_the_sect
     try:
         async with Watcher(broker.port) as ha:
             await ha.wait(lambda: ha.text("pvcharge/availability") == "online")
-            moved = dataclasses.replace(config, mqtt=mqtt_config(broker.port, prefix="garage"))
-            assert await services.apply(moved) == ["mqtt"]
+            garage = mqtt_config(broker.port, prefix="garage")
+            assert await services.apply(dataclasses.replace(config, mqtt=garage)) == ["mqtt"]
             await ha.wait(lambda: ha.text("pvcharge/availability") == "offline", what="old prefix offline")
             await ha.wait(lambda: ha.text("garage/availability") == "online", what="new prefix online")
             await cycles(daemon, 1)
             await ha.wait(lambda: (ha.json("garage/status") or {}).get("mode") == "pv", what="status")
             assert len(daemon.listeners) == 1  # the new bridge's, the old one unregistered
+            entities = discovery_messages(garage)
+            await ha.wait(lambda: all(ha.text(topic) for topic in entities), what="discovery")
+
+            # discovery: false and a reload take pvcharge out of Home Assistant, as the README says
+            hidden = dataclasses.replace(garage, discovery=False)
+            assert await services.apply(dataclasses.replace(config, mqtt=hidden)) == ["mqtt"]
+            await ha.wait(lambda: not any(topic in ha.latest for topic in entities), what="discovery removed")
+            assert services.bridge is not None and services.bridge.connected  # status goes on
 
             assert await services.apply(dataclasses.replace(config, mqtt=None)) == ["mqtt"]
             await ha.wait(lambda: ha.text("garage/availability") == "offline", what="stopped")
