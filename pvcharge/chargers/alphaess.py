@@ -36,7 +36,6 @@ draws on, so every reading has ``current_a = 0`` and ``phases = 0`` (unknown); `
 
 from __future__ import annotations
 
-import asyncio
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -44,8 +43,8 @@ from typing import Any
 
 import structlog
 
-from pvcharge.clients.alphaess import REUSE_SHARE, OpenApiAccount, OpenApiSettings, client_for, next_poll_s
-from pvcharge.errors import DeviceError, DeviceProtocolError, RateLimited, WriteDeferred
+from pvcharge.clients.alphaess import REUSE_SHARE, OpenApiAccount, OpenApiSettings, PolledOutcome, client_for
+from pvcharge.errors import DeviceProtocolError, RateLimited, WriteDeferred
 from pvcharge.readings import ChargerCapabilities, ChargerCommand, ChargerReading, IecState
 from pvcharge.settings import SettingError, setting
 
@@ -247,7 +246,7 @@ class AlphaEssWallbox:
     ``getEvChargerConfigList``).  :meth:`read` and :meth:`apply` poll at most once per
     ``poll_interval_s`` (on ``clock``); in between they use the last outcome: the same reading *with its
     original ``timestamp_s``*, or the same error again (as the AlphaESS meter does); after a slow poll
-    the next waits at least half an interval after it ended (:func:`next_poll_s`).  One poll runs at a
+    the next waits at least half an interval after it ended (:class:`PolledOutcome`).  One poll runs at a
     time: an ``apply`` while a slow ``read``'s poll is still running waits for it and uses its outcome.
 
     **Shared power data.**  With an ``account`` shared with the AlphaESS meter, a ``getLastPowerData``
@@ -293,9 +292,7 @@ class AlphaEssWallbox:
         self._clock = clock
         self._client = client_for(config, name=name, clock=clock, account=account)
         self._evcharger_sn: str | None = None  #: found in getEvChargerConfigList
-        self._poll_lock = asyncio.Lock()  #: one poll at a time (read and apply may overlap)
-        self._next_poll_at = -math.inf
-        self._last: _Poll | DeviceError | None = None  #: outcome of the last poll
+        self._outcome: PolledOutcome[_Poll] = PolledOutcome(clock, config.poll_interval_s)
         self._last_write_at = -math.inf  #: when the last start/stop was attempted (whatever the answer)
         self._written_on: bool | None = None  #: the last start (True) / stop (False) the cloud accepted
         self._written_at = -math.inf  #: when it was sent
@@ -382,7 +379,7 @@ class AlphaEssWallbox:
                 retry_after_s=wait_s,
             )
         if self._written_at >= poll.reading.timestamp_s or poll.status == FINISHING:
-            wait_s = max(0.0, self._next_poll_at - now)
+            wait_s = max(0.0, self._outcome.due_s - now)
             raise WriteDeferred(
                 self.name,
                 "start not sent: the wallbox has not yet reported the end of the last session "
@@ -399,28 +396,9 @@ class AlphaEssWallbox:
         self._log.debug("alphaess.wallbox_applied", command="start" if on else "stop")
 
     async def _poll(self) -> _Poll:
-        # one poll at a time: the daemon may call apply() while a slow read()'s poll is still running
-        # (a read rolls over to the next cycle); apply() then waits for that poll and uses its outcome
-        # instead of sending a second poll's requests alongside (twice the requests: 6053)
-        async with self._poll_lock:
-            now = self._clock()
-            if now < self._next_poll_at and self._last is not None:
-                if isinstance(self._last, _Poll):
-                    return self._last
-                raise self._last.with_traceback(None)
-            self._next_poll_at = now + self._config.poll_interval_s
-            try:
-                poll = await self._request_poll()
-            except DeviceError as exc:
-                self._last = exc
-                raise
-            self._next_poll_at = next_poll_s(
-                now, self._clock(), poll.reading.timestamp_s, self._config.poll_interval_s
-            )
-            self._last = poll
-            return poll
+        return await self._outcome.get(self._request_poll)
 
-    async def _request_poll(self) -> _Poll:
+    async def _request_poll(self) -> tuple[_Poll, float]:
         sys_sn = self._config.sys_sn
         try:
             if self._evcharger_sn is None:
@@ -443,4 +421,4 @@ class AlphaEssWallbox:
             pev_w = parse_pev(data)
         except ValueError as exc:
             raise DeviceProtocolError(self.name, f"sysSn {sys_sn}: {exc}") from exc
-        return _Poll(status, to_reading(status, pev_w, received_at_s))
+        return _Poll(status, to_reading(status, pev_w, received_at_s)), received_at_s

@@ -34,10 +34,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import httpx
 import structlog
@@ -689,6 +689,56 @@ def next_poll_s(started_s: float, ended_s: float, data_s: float, poll_interval_s
     """
     due_s = min(started_s, data_s) + poll_interval_s
     return max(due_s, ended_s + REST_SHARE * poll_interval_s)
+
+
+T = TypeVar("T")
+
+
+class PolledOutcome(Generic[T]):
+    """A device's last poll outcome, handed out again until its next poll is due (:func:`next_poll_s`).
+
+    Inside the poll interval :meth:`get` sends nothing: it returns the same value (a reading keeps its
+    original ``timestamp_s``, so the controller sees that no new measurement arrived) or raises the same
+    ``DeviceError`` again.  One poll at a time: a caller arriving while a poll runs (the daemon's
+    ``apply`` while a slow ``read`` rolled over to the next cycle) waits for it and gets its outcome,
+    instead of sending a second poll's requests beside it (twice the requests: 6053).
+
+    Args:
+        clock: Unix seconds (the device's clock).
+        poll_interval_s: the device's ``poll_interval_s``, in s.
+    """
+
+    def __init__(self, clock: Callable[[], float], poll_interval_s: float) -> None:
+        self._clock = clock
+        self._poll_interval_s = poll_interval_s
+        self._lock = asyncio.Lock()
+        self._last: T | DeviceError | None = None
+        self.due_s = -float("inf")  #: when the next poll may go, in s on the clock
+
+    async def get(self, poll: Callable[[], Awaitable[tuple[T, float]]]) -> T:
+        """The last outcome inside the poll interval, else ``await poll()``.
+
+        Args:
+            poll: sends the requests; returns the value and when its data arrived (s on the clock).
+
+        Raises:
+            DeviceError: the poll's, or the last poll's again inside the interval.
+        """
+        async with self._lock:
+            now = self._clock()
+            if now < self.due_s and self._last is not None:
+                if isinstance(self._last, DeviceError):
+                    raise self._last.with_traceback(None)
+                return self._last
+            self.due_s = now + self._poll_interval_s
+            try:
+                value, data_s = await poll()
+            except DeviceError as exc:
+                self._last = exc
+                raise
+            self.due_s = next_poll_s(now, self._clock(), data_s, self._poll_interval_s)
+            self._last = value
+            return value
 
 
 def client_for(

@@ -34,8 +34,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from pvcharge.clients.alphaess import REUSE_SHARE, OpenApiAccount, OpenApiSettings, client_for, next_poll_s
-from pvcharge.errors import DeviceError, DeviceProtocolError
+from pvcharge.clients.alphaess import REUSE_SHARE, OpenApiAccount, OpenApiSettings, PolledOutcome, client_for
+from pvcharge.errors import DeviceProtocolError
 from pvcharge.readings import SiteReading
 
 #: the ``getLastPowerData`` fields read (meters.md §3.3); mapping in :func:`to_reading`.
@@ -137,7 +137,7 @@ class AlphaEssMeter:
     into step).
 
     **Cached reads keep their timestamp.**  A read less than ``poll_interval_s`` (on ``clock``) after
-    the last request (and less than half an interval after a slow one ended: :func:`next_poll_s`) sends
+    the last request (and less than half an interval after a slow one ended: :class:`PolledOutcome`) sends
     nothing: it returns the last reading unchanged, *with its original ``timestamp_s``*, so the
     controller sees that no new measurement arrived (it counts a reading as new only when its timestamp
     advances, and treats it as stale after ``control.max_age_s``); if that request failed, it raises
@@ -171,8 +171,7 @@ class AlphaEssMeter:
         self._config = config
         self._clock = clock
         self._client = client_for(config, name=name, clock=clock, account=account)
-        self._next_request_at = -math.inf
-        self._last: SiteReading | DeviceError | None = None  #: outcome of the last request
+        self._outcome: PolledOutcome[SiteReading] = PolledOutcome(clock, config.poll_interval_s)
 
     async def read(self) -> SiteReading:
         """Read the site: ``GET getLastPowerData?sysSn=``, or the cached outcome inside the poll interval.
@@ -192,27 +191,17 @@ class AlphaEssMeter:
                 wrong sysSn, …), a TLS failure, a body that is not JSON, or a field that is missing,
                 ``null`` or out of range.
         """
-        now = self._clock()
-        if now < self._next_request_at and self._last is not None:
-            if isinstance(self._last, SiteReading):
-                return self._last
-            raise self._last.with_traceback(None)
-        poll_s = self._config.poll_interval_s
-        self._next_request_at = now + poll_s
+        return await self._outcome.get(self._request)
+
+    async def _request(self) -> tuple[SiteReading, float]:
+        sys_sn = self._config.sys_sn
+        data, received_at_s = await self._client.get_stamped(
+            "getLastPowerData", {"sysSn": sys_sn}, reuse_s=self._config.poll_interval_s * REUSE_SHARE
+        )
         try:
-            data, received_at_s = await self._client.get_stamped(
-                "getLastPowerData", {"sysSn": self._config.sys_sn}, reuse_s=poll_s * REUSE_SHARE
-            )
-            try:
-                reading = to_reading(data, received_at_s)
-            except ValueError as exc:
-                raise DeviceProtocolError(self.name, f"sysSn {self._config.sys_sn}: {exc}") from exc
-        except DeviceError as exc:
-            self._last = exc
-            raise
-        self._next_request_at = next_poll_s(now, self._clock(), received_at_s, poll_s)
-        self._last = reading
-        return reading
+            return to_reading(data, received_at_s), received_at_s
+        except ValueError as exc:
+            raise DeviceProtocolError(self.name, f"sysSn {sys_sn}: {exc}") from exc
 
     async def close(self) -> None:
         """Close the HTTP connection pool, a pool shared with the wallbox too (harmless: its next
