@@ -167,12 +167,12 @@ def cmd_run(args: argparse.Namespace) -> int:
                 notifier.ready(status)
 
         daemon = Daemon(config, meter, charger, on_cycle=on_cycle, state_file=state_path(config.state))
+        services = Services(daemon)
+        reloads: set[asyncio.Task[None]] = set()  # service restarts under way (held: tasks are weak refs)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, on_stop)
         loop.add_signal_handler(signal.SIGHUP, on_reload)
-        services = Services(daemon)
-        reloads: set[asyncio.Task[None]] = set()  # service restarts under way (held: tasks are weak refs)
         await services.start(config)
         try:
             await daemon.run(stop)
