@@ -270,13 +270,14 @@ async def _emulators(
     if charger not in CHARGERS:
         raise ValueError(f"unknown demo charger {charger!r}; expected one of {', '.join(CHARGERS)}")
     phases = 3 if charge_point.phases == "auto" else int(charge_point.phases)
+    share = meter == charger == "alphaess"  # one emulator, one account
     async with contextlib.AsyncExitStack() as stack:
-        if charger == "warp":
+        if not share:
             meter_section = await stack.enter_async_context(meter_emulator(meter, site, clock))
+        if charger == "warp":
             warp = await stack.enter_async_context(WarpEmulator(site, phases_connected=phases))
             yield _Emulated(meter_section, warp_charger(warp.url), f"charger warp {warp.url}", phases, None)
         elif charger == "easee":
-            meter_section = await stack.enter_async_context(meter_emulator(meter, site, clock))
             # the cloud's rate limits and token lifetime in simulated seconds, as the driver's budgets are
             easee = await stack.enter_async_context(
                 DemoEasee(
@@ -298,7 +299,6 @@ async def _emulators(
             # the wallbox charges at the current and on the phases set in the AlphaESS app: the charge
             # point's maximum.  Its polls ask two endpoints (three on the first), one more on an account
             # shared with the meter; the rate limit at half the 10-s poll interval, as for the meter
-            share = meter == "alphaess"
             alpha = await stack.enter_async_context(
                 DemoAlphaEss(
                     site,
@@ -313,8 +313,6 @@ async def _emulators(
             )
             if share:
                 meter_section = alphaess_meter(alpha)
-            else:
-                meter_section = await stack.enter_async_context(meter_emulator(meter, site, clock))
             keys = f"type: alphaess, {alphaess_account(alpha, app_secret=DEMO_ALPHAESS_SECRET)}, timeout_s: 2"
             yield _Emulated(meter_section, keys, f"charger alphaess {alpha.url}", phases, alpha.traffic)
 
