@@ -1,9 +1,18 @@
 """Site states for emulator tests: ``meter_state`` builds one (no car), ``FixedSite`` serves it and counts
-calls; ``FakeClock`` is the time they share."""
+calls; ``FakeClock`` is the time they share; ``free_port`` a loopback port nothing listens on."""
 
 from __future__ import annotations
 
+import socket
+
 from pvcharge.sim.site import SiteState
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago (bound, then closed again)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 class FakeClock:

@@ -22,6 +22,7 @@ import httpx
 import prometheus_client
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from sitestub import free_port
 
 from pvcharge.api.cli import add_commands, cmd_status
 from pvcharge.api.openapi import openapi_document
@@ -637,13 +638,6 @@ def _parse(*argv: str) -> Any:
     return parser.parse_args(argv)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 async def test_cli_status_and_mode_talk_to_the_running_daemon(capsys: pytest.CaptureFixture[str]) -> None:
     daemon, _, _, clock = make_daemon()
     await cycles(daemon, clock, 2)
@@ -665,7 +659,7 @@ async def test_cli_takes_the_address_and_token_from_the_config(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     daemon, *_ = make_daemon(SECRET_CONFIG_TEXT)
-    port = _free_port()
+    port = free_port()
     (tmp_path / "token").write_text(TOKEN + "\n")
     config = tmp_path / "config.yaml"
     # only the api section is read: the drivers' secrets may be unreadable (systemd credentials)
@@ -693,7 +687,7 @@ async def test_cli_takes_the_address_and_token_from_the_config(
 def test_cli_says_clearly_when_no_daemon_answers(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    port = _free_port()
+    port = free_port()
     config = tmp_path / "config.yaml"
     config.write_text(f"api: {{port: {port}}}\n")
     assert cmd_status(_parse("status", "--config", str(config))) == 1
@@ -753,7 +747,7 @@ async def test_a_reload_restarts_the_api_on_its_new_port_and_token_and_keeps_it_
     from pvcharge.services import Services
 
     daemon, *_ = make_daemon()
-    first, second = _free_port(), _free_port()
+    first, second = free_port(), free_port()
     on = dataclasses.replace(daemon.config, api=ApiConfig(port=first))
     services = Services(daemon)
     await services.start(on)

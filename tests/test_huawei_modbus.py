@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import socket
 import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from sitestub import FixedSite, meter_state
+from sitestub import FixedSite, free_port, meter_state
 
 from pvcharge.errors import DeviceProtocolError, DeviceUnavailable
 from pvcharge.meters.huawei import Config, HuaweiMeter, create
@@ -40,12 +39,6 @@ def site() -> FixedSite:
 async def emulator(site: FixedSite) -> AsyncIterator[HuaweiEmulator]:
     async with HuaweiEmulator(site) as emu:
         yield emu
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def test_reading_has_canonical_signs(emulator: HuaweiEmulator, site: FixedSite) -> None:

@@ -30,6 +30,7 @@ from typing import Any
 import aiomqtt
 import pytest
 import trustme
+from sitestub import free_port
 from structlog.testing import capture_logs
 
 from pvcharge import __version__
@@ -53,12 +54,6 @@ def _require(path: str) -> None:
             "the system service is not needed)",
             pytrace=False,
         )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Broker:

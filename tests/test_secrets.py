@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import socket
 import sys
 from collections.abc import Awaitable, Callable
 from functools import partial
@@ -15,6 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from sitestub import free_port
 
 from pvcharge.sim.alphaess import AlphaEssEmulator
 from pvcharge.sim.demo import SimClock
@@ -26,12 +26,6 @@ from pvcharge.sim.trace import bundled_trace
 EASEE_PASSWORD = "easee-pw-must-not-leak-7731"
 APP_SECRET = "alpha-app-secret-must-not-leak-5519"
 WRONG_PASSWORD = "wrong-pw-must-not-leak-2208"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 API_PORT = free_port()
