@@ -8,6 +8,7 @@ starts a ``Type=notify`` service, and reads READY/WATCHDOG/STATUS/RELOADING/STOP
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import signal
@@ -19,6 +20,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from sitestub import free_port
 
 from pvcharge.notify import Notifier, monotonic_usec
 from pvcharge.sim.demo import SimClock
@@ -138,6 +140,23 @@ async def stop(proc: asyncio.subprocess.Process, send: bool = True) -> tuple[int
     return proc.returncode, out.decode() + err.decode()
 
 
+@contextlib.asynccontextmanager
+async def pvcharge_run(
+    config: Path, listener: NotifyListener, env: dict[str, str] | None = None
+) -> AsyncIterator[asyncio.subprocess.Process]:
+    """``pvcharge run --config config`` notifying ``listener``; on the way out the process is killed if
+    it still runs (a failed test) and the listener closed."""
+    argv = [sys.executable, "-m", "pvcharge", "run", "--config", str(config)]
+    proc = await start(argv, {"NOTIFY_SOCKET": listener.address, **(env or {})})
+    try:
+        yield proc
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        listener.close()
+
+
 # --- the Notifier alone --------------------------------------------------------------------------
 
 
@@ -244,12 +263,10 @@ async def test_daemon_notifies_ready_watchdog_status_reload_and_stopping(
     heartbeat = short_dir / "run" / "heartbeat"
     listener = NotifyListener(str(short_dir / "notify"))
     env = {
-        "NOTIFY_SOCKET": listener.address,
         "WATCHDOG_USEC": "60000000",
         "PVCHARGE_HEARTBEAT": str(heartbeat),
     }
-    proc = await start([sys.executable, "-m", "pvcharge", "run", "--config", str(config)], env)
-    try:
+    async with pvcharge_run(config, listener, env) as proc:
         # READY comes first, after one completed cycle (its heartbeat is already written), with a status
         first = await listener.next(15)
         assert first.get("READY") == "1", first
@@ -301,11 +318,6 @@ async def test_daemon_notifies_ready_watchdog_status_reload_and_stopping(
         proc.send_signal(signal.SIGTERM)
         assert (await listener.wait_for("STOPPING", 10))["STOPPING"] == "1"
         code, log = await stop(proc, send=False)
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-        listener.close()
     assert code == 0, log
     assert not heartbeat.exists()  # removed at exit: the healthcheck fails at once
     assert "pvcharge_starting" in log and "version=0" in log and "meter=huawei" in log
@@ -338,28 +350,15 @@ async def test_daemon_warns_when_the_watchdog_is_shorter_than_a_slow_cycle(short
         "control: {interval_s: 1, max_age_s: 10}\n"
     )
     listener = NotifyListener(str(short_dir / "notify"))
-    env = {"NOTIFY_SOCKET": listener.address, "WATCHDOG_USEC": "15000000"}  # 15 s < 2 x 10 + 1
-    proc = await start([sys.executable, "-m", "pvcharge", "run", "--config", str(config)], env)
-    try:
+    env = {"WATCHDOG_USEC": "15000000"}  # 15 s < 2 x 10 + 1
+    async with pvcharge_run(config, listener, env) as proc:
         ready = await listener.next(15)
         code, log = await stop(proc)
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-        listener.close()
     assert ready.get("READY") == "1"
     assert "charger unavailable" in ready["STATUS"]
     assert code == 0, log
     assert "watchdog_too_short" in log and "longest_cycle_s=21" in log
     assert "device_unavailable" in log
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @pytest.mark.timeout(60)
@@ -371,13 +370,11 @@ async def test_a_reload_with_a_new_api_port_moves_the_api_before_ready(
     import httpx
 
     meter, charger, _ = emulators
-    old_port, new_port = _free_port(), _free_port()
+    old_port, new_port = free_port(), free_port()
     config = write_config(short_dir, meter.port, charger.url)
     config.write_text(config_text(meter.port, charger.url) + f"api: {{port: {old_port}}}\n")
     listener = NotifyListener(str(short_dir / "notify"))
-    argv = [sys.executable, "-m", "pvcharge", "run", "--config", str(config)]
-    proc = await start(argv, {"NOTIFY_SOCKET": listener.address})
-    try:
+    async with pvcharge_run(config, listener) as proc:
         assert (await listener.next(15)).get("READY") == "1"
         async with httpx.AsyncClient(timeout=5) as client:
             assert (await client.get(f"http://127.0.0.1:{old_port}/api/status")).status_code == 200
@@ -390,11 +387,6 @@ async def test_a_reload_with_a_new_api_port_moves_the_api_before_ready(
             with pytest.raises(httpx.ConnectError):
                 await client.get(f"http://127.0.0.1:{old_port}/api/status")
         code, log = await stop(proc)
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-        listener.close()
     assert code == 0, log
     assert "reload_accepted" in log and "services_restarted" in log and "sections=['api']" in log
     assert "api_listening" in log and f"127.0.0.1:{new_port}" in log
