@@ -16,16 +16,16 @@ def free_port() -> int:
 
 
 class FakeClock:
-    """Unix seconds that only move when told to."""
+    """Unix seconds (``t_s``) that only move when the test says so."""
 
-    def __init__(self, t: float) -> None:
-        self.t = t
+    def __init__(self, t_s: float) -> None:
+        self.t_s = t_s
 
     def __call__(self) -> float:
-        return self.t
+        return self.t_s
 
     def advance(self, dt_s: float) -> None:
-        self.t += dt_s
+        self.t_s += dt_s
 
 
 class FixedSite:

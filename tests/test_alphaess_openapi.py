@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 import pytest
 import structlog
+from sitestub import FakeClock
 
 from pvcharge.clients.alphaess import (
     RETURN_CODES,
@@ -53,22 +54,9 @@ EXAMPLE_TOO_FAST = (
 )
 
 
-class FakeClock:
-    """Unix seconds that only move when told to."""
-
-    def __init__(self) -> None:
-        self.t = float(int(time.time()))
-
-    def __call__(self) -> float:
-        return self.t
-
-    def advance(self, dt_s: float) -> None:
-        self.t += dt_s
-
-
 @pytest.fixture
 def clock() -> FakeClock:
-    return FakeClock()
+    return FakeClock(float(int(time.time())))  # whole seconds, as the timeStamp header
 
 
 @pytest.fixture

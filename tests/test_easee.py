@@ -23,6 +23,7 @@ import pytest
 import structlog
 from hypothesis import given
 from hypothesis import strategies as st
+from sitestub import FakeClock
 
 from pvcharge.chargers.easee import (
     BUDGETS,
@@ -48,19 +49,6 @@ NOON_S = 12 * 3600  # the bundled day's car is plugged in 08:00–18:00 local
 EVENING_S = 19 * 3600
 COMMANDS = f"/api/chargers/{CHARGER}/commands/"
 CIRCUIT = "/api/sites/1/circuits/2/settings"
-
-
-class FakeClock:
-    """Simulated Unix seconds, moved on only by the test."""
-
-    def __init__(self, t_s: float) -> None:
-        self.t_s = t_s
-
-    def __call__(self) -> float:
-        return self.t_s
-
-    def advance(self, dt_s: float) -> None:
-        self.t_s += dt_s
 
 
 class Recorder(httpx.AsyncBaseTransport):

@@ -26,6 +26,7 @@ from typing import Any
 import httpx
 import pytest
 import trustme
+from sitestub import FakeClock
 
 from pvcharge.chargers import alphaess as wallbox_driver
 from pvcharge.chargers import easee as easee_driver
@@ -59,19 +60,6 @@ WARP_USER, WARP_PASSWORD = "admin", "warp-pa55word"
 METERS = ("senec", "alphaess_meter")
 CHARGERS = ("easee", "warp", "alphaess_wallbox")
 DRIVERS = METERS + CHARGERS
-
-
-class FakeClock:
-    """Simulated Unix seconds, moved only by the test."""
-
-    def __init__(self, t_s: float) -> None:
-        self.t_s = t_s
-
-    def __call__(self) -> float:
-        return self.t_s
-
-    def advance(self, dt_s: float) -> None:
-        self.t_s += dt_s
 
 
 @dataclass
