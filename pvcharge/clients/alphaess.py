@@ -701,7 +701,7 @@ class PolledOutcome(Generic[T]):
     original ``timestamp_s``, so the controller sees that no new measurement arrived) or raises the same
     ``DeviceError`` again.  One poll at a time: a caller arriving while a poll runs (the daemon's
     ``apply`` while a slow ``read`` rolled over to the next cycle) waits for it and gets its outcome,
-    instead of sending a second poll's requests beside it (twice the requests: 6053).
+    instead of sending a second poll's requests beside it (twice the requests: 6053, meters.md §3.4).
 
     Args:
         clock: Unix seconds (the device's clock).

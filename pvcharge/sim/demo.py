@@ -257,7 +257,6 @@ class _Emulated:
     meter: str  #: the meter mapping
     charger: str  #: the charger mapping's keys, without the charge point's limits
     charger_name: str
-    phases: int  #: the phases the charger is wired for
     traffic: Traffic | None
 
 
@@ -276,7 +275,7 @@ async def _emulators(
             meter_section = await stack.enter_async_context(meter_emulator(meter, site, clock))
         if charger == "warp":
             warp = await stack.enter_async_context(WarpEmulator(site, phases_connected=phases))
-            yield _Emulated(meter_section, warp_charger(warp.url), f"charger warp {warp.url}", phases, None)
+            yield _Emulated(meter_section, warp_charger(warp.url), f"charger warp {warp.url}", None)
         elif charger == "easee":
             # the cloud's rate limits and token lifetime in simulated seconds, as the driver's budgets are
             easee = await stack.enter_async_context(
@@ -294,7 +293,7 @@ async def _emulators(
                     f", control: circuit_current, site_id: {easee.site_id}, circuit_id: {easee.circuit_id},"
                     " phase_switching: true"
                 )
-            yield _Emulated(meter_section, keys, f"charger easee {easee.url}", phases, easee.traffic)
+            yield _Emulated(meter_section, keys, f"charger easee {easee.url}", easee.traffic)
         else:
             # the wallbox charges at the current and on the phases set in the AlphaESS app: the charge
             # point's maximum.  Its polls ask two endpoints (three on the first), one more on an account
@@ -314,7 +313,7 @@ async def _emulators(
             if share:
                 meter_section = alphaess_meter(alpha)
             keys = f"type: alphaess, {alphaess_account(alpha, app_secret=DEMO_ALPHAESS_SECRET)}, timeout_s: 2"
-            yield _Emulated(meter_section, keys, f"charger alphaess {alpha.url}", phases, alpha.traffic)
+            yield _Emulated(meter_section, keys, f"charger alphaess {alpha.url}", alpha.traffic)
 
 
 def _local(t_s: float, trace: Trace) -> datetime:
