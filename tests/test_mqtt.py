@@ -661,7 +661,7 @@ async def test_a_reload_moves_the_bridge_to_its_new_prefix_and_removing_the_sect
             entities = discovery_messages(garage)
             await ha.wait(lambda: all(ha.text(topic) for topic in entities), what="discovery")
 
-            # discovery: false and a reload take pvcharge out of Home Assistant, as the README says
+            # discovery: false and a reload take pvcharge out of Home Assistant, as docs/mqtt.md says
             hidden = dataclasses.replace(garage, discovery=False)
             assert await services.apply(dataclasses.replace(config, mqtt=hidden)) == ["mqtt"]
             await ha.wait(lambda: not any(topic in ha.latest for topic in entities), what="discovery removed")

@@ -1,4 +1,4 @@
-"""Replay, oracle and benchmark: the numbers behind the README's tables."""
+"""Replay, oracle and benchmark: the numbers behind the tables in docs/benchmarks.md."""
 
 from __future__ import annotations
 

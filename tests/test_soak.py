@@ -1,7 +1,7 @@
 """Soak: the real daemon, drivers and emulators for hours of a measured day with random (seeded)
 faults in every device, checked after every cycle (``pvcharge.sim.soak``): nothing escapes the loop,
 no command above limits, no charging on stale or frozen meter data, recovery within two cycles, no
-growth.  The README's fault table comes from ``python -m pvcharge.sim.soak`` (10 h per pair)."""
+growth.  The fault table in docs/reliability.md comes from ``python -m pvcharge.sim.soak`` (10 h per pair)."""
 
 from __future__ import annotations
 
