@@ -35,13 +35,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
 from pvcharge.chargers import CHARGER_TYPES
 from pvcharge.control.config import ChargePoint, ControlConfig, SiteConfig
 from pvcharge.errors import ConfigError
 from pvcharge.meters import METER_TYPES
 from pvcharge.settings import Secret, SettingError, is_loopback, setting
+from pvcharge.yamlfile import BOOLEAN_WORDS, decode_text, load_yaml_text
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
@@ -173,22 +172,16 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> C
     """
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except OSError as exc:
         raise ConfigError(str(path), "", f"cannot read config file: {exc.strerror or exc}") from exc
-    return parse_config(text, str(path), environ=environ)
+    return parse_config(decode_text(data, str(path)), str(path), environ=environ)
 
 
 def parse_config(text: str, path: str = "<config>", environ: Mapping[str, str] | None = None) -> Config:
     """Validate config ``text``; ``path`` is used in messages and to resolve ``*_file`` keys."""
     loader = _Loader(path, os.environ if environ is None else environ)
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(path, "", f"invalid YAML: {where}{problem}") from exc
+    data = load_yaml_text(text, path)
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -342,6 +335,8 @@ class _Loader:
             return file.read_text(encoding="utf-8").rstrip("\r\n")
         except OSError as exc:
             raise self.error(key, f"cannot read secret file {str(file)!r}: {exc.strerror or exc}") from exc
+        except UnicodeDecodeError as exc:
+            raise self.error(key, f"secret file {str(file)!r} is not UTF-8 text") from exc
 
     def expand(self, key: str, text: str) -> str:
         def repl(match: re.Match[str]) -> str:
@@ -385,8 +380,10 @@ class _Loader:
                 raise self.error(key, f"expected a string, got {_kind(raw)}")
             return self.expand(key, raw)
         if hint is bool:
+            if isinstance(raw, str) and raw.lower() in BOOLEAN_WORDS:
+                return BOOLEAN_WORDS[raw.lower()]
             if not isinstance(raw, bool):
-                raise self.error(key, f"expected true or false, got {_kind(raw)}")
+                raise self.error(key, f"expected true or false, got {_kind(raw)} {raw!r}")
             return raw
         if hint in (int, float):
             if isinstance(raw, bool) or not isinstance(raw, int | float):

@@ -308,3 +308,54 @@ def test_api_off_loopback_needs_a_token_and_mqtt_is_checked() -> None:
     assert "mqtt.prefix: expected a topic prefix" in error_of(MINIMAL + "mqtt: {host: h, prefix: 'a/#'}\n")
     cfg = parse_config(MINIMAL + "mqtt: {host: 127.0.0.1, username: u, password: pw}\n")
     assert cfg.mqtt is not None and cfg.mqtt.port == 1883 and to_dict(cfg)["mqtt"]["password"] == "***"
+
+
+@pytest.mark.parametrize(
+    ("line", "key", "expected"),
+    [
+        ("control: {mode: off}", "mode", "off"),
+        ("control: {cloud_filter: off}", "cloud_filter", "off"),
+        ("control: {cloud_filter: OFF}", "cloud_filter", None),  # only 'off' is a preset: an error
+    ],
+)
+def test_off_unquoted_is_the_word_off_not_a_boolean(line: str, key: str, expected: str | None) -> None:
+    """YAML 1.1 reads ``off`` as False; the README and config.example.yaml write ``mode: off``."""
+    if expected is None:
+        assert "control.cloud_filter: expected" in error_of(MINIMAL + line + "\n")
+        return
+    config = parse_config(MINIMAL + line + "\n", "c.yaml", environ={})
+    assert getattr(config.control, key) == expected
+
+
+def test_boolean_settings_take_true_false_and_the_yaml_1_1_words() -> None:
+    for word, value in (("true", True), ("false", False), ("yes", True), ("off", False), ("On", True)):
+        config = parse_config(MINIMAL + f"control: {{battery_to_car: {word}}}\n", "c.yaml", environ={})
+        assert config.control.battery_to_car is value, word
+    assert "control.battery_to_car: expected true or false, got a string 'maybe'" in error_of(
+        MINIMAL + "control: {battery_to_car: maybe}\n"
+    )
+
+
+def test_a_key_given_twice_is_an_error_naming_both_lines() -> None:
+    text = "meter: {type: huawei, host: 192.0.2.10}\ncharger:\n  type: warp\n  url: http://192.0.2.20\n"
+    text += "  max_current_a: 16\n  max_current_a: 32\n"
+    message = error_of(text)
+    assert "/etc/pvcharge/config.yaml: charger.max_current_a: given twice, on line 5 and on line 6" in message
+
+
+def test_a_section_given_twice_is_an_error() -> None:
+    text = MINIMAL + "control: {mode: pv}\nsite: {voltage_v: 230}\ncontrol: {mode: fast}\n"
+    assert "control: given twice, on line 4 and on line 6" in error_of(text)
+
+
+def test_a_config_file_that_is_not_utf8_is_a_config_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Latin-1 from an old editor: exit 2 with the file and the byte, never a traceback (exit 1 would
+    make systemd restart it every 10 s forever)."""
+    path = tmp_path / "c.yaml"
+    path.write_bytes(MINIMAL.encode() + "# Garage, Süd\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"not UTF-8 text: byte 0xfc on line 4"):
+        load_config(path)
+    assert main(["check-config", str(path)]) == 2
+    assert f"{path}: not UTF-8 text" in capsys.readouterr().err

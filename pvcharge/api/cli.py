@@ -36,19 +36,15 @@ class _Failed(Exception):
 def _api_section(path: str) -> ApiConfig:
     """The ``api:`` section of ``path`` as an :class:`~pvcharge.config.ApiConfig` (only that section
     is validated: ``${ENV}``, ``token_file`` and unknown keys as in the daemon)."""
-    import yaml
-
     from pvcharge.config import ApiConfig, _Loader  # one section, validated as the daemon does
     from pvcharge.errors import ConfigError
+    from pvcharge.yamlfile import decode_text, load_yaml_text
 
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        raw = Path(path).read_bytes()
     except OSError as exc:
         raise ConfigError(path, "", f"cannot read config file: {exc.strerror or exc}") from exc
-    try:
-        data = yaml.safe_load(text) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(path, "", f"invalid YAML: {exc}") from exc
+    data = load_yaml_text(decode_text(raw, path), path) or {}
     if not isinstance(data, dict):
         raise ConfigError(path, "", "expected a mapping of sections at the top")
     api: ApiConfig = _Loader(path, os.environ).dataclass(ApiConfig, data.get("api"), "api")
