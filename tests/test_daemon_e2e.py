@@ -4,6 +4,7 @@ emulators over loopback sockets, on a simulated hour compressed to a few seconds
 from __future__ import annotations
 
 import asyncio
+import itertools
 from pathlib import Path
 
 import pytest
@@ -35,7 +36,9 @@ async def test_daemon_follows_surplus_for_a_simulated_hour(tmp_path: Path) -> No
     # 10 min night, 30 min of PV ramping 2.0 -> 3.5 kW -> 2.0 kW, 20 min night
     ramp = [2000 + 100 * m for m in range(15)] + [3500 - 100 * m for m in range(15)]
     trace = load_trace(write_trace(tmp_path / "hour.csv", [0.0] * 10 + ramp + [0.0] * 20))
-    clock = SimClock(trace.start_s, speed=300.0)  # one simulated hour in 12 s
+    clock = SimClock(
+        trace.start_s, speed=300.0, paced=True
+    )  # one simulated hour in 12 s, longer on a busy machine
     # the car is plugged in all hour; no home battery, so the grid meter sees the surplus directly
     site = SiteModel(
         trace,
@@ -53,12 +56,12 @@ async def test_daemon_follows_surplus_for_a_simulated_hour(tmp_path: Path) -> No
         config = demo_config(huawei_meter(meter_emu.port), warp_emu.url, base)
         meter = config.meter.create(name="meter", clock=clock.now)
         charger = config.charger.create(name="charger", clock=clock.now)
-        daemon = Daemon(config, meter, charger, clock=clock.now, sleep=clock.sleep, on_cycle=cycles.append)
+        daemon = Daemon(config, meter, charger, clock=clock.now, sleep=clock.pace, on_cycle=cycles.append)
         stop_at = trace.start_s + 3600
         stop = asyncio.Event()
 
         async def stopper() -> None:
-            await clock.sleep(stop_at - clock.now())
+            await clock.sleep_until(stop_at)
             stop.set()
 
         task = asyncio.create_task(stopper())
@@ -92,3 +95,22 @@ async def test_daemon_follows_surplus_for_a_simulated_hour(tmp_path: Path) -> No
     # writes only on change: far fewer writes than cycles
     assert stats.charger_writes < stats.cycles / 5
     assert stats.starts == 1
+
+
+async def test_the_demo_clock_waits_for_a_daemon_that_falls_behind() -> None:
+    """A cycle that takes longer than the interval at the clock's speed (a busy machine) holds the
+    simulated time instead of letting the daemon skip the next cycle (issue: 3672 of 8102 cycles ran)."""
+    import time
+
+    clock = SimClock(0.0, speed=1000.0, paced=True)
+    interval_s, delays, starts = 5.0, [], []
+    next_tick = clock.now()
+    for _ in range(8):  # the daemon's schedule (Daemon.run)
+        starts.append(clock.now())
+        time.sleep(0.02)  # noqa: ASYNC251 - a cycle blocking the loop for 20 simulated seconds
+        next_tick += interval_s
+        delays.append(next_tick - clock.now())
+        await clock.pace(max(0.0, delays[-1]))
+    assert min(delays) >= 0, f"the daemon would have skipped cycles: {delays}"
+    assert all(0 < b - a < 2 * interval_s for a, b in itertools.pairwise(starts)), starts
+    assert clock.held_wall_s > 0.1  # 8 cycles of 20 ms where 5 ms were due

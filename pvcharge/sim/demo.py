@@ -48,20 +48,54 @@ from pvcharge.sim.warp import WarpEmulator
 
 
 class SimClock:
-    """Simulated Unix time running ``speed`` times faster than the monotonic clock."""
+    """Simulated Unix time running ``speed`` times faster than the monotonic clock.
 
-    def __init__(self, start_s: float, speed: float) -> None:
+    The daemon sleeps through :meth:`pace`, everything else through :meth:`sleep`. With ``paced`` (or
+    once the daemon has paced) the clock never runs more than half a sleep past the time the daemon's
+    next cycle is due: a cycle that takes longer than that (a busy machine, at a high speed) holds the
+    simulated time until the daemon sleeps again, and the clock then goes on from there, behind the wall
+    clock by the time it was held (:attr:`held_wall_s`). So on a slow machine the demo takes longer
+    instead of skipping control cycles; on a fast one the clock is never held.
+    """
+
+    def __init__(self, start_s: float, speed: float, *, paced: bool = False) -> None:
         if speed <= 0:
             raise ValueError(f"speed must be > 0, got {speed}")
         self.speed = speed
         self._start_s = start_s
         self._mono0 = time.monotonic()
+        # the simulated time may not pass this: with ``paced`` it stands at the start until the first pace()
+        self._horizon_s: float | None = start_s if paced else None
+        #: wall time (s) the clock was held for a daemon that fell behind
+        self.held_wall_s = 0.0
 
-    def now(self) -> float:
+    def _free_s(self) -> float:
         return self._start_s + (time.monotonic() - self._mono0) * self.speed
 
+    def now(self) -> float:
+        free = self._free_s()
+        return free if self._horizon_s is None else min(free, self._horizon_s)
+
     async def sleep(self, sim_s: float) -> None:
+        """Sleep ``sim_s`` simulated seconds (less, in simulated time, while the clock is held)."""
         await asyncio.sleep(max(0.0, sim_s) / self.speed)
+
+    async def pace(self, sim_s: float) -> None:
+        """The daemon's sleep between cycles: ``sim_s`` simulated seconds from now, where "now" has
+        waited for the daemon if it fell behind."""
+        now, free = self.now(), self._free_s()
+        if free > now:  # held since the horizon passed: go on from the horizon, later in wall time
+            held = (free - now) / self.speed
+            self._mono0 += held
+            self.held_wall_s += held
+        sim_s = max(0.0, sim_s)
+        self._horizon_s = now + 1.5 * sim_s
+        await asyncio.sleep(sim_s / self.speed)
+
+    async def sleep_until(self, sim_t: float) -> None:
+        """Return once the simulated time has reached ``sim_t`` (however long the clock was held)."""
+        while (left := sim_t - self.now()) > 0:
+            await self.sleep(left)
 
 
 @dataclass
@@ -104,6 +138,10 @@ class DemoResult:
     stats: Stats
     energy: EnergyTally
     traffic: Traffic | None = None
+    #: control cycles due from start to end at the config's ``interval_s``
+    cycles_due: int = 0
+    #: wall time (s) the simulated clock was held because the daemon fell behind (:class:`SimClock`)
+    held_wall_s: float = 0.0
 
 
 #: meters the demo can emulate
@@ -397,7 +435,7 @@ async def run_demo(
     if meter not in METERS:
         raise ValueError(f"unknown demo meter {meter!r}; expected one of {', '.join(METERS)}")
     out = out or sys.stdout
-    clock = SimClock(start_s, speed)
+    clock = SimClock(start_s, speed, paced=True)
     site = SiteModel(trace, t_s=start_s, clock=clock.now)
     wall0 = time.monotonic()
     charge_point = base_config.charge_point if base_config else DEMO_CHARGE_POINT
@@ -412,12 +450,12 @@ async def run_demo(
         )
         printer = LivePrinter(trace, out)
         daemon = Daemon(
-            config, meter_driver, charger_driver, clock=clock.now, sleep=clock.sleep, on_cycle=printer
+            config, meter_driver, charger_driver, clock=clock.now, sleep=clock.pace, on_cycle=printer
         )
         stop = asyncio.Event()
 
         async def stop_at_end() -> None:
-            await clock.sleep(end_s - clock.now())
+            await clock.sleep_until(end_s)
             stop.set()
 
         stopper = asyncio.create_task(stop_at_end())
@@ -437,7 +475,11 @@ async def run_demo(
             if server is not None:
                 await server.stop()
         site.advance_to(clock.now())
-    return DemoResult(start_s, clock.now(), time.monotonic() - wall0, stats, site.energy, emulated.traffic)
+    end = clock.now()
+    due = int((end - start_s) // config.control.interval_s) + 1
+    return DemoResult(
+        start_s, end, time.monotonic() - wall0, stats, site.energy, emulated.traffic, due, clock.held_wall_s
+    )
 
 
 def summary(result: DemoResult, trace: Trace) -> str:
@@ -458,7 +500,8 @@ def summary(result: DemoResult, trace: Trace) -> str:
     return "\n".join(
         [
             f"Summary: {trace.name}, {start:%Y-%m-%d %H:%M}–{end:%H:%M} local "
-            f"({hours:.1f} h simulated in {result.wall_s:.0f} s, {s.cycles} control cycles)",
+            f"({hours:.1f} h simulated in {result.wall_s:.0f} s, {s.cycles} of {result.cycles_due} control "
+            "cycles ran)",
             f"  PV produced      {e.pv_wh / 1000:6.2f} kWh, exported {e.grid_export_wh / 1000:.2f} kWh",
             f"  car charged      {car:6.2f} kWh",
             f"    from PV        {share(e.pv_to_car_wh)}",
@@ -468,4 +511,21 @@ def summary(result: DemoResult, trace: Trace) -> str:
             f"meter failures {s.meter_failures}, charger failures {s.charger_failures}",
         ]
         + ([f"  {result.traffic.name:<16} {result.traffic.line()}"] if result.traffic is not None else [])
+        + _pace_lines(result)
     )
+
+
+def _pace_lines(result: DemoResult) -> list[str]:
+    """What the summary says when the machine did not keep up with the demo's speed."""
+    lines = []
+    if result.held_wall_s >= 1.0:
+        lines.append(
+            f"  the machine could not keep up with this speed: the simulated clock waited "
+            f"{result.held_wall_s:.0f} s for the daemon, so no control cycle was skipped"
+        )
+    if result.stats.cycles < 0.97 * result.cycles_due:
+        lines.append(
+            f"  only {result.stats.cycles} of {result.cycles_due} control cycles ran: the machine could not "
+            "keep up; the result is not representative (try a lower --speed)"
+        )
+    return lines
