@@ -37,7 +37,15 @@ def _load(path: str) -> Config:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    config = _load(args.file)
+    from pvcharge.devices import check_devices
+
+    path = args.config or args.file
+    if path is None or (args.config and args.file and args.config != args.file):
+        print("pvcharge: check-config: name one config file (FILE or --config FILE)", file=sys.stderr)
+        return 2
+    args.file = path
+    config = _load(path)
+    asyncio.run(check_devices(config, clock=time.time))  # what run checks with the drivers built
     for warning in config.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     print(f"# {args.file}: valid. Effective configuration (defaults filled in, secrets redacted):")
@@ -353,8 +361,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_healthcheck)
 
-    p = sub.add_parser("check-config", help="validate a config file and print the effective config")
-    p.add_argument("file")
+    p = sub.add_parser(
+        "check-config", help="validate a config file as run does and print the effective config"
+    )
+    p.add_argument("file", nargs="?", help="YAML config file (or --config FILE)")
+    p.add_argument("--config", "-c", help="YAML config file")
     p.set_defaults(func=cmd_check_config)
 
     p = sub.add_parser("probe", help="read the meter and the charger once and print canonical readings")

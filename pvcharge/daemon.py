@@ -38,6 +38,7 @@ from pvcharge.chargers import Charger
 from pvcharge.config import Config
 from pvcharge.control import Controller, Decision
 from pvcharge.control.config import MODES, Mode
+from pvcharge.devices import check_charger
 from pvcharge.errors import ConfigError, DeviceError, WriteDeferred, WritesBlocked
 from pvcharge.meters import Meter
 from pvcharge.readings import ChargerCommand, ChargerReading, SiteReading, as_dict
@@ -280,13 +281,7 @@ class Daemon:
         }
 
     def _check_phases(self, config: Config) -> None:
-        if config.charge_point.phases == "auto" and not self.charger.capabilities.phase_switching:
-            raise ConfigError(
-                config.path,
-                "charger.phases",
-                f"auto needs a charger that can switch between 1 and 3 phases; {self.charger.name} cannot "
-                "(set 1 or 3)",
-            )
+        check_charger(config, self.charger)
 
     def _apply_config(self, config: Config) -> None:
         previous_mode = self.controller.mode

@@ -20,6 +20,7 @@ from typing import Any
 
 from pvcharge.clients.alphaess import OpenApiAccount, OpenApiSettings
 from pvcharge.config import Config
+from pvcharge.errors import ConfigError
 
 
 def shared_account(config: Config, *, clock: Callable[[], float]) -> OpenApiAccount | None:
@@ -63,3 +64,34 @@ def create_devices(
         config.meter.create(name=meter_name or f"meter {config.meter.type}", clock=clock, **options),
         config.charger.create(name=charger_name or f"charger {config.charger.type}", clock=clock, **options),
     )
+
+
+def check_charger(config: Config, charger: Any) -> None:
+    """The checks of ``config`` that need the charger driver's capabilities (``pvcharge run`` at start and
+    at every reload, and ``pvcharge check-config``, through :func:`check_devices`).
+
+    Raises:
+        ConfigError: ``charger.phases: auto`` with a charger that cannot switch phases.
+    """
+    if config.charge_point.phases == "auto" and not charger.capabilities.phase_switching:
+        raise ConfigError(
+            config.path,
+            "charger.phases",
+            f"auto needs a charger that can switch between 1 and 3 phases; {charger.name} cannot "
+            "(set 1 or 3)",
+        )
+
+
+async def check_devices(config: Config, *, clock: Callable[[], float]) -> None:
+    """Build the drivers of ``config`` as ``pvcharge run`` does (no I/O), check what needs them
+    (:func:`check_charger`) and close them again.
+
+    Raises:
+        ConfigError: as :func:`check_charger`.
+    """
+    meter, charger = create_devices(config, clock=clock)
+    try:
+        check_charger(config, charger)
+    finally:
+        await charger.close()
+        await meter.close()

@@ -359,3 +359,31 @@ def test_a_config_file_that_is_not_utf8_is_a_config_error(
         load_config(path)
     assert main(["check-config", str(path)]) == 2
     assert f"{path}: not UTF-8 text" in capsys.readouterr().err
+
+
+def test_check_config_refuses_what_run_refuses(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """phases: auto on a charger that cannot switch phases: run refuses it, so check-config must not say
+    "valid" (one set of checks, made with the drivers built as run builds them)."""
+    path = tmp_path / "c.yaml"
+    path.write_text(MINIMAL.replace('url: "http://192.0.2.20"', 'url: "http://192.0.2.20", phases: auto'))
+    assert main(["check-config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert f"{path}: charger.phases: auto needs a charger that can switch between 1 and 3 phases" in err
+    path.write_text(
+        MINIMAL.replace(
+            'url: "http://192.0.2.20"', 'url: "http://192.0.2.20", phases: auto, phase_switching: true'
+        )
+    )
+    assert main(["check-config", str(path)]) == 0
+    assert "valid" in capsys.readouterr().out
+
+
+def test_check_config_takes_config_like_every_other_command(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(MINIMAL)
+    assert main(["check-config", "--config", str(path)]) == 0
+    assert f"# {path}: valid" in capsys.readouterr().out
+    assert main(["check-config"]) == 2
+    assert "name one config file" in capsys.readouterr().err
