@@ -202,23 +202,37 @@ def cmd_healthcheck(args: argparse.Namespace) -> int:
     return 0 if result.ok else 1
 
 
+#: how long ``probe`` waits for one device (both are read at once), whatever its timeouts and retries
+PROBE_WAIT_S = 15.0
+
+
 def cmd_probe(args: argparse.Namespace) -> int:
+    from pvcharge.api.cli import car_in_words, site_in_words
     from pvcharge.devices import create_devices
+    from pvcharge.retry import AttemptNote, attempt_note
 
     config = _load(args.config)
     configure_logging("warning", "console")
 
+    async def read_one(driver: Any) -> dict[str, Any]:
+        note = AttemptNote()
+        attempt_note.set(note)  # this task's own context: the driver's failed attempts are noted here
+
+        try:
+            return as_dict(await asyncio.wait_for(driver.read(), timeout=PROBE_WAIT_S))
+        except DeviceError as exc:
+            return {"error": str(exc)}
+        except TimeoutError:
+            why = f"; attempt {note.attempts} failed: {note.text}" if note.text else ""
+            return {"error": f"{driver.name}: no answer within {PROBE_WAIT_S:g} s{why}"}
+        finally:
+            await driver.close()
+
     async def main() -> dict[str, Any]:
-        results: dict[str, Any] = {}
         drivers = create_devices(config, clock=time.time)
-        for role, driver in zip(("meter", "charger"), drivers, strict=True):
-            try:
-                results[role] = as_dict(await driver.read())
-            except DeviceError as exc:
-                results[role] = {"error": str(exc)}
-            finally:
-                await driver.close()
-        return results
+        # each read in a task of its own, so each has its own attempt note
+        readings = await asyncio.gather(*(asyncio.ensure_future(read_one(d)) for d in drivers))
+        return dict(zip(("meter", "charger"), readings, strict=True))
 
     results = asyncio.run(main())
     if args.json:
@@ -226,6 +240,9 @@ def cmd_probe(args: argparse.Namespace) -> int:
     else:
         for role, data in results.items():
             print(f"{role} ({getattr(config, role).type}):")
+            if "error" not in data:
+                words = site_in_words(data) if role == "meter" else car_in_words(data)
+                print(f"  {words}")
             for key, value in data.items():
                 print(f"  {key:18} {value}")
     return 1 if any("error" in r for r in results.values()) else 0

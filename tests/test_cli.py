@@ -19,6 +19,8 @@ from pvcharge.sim.warp import WarpEmulator
 
 SECRET = "pw-that-must-not-leak-42"
 
+from pvcharge.cli import PROBE_WAIT_S as PROBE_DEFAULT_S  # noqa: E402
+
 
 @pytest.fixture
 async def emulators() -> AsyncIterator[tuple[HuaweiEmulator, WarpEmulator, SiteModel]]:
@@ -80,6 +82,53 @@ async def test_probe_json_prints_canonical_readings(emulators, tmp_path: Path) -
     assert data["charger"]["connected"] is True  # noon: the car is plugged in
     assert data["charger"]["iec_state"] == "B"
     assert SECRET not in out + err
+
+
+async def test_probe_says_in_words_what_a_user_checks(emulators, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Signs are the easiest thing to get wrong with a new meter: probe says export/import and
+    charging/discharging next to the signed numbers, as `pvcharge status` does."""
+    meter, charger, _site = emulators
+    code, out, err = await pvcharge("probe", "--config", str(write_config(tmp_path, meter.port, charger.url)))
+    assert code == 0, err
+    meter_lines = out.split("charger (warp):")[0]
+    raw = dict(line.split(None, 1) for line in meter_lines.splitlines()[2:])  # "key   value" lines
+    grid, battery = float(raw["grid_power_w"]), float(raw["battery_power_w"])
+    assert grid < 0 and battery < 0  # noon: exporting, and the home battery charging
+    assert f"grid {abs(grid):.0f} W export" in meter_lines, out
+    assert f"battery {abs(battery):.0f} W charging at" in meter_lines, out
+    assert "plugged in, not charging" in out.split("charger (warp):")[1], out
+
+
+def test_probe_gives_up_on_a_device_that_never_answers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A device that accepts the connection and then says nothing: probe returns after PROBE_WAIT_S
+    (15 s; shortened here), naming the device and what it waited for, instead of sitting out every
+    timeout and retry (55 s with the defaults)."""
+    import socket
+    import time
+
+    from pvcharge import cli
+
+    listener = socket.create_server(("127.0.0.1", 0))  # accepts (the kernel does), never answers
+    port = listener.getsockname()[1]
+    try:
+        path = tmp_path / "c.yaml"
+        path.write_text(
+            f"meter: {{type: huawei, host: 127.0.0.1, port: {port}, connect_delay_s: 0}}\n"
+            f"charger: {{type: warp, url: 'http://127.0.0.1:{port}'}}\n"
+        )
+        monkeypatch.setattr(cli, "PROBE_WAIT_S", 1.5)
+        started = time.monotonic()
+        assert cli.main(["probe", "--config", str(path), "--json"]) == 1
+        took = time.monotonic() - started
+    finally:
+        listener.close()
+    data = json.loads(capsys.readouterr().out)
+    assert "meter huawei: no answer within 1.5 s" in data["meter"]["error"], data
+    assert "charger warp" in data["charger"]["error"], data
+    assert took < 10, took  # both devices waited for at once, not one after the other, not 55 s
+    assert cli.PROBE_WAIT_S == 1.5 and 10.0 <= PROBE_DEFAULT_S <= 15.0  # the default keeps it under 20 s
 
 
 async def test_probe_reports_dead_devices_by_name(tmp_path: Path) -> None:

@@ -129,6 +129,28 @@ def _power(w: Any) -> str:
     return "n/a" if w is None else f"{w:.0f} W"
 
 
+def site_in_words(site: dict[str, Any]) -> str:
+    """A meter reading (:func:`pvcharge.readings.as_dict` of a ``SiteReading``) in the words a user
+    checks against the inverter's app, e.g. ``PV 3500 W, grid 3000 W export, battery 200 W charging at
+    50 %`` (the house load too where the dict has it)."""
+    grid, battery, soc = site["grid_power_w"], site["battery_power_w"], site["battery_soc_pct"]
+    grid_dir = "import" if grid > 0 else "export" if grid < 0 else ""
+    battery_dir = "discharging" if battery > 0 else "charging" if battery < 0 else "idle"
+    soc_text = f" at {soc:.0f} %" if soc is not None else ""
+    house = f", house {_power(site['house_power_w'])}" if "house_power_w" in site else ""
+    return (
+        f"PV {_power(site['pv_power_w'])}{house}, grid {_power(abs(grid))} {grid_dir}".rstrip()
+        + f", battery {_power(abs(battery))} {battery_dir}{soc_text}"
+    )
+
+
+def car_in_words(car: dict[str, Any]) -> str:
+    """A charger reading in words, e.g. ``charging, 2760 W, 12 A on 1p`` or ``plugged in, not charging``."""
+    if car["charging"]:
+        return f"charging, {_power(car['power_w'])}, {car['current_a']:g} A on {car['phases']}p"
+    return f"{'plugged in' if car['connected'] else 'unplugged'}, not charging"
+
+
 def format_status(s: dict[str, Any]) -> str:
     """The status as a few readable lines."""
     lines = [f"pvcharge {s['version']}, up {_duration(s['uptime_s'])}, mode {s['mode']}"]
@@ -144,24 +166,9 @@ def format_status(s: dict[str, Any]) -> str:
     if site is None:
         lines.append("site      no meter reading yet")
     else:
-        grid, battery, soc = site["grid_power_w"], site["battery_power_w"], site["battery_soc_pct"]
-        grid_dir = "import" if grid > 0 else "export" if grid < 0 else ""
-        battery_dir = "discharging" if battery > 0 else "charging" if battery < 0 else "idle"
-        soc_text = f" at {soc:.0f} %" if soc is not None else ""
-        lines.append(
-            f"site      PV {_power(site['pv_power_w'])}, house {_power(site['house_power_w'])}, "
-            f"grid {_power(abs(grid))} {grid_dir}".rstrip()
-            + f", battery {_power(abs(battery))} {battery_dir}{soc_text}; reading {site['age_s']:.0f} s old"
-        )
+        lines.append(f"site      {site_in_words(site)}; reading {site['age_s']:.0f} s old")
     car = s.get("charger")
-    if car is None:
-        lines.append("car       charger not answering")
-    elif car["charging"]:
-        lines.append(
-            f"car       charging, {_power(car['power_w'])}, {car['current_a']:g} A on {car['phases']}p"
-        )
-    else:
-        lines.append(f"car       {'plugged in' if car['connected'] else 'unplugged'}, not charging")
+    lines.append("car       charger not answering" if car is None else f"car       {car_in_words(car)}")
     for role, d in s["devices"].items():
         health = "ok" if d["ok"] else f"failing ({d['consecutive_failures']} in a row): {d['last_error']}"
         if not d["ok"] and d["consecutive_failures"] == 0:
