@@ -344,7 +344,30 @@ def cmd_replay(args: argparse.Namespace) -> int:
                 f"capture {100 * float(r['capture']):.1f} %, starts {r['starts']}, "
                 f"phase switches {r['phase_switches']}, charger writes {r['charger_writes']}"
             )
+        for note in _replay_notes(charge_point, site_cfg.voltage_v, args.config, results):
+            print(f"note: {note}")
     return 0
+
+
+def _replay_notes(
+    charge_point: Any, voltage_v: float, config_path: str | None, results: list[dict[str, Any]]
+) -> list[str]:
+    """Why a replay's capture may look wrong: the charger's fixed phases, or a capture above 100 %."""
+    notes = []
+    if charge_point.phases != "auto":
+        floor_w = charge_point.min_current_a * charge_point.phases * voltage_v
+        source = f"charger.phases: {charge_point.phases} from {config_path}" if config_path else "phases"
+        notes.append(
+            f"{source}: the car charges on {charge_point.phases} phase(s) only, never below {floor_w:.0f} W, "
+            "while the oracle may use 1 or 3 phases; a low capture on a day with little surplus is that. "
+            "Without --config the replay uses the reference site's charger (6-16 A, phases: auto)."
+        )
+    if any(float(r["capture"]) > 1.0 for r in results):
+        notes.append(
+            "a capture above 100 % is possible: the oracle rounds down to whole amps, while the car is "
+            "credited with all PV surplus up to what it drew (docs/benchmarks.md)"
+        )
+    return notes
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -121,3 +121,19 @@ def test_phases_auto_needs_a_charger_that_can_switch() -> None:
     with pytest.raises(ConfigError) as err:
         Daemon(config, meter, charger)
     assert "charger.phases: auto needs a charger that can switch between 1 and 3 phases" in str(err.value)
+
+
+def test_replay_with_a_fixed_phase_config_says_why_the_capture_is_low(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """config.example.yaml charges on 3 phases only; the oracle may use 1: the replay says so instead
+    of printing a bare 0 % capture."""
+    from pvcharge.cli import main
+
+    root = Path(__file__).resolve().parent.parent
+    trace = root / "pvcharge" / "sim" / "data" / "serf_east_2022-03-19.csv"
+    assert main(["replay", "--config", str(root / "config.example.yaml"), str(trace)]) == 0
+    out = capsys.readouterr().out
+    assert "note: charger.phases: 3 from" in out and "never below 4140 W" in out
+    assert main(["replay", str(trace)]) == 0
+    assert "note: charger.phases" not in capsys.readouterr().out  # phases: auto without --config
