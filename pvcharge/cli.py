@@ -300,20 +300,9 @@ def _hhmm(seconds_of_day: float) -> str:
 
 
 def cmd_emulate(args: argparse.Namespace) -> int:
-    from pvcharge.settings import is_loopback
     from pvcharge.sim.emulate import config_yaml, emulator, site_model
     from pvcharge.sim.trace import bundled_trace, load_trace
 
-    if not is_loopback(args.host) and not args.expose:
-        print(
-            f"pvcharge: error: --host {args.host} is not a loopback address; the emulator is a test double "
-            "(throwaway credentials, no real security): add --expose to listen there anyway",
-            file=sys.stderr,
-        )
-        return 2
-    if args.phase_switching and args.kind != "warp":
-        print("pvcharge: error: --phase-switching is emulated for the WARP only", file=sys.stderr)
-        return 2
     configure_logging(args.log_level, "console")  # to stderr: stdout is the config for the user
     trace = load_trace(args.trace) if args.trace else bundled_trace()
     site = site_model(trace, args.start)
@@ -323,20 +312,25 @@ def cmd_emulate(args: argparse.Namespace) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        port = EMULATE_PORTS[args.kind] if args.port is None else args.port
         async with contextlib.AsyncExitStack() as stack:
             running = emulator(
                 args.kind,
                 site,
                 host=args.host,
-                port=EMULATE_PORTS[args.kind] if args.port is None else args.port,
+                port=port,
                 expose=args.expose,
                 phase_switch=args.phase_switching,
             )
             try:
                 emulated = await stack.enter_async_context(running)
+            except ValueError as exc:  # a host that is not loopback, an option the device lacks
+                print(f"pvcharge: error: {exc}", file=sys.stderr)
+                return 2
             except (OSError, RuntimeError) as exc:  # aiohttp: OSError; pymodbus: RuntimeError
                 print(
-                    f"pvcharge: error: cannot listen on {args.host} port {args.port}: {exc}", file=sys.stderr
+                    f"pvcharge: error: cannot listen on {args.host} port {port} (--port): {exc}",
+                    file=sys.stderr,
                 )
                 return 2
             hhmm = _hhmm(args.start)

@@ -94,8 +94,8 @@ async def emulator(
         site: the site model it answers from.
         host: address to listen on; loopback unless ``expose``.
         port: TCP port, 0 for a free one.
-        expose: allow a ``host`` that is not loopback.
-        phase_switch: a WARP3 set up for external phase switching (``warp`` only).
+        expose: allow a ``host`` that is not loopback (``--expose``).
+        phase_switch: a WARP3 set up for external phase switching (``warp`` only, ``--phase-switching``).
 
     Raises:
         ValueError: an unknown ``kind``; ``host`` not loopback without ``expose``; ``phase_switch``
@@ -105,9 +105,12 @@ async def emulator(
     if kind not in KINDS:
         raise ValueError(f"unknown emulator {kind!r}; expected one of {', '.join(KINDS)}")
     if not is_loopback(host) and not expose:
-        raise ValueError(f"{host} is not a loopback address; the emulators are test doubles (see --help)")
+        raise ValueError(
+            f"{host} is not a loopback address; the emulators are test doubles (throwaway credentials, no "
+            "real security): add --expose to listen there anyway"
+        )
     if phase_switch and kind != "warp":
-        raise ValueError("phase switching is emulated for the WARP only")
+        raise ValueError("--phase-switching is emulated for the WARP only")
     # the emulators refuse other addresses when built; exposing them is this tool's explicit choice
     built = _build(kind, site, port, phase_switch)
     built.host = host
