@@ -492,7 +492,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--phase-switching", action="store_true", help="warp: a WARP3 set up for external 1p/3p switching"
     )
-    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="warning")
+    p.add_argument(
+        "--log-level",
+        choices=["debug", "info", "warning", "error"],
+        default="warning",
+        help="log lines go to stderr (default warning)",
+    )
     p.set_defaults(func=cmd_emulate)
     return parser
 
