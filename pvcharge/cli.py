@@ -1,4 +1,4 @@
-"""Command line: ``pvcharge run | healthcheck | check-config | probe | replay | demo``.
+"""Command line: ``pvcharge run | healthcheck | check-config | probe | replay | demo | emulate``.
 
 Exit codes: 0 success, 1 a device failed (probe), 2 a config or usage error.
 """
@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import platform
 import signal
@@ -300,6 +301,83 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+#: ``pvcharge emulate``'s devices and their default TCP ports: fixed, so that a config written once keeps
+#: working (``--port 0`` picks a free one).  Huawei's own port, 502, is below 1024: root only.
+EMULATE_PORTS = {"huawei": 5502, "senec": 8443, "alphaess": 8081, "easee": 8082, "warp": 8080}
+
+
+def _time_of_day_s(text: str) -> float:
+    """``HH:MM`` → seconds since midnight (argparse type)."""
+    hours, sep, minutes = text.partition(":")
+    try:
+        if not sep:
+            raise ValueError
+        seconds = int(hours) * 3600 + int(minutes) * 60
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected HH:MM, e.g. 10:00; got {text!r}") from None
+    if not (0 <= int(hours) < 24 and 0 <= int(minutes) < 60):
+        raise argparse.ArgumentTypeError(f"expected a time of day 00:00–23:59, got {text!r}")
+    return float(seconds)
+
+
+def _hhmm(seconds_of_day: float) -> str:
+    return f"{int(seconds_of_day // 3600):02d}:{int(seconds_of_day % 3600 // 60):02d}"
+
+
+def cmd_emulate(args: argparse.Namespace) -> int:
+    from pvcharge.sim.emulate import config_yaml, emulator, site_model
+    from pvcharge.sim.trace import bundled_trace, load_trace
+
+    configure_logging(args.log_level, "console")  # to stderr: stdout is the config for the user
+    trace = load_trace(args.trace) if args.trace else bundled_trace()
+    site = site_model(trace, args.start)
+
+    async def main() -> int:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        port = EMULATE_PORTS[args.kind] if args.port is None else args.port
+        async with contextlib.AsyncExitStack() as stack:
+            running = emulator(
+                args.kind,
+                site,
+                host=args.host,
+                port=port,
+                expose=args.expose,
+                phase_switch=args.phase_switching,
+            )
+            try:
+                emulated = await stack.enter_async_context(running)
+            except ValueError as exc:  # a host that is not loopback, an option the device lacks
+                print(f"pvcharge: error: {exc}", file=sys.stderr)
+                return 2
+            except (OSError, RuntimeError) as exc:  # aiohttp: OSError; pymodbus: RuntimeError
+                print(
+                    f"pvcharge: error: cannot listen on {args.host} port {port} (--port): {exc}",
+                    file=sys.stderr,
+                )
+                return 2
+            hhmm = _hhmm(args.start)
+            print(f"# pvcharge {__version__} emulates {emulated.title} at {emulated.address}")
+            car = site.car
+            print(
+                f"# The site: {trace.name}, in real time from {hhmm} local; the car is plugged in "
+                f"{_hhmm(car.plug_in_s)}–{_hhmm(car.plug_out_s)}."
+            )
+            for note in emulated.notes:
+                print(f"# {note}")
+            print(
+                "# pvcharge config (merge into your config file; the charge point's limits go under charger):"
+            )
+            print(config_yaml(emulated), end="")
+            print("# Running until Ctrl-C or SIGTERM.", flush=True)
+            await stop.wait()
+        return 0
+
+    return asyncio.run(main())
+
+
 def cmd_replay(args: argparse.Namespace) -> int:
     from pvcharge.control import ChargePoint, ControlConfig, Controller, SiteConfig
     from pvcharge.sim.replay import ReplaySite, Sample, replay
@@ -436,6 +514,42 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     p.set_defaults(func=cmd_demo)
+
+    ports = ", ".join(f"{kind} {port}" for kind, port in EMULATE_PORTS.items())
+    p = sub.add_parser(
+        "emulate",
+        help="run one device emulator until stopped, to try pvcharge, Home Assistant or evcc against it",
+        description="Run one device emulator on a simulated site (the bundled measured day, a home battery, "
+        "a car plugged in 08:00-18:00) in real time, until Ctrl-C or SIGTERM. It prints where it listens "
+        "and the pvcharge config section (with the emulator's throwaway credentials) that points at it.",
+    )
+    p.add_argument("kind", choices=list(EMULATE_PORTS), help="the device to emulate")
+    p.add_argument("--port", type=int, help=f"TCP port; 0: a free one (default: {ports})")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument(
+        "--expose",
+        action="store_true",
+        help="allow a --host that is not loopback (the emulators are test doubles: throwaway "
+        "credentials, no replay protection)",
+    )
+    p.add_argument(
+        "--start",
+        type=_time_of_day_s,
+        default="10:00",
+        metavar="HH:MM",
+        help="simulated local time of day to start at (default 10:00: sun, and the car plugged in)",
+    )
+    p.add_argument("--trace", help="trace CSV (timestamp,pv_power_w,house_power_w); default: the bundled day")
+    p.add_argument(
+        "--phase-switching", action="store_true", help="warp: a WARP3 set up for external 1p/3p switching"
+    )
+    p.add_argument(
+        "--log-level",
+        choices=["debug", "info", "warning", "error"],
+        default="warning",
+        help="log lines go to stderr (default warning)",
+    )
+    p.set_defaults(func=cmd_emulate)
     return parser
 
 

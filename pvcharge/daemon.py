@@ -12,8 +12,9 @@ One cycle (every ``control.interval_s``):
    paused after ``max_age_s``;
 3. ``charger.apply(command)`` only when the command differs from the last one the charger
    acknowledged, and once more when the charger comes back from an outage (it may have rebooted and
-   lost it); a failed write is retried next cycle, a write the driver defers for its rate limit is
-   offered again next cycle, and after ``WritesBlocked`` nothing more is sent;
+   lost it); a failed write is retried next cycle (logged once per outage and on recovery), a write
+   the driver defers for its rate limit is offered again next cycle, and after ``WritesBlocked``
+   nothing more is sent;
 4. one structured log event ``decision`` with the numbers behind it: at info level when the command
    changes, at debug level otherwise.
 
@@ -92,11 +93,29 @@ class _Read:
     note: AttemptNote
 
 
-class _Health:
-    """Tracks one device's outages so each is logged once when it starts and once when it ends."""
+@dataclass(frozen=True)
+class _OutageEvents:
+    """The log events of one kind of outage: its start (warning), each further failure (debug), its end
+    (info)."""
 
-    def __init__(self, device: str) -> None:
+    failed: str
+    still_failing: str
+    recovered: str
+
+
+_READ_EVENTS = _OutageEvents("device_unavailable", "device_still_unavailable", "device_recovered")
+_WRITE_EVENTS = _OutageEvents(
+    "charger_write_failed", "charger_write_still_failing", "charger_write_recovered"
+)
+
+
+class _Health:
+    """Tracks one device's outages (its reads, or the charger's writes with ``events=_WRITE_EVENTS``) so
+    each is logged once when it starts and once when it ends, with the failures it took."""
+
+    def __init__(self, device: str, events: _OutageEvents = _READ_EVENTS) -> None:
         self.device = device
+        self.events = events
         self.failing_since: float | None = None
         self.failures = 0
         self.consecutive_failures = 0
@@ -116,23 +135,31 @@ class _Health:
             "failures": self.failures,
         }
 
-    def failed(self, now: float, error: str) -> None:
+    def failed(self, now: float, error: str, **context: Any) -> None:
+        """Record a failure; ``context`` (e.g. ``current_a``) goes into its log line."""
         self.failures += 1
         self.consecutive_failures += 1
         self.last_error, self.last_error_s = error, now
         if self.failing_since is None:
             self.failing_since = now
-            log.warning("device_unavailable", device=self.device, error=error)
+            log.warning(self.events.failed, device=self.device, error=error, **context)
         else:
-            log.debug("device_still_unavailable", device=self.device, error=error, failures=self.failures)
+            log.debug(
+                self.events.still_failing, device=self.device, error=error, failures=self.failures, **context
+            )
 
     def ok(self, now: float) -> bool:
         """Record a success; True if it ends an outage."""
         recovered = self.failing_since is not None
+        if self.failing_since is not None:
+            log.info(
+                self.events.recovered,
+                device=self.device,
+                outage_s=round(now - self.failing_since, 1),
+                failures=self.consecutive_failures,
+            )
         self.consecutive_failures = 0
         self.last_success_s = now
-        if self.failing_since is not None:
-            log.info("device_recovered", device=self.device, outage_s=round(now - self.failing_since, 1))
         self.failing_since = None
         return recovered
 
@@ -190,6 +217,7 @@ class Daemon:
         self._last_reason_kind = ""
         self._meter_health = _Health(meter.name)
         self._charger_health = _Health(charger.name)
+        self._write_health = _Health(charger.name, _WRITE_EVENTS)
         self._car_connected: bool | None = None  # from the last charger reading
         self._inflight: dict[str, _Read] = {}  # reads still running from an earlier cycle
         self._values: tuple[float | None, ...] = ()  # the meter's last values and since when
@@ -449,18 +477,15 @@ class Daemon:
         except (DeviceError, TimeoutError) as exc:
             self.stats.write_failures += 1
             self._applied = None
-            log.warning(
-                "charger_write_failed",
-                device=self.charger.name,
-                current_a=command.current_a,
-                error=getattr(exc, "message", None) or "timeout",
-            )
+            error = getattr(exc, "message", None) or "timeout"
+            self._write_health.failed(self.clock(), error, current_a=command.current_a)
             return False
         except Exception as exc:
             self.stats.write_failures += 1
             self._applied = None
             log.error("driver_error", device=self.charger.name, what="apply", error=repr(exc), exc_info=True)
             return False
+        self._write_health.ok(self.clock())
         if command.current_a > 0 and (self._acknowledged is None or self._acknowledged.current_a == 0):
             self.stats.starts += 1
         self._applied = self._acknowledged = command

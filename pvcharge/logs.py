@@ -4,6 +4,12 @@
 registered secret value that shows up in an event, whatever the key, is replaced by ``***`` before
 rendering.  Drivers never log secrets in the first place; this is the second line of defence.
 
+Log records of the libraries (pymodbus, aiohttp, httpx, asyncio: the standard library's ``logging``)
+go through the same processors and renderer (structlog's ``ProcessorFormatter``), so every line of
+the process has one format.  Below ``debug`` their routine lines (httpx's and aiohttp's per-request
+lines) stay quiet, and pymodbus's own connection errors are logged at debug level: the driver reports
+each outage once, with its device name.
+
 Formats: ``console`` (plain ``key=value`` lines, no colours), ``json`` (one JSON object per line, for
 Loki and other collectors), ``auto`` (console when a terminal or journald is attached, else JSON).
 When the stream is journald's (``$JOURNAL_STREAM`` names its device and inode, as systemd sets it for
@@ -85,6 +91,66 @@ def _with_priority(renderer: Any, keep_level: bool) -> Any:
     return render
 
 
+#: library loggers whose info lines are one per request: shown only at debug level
+_CHATTY = ("httpx", "httpcore", "aiohttp.access")
+#: library loggers whose records are logged at debug level whatever their own level (the drivers
+#: report the failures themselves, once per outage)
+_DEMOTED = ("pymodbus",)
+
+
+class _Demote(logging.Filter):
+    """Handler filter: records of :data:`_DEMOTED` loggers become debug records, dropped unless the
+    handler passes debug."""
+
+    def __init__(self, level: int) -> None:
+        super().__init__()
+        self.level = level
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name.partition(".")[0] not in _DEMOTED:
+            return True
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return self.level <= logging.DEBUG
+
+
+class _Handler(logging.StreamHandler):  # type: ignore[type-arg]
+    """The root handler :func:`configure_logging` installs (replaced on the next call)."""
+
+
+def _route_stdlib(level: int, out: TextIO, pre_chain: list[Any], processors: list[Any]) -> None:
+    """Send the standard library's log records through structlog's processors to ``out``: one
+    :class:`_Handler` on the root logger, instead of any earlier one."""
+    handler = _Handler(out)
+    handler.setLevel(level)
+    handler.addFilter(_Demote(level))
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=pre_chain,
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *processors],
+        )
+    )
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if isinstance(h, _Handler)]:
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level)
+    for name in _CHATTY:
+        logging.getLogger(name).setLevel(logging.NOTSET if level <= logging.DEBUG else logging.WARNING)
+    for name in _DEMOTED:  # below debug not even created
+        logging.getLogger(name).setLevel(logging.NOTSET if level <= logging.DEBUG else logging.CRITICAL)
+
+
+def reset_logging() -> None:
+    """Undo :func:`configure_logging` (tests): structlog's defaults, and no root handler of ours."""
+    structlog.reset_defaults()
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if isinstance(h, _Handler)]:
+        root.removeHandler(old)
+    root.setLevel(logging.WARNING)  # the standard library's default
+    for name in (*_CHATTY, *_DEMOTED):
+        logging.getLogger(name).setLevel(logging.NOTSET)
+
+
 def configure_logging(
     level: str = "info",
     fmt: str = "console",
@@ -113,9 +179,13 @@ def configure_logging(
     stamp: list[Any] = []
     if not journald or resolved == "json":
         stamp.append(structlog.processors.TimeStamper(fmt="iso", utc=False))
-    # pymodbus logs every timeout at ERROR through the standard library; the Huawei driver already
-    # reports each failure (with its device name) through structlog, so keep pymodbus quiet.
-    logging.getLogger("pymodbus").setLevel(logging.DEBUG if level == "debug" else logging.CRITICAL)
+    # the standard library's records (pymodbus, aiohttp, httpx) get the same level, stamp and renderer
+    _route_stdlib(
+        _LEVELS[level],
+        out,
+        pre_chain=[structlog.stdlib.add_log_level, structlog.stdlib.add_logger_name, *stamp],
+        processors=[structlog.processors.format_exc_info, redact_secrets, renderer],
+    )
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,

@@ -21,6 +21,6 @@ def fresh_structlog() -> Iterator[None]:
     """A test that configures logging (``configure_logging`` writes to a stream it was given) must not
     leave later tests logging to a closed stream."""
     yield
-    import structlog
+    from pvcharge.logs import reset_logging
 
-    structlog.reset_defaults()
+    reset_logging()

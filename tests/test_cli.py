@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
+from sitestub import free_port
 
 from pvcharge.sim.demo import SimClock
 from pvcharge.sim.huawei import HuaweiEmulator
@@ -261,3 +265,77 @@ async def test_the_demo_serves_the_status_page_while_it_runs() -> None:
     with pytest.raises(httpx.ConnectError):  # and it is gone when the demo ends
         async with httpx.AsyncClient() as client:
             await client.get(f"{url}/api/status")
+
+
+@contextlib.asynccontextmanager
+async def emulate(kind: str, *args: str) -> AsyncIterator[dict[str, Any]]:
+    """Run ``pvcharge emulate kind`` on a free port; yield the config it printed (its whole output up
+    to the "Running" line is YAML); SIGTERM it at the end, which must exit 0."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "pvcharge",
+        "emulate",
+        kind,
+        "--port",
+        str(free_port()),
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert proc.stdout is not None
+    try:
+        printed = []
+        while not printed or not printed[-1].startswith("# Running until"):
+            line = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode()
+            assert line, f"emulate {kind} ended early: {printed}, {(await proc.communicate())[1]!r}"
+            printed.append(line)
+        config = yaml.safe_load("".join(printed))
+        assert isinstance(config, dict)
+        yield config
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+        _, err = await asyncio.wait_for(proc.communicate(), 20)
+    assert proc.returncode == 0, err.decode()
+    assert err.decode() == ""
+
+
+async def test_emulate_prints_a_config_that_probe_reads_and_stops_on_sigterm(tmp_path: Path) -> None:
+    async with emulate("huawei", "--start", "12:00") as meter, emulate("warp", "--start", "12:00") as charger:
+        assert set(meter) == {"meter"} and set(charger) == {"charger"}
+        assert meter["meter"]["type"] == "huawei" and meter["meter"]["host"] == "127.0.0.1"
+        assert charger["charger"]["url"].startswith("http://127.0.0.1:")
+        path = tmp_path / "emulated.yaml"
+        path.write_text(yaml.safe_dump(meter | charger))
+        code, out, err = await pvcharge("probe", "--config", str(path), "--json")
+    assert code == 0, err
+    data = json.loads(out)
+    trace = bundled_trace()
+    noon_s = trace.start_s - trace.local_seconds_of_day(trace.start_s) + 12 * 3600
+    pv_w = [trace.at(noon_s + t)[0] for t in range(0, 120)]  # the emulator's first two minutes
+    assert min(pv_w) - 1 <= data["meter"]["pv_power_w"] <= max(pv_w) + 1
+    assert 25 <= data["meter"]["battery_soc_pct"] <= 35  # the site starts at 30 %
+    assert (data["charger"]["connected"], data["charger"]["iec_state"]) == (True, "B")  # noon: plugged in
+
+
+@pytest.mark.parametrize(("meter", "charger"), [("senec", "easee"), ("alphaess", None)])
+async def test_each_emulators_printed_config_works(meter: str, charger: str | None, tmp_path: Path) -> None:
+    """SENEC's ca_file and the cloud accounts (AlphaESS: meter and wallbox on one) as printed."""
+    async with contextlib.AsyncExitStack() as stack:
+        config = await stack.enter_async_context(emulate(meter))
+        if charger is not None:
+            config |= await stack.enter_async_context(emulate(charger))
+        assert set(config) == {"meter", "charger"}
+        path = tmp_path / "emulated.yaml"
+        path.write_text(yaml.safe_dump(config))
+        code, out, err = await pvcharge("probe", "--config", str(path), "--json")
+    assert code == 0, out + err
+    data = json.loads(out)
+    assert data["meter"]["pv_power_w"] > 0 and data["charger"]["connected"] is True  # 10:00
+
+
+async def test_emulate_refuses_a_host_that_is_not_loopback() -> None:
+    code, out, err = await pvcharge("emulate", "warp", "--host", "192.0.2.1", "--port", "0")
+    assert code == 2 and out == ""
+    assert "not a loopback address" in err and "--expose" in err

@@ -152,6 +152,33 @@ async def test_the_command_is_sent_again_when_the_charger_comes_back() -> None:
     assert charger.forgotten == 1  # and the driver forgot what it believed the charger holds
 
 
+async def test_a_charger_refusing_writes_is_logged_once_per_outage_and_once_on_recovery() -> None:
+    daemon, _, charger, clock = make()
+    failing = 4
+    charger.errors = [DeviceUnavailable(charger.name, "connection refused")] * failing
+    with capture_logs() as logs:
+        await run(daemon, clock, failing + 3)
+    assert charger.calls == failing + 1  # tried every cycle until it took the command, then left alone
+    assert len(charger.applied) == 1 and daemon.stats.write_failures == failing
+    warnings = [e for e in logs if e["log_level"] in ("warning", "error")]
+    assert [e["event"] for e in warnings] == ["charger_write_failed"]
+    assert warnings[0]["error"] == "connection refused" and warnings[0]["device"] == charger.name
+    quiet = [e for e in logs if e["event"] == "charger_write_still_failing"]
+    assert len(quiet) == failing - 1 and all(e["log_level"] == "debug" for e in quiet)
+    recovered = [e for e in logs if e["event"] == "charger_write_recovered"]
+    assert len(recovered) == 1
+    assert (recovered[0]["failures"], recovered[0]["outage_s"]) == (failing, failing * 5.0)  # 5-s cycles
+
+    charger.errors = [DeviceUnavailable(charger.name, "timeout")]  # a second outage is logged again
+    daemon._reassert("test")
+    with capture_logs() as logs:
+        await run(daemon, clock, 2)
+    assert [e["event"] for e in logs if e["event"].startswith("charger_write")] == [
+        "charger_write_failed",
+        "charger_write_recovered",
+    ]
+
+
 async def test_a_newly_connected_car_gets_the_command_again() -> None:
     """Easee clears its pause and dynamic current on plug-in: the daemon re-asserts on A -> B."""
     daemon, _, charger, clock = make()

@@ -8,18 +8,21 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import io
+import json
 import re
 import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from sitestub import FixedSite, meter_state
+from sitestub import FixedSite, free_port, meter_state
 from structlog.testing import capture_logs
 
 from pvcharge.config import parse_config
 from pvcharge.daemon import Daemon
 from pvcharge.errors import DeviceError, DeviceProtocolError, DeviceUnavailable
+from pvcharge.logs import configure_logging
 from pvcharge.meters.huawei import Config, HuaweiMeter, create
 from pvcharge.readings import ChargerCapabilities, ChargerCommand, ChargerReading, SiteReading
 from pvcharge.sim.faults import MODBUS_FAULTS, Fault
@@ -364,3 +367,48 @@ async def test_daemon_cutting_off_a_slow_meter_says_which_attempt_failed_and_why
     ), failed[0]
     assert not daemon._inflight  # cancelled, not left running
     await slow.close()
+
+
+#: a console line: timestamp, [level], event (structlog's ConsoleRenderer without colours)
+CONSOLE_LINE = re.compile(r"\d{4}-\d\d-\d\dT\S+ \[(debug|info|warning|error)\s*\] \S")
+
+
+@pytest.mark.parametrize("fmt", ["json", "console"])
+@pytest.mark.parametrize("level", ["info", "debug"])
+async def test_a_dead_meter_is_logged_once_and_pymodbus_speaks_pvcharges_format(
+    fmt: str, level: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """pymodbus logs "Failed to connect" through the standard library: it must come out in pvcharge's
+    format (and at debug level only, the driver reports the outage), never as a bare line."""
+    out = io.StringIO()
+    configure_logging(level, fmt, stream=out)
+    config = parse_config(
+        "meter: {type: huawei, host: 127.0.0.1}\n"
+        "charger: {type: warp, url: 'http://127.0.0.1', phases: 1}\n"
+        "control: {interval_s: 1, max_age_s: 30}\n"
+    )
+    dead = meter(free_port(), retries=1)  # nothing listens there: connection refused
+    daemon = Daemon(config, dead, _Charger(), clock=time.time)
+    for _ in range(3):
+        await daemon.cycle()
+    await dead.close()
+
+    assert capsys.readouterr().err == ""  # nothing went around the configured stream
+    lines = out.getvalue().splitlines()
+    if fmt == "json":
+        events = [json.loads(line) for line in lines]
+        assert all({"event", "level", "timestamp"} <= e.keys() for e in events), lines
+        levels = {e["event"]: e["level"] for e in events}
+        assert [e["event"] for e in events].count("device_unavailable") == 1
+        pymodbus = [e for e in events if e.get("logger", "").startswith("pymodbus")]
+    else:
+        assert all(CONSOLE_LINE.match(line) for line in lines), lines
+        levels = {line.split("] ", 1)[1].split(" ", 1)[0]: CONSOLE_LINE.match(line)[1] for line in lines}  # type: ignore[index]
+        assert sum(line.split("] ", 1)[1].startswith("device_unavailable ") for line in lines) == 1
+        pymodbus = [line for line in lines if line.endswith("[pymodbus.logging]")]  # the logger's name
+    assert levels["device_unavailable"] == "warning"
+    if level == "debug":  # pymodbus's own report, demoted to debug
+        assert any("Failed to connect" in str(p) for p in pymodbus)
+        assert all((p["level"] if fmt == "json" else CONSOLE_LINE.match(p)[1]) == "debug" for p in pymodbus)  # type: ignore[index]
+    else:
+        assert not pymodbus

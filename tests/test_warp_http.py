@@ -100,6 +100,9 @@ def test_milliamps_power_and_phases_convert() -> None:
     assert reading.phases == 1
     # without meter/phases a charging box is assumed to use 3 phases; a box not charging uses none
     assert reading_from_json(evse(2), {"power": 11000}, None, timestamp_s=0.0).phases == 3
+    # ... unless the driver knows what the box is switched to (evse/low_level_state.phases_current)
+    assert reading_from_json(evse(2), {"power": 2300}, None, timestamp_s=0.0, box_phases=1).phases == 1
+    assert reading_from_json(evse(2), {"power": 2300}, phases, timestamp_s=0.0, box_phases=3).phases == 1
     assert reading_from_json(evse(1), {"power": 0}, phases, timestamp_s=0.0).phases == 0
     # no meter at all: power reads 0 W
     assert reading_from_json(evse(2), None, None, timestamp_s=0.0).power_w == 0.0

@@ -183,6 +183,26 @@ async def test_switch_to_one_phase_walks_phases_state_and_the_car_follows(
     assert posts(emulator, "evse/phase_auto_switch") == 1  # once per connection
 
 
+async def test_without_meter_phases_the_reading_has_the_phases_the_box_switched_to(
+    charger: WarpCharger, emulator: WarpEmulator, site: SiteModel, http: httpx.AsyncClient
+) -> None:
+    emulator.meter_phases = False  # a meter that does not report phases: meter/phases answers 404
+    assert (await http.get("meter/phases")).status_code == 404
+    await charger.apply(ChargerCommand(current_a=10.0, phases=3))
+    site.advance(16)
+    reading = await charger.read()
+    assert (reading.charging, reading.phases) == (True, 3)
+
+    await switch_to_one_phase(charger, site)
+    site.advance(31)  # the car's pause around the switch
+    emulator.request_log.clear()
+    reading = await charger.read()
+    assert ("GET", "meter/phases") in emulator.request_log  # asked, and not offered
+    assert site.state().car_phases == 1
+    assert (reading.charging, reading.phases) == (True, 1)  # what evse/low_level_state confirmed
+    assert reading.power_w == pytest.approx(10 * 230)
+
+
 # -- preconditions and refusals -------------------------------------------------------------------
 
 

@@ -12,7 +12,9 @@ Device facts (reference ``chargers.md`` §3; Tinkerforge esp32-firmware
   otherwise 6000..32000.  Firmware before Nov 2024 only honours it after
   ``evse/external_enabled {"enabled": true}``.
 - ``meter/values.power`` in W (> 0 = the car draws), ``meter/phases.phases_active`` ``[L1, L2, L3]``
-  booleans; both answer 404 on a box without a meter.
+  booleans; both answer 404 on a box without a meter.  Without ``meter/phases`` a charging car is
+  reported on the phases ``evse/low_level_state.phases_current`` gives (with ``phase_switching``),
+  else on 3 (an assumption).
 
 Phase switching (WARP3/WARP4, ``phase_switching: true``; chargers.md §3.2–3.4, W-fw ``power_manager``,
 W-evcc ``charger/warp-ws.go``):
@@ -253,7 +255,12 @@ def parse_active_phases(payload: object) -> int:
 
 
 def reading_from_json(
-    evse_state: object, meter_values: object | None, meter_phases: object | None, *, timestamp_s: float
+    evse_state: object,
+    meter_values: object | None,
+    meter_phases: object | None,
+    *,
+    timestamp_s: float,
+    box_phases: int | None = None,
 ) -> ChargerReading:
     """Build a canonical reading from the decoded answers of the three endpoints.
 
@@ -262,11 +269,14 @@ def reading_from_json(
         meter_values: the ``meter/values`` object, ``None`` on a box without a meter (power reads 0 W).
         meter_phases: the ``meter/phases`` object, ``None`` where the box has none or it was not asked.
         timestamp_s: when the answers arrived, seconds on the daemon's clock.
+        box_phases: the phases the box's contactors are switched to (1 or 3,
+            ``evse/low_level_state.phases_current``), where the driver knows them.
 
     Returns:
         The reading; ``phases`` is 0 while not charging.  While charging it is the number of
-        ``phases_active`` the meter reports (0 right after the start, before the meter sees current),
-        or 3 without ``meter/phases``: an assumption, the box does not say.
+        ``phases_active`` the meter reports (0 right after the start, before the meter sees current);
+        without ``meter/phases`` it is ``box_phases``, or 3 where that is not known either (an
+        assumption, the box does not say).
 
     Raises:
         ValueError: a field is missing or malformed; the message names the endpoint and the field.
@@ -276,7 +286,7 @@ def reading_from_json(
     if not state.charging:
         phases = 0
     elif meter_phases is None:
-        phases = 3
+        phases = 3 if box_phases is None else box_phases
     else:
         phases = parse_active_phases(meter_phases)
     return ChargerReading(
@@ -464,10 +474,9 @@ class WarpCharger:
         if values is None:
             self._log.debug("warp.no_meter", url=self._base_url + "meter/values")
         phases = await self._get_json("meter/phases") if charging and values is not None else None
-        if self._config.phase_switching:
-            await self._read_phase_state()
+        box_phases = (await self._read_phase_state()).phases_current if self._config.phase_switching else None
         try:
-            return reading_from_json(state, values, phases, timestamp_s=self._clock())
+            return reading_from_json(state, values, phases, timestamp_s=self._clock(), box_phases=box_phases)
         except ValueError as exc:
             raise DeviceProtocolError(self.name, f"{self._base_url}: {exc}") from exc
 

@@ -155,6 +155,8 @@ class WarpEmulator(LoopbackHttpServer):
         external_control_unavailable: ``power_manager/state.external_control`` reads 2 and
             ``phases_wanted`` writes answer 400.
         phases_info_single_phase_car: ``phases_info`` bit 0 is set and a request for 3 phases answers 400.
+        meter_phases: ``False`` answers ``meter/phases`` 404, like a box whose meter does not report
+            the phases (``meter/values`` still answers).
 
     Attributes:
         request_log: the last 256 requests that reached the emulator, as ``(method, path)`` (those
@@ -192,6 +194,7 @@ class WarpEmulator(LoopbackHttpServer):
         self.online = True
         self.external_control_unavailable = False
         self.phases_info_single_phase_car = False
+        self.meter_phases = True
         self.request_log: deque[tuple[str, str]] = deque(maxlen=256)
         self.switch_log: list[tuple[float, int]] = []
         self._username = username
@@ -280,6 +283,8 @@ class WarpEmulator(LoopbackHttpServer):
             challenge = f'Digest realm="{_REALM}", qop="auth", algorithm=MD5, nonce="{self._nonce}"'
             return web.Response(status=401, text="Unauthorized", headers={"WWW-Authenticate": challenge})
 
+        if path == "meter/phases" and not self.meter_phases:
+            return web.Response(status=404, text=f"No such path: /{path}")
         base = path.removesuffix("_update")
         if request.method == "GET" and path in self._readers:
             return web.json_response(self._readers[path]())
