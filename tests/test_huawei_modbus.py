@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from sitestub import FixedSite, free_port, meter_state
+from structlog.testing import capture_logs
 
 from pvcharge.errors import DeviceProtocolError, DeviceUnavailable
 from pvcharge.meters.huawei import Config, HuaweiMeter, create
@@ -143,9 +144,15 @@ async def test_site_without_battery(site: FixedSite) -> None:
 
         m = meter(emu.port, battery=True)
         site.calls = 0
-        with pytest.raises(DeviceProtocolError, match=r"register 37760 absent: exception 0x02"):
+        with pytest.raises(DeviceProtocolError) as err:
             await m.read()
-        assert site.calls == 3  # one request per block, the battery's answered 0x02: not retried
+        # the battery block answered 0x02, then 37760 alone too; neither is retried
+        assert site.calls == 4
+        assert emu.reads[37760, 7] == emu.reads[37760, 1] == 1
+        assert "register 37760 absent: exception 0x02 (illegal address) reading 37760×1" in str(err.value)
+        assert "for a site without a battery set battery: false, but not if a battery is connected" in str(
+            err.value
+        )
         await m.close()
 
 
@@ -201,3 +208,26 @@ async def test_emulator_serves_the_reference_worked_encodings(emulator: HuaweiEm
     finally:
         client.close()
     assert raw == {37113: [0xFFFF, 0xF63C], 37765: [0x0000, 0x04B0], 32064: [0x0000, 0x146E], 37760: [0x022B]}
+
+
+async def test_firmware_refusing_gap_spanning_reads_reads_field_by_field_once(site: FixedSite) -> None:
+    """Some firmware answers 0x02 to ``37760×7`` because it spans the undocumented 37761 (issue 12):
+    the driver reads the registers it needs one by one instead, decides that once, keeps it for
+    later reads, says so once, and never suggests ``battery: false`` (battery 0 W: house load wrong)."""
+    async with HuaweiEmulator(site, refuse_gaps=True) as emu:
+        m = meter(emu.port)
+        with capture_logs() as events:
+            for _ in range(3):
+                reading = await m.read()
+                assert (reading.battery_power_w, reading.battery_soc_pct) == (-1200.0, 55.5)
+                assert (reading.grid_power_w, reading.pv_power_w) == (2500.0, 5230.0)
+        await m.close()
+    assert emu.reads[37760, 7] == 1  # refused once, not tried again on later reads
+    assert (emu.reads[37760, 1], emu.reads[37765, 2]) == (3, 3)
+    assert (emu.reads[32064, 2], emu.reads[37107, 8]) == (3, 3)  # blocks without gaps stay blocks
+    assert sum(emu.reads.values()) == 1 + 3 * 4
+    notes = [e for e in events if e["log_level"] in ("info", "warning", "error")]
+    assert [e["event"] for e in notes] == ["huawei.block_refused"]
+    assert notes[0]["log_level"] == "warning"
+    assert notes[0]["block"] == "37760×7" and notes[0]["now_reading"] == "37760×1, 37765×2"
+    assert "battery: false" not in repr(events)

@@ -15,7 +15,10 @@ register    type  gain    meaning (vendor sign)
 ==========  ====  ======  ==================================================================
 
 Invalid markers ("no value", §1.3): U16 ``0xFFFF``, I32 ``0x7FFFFFFF``.  One read is three requests:
-``32064×2``, ``37107×8`` and ``37760×7`` (the last one skipped with ``battery: false``).
+``32064×2``, ``37107×8`` and ``37760×7`` (the last one skipped with ``battery: false``).  Some
+firmware answers exception 0x02 to a block read that spans a register it does not document (37761
+inside 37760–37766; issue 12): the driver then reads the registers it uses one by one (``37760×1``,
+``37765×2``), and keeps doing so for that block without trying it whole again.
 """
 
 from __future__ import annotations
@@ -47,6 +50,11 @@ BATTERY_POWER = 37765  #: I32 W, + = charging [H1 ``storage_charge_discharge_pow
 PV_BLOCK = (PV_POWER, 2)
 METER_BLOCK = (GRID_CURRENTS, GRID_POWER + 2 - GRID_CURRENTS)  # 37107..37114
 BATTERY_BLOCK = (BATTERY_SOC, BATTERY_POWER + 2 - BATTERY_SOC)  # 37760..37766
+#: (first register, count) of each value the driver uses in each block: what it reads one by one
+#: when the device refuses the block read.
+PV_FIELDS = (PV_BLOCK,)
+METER_FIELDS = tuple((address, 2) for address in range(GRID_CURRENTS, GRID_POWER + 1, 2))
+BATTERY_FIELDS = ((BATTERY_SOC, 1), (BATTERY_POWER, 2))
 
 U16_INVALID = 0xFFFF
 I32_INVALID = 0x7FFFFFFF
@@ -234,6 +242,10 @@ class _Transient(Exception):
     """A failure worth retrying: timeout, connection problem, exception 0x04/0x06, short reply."""
 
 
+class _Absent(Exception):
+    """Exception 0x02 (illegal address) to a read: a register in it does not exist for the device."""
+
+
 @dataclass
 class _Link:
     """One open Modbus TCP connection."""
@@ -271,10 +283,12 @@ class HuaweiMeter:
         self._lock = asyncio.Lock()
         self._next_request_at = 0.0  #: event-loop time before which no request may be sent
         self._lost_reason: str | None = None  #: why the last connection broke, until reconnected
+        self._by_field: set[int] = set()  #: first registers of the blocks the device refused whole
         self._log = log.bind(device=name, endpoint=self._endpoint)
 
     async def read(self) -> SiteReading:
-        """Read the site once (three requests; two with ``battery: false``).
+        """Read the site once (three requests; two with ``battery: false``; one more per value of a
+        block the device refuses to read whole, see the module docstring).
 
         A failing request ends the read within ``(1 + retries) × (2 × timeout_s + connect_delay_s
         + request_gap_s)`` plus the backoff waits (``backoff_s``, doubling per retry, plus up to
@@ -288,13 +302,13 @@ class HuaweiMeter:
             DeviceUnavailable: no usable answer after ``1 + retries`` attempts: cannot connect, no
                 answer within ``timeout_s``, connection closed by the device, exception 0x06
                 (device busy) or 0x04 (device failure); the message names the last cause.
-            DeviceProtocolError: a register is absent (exception 0x02), holds an invalid marker or an
-                out-of-range value (e.g. an all-0xFFFF reply), or the device answered with another
-                Modbus exception.  Not retried.
+            DeviceProtocolError: a register is absent (exception 0x02, also when read alone), holds an
+                invalid marker or an out-of-range value (e.g. an all-0xFFFF reply), or the device
+                answered with another Modbus exception.  Not retried.
         """
-        pv = await self._read_block(*PV_BLOCK)
-        meter = await self._read_block(*METER_BLOCK)
-        battery = await self._read_block(*BATTERY_BLOCK) if self._config.battery else None
+        pv = await self._read_block(PV_BLOCK, PV_FIELDS)
+        meter = await self._read_block(METER_BLOCK, METER_FIELDS)
+        battery = await self._read_block(BATTERY_BLOCK, BATTERY_FIELDS) if self._config.battery else None
         try:
             return to_reading(pv, meter, battery, self._clock())
         except ValueError as exc:
@@ -304,7 +318,57 @@ class HuaweiMeter:
         """Close the connection; the next read reconnects. Safe to call twice."""
         self._drop(None)
 
-    async def _read_block(self, address: int, count: int) -> list[int]:
+    async def _read_block(self, block: tuple[int, int], fields: tuple[tuple[int, int], ...]) -> list[int]:
+        """The ``count`` registers of ``block = (first, count)``: in one request, or, once the device
+        has refused that with exception 0x02, each of ``fields`` in a request of its own (the other
+        registers of the block are then 0: nothing uses them).
+
+        Raises:
+            DeviceProtocolError: a field alone is absent (exception 0x02).
+            DeviceUnavailable: see :meth:`read`.
+        """
+        first, count = block
+        refused = first in self._by_field
+        if not refused:
+            try:
+                return await self._read_registers(first, count)
+            except _Absent as exc:
+                if fields == (block,):
+                    raise self._absent(first, count, str(exc)) from None
+        words = [0] * count
+        for address, size in fields:
+            try:
+                words[address - first : address - first + size] = await self._read_registers(address, size)
+            except _Absent as exc:
+                raise self._absent(first, count, f"{exc} (after {first}×{count} was refused too)") from None
+        if not refused:
+            self._by_field.add(first)
+            self._log.warning(
+                "huawei.block_refused",
+                block=f"{first}×{count}",
+                now_reading=", ".join(f"{address}×{size}" for address, size in fields),
+                problem="the device answers exception 0x02 (illegal address) to the block read, as "
+                "firmware does that lacks a register inside it; read the registers used one by one",
+            )
+        return words
+
+    def _absent(self, first: int, count: int, what: str) -> DeviceProtocolError:
+        """The error for exception 0x02 to ``what``, a read in block ``first×count``."""
+        hint = ""
+        if first == BATTERY_SOC:  # battery: false is right only without battery: it reads 0 W
+            hint = (
+                "; the inverter has no battery registers at this unit id: for a site without a battery "
+                "set battery: false, but not if a battery is connected (it would read as 0 W)"
+            )
+        return DeviceProtocolError(self.name, f"{self._endpoint}: {what}{hint}")
+
+    async def _read_registers(self, address: int, count: int) -> list[int]:
+        """``count`` registers from ``address`` in one request, retried on transient failures.
+
+        Raises:
+            _Absent: exception 0x02 (not retried).
+            DeviceUnavailable, DeviceProtocolError: see :meth:`read`.
+        """
         retrying = backoff_retrying(
             attempts=self._config.retries + 1,
             backoff_s=self._config.backoff_s,
@@ -341,12 +405,7 @@ class HuaweiMeter:
         if result.isError():
             code = result.exception_code
             if code == _EXC_ILLEGAL_ADDRESS:
-                hint = "; a site without battery needs battery: false" if address == BATTERY_SOC else ""
-                raise DeviceProtocolError(
-                    self.name,
-                    f"{self._endpoint}: register {address} absent: exception 0x02 (illegal address) "
-                    f"{what}{hint}",
-                )
+                raise _Absent(f"register {address} absent: exception 0x02 (illegal address) {what}")
             if code in _EXC_RETRYABLE:
                 raise _Transient(f"{what}: exception 0x{code:02X} ({_EXC_RETRYABLE[code]})")
             raise DeviceProtocolError(

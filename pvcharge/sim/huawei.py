@@ -5,27 +5,58 @@ outside the register map with exception 0x02, and the device's action fills the 
 ``site.state()`` when a request arrives, so the emulator follows the simulated site.
 
 Registers, encodings and vendor signs as in the project reference ``meters.md`` §1.3 (sources:
-wlcrs/huawei-solar-lib ``registers.py`` and ``register_values.py``; evcc; ioBroker.sun2000).
-Holding registers, 32-bit values high word first:
+wlcrs/huawei-solar-lib ``registers.py`` and ``register_values.py``, the community's transcription of
+Huawei's "Solar Inverter Modbus Interface Definitions"; evcc; ioBroker.sun2000).  The huawei-solar
+register names are given where the reference lacks a register.  Holding registers, 32-bit values
+high word first, strings ASCII padded with NULs:
 
 ==========  =====  ======  ===========================================================
 register    type   gain    value served
 ==========  =====  ======  ===========================================================
 30000       STR15  –       model ``SUN2000-10KTL-M1``
+30015       STR10  –       serial number :data:`SERIAL` (``serial_number``)
+30025       STR10  –       part number :data:`PART_NUMBER` (``pn``)
+30035       STR15  –       firmware version :data:`FIRMWARE` (``firmware_version``)
+30050       STR15  –       software version :data:`SOFTWARE` (``software_version``)
+30071       U16    1       PV strings 2 (``nb_pv_strings``; the 10KTL-M1 has one per MPPT)
+30072       U16    1       MPP trackers 2 (``nb_mpp_tracks``)
+30073       U32    1 W     rated power 10000 W (``rated_power``)
+30075       U32    1 W     maximum active power 11000 W (``P_max``)
 32064       I32    1 W     PV input power
 32080       I32    1 W     inverter active power: PV + battery discharge
+32089       U16    enum    device status 0x0200 on-grid (``device_status``)
+37000       U16    enum    battery unit 1 status 2 (running)             (battery only)
+37001       I32    1 W     battery unit 1 power, + = charging            (battery only)
+37003       U16    10 V    battery unit 1 bus voltage, :data:`BUS_VOLTAGE_V`  (battery only)
+37004       U16    10 %    battery unit 1 SoC                            (battery only)
 37100       U16    enum    meter status 1 (normal)
 37101/3/5   I32    10 V    grid phase voltages, 230 V
 37107/9/11  I32    100 A   grid phase currents, + = export: −grid / 3 / 230 V each
 37113       I32    1 W     meter active power, + = export: −grid_power_w
 37125       U16    enum    meter type 1 (three-phase)
+37200       U16    1       optimizers 0 (``nb_optimizers``)
+37758       U32    1 Wh    battery rated capacity 10000 Wh               (battery only)
 37760       U16    10 %    battery SoC                                   (battery only)
 37762       U16    enum    battery running status 2 (running)            (battery only)
+37763       U16    10 V    battery bus voltage, :data:`BUS_VOLTAGE_V`        (battery only)
+37764       I16    10 A    battery bus current, + = charging: power / voltage (battery only)
 37765       I32    1 W     battery power, + = charging: −battery_power_w (battery only)
+42900       U16    bool    daylight saving time 1 (``daylight_saving_time``)
+43006       I16    1 min   time zone +60 min, Central European (``time_zone``)
+47000       U16    enum    battery 1 model: 2 LUNA2000 (0 none without battery)
+47089       U16    enum    battery 2 model: 0 none
 ==========  =====  ======  ===========================================================
 
-Unlisted registers less than 16 away from listed ones read as 0 (so block reads such as
-``37760×7`` work); all others answer exception 0x02.
+These are what huawei-solar 2.5.0's ``create_tcp_bridge`` reads (30000, 30015×50, 30071, 37200,
+47000, 47089, 37100, 37125, 42900, 43006; reference §1.5) and the 37000–37004 block other tools read
+(EaseeLoadBalancer, ioBroker.sun2000).  Unlisted registers less than 16 away from listed ones read as
+0 (so block reads such as ``37760×7`` work), unless ``refuse_gaps``: then, like firmware that
+answers a block read spanning an undocumented register (37761 inside 37760–37766) with exception
+0x02, every read touching an unlisted register answers 0x02.  All other registers answer 0x02.
+
+The emulator answers the unit ids ``unit_ids`` (0 and 1 by default: the inverter's own access point
+and huawei-solar's default answer 0, an SDongle 1, some SDongles 0 too; reference §1.2); any other
+unit id gets exception 0x0B (gateway target did not respond), as from an SDongle.
 
 Faults (:mod:`pvcharge.sim.faults`): ``emulator.faults.set(Fault.X)`` makes every request misbehave
 until ``emulator.faults.clear()``; it plays every fault of ``MODBUS_FAULTS``:
@@ -48,12 +79,14 @@ KICK            one Modbus TCP client at a time, like an SDongle or inverter (re
                 connection closes every older one; requests are answered normally
 ==============  ==================================================================================
 
-``faults.played`` counts the requests each fault was played on, for KICK the connections it closed.
+``faults.played`` counts the requests each fault was played on, for KICK the connections it closed;
+``reads`` counts the read requests by (first register, count), whatever they were answered with.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextvars
 import itertools
 import logging
@@ -77,6 +110,16 @@ from pvcharge.sim.site import SiteState
 log = logging.getLogger(__name__)
 
 MODEL = "SUN2000-10KTL-M1"
+SERIAL = "HV2150123456"  #: 30015, a made-up serial number in Huawei's format
+PART_NUMBER = "01074385"  #: 30025, made up
+FIRMWARE = "V100R001C00"  #: 30035
+SOFTWARE = "V100R001C00SPC141"  #: 30050
+RATED_POWER_W = 10_000  #: 30073, the 10KTL's rated power
+MAX_POWER_W = 11_000  #: 30075, the 10KTL-M1's maximum active power
+BATTERY_CAPACITY_WH = 10_000  #: 37758, a LUNA2000-10 (the reference site's 10 kWh battery)
+BUS_VOLTAGE_V = 450.0  #: 37003/37763, a LUNA2000's DC bus voltage
+TIME_ZONE_MIN = 60  #: 43006, UTC+1
+UNIT_IDS = (0, 1)  #: the unit ids answered by default
 PHASE_VOLTAGE_V = 230.0
 MAX_GAP = 16  #: unlisted registers closer than this to listed ones read as 0
 GARBAGE_WORD = 0xFFFF  #: what every register reads while GARBAGE is played
@@ -97,13 +140,17 @@ def _u16(value: float) -> list[int]:
     return [round(value)]
 
 
+def _i16(value: float) -> list[int]:
+    return [round(value) & 0xFFFF]
+
+
+def _u32(value: float) -> list[int]:
+    return list(struct.unpack(">HH", struct.pack(">I", round(value))))
+
+
 def _str(text: str, size: int) -> list[int]:
     data = text.encode("ascii").ljust(2 * size, b"\0")
     return list(struct.unpack(f">{size}H", data))
-
-
-async def _no_such_unit(*_: object) -> ExcCodes:
-    return ExcCodes.GATEWAY_NO_RESPONSE
 
 
 @dataclass(frozen=True)
@@ -143,11 +190,13 @@ class HuaweiEmulator:
         site: the state source, read at each request.
         host: a loopback IP address.
         port: TCP port; 0 picks a free one (read :attr:`port` after :meth:`start`).
-        unit_id: the Modbus unit id it answers as; other unit ids get exception 0x0B (gateway target
-            did not respond, what a Modbus gateway such as the SDongle reports for an absent unit), or
-            with ``unit_id=0`` every unit id is answered.
+        unit_ids: the Modbus unit ids it answers as (all with the same registers); other unit ids get
+            exception 0x0B (gateway target did not respond, what a Modbus gateway such as the SDongle
+            reports for an absent unit).
         battery: serve the battery registers; without, they answer exception 0x02 like a site
             without a battery.
+        refuse_gaps: answer exception 0x02 to a read that spans an unlisted register, like firmware
+            that refuses ``37760×7`` because of 37761; default: such registers read as 0.
 
     Attributes:
         faults: the fault played on every request (module docstring), set and cleared at any time.
@@ -156,6 +205,7 @@ class HuaweiEmulator:
         busy_next: answer the next N requests with exception 0x06 (device busy), then behave again (a
             BUSY that ends by itself, as right after connecting).
         connections: TCP connections accepted so far (a driver's reconnects show here).
+        reads: read requests received, by (first register, count), whatever the answer.
 
     Raises:
         ValueError: ``host`` is not a loopback IP address.
@@ -167,8 +217,9 @@ class HuaweiEmulator:
         *,
         host: str = "127.0.0.1",
         port: int = 0,
-        unit_id: int = 1,
+        unit_ids: tuple[int, ...] = UNIT_IDS,
         battery: bool = True,
+        refuse_gaps: bool = False,
     ) -> None:
         if not is_loopback(host):
             raise ValueError(
@@ -177,12 +228,14 @@ class HuaweiEmulator:
         self.site = site
         self.host = host
         self.port = port
-        self.unit_id = unit_id
+        self.unit_ids = unit_ids
         self.battery = battery
+        self.refuse_gaps = refuse_gaps
         self.faults: FaultSwitch = _Faults(MODBUS_FAULTS, self._fault_changed)
         self.reply_delay_s = 0.0
         self.busy_next = 0
         self.connections = 0
+        self.reads: collections.Counter[tuple[int, int]] = collections.Counter()
         self._frozen: SiteState | None = None  #: the state STALE serves
         self._server: ModbusTcpServer | None = None
         self._handlers: set[_Connection] = set()  #: open client connections
@@ -191,10 +244,20 @@ class HuaweiEmulator:
     def registers(self, state: SiteState) -> dict[int, list[int]]:
         """The served registers for ``state``: start address → vendor-encoded words."""
         phase_a = state.grid_power_w / 3 / PHASE_VOLTAGE_V
+        charge_w = -state.battery_power_w  # vendor sign: + = charging
         regs = {
             30000: _str(MODEL, 15),
+            30015: _str(SERIAL, 10),
+            30025: _str(PART_NUMBER, 10),
+            30035: _str(FIRMWARE, 15),
+            30050: _str(SOFTWARE, 15),
+            30071: _u16(2),
+            30072: _u16(2),
+            30073: _u32(RATED_POWER_W),
+            30075: _u32(MAX_POWER_W),
             32064: _i32(state.pv_power_w),
             32080: _i32(state.pv_power_w + state.battery_power_w),
+            32089: _u16(0x0200),
             37100: _u16(1),
             37101: _i32(PHASE_VOLTAGE_V * 10),
             37103: _i32(PHASE_VOLTAGE_V * 10),
@@ -204,12 +267,24 @@ class HuaweiEmulator:
             37111: _i32(-phase_a * 100),
             37113: _i32(-state.grid_power_w),
             37125: _u16(1),
+            37200: _u16(0),
+            42900: _u16(1),
+            43006: _i16(TIME_ZONE_MIN),
+            47000: _u16(2 if self.battery else 0),
+            47089: _u16(0),
         }
         if self.battery:
             regs |= {
+                37000: _u16(2),
+                37001: _i32(charge_w),
+                37003: _u16(BUS_VOLTAGE_V * 10),
+                37004: _u16(state.battery_soc_pct * 10),
+                37758: _u32(BATTERY_CAPACITY_WH),
                 37760: _u16(state.battery_soc_pct * 10),
                 37762: _u16(2),
-                37765: _i32(-state.battery_power_w),
+                37763: _u16(BUS_VOLTAGE_V * 10),
+                37764: _i16(charge_w / BUS_VOLTAGE_V * 10),
+                37765: _i32(charge_w),
             }
         return regs
 
@@ -222,7 +297,8 @@ class HuaweiEmulator:
         if self._server is not None:
             return
         # Huawei answers block reads across small gaps (huawei-solar merges reads over gaps < 16,
-        # reference §1.4), so gaps shorter than that read as 0; everything else answers 0x02.
+        # reference §1.4), so gaps shorter than that read as 0 (unless refuse_gaps); everything else
+        # answers 0x02: pymodbus does that for the addresses it has no SimData for.
         words = {
             first + i: word
             for first, block in self.registers(self.site.state()).items()
@@ -230,13 +306,12 @@ class HuaweiEmulator:
         }
         served = sorted(words)
         for a, b in itertools.pairwise(served):
-            if b - a < MAX_GAP:
+            if b - a < MAX_GAP and not self.refuse_gaps:
                 words.update(dict.fromkeys(range(a + 1, b), 0))
         # Read-only: pymodbus answers writes with 0x02, as a SUN2000 does without installer login (§1.4).
         blocks = [SimData(a, values=w, datatype=DataType.REGISTERS, readonly=True) for a, w in words.items()]
-        devices = [SimDevice(self.unit_id, simdata=blocks, action=self._on_request)]
-        if self.unit_id != 0:  # SimDevice id 0 catches every other unit id
-            devices.append(SimDevice(0, simdata=blocks, action=_no_such_unit))
+        # SimDevice id 0 catches every unit id; _answer turns away those not in unit_ids.
+        devices = [SimDevice(0, simdata=blocks, action=self._on_request)]
         server = _Server(self, devices, address=(self.host, self.port))
         await server.serve_forever(background=True)
         self._server = server
@@ -295,6 +370,9 @@ class HuaweiEmulator:
 
     async def _answer(self, handler: _Connection, pdu: ModbusPDU) -> ModbusPDU | None:
         """The response to ``pdu``, or ``None`` for no answer at all."""
+        address, count = getattr(pdu, "address", None), getattr(pdu, "count", None)
+        if pdu.function_code == 0x03 and isinstance(address, int) and isinstance(count, int):
+            self.reads[address, count] += 1
         fault = None if self.faults.active(Fault.KICK) else self.faults.play()  # KICK acts on connect
         if fault is Fault.TIMEOUT:
             # Hold the request until the client gives up on the connection, or the fault is cleared
@@ -318,6 +396,8 @@ class HuaweiEmulator:
         delay_s = self.reply_delay_s + (self.faults.delay_s if fault is Fault.SLOW else 0.0)
         if delay_s > 0:
             await asyncio.sleep(delay_s)  # the values stay those measured on arrival
+        if code is None and pdu.dev_id not in self.unit_ids:
+            code = ExcCodes.GATEWAY_NO_RESPONSE
         if code is not None:
             return ExceptionResponse(pdu.function_code, code)
         _REPLY.set(reply)
