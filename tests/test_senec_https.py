@@ -199,6 +199,20 @@ async def test_plain_http_for_old_firmware(plain_emulator: SenecEmulator) -> Non
         await meter.close()
 
 
+async def test_http_against_https_only_firmware_says_try_https(emulator: SenecEmulator) -> None:
+    """``scheme: http`` with the port of an HTTPS-only appliance (firmware since Aug 2023): the TLS
+    server drops the plain request, which read "connection lost (ReadError)" (issue 12)."""
+    meter = make_meter(emulator.port, scheme="http", retries=0)
+    try:
+        with pytest.raises(DeviceUnavailable) as err:
+            await meter.read()
+    finally:
+        await meter.close()
+    assert err.value.device == NAME
+    assert f"POST http://127.0.0.1:{emulator.port}/lala.cgi" in str(err.value)
+    assert "HTTPS only: try scheme: https" in str(err.value)
+
+
 async def test_https_against_plain_http_suggests_scheme_http(plain_emulator: SenecEmulator) -> None:
     meter = make_meter(plain_emulator.port, verify=False)
     try:
@@ -399,6 +413,20 @@ async def test_slow_reply_past_the_timeout_is_unavailable(emulator: SenecEmulato
 def mock_meter(handler: Callable[[httpx.Request], httpx.Response]) -> SenecMeter:
     config = Config(host="192.0.2.7", scheme="http", retries=0)
     return SenecMeter(config, name=NAME, clock=Clock(), transport=httpx.MockTransport(handler))
+
+
+@pytest.mark.parametrize("error", [httpx.ReadError(""), httpx.RemoteProtocolError("Server disconnected")])
+async def test_plain_http_dropped_by_the_appliance_says_try_https(error: httpx.TransportError) -> None:
+    """What an HTTPS-only appliance does to a plain request on its TLS port, as users reported it
+    ("connection lost (ReadError)", issue 12) and as the emulator does it."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise error
+
+    meter = mock_meter(handler)
+    with pytest.raises(DeviceUnavailable, match=r"HTTPS only: try scheme: https$"):
+        await meter.read()
+    await meter.close()
 
 
 async def test_sends_one_compact_json_post_with_content_type() -> None:

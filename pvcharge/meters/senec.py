@@ -585,7 +585,9 @@ class SenecMeter:
             if not isinstance(exc, httpx.TransportError | ServerError):
                 raise DeviceProtocolError(self.name, f"POST {self._url}: {describe(exc)}") from exc
             hint = ""
-            if cfg.scheme == "http" and isinstance(exc, httpx.ConnectError):
+            if cfg.scheme == "http" and isinstance(exc, httpx.TransportError):
+                # An HTTPS-only appliance refuses port 80, and on its TLS port drops the plain request
+                # (ReadError, or RemoteProtocolError "disconnected without sending a response").
                 hint = "; firmware since Aug 2023 serves HTTPS only: try scheme: https"
             raise DeviceUnavailable(
                 self.name, f"POST {self._url}: {describe(exc)} ({attempts} attempts){hint}"
