@@ -486,16 +486,19 @@ async def post(emulator: SenecEmulator, body: object, method: str = "POST", path
 
 
 async def test_emulator_section_and_variable_rules(emulator: SenecEmulator) -> None:
-    response = await post(emulator, {"ENERGY": {}, "PV1": {"POWER_RATIO": ""}})
+    response = await post(emulator, {"ENERGY": {}, "PV1": {"POWER_RATIO": ""}, "BAT1OBJ2": {}})
     assert response.status_code == 200
     body = response.json()
     assert set(body["ENERGY"]) == {
         *("GUI_GRID_POW", "GUI_INVERTER_POWER", "GUI_BAT_DATA_POWER", "GUI_BAT_DATA_FUEL_CHARGE"),
-        *("GUI_HOUSE_POW", "STAT_STATE"),
+        *("GUI_HOUSE_POW", "STAT_STATE", "GUI_BAT_DATA_VOLTAGE", "GUI_BAT_DATA_CURRENT"),
+        *("GUI_CHARGING_INFO", "GUI_BOOSTING_INFO", "STAT_LIMITED_NET_SKEW"),
     }
     assert body["ENERGY"]["GUI_BAT_DATA_POWER"] == encode_float(1200.0)  # vendor + = charging
     assert body["ENERGY"]["STAT_STATE"] == "u8_0E"  # 14 CHARGE
-    assert body["PV1"] == "OBJECT_NOT_FOUND"
+    assert (body["ENERGY"]["GUI_CHARGING_INFO"], body["ENERGY"]["GUI_BOOSTING_INFO"]) == ("u8_01", "u8_00")
+    assert body["PV1"] == {"POWER_RATIO": "u3_00000064"}  # as in pysenec's capture
+    assert body["BAT1OBJ2"] == {"OBJECT_NOT_FOUND": ""}  # an unknown section, as firmware 0826 answers
     response = await post(emulator, {"ENERGY": {"GUI_GRID_POW": "", "NO_SUCH_VAR": ""}})
     assert response.json() == {
         "ENERGY": {"GUI_GRID_POW": encode_float(-500.0), "NO_SUCH_VAR": "VARIABLE_NOT_FOUND"}

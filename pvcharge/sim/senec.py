@@ -12,24 +12,48 @@ marq24/ha-senec-v3 [S2], nobl/ioBroker.senec [S3]; evcc [S4]):
   first :meth:`SenecEmulator.start` (current firmware serves HTTPS only with a private-CA certificate,
   §2.1 [S3]); ``tls=False`` serves plain HTTP like firmware before Aug 2023.
 
-Section ``ENERGY`` (vendor signs, §2.3), computed from one ``site.state()`` per request:
+Sections served, computed from one ``site.state()`` per request: every variable pysenec 0.3.0's
+``Senec.update()`` asks for (vendor signs, §2.3; encodings and example values from the real capture
+in pysenec's ``tests/cassettes/test_update.yaml`` [S1] and the variable tables of ha-senec-v3's
+``docs/DEVELOPER_DOCUMENTATION.md``, firmware 0826 [S2]):
 
-============================  ====  =========================================================
-variable                      type  value
-============================  ====  =========================================================
-``GUI_GRID_POW``              fl    ``grid_power_w`` (+ = import)
-``GUI_INVERTER_POWER``        fl    ``pv_power_w``
-``GUI_BAT_DATA_POWER``        fl    ``-battery_power_w`` (+ = charging) [S4]
-``GUI_BAT_DATA_FUEL_CHARGE``  fl    ``battery_soc_pct``
-``GUI_HOUSE_POW``             fl    house incl. car: ``pv + grid + battery``
-``STAT_STATE``                u8    :func:`stat_state` (13 BATTERY FULL, 14 CHARGE, … [S1])
-============================  ====  =========================================================
+==============================  ======  ====================================================
+``ENERGY``                      type    value
+==============================  ======  ====================================================
+``GUI_GRID_POW``                fl      ``grid_power_w`` (+ = import)
+``GUI_INVERTER_POWER``          fl      ``pv_power_w``
+``GUI_BAT_DATA_POWER``          fl      ``-battery_power_w`` (+ = charging) [S4]
+``GUI_BAT_DATA_FUEL_CHARGE``    fl      ``battery_soc_pct``
+``GUI_HOUSE_POW``               fl      house incl. car: ``pv + grid + battery``
+``STAT_STATE``                  u8      :func:`stat_state` (13 BATTERY FULL, 14 CHARGE, … [S1])
+``GUI_BAT_DATA_VOLTAGE``        fl      :func:`battery_voltage_v` (V)
+``GUI_BAT_DATA_CURRENT``        fl      ``GUI_BAT_DATA_POWER`` / voltage (A, + = charging)
+``GUI_CHARGING_INFO``           u8      1 while charging, else 0
+``GUI_BOOSTING_INFO``           u8      1 while discharging, else 0 (both captures: 1 with the
+                                        battery discharging, ``CHARGING_INFO`` 0)
+``STAT_LIMITED_NET_SKEW``       u8      0
+``GUI_BAT_DATA_OA_CHARGING``    –       not served: ``VARIABLE_NOT_FOUND``, as in the capture
+==============================  ======  ====================================================
 
-Emulator choices where the reference says nothing: an unknown section is answered with the bare
-string ``OBJECT_NOT_FOUND`` in its place; a body that is not a JSON object of objects gets HTTP 400;
-writes (a variable sent with a value) are not emulated: the variable is answered with its current
-value, unchanged.  Not emulated either: the FACTORY cookie and form-urlencoded variant of newer
-firmware (§2.1 [S2]).
+``STATISTIC`` (fl, kWh; firmware 0826 answers it empty [S2], older firmware such as the capture's
+serves lifetime totals): ``LIVE_PV_GEN``, ``LIVE_GRID_IMPORT``, ``LIVE_GRID_EXPORT``,
+``LIVE_BAT_CHARGE``, ``LIVE_BAT_DISCHARGE``: :data:`LIFETIME_KWH` plus what the site's
+``energy`` tally (:class:`~pvcharge.sim.site.EnergyTally`, when the state source has one, as
+``SiteModel`` does) counted; ``LIVE_HOUSE_CONS`` = PV + import − export + discharge − charge.
+``TEMPMEASURE`` (fl, °C): ``BATTERY_TEMP``, ``CASE_TEMP``, ``MCU_TEMP`` of :data:`TEMPERATURES_C`.
+``PV1``: ``POWER_RATIO`` u3 100 (%; no feed-in limitation).  ``PWR_UNIT`` (optional power units,
+SENEC.Heat and the like; none installed): ``POWER_L1``…``POWER_L3``, each a list of six ``fl`` 0.
+``PM1OBJ1`` (the grid meter): ``FREQ`` fl 50 Hz, ``U_AC`` 3 × fl 230 V, ``P_AC`` 3 × fl
+``grid_power_w / 3`` (+ = import), ``I_AC`` 3 × fl ``|P_AC| / U_AC``, ``P_TOTAL`` fl
+``grid_power_w`` (equal to ``GUI_GRID_POW``, as in the capture).  ``PM1OBJ2`` (a second meter,
+absent): the same variables, all 0, as in both sources.
+
+Unknown sections are answered ``{"OBJECT_NOT_FOUND": ""}`` in their place, as firmware 0826 does
+(ha-senec-v3's documentation of ``BAT1OBJ2`` [S2]); unknown variables ``VARIABLE_NOT_FOUND``.
+Emulator choices where the reference says nothing: a body that is not a JSON object of objects gets
+HTTP 400; writes (a variable sent with a value) are not emulated: the variable is answered with its
+current value, unchanged.  Not emulated either: the FACTORY cookie and form-urlencoded variant of
+newer firmware (§2.1 [S2]).
 """
 
 from __future__ import annotations
@@ -40,13 +64,13 @@ import math
 import struct
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Literal, Protocol
+from typing import Literal, Protocol, cast
 
 from aiohttp import web
 
 from pvcharge.sim.faults import Fault
 from pvcharge.sim.http import LoopbackHttpServer
-from pvcharge.sim.site import SiteState
+from pvcharge.sim.site import EnergyTally, SiteState
 
 IntKind = Literal["u8", "u1", "u3", "u6", "i8", "i1", "i3"]
 
@@ -66,6 +90,25 @@ IDLE_W = 5.0
 #: idle at or above this SoC reads BATTERY FULL, at or below :data:`EMPTY_SOC_PCT` BATTERY EMPTY, in %.
 FULL_SOC_PCT = 99.0
 EMPTY_SOC_PCT = 11.0
+#: battery voltage at 0 % SoC and its rise per % SoC, in V: a line through the two sources' samples
+#: (51.49 V at 43.9 % [S1], 54.97 V at 82.8 % [S2]).
+VOLTAGE_EMPTY_V = 47.5
+VOLTAGE_PER_PCT_V = 0.09
+#: lifetime totals in kWh before the simulated site's energy is added: about the capture's [S1].
+LIFETIME_KWH = {
+    "LIVE_PV_GEN": 8733.0,
+    "LIVE_GRID_IMPORT": 7829.0,
+    "LIVE_GRID_EXPORT": 2743.0,
+    "LIVE_BAT_CHARGE": 1981.0,
+    "LIVE_BAT_DISCHARGE": 1910.0,
+}
+#: ``TEMPMEASURE`` values in °C, about ha-senec-v3's example [S2].
+TEMPERATURES_C = {"BATTERY_TEMP": 30.0, "CASE_TEMP": 38.0, "MCU_TEMP": 48.0}
+GRID_FREQUENCY_HZ = 50.0
+PHASE_VOLTAGE_V = 230.0
+POWER_UNITS = 6  #: list length of the PWR_UNIT variables [S1]
+
+Encoded = str | list[str]  #: one encoded variable: a value or a list of values
 
 
 class StateSource(Protocol):
@@ -113,20 +156,79 @@ def stat_state(state: SiteState) -> int:
     return 21
 
 
+def battery_voltage_v(soc_pct: float) -> float:
+    """The battery voltage served at ``soc_pct`` (%), in V (see :data:`VOLTAGE_EMPTY_V`)."""
+    return VOLTAGE_EMPTY_V + VOLTAGE_PER_PCT_V * soc_pct
+
+
 def energy_section(state: SiteState) -> dict[str, str]:
     """All ``ENERGY`` variables of the emulator, encoded, for ``state`` (vendor signs, see the module)."""
+    charge_w = -state.battery_power_w  # vendor sign: + = charging
+    voltage_v = battery_voltage_v(state.battery_soc_pct)
     return {
         "STAT_STATE": encode_int(stat_state(state), "u8"),
-        "GUI_BAT_DATA_POWER": encode_float(-state.battery_power_w),
+        "GUI_BAT_DATA_POWER": encode_float(charge_w),
         "GUI_INVERTER_POWER": encode_float(state.pv_power_w),
         "GUI_HOUSE_POW": encode_float(state.pv_power_w + state.grid_power_w + state.battery_power_w),
         "GUI_GRID_POW": encode_float(state.grid_power_w),
         "GUI_BAT_DATA_FUEL_CHARGE": encode_float(state.battery_soc_pct),
+        "GUI_CHARGING_INFO": encode_int(int(charge_w >= IDLE_W), "u8"),
+        "GUI_BOOSTING_INFO": encode_int(int(charge_w <= -IDLE_W), "u8"),
+        "GUI_BAT_DATA_VOLTAGE": encode_float(voltage_v),
+        "GUI_BAT_DATA_CURRENT": encode_float(charge_w / voltage_v),
+        "STAT_LIMITED_NET_SKEW": encode_int(0, "u8"),
     }
 
 
-#: section name → its variables for a state, encoded.
-SECTIONS: dict[str, Callable[[SiteState], dict[str, str]]] = {"ENERGY": energy_section}
+def statistic_section(energy: EnergyTally) -> dict[str, str]:
+    """``STATISTIC``: lifetime totals in kWh, :data:`LIFETIME_KWH` plus ``energy`` (Wh)."""
+    added_wh = {
+        "LIVE_PV_GEN": energy.pv_wh,
+        "LIVE_GRID_IMPORT": energy.grid_import_wh,
+        "LIVE_GRID_EXPORT": energy.grid_export_wh,
+        "LIVE_BAT_CHARGE": energy.battery_charge_wh,
+        "LIVE_BAT_DISCHARGE": energy.battery_discharge_wh,
+    }
+    kwh = {name: LIFETIME_KWH[name] + added_wh[name] / 1000.0 for name in LIFETIME_KWH}
+    house_kwh = (
+        kwh["LIVE_PV_GEN"]
+        + kwh["LIVE_GRID_IMPORT"]
+        - kwh["LIVE_GRID_EXPORT"]
+        + kwh["LIVE_BAT_DISCHARGE"]
+        - kwh["LIVE_BAT_CHARGE"]
+    )
+    return {name: encode_float(value) for name, value in (kwh | {"LIVE_HOUSE_CONS": house_kwh}).items()}
+
+
+def meter_section(grid_power_w: float) -> dict[str, Encoded]:
+    """``PM1OBJ1``: the three-phase grid meter measuring ``grid_power_w`` (+ = import), shared equally
+    by the phases."""
+    phase_w = grid_power_w / 3
+    return {
+        "FREQ": encode_float(GRID_FREQUENCY_HZ),
+        "U_AC": [encode_float(PHASE_VOLTAGE_V)] * 3,
+        "I_AC": [encode_float(abs(phase_w) / PHASE_VOLTAGE_V)] * 3,
+        "P_AC": [encode_float(phase_w)] * 3,
+        "P_TOTAL": encode_float(grid_power_w),
+    }
+
+
+def _no_meter() -> dict[str, Encoded]:
+    """``PM1OBJ2``: the variables of :func:`meter_section`, all 0, as an absent meter reads."""
+    zero = encode_float(0.0)
+    return {"FREQ": zero, "U_AC": [zero] * 3, "I_AC": [zero] * 3, "P_AC": [zero] * 3, "P_TOTAL": zero}
+
+
+#: section name → its variables for a state and the site's energy tally, encoded.
+SECTIONS: dict[str, Callable[[SiteState, EnergyTally], dict[str, Encoded]]] = {
+    "ENERGY": lambda state, _: cast(dict[str, Encoded], energy_section(state)),
+    "STATISTIC": lambda _, energy: cast(dict[str, Encoded], statistic_section(energy)),
+    "TEMPMEASURE": lambda _, __: {name: encode_float(c) for name, c in TEMPERATURES_C.items()},
+    "PV1": lambda _, __: {"POWER_RATIO": encode_int(100, "u3")},
+    "PWR_UNIT": lambda _, __: {f"POWER_L{n}": [encode_float(0.0)] * POWER_UNITS for n in (1, 2, 3)},
+    "PM1OBJ1": lambda state, _: meter_section(state.grid_power_w),
+    "PM1OBJ2": lambda _, __: _no_meter(),
+}
 
 
 class _BadRequest(Exception):
@@ -167,7 +269,7 @@ class SenecEmulator(LoopbackHttpServer):
         self.fail_next = 0
         self.request_count = 0
         self.garbage_soc_pct = math.nan
-        self._frozen: SiteState | None = None
+        self._frozen: tuple[SiteState, EnergyTally] | None = None
 
     # -- lifecycle --------------------------------------------------------------------------------
 
@@ -177,7 +279,13 @@ class SenecEmulator(LoopbackHttpServer):
         return self.base_url
 
     def _freeze(self) -> None:
-        self._frozen = self.site.state()
+        self._frozen = self._measure()
+
+    def _measure(self) -> tuple[SiteState, EnergyTally]:
+        """The site's state now, and its energy tally (a copy; zeros if the source keeps none)."""
+        state = self.site.state()
+        energy = getattr(self.site, "energy", None)
+        return state, replace(energy) if isinstance(energy, EnergyTally) else EnergyTally()
 
     def _thaw(self) -> None:
         self._frozen = None
@@ -196,7 +304,7 @@ class SenecEmulator(LoopbackHttpServer):
         if request.method != "POST":
             return web.Response(status=405, text="Method Not Allowed", headers={"Allow": "POST"})
         body = await request.text()
-        state = self._frozen or self.site.state()  # measured on arrival, however late the reply
+        state, energy = self._frozen or self._measure()  # measured on arrival, however late the reply
         if self.faults.active(Fault.GARBAGE):
             state = replace(state, battery_soc_pct=self.garbage_soc_pct)
         if self.reply_delay_s > 0:
@@ -205,14 +313,15 @@ class SenecEmulator(LoopbackHttpServer):
             self.fail_next -= 1
             return web.Response(status=500, text="injected fault")
         try:
-            answer = _answer(body, state)
+            answer = _answer(body, state, energy)
         except _BadRequest as exc:
             return web.Response(status=400, text=str(exc))
         return web.Response(text=json.dumps(answer, separators=(",", ":")), content_type="application/json")
 
 
-def _answer(body: str, state: SiteState) -> dict[str, object]:
-    """The reply to request ``body`` (JSON text) for ``state``: the structure echoed, encoded.
+def _answer(body: str, state: SiteState, energy: EnergyTally) -> dict[str, object]:
+    """The reply to request ``body`` (JSON text) for ``state`` and ``energy``: the structure echoed,
+    encoded.
 
     Raises:
         _BadRequest: the body is not a JSON object of objects.
@@ -229,9 +338,9 @@ def _answer(body: str, state: SiteState) -> dict[str, object]:
             raise _BadRequest(f"section {section}: expected an object")
         make = SECTIONS.get(section)
         if make is None:
-            reply[section] = "OBJECT_NOT_FOUND"
+            reply[section] = {"OBJECT_NOT_FOUND": ""}
             continue
-        known = make(state)
+        known = make(state, energy)
         names = variables or known
         reply[section] = {name: known.get(name, "VARIABLE_NOT_FOUND") for name in names}
     return reply
