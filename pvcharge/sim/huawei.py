@@ -54,9 +54,9 @@ These are what huawei-solar 2.5.0's ``create_tcp_bridge`` reads (30000, 30015×5
 answers a block read spanning an undocumented register (37761 inside 37760–37766) with exception
 0x02, every read touching an unlisted register answers 0x02.  All other registers answer 0x02.
 
-The emulator answers the unit ids ``unit_ids`` (0 and 1 by default: the inverter's own access point
-and huawei-solar's default answer 0, an SDongle 1, some SDongles 0 too; reference §1.2); any other
-unit id gets exception 0x0B (gateway target did not respond), as from an SDongle.
+The emulator answers unit id 0 and ``unit_id`` (1 by default): the inverter's own access point and
+huawei-solar's default use 0, an SDongle 1, some SDongles 0 too (reference §1.2); any other unit id
+gets exception 0x0B (gateway target did not respond), as from an SDongle.
 
 Faults (:mod:`pvcharge.sim.faults`): ``emulator.faults.set(Fault.X)`` makes every request misbehave
 until ``emulator.faults.clear()``; it plays every fault of ``MODBUS_FAULTS``:
@@ -119,7 +119,6 @@ MAX_POWER_W = 11_000  #: 30075, the 10KTL-M1's maximum active power
 BATTERY_CAPACITY_WH = 10_000  #: 37758, a LUNA2000-10 (the reference site's 10 kWh battery)
 BUS_VOLTAGE_V = 450.0  #: 37003/37763, a LUNA2000's DC bus voltage
 TIME_ZONE_MIN = 60  #: 43006, UTC+1
-UNIT_IDS = (0, 1)  #: the unit ids answered by default
 PHASE_VOLTAGE_V = 230.0
 MAX_GAP = 16  #: unlisted registers closer than this to listed ones read as 0
 GARBAGE_WORD = 0xFFFF  #: what every register reads while GARBAGE is played
@@ -190,9 +189,10 @@ class HuaweiEmulator:
         site: the state source, read at each request.
         host: a loopback IP address.
         port: TCP port; 0 picks a free one (read :attr:`port` after :meth:`start`).
-        unit_ids: the Modbus unit ids it answers as (all with the same registers); other unit ids get
-            exception 0x0B (gateway target did not respond, what a Modbus gateway such as the SDongle
-            reports for an absent unit).
+        unit_id: the Modbus unit id it answers as, besides 0 (both with the same registers; the one
+            to configure in pvcharge, as the demo does); other unit ids get exception 0x0B (gateway
+            target did not respond, what a Modbus gateway such as the SDongle reports for an absent
+            unit).
         battery: serve the battery registers; without, they answer exception 0x02 like a site
             without a battery.
         refuse_gaps: answer exception 0x02 to a read that spans an unlisted register, like firmware
@@ -217,7 +217,7 @@ class HuaweiEmulator:
         *,
         host: str = "127.0.0.1",
         port: int = 0,
-        unit_ids: tuple[int, ...] = UNIT_IDS,
+        unit_id: int = 1,
         battery: bool = True,
         refuse_gaps: bool = False,
     ) -> None:
@@ -228,7 +228,8 @@ class HuaweiEmulator:
         self.site = site
         self.host = host
         self.port = port
-        self.unit_ids = unit_ids
+        self.unit_id = unit_id
+        self.unit_ids = frozenset({0, unit_id})  #: the unit ids answered
         self.battery = battery
         self.refuse_gaps = refuse_gaps
         self.faults: FaultSwitch = _Faults(MODBUS_FAULTS, self._fault_changed)
