@@ -429,6 +429,16 @@ async def test_plain_http_dropped_by_the_appliance_says_try_https(error: httpx.T
     await meter.close()
 
 
+async def test_plain_http_answered_400_by_an_https_port_says_try_https() -> None:
+    """A web server that tells plain HTTP from TLS on its HTTPS port answers 400 (nginx: "The plain
+    HTTP request was sent to HTTPS port")."""
+    body = "<html><body>400 The plain HTTP request was sent to HTTPS port</body></html>"
+    meter = mock_meter(lambda request: httpx.Response(400, text=body))
+    with pytest.raises(DeviceProtocolError, match=r"HTTP 400: .*HTTPS only: try scheme: https$"):
+        await meter.read()
+    await meter.close()
+
+
 async def test_sends_one_compact_json_post_with_content_type() -> None:
     seen: list[httpx.Request] = []
 

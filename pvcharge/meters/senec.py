@@ -254,6 +254,11 @@ def create(config: Config, *, name: str, clock: Callable[[], float]) -> SenecMet
     return SenecMeter(config, name=name, clock=clock)
 
 
+#: added to an error of a plain-HTTP request that an HTTPS-only appliance would cause (refused, dropped,
+#: or answered 400 by a web server that tells HTTP from TLS)
+HTTPS_ONLY_HINT = "; firmware since Aug 2023 serves HTTPS only: try scheme: https"
+
+
 # -- pure decoding --------------------------------------------------------------------------------
 
 DecodedValue = float | int | str | list["DecodedValue"] | None
@@ -588,7 +593,7 @@ class SenecMeter:
             if cfg.scheme == "http" and isinstance(exc, httpx.TransportError):
                 # An HTTPS-only appliance refuses port 80, and on its TLS port drops the plain request
                 # (ReadError, or RemoteProtocolError "disconnected without sending a response").
-                hint = "; firmware since Aug 2023 serves HTTPS only: try scheme: https"
+                hint = HTTPS_ONLY_HINT
             raise DeviceUnavailable(
                 self.name, f"POST {self._url}: {describe(exc)} ({attempts} attempts){hint}"
             ) from exc
@@ -606,9 +611,10 @@ class SenecMeter:
             )
         if response.status_code != 200:
             body = response.text.strip()[:200]
-            raise DeviceProtocolError(
-                self.name, f"POST {self._url}: unexpected HTTP {response.status_code}: {body}".rstrip(": ")
-            )
+            message = f"POST {self._url}: unexpected HTTP {response.status_code}: {body}".rstrip(": ")
+            if cfg.scheme == "http" and (response.status_code == 400 or "https" in body.lower()):
+                message += HTTPS_ONLY_HINT  # e.g. "The plain HTTP request was sent to HTTPS port"
+            raise DeviceProtocolError(self.name, message)
         try:
             payload: object = json.loads(response.content)
         except ValueError as exc:
