@@ -23,19 +23,14 @@ inside 37760–37766; issue 12): the driver then reads the registers it uses one
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import structlog
-from pymodbus.client import AsyncModbusTcpClient
-from pymodbus.exceptions import ConnectionException, ModbusException
-from pymodbus.pdu import ModbusPDU
-from tenacity import retry_if_exception_type
 
-from pvcharge.errors import DeviceProtocolError, DeviceUnavailable
+from pvcharge.clients.huawei import HuaweiModbus, RegistersAbsent
+from pvcharge.errors import DeviceProtocolError
 from pvcharge.readings import SiteReading
-from pvcharge.retry import backoff_retrying, describe
 from pvcharge.settings import setting
 
 log = structlog.get_logger(__name__)
@@ -58,17 +53,6 @@ BATTERY_FIELDS = ((BATTERY_SOC, 1), (BATTERY_POWER, 2))
 
 U16_INVALID = 0xFFFF
 I32_INVALID = 0x7FFFFFFF
-
-_EXC_ILLEGAL_ADDRESS = 0x02
-_EXC_RETRYABLE = {0x04: "device failure", 0x06: "device busy"}  # reference §1.4 [H2]
-_PYMODBUS_TIMEOUT_SLACK_S = 1.0  #: pymodbus' own timeouts are this much later than ``timeout_s``
-_EXC_OTHER = {  # Modbus application protocol spec; 0x80 reference §1.4 [H2]
-    0x01: "illegal function",
-    0x03: "illegal data value",
-    0x0A: "gateway path unavailable",
-    0x0B: "gateway target did not respond; check unit_id",
-    0x80: "permission denied",
-}
 
 
 @dataclass(frozen=True)
@@ -238,35 +222,10 @@ def _check_len(regs: Sequence[int], block: tuple[int, int]) -> None:
 
 
 # -- driver --------------------------------------------------------------------------------------
-class _Transient(Exception):
-    """A failure worth retrying: timeout, connection problem, exception 0x04/0x06, short reply."""
-
-
-class _Absent(Exception):
-    """Exception 0x02 (illegal address) to a read: a register in it does not exist for the device."""
-
-
-@dataclass
-class _Link:
-    """One open Modbus TCP connection."""
-
-    client: AsyncModbusTcpClient
-    closed: asyncio.Event  #: set when the connection breaks (the device closed it, or we did)
-
-
 class HuaweiMeter:
-    """Reads grid, PV and battery from a SUN2000 over one lazily opened Modbus TCP connection.
-
-    Requests are serialized with ``request_gap_s`` between them, the first one ``connect_delay_s``
-    after connecting (reference §1.4 [H2, H5]).  Each request is tried ``1 + retries`` times with
-    exponential backoff and jitter on timeouts, connection errors, exception 0x04 (device failure),
-    0x06 (busy) and replies with a wrong register count (treated as busy, §1.4).  Connecting and
-    each reply are bounded by ``timeout_s`` (the driver's own deadline; pymodbus' is only a
-    backstop), a connection the device closes is noticed at once rather than at the timeout, and
-    after a timeout or a broken connection the connection is closed and reopened on the next
-    attempt.  pymodbus' own retries and automatic reconnects are switched off so that this is the
-    only retry layer.  A SUN2000 serves one client at a time (§1.4): another client connecting
-    closes our connection, and the next attempt reconnects.
+    """Reads grid, PV and battery from a SUN2000 over one lazily opened Modbus TCP connection
+    (:class:`~pvcharge.clients.huawei.HuaweiModbus`: requests serialized, each bounded by
+    ``timeout_s`` and retried with backoff; reference §1.4).
 
     Args:
         config: the settings.
@@ -278,13 +237,10 @@ class HuaweiMeter:
         self.name = name
         self._config = config
         self._clock = clock
-        self._endpoint = f"{config.host}:{config.port} unit {config.unit_id}"
-        self._link: _Link | None = None
-        self._lock = asyncio.Lock()
-        self._next_request_at = 0.0  #: event-loop time before which no request may be sent
-        self._lost_reason: str | None = None  #: why the last connection broke, until reconnected
         self._by_field: set[int] = set()  #: first registers of the blocks the device refused whole
-        self._log = log.bind(device=name, endpoint=self._endpoint)
+        self._modbus = HuaweiModbus(config, name=name, log=log)
+        self._endpoint = self._modbus.endpoint
+        self._log = self._modbus.log
 
     async def read(self) -> SiteReading:
         """Read the site once (three requests; two with ``battery: false``; one more per value of a
@@ -316,7 +272,7 @@ class HuaweiMeter:
 
     async def close(self) -> None:
         """Close the connection; the next read reconnects. Safe to call twice."""
-        self._drop(None)
+        await self._modbus.close()
 
     async def _read_block(self, block: tuple[int, int], fields: tuple[tuple[int, int], ...]) -> list[int]:
         """The ``count`` registers of ``block = (first, count)``: in one request, or, once the device
@@ -328,32 +284,34 @@ class HuaweiMeter:
             DeviceUnavailable: see :meth:`read`.
         """
         first, count = block
-        refused = first in self._by_field
-        if not refused:
+        remembered = first in self._by_field
+        if not remembered:
             try:
-                return await self._read_registers(first, count)
-            except _Absent as exc:
+                return await self._modbus.read_registers(first, count)
+            except RegistersAbsent as exc:
                 if fields == (block,):
-                    raise self._absent(first, count, str(exc)) from None
+                    raise self._absent(first, str(exc)) from None
         words = [0] * count
         for address, size in fields:
             try:
-                words[address - first : address - first + size] = await self._read_registers(address, size)
-            except _Absent as exc:
-                raise self._absent(first, count, f"{exc} (after {first}×{count} was refused too)") from None
-        if not refused:
+                value = await self._modbus.read_registers(address, size)
+            except RegistersAbsent as exc:
+                refused = "" if remembered else f" (after {first}×{count} was refused too)"
+                raise self._absent(first, f"{exc}{refused}") from None
+            words[address - first : address - first + size] = value
+        if not remembered:
             self._by_field.add(first)
             self._log.warning(
                 "huawei.block_refused",
                 block=f"{first}×{count}",
                 now_reading=", ".join(f"{address}×{size}" for address, size in fields),
-                problem="the device answers exception 0x02 (illegal address) to the block read, as "
-                "firmware does that lacks a register inside it; read the registers used one by one",
+                problem="the device answers exception 0x02 (illegal address) to the block read, as firmware "
+                "lacking a register inside the block does; reading the registers used one by one from now on",
             )
         return words
 
-    def _absent(self, first: int, count: int, what: str) -> DeviceProtocolError:
-        """The error for exception 0x02 to ``what``, a read in block ``first×count``."""
+    def _absent(self, first: int, what: str) -> DeviceProtocolError:
+        """The error for exception 0x02 to ``what``, a read in the block starting at ``first``."""
         hint = ""
         if first == BATTERY_SOC:  # battery: false is right only without battery: it reads 0 W
             hint = (
@@ -361,140 +319,3 @@ class HuaweiMeter:
                 "set battery: false, but not if a battery is connected (it would read as 0 W)"
             )
         return DeviceProtocolError(self.name, f"{self._endpoint}: {what}{hint}")
-
-    async def _read_registers(self, address: int, count: int) -> list[int]:
-        """``count`` registers from ``address`` in one request, retried on transient failures.
-
-        Raises:
-            _Absent: exception 0x02 (not retried).
-            DeviceUnavailable, DeviceProtocolError: see :meth:`read`.
-        """
-        retrying = backoff_retrying(
-            attempts=self._config.retries + 1,
-            backoff_s=self._config.backoff_s,
-            retry=retry_if_exception_type(_Transient),
-            log=self._log,
-            event="huawei.retry",
-        )
-        try:
-            return await retrying(self._request, address, count)
-        except _Transient as exc:
-            raise DeviceUnavailable(
-                self.name,
-                f"{self._endpoint}: no usable answer after {self._config.retries + 1} attempt(s): {exc}",
-            ) from exc
-
-    async def _request(self, address: int, count: int) -> list[int]:
-        """One attempt at reading ``count`` holding registers from ``address``."""
-        loop = asyncio.get_running_loop()
-        what = f"reading {address}×{count}"
-        async with self._lock:
-            link = await self._connect()
-            await asyncio.sleep(max(0.0, self._next_request_at - loop.time()))
-            try:
-                result = await self._exchange(link, address, count, what)
-            except _Transient as exc:
-                self._drop(str(exc))
-                raise
-            except asyncio.CancelledError:
-                # e.g. the daemon's per-read timeout: a late reply must not meet the next request
-                self._drop(f"{what}: cancelled")
-                raise
-            finally:
-                self._next_request_at = loop.time() + self._config.request_gap_s
-        if result.isError():
-            code = result.exception_code
-            if code == _EXC_ILLEGAL_ADDRESS:
-                raise _Absent(f"register {address} absent: exception 0x02 (illegal address) {what}")
-            if code in _EXC_RETRYABLE:
-                raise _Transient(f"{what}: exception 0x{code:02X} ({_EXC_RETRYABLE[code]})")
-            raise DeviceProtocolError(
-                self.name,
-                f"{self._endpoint}: {what}: exception 0x{code:02X} ({_EXC_OTHER.get(code, 'unknown')})",
-            )
-        if len(result.registers) != count:
-            raise _Transient(f"{what}: got {len(result.registers)} registers (treated as busy)")
-        return list(result.registers)
-
-    async def _exchange(self, link: _Link, address: int, count: int, what: str) -> ModbusPDU:
-        """Send one request and wait for its reply, the connection breaking, or ``timeout_s``.
-
-        Raises:
-            _Transient: no reply within ``timeout_s``, the connection broke, or the reply was garbled.
-        """
-        timeout_s = self._config.timeout_s
-        if link.closed.is_set():  # e.g. another client connected during connect_delay_s
-            raise _Transient(f"{what}: connection closed by the device")
-        read = asyncio.ensure_future(
-            link.client.read_holding_registers(address, count=count, device_id=self._config.unit_id)
-        )
-        lost = asyncio.ensure_future(link.closed.wait())
-        try:
-            await asyncio.wait((read, lost), timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            lost.cancel()
-            if not read.done():
-                read.cancel()
-        if not read.done() or read.cancelled():
-            if lost.done() and not lost.cancelled():
-                raise _Transient(f"{what}: connection closed by the device")
-            raise _Transient(f"{what}: no answer within {timeout_s:g} s")
-        try:
-            return read.result()
-        except ConnectionException as exc:
-            raise _Transient(f"{what}: connection closed by the device") from exc
-        except ModbusException as exc:
-            raise _Transient(f"{what}: garbled reply ({exc})") from exc
-        except OSError as exc:
-            raise _Transient(f"{what}: connection error ({describe(exc)})") from exc
-
-    async def _connect(self) -> _Link:
-        """The open connection, connecting (and waiting ``connect_delay_s``) when there is none."""
-        if self._link is not None:
-            if self._link.client.connected and not self._link.closed.is_set():
-                return self._link
-            self._drop("connection closed by the device")
-        cfg = self._config
-        closed = asyncio.Event()
-
-        def traced(connected: bool) -> None:
-            if not connected:
-                closed.set()
-
-        client = AsyncModbusTcpClient(
-            cfg.host,
-            port=cfg.port,
-            name=self.name,
-            timeout=cfg.timeout_s + _PYMODBUS_TIMEOUT_SLACK_S,  # ours below fires first
-            retries=0,
-            reconnect_delay=0,
-            trace_connect=traced,
-        )
-        try:
-            async with asyncio.timeout(cfg.timeout_s):
-                connected = await client.connect()
-        except TimeoutError:
-            client.close()
-            raise _Transient(f"cannot connect: no answer within {cfg.timeout_s:g} s") from None
-        except BaseException:
-            client.close()
-            raise
-        if not connected:
-            client.close()
-            raise _Transient("cannot connect: connection refused, or host unknown or unreachable")
-        if self._lost_reason is not None:
-            self._log.warning("huawei.reconnected", after=self._lost_reason)
-            self._lost_reason = None
-        self._link = _Link(client, closed)
-        await asyncio.sleep(cfg.connect_delay_s)
-        return self._link
-
-    def _drop(self, reason: str | None) -> None:
-        """Close the connection; ``reason`` (why it broke) is logged on the next reconnect."""
-        if self._link is not None:
-            self._link.closed.set()
-            self._link.client.close()
-            self._link = None
-            self._lost_reason = reason
-            if reason is not None:
-                self._log.debug("huawei.disconnected", reason=reason)
