@@ -226,13 +226,15 @@ def cmd_probe(args: argparse.Namespace) -> int:
         except TimeoutError:
             why = f"; attempt {note.attempts} failed: {note.text}" if note.text else ""
             return {"error": f"{driver.name}: no answer within {PROBE_WAIT_S:g} s{why}"}
-        finally:
-            await driver.close()
 
     async def main() -> dict[str, Any]:
         drivers = create_devices(config, clock=time.time)
-        # each read in a task of its own, so each has its own attempt note
-        readings = await asyncio.gather(*(asyncio.ensure_future(read_one(d)) for d in drivers))
+        try:
+            # each read in a task of its own, so each has its own attempt note
+            readings = await asyncio.gather(*(asyncio.ensure_future(read_one(d)) for d in drivers))
+        finally:  # after both reads: a meter and a wallbox on one AlphaESS account share one pool
+            for driver in drivers:
+                await driver.close()
         return dict(zip(("meter", "charger"), readings, strict=True))
 
     results = asyncio.run(main())

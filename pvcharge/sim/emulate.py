@@ -141,7 +141,7 @@ def _describe(
     if isinstance(emu, HuaweiEmulator):
         return Emulated(
             "Huawei SUN2000 with power meter and LUNA2000 battery (Modbus TCP)",
-            f"{emu.host}:{emu.port} (Modbus TCP, unit id {emu.unit_id})",
+            f"{emu.host}:{emu.port} (Modbus TCP, unit id {emu.unit_id}; 0 answers too)",
             {"meter": {"type": "huawei", "host": emu.host, "port": emu.port, "unit_id": emu.unit_id}},
             ["Other Modbus clients (Home Assistant, evcc): this host, port and unit id; no write access."],
         )
