@@ -17,14 +17,23 @@ collection, [A2] CharlesGillanders/alphaess-openAPI, [A3] springfall2008/batpred
 - No rate limit is published; 6053 ("The maximum number of requests has been reached") answers a
   client that asks too often, and clients poll no faster than every 10 s (§3.4 [A2, A4]).
 
+**Request budget.**  Every request of an account (each request of a poll, each start or stop, each
+retry) takes a slot of one :class:`~pvcharge.clients.budget.RequestBudget`: at most
+:data:`BUDGET_REQUESTS` in any :data:`BUDGET_WINDOW_S` as the cloud counts them, of which
+:data:`STOP_RESERVE` only a stop may use, so that a stop can always be sent.  A request the budget has
+no slot for is not sent (:class:`BudgetSpent`).  The cloud publishes no number (§3.4: 6053 once at one
+request a minute, more than 150 a minute unthrottled in a 2026 test); 5 per 10 s is the strictest account
+pvcharge is checked against, and enough for a meter and a wallbox polled every 10 s (three requests,
+four on the first poll) and a command.
+
 **Sharing an account.**  When the meter and the wallbox use the same account (same ``url``, ``app_id``
 and ``app_secret``), :func:`pvcharge.devices.create_devices` gives both one :class:`OpenApiAccount`:
-one connection pool, one 6053/429 backoff (what the cloud counts, appId, sysSn or address, is not
-published, so a 6053 answered to either device pauses both), and de-duplicated reads: an identical
-``GET`` (same path and parameters) already in flight is awaited rather than sent again, and a reply
-that arrived at most ``reuse_s`` ago is handed out again (:meth:`AlphaEssClient.get_stamped`), so the
-two devices' ``getLastPowerData`` cost one request per poll instead of two (§3.4: no published limit,
-6053 for clients that ask too often).
+one connection pool, one request budget (the two devices' requests together), one 6053/429 backoff
+(what the cloud counts, appId, sysSn or address, is not published, so a 6053 answered to either device
+pauses both), and de-duplicated reads: an identical ``GET`` (same path and parameters) already in
+flight is awaited rather than sent again, and a reply that arrived at most ``reuse_s`` ago is handed
+out again (:meth:`AlphaEssClient.get_stamped`), so the two devices' ``getLastPowerData`` cost one
+request per poll instead of two (§3.4: no published limit, 6053 for clients that ask too often).
 
 The app secret goes into :func:`sign` only: it never appears in a log line, an exception or a repr.
 """
@@ -42,6 +51,7 @@ from typing import Any, Generic, TypeVar
 import httpx
 import structlog
 
+from pvcharge.clients.budget import RequestBudget
 from pvcharge.errors import DeviceError, DeviceProtocolError, DeviceUnavailable, RateLimited
 from pvcharge.retry import (
     ServerError,
@@ -67,6 +77,10 @@ MAX_CLOCK_SKEW_S = 300  #: the server's ``timeStamp`` window, ± s (meters.md §
 #: a device hands out again a ``getLastPowerData`` reply that the other device of its account got at
 #: most this share of its ``poll_interval_s`` ago (``reuse_s`` of :meth:`AlphaEssClient.get_stamped`)
 REUSE_SHARE = 0.5
+#: the account's request budget: at most this many requests in any ``BUDGET_WINDOW_S`` (module docstring)
+BUDGET_REQUESTS = 5
+BUDGET_WINDOW_S = 10.0  #: the budget's window, in s
+STOP_RESERVE = 1  #: slots of the budget that only a stop may use
 #: after a poll that took long (a slow cloud, retries), the next waits at least this share of
 #: ``poll_interval_s`` after it ended, rather than following at once (the cloud counts requests, §3.4)
 REST_SHARE = 0.5
@@ -204,6 +218,21 @@ class _Flight:
     waiters: int = 0  #: callers awaiting it; the last one to give up (cancelled) cancels the request
 
 
+class BudgetSpent(RateLimited):
+    """Not sent: the account's request budget has no slot for it now (``retry_after_s``: when it will).
+
+    Raised by the client itself, before sending anything; unlike a 6053 it starts no backoff.
+    """
+
+
+class _NoSlot(Exception):
+    """Raised inside one attempt: the budget has no slot for it for ``wait_s`` s."""
+
+    def __init__(self, wait_s: float) -> None:
+        super().__init__(f"no slot for {wait_s:.1f} s")
+        self.wait_s = wait_s
+
+
 class OpenApiAccount:
     """What the devices of one AlphaESS Open API account share inside one daemon.
 
@@ -214,6 +243,8 @@ class OpenApiAccount:
     per appId, per sysSn or per address; so the devices share, through one account object:
 
     - one HTTP connection pool;
+    - one request budget (:attr:`budget`): every request of either device takes a slot of it, a stop
+      may use the :data:`STOP_RESERVE` (module docstring);
     - one 6053 / HTTP 429 backoff: after either device was told "too fast", neither sends anything
       until the backoff (``rate_limit_backoff_s``, doubling per further 6053 up to
       ``rate_limit_backoff_max_s``, reset on a success) has passed;
@@ -233,7 +264,13 @@ class OpenApiAccount:
         app_secret: the developer appSecret; revealed only to compute :func:`sign`.
         rate_limit_backoff_s: wait after a 6053 before the next request, in s (the floor of the backoff).
         rate_limit_backoff_max_s: the longest 6053 backoff, in s.
-        clock: Unix seconds: the ``timeStamp`` header, the backoff, reply arrival times.
+        clock: Unix seconds: the ``timeStamp`` header, the backoff, the budget, reply arrival times.
+        budget_requests: the request budget: at most this many requests in any ``budget_window_s``
+            (:data:`STOP_RESERVE` of them only for a stop).
+        budget_window_s: the budget's window, in s.
+
+    Attributes:
+        budget: the account's request budget.
     """
 
     def __init__(
@@ -245,6 +282,8 @@ class OpenApiAccount:
         rate_limit_backoff_s: float = 60.0,
         rate_limit_backoff_max_s: float = 900.0,
         clock: Callable[[], float] = time.time,
+        budget_requests: int = BUDGET_REQUESTS,
+        budget_window_s: float = BUDGET_WINDOW_S,
     ) -> None:
         self.base_url = _normal_url(base_url)
         self.app_id = app_id
@@ -252,6 +291,7 @@ class OpenApiAccount:
         self.rate_limit_backoff_s = rate_limit_backoff_s
         self.rate_limit_backoff_max_s = rate_limit_backoff_max_s
         self.clock = clock
+        self.budget = RequestBudget(budget_requests, budget_window_s, clock, reserve=STOP_RESERVE)
         self.http_client: httpx.AsyncClient | None = None
         self.rate_limited_until = -float("inf")
         self.rate_limit_streak = 0  #: 6053 replies since the last success
@@ -345,11 +385,13 @@ class AlphaEssClient:
     sends nothing for ``rate_limit_backoff_s``, which doubles on each further 6053 up to
     ``rate_limit_backoff_max_s`` and resets on the next success.  An HTTP 429 (which the Open API is
     not documented to send, but a gateway in front of it may) likewise stops all requests, for its
-    ``Retry-After`` (the 6053 backoff without one).  Proxy settings from the environment
+    ``Retry-After`` (the 6053 backoff without one).  Every attempt takes a slot of the account's request
+    budget; one it has no slot for is not sent (:class:`BudgetSpent`; only a ``reserved`` request, a stop,
+    may use the last :data:`STOP_RESERVE`).  Proxy settings from the environment
     (``HTTPS_PROXY``, ``NO_PROXY``) apply, and TLS certificates are always verified against the
     system's CAs (``SSL_CERT_FILE`` adds a private one): this is a cloud API.
 
-    The connection pool, the backoff, the requests in flight and the kept replies belong to an
+    The connection pool, the budget, the backoff, the requests in flight and the kept replies belong to an
     :class:`OpenApiAccount`: the client's own one, or, with ``account``, one it shares with the other
     devices of the account (see there).
 
@@ -433,7 +475,8 @@ class AlphaEssClient:
 
         Raises:
             RateLimited: 6053 or HTTP 429, or still backing off from one (then nothing is sent); on a
-                shared account, whichever device was answered so.
+                shared account, whichever device was answered so.  ``BudgetSpent`` (a ``RateLimited``):
+                the account's request budget has no slot (nothing sent, no backoff started).
             DeviceUnavailable: no answer after retries (connection refused or closed, timeout, reply
                 cut off, HTTP 5xx), or 6042 (system offline); or the account was closed while the
                 request was in flight.
@@ -478,10 +521,34 @@ class AlphaEssClient:
         reply = await self._await(flight, f"GET {self._base_url}{path}")
         return reply.data, reply.received_at_s
 
-    async def post(self, path: str, body: Mapping[str, Any]) -> Any:
+    async def post(self, path: str, body: Mapping[str, Any], *, reserved: bool = False) -> Any:
         """``POST <base>/<path>`` with ``body`` as JSON; returns and raises as :meth:`get` (never shared
-        with another request, never reused)."""
-        return await self._call("POST", path, body=body)
+        with another request, never reused).
+
+        ``reserved``: the request may use the budget's :data:`STOP_RESERVE` (for a stop only).
+        """
+        return await self._call("POST", path, body=body, reserved=reserved)
+
+    def has_reply(self, path: str, params: Mapping[str, str] | None, reuse_s: float) -> bool:
+        """A ``get_stamped(path, params, reuse_s=reuse_s)`` now would send nothing: an identical
+        ``GET`` is in flight, or its reply arrived at most ``reuse_s`` ago."""
+        account = self._account
+        key: _Key = (path, tuple(sorted((params or {}).items())))
+        kept = account.replies.get(key)
+        fresh = kept is not None and 0 <= self._clock() - kept.received_at_s <= reuse_s
+        return key in account.in_flight or (reuse_s > 0 and fresh)
+
+    def check_budget(self, count: int, what: str) -> None:
+        """Raise :class:`BudgetSpent` unless the account's budget has slots for ``count`` ordinary
+        requests now (none is taken): for a poll that needs several, so it does not stop half way.
+
+        Args:
+            count: the requests about to be sent.
+            what: what they are, for the message, e.g. ``"poll (2 requests)"``.
+        """
+        wait_s = self._account.budget.wait_s(count)
+        if wait_s > 0:
+            raise self._spent(what, wait_s)
 
     async def close(self) -> None:
         """Close the HTTP connection pool (on a shared account, the account's: harmless for the other
@@ -529,13 +596,35 @@ class AlphaEssClient:
             "sign": sign(self._account.app_id, self._account.app_secret.reveal(), timestamp),
         }
 
-    async def _send_once(
-        self, method: str, path: str, params: Mapping[str, str] | None, body: Mapping[str, Any] | None
-    ) -> httpx.Response:
-        # Signed per attempt, so a retry carries a fresh timeStamp.
-        response = await self._account.http().request(
-            method, path, params=params, json=body, headers=self._headers(), timeout=self._timeout_s
+    def _spent(self, what: str, wait_s: float) -> BudgetSpent:
+        budget = self._account.budget
+        return BudgetSpent(
+            self.name,
+            f"{what}: not sent, the account's request budget ({budget.requests} requests in any "
+            f"{budget.window_s:g} s, {budget.reserve} kept for a stop) has no room for {wait_s:.1f} s",
+            retry_after_s=wait_s,
         )
+
+    async def _send_once(
+        self,
+        method: str,
+        path: str,
+        params: Mapping[str, str] | None,
+        body: Mapping[str, Any] | None,
+        reserved: bool,
+    ) -> httpx.Response:
+        budget = self._account.budget
+        wait_s = budget.wait_s(reserved=reserved)
+        if wait_s > 0:
+            raise _NoSlot(wait_s)
+        budget.begin()
+        try:
+            # Signed per attempt, so a retry carries a fresh timeStamp.
+            response = await self._account.http().request(
+                method, path, params=params, json=body, headers=self._headers(), timeout=self._timeout_s
+            )
+        finally:
+            budget.end()
         if response.status_code >= 500:
             raise ServerError.of(response)
         return response
@@ -547,6 +636,7 @@ class AlphaEssClient:
         *,
         params: Mapping[str, str] | None = None,
         body: Mapping[str, Any] | None = None,
+        reserved: bool = False,
     ) -> Any:
         where = f"{method} {self._base_url}{path}"
         account = self._account
@@ -571,7 +661,9 @@ class AlphaEssClient:
             context=lambda state: {"request": f"{state.args[0]} {state.args[1]}"},
         )
         try:
-            response: httpx.Response = await retrying(self._send_once, method, path, params, body)
+            response: httpx.Response = await retrying(self._send_once, method, path, params, body, reserved)
+        except _NoSlot as exc:
+            raise self._spent(where, exc.wait_s) from None
         except httpx.TimeoutException as exc:
             raise DeviceUnavailable(
                 self.name, f"{where}: no answer within {self._timeout_s:g} s ({attempts} attempts)"
@@ -703,6 +795,10 @@ class PolledOutcome(Generic[T]):
     ``apply`` while a slow ``read`` rolled over to the next cycle) waits for it and gets its outcome,
     instead of sending a second poll's requests beside it (twice the requests: 6053, meters.md §3.4).
 
+    A poll the account's request budget has no room for (:class:`BudgetSpent`: nothing was sent) is
+    tried again when the budget says; until then :meth:`get` returns the last value, as inside the poll
+    interval (with its original timestamp), or raises if there is none yet.
+
     Args:
         clock: Unix seconds (the device's clock).
         poll_interval_s: the device's ``poll_interval_s``, in s.
@@ -733,6 +829,12 @@ class PolledOutcome(Generic[T]):
             self.due_s = now + self._poll_interval_s
             try:
                 value, data_s = await poll()
+            except BudgetSpent as exc:
+                self.due_s = now + exc.retry_after_s
+                if self._last is None or isinstance(self._last, DeviceError):
+                    self._last = exc
+                    raise
+                return self._last
             except DeviceError as exc:
                 self._last = exc
                 raise
