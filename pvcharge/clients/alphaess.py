@@ -218,6 +218,15 @@ class _Flight:
     waiters: int = 0  #: callers awaiting it; the last one to give up (cancelled) cancels the request
 
 
+def _later(exc: RateLimited, elapsed_s: float) -> RateLimited:
+    """A copy of ``exc`` raised again ``elapsed_s`` later: its ``retry_after_s`` that much shorter."""
+    copy = type(exc).__new__(type(exc))
+    copy.__dict__.update(exc.__dict__)
+    copy.args = exc.args
+    copy.retry_after_s = max(0.0, exc.retry_after_s - elapsed_s)
+    return copy
+
+
 class BudgetSpent(RateLimited):
     """Not sent: the account's request budget has no slot for it now (``retry_after_s``: when it will).
 
@@ -791,7 +800,8 @@ class PolledOutcome(Generic[T]):
 
     Inside the poll interval :meth:`get` sends nothing: it returns the same value (a reading keeps its
     original ``timestamp_s``, so the controller sees that no new measurement arrived) or raises the same
-    ``DeviceError`` again.  One poll at a time: a caller arriving while a poll runs (the daemon's
+    ``DeviceError`` again (a ``RateLimited`` with its ``retry_after_s`` counted down to now).  One poll
+    at a time: a caller arriving while a poll runs (the daemon's
     ``apply`` while a slow ``read`` rolled over to the next cycle) waits for it and gets its outcome,
     instead of sending a second poll's requests beside it (twice the requests: 6053, meters.md §3.4).
 
@@ -809,6 +819,7 @@ class PolledOutcome(Generic[T]):
         self._poll_interval_s = poll_interval_s
         self._lock = asyncio.Lock()
         self._last: T | DeviceError | None = None
+        self._failed_s = 0.0  #: when ``_last`` failed, in s on the clock
         self.due_s = -float("inf")  #: when the next poll may go, in s on the clock
 
     async def get(self, poll: Callable[[], Awaitable[tuple[T, float]]]) -> T:
@@ -823,6 +834,8 @@ class PolledOutcome(Generic[T]):
         async with self._lock:
             now = self._clock()
             if now < self.due_s and self._last is not None:
+                if isinstance(self._last, RateLimited):
+                    raise _later(self._last, now - self._failed_s)
                 if isinstance(self._last, DeviceError):
                     raise self._last.with_traceback(None)
                 return self._last
@@ -832,11 +845,11 @@ class PolledOutcome(Generic[T]):
             except BudgetSpent as exc:
                 self.due_s = now + exc.retry_after_s
                 if self._last is None or isinstance(self._last, DeviceError):
-                    self._last = exc
+                    self._last, self._failed_s = exc, now
                     raise
                 return self._last
             except DeviceError as exc:
-                self._last = exc
+                self._last, self._failed_s = exc, now
                 raise
             self.due_s = next_poll_s(now, self._clock(), data_s, self._poll_interval_s)
             self._last = value
