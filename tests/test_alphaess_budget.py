@@ -22,7 +22,7 @@ from sitestub import FakeClock
 from structlog.testing import capture_logs
 
 from pvcharge.clients.budget import RequestBudget
-from pvcharge.config import Config, parse_config
+from pvcharge.config import parse_config
 from pvcharge.daemon import SHUTDOWN_WRITE_S, Cycle, Daemon
 from pvcharge.devices import create_devices
 from pvcharge.sim.alphaess import AlphaEssEmulator
@@ -61,19 +61,20 @@ async def emulator(clock: FakeClock) -> AsyncIterator[AlphaEssEmulator]:
         yield emu
 
 
-def config_for(url: str) -> Config:
+def config_for(url: str) -> str:
     """Meter and wallbox on one account, default settings; ``fast`` starts the car at once."""
     account = f"url: '{url}', sys_sn: {SYS_SN}, app_id: {APP_ID}, app_secret: {APP_SECRET}"
-    return parse_config(
+    return (
         f"meter: {{type: alphaess, {account}}}\n"
         f"charger: {{type: alphaess, {account}, phases: 1, min_current_a: 6, max_current_a: 16}}\n"
-        "control: {mode: fast, interval_s: 5, max_age_s: 30}\n",
-        "<test>",
+        "control: {mode: fast, interval_s: 5, max_age_s: 30}\n"
     )
 
 
-def make_daemon(emulator: AlphaEssEmulator, clock: FakeClock, on_cycle: Any = None) -> Daemon:
-    config = config_for(emulator.url)
+def make_daemon(
+    emulator: AlphaEssEmulator, clock: FakeClock, on_cycle: Any = None, text: str | None = None
+) -> Daemon:
+    config = parse_config(text or config_for(emulator.url), "<test>")
     meter, charger = create_devices(config, clock=clock, charger_name=CHARGER_NAME)
 
     async def sleep(delay_s: float) -> None:
@@ -115,6 +116,26 @@ def test_budget_counts_each_request_until_a_window_after_its_answer() -> None:
         RequestBudget(1, 10.0, clock, reserve=1)
 
 
+def test_a_command_refused_for_want_of_room_gets_the_next_free_slot() -> None:
+    clock = FakeClock(1000.0)
+    budget = RequestBudget(5, 10.0, clock, reserve=1, margin_s=1.0)
+    for _ in range(4):  # two polls of two requests
+        budget.begin()
+        budget.end()
+    clock.advance(5.0)
+    assert budget.wait_s(command=True) > 0
+    budget.command_waiting()
+    clock.advance(6.1)  # the slots free: the polls leave one for the command
+    assert budget.wait_s(4) > 0 and budget.wait_s(3) == 0 and budget.wait_s(4, command=True) == 0
+    budget.begin(command=True)  # sent: the polls need not leave it a slot any more
+    assert budget.wait_s(3) == 0
+    budget.end()
+    budget.command_waiting()
+    assert budget.wait_s(3) > 0
+    clock.advance(11.1)  # not offered again: the wait ends
+    assert budget.wait_s(4) == 0
+
+
 async def test_a_start_in_the_first_10_s_draws_no_6053(emulator: AlphaEssEmulator, clock: FakeClock) -> None:
     """``mode: fast`` starts the car on the first cycle, right after the first polls (three requests).
     Before the fix, the start (outside the budget) and the next polls made 6 requests in 10 s: 6053."""
@@ -135,6 +156,27 @@ async def test_a_start_in_the_first_10_s_draws_no_6053(emulator: AlphaEssEmulato
     assert emulator.request_count >= 2 * 12  # polled all along (2 requests a poll, every 10 s or so)
     assert not [e for e in logs if e["log_level"] in ("warning", "error")]
     assert offered_a(emulator) == 0
+
+
+async def test_polls_every_cycle_do_not_starve_a_start(emulator: AlphaEssEmulator, clock: FakeClock) -> None:
+    """With ``interval_s: 10`` every cycle polls (two requests, each counted 11 s): a start found the
+    four ordinary slots taken at every cycle and never went, until polls left it the next free one."""
+    t0 = clock()
+    offered: list[tuple[float, float]] = []
+
+    def on_cycle(cycle: Cycle) -> None:
+        offered.append((cycle.now - t0, offered_a(emulator)))
+        if len(offered) == 6:  # the polls are in their stride: now charge
+            daemon.set_mode("fast", source="test")
+
+    config = config_for(emulator.url).replace("mode: fast, interval_s: 5", "mode: 'off', interval_s: 10")
+    daemon = make_daemon(emulator, clock, on_cycle, config)
+    with capture_logs() as logs:
+        await daemon.run(asyncio.Event(), max_cycles=12)
+    started = [t for t, amps in offered if amps > 0]
+    assert started and started[0] <= 50 + 2 * 10  # within two cycles of the mode change
+    assert emulator.too_fast == 0 and emulator.peak_in_window <= 5
+    assert not [e for e in logs if e["log_level"] in ("warning", "error")]
 
 
 @pytest.mark.parametrize("cloud", ["recovers", "keeps refusing"])

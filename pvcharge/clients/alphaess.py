@@ -21,7 +21,8 @@ collection, [A2] CharlesGillanders/alphaess-openAPI, [A3] springfall2008/batpred
 retry) takes a slot of one :class:`~pvcharge.clients.budget.RequestBudget`: at most
 :data:`BUDGET_REQUESTS` in any :data:`BUDGET_WINDOW_S` as the cloud counts them, of which
 :data:`STOP_RESERVE` only a stop may use, so that a stop can always be sent.  A request the budget has
-no slot for is not sent (:class:`BudgetSpent`).  The cloud publishes no number (§3.4: 6053 once at one
+no slot for is not sent (:class:`BudgetSpent`); a start or stop refused so gets the next free slot
+(polls leave it one).  The cloud publishes no number (§3.4: 6053 once at one
 request a minute, more than 150 a minute unthrottled in a 2026 test); 5 per 10 s is the strictest account
 pvcharge is checked against, and enough for a meter and a wallbox polled every 10 s (three requests,
 four on the first poll) and a command.
@@ -623,10 +624,13 @@ class AlphaEssClient:
         reserved: bool,
     ) -> httpx.Response:
         budget = self._account.budget
-        wait_s = budget.wait_s(reserved=reserved)
+        command = method == "POST"  # a start or stop: polls leave it the next free slot
+        wait_s = budget.wait_s(reserved=reserved, command=command)
         if wait_s > 0:
+            if command:
+                budget.command_waiting()
             raise _NoSlot(wait_s)
-        budget.begin()
+        budget.begin(command=command)
         try:
             # Signed per attempt, so a retry carries a fresh timeStamp.
             response = await self._account.http().request(

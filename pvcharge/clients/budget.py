@@ -12,6 +12,11 @@ server that rounds its times (to whole seconds, say) and a window it counts incl
 ``reserve`` slots are kept for the requests that must go when the rest of the budget is spent (a stop
 command): an ordinary request may use ``requests - reserve`` slots, a reserved one all of them.
 
+A command the budget had no room for (:meth:`command_waiting`) gets the next free slot: until it is
+sent, or for ``window_s + margin_s`` if it is not offered again, polls leave one slot for it.  Without
+that, polls that come as often as the window is long (a poll every 10 s for a window of 10 s) take every
+free slot as it frees, and a command offered after them never goes.
+
 Pure: no I/O, no sleeping; time comes from ``clock`` (a clock stepping backwards counts as no time
 passing).
 """
@@ -56,21 +61,26 @@ class RequestBudget:
         self.margin_s = margin_s
         self._clock = clock
         self._held_until: list[float] = []  #: per finished request still counted: when it stops counting
+        self._command_waits_until = -float("inf")  #: polls leave a slot for a waiting command until then
         self.in_flight = 0  #: requests sent and not yet ended
 
     def __repr__(self) -> str:
         return f"RequestBudget({self.requests} per {self.window_s:g} s, reserve={self.reserve})"
 
-    def wait_s(self, count: int = 1, *, reserved: bool = False) -> float:
+    def wait_s(self, count: int = 1, *, reserved: bool = False, command: bool = False) -> float:
         """Seconds until ``count`` more requests may be sent; 0 if they may go now.
 
-        ``reserved``: the requests may use the reserve.  If they could go only after requests now in
-        flight end, which takes as long as they take, the least it can be: ``window_s + margin_s``.
+        ``reserved``: the requests may use the reserve.  ``command``: they are commands, for which polls
+        leave a slot while one waits (:meth:`command_waiting`); other requests (polls) do.  If they
+        could go only after requests now in flight end, which takes as long as they take, the least it
+        can be: ``window_s + margin_s``.
         """
         now = self._clock()
         held = sorted(t for t in self._held_until if t >= now)
         self._held_until = held
         limit = self.requests - (0 if reserved else self.reserve)
+        if not command and now <= self._command_waits_until:
+            limit -= 1
         excess = self.in_flight + len(held) + count - limit
         if excess <= 0:
             return 0.0
@@ -78,9 +88,17 @@ class RequestBudget:
             return self.window_s + self.margin_s
         return held[excess - 1] - now + 1e-6  # the slot is free just after it stops counting
 
-    def begin(self) -> None:
-        """A request is being sent (call :meth:`wait_s` first): it takes a slot."""
+    def command_waiting(self) -> None:
+        """A command found no room (:meth:`wait_s`): polls leave a slot for it for ``window_s + margin_s``,
+        or until a command is sent (:meth:`begin` with ``command=True``)."""
+        self._command_waits_until = self._clock() + self.window_s + self.margin_s
+
+    def begin(self, *, command: bool = False) -> None:
+        """A request is being sent (call :meth:`wait_s` first): it takes a slot.  ``command``: a command,
+        which ends a wait of :meth:`command_waiting`."""
         self.in_flight += 1
+        if command:
+            self._command_waits_until = -float("inf")
 
     def end(self) -> None:
         """The request :meth:`begin` announced ended (answered, failed or cut off): its slot is held
