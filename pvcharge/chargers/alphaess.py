@@ -283,8 +283,8 @@ class AlphaEssWallbox:
         name: device name for errors and logs.
         clock: Unix seconds: reading timestamps, the poll and write intervals, the ``timeStamp`` header
             and the 6053 backoff.
-        account: the Open API account state shared with the meter (connection pool, 6053 backoff,
-            replies); ``None``: the wallbox's own.
+        account: the Open API account state shared with the meter (connection pool, request budget,
+            6053 backoff, replies); ``None``: the wallbox's own.
 
     Raises:
         ValueError: ``account`` is for another URL, appId or appSecret than ``config``.
@@ -321,7 +321,8 @@ class AlphaEssWallbox:
 
         Raises:
             RateLimited: code 6053 or HTTP 429, or the client is still backing off from one (nothing
-                sent).
+                sent); or (``BudgetSpent``) the account's request budget has no room for the first
+                poll (later polls it has no room for hand out the last reading again).
             DeviceUnavailable: no answer after retries (timeout, connection closed, reply cut off, HTTP
                 5xx), or 6042 system offline.
             DeviceProtocolError: another return code (6007 wrong appId/appSecret, 6002 wrong sysSn, 6006

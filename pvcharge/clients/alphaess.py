@@ -219,11 +219,20 @@ class _Flight:
     waiters: int = 0  #: callers awaiting it; the last one to give up (cancelled) cancels the request
 
 
-def _later(exc: RateLimited, elapsed_s: float) -> RateLimited:
-    """A copy of ``exc`` raised again ``elapsed_s`` later: its ``retry_after_s`` that much shorter."""
+E = TypeVar("E", bound=DeviceError)
+
+
+def _copy(exc: E) -> E:
+    """A copy of ``exc``: same class, message and attributes (for one of them to be changed)."""
     copy = type(exc).__new__(type(exc))
     copy.__dict__.update(exc.__dict__)
     copy.args = exc.args
+    return copy
+
+
+def _later(exc: RateLimited, elapsed_s: float) -> RateLimited:
+    """A copy of ``exc`` raised again ``elapsed_s`` later: its ``retry_after_s`` that much shorter."""
+    copy = _copy(exc)
     copy.retry_after_s = max(0.0, exc.retry_after_s - elapsed_s)
     return copy
 
@@ -379,8 +388,7 @@ class OpenApiAccount:
 def _as_device(exc: DeviceError, name: str) -> DeviceError:
     """A copy of ``exc`` (same class, message and attributes) that names device ``name``: the error of
     a request another device sent, as seen by a device that awaited it."""
-    copy = type(exc).__new__(type(exc))
-    copy.__dict__.update(exc.__dict__)
+    copy = _copy(exc)
     copy.device = name
     copy.args = (f"{name}: {exc.message}",)
     return copy

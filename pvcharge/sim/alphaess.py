@@ -506,35 +506,24 @@ class AlphaEssEmulator(LoopbackHttpServer):
 
     def _charge_config(self, params: Params) -> web.Response:
         """Grid charging off, both periods 00:00–00:00 (off), charging up to the battery's maximum."""
-        error = self._system_read(params)
-        if error is not None:
-            return error
         battery = self.site.battery
-        data = {
-            "gridCharge": 0,
-            "timeChaf1": "00:00",
-            "timeChae1": "00:00",
-            "timeChaf2": "00:00",
-            "timeChae2": "00:00",
-            "batHighCap": round(battery.soc_max_pct) if battery else 100,
-        }
-        return _envelope(200, data)
+        high_pct = round(battery.soc_max_pct) if battery else 100
+        return self._periods(params, "gridCharge", "timeCha", "batHighCap", high_pct)
 
     def _discharge_config(self, params: Params) -> web.Response:
         """Discharge time control off, both periods off, the cut-off at the battery's minimum SoC."""
+        battery = self.site.battery
+        low_pct = round(battery.soc_min_pct) if battery else 10
+        return self._periods(params, "ctrDis", "timeDis", "batUseCap", low_pct)
+
+    def _periods(self, params: Params, switch: str, prefix: str, soc_key: str, soc_pct: int) -> web.Response:
+        """``{switch: 0, <prefix>f1: "00:00", <prefix>e1, <prefix>f2, <prefix>e2, soc_key: soc_pct}``:
+        the switch off and both periods empty (f = from, e = end; [A2] ``docs/API.md``)."""
         error = self._system_read(params)
         if error is not None:
             return error
-        battery = self.site.battery
-        data = {
-            "ctrDis": 0,
-            "timeDisf1": "00:00",
-            "timeDise1": "00:00",
-            "timeDisf2": "00:00",
-            "timeDise2": "00:00",
-            "batUseCap": round(battery.soc_min_pct) if battery else 10,
-        }
-        return _envelope(200, data)
+        periods = {f"{prefix}{end}{n}": "00:00" for n in (1, 2) for end in "fe"}
+        return _envelope(200, {switch: 0} | periods | {soc_key: soc_pct})
 
     def _time_charge(self, params: Params) -> web.Response:
         """6017 (no operation permission): what [A2] saw on most systems."""
