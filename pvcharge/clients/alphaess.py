@@ -22,10 +22,10 @@ retry) takes a slot of one :class:`~pvcharge.clients.budget.RequestBudget`: at m
 :data:`BUDGET_REQUESTS` in any :data:`BUDGET_WINDOW_S` as the cloud counts them, of which
 :data:`STOP_RESERVE` only a stop may use, so that a stop can always be sent.  A request the budget has
 no slot for is not sent (:class:`BudgetSpent`); a start or stop refused so gets the next free slot
-(polls leave it one).  The cloud publishes no number (§3.4: 6053 once at one
-request a minute, more than 150 a minute unthrottled in a 2026 test); 5 per 10 s is the strictest account
-pvcharge is checked against, and enough for a meter and a wallbox polled every 10 s (three requests,
-four on the first poll) and a command.
+(polls leave it one).  The cloud publishes no number (§3.4: 6053 once at one request a minute, more
+than 150 a minute unthrottled in a 2026 test); 5 per 10 s is the strictest account pvcharge is checked
+against, and enough for a meter and a wallbox polled every 10 s (two requests a poll between them,
+three on the first) and a command.
 
 **Sharing an account.**  When the meter and the wallbox use the same account (same ``url``, ``app_id``
 and ``app_secret``), :func:`pvcharge.devices.create_devices` gives both one :class:`OpenApiAccount`:
@@ -403,14 +403,14 @@ class AlphaEssClient:
     sends nothing for ``rate_limit_backoff_s``, which doubles on each further 6053 up to
     ``rate_limit_backoff_max_s`` and resets on the next success.  An HTTP 429 (which the Open API is
     not documented to send, but a gateway in front of it may) likewise stops all requests, for its
-    ``Retry-After`` (the 6053 backoff without one).  Every attempt takes a slot of the account's request
-    budget; one it has no slot for is not sent (:class:`BudgetSpent`; only a ``reserved`` request, a stop,
-    may use the last :data:`STOP_RESERVE`).  Proxy settings from the environment
+    ``Retry-After`` (the 6053 backoff without one).  Every attempt takes a slot of the account's
+    request budget; one it has no slot for is not sent (:class:`BudgetSpent`; only a ``reserved``
+    request, a stop, may use the last :data:`STOP_RESERVE`).  Proxy settings from the environment
     (``HTTPS_PROXY``, ``NO_PROXY``) apply, and TLS certificates are always verified against the
     system's CAs (``SSL_CERT_FILE`` adds a private one): this is a cloud API.
 
-    The connection pool, the budget, the backoff, the requests in flight and the kept replies belong to an
-    :class:`OpenApiAccount`: the client's own one, or, with ``account``, one it shares with the other
+    The connection pool, the budget, the backoff, the requests in flight and the kept replies belong to
+    an :class:`OpenApiAccount`: the client's own one, or, with ``account``, one it shares with the other
     devices of the account (see there).
 
     Args:
@@ -813,9 +813,9 @@ class PolledOutcome(Generic[T]):
     Inside the poll interval :meth:`get` sends nothing: it returns the same value (a reading keeps its
     original ``timestamp_s``, so the controller sees that no new measurement arrived) or raises the same
     ``DeviceError`` again (a ``RateLimited`` with its ``retry_after_s`` counted down to now).  One poll
-    at a time: a caller arriving while a poll runs (the daemon's
-    ``apply`` while a slow ``read`` rolled over to the next cycle) waits for it and gets its outcome,
-    instead of sending a second poll's requests beside it (twice the requests: 6053, meters.md §3.4).
+    at a time: a caller arriving while a poll runs (the daemon's ``apply`` while a slow ``read`` rolled
+    over to the next cycle) waits for it and gets its outcome, instead of sending a second poll's
+    requests beside it (twice the requests: 6053, meters.md §3.4).
 
     A poll the account's request budget has no room for (:class:`BudgetSpent`: nothing was sent) is
     tried again when the budget says; until then :meth:`get` returns the last value, as inside the poll
