@@ -48,7 +48,11 @@ from pvcharge.state import load_mode, save_mode
 
 log = structlog.get_logger("pvcharge.daemon")
 
-SHUTDOWN_WRITE_S = 10.0  #: the longest the pause on the way out may take, in s
+#: the longest the pause on the way out may take, in s, a driver's rate-limit wait included: what is
+#: left of the stop timeout (``TimeoutStopSec=90s`` in deploy/pvcharge.service, systemd's default, and
+#: ``stop_grace_period: 90s`` in deploy/docker-compose.yml) after the last cycle and closing
+SHUTDOWN_WRITE_S = 60.0
+PAUSE_RETRY_S = 1.0  #: the least wait before offering a deferred pause on the way out again, in s
 
 
 def _describe(command: ChargerCommand | None) -> str:
@@ -560,12 +564,46 @@ class Daemon:
             await self._shutdown()
         return self.stats
 
+    async def _pause_on_exit(self, pause: ChargerCommand) -> None:
+        """Send ``pause``, waiting out the driver's deferrals within ``SHUTDOWN_WRITE_S``; say how it went."""
+        deadline_s = self.clock() + SHUTDOWN_WRITE_S
+        while True:
+            try:
+                left_s = max(0.0, deadline_s - self.clock())
+                await asyncio.wait_for(self.charger.apply(pause), timeout=left_s)
+            except WriteDeferred as exc:
+                wait_s = max(PAUSE_RETRY_S, exc.retry_after_s)  # (0: the driver does not know when)
+                if self.clock() + wait_s < deadline_s:
+                    log.info(
+                        "pause_waiting", device=self.charger.name, wait_s=round(wait_s, 1), why=exc.message
+                    )
+                    await self.sleep(wait_s)
+                    continue
+                error = f"{exc.message} (no sooner than in {wait_s:.0f} s)"
+            except TimeoutError:
+                error = f"no answer within the {SHUTDOWN_WRITE_S:g} s the pause may take"
+            except Exception as exc:
+                error = getattr(exc, "message", None) or repr(exc)
+            else:
+                log.info("stopped", charger_left="paused")
+                return
+            log.error(
+                "stopped",
+                charger_left="unknown: pause failed",
+                device=self.charger.name,
+                error=error,
+                action=f"{self.charger.name} may still be charging: pause it in its app or at the wallbox",
+            )
+            return
+
     async def _shutdown(self) -> None:
         """Leave the charger in ``control.exit_state`` and close the drivers.
 
         ``pause``: one pause command, unless the charger already holds one (or refuses all writes),
         awaited to the end (at most ``SHUTDOWN_WRITE_S``) so nothing is left half-written; ``leave``:
-        nothing is sent, the charger keeps the last command.
+        nothing is sent, the charger keeps the last command.  A pause the driver defers for its rate
+        limit (``WriteDeferred``, e.g. a cloud's backoff) is sent again when the driver says, if that is
+        within ``SHUTDOWN_WRITE_S``; a pause that cannot be delivered is an error naming the charger.
         """
         if self.config.control.exit_state == "leave":
             log.info("stopped", charger_left="as it was", command=_describe(self._acknowledged))
@@ -574,14 +612,7 @@ class Daemon:
         elif self._applied is not None and self._applied.current_a == 0:
             log.info("stopped", charger_left="paused")
         else:
-            pause = ChargerCommand(0.0, self.controller.phases)
-            try:
-                await asyncio.wait_for(self.charger.apply(pause), timeout=SHUTDOWN_WRITE_S)
-                log.info("stopped", charger_left="paused")
-            except Exception as exc:
-                log.warning(
-                    "stopped", charger_left="unknown: pause failed", error=getattr(exc, "message", repr(exc))
-                )
+            await self._pause_on_exit(ChargerCommand(0.0, self.controller.phases))
         for running in self._inflight.values():
             running.task.cancel()
         self._inflight.clear()

@@ -4,8 +4,9 @@ Every place that runs both drivers (``pvcharge run``, ``pvcharge probe``, the de
 builds them here rather than with ``config.meter.create`` and ``config.charger.create`` one by one, so
 that two devices on one cloud account share one client state.  Today that is the AlphaESS Open API:
 an AlphaESS meter and an AlphaESS wallbox with the same ``url``, ``app_id`` and ``app_secret`` get one
-:class:`~pvcharge.clients.alphaess.OpenApiAccount` — one connection pool, one 6053/429 backoff (a 6053
-answered to either pauses both) and one ``getLastPowerData`` per poll instead of two — because the
+:class:`~pvcharge.clients.alphaess.OpenApiAccount` — one connection pool, one request budget for the
+two devices' requests together, one 6053/429 backoff (a 6053 answered to either pauses both) and one
+``getLastPowerData`` per poll instead of two — because the
 cloud publishes no rate limit and answers clients that ask too often with 6053 (meters.md §3.4).
 Any other pair is built by ``DeviceConfig.create`` alone.
 

@@ -225,6 +225,7 @@ async def test_emulator_checks_headers_with_exact_envelopes(
 ) -> None:
     stamp = str(int(clock()))
     signed = {"appId": APP_ID, "timeStamp": stamp, "sign": sign(APP_ID, APP_SECRET, stamp)}
+    emulator.requests_per_window = 1  # in 60 s: the second signed request is one too many
     async with httpx.AsyncClient(base_url=emulator.url + "/") as http:
         for headers, code in [
             ({}, 6012),
@@ -402,10 +403,11 @@ async def test_clock_skew_says_so(emulator: AlphaEssEmulator, clock: FakeClock) 
 async def test_too_fast_backs_off_exponentially_and_recovers(
     emulator: AlphaEssEmulator, clock: FakeClock
 ) -> None:
+    emulator.requests_per_window, emulator.window_s = 1, 10.0  # one request per 10 s
     client = make_client(emulator.url, clock, rate_limit_backoff_s=60.0)
     await client.get("getEssList")
     with structlog.testing.capture_logs() as events, pytest.raises(RateLimited) as err:
-        await client.get("getEssList")  # the emulator allows one request per 10 s
+        await client.get("getEssList")
     assert isinstance(err.value, DeviceUnavailable) and err.value.retry_after_s == 60.0
     assert "code 6053" in str(err.value) and "The maximum number of requests has been reached" in str(
         err.value
@@ -420,7 +422,7 @@ async def test_too_fast_backs_off_exponentially_and_recovers(
     clock.advance(1)
     assert [s["sysSn"] for s in await client.get("getEssList")] == [SYS_SN]
 
-    emulator.min_interval_s = 100.0  # now the backoff is too short: it doubles
+    emulator.window_s = 100.0  # now the backoff is too short: it doubles
     with pytest.raises(RateLimited):
         await client.get("getEssList")
     clock.advance(60)
@@ -438,7 +440,7 @@ async def test_too_fast_backs_off_exponentially_and_recovers(
 async def test_meter_recovers_after_too_fast(
     meter: AlphaEssMeter, emulator: AlphaEssEmulator, clock: FakeClock
 ) -> None:
-    emulator.min_interval_s = 30.0
+    emulator.requests_per_window, emulator.window_s = 1, 30.0
     await meter.read()
     clock.advance(10)
     with pytest.raises(RateLimited):

@@ -59,8 +59,9 @@ def site(clock: FakeClock) -> SiteModel:
 def make_emulator(
     site: SiteModel, clock: FakeClock, app_id: str = APP_ID, **options: Any
 ) -> AlphaEssEmulator:
-    # 4 GETs per 10 s: what meter + wallbox need unshared (LPD, status, LPD; the charger list once)
-    settings: dict[str, Any] = {"requests_per_interval": 4, **options}
+    # an account allowing 5 requests in any 10 s: meter + wallbox need 3 unshared (LPD, status, LPD;
+    # the charger list once)
+    settings: dict[str, Any] = {"window_s": 10.0, "requests_per_window": 5, **options}
     return AlphaEssEmulator(
         site, app_id=app_id, app_secret=APP_SECRET, sys_sn=SYS_SN, evcharger_sn=EV_SN, clock=clock, **settings
     )
@@ -149,7 +150,15 @@ async def test_one_power_request_per_poll_instead_of_two(site: SiteModel, clock:
     polls = int(n * CYCLE_S / POLL_S)
     assert before == {POWER: 2 * polls, STATUS: polls, LIST: 1}  # measured: 12, 6, 1
     assert after == {POWER: polls, STATUS: polls, LIST: 1}  # measured: 6, 6, 1
-    for site_reading, charger_reading in readings:  # both stamped with the one reply's arrival
+    # both stamped with the one reply's arrival; but the wallbox's second poll (cycle 2, at 10 s) waits
+    # for the account's request budget: the first poll's three requests count until 11 s, and with the
+    # meter's poll the budget's four ordinary requests are taken
+    site_reading, charger_reading = readings[2]
+    assert (site_reading.timestamp_s - readings[0][0].timestamp_s, charger_reading.timestamp_s) == (
+        POLL_S,
+        readings[0][1].timestamp_s,
+    )
+    for site_reading, charger_reading in readings[:2] + readings[3:]:
         assert site_reading.timestamp_s == charger_reading.timestamp_s
     assert len({s.timestamp_s for s, _ in readings}) == polls
 
@@ -165,10 +174,15 @@ async def test_a_reused_reply_carries_its_arrival_time_and_the_devices_fall_into
     charger_reading = await charger.read()
     assert counts(emulator) == {POWER: 1, STATUS: 1, LIST: 1}
     assert charger_reading.timestamp_s == t0  # when the reused reply arrived, not now
-    # the wallbox's next poll is due one interval after its data arrived: both poll at t0 + 10
+    # the wallbox's next poll is due one interval after its data arrived, at t0 + 10 with the meter's;
+    # but it waits for the account's request budget (the first polls' three requests count until
+    # t0 + 11 and t0 + 16, and the meter's second takes the fourth): the next cycle it reuses the
+    # meter's reply, and the two are in step
     clock.advance(POLL_S - CYCLE_S)
     site_reading, charger_reading = await asyncio.gather(meter.read(), charger.read())
-    assert site_reading.timestamp_s == charger_reading.timestamp_s == t0 + POLL_S
+    assert (site_reading.timestamp_s, charger_reading.timestamp_s) == (t0 + POLL_S, t0)
+    clock.advance(CYCLE_S)
+    assert (await charger.read()).timestamp_s == t0 + POLL_S
     assert counts(emulator) == {POWER: 2, STATUS: 2, LIST: 1}
     # just over half an interval is not reused
     clock.advance(POLL_S + CYCLE_S + 0.5)
@@ -193,10 +207,10 @@ async def test_an_identical_request_in_flight_is_awaited_not_sent_again(
     # without reuse_s a finished reply is not handed out again; other parameters are another request
     await a.get("getLastPowerData", params)
     assert len(emulator.requests_to(POWER)) == 2
-    emulator.min_interval_s = 0.0  # no 6053 for this burst
     await asyncio.gather(a.get("getEssList"), b.get("getLastPowerData", params))
     assert len(emulator.requests_to(POWER)) == 3 and len(emulator.requests_to("/api/getEssList")) == 1
 
+    clock.advance(20)  # the account's request budget has room again
     # one caller giving up does not cut the request off for the other; the last one does
     task_a = asyncio.create_task(a.get("getLastPowerData", params))
     task_b = asyncio.create_task(b.get("getLastPowerData", params))
@@ -234,14 +248,15 @@ async def test_a_6053_to_either_device_pauses_both_without_a_request(
     site: SiteModel, clock: FakeClock, first: str
 ) -> None:
     # 3 GETs per 10 s: exactly the first poll of both (charger list, status, one getLastPowerData)
-    async with make_emulator(site, clock, requests_per_interval=3) as emulator:
+    async with make_emulator(site, clock, requests_per_window=3) as emulator:
         await _a_6053_pauses_both(emulator, clock, first)
 
 
 async def _a_6053_pauses_both(emulator: AlphaEssEmulator, clock: FakeClock, first: str) -> None:
     meter, charger = devices(both_alphaess(emulator.url), clock)
     await cycles(meter, charger, clock, 2)  # 10 s: both polled once
-    emulator.min_interval_s = 1000.0  # the next GET is one too many
+    clock.advance(2)  # the client's budget has room again (the account's 5 requests in 10 s)
+    emulator.window_s = 1000.0  # the next GET is one too many
     told, other = (meter, charger) if first == "meter" else (charger, meter)
     with pytest.raises(RateLimited, match="code 6053") as err:
         await told.read()
@@ -254,7 +269,7 @@ async def _a_6053_pauses_both(emulator: AlphaEssEmulator, clock: FakeClock, firs
     assert err.value.device == other.name and err.value.retry_after_s == 60.0
     assert emulator.request_count == sent  # nothing sent
     # both resume after the backoff
-    emulator.min_interval_s = 10.0
+    emulator.window_s = 10.0
     clock.advance(60.0)
     site_reading, charger_reading = await asyncio.gather(meter.read(), charger.read())
     assert site_reading.timestamp_s == charger_reading.timestamp_s == clock()
@@ -294,6 +309,7 @@ async def test_closing_one_shared_device_is_harmless_and_closing_twice_is_fine(
     await meter.close()
     await meter.close()
     assert meter._client.account.http_client is None
+    clock.advance(2)  # the account's request budget has room for the wallbox's poll again
     charger_reading = await charger.read()  # reopens the pool
     assert charger_reading.timestamp_s == clock() and meter._client.account.http_client is not None
     clock.advance(POLL_S)
@@ -308,7 +324,7 @@ async def test_closing_one_shared_device_is_harmless_and_closing_twice_is_fine(
 
 async def test_two_different_app_ids_share_nothing(site: SiteModel, clock: FakeClock) -> None:
     async with (
-        make_emulator(site, clock, requests_per_interval=2) as meter_emu,
+        make_emulator(site, clock, requests_per_window=2) as meter_emu,
         make_emulator(site, clock, app_id=OTHER_APP_ID) as box_emu,
     ):
         config = both_alphaess(meter_emu.url, box_emu.url, charger_app_id=OTHER_APP_ID)
@@ -318,7 +334,7 @@ async def test_two_different_app_ids_share_nothing(site: SiteModel, clock: FakeC
         await cycles(meter, charger, clock, 4)
         assert counts(meter_emu) == {POWER: 2, STATUS: 0, LIST: 0}
         assert counts(box_emu) == {POWER: 2, STATUS: 2, LIST: 1}
-        meter_emu.min_interval_s = 1000.0
+        meter_emu.window_s = 1000.0
         with pytest.raises(RateLimited):
             await meter.read()
         assert isinstance(await charger.read(), ChargerReading)  # not paused by the meter's 6053

@@ -33,7 +33,7 @@ from pvcharge.chargers.alphaess import (
     pick_wallbox,
     to_reading,
 )
-from pvcharge.clients.alphaess import sign
+from pvcharge.clients.alphaess import OpenApiAccount, sign
 from pvcharge.config import parse_config
 from pvcharge.control import ChargePoint, ControlConfig, Controller
 from pvcharge.errors import DeviceError, DeviceProtocolError, DeviceUnavailable, RateLimited, WriteDeferred
@@ -63,14 +63,18 @@ def make_site(clock: FakeClock, trace: Trace | None = None, **site: Any) -> Site
 
 
 def make_emulator(site: SiteModel, clock: FakeClock, **options: Any) -> AlphaEssEmulator:
-    # two GETs per wallbox poll, three on the first (the charger list)
-    settings: dict[str, Any] = {"requests_per_interval": 3, **options}
+    # an account allowing 5 requests in any 10 s (two GETs per wallbox poll, three on the first), and
+    # POSTs at least 10 s apart
+    settings: dict[str, Any] = {"window_s": 10.0, "requests_per_window": 5, "min_write_interval_s": 10.0}
+    settings |= options
     return AlphaEssEmulator(
         site, app_id=APP_ID, app_secret=APP_SECRET, sys_sn=SYS_SN, evcharger_sn=EV_SN, clock=clock, **settings
     )
 
 
-def make_wallbox(url: str, clock: Callable[[], float], **config: Any) -> AlphaEssWallbox:
+def make_wallbox(
+    url: str, clock: Callable[[], float], account: OpenApiAccount | None = None, **config: Any
+) -> AlphaEssWallbox:
     settings: dict[str, Any] = {
         "sys_sn": SYS_SN,
         "app_id": APP_ID,
@@ -81,7 +85,7 @@ def make_wallbox(url: str, clock: Callable[[], float], **config: Any) -> AlphaEs
         "backoff_s": 0.01,
         **config,
     }
-    return create(Config(**settings), name=NAME, clock=clock)
+    return create(Config(**settings), name=NAME, clock=clock, account=account)
 
 
 @pytest.fixture
@@ -297,8 +301,8 @@ async def test_emulator_writes_are_signed_like_reads(http: httpx.AsyncClient, cl
 
 
 def test_emulator_options_are_checked(site: SiteModel) -> None:
-    with pytest.raises(ValueError, match="requests_per_interval"):
-        AlphaEssEmulator(site, requests_per_interval=0)
+    with pytest.raises(ValueError, match="requests_per_window"):
+        AlphaEssEmulator(site, requests_per_window=0)
     with pytest.raises(ValueError, match="wallbox_phases"):
         AlphaEssEmulator(site, wallbox_phases=2)
 
@@ -339,7 +343,7 @@ async def test_start_charges_at_the_fixed_current_then_stop(
     assert emulator.writes == 2 and site.state().offered_current_a == 0
     await wallbox.apply(STOP)  # already off (by the last command; not polled since): nothing sent
     assert emulator.writes == 2
-    clock.advance(10)
+    clock.advance(12)  # the stop and the poll before it hold the account's request budget 11 s
     assert (await wallbox.read()).power_w == 0  # the car stopped 5 s after the stop
     assert emulator.wallbox_status() == 2
     assert emulator.household_current_a == 16  # currentsetting is never written
@@ -402,10 +406,10 @@ async def test_a_start_waits_while_the_wallbox_is_finishing(clock: FakeClock) ->
         clock.advance(20)
         assert (await wallbox.read()).charging
         await wallbox.apply(STOP)
-        clock.advance(10)
+        clock.advance(12)  # past the write interval, and the stop's hold on the request budget (11 s)
         with pytest.raises(WriteDeferred, match=r"status 6: Finishing \(stopped\) at the last poll"):
             await wallbox.apply(START)
-        clock.advance(30)
+        clock.advance(28)
         await wallbox.apply(START)
         assert site.state().offered_current_a == 16 and emu.writes == 3
         await wallbox.close()
@@ -543,14 +547,17 @@ async def test_a_cloudy_day_cycles_on_and_off_within_the_controllers_limits() ->
     clock = FakeClock(DAY_S + 10 * 3600)
     end_s = clock() + 3 * 3600
     site = make_site(clock, cloudy_trace(), battery=BatteryParams(soc_start_pct=60))
-    # one poll of meter and wallbox is three GETs (four with the charger list at the start)
-    emulator = make_emulator(site, clock, requests_per_interval=4, wallbox_current_a=16, wallbox_phases=1)
+    # one account, allowing 5 requests in any 10 s: one poll of meter and wallbox is two GETs (three
+    # with the charger list at the start), plus the starts and stops
+    emulator = make_emulator(site, clock, wallbox_current_a=16, wallbox_phases=1)
     async with emulator:
-        wallbox = make_wallbox(emulator.url, clock)
+        account = OpenApiAccount(emulator.url, APP_ID, Secret(APP_SECRET), clock=clock)
+        wallbox = make_wallbox(emulator.url, clock, account)
         meter = create_meter(
             MeterConfig(sys_sn=SYS_SN, app_id=APP_ID, app_secret=Secret(APP_SECRET), url=emulator.url),
             name="meter alphaess-test",
             clock=clock,
+            account=account,
         )
         # the wallbox is set to 16 A on one phase in the app: charger.max_current_a and phases say so
         controller = Controller(
@@ -558,7 +565,8 @@ async def test_a_cloudy_day_cycles_on_and_off_within_the_controllers_limits() ->
         )
         applied: ChargerCommand | None = None
         switches: list[tuple[float, bool]] = []  # (time, the wallbox offers current)
-        deferred = charging_readings = 0
+        deferred: list[WriteDeferred] = []
+        charging_readings = 0
         last_site: SiteReading | None = None
         with structlog.testing.capture_logs() as events:
             while clock() < end_s:
@@ -570,8 +578,8 @@ async def test_a_cloudy_day_cycles_on_and_off_within_the_controllers_limits() ->
                     try:
                         await wallbox.apply(decision.command)
                         applied = decision.command
-                    except WriteDeferred:
-                        deferred += 1
+                    except WriteDeferred as exc:
+                        deferred.append(exc)
                 on = site.state().offered_current_a > 0
                 if on != (switches[-1][1] if switches else False):
                     switches.append((clock(), on))
@@ -587,7 +595,8 @@ async def test_a_cloudy_day_cycles_on_and_off_within_the_controllers_limits() ->
     assert min(on_periods) >= control.min_on_s, on_periods
     assert min(off_periods) >= control.min_off_s, off_periods
     assert emulator.writes == len(switches)  # one POST per start or stop, none refused or redundant
-    assert deferred == 0
+    # a start right after a poll waits a cycle for the account's budget (the polls before count 11 s)
+    assert all("request budget" in str(exc) for exc in deferred), deferred
     assert not [e for e in events if e["log_level"] in ("warning", "error")]  # no 6053, no failure
     assert charging_readings > 0
     tally = site.energy
@@ -629,8 +638,10 @@ async def test_a_slow_poll_is_not_followed_at_once_by_the_next(site: SiteModel, 
     """A poll that took longer than the poll interval (a slow cloud) rests half an interval after it
     ended before the next: not three GETs and at once two more (6053 from a cloud allowing three GETs
     in 5 s)."""
-    async with make_emulator(site, clock, min_interval_s=5.0) as emulator:
-        wallbox = make_wallbox(emulator.url, clock)
+    async with make_emulator(site, clock, window_s=5.0, requests_per_window=3) as emulator:
+        # (a client budget that lets the cloud's limit show: this is about the rest after a slow poll)
+        account = OpenApiAccount(emulator.url, APP_ID, Secret(APP_SECRET), clock=clock, budget_requests=100)
+        wallbox = make_wallbox(emulator.url, clock, account)
         try:
             await _slow_poll_then_rest(emulator, wallbox, clock)
         finally:

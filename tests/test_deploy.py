@@ -35,6 +35,7 @@ from test_notify import (
     stop,
 )
 
+from pvcharge.daemon import SHUTDOWN_WRITE_S
 from pvcharge.health import Heartbeat, check, heartbeat_path, stale_after_s
 from pvcharge.sim.huawei import HuaweiEmulator
 from pvcharge.sim.site import SiteModel
@@ -155,6 +156,9 @@ def test_unit_is_notify_with_a_watchdog_restart_and_hardening() -> None:
     # the watchdog must outlast the longest healthy cycle with the default settings (2 x 30 s + 5 s)
     assert seconds(s["Service.WatchdogSec"][0]) > 2 * 30 + 5
     assert seconds(s["Service.TimeoutStartSec"][0]) > 2 * 30 + 5
+    # SIGTERM: the cycle under way (its reads wait at most interval_s, 5 s), then the pause (a cloud's
+    # backoff waited out included), then closing: room for all of it
+    assert seconds(s["Service.TimeoutStopSec"][0]) >= SHUTDOWN_WRITE_S + 20
     argv = shlex.split(s["Service.ExecStart"][0])
     assert argv[1:] == ["run", "--config", "/etc/pvcharge/config.yaml"]
     assert s["Service.RestartPreventExitStatus"] == ["2"]  # a config error does not loop
@@ -529,7 +533,8 @@ def test_compose_mounts_config_read_only_where_the_image_looks_and_keeps_the_hea
     assert service["cap_drop"] == ["ALL"]
     for name in service["secrets"]:
         assert name in compose["secrets"]
-    assert "30" in str(service["stop_grace_period"])  # room for the pause on SIGTERM
+    # room for the pause on SIGTERM, as TimeoutStopSec in the unit
+    assert seconds(str(service["stop_grace_period"])) >= SHUTDOWN_WRITE_S + 20
 
 
 def test_log_format_auto_console_json_and_journald(

@@ -88,7 +88,7 @@ async def test_no_secret_in_any_output_of_a_full_run(tmp_path: Path) -> None:
     site.advance(120)
     site.clock = SimClock(site.now, 1.0).now
     async with (
-        AlphaEssEmulator(site, app_secret=APP_SECRET, min_interval_s=1.0) as alpha,
+        AlphaEssEmulator(site, app_secret=APP_SECRET) as alpha,
         EaseeEmulator(site, password=EASEE_PASSWORD, token_lifetime_s=4) as easee,
     ):
         config = write_config(tmp_path, alpha, easee, EASEE_PASSWORD)

@@ -27,8 +27,10 @@ openpower).  Signing, the envelope, the return codes and the 6053 backoff are th
 - Codes: 6008 set failed, 6042 system offline, 6053 too fast (chargers.md §2.1).  No rate limit is
   published: poll no faster than every 10 s [A-lib]; the HA integration polls every 60 s (at least 10 s)
   and paces POSTs 30 s apart [A-ha].  With an AlphaESS meter on the same account the two share one
-  client state (:class:`~pvcharge.clients.alphaess.OpenApiAccount`: one 6053 backoff, one connection
-  pool) and one ``getLastPowerData`` per poll (meters.md §3.4).
+  client state (:class:`~pvcharge.clients.alphaess.OpenApiAccount`: one request budget, one 6053
+  backoff, one connection pool) and one ``getLastPowerData`` per poll (meters.md §3.4).  Every request
+  counts against the account's budget, starts and stops too; a stop may use the slot kept for it
+  (:data:`~pvcharge.clients.alphaess.STOP_RESERVE`), so it goes even when polls have used the rest.
 
 What a reading cannot say: the API reports neither the current the wallbox offers nor the phases the car
 draws on, so every reading has ``current_a = 0`` and ``phases = 0`` (unknown); ``power_w`` is ``pev``.
@@ -43,7 +45,14 @@ from typing import Any
 
 import structlog
 
-from pvcharge.clients.alphaess import REUSE_SHARE, OpenApiAccount, OpenApiSettings, PolledOutcome, client_for
+from pvcharge.clients.alphaess import (
+    REUSE_SHARE,
+    BudgetSpent,
+    OpenApiAccount,
+    OpenApiSettings,
+    PolledOutcome,
+    client_for,
+)
 from pvcharge.errors import DeviceProtocolError, RateLimited, WriteDeferred
 from pvcharge.readings import ChargerCapabilities, ChargerCommand, ChargerReading, IecState
 from pvcharge.settings import SettingError, setting
@@ -248,6 +257,8 @@ class AlphaEssWallbox:
     original ``timestamp_s``*, or the same error again (as the AlphaESS meter does); after a slow poll
     the next waits at least half an interval after it ended (:class:`PolledOutcome`).  One poll runs at a
     time: an ``apply`` while a slow ``read``'s poll is still running waits for it and uses its outcome.
+    A poll goes only when the account's request budget has room for all its requests; otherwise the
+    last outcome is used until it has (:class:`PolledOutcome`).
 
     **Shared power data.**  With an ``account`` shared with the AlphaESS meter, a ``getLastPowerData``
     reply the meter got at most ``poll_interval_s / 2`` ago (:data:`REUSE_SHARE`), and after the last
@@ -260,7 +271,8 @@ class AlphaEssWallbox:
     polled before it.  So, as in the HA integration, a stop goes only in 3, 4, 5 and a start only in 2
     (4 and 5 are started already); a start in 1 (unplugged) or 9 (faulted) is dropped with a debug log,
     one in 6 (Finishing) waits for the next poll (``WriteDeferred``).  Starts are at least
-    ``min_write_interval_s`` after the last command; a stop may go earlier.
+    ``min_write_interval_s`` after the last command; a stop may go earlier, and may use the budget's
+    slot kept for a stop.
 
     Attributes:
         name: the configured device name, used in every error and log line.
@@ -271,8 +283,8 @@ class AlphaEssWallbox:
         name: device name for errors and logs.
         clock: Unix seconds: reading timestamps, the poll and write intervals, the ``timeStamp`` header
             and the 6053 backoff.
-        account: the Open API account state shared with the meter (connection pool, 6053 backoff,
-            replies); ``None``: the wallbox's own.
+        account: the Open API account state shared with the meter (connection pool, request budget,
+            6053 backoff, replies); ``None``: the wallbox's own.
 
     Raises:
         ValueError: ``account`` is for another URL, appId or appSecret than ``config``.
@@ -309,7 +321,8 @@ class AlphaEssWallbox:
 
         Raises:
             RateLimited: code 6053 or HTTP 429, or the client is still backing off from one (nothing
-                sent).
+                sent); or (``BudgetSpent``) the account's request budget has no room for the first
+                poll (later polls it has no room for hand out the last reading again).
             DeviceUnavailable: no answer after retries (timeout, connection closed, reply cut off, HTTP
                 5xx), or 6042 system offline.
             DeviceProtocolError: another return code (6007 wrong appId/appSecret, 6002 wrong sysSn, 6006
@@ -328,8 +341,8 @@ class AlphaEssWallbox:
         Raises:
             WriteDeferred: a start within ``min_write_interval_s`` of the last command, or while the
                 status does not yet show the last stop's outcome (status 6, Finishing, or not polled
-                since); or 6053 / HTTP 429 / the client's backoff after it (``retry_after_s`` from the
-                client).
+                since); or 6053 / HTTP 429 / the client's backoff after it, or no room in the account's
+                request budget (``retry_after_s`` from the client).
             DeviceUnavailable: no answer after retries, or 6042 system offline.
             DeviceProtocolError: 6008 set failed, another return code, or a failed poll of the status.
         """
@@ -390,8 +403,12 @@ class AlphaEssWallbox:
     async def _send(self, on: bool) -> None:
         sys_sn = self._config.sys_sn
         body = {"sysSn": sys_sn, "evchargerSn": self._evcharger_sn, "controlMode": START if on else STOP}
-        self._last_write_at = self._clock()
-        await self._client.post("remoteControlEvCharger", body)
+        attempted_at, self._last_write_at = self._last_write_at, self._clock()
+        try:
+            await self._client.post("remoteControlEvCharger", body, reserved=not on)
+        except BudgetSpent:
+            self._last_write_at = attempted_at  # nothing was sent
+            raise
         self._written_on, self._written_at = on, self._last_write_at
         self._log.debug("alphaess.wallbox_applied", command="start" if on else "stop")
 
@@ -400,6 +417,11 @@ class AlphaEssWallbox:
 
     async def _request_poll(self) -> tuple[_Poll, float]:
         sys_sn = self._config.sys_sn
+        # a reply from before the last start/stop would not show its effect on pev: not reused
+        reuse_s = min(self._config.poll_interval_s * REUSE_SHARE, self._clock() - self._last_write_at)
+        power = ("getLastPowerData", {"sysSn": sys_sn})
+        count = 1 + (self._evcharger_sn is None) + (not self._client.has_reply(*power, reuse_s))
+        self._client.check_budget(count, f"sysSn {sys_sn}: wallbox poll ({count} requests)")
         try:
             if self._evcharger_sn is None:
                 listed = await self._client.get("getEvChargerConfigList", {"sysSn": sys_sn})
@@ -413,11 +435,7 @@ class AlphaEssWallbox:
                     )
             params = {"sysSn": sys_sn, "evchargerSn": self._evcharger_sn}
             status = parse_status(await self._client.get("getEvChargerStatusBySn", params))
-            # a reply from before the last start/stop would not show its effect on pev: not reused
-            reuse_s = min(self._config.poll_interval_s * REUSE_SHARE, self._clock() - self._last_write_at)
-            data, received_at_s = await self._client.get_stamped(
-                "getLastPowerData", {"sysSn": sys_sn}, reuse_s=reuse_s
-            )
+            data, received_at_s = await self._client.get_stamped(*power, reuse_s=reuse_s)
             pev_w = parse_pev(data)
         except ValueError as exc:
             raise DeviceProtocolError(self.name, f"sysSn {sys_sn}: {exc}") from exc

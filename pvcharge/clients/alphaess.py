@@ -17,14 +17,24 @@ collection, [A2] CharlesGillanders/alphaess-openAPI, [A3] springfall2008/batpred
 - No rate limit is published; 6053 ("The maximum number of requests has been reached") answers a
   client that asks too often, and clients poll no faster than every 10 s (§3.4 [A2, A4]).
 
+**Request budget.**  Every request of an account (each request of a poll, each start or stop, each
+retry) takes a slot of one :class:`~pvcharge.clients.budget.RequestBudget`: at most
+:data:`BUDGET_REQUESTS` in any :data:`BUDGET_WINDOW_S` as the cloud counts them, of which
+:data:`STOP_RESERVE` only a stop may use, so that a stop can always be sent.  A request the budget has
+no slot for is not sent (:class:`BudgetSpent`); a start or stop refused so gets the next free slot
+(polls leave it one).  The cloud publishes no number (§3.4: 6053 once at one request a minute, more
+than 150 a minute unthrottled in a 2026 test); 5 per 10 s is the strictest account pvcharge is checked
+against, and enough for a meter and a wallbox polled every 10 s (two requests a poll between them,
+three on the first) and a command.
+
 **Sharing an account.**  When the meter and the wallbox use the same account (same ``url``, ``app_id``
 and ``app_secret``), :func:`pvcharge.devices.create_devices` gives both one :class:`OpenApiAccount`:
-one connection pool, one 6053/429 backoff (what the cloud counts, appId, sysSn or address, is not
-published, so a 6053 answered to either device pauses both), and de-duplicated reads: an identical
-``GET`` (same path and parameters) already in flight is awaited rather than sent again, and a reply
-that arrived at most ``reuse_s`` ago is handed out again (:meth:`AlphaEssClient.get_stamped`), so the
-two devices' ``getLastPowerData`` cost one request per poll instead of two (§3.4: no published limit,
-6053 for clients that ask too often).
+one connection pool, one request budget (the two devices' requests together), one 6053/429 backoff
+(what the cloud counts, appId, sysSn or address, is not published, so a 6053 answered to either device
+pauses both), and de-duplicated reads: an identical ``GET`` (same path and parameters) already in
+flight is awaited rather than sent again, and a reply that arrived at most ``reuse_s`` ago is handed
+out again (:meth:`AlphaEssClient.get_stamped`), so the two devices' ``getLastPowerData`` cost one
+request per poll instead of two (§3.4: no published limit, 6053 for clients that ask too often).
 
 The app secret goes into :func:`sign` only: it never appears in a log line, an exception or a repr.
 """
@@ -42,6 +52,7 @@ from typing import Any, Generic, TypeVar
 import httpx
 import structlog
 
+from pvcharge.clients.budget import RequestBudget
 from pvcharge.errors import DeviceError, DeviceProtocolError, DeviceUnavailable, RateLimited
 from pvcharge.retry import (
     ServerError,
@@ -67,6 +78,10 @@ MAX_CLOCK_SKEW_S = 300  #: the server's ``timeStamp`` window, ± s (meters.md §
 #: a device hands out again a ``getLastPowerData`` reply that the other device of its account got at
 #: most this share of its ``poll_interval_s`` ago (``reuse_s`` of :meth:`AlphaEssClient.get_stamped`)
 REUSE_SHARE = 0.5
+#: the account's request budget: at most this many requests in any ``BUDGET_WINDOW_S`` (module docstring)
+BUDGET_REQUESTS = 5
+BUDGET_WINDOW_S = 10.0  #: the budget's window, in s
+STOP_RESERVE = 1  #: slots of the budget that only a stop may use
 #: after a poll that took long (a slow cloud, retries), the next waits at least this share of
 #: ``poll_interval_s`` after it ended, rather than following at once (the cloud counts requests, §3.4)
 REST_SHARE = 0.5
@@ -204,6 +219,39 @@ class _Flight:
     waiters: int = 0  #: callers awaiting it; the last one to give up (cancelled) cancels the request
 
 
+E = TypeVar("E", bound=DeviceError)
+
+
+def _copy(exc: E) -> E:
+    """A copy of ``exc``: same class, message and attributes (for one of them to be changed)."""
+    copy = type(exc).__new__(type(exc))
+    copy.__dict__.update(exc.__dict__)
+    copy.args = exc.args
+    return copy
+
+
+def _later(exc: RateLimited, elapsed_s: float) -> RateLimited:
+    """A copy of ``exc`` raised again ``elapsed_s`` later: its ``retry_after_s`` that much shorter."""
+    copy = _copy(exc)
+    copy.retry_after_s = max(0.0, exc.retry_after_s - elapsed_s)
+    return copy
+
+
+class BudgetSpent(RateLimited):
+    """Not sent: the account's request budget has no slot for it now (``retry_after_s``: when it will).
+
+    Raised by the client itself, before sending anything; unlike a 6053 it starts no backoff.
+    """
+
+
+class _NoSlot(Exception):
+    """Raised inside one attempt: the budget has no slot for it for ``wait_s`` s."""
+
+    def __init__(self, wait_s: float) -> None:
+        super().__init__(f"no slot for {wait_s:.1f} s")
+        self.wait_s = wait_s
+
+
 class OpenApiAccount:
     """What the devices of one AlphaESS Open API account share inside one daemon.
 
@@ -214,6 +262,8 @@ class OpenApiAccount:
     per appId, per sysSn or per address; so the devices share, through one account object:
 
     - one HTTP connection pool;
+    - one request budget (:attr:`budget`): every request of either device takes a slot of it, a stop
+      may use the :data:`STOP_RESERVE` (module docstring);
     - one 6053 / HTTP 429 backoff: after either device was told "too fast", neither sends anything
       until the backoff (``rate_limit_backoff_s``, doubling per further 6053 up to
       ``rate_limit_backoff_max_s``, reset on a success) has passed;
@@ -233,7 +283,13 @@ class OpenApiAccount:
         app_secret: the developer appSecret; revealed only to compute :func:`sign`.
         rate_limit_backoff_s: wait after a 6053 before the next request, in s (the floor of the backoff).
         rate_limit_backoff_max_s: the longest 6053 backoff, in s.
-        clock: Unix seconds: the ``timeStamp`` header, the backoff, reply arrival times.
+        clock: Unix seconds: the ``timeStamp`` header, the backoff, the budget, reply arrival times.
+        budget_requests: the request budget: at most this many requests in any ``budget_window_s``
+            (:data:`STOP_RESERVE` of them only for a stop).
+        budget_window_s: the budget's window, in s.
+
+    Attributes:
+        budget: the account's request budget.
     """
 
     def __init__(
@@ -245,6 +301,8 @@ class OpenApiAccount:
         rate_limit_backoff_s: float = 60.0,
         rate_limit_backoff_max_s: float = 900.0,
         clock: Callable[[], float] = time.time,
+        budget_requests: int = BUDGET_REQUESTS,
+        budget_window_s: float = BUDGET_WINDOW_S,
     ) -> None:
         self.base_url = _normal_url(base_url)
         self.app_id = app_id
@@ -252,6 +310,7 @@ class OpenApiAccount:
         self.rate_limit_backoff_s = rate_limit_backoff_s
         self.rate_limit_backoff_max_s = rate_limit_backoff_max_s
         self.clock = clock
+        self.budget = RequestBudget(budget_requests, budget_window_s, clock, reserve=STOP_RESERVE)
         self.http_client: httpx.AsyncClient | None = None
         self.rate_limited_until = -float("inf")
         self.rate_limit_streak = 0  #: 6053 replies since the last success
@@ -329,8 +388,7 @@ class OpenApiAccount:
 def _as_device(exc: DeviceError, name: str) -> DeviceError:
     """A copy of ``exc`` (same class, message and attributes) that names device ``name``: the error of
     a request another device sent, as seen by a device that awaited it."""
-    copy = type(exc).__new__(type(exc))
-    copy.__dict__.update(exc.__dict__)
+    copy = _copy(exc)
     copy.device = name
     copy.args = (f"{name}: {exc.message}",)
     return copy
@@ -345,12 +403,14 @@ class AlphaEssClient:
     sends nothing for ``rate_limit_backoff_s``, which doubles on each further 6053 up to
     ``rate_limit_backoff_max_s`` and resets on the next success.  An HTTP 429 (which the Open API is
     not documented to send, but a gateway in front of it may) likewise stops all requests, for its
-    ``Retry-After`` (the 6053 backoff without one).  Proxy settings from the environment
+    ``Retry-After`` (the 6053 backoff without one).  Every attempt takes a slot of the account's
+    request budget; one it has no slot for is not sent (:class:`BudgetSpent`; only a ``reserved``
+    request, a stop, may use the last :data:`STOP_RESERVE`).  Proxy settings from the environment
     (``HTTPS_PROXY``, ``NO_PROXY``) apply, and TLS certificates are always verified against the
     system's CAs (``SSL_CERT_FILE`` adds a private one): this is a cloud API.
 
-    The connection pool, the backoff, the requests in flight and the kept replies belong to an
-    :class:`OpenApiAccount`: the client's own one, or, with ``account``, one it shares with the other
+    The connection pool, the budget, the backoff, the requests in flight and the kept replies belong to
+    an :class:`OpenApiAccount`: the client's own one, or, with ``account``, one it shares with the other
     devices of the account (see there).
 
     Args:
@@ -433,7 +493,8 @@ class AlphaEssClient:
 
         Raises:
             RateLimited: 6053 or HTTP 429, or still backing off from one (then nothing is sent); on a
-                shared account, whichever device was answered so.
+                shared account, whichever device was answered so.  ``BudgetSpent`` (a ``RateLimited``):
+                the account's request budget has no slot (nothing sent, no backoff started).
             DeviceUnavailable: no answer after retries (connection refused or closed, timeout, reply
                 cut off, HTTP 5xx), or 6042 (system offline); or the account was closed while the
                 request was in flight.
@@ -478,10 +539,34 @@ class AlphaEssClient:
         reply = await self._await(flight, f"GET {self._base_url}{path}")
         return reply.data, reply.received_at_s
 
-    async def post(self, path: str, body: Mapping[str, Any]) -> Any:
+    async def post(self, path: str, body: Mapping[str, Any], *, reserved: bool = False) -> Any:
         """``POST <base>/<path>`` with ``body`` as JSON; returns and raises as :meth:`get` (never shared
-        with another request, never reused)."""
-        return await self._call("POST", path, body=body)
+        with another request, never reused).
+
+        ``reserved``: the request may use the budget's :data:`STOP_RESERVE` (for a stop only).
+        """
+        return await self._call("POST", path, body=body, reserved=reserved)
+
+    def has_reply(self, path: str, params: Mapping[str, str] | None, reuse_s: float) -> bool:
+        """A ``get_stamped(path, params, reuse_s=reuse_s)`` now would send nothing: an identical
+        ``GET`` is in flight, or its reply arrived at most ``reuse_s`` ago."""
+        account = self._account
+        key: _Key = (path, tuple(sorted((params or {}).items())))
+        kept = account.replies.get(key)
+        fresh = kept is not None and 0 <= self._clock() - kept.received_at_s <= reuse_s
+        return key in account.in_flight or (reuse_s > 0 and fresh)
+
+    def check_budget(self, count: int, what: str) -> None:
+        """Raise :class:`BudgetSpent` unless the account's budget has slots for ``count`` ordinary
+        requests now (none is taken): for a poll that needs several, so it does not stop half way.
+
+        Args:
+            count: the requests about to be sent.
+            what: what they are, for the message, e.g. ``"poll (2 requests)"``.
+        """
+        wait_s = self._account.budget.wait_s(count)
+        if wait_s > 0:
+            raise self._spent(what, wait_s)
 
     async def close(self) -> None:
         """Close the HTTP connection pool (on a shared account, the account's: harmless for the other
@@ -529,13 +614,38 @@ class AlphaEssClient:
             "sign": sign(self._account.app_id, self._account.app_secret.reveal(), timestamp),
         }
 
-    async def _send_once(
-        self, method: str, path: str, params: Mapping[str, str] | None, body: Mapping[str, Any] | None
-    ) -> httpx.Response:
-        # Signed per attempt, so a retry carries a fresh timeStamp.
-        response = await self._account.http().request(
-            method, path, params=params, json=body, headers=self._headers(), timeout=self._timeout_s
+    def _spent(self, what: str, wait_s: float) -> BudgetSpent:
+        budget = self._account.budget
+        return BudgetSpent(
+            self.name,
+            f"{what}: not sent, the account's request budget ({budget.requests} requests in any "
+            f"{budget.window_s:g} s, {budget.reserve} kept for a stop) has no room for {wait_s:.1f} s",
+            retry_after_s=wait_s,
         )
+
+    async def _send_once(
+        self,
+        method: str,
+        path: str,
+        params: Mapping[str, str] | None,
+        body: Mapping[str, Any] | None,
+        reserved: bool,
+    ) -> httpx.Response:
+        budget = self._account.budget
+        command = method == "POST"  # a start or stop: polls leave it the next free slot
+        wait_s = budget.wait_s(reserved=reserved, command=command)
+        if wait_s > 0:
+            if command:
+                budget.command_waiting()
+            raise _NoSlot(wait_s)
+        budget.begin(command=command)
+        try:
+            # Signed per attempt, so a retry carries a fresh timeStamp.
+            response = await self._account.http().request(
+                method, path, params=params, json=body, headers=self._headers(), timeout=self._timeout_s
+            )
+        finally:
+            budget.end()
         if response.status_code >= 500:
             raise ServerError.of(response)
         return response
@@ -547,6 +657,7 @@ class AlphaEssClient:
         *,
         params: Mapping[str, str] | None = None,
         body: Mapping[str, Any] | None = None,
+        reserved: bool = False,
     ) -> Any:
         where = f"{method} {self._base_url}{path}"
         account = self._account
@@ -571,7 +682,9 @@ class AlphaEssClient:
             context=lambda state: {"request": f"{state.args[0]} {state.args[1]}"},
         )
         try:
-            response: httpx.Response = await retrying(self._send_once, method, path, params, body)
+            response: httpx.Response = await retrying(self._send_once, method, path, params, body, reserved)
+        except _NoSlot as exc:
+            raise self._spent(where, exc.wait_s) from None
         except httpx.TimeoutException as exc:
             raise DeviceUnavailable(
                 self.name, f"{where}: no answer within {self._timeout_s:g} s ({attempts} attempts)"
@@ -699,9 +812,14 @@ class PolledOutcome(Generic[T]):
 
     Inside the poll interval :meth:`get` sends nothing: it returns the same value (a reading keeps its
     original ``timestamp_s``, so the controller sees that no new measurement arrived) or raises the same
-    ``DeviceError`` again.  One poll at a time: a caller arriving while a poll runs (the daemon's
-    ``apply`` while a slow ``read`` rolled over to the next cycle) waits for it and gets its outcome,
-    instead of sending a second poll's requests beside it (twice the requests: 6053, meters.md §3.4).
+    ``DeviceError`` again (a ``RateLimited`` with its ``retry_after_s`` counted down to now).  One poll
+    at a time: a caller arriving while a poll runs (the daemon's ``apply`` while a slow ``read`` rolled
+    over to the next cycle) waits for it and gets its outcome, instead of sending a second poll's
+    requests beside it (twice the requests: 6053, meters.md §3.4).
+
+    A poll the account's request budget has no room for (:class:`BudgetSpent`: nothing was sent) is
+    tried again when the budget says; until then :meth:`get` returns the last value, as inside the poll
+    interval (with its original timestamp), or raises if there is none yet.
 
     Args:
         clock: Unix seconds (the device's clock).
@@ -713,6 +831,7 @@ class PolledOutcome(Generic[T]):
         self._poll_interval_s = poll_interval_s
         self._lock = asyncio.Lock()
         self._last: T | DeviceError | None = None
+        self._failed_s = 0.0  #: when ``_last`` failed, in s on the clock
         self.due_s = -float("inf")  #: when the next poll may go, in s on the clock
 
     async def get(self, poll: Callable[[], Awaitable[tuple[T, float]]]) -> T:
@@ -727,14 +846,22 @@ class PolledOutcome(Generic[T]):
         async with self._lock:
             now = self._clock()
             if now < self.due_s and self._last is not None:
+                if isinstance(self._last, RateLimited):
+                    raise _later(self._last, now - self._failed_s)
                 if isinstance(self._last, DeviceError):
                     raise self._last.with_traceback(None)
                 return self._last
             self.due_s = now + self._poll_interval_s
             try:
                 value, data_s = await poll()
+            except BudgetSpent as exc:
+                self.due_s = now + exc.retry_after_s
+                if self._last is None or isinstance(self._last, DeviceError):
+                    self._last, self._failed_s = exc, now
+                    raise
+                return self._last
             except DeviceError as exc:
-                self._last = exc
+                self._last, self._failed_s = exc, now
                 raise
             self.due_s = next_poll_s(now, self._clock(), data_s, self._poll_interval_s)
             self._last = value

@@ -21,10 +21,11 @@ The vendor signs are already the canonical ones (meters.md sign table; [A5] nega
 charging power).  ``null`` is missing data, never 0 W: some models (Storion-S5) answer all fields
 ``null`` (§3.3, homeassistant-alphaESS#124) and cannot be used with this endpoint.
 
-The cloud is slow and rate-limited (§3.4): no faster than one request per 10 s [A2, A4].  With an
+The cloud is slow and rate-limited (§3.4): no faster than one request per 10 s [A2, A4].  Every
+request counts against the account's request budget (:mod:`pvcharge.clients.alphaess`).  With an
 AlphaESS wallbox on the same account the two share one client state (:class:`OpenApiAccount`: one
-6053 backoff, one connection pool) and one ``getLastPowerData`` per poll: a reply the wallbox got at
-most half a poll interval ago is used again, stamped with the time it arrived.
+request budget, one 6053 backoff, one connection pool) and one ``getLastPowerData`` per poll: a reply
+the wallbox got at most half a poll interval ago is used again, stamped with the time it arrived.
 """
 
 from __future__ import annotations
@@ -152,8 +153,8 @@ class AlphaEssMeter:
         name: device name for errors and logs.
         clock: Unix seconds: reading timestamps, the poll interval, the ``timeStamp`` header and the
             6053 backoff.
-        account: the Open API account state shared with the wallbox (connection pool, 6053 backoff,
-            replies); ``None``: the meter's own.
+        account: the Open API account state shared with the wallbox (connection pool, request budget,
+            6053 backoff, replies); ``None``: the meter's own.
 
     Raises:
         ValueError: ``account`` is for another URL, appId or appSecret than ``config``.
@@ -184,7 +185,8 @@ class AlphaEssMeter:
 
         Raises:
             RateLimited: code 6053 or HTTP 429, or the client is still backing off from one (nothing
-                sent).
+                sent); or (``BudgetSpent``) the account's request budget has no room for the first
+                poll (later polls it has no room for hand out the last reading again).
             DeviceUnavailable: no answer after retries (timeout, connection closed, reply cut off, HTTP
                 5xx), or 6042 system offline.
             DeviceProtocolError: another return code (6006 clock skew, 6007 wrong appId/appSecret, 6002

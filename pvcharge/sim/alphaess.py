@@ -6,6 +6,13 @@ CharlesGillanders/homeassistant-alphaESS) with its emulator checklist §4, and `
 wallbox, SMILE-EVCT11) with its checklist §2.3:
 
 - ``GET /api/getLastPowerData?sysSn=`` and ``GET /api/getEssList`` (meters.md §3.3).
+- What ``alphaessopenapi``'s ``getdata()`` asks besides (meters.md §3.1, §3.5; shapes and units from
+  [A2] ``docs/API.md``, live-captured examples): ``getSumDataForCustomer?sysSn=`` (today's kWh totals,
+  the rest ``null`` as on an account without a tariff), ``getOneDateEnergyBySn?sysSn=&queryDate=``
+  (kWh totals of the day), ``getChargeConfigInfo`` and ``getDisChargeConfigInfo?sysSn=`` (grid charging
+  and discharge time control off), ``getOneDayPowerBySn?sysSn=&queryDate=`` (one 5-minute sample: the
+  present one), ``getTimeChargeBySn?sysSn=`` (6017, no operation permission, as [A2] saw on most
+  systems).  The day's energy is the site model's tally since it started (the simulated day).
 - The wallbox (chargers.md §2.1): ``GET getEvChargerConfigList?sysSn=`` →
   ``[{"evchargerSn", "evchargerModel": "SMILE-EVCT11"}]``; ``GET getEvChargerStatusBySn?sysSn=&evchargerSn=``
   → ``{"evchargerStatus": N}``; ``GET getEvChargerCurrentsBySn?sysSn=`` → ``{"currentsetting": A}`` (the
@@ -18,15 +25,18 @@ wallbox, SMILE-EVCT11) with its checklist §2.3:
 - Checks, in this order: headers ``appId`` (6012), ``timeStamp`` (6011), ``sign`` (6010) present; the
   ``timeStamp`` a whole number within ±300 s of ``clock()`` (6006); ``sign`` = SHA-512 hex of appId +
   appSecret + timeStamp with the configured appId and appSecret (6007; an unknown appId fails the same
-  way); the rate limits (6053, counting the rejected requests too): at most ``requests_per_interval``
-  GETs inside any ``min_interval_s``, and POSTs at least ``min_write_interval_s`` apart; then the
+  way); the account's request budget (6053): at most ``requests_per_window`` requests, GETs and POSTs
+  together and the refused ones included, inside any ``window_s`` (a request arriving exactly
+  ``window_s`` after another still counts it), and, if set, POSTs at least ``min_write_interval_s``
+  apart; then the
   parameters: a POST body that is not a JSON object, a missing ``sysSn`` or ``evchargerSn``, a
   ``controlMode`` other than 0/1 or a ``currentsetting`` outside 6–32 A (6001); a ``sysSn`` other than the
   configured one (6002, "SN not bound to the user"); an ``evchargerSn`` other than the configured one
   (6038); ``offline`` (6042, on every endpoint of the system); a start or stop the wallbox's state does
   not allow (6008, "Set failed").
   AlphaESS publishes neither the order, nor its rate limits (meters.md §3.4, chargers.md §2.1: none beyond
-  6053; the HA integration paces POSTs at 30 s), nor which of the two SN codes 6002/6038 a wrong
+  6053; the HA integration paces POSTs at 30 s; a 2026 stress test saw more than 150 requests a minute
+  pass, which the default budget allows), nor which of the two SN codes 6002/6038 a wrong
   ``evchargerSn`` gets, nor the answer to a start or stop in the wrong state (the HA integration only
   sends start in status 2, 4, 5 and stop in 3, 4, 5): all of these are the emulator's choices.
 
@@ -44,8 +54,8 @@ start delay, full, waiting); a stop (allowed in 3, 4, 5) offers 0 A and gives 6 
 still draws and for at least ``FINISHING_S``, then 2.  4 (SuspendedEVSE) and 9 (Faulted) do not occur:
 the emulated wallbox has no load management of its own and no faults.
 
-Not emulated: the other endpoints (battery settings, ``getOneDayPowerBySn``), ``expMsg`` texts the
-real server sends, its real rate limits, more than one wallbox.
+Not emulated: the other endpoints (battery setting writes, binding), ``expMsg`` texts the real server
+sends, its real rate limits, more than one wallbox, the history of ``getOneDayPowerBySn``.
 """
 
 from __future__ import annotations
@@ -57,6 +67,7 @@ import math
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
+from datetime import datetime, timedelta, timezone
 from typing import Any, TypeGuard
 
 from aiohttp import web
@@ -80,6 +91,7 @@ MESSAGES: dict[int, str] = {
     6010: "Sign is empty",
     6011: "timestamp is empty",
     6012: "AppId is empty",
+    6017: "No operation permissions",
     6038: "System SN does not exist",
     6042: "System offline",
     6053: "The maximum number of requests has been reached",
@@ -110,6 +122,11 @@ def _w(value: float) -> float:
     return float(round(value))
 
 
+def _kwh(wh: float) -> float:
+    """Wh as kWh with two decimals, like the cloud's ``14.41``."""
+    return round(wh / 1000, 2)
+
+
 def _is_int(value: Any) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -124,13 +141,14 @@ class AlphaEssEmulator(LoopbackHttpServer):
         app_id, app_secret: the credentials the emulator accepts.
         sys_sn: the serial of the one system bound to them.
         evcharger_sn: the serial of its one wallbox.
-        min_interval_s: the GET rate-limit window, in s: more than ``requests_per_interval`` GETs inside
-            any ``min_interval_s`` are answered 6053.
-        requests_per_interval: GETs allowed inside ``min_interval_s``; 1 (the default) means one request
-            per ``min_interval_s``.  The wallbox driver asks two endpoints per poll, three with the
-            charger list on its first poll, one more with an AlphaESS meter on the same system.
-        min_write_interval_s: POSTs closer together than this are answered 6053, in s (the real limit is
-            unpublished, chargers.md §2.1).
+        window_s: the account budget's window, in s: a request finding ``requests_per_window`` others
+            (refused ones included) that arrived at most ``window_s`` before it is answered 6053.
+        requests_per_window: requests, GETs and POSTs together, allowed inside any ``window_s``; the
+            default, 150 a minute, is what a 2026 stress test saw pass (meters.md §3.4).  The wallbox
+            driver asks two endpoints per poll, three with the charger list on its first poll, one
+            more with an AlphaESS meter on the same system, plus its start/stop commands.
+        min_write_interval_s: POSTs closer together than this are answered 6053 too, in s; 0 (the
+            default): no such rule (the real limit is unpublished, chargers.md §2.1).
         wallbox_current_a: the current per phase the wallbox offers the car once started, in A: the
             setting in the AlphaESS app, which the Open API cannot change.
         wallbox_phases: the phases it offers them on, 1 or 3.
@@ -155,11 +173,14 @@ class AlphaEssEmulator(LoopbackHttpServer):
             ``setEvChargerCurrentsBySn``); it does not limit the emulated car.
         request_count: requests that reached the emulator, rejected ones included (those answered by a
             fault of :attr:`faults` are only in :attr:`received`).
+        too_fast: requests answered 6053.
+        peak_in_window: the most requests the budget counted inside one ``window_s`` (each request with
+            the ones before it in its window), refused ones included.
         writes: POST requests to ``remoteControlEvCharger`` and ``setEvChargerCurrentsBySn``, rejected
             ones included.
 
     Raises:
-        ValueError: ``host`` is not a loopback IP address, ``requests_per_interval`` < 1 or
+        ValueError: ``host`` is not a loopback IP address, ``requests_per_window`` < 1 or
             ``wallbox_phases`` not 1 or 3.
     """
 
@@ -173,16 +194,16 @@ class AlphaEssEmulator(LoopbackHttpServer):
         app_secret: str = "demo-secret",
         sys_sn: str = "AL2002321010043",
         evcharger_sn: str = "EV1102321010043",
-        min_interval_s: float = 10.0,
-        requests_per_interval: int = 1,
-        min_write_interval_s: float = 10.0,
+        window_s: float = 60.0,
+        requests_per_window: int = 150,
+        min_write_interval_s: float = 0.0,
         wallbox_current_a: float = 16.0,
         wallbox_phases: int = 3,
         clock: Callable[[], float] = time.time,
         tls: bool = False,
     ) -> None:
-        if requests_per_interval < 1:
-            raise ValueError(f"requests_per_interval must be >= 1, got {requests_per_interval}")
+        if requests_per_window < 1:
+            raise ValueError(f"requests_per_window must be >= 1, got {requests_per_window}")
         if wallbox_phases not in (1, 3):
             raise ValueError(f"wallbox_phases must be 1 or 3, got {wallbox_phases}")
         super().__init__(host, port, what="AlphaESS", tls=tls)
@@ -190,7 +211,8 @@ class AlphaEssEmulator(LoopbackHttpServer):
         self.app_id = app_id
         self.sys_sn = sys_sn
         self.evcharger_sn = evcharger_sn
-        self.min_interval_s = min_interval_s
+        self.window_s = window_s
+        self.requests_per_window = requests_per_window
         self.min_write_interval_s = min_write_interval_s
         self.wallbox_current_a = wallbox_current_a
         self.wallbox_phases = wallbox_phases
@@ -201,9 +223,11 @@ class AlphaEssEmulator(LoopbackHttpServer):
         self.fail_next = 0
         self.request_count = 0
         self.writes = 0
+        self.too_fast = 0
+        self.peak_in_window = 0
         self._app_secret = app_secret
         self._clock = clock
-        self._recent_gets: deque[float] = deque(maxlen=requests_per_interval)  #: times of the last GETs
+        self._arrivals: deque[float] = deque()  #: arrival times of the requests inside the window
         self._last_write_s = -math.inf
         self._started = False  #: a session was started and not stopped or ended by unplugging
         self._frozen: tuple[SiteState, int] | None = None  #: site state and wallbox status under STALE
@@ -212,6 +236,12 @@ class AlphaEssEmulator(LoopbackHttpServer):
         self._endpoints: dict[str, tuple[str, Callable[[Params], web.Response]]] = {
             "api/getLastPowerData": ("GET", self._last_power_data),
             "api/getEssList": ("GET", self._ess_list),
+            "api/getSumDataForCustomer": ("GET", self._sum_data),
+            "api/getOneDateEnergyBySn": ("GET", self._one_date_energy),
+            "api/getOneDayPowerBySn": ("GET", self._one_day_power),
+            "api/getChargeConfigInfo": ("GET", self._charge_config),
+            "api/getDisChargeConfigInfo": ("GET", self._discharge_config),
+            "api/getTimeChargeBySn": ("GET", self._time_charge),
             "api/getEvChargerConfigList": ("GET", self._ev_charger_list),
             "api/getEvChargerStatusBySn": ("GET", self._ev_charger_status),
             "api/getEvChargerCurrentsBySn": ("GET", self._ev_charger_currents),
@@ -288,14 +318,17 @@ class AlphaEssEmulator(LoopbackHttpServer):
         expected = hashlib.sha512(f"{self.app_id}{self._app_secret}{timestamp}".encode()).hexdigest()
         if app_id != self.app_id or not hmac.compare_digest(signature, expected):
             return _envelope(6007)
+        arrivals = self._arrivals
+        while arrivals and now - arrivals[0] > self.window_s:
+            arrivals.popleft()
+        too_fast = len(arrivals) >= self.requests_per_window
+        arrivals.append(now)
+        self.peak_in_window = max(self.peak_in_window, len(arrivals))
         if request.method == "POST":
-            too_fast = now - self._last_write_s < self.min_write_interval_s
+            too_fast |= now - self._last_write_s < self.min_write_interval_s
             self._last_write_s = now
-        else:
-            gets = self._recent_gets
-            too_fast = len(gets) == gets.maxlen and now - gets[0] < self.min_interval_s
-            gets.append(now)
         if too_fast:
+            self.too_fast += 1
             return _envelope(6053)
         return None
 
@@ -321,11 +354,9 @@ class AlphaEssEmulator(LoopbackHttpServer):
         return None
 
     def _last_power_data(self, params: Params) -> web.Response:
-        error = self._system_error(params)
+        error = self._system_read(params)
         if error is not None:
             return error
-        if self.offline:
-            return _envelope(6042)
         if self.null_data:
             return _envelope(200, dict.fromkeys(self._power_data(), None))
         data = self._power_data()
@@ -371,6 +402,133 @@ class AlphaEssEmulator(LoopbackHttpServer):
         }
         return _envelope(200, [item])
 
+    def _system_read(self, params: Params) -> web.Response | None:
+        """:meth:`_system_error`, then 6042 while ``offline``, else None."""
+        error = self._system_error(params)
+        if error is not None:
+            return error
+        return _envelope(6042) if self.offline else None
+
+    def _day_error(self, params: Params) -> web.Response | None:
+        """As :meth:`_system_read`, and 6001 without a ``queryDate`` of the form ``yyyy-MM-dd``."""
+        error = self._system_read(params)
+        if error is not None:
+            return error
+        try:
+            datetime.strptime(str(params.get("queryDate", "")), "%Y-%m-%d")
+        except ValueError:
+            return _envelope(6001, exp_msg="queryDate must be yyyy-MM-dd")
+        return None
+
+    def _day_wh(self) -> dict[str, float]:
+        """The simulated day's energy in Wh: the site model's tally since it started."""
+        self._state()  # brings the model up to the clock
+        tally = self.site.energy
+        load_wh = (
+            tally.pv_wh
+            + tally.grid_import_wh
+            - tally.grid_export_wh
+            + tally.battery_discharge_wh
+            - tally.battery_charge_wh
+        )
+        return {
+            "pv": tally.pv_wh,
+            "load": load_wh,
+            "export": tally.grid_export_wh,
+            "import": tally.grid_import_wh,
+            "charge": tally.battery_charge_wh,
+            "discharge": tally.battery_discharge_wh,
+            "car": tally.car_wh,
+        }
+
+    def _sum_data(self, params: Params) -> web.Response:
+        """Today's totals in kWh; lifetime, income and the rest ``null``, as on an account without a
+        tariff ([A2] ``docs/API.md``)."""
+        error = self._system_read(params)
+        if error is not None:
+            return error
+        day = self._day_wh()
+        data = {
+            "epvtoday": _kwh(day["pv"]),
+            "epvtotal": None,
+            "eload": _kwh(day["load"]),
+            "eoutput": _kwh(day["export"]),
+            "einput": _kwh(day["import"]),
+            "echarge": _kwh(day["charge"]),
+            "edischarge": _kwh(day["discharge"]),
+            "todayIncome": None,
+            "totalIncome": None,
+            "eselfConsumption": None,
+            "eselfSufficiency": None,
+            "treeNum": None,
+            "carbonNum": None,
+            "moneyType": None,
+        }
+        return _envelope(200, data)
+
+    def _one_date_energy(self, params: Params) -> web.Response:
+        """The day's totals in kWh for any ``queryDate`` (the emulator keeps one day); no grid charging."""
+        error = self._day_error(params)
+        if error is not None:
+            return error
+        day = self._day_wh()
+        data = {
+            "sysSn": self.sys_sn,
+            "theDate": params["queryDate"],
+            "eCharge": _kwh(day["charge"]),
+            "epv": _kwh(day["pv"]),
+            "eOutput": _kwh(day["export"]),
+            "eInput": _kwh(day["import"]),
+            "eGridCharge": 0.0,
+            "eDischarge": _kwh(day["discharge"]),
+            "eChargingPile": _kwh(day["car"]),
+        }
+        return _envelope(200, data)
+
+    def _one_day_power(self, params: Params) -> web.Response:
+        """One 5-minute sample, the present one (W, ``cbat`` in %; [A2] ``docs/API.md`` field names)."""
+        error = self._day_error(params)
+        if error is not None:
+            return error
+        state = self._state()
+        local = timezone(timedelta(seconds=self.site.trace.utc_offset_s))
+        sample = {
+            "sysSn": self.sys_sn,
+            "uploadTime": datetime.fromtimestamp(state.t_s, local).strftime("%Y-%m-%d %H:%M:%S"),
+            "ppv": _w(state.pv_power_w),
+            "load": _w(state.house_power_w + state.car_power_w),
+            "cbat": round(state.battery_soc_pct, 1),
+            "feedIn": _w(max(0.0, -state.grid_power_w)),
+            "gridCharge": _w(max(0.0, state.grid_power_w)),
+            "pchargingPile": _w(state.car_power_w),
+        }
+        return _envelope(200, [sample])
+
+    def _charge_config(self, params: Params) -> web.Response:
+        """Grid charging off, both periods 00:00–00:00 (off), charging up to the battery's maximum."""
+        battery = self.site.battery
+        high_pct = round(battery.soc_max_pct) if battery else 100
+        return self._periods(params, "gridCharge", "timeCha", "batHighCap", high_pct)
+
+    def _discharge_config(self, params: Params) -> web.Response:
+        """Discharge time control off, both periods off, the cut-off at the battery's minimum SoC."""
+        battery = self.site.battery
+        low_pct = round(battery.soc_min_pct) if battery else 10
+        return self._periods(params, "ctrDis", "timeDis", "batUseCap", low_pct)
+
+    def _periods(self, params: Params, switch: str, prefix: str, soc_key: str, soc_pct: int) -> web.Response:
+        """``{switch: 0, <prefix>f1: "00:00", <prefix>e1, <prefix>f2, <prefix>e2, soc_key: soc_pct}``:
+        the switch off and both periods empty (f = from, e = end; [A2] ``docs/API.md``)."""
+        error = self._system_read(params)
+        if error is not None:
+            return error
+        periods = {f"{prefix}{end}{n}": "00:00" for n in (1, 2) for end in "fe"}
+        return _envelope(200, {switch: 0} | periods | {soc_key: soc_pct})
+
+    def _time_charge(self, params: Params) -> web.Response:
+        """6017 (no operation permission): what [A2] saw on most systems."""
+        return self._system_read(params) or _envelope(6017)
+
     # -- the wallbox ------------------------------------------------------------------------------
 
     def wallbox_status(self) -> int:
@@ -389,11 +547,9 @@ class AlphaEssEmulator(LoopbackHttpServer):
         return PREPARING
 
     def _ev_charger_list(self, params: Params) -> web.Response:
-        error = self._system_error(params)
+        error = self._system_read(params)
         if error is not None:
             return error
-        if self.offline:
-            return _envelope(6042)
         return _envelope(200, [{"evchargerSn": self.evcharger_sn, "evchargerModel": WALLBOX_MODEL}])
 
     def _ev_charger_status(self, params: Params) -> web.Response:
@@ -408,11 +564,9 @@ class AlphaEssEmulator(LoopbackHttpServer):
         return _envelope(200, {"evchargerStatus": status})
 
     def _ev_charger_currents(self, params: Params) -> web.Response:
-        error = self._system_error(params)
+        error = self._system_read(params)
         if error is not None:
             return error
-        if self.offline:
-            return _envelope(6042)
         return _envelope(200, {"currentsetting": self.household_current_a})
 
     def _set_ev_charger_currents(self, body: Params) -> web.Response:

@@ -211,10 +211,10 @@ async def meter_emulator(kind: str, site: SiteModel, clock: SimClock) -> AsyncIt
                 " timeout_s: 2}"
             )
     elif kind == "alphaess":
-        # the rate limit at half the driver's 10-s poll interval: on a clock compressed 700-fold, a
-        # millisecond of scheduling jitter is seconds of simulated time
+        # the strictest account the client's request budget is made for: 5 requests in any 10 s (the
+        # client counts each until after its answer, so the compressed clock's jitter does not matter)
         async with DemoAlphaEss(
-            site, app_secret=DEMO_ALPHAESS_SECRET, clock=clock.now, min_interval_s=5.0
+            site, app_secret=DEMO_ALPHAESS_SECRET, clock=clock.now, window_s=10.0, requests_per_window=5
         ) as alpha:
             yield alphaess_meter(alpha)
     else:
@@ -335,14 +335,14 @@ async def _emulators(
         else:
             # the wallbox charges at the current and on the phases set in the AlphaESS app: the charge
             # point's maximum.  Its polls ask two endpoints (three on the first), one more on an account
-            # shared with the meter; the rate limit at half the 10-s poll interval, as for the meter
+            # shared with the meter; the account allows 5 requests in any 10 s, as for the meter
             alpha = await stack.enter_async_context(
                 DemoAlphaEss(
                     site,
                     app_secret=DEMO_ALPHAESS_SECRET,
                     clock=clock.now,
-                    min_interval_s=5.0,
-                    requests_per_interval=4 if share else 3,
+                    window_s=10.0,
+                    requests_per_window=5,
                     min_write_interval_s=5.0,
                     wallbox_current_a=charge_point.max_current_a,
                     wallbox_phases=phases,

@@ -151,13 +151,14 @@ async def _devices(pair: str, site: SiteModel, clock: StepClock) -> AsyncIterato
             )
     elif pair == "alphaess+alphaess":
         # meter and wallbox poll the same account: 2 GETs per 10 s between them (getLastPowerData, which
-        # they share, and the wallbox's status; 3 on the first poll); it charges 1-phase at 16 A (3680 W)
+        # they share, and the wallbox's status; 3 on the first poll), on the strictest account the
+        # client's request budget is made for (5 requests in any 10 s); it charges 1-phase at 16 A (3680 W)
         async with AlphaEssEmulator(
             site,
             app_secret=EMULATOR_SECRET,
             clock=clock.now,
-            min_interval_s=10.0,
-            requests_per_interval=4,
+            window_s=10.0,
+            requests_per_window=5,
             min_write_interval_s=5.0,
             wallbox_phases=1,
         ) as alpha:

@@ -1,0 +1,107 @@
+"""A request budget for a server that counts requests in a rolling window: at most ``requests`` in any
+``window_s``, as the server counts them, whatever the latency.
+
+The server counts a request when it arrives, which the client does not see: some time between sending
+it and getting the answer (or giving up on it).  So a request takes its slot when it is sent and keeps it
+until ``window_s + margin_s`` after it ended; a request in flight keeps its slot until it ends.  Then no
+window of ``window_s`` on the server's clock can hold more than ``requests`` of them: if it held one more,
+the last of them to be sent was sent at most ``window_s`` after the others arrived, hence after they
+were sent and at most ``window_s`` after they ended, so it found every slot taken.  ``margin_s`` covers a
+server that rounds its times (to whole seconds, say) and a window it counts inclusively.
+
+``reserve`` slots are kept for the requests that must go when the rest of the budget is spent (a stop
+command): an ordinary request may use ``requests - reserve`` slots, a reserved one all of them.
+
+A command the budget had no room for (:meth:`command_waiting`) gets the next free slot: until it is
+sent, or for ``window_s + margin_s`` if it is not offered again, polls leave one slot for it.  Without
+that, polls that come as often as the window is long (a poll every 10 s for a window of 10 s) take every
+free slot as it frees, and a command offered after them never goes.
+
+Pure: no I/O, no sleeping; time comes from ``clock`` (a clock stepping backwards counts as no time
+passing).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+
+class RequestBudget:
+    """At most ``requests`` requests in any ``window_s`` on the server's count (see the module docstring).
+
+    Args:
+        requests: requests the server allows in any ``window_s``, >= 1.
+        window_s: the server's window, in s, > 0.
+        clock: seconds, e.g. ``time.time``.
+        reserve: slots kept for reserved requests (:meth:`wait_s` with ``reserved=True``), 0 <= reserve
+            < requests.
+        margin_s: a finished request keeps its slot this much longer than ``window_s``, in s, >= 0.
+
+    Raises:
+        ValueError: an argument out of its range.
+    """
+
+    def __init__(
+        self,
+        requests: int,
+        window_s: float,
+        clock: Callable[[], float],
+        *,
+        reserve: int = 0,
+        margin_s: float = 1.0,
+    ) -> None:
+        if requests < 1 or not window_s > 0 or not 0 <= reserve < requests or not margin_s >= 0:
+            raise ValueError(
+                "expected requests >= 1, window_s > 0, 0 <= reserve < requests and margin_s >= 0, got "
+                f"{requests}, {window_s}, {reserve}, {margin_s}"
+            )
+        self.requests = requests
+        self.window_s = window_s
+        self.reserve = reserve
+        self.margin_s = margin_s
+        self._clock = clock
+        self._held_until: list[float] = []  #: per finished request still counted: when it stops counting
+        self._command_waits_until = -float("inf")  #: polls leave a slot for a waiting command until then
+        self.in_flight = 0  #: requests sent and not yet ended
+
+    def __repr__(self) -> str:
+        return f"RequestBudget({self.requests} per {self.window_s:g} s, reserve={self.reserve})"
+
+    def wait_s(self, count: int = 1, *, reserved: bool = False, command: bool = False) -> float:
+        """Seconds until ``count`` more requests may be sent; 0 if they may go now.
+
+        ``reserved``: the requests may use the reserve.  ``command``: they are commands, for which polls
+        leave a slot while one waits (:meth:`command_waiting`); other requests (polls) do.  If they
+        could go only after requests now in flight end, which takes as long as they take, the least it
+        can be: ``window_s + margin_s``.
+        """
+        now = self._clock()
+        held = sorted(t for t in self._held_until if t >= now)
+        self._held_until = held
+        limit = self.requests - (0 if reserved else self.reserve)
+        if not command and now <= self._command_waits_until:
+            limit -= 1
+        excess = self.in_flight + len(held) + count - limit
+        if excess <= 0:
+            return 0.0
+        if excess > len(held):
+            return self.window_s + self.margin_s
+        return held[excess - 1] - now + 1e-6  # the slot is free just after it stops counting
+
+    def command_waiting(self) -> None:
+        """A command found no room (:meth:`wait_s`): polls leave a slot for it for ``window_s + margin_s``,
+        or until a command is sent (:meth:`begin` with ``command=True``)."""
+        self._command_waits_until = self._clock() + self.window_s + self.margin_s
+
+    def begin(self, *, command: bool = False) -> None:
+        """A request is being sent (call :meth:`wait_s` first): it takes a slot.  ``command``: a command,
+        which ends a wait of :meth:`command_waiting`."""
+        self.in_flight += 1
+        if command:
+            self._command_waits_until = -float("inf")
+
+    def end(self) -> None:
+        """The request :meth:`begin` announced ended (answered, failed or cut off): its slot is held
+        ``window_s + margin_s`` more."""
+        self.in_flight = max(0, self.in_flight - 1)
+        self._held_until.append(self._clock() + self.window_s + self.margin_s)
