@@ -126,10 +126,8 @@ def _build(
     if kind == "senec":
         return SenecEmulator(site, host=_LOOPBACK, port=port)
     if kind == "alphaess":
-        # the wallbox driver asks two endpoints per poll (three on its first), the meter one more
-        return AlphaEssEmulator(
-            site, host=_LOOPBACK, port=port, app_secret=ALPHAESS_SECRET, requests_per_interval=4
-        )
+        # the cloud's own account limit as far as it is known (150 a minute passed a stress test)
+        return AlphaEssEmulator(site, host=_LOOPBACK, port=port, app_secret=ALPHAESS_SECRET)
     if kind == "easee":
         return EaseeEmulator(site, host=_LOOPBACK, port=port, password=EASEE_PASSWORD)
     return WarpEmulator(site, host=_LOOPBACK, port=port, phase_switch=phase_switch)
@@ -163,8 +161,8 @@ def _describe(
             emu.url,
             {"meter": {"type": "alphaess", **account}, "charger": {"type": "alphaess", **account}},
             [
-                f"The emulator's rate limit: at most 4 GET requests in {emu.min_interval_s:g} s and one write"
-                f" per {emu.min_write_interval_s:g} s; more answer code 6053 (too fast).",
+                f"The emulator's rate limit: at most {emu.requests_per_window} requests of the account in any"
+                f" {emu.window_s:g} s; more answer code 6053 (too fast).",
             ],
         )
     if isinstance(emu, EaseeEmulator):
