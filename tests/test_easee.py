@@ -494,7 +494,7 @@ async def test_wrong_password_is_a_clear_error_without_the_password(
     driver = EaseeCharger(make_config(emulator.url, password=Secret(wrong)), name=NAME, clock=clock)
     with structlog.testing.capture_logs() as events, pytest.raises(DeviceProtocolError) as err:
         await driver.read()
-    assert "login refused (HTTP 401): check charger.username and charger.password" in str(err.value)
+    assert "login refused (HTTP 400): check charger.username and charger.password" in str(err.value)
     assert str(err.value).startswith(f"{NAME}: ")
     clock.advance(60)
     with pytest.raises(DeviceProtocolError, match="next login attempt in 240 s"):
@@ -791,7 +791,7 @@ async def test_emulator_circuit_settings_and_commands(emulator: EaseeEmulator, s
         stale = {"accessToken": "x", "refreshToken": login.json()["refreshToken"]}
         assert (await http.post("/api/accounts/refresh_token", json=stale)).status_code == 401
         bad = await http.post("/api/accounts/login", json={"userName": USER, "password": "nope"})
-        assert bad.status_code == 401
+        assert bad.status_code == 400  # as the cloud answers a wrong login
     assert emulator.writes == 4  # accepted: two circuit settings (one unchanged), start and stop
 
 
