@@ -32,7 +32,7 @@ from pvcharge.chargers.easee import (
     parse_observations,
     reading_from_observations,
 )
-from pvcharge.clients.easee import BUDGETS, COMMAND_WINDOW, SlidingWindow, TokenBucket
+from pvcharge.clients.easee import BUDGETS, COMMAND_WINDOW, Budget, SlidingWindow, TokenBucket
 from pvcharge.control import ChargePoint, ControlConfig, Controller
 from pvcharge.errors import DeviceError, DeviceProtocolError, DeviceUnavailable, WriteDeferred, WritesBlocked
 from pvcharge.readings import ChargerCommand, ChargerReading, IecState, SiteReading
@@ -318,6 +318,22 @@ def test_token_bucket_holds_even_a_tiny_retry_after() -> None:
     assert bucket.try_take() == 0.0
 
 
+def takes(budget: Budget, clock: FakeClock, steps: list[tuple[float, float | None]]) -> list[float]:
+    """Try a take after each ``(gap_s, Retry-After or None)`` step; the times of the takes let through,
+    none of them before a Retry-After."""
+    taken: list[float] = []
+    held_until = -math.inf
+    for gap, hold_s in steps:
+        clock.advance(gap)
+        if hold_s is not None:
+            budget.hold_until(clock() + hold_s)
+            held_until = max(held_until, clock() + hold_s)
+        if budget.try_take() == 0.0:
+            assert clock() >= held_until - 1e-9  # nothing before a Retry-After
+            taken.append(clock())
+    return taken
+
+
 @given(
     capacity=st.integers(1, 4),
     per_minute=st.floats(0.5, 20),
@@ -327,17 +343,7 @@ def test_token_bucket_never_exceeds_its_budget_in_any_window(
     capacity: int, per_minute: float, steps: list[tuple[float, float | None]]
 ) -> None:
     clock = FakeClock(0.0)
-    bucket = TokenBucket(capacity, per_minute, clock)
-    taken: list[float] = []
-    held_until = -math.inf
-    for gap, hold_s in steps:
-        clock.advance(gap)
-        if hold_s is not None:
-            bucket.hold_until(clock() + hold_s)
-            held_until = max(held_until, clock() + hold_s)
-        if bucket.try_take() == 0.0:
-            assert clock() >= held_until - 1e-9  # nothing before a Retry-After
-            taken.append(clock())
+    taken = takes(TokenBucket(capacity, per_minute, clock), clock, steps)
     for window_s in (10.0, 60.0, 300.0):
         assert max_in_window(taken, window_s) <= capacity + per_minute * window_s / 60 + 1e-6
 
@@ -369,18 +375,7 @@ def test_sliding_window_never_exceeds_its_limit_in_any_window(
     limit: int, steps: list[tuple[float, float | None]]
 ) -> None:
     clock = FakeClock(0.0)
-    window = SlidingWindow(limit, 61.0, clock)
-    taken: list[float] = []
-    held_until = -math.inf
-    for gap, hold_s in steps:
-        clock.advance(gap)
-        if hold_s is not None:
-            window.hold_until(clock() + hold_s)
-            held_until = max(held_until, clock() + hold_s)
-        if window.try_take() == 0.0:
-            assert clock() >= held_until - 1e-9  # nothing before a Retry-After
-            taken.append(clock())
-    assert max_in_window(taken, 61.0) <= limit
+    assert max_in_window(takes(SlidingWindow(limit, 61.0, clock), clock, steps), 61.0) <= limit
 
 
 # -- config ---------------------------------------------------------------------------------------

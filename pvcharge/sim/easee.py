@@ -64,7 +64,7 @@ import math
 import secrets
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from datetime import UTC, datetime
 from typing import Any
 
@@ -331,6 +331,16 @@ class EaseeEmulator(LoopbackHttpServer):
         retry_after = max(1, math.ceil(window[0] + WINDOW_S - now))
         return _error(429, "Too Many Requests", headers={"Retry-After": str(retry_after)})
 
+    async def _settings_body(self, request: web.Request, known: Collection[str]) -> dict[str, Any]:
+        """A settings body: a JSON object of ``known`` keys (partial is fine); ``ValueError`` if not."""
+        body = await self._json(request)
+        if not isinstance(body, dict):
+            raise ValueError("expected a JSON object of settings")
+        unknown = sorted(set(body) - set(known))
+        if unknown:
+            raise ValueError(f"unknown setting(s): {', '.join(unknown)}")
+        return body
+
     async def _json(self, request: web.Request) -> Any:
         try:
             return json.loads(await request.text())
@@ -436,19 +446,11 @@ class EaseeEmulator(LoopbackHttpServer):
         )
 
     async def _charger_settings(self, request: web.Request) -> web.Response:
-        refused = self._refused(request)
+        refused = self._refused(request) or self._limited(request.path, self.settings_per_min)
         if refused is not None:
             return refused
-        limited = self._limited(request.path, self.settings_per_min)
-        if limited is not None:
-            return limited
         try:
-            body = await self._json(request)
-            if not isinstance(body, dict):
-                raise ValueError("expected a JSON object of settings")
-            unknown = sorted(set(body) - set(CHARGER_SETTINGS))
-            if unknown:
-                raise ValueError(f"unknown setting(s): {', '.join(unknown)}")
+            body = await self._settings_body(request, CHARGER_SETTINGS)
             changes = {key: _setting(key, value) for key, value in body.items()}
         except ValueError as exc:
             return _error(400, str(exc))
@@ -463,12 +465,9 @@ class EaseeEmulator(LoopbackHttpServer):
         return self._accepted()
 
     async def _dynamic_current(self, request: web.Request) -> web.Response:
-        refused = self._refused_circuit(request)
+        refused = self._refused_circuit(request) or self._limited(request.path, self.settings_per_min)
         if refused is not None:
             return refused
-        limited = self._limited(request.path, self.settings_per_min)
-        if limited is not None:
-            return limited
         try:
             body = await self._json(request)
             if not isinstance(body, dict) or not {"phase1", "phase2", "phase3"} <= body.keys():
@@ -531,19 +530,11 @@ class EaseeEmulator(LoopbackHttpServer):
         return web.json_response([product])
 
     async def _circuit_settings(self, request: web.Request) -> web.Response:
-        refused = self._refused_circuit(request)
+        refused = self._refused_circuit(request) or self._limited(request.path, self.settings_per_min)
         if refused is not None:
             return refused
-        limited = self._limited(request.path, self.settings_per_min)
-        if limited is not None:
-            return limited
         try:
-            body = await self._json(request)
-            if not isinstance(body, dict):
-                raise ValueError("expected a JSON object of settings")
-            unknown = sorted(set(body) - set(_CIRCUIT_KEYS))
-            if unknown:
-                raise ValueError(f"unknown setting(s): {', '.join(unknown)}")
+            body = await self._settings_body(request, _CIRCUIT_KEYS)
             p1, p2, p3 = (math.floor(_number(body.get(k, 0), k, MAX_CIRCUIT_A)) for k in _CIRCUIT_KEYS)
         except ValueError as exc:
             return _error(400, str(exc))
