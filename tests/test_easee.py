@@ -363,6 +363,14 @@ def test_sliding_window_counts_takes_and_keeps_a_reserve() -> None:
     clock.advance(30)
     # the server counts more than the window knew: one take at Retry-After, the next half a window later
     assert window.try_take() == 0.0 and window.wait_s(1) == pytest.approx(30.5)
+    clock.advance(100)
+    assert window.try_take() == 0.0 and window.try_take() == 0.0  # both in the window now
+    window.hold_until(clock() + 20, refused=True)  # the second drew a 429: it did not go through
+    assert window.try_take() == pytest.approx(20.0)
+    clock.advance(20)
+    # one slot at Retry-After (had the refused take counted: none before the first leaves, 41 s on); the
+    # next when the first take leaves
+    assert window.try_take() == 0.0 and window.wait_s(1) == pytest.approx(41.0)
     with pytest.raises(ValueError):
         SlidingWindow(0, 60.0, clock)
 
@@ -1071,6 +1079,33 @@ async def test_a_decrease_refused_with_429_goes_by_the_setting_at_once(
         await driver.apply(ChargerCommand(6, 3))
         assert [p for p, _ in recorder.writes()] == [DCC, DCC, f"/api/chargers/{CHARGER}/settings"]
         assert emu.count_429 == 1 and site.state().offered_current_a == 6
+        await driver.close()
+
+
+async def test_circuit_current_a_refused_resume_leaves_a_paused_charger_paused(
+    site: SiteModel, clock: FakeClock, recorder: Recorder
+) -> None:
+    """Paused by the circuit (0 A), the charger's own pause unknown; another tool spent the commands: the
+    start's resume gets a 429.  The circuit must not be opened before the resume got through: the
+    daemon still counts the pause as the last command the charger took, and leaves it at that at exit."""
+    async with EaseeEmulator(site, clock=clock, commands_per_min=2) as emu:
+        driver = circuit_charger(emu, clock, recorder)
+        await driver.apply(ChargerCommand(0, 3))
+        assert emu.circuit_a == (0, 0, 0) and site.state().offered_current_a == 0
+        async with httpx.AsyncClient(base_url=emu.url) as other:
+            login = await other.post("/api/accounts/login", json={"userName": USER, "password": PASSWORD})
+            auth = {"Authorization": f"Bearer {login.json()['accessToken']}"}
+            for _ in range(2):
+                assert (await other.post(DCC, json={"amps": 32}, headers=auth)).status_code == 202
+        clock.advance(31)
+        with pytest.raises(WriteDeferred):
+            await driver.apply(ChargerCommand(16, 3))
+        assert emu.count_429 == 1
+        assert site.state().offered_current_a == 0, recorder.writes()  # still the pause it last took
+        clock.advance(31)
+        await driver.apply(ChargerCommand(16, 3))
+        assert site.state().offered_current_a == 16
+        assert recorder.writes()[-2:] == [(RESUME, None), (CIRCUIT, three(16))]
         await driver.close()
 
 

@@ -535,16 +535,21 @@ class EaseeCharger:
                 return []
             body = {"amps": amps, "minutes": 0}
             return [_Write("commands", self._dcc_path, body, replace(held, dcc_a=amps))]
-        writes: list[_Write] = []
         one_phase = self._config.phase_switching and phases == 1
         circuit = (amps, 0, 0) if one_phase else (amps, amps, amps)
-        if held.circuit_a != circuit:
-            held = replace(held, circuit_a=circuit)
-            body = {f"dynamicCircuitCurrentP{i + 1}": a for i, a in enumerate(circuit)}
-            writes.append(_Write("circuit_settings", self._circuit_path, body, held))
-        if amps > 0 and held.resumed is not True:  # after the circuit: it caps the 32 A of a resume
-            writes.append(_Write("commands", self._resume_path, None, replace(held, resumed=True)))
-        return writes
+        body = {f"dynamicCircuitCurrentP{i + 1}": a for i, a in enumerate(circuit)}
+        set_circuit = _Write("circuit_settings", self._circuit_path, body, replace(held, circuit_a=circuit))
+        if amps == 0 or held.resumed is True:
+            return [] if held.circuit_a == circuit else [set_circuit]
+        # the 32 A a resume sets stay capped by the circuit: resume first while the circuit held is no
+        # more than the command on every phase (e.g. 0 A, paused), so a circuit write refused after it
+        # leaves the charger as it was; otherwise the circuit first
+        resume = _Write("commands", self._resume_path, None, replace(held, resumed=True))
+        if held.circuit_a is not None and all(h <= c for h, c in zip(held.circuit_a, circuit, strict=True)):
+            after = replace(set_circuit.after, resumed=True)
+            resume_first = [resume, replace(set_circuit, after=after)]
+            return resume_first if held.circuit_a != circuit else [resume]
+        return [set_circuit, replace(resume, after=replace(set_circuit.after, resumed=True))]
 
     async def _lower_current(self, amps: int, write: _Write) -> None:
         """Send a decrease or pause of the dynamic charger current now: by command, or, when the command

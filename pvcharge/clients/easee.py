@@ -90,8 +90,8 @@ class Budget(Protocol):
         """Take ``count`` if they may go now and return 0; otherwise take none and return the wait in s."""
         ...
 
-    def hold_until(self, t_s: float) -> None:
-        """Nothing before ``t_s`` (a server's ``Retry-After``)."""
+    def hold_until(self, t_s: float, *, refused: bool = False) -> None:
+        """Nothing before ``t_s`` (a server's ``Retry-After``); ``refused``: the last take drew it."""
         ...
 
 
@@ -147,8 +147,9 @@ class TokenBucket:
             self._tokens -= count
         return wait
 
-    def hold_until(self, t_s: float) -> None:
-        """No token before ``t_s`` (a server's ``Retry-After``); one token is there at ``t_s``."""
+    def hold_until(self, t_s: float, *, refused: bool = False) -> None:
+        """No token before ``t_s`` (a server's ``Retry-After``); one token is there at ``t_s``.  The token
+        of a ``refused`` take is not given back: the hold covers it."""
         self._refill()
         self._tokens = min(self._tokens, 1.0 - (t_s - self._at) * self.per_minute / 60)
         self._not_before = max(self._not_before, t_s)
@@ -192,12 +193,22 @@ class SlidingWindow:
             self._taken.extend([self._clock()] * count)
         return wait
 
-    def hold_until(self, t_s: float) -> None:
-        """No take before ``t_s``; from then on the window counts as full, one take leaving it at ``t_s``
-        and the others ``window_s / limit`` apart after it (what the server counts is not known)."""
+    def hold_until(self, t_s: float, *, refused: bool = False) -> None:
+        """No take before ``t_s``; from then on the window counts as full as the server said: one take
+        leaving it at ``t_s``, then the newest takes known here, the rest ``window_s / limit`` apart (what
+        the server counts is not known); never less than the takes known here.  A ``refused`` last take
+        (the request that drew the 429) did not go through: it leaves the window."""
+        taken = list(self._taken)
+        if refused and taken:
+            taken.pop()
         self._not_before = max(self._not_before, t_s)
-        spaced = [t_s - self.window_s + i * self.window_s / self.limit for i in range(self.limit)]
-        self._taken = deque(sorted([*self._taken, *spaced])[-self.limit :])
+        first = t_s - self.window_s  # leaves the window at t_s
+        recent = [t for t in taken if t > first]
+        known = recent[-(self.limit - 1) :] if self.limit > 1 else []
+        step_s = self.window_s / self.limit
+        spaced = [first + i * step_s for i in range(1, self.limit - len(known))]
+        server = [first, *spaced, *known]
+        self._taken = deque(sorted([*server, *taken[: len(taken) - len(known)]])[-self.limit :])
 
 
 class BudgetSpent(Exception):
@@ -452,7 +463,7 @@ class EaseeClient:
             wait_s = parse_retry_after(header, self._clock())
             if wait_s is None:
                 wait_s = DEFAULT_RETRY_AFTER_S
-            self._budgets[budget].hold_until(self._clock() + wait_s)
+            self._budgets[budget].hold_until(self._clock() + wait_s, refused=True)
             self._log.warning(
                 "easee.rate_limited", request=where, retry_after=header, wait_s=round(wait_s, 1)
             )
