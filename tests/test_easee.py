@@ -33,7 +33,9 @@ from pvcharge.chargers.easee import (
     reading_from_observations,
 )
 from pvcharge.clients.easee import BUDGETS, COMMAND_WINDOW, Budget, SlidingWindow, TokenBucket
+from pvcharge.config import parse_config
 from pvcharge.control import ChargePoint, ControlConfig, Controller
+from pvcharge.daemon import Daemon
 from pvcharge.errors import DeviceError, DeviceProtocolError, DeviceUnavailable, WriteDeferred, WritesBlocked
 from pvcharge.readings import ChargerCommand, ChargerReading, IecState, SiteReading
 from pvcharge.retry import parse_retry_after
@@ -1128,3 +1130,54 @@ async def test_whatever_a_strict_cloud_answers_the_car_is_never_above_the_comman
     assert longest_above_s(emu.offers, history) <= 15, (emu.offers, emu.request_log)
     assert left.charger_left == "paused" and left.offered_a == 0
     assert emu.count_403 == 0
+
+
+class SiteMeter:
+    """The simulated site's meter, read in process (the meter is not under test here)."""
+
+    name = "meter site"
+
+    def __init__(self, site: SiteModel, clock: FakeClock) -> None:
+        self.site, self.clock = site, clock
+
+    async def read(self) -> SiteReading:
+        state = self.site.state()
+        return SiteReading(state.grid_power_w, state.pv_power_w, 0.0, None, timestamp_s=self.clock())
+
+    async def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("control", ["charger_current", "circuit_current"])
+async def test_the_daemon_against_a_strict_cloud_never_leaves_the_car_above_its_command(control: str) -> None:
+    """The whole loop (controller, daemon, driver) through a cloudy hour against a cloud allowing 2
+    commands a minute, then stopped: at most 15 s above what the controller wanted, and the ``stopped``
+    line says ``paused`` only over a paused charger."""
+    start = 1_790_000_000.0 - 1_790_000_000.0 % 60
+    clock = FakeClock(start)
+    car = CarParams(plug_in_s=0.0, plug_out_s=86400.0, soc_start_pct=20.0)
+    site = SiteModel(cloudy_hour(start), t_s=start, clock=clock, battery=None, car=car)
+    wanted: list[tuple[float, float]] = []
+
+    async def sleep(delay_s: float) -> None:
+        clock.advance(delay_s)
+
+    async with EaseeEmulator(site, clock=clock, commands_per_min=2) as emu:
+        circuit = (
+            ", control: circuit_current, site_id: 1, circuit_id: 2" if control == "circuit_current" else ""
+        )
+        config = parse_config(
+            "meter: {type: huawei, host: 127.0.0.1}\n"
+            f"charger: {{type: easee, url: '{emu.url}', username: {USER}, password: {PASSWORD}, "
+            f"charger_id: {CHARGER}{circuit}}}\n"
+            "control: {interval_s: 5, cloud_filter: 30, min_on_s: 60, min_off_s: 60}\n"
+        )
+        driver = EaseeCharger(config.charger.settings, name=NAME, clock=clock)
+        daemon = Daemon(config, SiteMeter(site, clock), driver, clock=clock, sleep=sleep)
+        daemon.on_cycle = lambda cycle: wanted.append((cycle.now, power_of(cycle.decision.command)))
+        with structlog.testing.capture_logs() as events:
+            await daemon.run(max_cycles=600)
+    assert daemon.stats.starts >= 2 and daemon.stats.charger_writes >= 10, daemon.stats
+    assert longest_above_s([(t, a * p, 1) for t, a, p in emu.offers], wanted) <= 15, emu.offers
+    (stopped,) = [e for e in events if e["event"] == "stopped"]
+    assert stopped["charger_left"] != "paused" or emu.offers[-1][1] == 0, (stopped, emu.offers[-1])
