@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 import pytest
 import structlog
+from aiohttp import web
 from hypothesis import given
 from hypothesis import strategies as st
 from sitestub import FakeClock
@@ -1108,6 +1109,37 @@ async def test_circuit_current_a_refused_resume_leaves_a_paused_charger_paused(
         await driver.apply(ChargerCommand(16, 3))
         assert site.state().offered_current_a == 16
         assert recorder.writes()[-2:] == [(RESUME, None), (CIRCUIT, three(16))]
+        await driver.close()
+
+
+class NoSettingsEmulator(EaseeEmulator):
+    """A cloud without ``POST /api/chargers/{id}/settings`` (as some emulators are)."""
+
+    async def _charger_settings(self, request: web.Request) -> web.Response:
+        return web.json_response({"title": "Not Found", "status": 404}, status=404)
+
+
+async def test_without_the_setting_a_decrease_waits_for_the_commands_and_says_so_once(
+    site: SiteModel, clock: FakeClock, recorder: Recorder
+) -> None:
+    async with NoSettingsEmulator(site, clock=clock, commands_per_min=2) as emu:
+        driver = EaseeCharger(make_config(emu.url), name=NAME, clock=clock, transport=recorder)
+        await driver.apply(ChargerCommand(16, 3))
+        clock.advance(5)
+        await driver.apply(ChargerCommand(10, 3))
+        clock.advance(5)
+        with structlog.testing.capture_logs() as events:
+            for _ in range(3):
+                with pytest.raises(WriteDeferred) as deferred:
+                    await driver.apply(ChargerCommand(0, 3))
+                clock.advance(5)
+        assert "setting was refused (HTTP 404" in deferred.value.message
+        assert [e["event"] for e in events if e["log_level"] == "warning"] == ["easee.setting_refused"]
+        settings_path = f"/api/chargers/{CHARGER}/settings"
+        assert [p for p, _ in recorder.writes()] == [DCC, DCC, settings_path]  # tried once
+        clock.advance(deferred.value.retry_after_s)
+        await driver.apply(ChargerCommand(0, 3))
+        assert recorder.writes()[-1] == dcc(0) and site.state().offered_current_a == 0
         await driver.close()
 
 

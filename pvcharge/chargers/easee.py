@@ -402,6 +402,7 @@ class EaseeCharger:
             transport=transport,
         )
         self._held = _Held()
+        self._setting_refused: str | None = None  # why the dynamicChargerCurrent setting is not used
         self._last_write_s = -math.inf
         self._cached: ChargerReading | None = None
         self._log = _log.bind(device=name)
@@ -560,20 +561,42 @@ class EaseeCharger:
                 await self._send_write(write)
                 return
             except WriteDeferred as exc:  # HTTP 429
-                if self._client.wait_s("charger_settings") > 0:
+                if self._setting_wait_s() > 0:
                     raise
                 why = exc.message
-        elif (wait_s := self._client.wait_s("charger_settings")) > 0:
+        elif (wait_s := self._setting_wait_s()) > 0:
             wait_s = min(wait_s, self._client.wait_s("commands"))
+            spent = "charger_settings" if self._setting_refused is None else self._refused_setting()
             raise WriteDeferred(
-                self.name, f"{amps} A not sent yet: request budget spent (commands, charger_settings)", wait_s
+                self.name, f"{amps} A not sent yet: request budget spent (commands, {spent})", wait_s
             )
         else:
             why = "command budget spent"
         self._log.info("easee.decrease_by_setting", current_a=amps, why=why)
         self._last_write_s = self._clock()
         body = {"dynamicChargerCurrent": amps}
-        await self._send_write(_Write("charger_settings", self._settings_path, body, write.after))
+        setting = _Write("charger_settings", self._settings_path, body, write.after)
+        refused = await self._send_write(setting, refusal_ok=True)
+        if refused is not None:
+            self._setting_refused = refused
+            self._log.warning(
+                "easee.setting_refused",
+                request=f"POST {self._settings_path}",
+                server_says=refused,
+                action="decreases wait for the command budget from now on",
+            )
+            raise WriteDeferred(
+                self.name,
+                f"{amps} A not sent yet: request budget spent (commands, {self._refused_setting()})",
+                self._client.wait_s("commands"),
+            )
+
+    def _refused_setting(self) -> str:
+        return f"and the dynamicChargerCurrent setting was refused ({self._setting_refused})"
+
+    def _setting_wait_s(self) -> float:
+        """Seconds until the ``dynamicChargerCurrent`` setting may go; ``inf`` once it was refused."""
+        return math.inf if self._setting_refused else self._client.wait_s("charger_settings")
 
     def _total_a(self, held: _Held) -> float:
         """Amps offered summed over phases (charger_current: per phase), ``inf`` when unknown."""
@@ -582,7 +605,11 @@ class EaseeCharger:
             return math.inf
         return float(offered if isinstance(offered, int) else sum(offered))
 
-    async def _send_write(self, write: _Write) -> None:
+    async def _send_write(self, write: _Write, *, refusal_ok: bool = False) -> str | None:
+        """Send one request of a write; the charger holds ``write.after`` once it is accepted.
+
+        Returns ``None``, or with ``refusal_ok`` the status and reason of a 400/404/405 (not applied).
+        """
         where = self._client.where("POST", write.path)
         try:
             response = await self._client.request(write.budget, "POST", write.path, write.body)
@@ -593,6 +620,8 @@ class EaseeCharger:
         except BaseException:
             self._held = _Held()  # it may have arrived: send everything next time
             raise
+        if refusal_ok and response.status_code in (400, 404, 405):
+            return f"HTTP {response.status_code}: {self._client.scrub(response.text)}"
         try:
             self._client.check(response, where)
             self._client.check_json(response, where)
@@ -601,3 +630,4 @@ class EaseeCharger:
             raise
         self._held = write.after
         self._log.debug("easee.sent", request=where, body=write.body, status=response.status_code)
+        return None
