@@ -864,6 +864,22 @@ async def test_emulator_circuit_settings_and_commands(emulator: EaseeEmulator, s
     assert emulator.writes == 4  # accepted: two circuit settings (one unchanged), start and stop
 
 
+@pytest.mark.parametrize(("share", "statuses"), [(True, [202, 202, 429, 429]), (False, [202, 202, 202, 202])])
+async def test_emulator_counts_all_commands_of_a_charger_together_by_default(
+    site: SiteModel, clock: FakeClock, share: bool, statuses: list[int]
+) -> None:
+    emulator = EaseeEmulator(site, clock=clock, commands_per_min=2, commands_share_budget=share)
+    async with emulator as emu, httpx.AsyncClient(base_url=emu.url) as http:
+        login = await http.post("/api/accounts/login", json={"userName": USER, "password": PASSWORD})
+        auth = {"Authorization": f"Bearer {login.json()['accessToken']}"}
+        sent = [
+            (await http.post(path, json=body, headers=auth)).status_code
+            for path, body in [(PAUSE, None), (RESUME, None), (DCC, {"amps": 10}), (DCC, {"amps": 8})]
+        ]
+    assert sent == statuses
+    assert emu.dynamic_charger_a == (8 if not share else 32)  # the resume reset it to the maximum
+
+
 def test_emulator_refuses_non_loopback_host(site: SiteModel) -> None:
     with pytest.raises(ValueError, match="loopback"):
         EaseeEmulator(site, host="192.168.1.10")
