@@ -854,6 +854,13 @@ async def test_emulator_circuit_settings_and_commands(emulator: EaseeEmulator, s
         assert (await http.post(DCC, json={"amps": 40}, headers=auth)).status_code == 400
         assert (await http.post(DCC, content=b"{", headers=auth)).status_code == 400
         assert (await http.post(COMMANDS + "reboot", headers=auth)).status_code == 404
+        settings = f"/api/chargers/{CHARGER}/settings"
+        for bad in ({"maxCircuitCurrentP1": 16}, {"phaseMode": 4}, {"maxChargerCurrent": 5}, {"enabled": 1}):
+            assert (await http.post(settings, json=bad, headers=auth)).status_code == 400, bad
+        assert (
+            await http.post(settings, json={"phaseMode": 2}, headers=auth)
+        ).status_code == 200  # unchanged
+        writes = emulator.writes
         for command in ("start_charging", "stop_charging"):  # accepted, no effect without authorization
             assert (await http.post(COMMANDS + command, headers=auth)).status_code == 202
         assert site.state().offered_current_a == 10
@@ -861,7 +868,8 @@ async def test_emulator_circuit_settings_and_commands(emulator: EaseeEmulator, s
         assert (await http.post("/api/accounts/refresh_token", json=stale)).status_code == 401
         bad = await http.post("/api/accounts/login", json={"userName": USER, "password": "nope"})
         assert bad.status_code == 400  # as the cloud answers a wrong login
-    assert emulator.writes == 4  # accepted: two circuit settings (one unchanged), start and stop
+    assert writes == 3 and emulator.writes == 5  # two circuit settings (one unchanged), a charger setting
+    # (unchanged), start and stop
 
 
 @pytest.mark.parametrize(("share", "statuses"), [(True, [202, 202, 429, 429]), (False, [202, 202, 202, 202])])
