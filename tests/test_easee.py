@@ -74,6 +74,15 @@ class Recorder(httpx.AsyncBaseTransport):
         ]
 
 
+async def another_tool(emulator: EaseeEmulator, requests: list[tuple[str, Any]]) -> list[int]:
+    """Another client of the same account (an app, Home Assistant) logs in and POSTs ``(path, JSON body)``
+    one after another; their HTTP statuses."""
+    async with httpx.AsyncClient(base_url=emulator.url) as other:
+        login = await other.post("/api/accounts/login", json={"userName": USER, "password": PASSWORD})
+        auth = {"Authorization": f"Bearer {login.json()['accessToken']}"}
+        return [(await other.post(path, json=body, headers=auth)).status_code for path, body in requests]
+
+
 def make_config(url: str, **overrides: Any) -> Config:
     settings: dict[str, Any] = {
         "username": USER,
@@ -671,9 +680,7 @@ async def test_a_dynamic_current_lifts_a_pause_charging_left_by_someone_else(
 ) -> None:
     """pause_charging "limits dynamic charger current to 0" [GEN]: a current lifts it without a resume
     (e.g. the pause an older pvcharge left at exit)."""
-    async with httpx.AsyncClient(base_url=emulator.url) as other:
-        login = await other.post("/api/accounts/login", json={"userName": USER, "password": PASSWORD})
-        await other.post(PAUSE, headers={"Authorization": f"Bearer {login.json()['accessToken']}"})
+    assert await another_tool(emulator, [(PAUSE, None)]) == [202]
     assert site.state().offered_current_a == 0
     await charger.apply(ChargerCommand(16, 3))
     assert recorder.writes() == [dcc(16)]
@@ -808,10 +815,7 @@ async def test_ip_block_stops_every_request_and_is_logged_once(
 ) -> None:
     await charger.read()  # logged in
     # another tool on the same network hammers the API until Easee blocks the IP
-    async with httpx.AsyncClient(base_url=emulator.url) as other:
-        login = await other.post("/api/accounts/login", json={"userName": USER, "password": PASSWORD})
-        headers = {"Authorization": f"Bearer {login.json()['accessToken']}"}
-        statuses = [(await other.post(PAUSE, headers=headers)).status_code for _ in range(20)]
+    statuses = await another_tool(emulator, [(PAUSE, None)] * 20)
     assert statuses == [202] * 10 + [429] * 5 + [403] * 5
     requests = emulator.requests
     with structlog.testing.capture_logs() as events:
@@ -876,14 +880,10 @@ async def test_emulator_circuit_settings_and_commands(emulator: EaseeEmulator, s
 async def test_emulator_counts_all_commands_of_a_charger_together_by_default(
     site: SiteModel, clock: FakeClock, share: bool, statuses: list[int]
 ) -> None:
-    emulator = EaseeEmulator(site, clock=clock, commands_per_min=2, commands_share_budget=share)
-    async with emulator as emu, httpx.AsyncClient(base_url=emu.url) as http:
-        login = await http.post("/api/accounts/login", json={"userName": USER, "password": PASSWORD})
-        auth = {"Authorization": f"Bearer {login.json()['accessToken']}"}
-        sent = [
-            (await http.post(path, json=body, headers=auth)).status_code
-            for path, body in [(PAUSE, None), (RESUME, None), (DCC, {"amps": 10}), (DCC, {"amps": 8})]
-        ]
+    async with EaseeEmulator(site, clock=clock, commands_per_min=2, commands_share_budget=share) as emu:
+        sent = await another_tool(
+            emu, [(PAUSE, None), (RESUME, None), (DCC, {"amps": 10}), (DCC, {"amps": 8})]
+        )
     assert sent == statuses
     assert emu.dynamic_charger_a == (8 if not share else 32)  # the resume reset it to the maximum
 
@@ -1098,10 +1098,7 @@ async def test_a_decrease_refused_with_429_goes_by_the_setting_at_once(
     async with EaseeEmulator(site, clock=clock, commands_per_min=2) as emu:
         driver = EaseeCharger(make_config(emu.url), name=NAME, clock=clock, transport=recorder)
         await driver.apply(ChargerCommand(16, 3))
-        async with httpx.AsyncClient(base_url=emu.url) as other:
-            login = await other.post("/api/accounts/login", json={"userName": USER, "password": PASSWORD})
-            auth = {"Authorization": f"Bearer {login.json()['accessToken']}"}
-            assert (await other.post(DCC, json={"amps": 16}, headers=auth)).status_code == 202
+        assert await another_tool(emu, [(DCC, {"amps": 16})]) == [202]
         clock.advance(5)
         await driver.apply(ChargerCommand(6, 3))
         assert [p for p, _ in recorder.writes()] == [DCC, DCC, f"/api/chargers/{CHARGER}/settings"]
@@ -1119,11 +1116,7 @@ async def test_circuit_current_a_refused_resume_leaves_a_paused_charger_paused(
         driver = circuit_charger(emu, clock, recorder)
         await driver.apply(ChargerCommand(0, 3))
         assert emu.circuit_a == (0, 0, 0) and site.state().offered_current_a == 0
-        async with httpx.AsyncClient(base_url=emu.url) as other:
-            login = await other.post("/api/accounts/login", json={"userName": USER, "password": PASSWORD})
-            auth = {"Authorization": f"Bearer {login.json()['accessToken']}"}
-            for _ in range(2):
-                assert (await other.post(DCC, json={"amps": 32}, headers=auth)).status_code == 202
+        assert await another_tool(emu, [(DCC, {"amps": 32})] * 2) == [202, 202]
         clock.advance(31)
         with pytest.raises(WriteDeferred):
             await driver.apply(ChargerCommand(16, 3))
