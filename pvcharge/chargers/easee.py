@@ -572,7 +572,7 @@ class EaseeCharger:
             )
         else:
             why = "command budget spent"
-        self._log.info("easee.decrease_by_setting", current_a=amps, why=why)
+        self._log.debug("easee.decrease_by_setting", current_a=amps, why=why)
         self._last_write_s = self._clock()
         body = {"dynamicChargerCurrent": amps}
         setting = _Write("charger_settings", self._settings_path, body, write.after)
