@@ -28,18 +28,21 @@ Device facts (reference ``chargers.md`` §1; sources as keyed there: [E-auth], [
   the next observations show its effect.
 
 **Never above the command, whatever the cloud answers.**  Each write is one request that takes the
-charger straight to the commanded current, so a refused request leaves it where it was:
+charger straight to the commanded current, so a refused request leaves it where it was, and an
+:meth:`EaseeCharger.apply` that raises leaves it no higher than the last command it returned from:
 
 - ``charger_current``: pause and start by the dynamic charger current alone (0 A pauses); no
   ``resume_charging``, which would run the car at 32 A until a second command got through.
 - ``circuit_current``: pause and start by the circuit current (0 A on all phases pauses, and a resume
   cannot lift it); ``resume_charging`` only when the charger's own pause is unknown (first write, after
-  :meth:`EaseeCharger.forget`), and only after the circuit holds the new current, which caps the 32 A
-  the resume sets.
+  :meth:`EaseeCharger.forget`), and always under a circuit that caps the 32 A it sets: first while the
+  circuit held is no more than the command (a circuit write refused after it changes nothing), else
+  after the circuit write.
 - An increase goes out only while its budget keeps a request in reserve for the decrease that may
   follow; a decrease or pause is never held behind it.  A decrease the commands cannot carry now
   (their budget spent, or HTTP 429) goes through the charger setting instead, which Easee limits
-  separately.
+  separately; a cloud that refuses that setting (400/404/405) is told once, and decreases then wait for
+  the commands (``WriteDeferred`` with the time).
 """
 
 from __future__ import annotations
