@@ -29,7 +29,9 @@ Device facts (reference ``chargers.md`` §1; sources as keyed there: [E-auth], [
 
 **Never above the command, whatever the cloud answers.**  Each write is one request that takes the
 charger straight to the commanded current, so a refused request leaves it where it was, and an
-:meth:`EaseeCharger.apply` that raises leaves it no higher than the last command it returned from:
+:meth:`EaseeCharger.apply` that raises ``WriteDeferred`` leaves it no higher than the last command it
+returned from (after a timeout or another error the command may have arrived in part; the daemon then
+counts no command as taken and sends it again):
 
 - ``charger_current``: pause and start by the dynamic charger current alone (0 A pauses); no
   ``resume_charging``, which would run the car at 32 A until a second command got through.
