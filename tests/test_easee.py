@@ -21,23 +21,25 @@ from typing import Any
 import httpx
 import pytest
 import structlog
+from aiohttp import web
 from hypothesis import given
 from hypothesis import strategies as st
 from sitestub import FakeClock
 
 from pvcharge.chargers.easee import (
-    BUDGETS,
     Config,
     EaseeCharger,
-    TokenBucket,
     create,
     parse_observations,
-    parse_retry_after,
     reading_from_observations,
 )
+from pvcharge.clients.easee import BUDGETS, COMMAND_WINDOW, Budget, SlidingWindow, TokenBucket
+from pvcharge.config import parse_config
 from pvcharge.control import ChargePoint, ControlConfig, Controller
+from pvcharge.daemon import Daemon
 from pvcharge.errors import DeviceError, DeviceProtocolError, DeviceUnavailable, WriteDeferred, WritesBlocked
 from pvcharge.readings import ChargerCommand, ChargerReading, IecState, SiteReading
+from pvcharge.retry import parse_retry_after
 from pvcharge.settings import Secret, SettingError
 from pvcharge.sim.easee import BLOCKED_TEXT, EaseeEmulator
 from pvcharge.sim.site import CarParams, SiteModel
@@ -70,6 +72,15 @@ class Recorder(httpx.AsyncBaseTransport):
         return [
             (path, body) for method, path, body in self.sent if method == "POST" and "/accounts/" not in path
         ]
+
+
+async def another_tool(emulator: EaseeEmulator, requests: list[tuple[str, Any]]) -> list[int]:
+    """Another client of the same account (an app, Home Assistant) logs in and POSTs ``(path, JSON body)``
+    one after another; their HTTP statuses."""
+    async with httpx.AsyncClient(base_url=emulator.url) as other:
+        login = await other.post("/api/accounts/login", json={"userName": USER, "password": PASSWORD})
+        auth = {"Authorization": f"Bearer {login.json()['accessToken']}"}
+        return [(await other.post(path, json=body, headers=auth)).status_code for path, body in requests]
 
 
 def make_config(url: str, **overrides: Any) -> Config:
@@ -319,6 +330,22 @@ def test_token_bucket_holds_even_a_tiny_retry_after() -> None:
     assert bucket.try_take() == 0.0
 
 
+def takes(budget: Budget, clock: FakeClock, steps: list[tuple[float, float | None]]) -> list[float]:
+    """Try a take after each ``(gap_s, Retry-After or None)`` step; the times of the takes let through,
+    none of them before a Retry-After."""
+    taken: list[float] = []
+    held_until = -math.inf
+    for gap, hold_s in steps:
+        clock.advance(gap)
+        if hold_s is not None:
+            budget.hold_until(clock() + hold_s)
+            held_until = max(held_until, clock() + hold_s)
+        if budget.try_take() == 0.0:
+            assert clock() >= held_until - 1e-9  # nothing before a Retry-After
+            taken.append(clock())
+    return taken
+
+
 @given(
     capacity=st.integers(1, 4),
     per_minute=st.floats(0.5, 20),
@@ -328,19 +355,47 @@ def test_token_bucket_never_exceeds_its_budget_in_any_window(
     capacity: int, per_minute: float, steps: list[tuple[float, float | None]]
 ) -> None:
     clock = FakeClock(0.0)
-    bucket = TokenBucket(capacity, per_minute, clock)
-    taken: list[float] = []
-    held_until = -math.inf
-    for gap, hold_s in steps:
-        clock.advance(gap)
-        if hold_s is not None:
-            bucket.hold_until(clock() + hold_s)
-            held_until = max(held_until, clock() + hold_s)
-        if bucket.try_take() == 0.0:
-            assert clock() >= held_until - 1e-9  # nothing before a Retry-After
-            taken.append(clock())
+    taken = takes(TokenBucket(capacity, per_minute, clock), clock, steps)
     for window_s in (10.0, 60.0, 300.0):
         assert max_in_window(taken, window_s) <= capacity + per_minute * window_s / 60 + 1e-6
+
+
+def test_sliding_window_counts_takes_and_keeps_a_reserve() -> None:
+    clock = FakeClock(1000.0)
+    window = SlidingWindow(2, 61.0, clock)
+    assert window.wait_s(2) == 0.0 and window.try_take() == 0.0
+    assert window.wait_s(2) == pytest.approx(61.0)  # a reserve of one: not until the take has left
+    clock.advance(10)
+    assert window.try_take() == 0.0 and window.try_take() == pytest.approx(51.0)
+    clock.advance(51)
+    assert window.wait_s(1) == 0.0 and window.wait_s(2) == pytest.approx(10.0)
+    assert window.wait_s(3) == math.inf
+    window.hold_until(clock() + 30)  # a 429 with Retry-After: 30
+    assert window.try_take() == pytest.approx(30.0)
+    clock.advance(30)
+    # the server counts more than the window knew: one take at Retry-After, the next half a window later
+    assert window.try_take() == 0.0 and window.wait_s(1) == pytest.approx(30.5)
+    clock.advance(100)
+    assert window.try_take() == 0.0 and window.try_take() == 0.0  # both in the window now
+    window.hold_until(clock() + 20, refused=True)  # the second drew a 429: it did not go through
+    assert window.try_take() == pytest.approx(20.0)
+    clock.advance(20)
+    # one slot at Retry-After (had the refused take counted: none before the first leaves, 41 s on); the
+    # next when the first take leaves
+    assert window.try_take() == 0.0 and window.wait_s(1) == pytest.approx(41.0)
+    with pytest.raises(ValueError):
+        SlidingWindow(0, 60.0, clock)
+
+
+@given(
+    limit=st.integers(1, 4),
+    steps=st.lists(st.tuples(st.floats(0, 30), st.none() | st.floats(0, 120)), min_size=1, max_size=100),
+)
+def test_sliding_window_never_exceeds_its_limit_in_any_window(
+    limit: int, steps: list[tuple[float, float | None]]
+) -> None:
+    clock = FakeClock(0.0)
+    assert max_in_window(takes(SlidingWindow(limit, 61.0, clock), clock, steps), 61.0) <= limit
 
 
 # -- config ---------------------------------------------------------------------------------------
@@ -494,7 +549,7 @@ async def test_wrong_password_is_a_clear_error_without_the_password(
     driver = EaseeCharger(make_config(emulator.url, password=Secret(wrong)), name=NAME, clock=clock)
     with structlog.testing.capture_logs() as events, pytest.raises(DeviceProtocolError) as err:
         await driver.read()
-    assert "login refused (HTTP 401): check charger.username and charger.password" in str(err.value)
+    assert "login refused (HTTP 400): check charger.username and charger.password" in str(err.value)
     assert str(err.value).startswith(f"{NAME}: ")
     clock.advance(60)
     with pytest.raises(DeviceProtocolError, match="next login attempt in 240 s"):
@@ -591,36 +646,44 @@ def three(amps: int, p2: int | None = None, p3: int | None = None) -> dict[str, 
     }
 
 
-async def test_charger_current_pauses_resumes_and_sends_only_changes(
+def dcc(amps: int) -> tuple[str, dict[str, int]]:
+    return (DCC, {"amps": amps, "minutes": 0})
+
+
+async def test_charger_current_pauses_and_starts_by_the_dynamic_current_and_sends_only_changes(
     charger: EaseeCharger, emulator: EaseeEmulator, clock: FakeClock, recorder: Recorder, site: SiteModel
 ) -> None:
     await charger.apply(ChargerCommand(0, 3))
-    assert recorder.writes() == [(PAUSE, None)]
+    assert recorder.writes() == [dcc(0)]  # 0 A pauses [E-amqp]
     assert site.state().offered_current_a == 0 and emulator.dynamic_charger_a == 0
-    clock.advance(30)
+    clock.advance(61)
+    # no resume_charging: it would run the car at 32 A until the setpoint got through
     await charger.apply(ChargerCommand(10, 3))
-    # resume resets the dynamic charger current (to 32 A): the setpoint goes after it
-    assert recorder.writes()[1:] == [(RESUME, None), (DCC, {"amps": 10, "minutes": 0})]
+    assert recorder.writes()[1:] == [dcc(10)]
     assert site.state().offered_current_a == 10 and emulator.dynamic_charger_a == 10
-    clock.advance(30)
+    clock.advance(61)
     await charger.apply(ChargerCommand(12.7, 3))  # whole amps: floored
-    assert recorder.writes()[-1] == (DCC, {"amps": 12, "minutes": 0})
+    assert recorder.writes()[-1] == dcc(12)
     sent = len(recorder.writes())
-    clock.advance(30)
+    clock.advance(61)
     await charger.apply(ChargerCommand(12, 1))  # phases are not switchable here: nothing changed
     await charger.apply(ChargerCommand(12.4, 3))
     assert len(recorder.writes()) == sent
     await charger.apply(ChargerCommand(0, 3))
     await charger.apply(ChargerCommand(0, 3))
-    assert recorder.writes()[sent:] == [(PAUSE, None)]
-    assert not any(path.endswith(("start_charging", "stop_charging")) for path, _ in recorder.writes())
+    assert recorder.writes()[sent:] == [dcc(0)]
+    assert [p for p, _ in recorder.writes() if p != DCC] == []  # never pause, resume, start or stop
 
 
-async def test_first_current_resumes_a_charger_in_an_unknown_state(
-    charger: EaseeCharger, recorder: Recorder, site: SiteModel
+async def test_a_dynamic_current_lifts_a_pause_charging_left_by_someone_else(
+    charger: EaseeCharger, emulator: EaseeEmulator, recorder: Recorder, site: SiteModel
 ) -> None:
+    """pause_charging "limits dynamic charger current to 0" [GEN]: a current lifts it without a resume
+    (e.g. the pause an older pvcharge left at exit)."""
+    assert await another_tool(emulator, [(PAUSE, None)]) == [202]
+    assert site.state().offered_current_a == 0
     await charger.apply(ChargerCommand(16, 3))
-    assert recorder.writes() == [(RESUME, None), (DCC, {"amps": 16, "minutes": 0})]
+    assert recorder.writes() == [dcc(16)]
     assert site.state().offered_current_a == 16
 
 
@@ -636,12 +699,18 @@ async def test_circuit_current_always_sends_all_three_phases(
     clock.advance(30)
     await driver.apply(ChargerCommand(10, 1))  # no phase switching configured: still all three at 10 A
     assert recorder.writes()[-1] == (CIRCUIT, three(10))
+    # a pause is the circuit at 0 A: a resume cannot lift it, and it has the circuit's own budget
     await driver.apply(ChargerCommand(0, 3))
-    assert recorder.writes()[-1] == (PAUSE, None) and site.state().offered_current_a == 0
+    assert recorder.writes()[-1] == (CIRCUIT, three(0)) and site.state().offered_current_a == 0
     clock.advance(30)
-    await driver.apply(ChargerCommand(10, 3))  # the circuit already holds 10 A: only resume
-    assert recorder.writes()[-1] == (RESUME, None) and len(recorder.writes()) == 5
+    await driver.apply(ChargerCommand(10, 3))  # resumed once already: only the circuit
+    assert recorder.writes()[-1] == (CIRCUIT, three(10)) and len(recorder.writes()) == 5
     assert site.state().offered_current_a == 10
+    driver.forget()  # e.g. a car plugged in: the charger's own pause is unknown again
+    clock.advance(30)
+    await driver.apply(ChargerCommand(8, 3))
+    assert recorder.writes()[-2:] == [(CIRCUIT, three(8)), (RESUME, None)]
+    assert site.state().offered_current_a == 8  # the circuit caps the 32 A the resume sets
     await driver.close()
 
 
@@ -660,26 +729,32 @@ async def test_phase_switching_through_the_circuit_phase_limits(
     await driver.close()
 
 
-async def test_min_write_interval_holds_increases_but_not_decreases_or_pauses(
+async def test_min_write_interval_and_the_reserve_hold_increases_but_not_decreases_or_pauses(
     charger: EaseeCharger, emulator: EaseeEmulator, clock: FakeClock, recorder: Recorder
 ) -> None:
-    await charger.apply(ChargerCommand(10, 3))  # resume + current: the command bucket's burst of 2
+    assert COMMAND_WINDOW == (2, 61.0)
+    await charger.apply(ChargerCommand(10, 3))  # one of the 2 commands a window allows
     clock.advance(10)
     with pytest.raises(WriteDeferred) as deferred:
         await charger.apply(ChargerCommand(12, 3))
     assert deferred.value.retry_after_s == pytest.approx(20.0)
     assert "min_write_interval_s 30 s" in deferred.value.message
-    await charger.apply(ChargerCommand(8, 3))  # a decrease goes early
+    await charger.apply(ChargerCommand(8, 3))  # a decrease goes early, with the command held in reserve
     clock.advance(10)
-    await charger.apply(ChargerCommand(0, 3))  # so does a pause
-    clock.advance(5)
+    with structlog.testing.capture_logs() as events:
+        await charger.apply(ChargerCommand(0, 3))  # so does a pause: commands spent, so by the setting
+    assert [e["event"] for e in events if e["log_level"] != "debug"] == []  # routine: not logged above debug
+    assert "easee.decrease_by_setting" in [e["event"] for e in events]
+    assert recorder.writes()[-1] == (f"/api/chargers/{CHARGER}/settings", {"dynamicChargerCurrent": 0})
+    clock.advance(35)  # t = 55 s, the min_write_interval_s is over
     with pytest.raises(WriteDeferred) as deferred:
-        await charger.apply(ChargerCommand(6, 3))  # resuming is an increase: 30 s after the pause
-    assert deferred.value.retry_after_s == pytest.approx(25.0)
-    clock.advance(25)
+        await charger.apply(ChargerCommand(6, 3))  # an increase keeps a command for a decrease
+    assert "keeping one request for a decrease" in deferred.value.message
+    assert deferred.value.retry_after_s == pytest.approx(10 + 61 - 55)  # both commands out of the window
+    clock.advance(deferred.value.retry_after_s)
     await charger.apply(ChargerCommand(6, 3))
-    assert [p for p, _ in recorder.writes()] == [RESUME, DCC, DCC, PAUSE, RESUME, DCC]
-    assert emulator.count_429 == 0
+    assert [p for p, _ in recorder.writes()] == [DCC, DCC, f"/api/chargers/{CHARGER}/settings", DCC]
+    assert emulator.dynamic_charger_a == 6 and emulator.count_429 == 0
 
 
 @pytest.mark.parametrize("control", ["charger_current", "circuit_current"])
@@ -705,9 +780,11 @@ async def test_a_burst_of_commands_is_deferred_and_never_draws_a_429(
     writes = [(t, p) for t, m, p, _ in emulator.request_log if m == "POST" and "/accounts/" not in p]
     commands = [t for t, p in writes if "/commands/" in p]
     circuit = [t for t, p in writes if p == CIRCUIT]
-    assert max_in_window(commands) <= 2 + 6 and max_in_window(circuit) <= 2 + 8  # BUDGETS
-    assert BUDGETS["commands"] == (2, 6.0) and BUDGETS["circuit_settings"] == (2, 8.0)
-    assert len(commands) + len(circuit) <= (2 + 6 + 2 + 8) * 5  # far below the 300 the caller wanted
+    settings = [t for t, p in writes if p.endswith("/settings") and p != CIRCUIT]
+    assert max_in_window(commands, 61) <= 2 and max_in_window(circuit) <= 2 + 8  # COMMAND_WINDOW, BUDGETS
+    assert max_in_window(settings) <= 2 + 8
+    assert BUDGETS["charger_settings"] == (2, 8.0) and BUDGETS["circuit_settings"] == (2, 8.0)
+    assert len(writes) <= (2 + 8 + 2 + 8) * 5 + 2 * 5  # far below the 300 the caller wanted
     assert all(start <= t <= clock() for t, _ in writes)
 
 
@@ -739,10 +816,7 @@ async def test_ip_block_stops_every_request_and_is_logged_once(
 ) -> None:
     await charger.read()  # logged in
     # another tool on the same network hammers the API until Easee blocks the IP
-    async with httpx.AsyncClient(base_url=emulator.url) as other:
-        login = await other.post("/api/accounts/login", json={"userName": USER, "password": PASSWORD})
-        headers = {"Authorization": f"Bearer {login.json()['accessToken']}"}
-        statuses = [(await other.post(PAUSE, headers=headers)).status_code for _ in range(20)]
+    statuses = await another_tool(emulator, [(PAUSE, None)] * 20)
     assert statuses == [202] * 10 + [429] * 5 + [403] * 5
     requests = emulator.requests
     with structlog.testing.capture_logs() as events:
@@ -785,14 +859,34 @@ async def test_emulator_circuit_settings_and_commands(emulator: EaseeEmulator, s
         assert (await http.post(DCC, json={"amps": 40}, headers=auth)).status_code == 400
         assert (await http.post(DCC, content=b"{", headers=auth)).status_code == 400
         assert (await http.post(COMMANDS + "reboot", headers=auth)).status_code == 404
+        settings = f"/api/chargers/{CHARGER}/settings"
+        for bad in ({"maxCircuitCurrentP1": 16}, {"phaseMode": 4}, {"maxChargerCurrent": 5}, {"enabled": 1}):
+            assert (await http.post(settings, json=bad, headers=auth)).status_code == 400, bad
+        assert (
+            await http.post(settings, json={"phaseMode": 2}, headers=auth)
+        ).status_code == 200  # unchanged
+        writes = emulator.writes
         for command in ("start_charging", "stop_charging"):  # accepted, no effect without authorization
             assert (await http.post(COMMANDS + command, headers=auth)).status_code == 202
         assert site.state().offered_current_a == 10
         stale = {"accessToken": "x", "refreshToken": login.json()["refreshToken"]}
         assert (await http.post("/api/accounts/refresh_token", json=stale)).status_code == 401
         bad = await http.post("/api/accounts/login", json={"userName": USER, "password": "nope"})
-        assert bad.status_code == 401
-    assert emulator.writes == 4  # accepted: two circuit settings (one unchanged), start and stop
+        assert bad.status_code == 400  # as the cloud answers a wrong login
+    assert writes == 3 and emulator.writes == 5  # two circuit settings (one unchanged), a charger setting
+    # (unchanged), start and stop
+
+
+@pytest.mark.parametrize(("share", "statuses"), [(True, [202, 202, 429, 429]), (False, [202, 202, 202, 202])])
+async def test_emulator_counts_all_commands_of_a_charger_together_by_default(
+    site: SiteModel, clock: FakeClock, share: bool, statuses: list[int]
+) -> None:
+    async with EaseeEmulator(site, clock=clock, commands_per_min=2, commands_share_budget=share) as emu:
+        sent = await another_tool(
+            emu, [(PAUSE, None), (RESUME, None), (DCC, {"amps": 10}), (DCC, {"amps": 8})]
+        )
+    assert sent == statuses
+    assert emu.dynamic_charger_a == (8 if not share else 32)  # the resume reset it to the maximum
 
 
 def test_emulator_refuses_non_loopback_host(site: SiteModel) -> None:
@@ -820,14 +914,17 @@ def power_of(command: ChargerCommand) -> float:
     return command.current_a * command.phases
 
 
+@pytest.mark.parametrize("commands_per_min", [10, 2])
 @pytest.mark.parametrize(
     ("settings", "phases"),
     [({}, 3), (circuit_settings(phase_switching=True), "auto")],
     ids=["charger_current-3p", "circuit_current-1p3p"],
 )
 async def test_variable_pv_hour_through_the_controller_draws_no_429(
-    settings: dict[str, Any], phases: Any
+    settings: dict[str, Any], phases: Any, commands_per_min: int
 ) -> None:
+    """Also against a cloud allowing only 2 commands a minute: no 429, and the charger never offers more
+    power than the controller wants for longer than 15 s."""
     start = 1_790_000_000.0 - 1_790_000_000.0 % 60
     clock = FakeClock(start)
     car = CarParams(plug_in_s=0.0, plug_out_s=86400.0, soc_start_pct=20.0)
@@ -846,8 +943,11 @@ async def test_variable_pv_hour_through_the_controller_draws_no_429(
         phase_switches_per_hour=10,
     )
     sent: list[tuple[float, ChargerCommand]] = []
+    wanted: list[tuple[float, float]] = []  # (t_s, W per 230 V: current × phases)
     deferred = read_failures = 0
-    async with EaseeEmulator(site, clock=clock, token_lifetime_s=900) as emu:
+    async with EaseeEmulator(
+        site, clock=clock, token_lifetime_s=900, commands_per_min=commands_per_min
+    ) as emu:
         driver = EaseeCharger(make_config(emu.url, **settings), name=NAME, clock=clock)
         controller = Controller(
             control, ChargePoint(max_current_a=16, phases=phases), capabilities=driver.capabilities
@@ -866,6 +966,7 @@ async def test_variable_pv_hour_through_the_controller_draws_no_429(
                 read_failures += 1
                 reading = None
             command = controller.step(now, meter, reading).command
+            wanted.append((now, power_of(command)))
             if command != applied:
                 try:
                     await driver.apply(command)
@@ -877,6 +978,7 @@ async def test_variable_pv_hour_through_the_controller_draws_no_429(
             clock.advance(5)
         await driver.close()
     assert emu.count_429 == 0 and emu.count_403 == 0
+    assert longest_above_s([(t, a * p, 1) for t, a, p in emu.offers], wanted) <= 15
     assert read_failures == 0  # token expiry and refreshes cost no cycle
     log = list(emu.request_log)
     writes = [t for t, m, p, _ in log if m == "POST" and "/accounts/" not in p]
@@ -884,7 +986,7 @@ async def test_variable_pv_hour_through_the_controller_draws_no_429(
     commands = [t for t, _, p, _ in log if "/commands/" in p]
     circuit = [t for t, _, p, _ in log if p == CIRCUIT]
     polls = [t for t, _, p, _ in log if p.startswith("/state/")]
-    assert max_in_window(commands) <= 8 and max_in_window(circuit) <= 10 and max_in_window(polls) <= 6
+    assert max_in_window(commands, 61) <= 2 and max_in_window(circuit) <= 10 and max_in_window(polls) <= 6
     assert len(polls) <= 3600 / 15 + 1
     # an increase waits min_write_interval_s (30 s) after the previous write; decreases and pauses need not
     for (t0, c0), (t1, c1) in itertools.pairwise(sent):
@@ -912,3 +1014,220 @@ async def test_a_read_and_a_write_at_once_refresh_the_token_once(site: SiteModel
         ends = [p.split("?")[0].rsplit("/", 1)[-1] for p in paths(emu)]
         assert (ends.count("login"), ends.count("refresh_token")) == (1, 1), ends
         assert 401 not in [s for *_, s in emu.request_log]
+
+
+# -- never above the command, whatever the cloud answers (issue 12) --------------------------------
+
+
+class Exit:
+    """What pvcharge's exit did: the ``stopped`` log line's ``charger_left`` and the charger's current."""
+
+    def __init__(self, charger_left: str, offered_a: float) -> None:
+        self.charger_left, self.offered_a = charger_left, offered_a
+
+
+async def run_wanted(
+    driver: EaseeCharger, emu: EaseeEmulator, clock: FakeClock, wanted: list[float], *, cycle_s: float = 5
+) -> tuple[list[tuple[float, float]], Exit]:
+    """Drive ``driver`` as the daemon does (``Daemon._apply``/``_shutdown``): every ``cycle_s`` the wanted
+    current of that cycle, offered again while deferred; at the end the exit pause, skipped when the last
+    command the charger took was a pause.  Returns ``(t_s, wanted A)`` per cycle and the exit."""
+    history: list[tuple[float, float]] = []
+    applied: float | None = None
+    for amps in wanted:
+        history.append((clock(), amps))
+        if amps != applied:
+            try:
+                await driver.apply(ChargerCommand(amps, 3))
+            except WriteDeferred:
+                pass
+            except DeviceError:
+                applied = None
+            else:
+                applied = amps
+        clock.advance(cycle_s)
+    if applied == 0:
+        charger_left = "paused"
+    else:
+        try:
+            await driver.apply(ChargerCommand(0, 3))
+            charger_left = "paused"
+        except DeviceError:
+            charger_left = "unknown: pause failed"
+    await driver.close()
+    return history, Exit(charger_left, emu.offers[-1][1])
+
+
+def longest_above_s(offers: list[tuple[float, float, int]], history: list[tuple[float, float]]) -> float:
+    """The longest time the charger offered more than was wanted, from the emulator's record of what it
+    offered and the wanted current of each cycle (both on the shared clock), in 1-s steps."""
+    longest = above_since = None
+    end = history[-1][0] + 5
+    t = history[0][0]
+    while t <= end:
+        offered = [a for s, a, _ in offers if s <= t][-1]
+        wanted = [a for s, a in history if s <= t][-1]
+        if offered > wanted:
+            above_since = t if above_since is None else above_since
+            longest = max(longest or 0.0, t - above_since)
+        else:
+            above_since = None
+        t += 1
+    return longest or 0.0
+
+
+async def test_a_start_refused_by_a_strict_cloud_never_leaves_the_car_above_the_command(
+    site: SiteModel, clock: FakeClock
+) -> None:
+    """Issue 12: a cloud allowing 2 commands a minute for the charger.  A start used to be
+    ``resume_charging`` (which sets 32 A) then ``set_dynamic_charger_current``: the second one drew a 429,
+    the car ran at 32 A while pvcharge wanted 16 A and then 0 A (the pause waited behind the start's
+    Retry-After), and at exit the log said ``paused`` over a charger at 32 A."""
+    wanted = [0.0] * 2 + [16.0] * 6 + [0.0] * 12 + [16.0] * 4 + [0.0] * 2 + [16.0] * 3
+    async with EaseeEmulator(site, clock=clock, commands_per_min=2) as emu:
+        driver = EaseeCharger(make_config(emu.url), name=NAME, clock=clock)
+        history, left = await run_wanted(driver, emu, clock, wanted)
+    assert longest_above_s(emu.offers, history) <= 15, (emu.offers, emu.request_log)
+    assert max(a for _, a, _ in emu.offers[1:]) <= 16  # never the 32 A of a resume
+    assert left.charger_left != "paused" or left.offered_a == 0, (left.charger_left, emu.offers)
+
+
+async def test_a_decrease_refused_with_429_goes_by_the_setting_at_once(
+    site: SiteModel, clock: FakeClock, recorder: Recorder
+) -> None:
+    """Another tool spent the charger's commands: the decrease is not held until Retry-After."""
+    async with EaseeEmulator(site, clock=clock, commands_per_min=2) as emu:
+        driver = EaseeCharger(make_config(emu.url), name=NAME, clock=clock, transport=recorder)
+        await driver.apply(ChargerCommand(16, 3))
+        assert await another_tool(emu, [(DCC, {"amps": 16})]) == [202]
+        clock.advance(5)
+        await driver.apply(ChargerCommand(6, 3))
+        assert [p for p, _ in recorder.writes()] == [DCC, DCC, f"/api/chargers/{CHARGER}/settings"]
+        assert emu.count_429 == 1 and site.state().offered_current_a == 6
+        await driver.close()
+
+
+async def test_circuit_current_a_refused_resume_leaves_a_paused_charger_paused(
+    site: SiteModel, clock: FakeClock, recorder: Recorder
+) -> None:
+    """Paused by the circuit (0 A), the charger's own pause unknown; another tool spent the commands: the
+    start's resume gets a 429.  The circuit must not be opened before the resume got through: the
+    daemon still counts the pause as the last command the charger took, and leaves it at that at exit."""
+    async with EaseeEmulator(site, clock=clock, commands_per_min=2) as emu:
+        driver = circuit_charger(emu, clock, recorder)
+        await driver.apply(ChargerCommand(0, 3))
+        assert emu.circuit_a == (0, 0, 0) and site.state().offered_current_a == 0
+        assert await another_tool(emu, [(DCC, {"amps": 32})] * 2) == [202, 202]
+        clock.advance(31)
+        with pytest.raises(WriteDeferred):
+            await driver.apply(ChargerCommand(16, 3))
+        assert emu.count_429 == 1
+        assert site.state().offered_current_a == 0, recorder.writes()  # still the pause it last took
+        clock.advance(31)
+        await driver.apply(ChargerCommand(16, 3))
+        assert site.state().offered_current_a == 16
+        assert recorder.writes()[-2:] == [(RESUME, None), (CIRCUIT, three(16))]
+        await driver.close()
+
+
+class NoSettingsEmulator(EaseeEmulator):
+    """A cloud without ``POST /api/chargers/{id}/settings`` (as some emulators are)."""
+
+    async def _charger_settings(self, request: web.Request) -> web.Response:
+        return web.json_response({"title": "Not Found", "status": 404}, status=404)
+
+
+async def test_without_the_setting_a_decrease_waits_for_the_commands_and_says_so_once(
+    site: SiteModel, clock: FakeClock, recorder: Recorder
+) -> None:
+    async with NoSettingsEmulator(site, clock=clock, commands_per_min=2) as emu:
+        driver = EaseeCharger(make_config(emu.url), name=NAME, clock=clock, transport=recorder)
+        await driver.apply(ChargerCommand(16, 3))
+        clock.advance(5)
+        await driver.apply(ChargerCommand(10, 3))
+        clock.advance(5)
+        with structlog.testing.capture_logs() as events:
+            for _ in range(3):
+                with pytest.raises(WriteDeferred) as deferred:
+                    await driver.apply(ChargerCommand(0, 3))
+                clock.advance(5)
+        assert "setting was refused (HTTP 404" in deferred.value.message
+        assert [e["event"] for e in events if e["log_level"] == "warning"] == ["easee.setting_refused"]
+        settings_path = f"/api/chargers/{CHARGER}/settings"
+        assert [p for p, _ in recorder.writes()] == [DCC, DCC, settings_path]  # tried once
+        clock.advance(deferred.value.retry_after_s)
+        await driver.apply(ChargerCommand(0, 3))
+        assert recorder.writes()[-1] == dcc(0) and site.state().offered_current_a == 0
+        await driver.close()
+
+
+@pytest.mark.parametrize("control", ["charger_current", "circuit_current"])
+@pytest.mark.parametrize("seed", range(4))
+async def test_whatever_a_strict_cloud_answers_the_car_is_never_above_the_command_for_15_s(
+    control: str, seed: int, site: SiteModel, clock: FakeClock
+) -> None:
+    """Random commands every 5 s for 15 minutes against a cloud allowing 2 commands a minute: the charger
+    runs above what pvcharge wants for at most 15 s (one cycle here), and an exit that says ``paused``
+    left it paused."""
+    rng = random.Random(seed)
+    wanted: list[float] = []
+    while len(wanted) < 180:
+        wanted += [float(rng.choice([0, 0, 6, 8, 10, 13, 16, 20, 32]))] * rng.randint(1, 8)
+    settings = circuit_settings() if control == "circuit_current" else {}
+    async with EaseeEmulator(site, clock=clock, commands_per_min=2) as emu:
+        driver = EaseeCharger(make_config(emu.url, **settings), name=NAME, clock=clock)
+        history, left = await run_wanted(driver, emu, clock, wanted)
+    assert longest_above_s(emu.offers, history) <= 15, (emu.offers, emu.request_log)
+    assert left.charger_left == "paused" and left.offered_a == 0
+    assert emu.count_403 == 0
+
+
+class SiteMeter:
+    """The simulated site's meter, read in process (the meter is not under test here)."""
+
+    name = "meter site"
+
+    def __init__(self, site: SiteModel, clock: FakeClock) -> None:
+        self.site, self.clock = site, clock
+
+    async def read(self) -> SiteReading:
+        state = self.site.state()
+        return SiteReading(state.grid_power_w, state.pv_power_w, 0.0, None, timestamp_s=self.clock())
+
+    async def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("control", ["charger_current", "circuit_current"])
+async def test_the_daemon_against_a_strict_cloud_never_leaves_the_car_above_its_command(control: str) -> None:
+    """The whole loop (controller, daemon, driver) through a cloudy hour against a cloud allowing 2
+    commands a minute, then stopped: at most 15 s above what the controller wanted, and the ``stopped``
+    line says ``paused`` only over a paused charger."""
+    start = 1_790_000_000.0 - 1_790_000_000.0 % 60
+    clock = FakeClock(start)
+    car = CarParams(plug_in_s=0.0, plug_out_s=86400.0, soc_start_pct=20.0)
+    site = SiteModel(cloudy_hour(start), t_s=start, clock=clock, battery=None, car=car)
+    wanted: list[tuple[float, float]] = []
+
+    async def sleep(delay_s: float) -> None:
+        clock.advance(delay_s)
+
+    async with EaseeEmulator(site, clock=clock, commands_per_min=2) as emu:
+        circuit = (
+            ", control: circuit_current, site_id: 1, circuit_id: 2" if control == "circuit_current" else ""
+        )
+        config = parse_config(
+            "meter: {type: huawei, host: 127.0.0.1}\n"
+            f"charger: {{type: easee, url: '{emu.url}', username: {USER}, password: {PASSWORD}, "
+            f"charger_id: {CHARGER}{circuit}}}\n"
+            "control: {interval_s: 5, cloud_filter: 30, min_on_s: 60, min_off_s: 60}\n"
+        )
+        driver = EaseeCharger(config.charger.settings, name=NAME, clock=clock)
+        daemon = Daemon(config, SiteMeter(site, clock), driver, clock=clock, sleep=sleep)
+        daemon.on_cycle = lambda cycle: wanted.append((cycle.now, power_of(cycle.decision.command)))
+        with structlog.testing.capture_logs() as events:
+            await daemon.run(max_cycles=600)
+    assert daemon.stats.starts >= 2 and daemon.stats.charger_writes >= 10, daemon.stats
+    assert longest_above_s([(t, a * p, 1) for t, a, p in emu.offers], wanted) <= 15, emu.offers
+    (stopped,) = [e for e in events if e["event"] == "stopped"]
+    assert stopped["charger_left"] != "paused" or emu.offers[-1][1] == 0, (stopped, emu.offers[-1])

@@ -135,7 +135,7 @@ async def test_no_secret_in_any_output_of_a_full_run(tmp_path: Path) -> None:
         outputs.append(await pvcharge("probe", "--json", "--config", str(wrong)))
 
         def refused() -> int:
-            return sum(1 for _, _, path, status in easee.request_log if "login" in path and status == 401)
+            return sum(1 for _, _, path, status in easee.request_log if "login" in path and status == 400)
 
         before = refused()
         outputs.append(

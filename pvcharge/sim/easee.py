@@ -5,8 +5,9 @@ Emulated (reference ``chargers.md`` §1 and its checklist §1.8; sources [E-auth
 [EV] as keyed there):
 
 - ``POST /api/accounts/login {"userName", "password"}`` → 200 ``{"accessToken", "expiresIn",
-  "accessClaims", "tokenType": "Bearer", "refreshToken"}``; 401 for a wrong login, 400 for a malformed
-  body.  ``POST /api/accounts/refresh_token {"accessToken", "refreshToken"}`` → a new pair (the old pair
+  "accessClaims", "tokenType": "Bearer", "refreshToken"}``; 400 for a wrong login (as the cloud answers
+  it: pyeasee raises ``BadRequestException``) or a malformed body.
+  ``POST /api/accounts/refresh_token {"accessToken", "refreshToken"}`` → a new pair (the old pair
   stops working); 401 for an unknown, used or revoked pair (§1.1).
 - Every other call needs ``Authorization: Bearer <accessToken>``; 401 when it is missing, unknown or
   older than ``token_lifetime_s``.
@@ -19,26 +20,39 @@ Emulated (reference ``chargers.md`` §1 and its checklist §1.8; sources [E-auth
 - ``POST /api/chargers/{id}/commands/{command}`` → 202 ``{"device", "commandId", "ticks"}``:
   ``set_dynamic_charger_current {"amps": 0–32, "minutes": n}`` sets the dynamic charger current (the TTL is
   accepted, not emulated); ``pause_charging`` sets it to 0, ``resume_charging`` back to 32 A (evcc waits
-  for DCC = 32 after a resume [EV]); ``start_charging``/``stop_charging`` are accepted without effect
-  (authorization is not required here, §1.4 [GEN]).
+  for DCC = 32 after a resume [EV]); ``start_charging``/``stop_charging``/``toggle_charging`` are
+  accepted without effect (authorization is not required here, §1.4 [GEN]).
+- ``POST /api/chargers/{id}/settings`` with ``ChargerSettings`` keys (:data:`CHARGER_SETTINGS`; any
+  other → 400): ``dynamicChargerCurrent`` (0–32 A) sets the dynamic charger current as the command does
+  (evcc's way [EV]), ``maxChargerCurrent`` caps the charger (6–32 A), the others are stored and shown in
+  ``config``; 202 ``[{"device", "commandId", "ticks"}]``, or 200 when nothing changed (§1.3, §1.8).
+- What pyeasee 0.8.21 reads in ordinary use [P]: ``GET /api/chargers`` (its ``get_chargers``),
+  ``GET /api/chargers/{id}/config``, ``/site``, ``GET /api/sites``, ``/api/sites/{id}?detailed=true``,
+  ``/api/sites/{id}/state``, ``/api/accounts/products``; and ``POST``/``GET
+  /api/sites/{site}/circuits/{circuit}/dynamicCurrent`` ``{"phase1..3", "timeToLive"}`` (floored to whole
+  amps like the settings; the TTL is accepted, not emulated).
 - ``POST /api/sites/{site}/circuits/{circuit}/settings`` with ``dynamicCircuitCurrentP1..P3`` (0–80 A,
   floored to whole amps; an omitted phase goes to 0 [ioBroker.easee#23]; any other key → 400) → 202
   ``[{"device", "commandId", "ticks"}]``, or 200 when nothing changed (§1.3, §1.8).
 - The charger applies the lowest of its limits [E-limits]: the site is offered
-  ``min(dynamic charger current, circuit limit, 32 A)`` on 1 phase when P2 = P3 = 0 (circuit limit P1),
-  otherwise on 3 (circuit limit ``min(P1, P2, P3)``) [EV].  From construction the charger holds 32 A on
-  3 phases: an Easee without limits charges a plugged-in car at full current.
-- Rate limits (§1.6): a sliding 60-s window per endpoint (each command and each circuit's settings
-  path): ``settings_per_min`` for circuit settings (published 20/min [GEN]), ``commands_per_min`` for each
-  command (undocumented).  Over it: 429 with ``Retry-After`` in whole seconds until the window has room.
+  ``min(dynamic charger current, circuit limit, maxChargerCurrent, 32 A)`` on 1 phase when P2 = P3 = 0
+  (circuit limit P1), otherwise on 3 (circuit limit ``min(P1, P2, P3)``) [EV].  From construction the
+  charger holds 32 A on 3 phases: an Easee without limits charges a plugged-in car at full current.
+- Rate limits (§1.6): a sliding 60-s window: ``settings_per_min`` for each settings path (charger settings,
+  circuit settings, circuit ``dynamicCurrent``; published 20/min [GEN]); ``commands_per_min`` for the
+  commands, which Easee does not publish: by default all commands of a charger count together (the
+  harsher reading), with ``commands_share_budget=False`` each command path on its own.
+  Over it: 429 with ``Retry-After`` in whole seconds until the window has room.
   After ``block_after_429s`` 429 answers within :data:`BLOCK_WINDOW_S`, every request answers 403 with the
   "IP blocked" text of §1.6 for the rest of the emulator's life.  Login and state reads are not limited
   (no published limit).
 - ``chargerOpMode``: 1 no car; 3 the car draws; 2 AwaitingStart when offered < 6 A (paused or limited);
   4 Completed when the car is full; 6 ReadyToCharge otherwise (§1.2 table).
 
-Not emulated: SignalR, charger ``settings``, ``dynamicCurrent`` with TTL, sites/config endpoints, the
-reset of a pause on a new car connection, cloud latency.
+- :attr:`offers` records what the charger ran at: every change of the offered current, on ``clock``.
+
+Not emulated: SignalR, TTLs, the reset of a pause on a new car connection, schedules, sessions, cloud
+latency.
 """
 
 from __future__ import annotations
@@ -50,7 +64,7 @@ import math
 import secrets
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from datetime import UTC, datetime
 from typing import Any
 
@@ -79,7 +93,24 @@ _COMMANDS = (
     "resume_charging",
     "start_charging",
     "stop_charging",
+    "toggle_charging",
 )
+#: ``ChargerSettings`` keys accepted by ``POST /api/chargers/{id}/settings`` (Easee OpenAPI [GEN];
+#: those pyeasee sends [P]) and their initial values; ``dynamicChargerCurrent`` is the live value.
+CHARGER_SETTINGS: dict[str, object] = {
+    "enabled": True,
+    "enableIdleCurrent": False,
+    "limitToSinglePhaseCharging": False,
+    "lockToSinglePhaseCharging": False,
+    "phaseMode": 2,
+    "smartButtonEnabled": False,
+    "smartCharging": False,
+    "ledStripBrightness": 50,
+    "maxChargerCurrent": 32,
+    "dynamicChargerCurrent": 32,
+}
+#: the text of the cloud's 400 for a wrong login (unverified wording; the status is what clients act on).
+WRONG_LOGIN_TITLE = "Invalid username or password"
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -88,10 +119,33 @@ def _error(status: int, title: str, headers: dict[str, str] | None = None) -> we
     return web.json_response({"title": title, "status": status}, status=status, headers=headers)
 
 
-def _number(value: object, name: str, high: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= high:
-        raise ValueError(f"{name}: expected a number within 0–{high:g}, got {json.dumps(value)}")
+def _number(value: object, name: str, high: float, low: float = 0) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
+        raise ValueError(f"{name}: expected a number within {low:g}–{high:g}, got {json.dumps(value)}")
     return float(value)
+
+
+def _amps(value: object) -> float:
+    """A current setting, checked by :func:`_setting`."""
+    assert isinstance(value, int | float)
+    return float(value)
+
+
+def _setting(key: str, value: object) -> object:
+    """A charger setting's value checked by its type (:data:`CHARGER_SETTINGS`); ``ValueError`` if not."""
+    if key == "dynamicChargerCurrent":
+        return _number(value, key, MAX_CHARGER_A)
+    if key == "maxChargerCurrent":
+        return _number(value, key, MAX_CHARGER_A, MIN_CURRENT_A)
+    if key == "ledStripBrightness":
+        return int(_number(value, key, 100))
+    if key == "phaseMode":
+        if value not in (1, 2, 3) or isinstance(value, bool):
+            raise ValueError(f"phaseMode: expected 1, 2 or 3, got {json.dumps(value)}")
+        return value
+    if not isinstance(value, bool):
+        raise ValueError(f"{key}: expected true or false, got {json.dumps(value)}")
+    return value
 
 
 class EaseeEmulator(LoopbackHttpServer):
@@ -105,8 +159,10 @@ class EaseeEmulator(LoopbackHttpServer):
         username, password: the account login.
         charger_id, site_id, circuit_id: the ids of the charger, its site and its circuit.
         token_lifetime_s: ``expiresIn`` of access tokens, s on ``clock``.
-        settings_per_min: requests per endpoint and 60 s for circuit settings.
-        commands_per_min: requests per endpoint and 60 s for each charger command.
+        settings_per_min: requests per 60 s for each settings path.
+        commands_per_min: command requests per 60 s.
+        commands_share_budget: all commands of the charger count in one window (default, the harsher
+            reading of an unpublished limit); ``False``: each command path has its own.
         block_after_429s: this many 429 answers within :data:`BLOCK_WINDOW_S` block the IP (403).
         clock: Unix seconds for tokens, rate windows and observation timestamps; share the driver's
             clock when it is simulated.
@@ -123,11 +179,14 @@ class EaseeEmulator(LoopbackHttpServer):
     Attributes:
         requests: requests that reached the emulator (those answered by a fault of :attr:`faults` are
             only in :attr:`received`).
-        writes: accepted command and circuit-settings requests.
+        writes: accepted command and settings requests.
+        offers: ``(t_s, current_a, phases)`` at construction and at every change of what the charger
+            offers the car (the lowest of its limits).
         count_429, count_403: answers with that status.
         request_log: the last 4096 requests as ``(t_s, method, path with query, status)``.
         issued_tokens: every access and refresh token handed out (for tests that check none leaks).
         dynamic_charger_a: the dynamic charger current, A.
+        settings: the charger settings (:data:`CHARGER_SETTINGS`).
         circuit_a: the circuit dynamic currents P1..P3, whole A.
 
     Raises:
@@ -148,6 +207,7 @@ class EaseeEmulator(LoopbackHttpServer):
         token_lifetime_s: float = 3600,
         settings_per_min: int = 20,
         commands_per_min: int = 10,
+        commands_share_budget: bool = True,
         block_after_429s: int = 5,
         clock: Callable[[], float] = time.time,
         tls: bool = False,
@@ -160,6 +220,7 @@ class EaseeEmulator(LoopbackHttpServer):
         self.token_lifetime_s = token_lifetime_s
         self.settings_per_min = settings_per_min
         self.commands_per_min = commands_per_min
+        self.commands_share_budget = commands_share_budget
         self.block_after_429s = block_after_429s
         self.clock = clock
         self.reply_delay_s = 0.0
@@ -172,6 +233,8 @@ class EaseeEmulator(LoopbackHttpServer):
         self.issued_tokens: list[str] = []
         self.dynamic_charger_a = float(MAX_CHARGER_A)
         self.circuit_a = (MAX_CHARGER_A, MAX_CHARGER_A, MAX_CHARGER_A)
+        self.settings = dict(CHARGER_SETTINGS)
+        self.offers: list[tuple[float, float, int]] = []
         self._username = username
         self._password = password
         self._access: dict[str, float] = {}  # access token → expiry on clock
@@ -197,7 +260,17 @@ class EaseeEmulator(LoopbackHttpServer):
         app.router.add_get("/state/{charger}/observations", self._observations)
         app.router.add_route("*", "/api/chargers/{charger}/state", self._removed)
         app.router.add_post("/api/chargers/{charger}/commands/{command}", self._command)
+        app.router.add_post("/api/chargers/{charger}/settings", self._charger_settings)
         app.router.add_post("/api/sites/{site}/circuits/{circuit}/settings", self._circuit_settings)
+        app.router.add_post("/api/sites/{site}/circuits/{circuit}/dynamicCurrent", self._dynamic_current)
+        app.router.add_get("/api/sites/{site}/circuits/{circuit}/dynamicCurrent", self._get_dynamic_current)
+        app.router.add_get("/api/chargers", self._chargers)
+        app.router.add_get("/api/chargers/{charger}/config", self._config)
+        app.router.add_get("/api/chargers/{charger}/site", self._charger_site)
+        app.router.add_get("/api/sites", self._sites)
+        app.router.add_get("/api/sites/{site}", self._site)
+        app.router.add_get("/api/sites/{site}/state", self._site_state)
+        app.router.add_get("/api/accounts/products", self._products)
         return app
 
     def _freeze(self) -> None:
@@ -258,6 +331,16 @@ class EaseeEmulator(LoopbackHttpServer):
         retry_after = max(1, math.ceil(window[0] + WINDOW_S - now))
         return _error(429, "Too Many Requests", headers={"Retry-After": str(retry_after)})
 
+    async def _settings_body(self, request: web.Request, known: Collection[str]) -> dict[str, Any]:
+        """A settings body: a JSON object of ``known`` keys (partial is fine); ``ValueError`` if not."""
+        body = await self._json(request)
+        if not isinstance(body, dict):
+            raise ValueError("expected a JSON object of settings")
+        unknown = sorted(set(body) - set(known))
+        if unknown:
+            raise ValueError(f"unknown setting(s): {', '.join(unknown)}")
+        return body
+
     async def _json(self, request: web.Request) -> Any:
         try:
             return json.loads(await request.text())
@@ -289,7 +372,7 @@ class EaseeEmulator(LoopbackHttpServer):
         if not isinstance(body, dict) or not {"userName", "password"} <= body.keys():
             return _error(400, "expected userName and password")
         if body["userName"] != self._username or body["password"] != self._password:
-            return _error(401, "Invalid username or password")
+            return _error(400, WRONG_LOGIN_TITLE)
         return self._tokens()
 
     async def _refresh_token(self, request: web.Request) -> web.Response:
@@ -314,10 +397,9 @@ class EaseeEmulator(LoopbackHttpServer):
         return _error(404, "Not Found: removed on 2026-09-01; use GET /state/{chargerId}/observations")
 
     async def _observations(self, request: web.Request) -> web.Response:
-        if not self._authorized(request):
-            return _error(401, "Unauthorized", headers={"WWW-Authenticate": "Bearer"})
-        if request.match_info["charger"] != self.charger_id:
-            return _error(404, "Charger not found")
+        refused = self._refused(request)
+        if refused is not None:
+            return refused
         try:
             wanted = [int(i) for i in request.query.get("ids", "").split(",") if i.strip()]
         except ValueError:
@@ -333,12 +415,14 @@ class EaseeEmulator(LoopbackHttpServer):
         return web.json_response({"observations": observations})
 
     async def _command(self, request: web.Request) -> web.Response:
-        if not self._authorized(request):
-            return _error(401, "Unauthorized", headers={"WWW-Authenticate": "Bearer"})
+        refused = self._refused(request)
+        if refused is not None:
+            return refused
         command = request.match_info["command"]
-        if request.match_info["charger"] != self.charger_id or command not in _COMMANDS:
+        if command not in _COMMANDS:
             return _error(404, "Not Found")
-        limited = self._limited(request.path, self.commands_per_min)
+        budget = f"commands {self.charger_id}" if self.commands_share_budget else request.path
+        limited = self._limited(budget, self.commands_per_min)
         if limited is not None:
             return limited
         if command == "set_dynamic_charger_current":
@@ -361,34 +445,222 @@ class EaseeEmulator(LoopbackHttpServer):
             {"device": self.charger_id, "commandId": next(self._ids), "ticks": self._ticks()}, status=202
         )
 
+    async def _charger_settings(self, request: web.Request) -> web.Response:
+        refused = self._refused(request) or self._limited(request.path, self.settings_per_min)
+        if refused is not None:
+            return refused
+        try:
+            body = await self._settings_body(request, CHARGER_SETTINGS)
+            changes = {key: _setting(key, value) for key, value in body.items()}
+        except ValueError as exc:
+            return _error(400, str(exc))
+        self.writes += 1
+        current = {**self.settings, "dynamicChargerCurrent": self.dynamic_charger_a}
+        if all(current[key] == value for key, value in changes.items()):
+            return web.Response(status=200)
+        self.settings.update(changes)
+        if "dynamicChargerCurrent" in changes:
+            self.dynamic_charger_a = _amps(changes["dynamicChargerCurrent"])
+        self._offer()
+        return self._accepted()
+
+    async def _dynamic_current(self, request: web.Request) -> web.Response:
+        refused = self._refused_circuit(request) or self._limited(request.path, self.settings_per_min)
+        if refused is not None:
+            return refused
+        try:
+            body = await self._json(request)
+            if not isinstance(body, dict) or not {"phase1", "phase2", "phase3"} <= body.keys():
+                raise ValueError('expected {"phase1": A, "phase2": A, "phase3": A, "timeToLive": minutes}')
+            p1, p2, p3 = (
+                math.floor(_number(body[k], k, MAX_CIRCUIT_A)) for k in ("phase1", "phase2", "phase3")
+            )
+            _number(body.get("timeToLive", 0), "timeToLive", 60 * 24 * 365)
+        except ValueError as exc:
+            return _error(400, str(exc))
+        return self._set_circuit((p1, p2, p3))
+
+    async def _get_dynamic_current(self, request: web.Request) -> web.Response:
+        refused = self._refused_circuit(request)
+        if refused is not None:
+            return refused
+        p1, p2, p3 = self.circuit_a
+        return web.json_response({"phase1": p1, "phase2": p2, "phase3": p3})
+
+    async def _chargers(self, request: web.Request) -> web.Response:
+        return self._refused(request, charger=False) or web.json_response([self._charger_record()])
+
+    async def _config(self, request: web.Request) -> web.Response:
+        return self._refused(request) or web.json_response(self._charger_config())
+
+    async def _charger_site(self, request: web.Request) -> web.Response:
+        return self._refused(request) or web.json_response(self._site_record(detailed=True))
+
+    async def _sites(self, request: web.Request) -> web.Response:
+        return self._refused(request, charger=False) or web.json_response([self._site_record(detailed=False)])
+
+    async def _site(self, request: web.Request) -> web.Response:
+        refused = self._refused(request, charger=False)
+        if refused is not None:
+            return refused
+        if request.match_info["site"] != str(self.site_id):
+            return _error(404, "Site not found")
+        return web.json_response(self._site_record(detailed=True))
+
+    async def _site_state(self, request: web.Request) -> web.Response:
+        refused = self._refused(request, charger=False)
+        if refused is not None:
+            return refused
+        if request.match_info["site"] != str(self.site_id):
+            return _error(404, "Site not found")
+        charger = {
+            "chargerID": self.charger_id,
+            "chargerState": self._state(),
+            "chargerConfig": self._charger_config(),
+        }
+        circuit = {"circuitID": self.circuit_id, "chargerStates": [charger]}
+        return web.json_response({"siteId": self.site_id, "circuitStates": [circuit], "equalizerStates": []})
+
+    async def _products(self, request: web.Request) -> web.Response:
+        refused = self._refused(request, charger=False)
+        if refused is not None:
+            return refused
+        site = self._site_record(detailed=True)
+        product = {key: site[key] for key in ("id", "name", "circuits", "equalizers")}
+        return web.json_response([product])
+
     async def _circuit_settings(self, request: web.Request) -> web.Response:
+        refused = self._refused_circuit(request) or self._limited(request.path, self.settings_per_min)
+        if refused is not None:
+            return refused
+        try:
+            body = await self._settings_body(request, _CIRCUIT_KEYS)
+            p1, p2, p3 = (math.floor(_number(body.get(k, 0), k, MAX_CIRCUIT_A)) for k in _CIRCUIT_KEYS)
+        except ValueError as exc:
+            return _error(400, str(exc))
+        return self._set_circuit((p1, p2, p3))
+
+    def _set_circuit(self, circuit: tuple[int, int, int]) -> web.Response:
+        self.writes += 1
+        if circuit == self.circuit_a:
+            return web.Response(status=200)
+        self.circuit_a = circuit
+        self._offer()
+        return self._accepted()
+
+    def _accepted(self) -> web.Response:
+        """202 ``[{"device", "commandId", "ticks"}]``: how settings are accepted (§1.4)."""
+        reply = [{"device": self.charger_id, "commandId": next(self._ids), "ticks": self._ticks()}]
+        return web.json_response(reply, status=202)
+
+    def _refused(self, request: web.Request, *, charger: bool = True) -> web.Response | None:
+        """401 without a valid token, 404 for another charger id; ``None`` when the request may go on."""
         if not self._authorized(request):
             return _error(401, "Unauthorized", headers={"WWW-Authenticate": "Bearer"})
-        if (request.match_info["site"], request.match_info["circuit"]) != (
+        if charger and request.match_info["charger"] != self.charger_id:
+            return _error(404, "Charger not found")
+        return None
+
+    def _refused_circuit(self, request: web.Request) -> web.Response | None:
+        refused = self._refused(request, charger=False)
+        if refused is None and (request.match_info["site"], request.match_info["circuit"]) != (
             str(self.site_id),
             str(self.circuit_id),
         ):
             return _error(404, "Circuit not found")
-        limited = self._limited(request.path, self.settings_per_min)
-        if limited is not None:
-            return limited
-        try:
-            body = await self._json(request)
-            if not isinstance(body, dict):
-                raise ValueError("expected a JSON object of settings")
-            unknown = sorted(set(body) - set(_CIRCUIT_KEYS))
-            if unknown:
-                raise ValueError(f"unknown setting(s): {', '.join(unknown)}")
-            p1, p2, p3 = (math.floor(_number(body.get(k, 0), k, MAX_CIRCUIT_A)) for k in _CIRCUIT_KEYS)
-        except ValueError as exc:
-            return _error(400, str(exc))
-        self.writes += 1
-        if (p1, p2, p3) == self.circuit_a:
-            return web.Response(status=200)
-        self.circuit_a = (p1, p2, p3)
-        self._offer()
-        reply = [{"device": self.charger_id, "commandId": next(self._ids), "ticks": self._ticks()}]
-        return web.json_response(reply, status=202)
+        return refused
+
+    # -- records (shapes as pyeasee reads them [P]) ---------------------------------------------------
+
+    def _charger_record(self) -> dict[str, Any]:
+        return {
+            "id": self.charger_id,
+            "name": self.charger_id,
+            "color": 1,
+            "createdOn": "2024-03-01T10:00:00Z",
+            "updatedOn": "2026-09-01T10:00:00Z",
+            "backPlate": {"id": "BP" + self.charger_id[2:], "masterBackPlateId": "BP" + self.charger_id[2:]},
+            "levelOfAccess": 1,
+            "productCode": 1,
+            "userRole": 1,
+            "isTemporary": False,
+        }
+
+    def _site_record(self, *, detailed: bool) -> dict[str, Any]:
+        site: dict[str, Any] = {
+            "id": self.site_id,
+            "siteKey": f"EMUL-{self.site_id:04d}",
+            "name": "pvcharge emulated site",
+            "levelOfAccess": 1,
+            "address": {"street": "Loopback 1", "zip": "12700", "area": "Localhost", "country": {"id": "DE"}},
+            "ratedCurrent": 35,
+            "createdOn": "2024-03-01T10:00:00Z",
+            "updatedOn": "2026-09-01T10:00:00Z",
+        }
+        if detailed:
+            circuit = {
+                "id": self.circuit_id,
+                "siteId": self.site_id,
+                "circuitPanelId": 1,
+                "panelName": "1",
+                "ratedCurrent": MAX_CHARGER_A,
+                "fuse": MAX_CHARGER_A,
+                "chargers": [self._charger_record()],
+            }
+            site.update(circuits=[circuit], equalizers=[])
+        return site
+
+    def _charger_config(self) -> dict[str, Any]:
+        settings = self.settings
+        return {
+            "isEnabled": settings["enabled"],
+            "lockCablePermanently": False,
+            "authorizationRequired": False,
+            "remoteStartRequired": False,
+            "smartButtonEnabled": settings["smartButtonEnabled"],
+            "wiFiSSID": "pvcharge-emulator",
+            "detectedPowerGridType": 1,
+            "offlineChargingMode": 0,
+            "circuitMaxCurrentP1": MAX_CHARGER_A,
+            "circuitMaxCurrentP2": MAX_CHARGER_A,
+            "circuitMaxCurrentP3": MAX_CHARGER_A,
+            "enableIdleCurrent": settings["enableIdleCurrent"],
+            "limitToSinglePhaseCharging": settings["limitToSinglePhaseCharging"],
+            "phaseMode": settings["phaseMode"],
+            "localNodeType": 1,  # Master
+            "localAuthorizationRequired": False,
+            "localRadioForAuthorizationRequired": False,
+            "localPreAuthorizeEnabled": False,
+            "localAuthorizeOfflineEnabled": False,
+            "allowOfflineTxForUnknownId": False,
+            "maxChargerCurrent": settings["maxChargerCurrent"],
+            "ledStripBrightness": settings["ledStripBrightness"],
+            "chargingSchedule": None,
+        }
+
+    def _state(self) -> dict[str, Any]:
+        """The former ``ChargerStateDTO`` (§1.2), as ``sites/{id}/state`` still carries it."""
+        observed = self._observed()
+        names = {
+            109: "chargerOpMode",
+            120: "totalPower",
+            114: "outputCurrent",
+            48: "dynamicChargerCurrent",
+            110: "outputPhase",
+            111: "dynamicCircuitCurrentP1",
+            112: "dynamicCircuitCurrentP2",
+            113: "dynamicCircuitCurrentP3",
+            183: "inCurrentT3",
+            184: "inCurrentT4",
+            185: "inCurrentT5",
+        }
+        state: dict[str, Any] = {name: observed[i][1] for i, name in names.items()}
+        offered, _ = self._limit()
+        reason = 0
+        if offered < MIN_CURRENT_A:  # chargers.md §1.2: 2 dynamic circuit limit, 52 dynamic charger limit
+            reason = 52 if self.dynamic_charger_a < MIN_CURRENT_A else 2
+        state.update(reasonForNoCurrent=reason, isOnline=True, cableRating=MAX_CHARGER_A, errorCode=0)
+        return state
 
     # -- device state -----------------------------------------------------------------------------
 
@@ -400,10 +672,13 @@ class EaseeEmulator(LoopbackHttpServer):
         """The offered current per phase in A and the phases: the lowest of the charger's limits."""
         p1, p2, p3 = self.circuit_a
         phases, circuit = (1, p1) if p2 == 0 and p3 == 0 else (3, min(p1, p2, p3))
-        return min(self.dynamic_charger_a, circuit, MAX_CHARGER_A), phases
+        max_a = _amps(self.settings["maxChargerCurrent"])
+        return min(self.dynamic_charger_a, circuit, max_a, MAX_CHARGER_A), phases
 
     def _offer(self) -> None:
         current, phases = self._limit()
+        if not self.offers or self.offers[-1][1:] != (current, phases):
+            self.offers.append((self.clock(), current, phases))
         self.site.offer(current, phases)
 
     def _observed(self) -> dict[int, tuple[int, object]]:

@@ -1,0 +1,555 @@
+"""Easee cloud HTTP client: login and token refresh, request budgets, retries, 429 and IP-block handling.
+
+The charger semantics (what to send for a command, observations) live in :mod:`pvcharge.chargers.easee`.
+
+Device facts (reference ``chargers.md`` §1; sources as keyed there: [E-auth] Easee developer docs;
+[GEN] Easee OpenAPI endpoint descriptions; [P] pyeasee; [EV] evcc ``charger/easee*``):
+
+- Base URL ``https://api.easee.com``; JSON bodies; ``Authorization: Bearer <accessToken>`` on every
+  call except login and refresh (§1.1 [E-auth; P]).
+- Login ``POST /api/accounts/login {"userName", "password"}`` → ``{"accessToken", "expiresIn" (s),
+  "refreshToken", …}``; a wrong login answers 400 (401 and 403 are taken the same way); refresh ``POST
+  /api/accounts/refresh_token {"accessToken", "refreshToken"}`` → the same; ``expiresIn`` is honoured
+  (docs say 3600, a pyeasee fixture has 86400); refresh 60 s before expiry and log in again when the
+  refresh is refused with 400/401 (§1.1 [P; EV]).
+- Replies: 200, or 202 ``{"device", "commandId", "ticks"}`` (a list for settings); 400/401/403/500;
+  503 "try again in about a minute"; 504 "end device is not reachable" (§1.4 [EV; GEN]).
+- Rate limits (§1.6): charger and circuit ``settings`` 20/min [GEN]; state reads and commands
+  undocumented; over a limit HTTP 429 with ``Retry-After`` [P; easee_hass#684; evcc#8290]; sustained
+  abuse gets the IP blocked: HTTP 403 "Too many requests, … Your IP is registered in our systems and is
+  now blocked" [evcc#3835; easee_hass#117].  pyeasee throttles to 500 requests per 300 s overall [P].
+
+How this client stays inside them: one budget per endpoint class (:data:`BUDGETS`, and
+:data:`COMMAND_WINDOW` for the charger commands), taken for every HTTP attempt (retries included); a 429
+stops that endpoint class until ``Retry-After``; a 403 "IP blocked" stops everything until restart.
+Tokens and the password go only into request bodies and the ``Authorization`` header: never into a
+log line, an exception or a repr.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections import deque
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import httpx
+import structlog
+
+from pvcharge.errors import DeviceError, DeviceProtocolError, DeviceUnavailable
+from pvcharge.retry import (
+    ServerError,
+    backoff_retrying,
+    describe,
+    not_json,
+    parse_retry_after,
+    retry_transient,
+    tls_failure,
+    tls_message,
+)
+from pvcharge.settings import Secret
+
+Clock = Callable[[], float]
+
+DEFAULT_URL = "https://api.easee.com"  #: chargers.md §1
+
+#: endpoint class → (bucket capacity, refill per minute).  A bucket lets through at most capacity +
+#: refill requests in any 60 s, kept well inside chargers.md §1.6: charger and circuit settings 10 of
+#: the published 20/min [GEN]; state reads (undocumented) 6, of which polling every >= 15 s uses 4;
+#: login and refresh 4 (a revoked token costs a refused refresh and a login right after the first login).
+BUDGETS: dict[str, tuple[int, float]] = {
+    "circuit_settings": (2, 8.0),
+    "charger_settings": (2, 8.0),
+    "state": (2, 4.0),
+    "auth": (3, 1.0),
+}
+#: the charger commands (``/api/chargers/{id}/commands/*``, all paths together) → (requests, window in
+#: s).  Easee publishes no limit for them and evcc#8290 met 429 on ``resume_charging``; this assumes the
+#: harshest reading seen (2 per minute for all commands of a charger together), with 1 s to spare for
+#: the cloud's clock and latency.
+COMMAND_WINDOW: tuple[int, float] = (2, 61.0)
+
+REFRESH_MARGIN_S = 60.0  #: refresh the access token this long before it expires (pyeasee, §1.1 [P])
+LOGIN_REFUSED_BACKOFF_S = 300.0  #: after a refused login, no new attempt for this long (account lockout)
+DEFAULT_RETRY_AFTER_S = 60.0  #: wait after a 429 without a usable ``Retry-After`` header, in s
+
+#: backoff between attempts after a timeout or 5xx: 0.2 s, 0.4 s … up to 2 s, each plus 0–0.2 s random.
+_BACKOFF_INITIAL_S = 0.2
+_BACKOFF_MAX_S = 2.0
+
+
+class Budget(Protocol):
+    """A request budget on an injected clock (:class:`TokenBucket`, :class:`SlidingWindow`)."""
+
+    def wait_s(self, count: int = 1) -> float:
+        """Seconds until ``count`` requests may go (0 if they may now)."""
+        ...
+
+    def try_take(self, count: int = 1) -> float:
+        """Take ``count`` if they may go now and return 0; otherwise take none and return the wait in s."""
+        ...
+
+    def hold_until(self, t_s: float, *, refused: bool = False) -> None:
+        """Nothing before ``t_s`` (a server's ``Retry-After``); ``refused``: the last take drew it."""
+        ...
+
+
+class TokenBucket:
+    """A token bucket on an injected clock: at most ``capacity + per_minute × T / 60`` takes in any T s.
+
+    It starts full.  Pure: no I/O, no sleeping; time comes from ``clock`` (a clock stepping backwards
+    counts as no time passing).
+
+    Args:
+        capacity: the most tokens it holds (the burst), >= 1.
+        per_minute: refill rate in tokens per minute, > 0.
+        clock: seconds, e.g. ``time.time``.
+
+    Raises:
+        ValueError: capacity < 1 or per_minute <= 0.
+    """
+
+    def __init__(self, capacity: int, per_minute: float, clock: Clock) -> None:
+        if capacity < 1 or not per_minute > 0:
+            raise ValueError(f"capacity must be >= 1 and per_minute > 0, got {capacity}, {per_minute}")
+        self.capacity = capacity
+        self.per_minute = per_minute
+        self._clock = clock
+        self._tokens = float(capacity)
+        self._at = clock()
+        self._not_before = -math.inf  # a server's Retry-After: no token before this time
+
+    @property
+    def max_per_minute(self) -> float:
+        """The most takes in any 60 s: ``capacity + per_minute``."""
+        return self.capacity + self.per_minute
+
+    def _refill(self) -> None:
+        now = self._clock()
+        if now > self._at:
+            self._tokens = min(float(self.capacity), self._tokens + (now - self._at) * self.per_minute / 60)
+        self._at = now
+
+    def wait_s(self, count: int = 1) -> float:
+        """Seconds until ``count`` tokens are there (0 if they are now)."""
+        self._refill()
+        held_s = self._not_before - self._at
+        missing = count - self._tokens
+        refill_s = 0.0 if missing <= 1e-9 else missing * 60 / self.per_minute
+        return max(refill_s, held_s) if held_s > 0 else refill_s
+
+    def try_take(self, count: int = 1) -> float:
+        """Take ``count`` tokens if they are there and return 0; otherwise take none and return the wait
+        in s."""
+        wait = self.wait_s(count)
+        if wait == 0.0:
+            self._tokens -= count
+        return wait
+
+    def hold_until(self, t_s: float, *, refused: bool = False) -> None:
+        """No token before ``t_s`` (a server's ``Retry-After``); one token is there at ``t_s``.  The token
+        of a ``refused`` take is not given back: the hold covers it."""
+        self._refill()
+        self._tokens = min(self._tokens, 1.0 - (t_s - self._at) * self.per_minute / 60)
+        self._not_before = max(self._not_before, t_s)
+
+
+class SlidingWindow:
+    """At most ``limit`` takes in any ``window_s`` seconds (half-open), on an injected clock.
+
+    Pure: no I/O, no sleeping.  A server's ``Retry-After`` (:meth:`hold_until`) stops every take
+    before it, and counts as a full window from then on: a server that refused once has shown that it
+    counts more than this window knew of.
+
+    Raises:
+        ValueError: limit < 1 or window_s <= 0.
+    """
+
+    def __init__(self, limit: int, window_s: float, clock: Clock) -> None:
+        if limit < 1 or not window_s > 0:
+            raise ValueError(f"limit must be >= 1 and window_s > 0, got {limit}, {window_s}")
+        self.limit = limit
+        self.window_s = window_s
+        self._clock = clock
+        self._taken: deque[float] = deque()
+        self._not_before = -math.inf
+
+    def wait_s(self, count: int = 1) -> float:
+        """Seconds until ``count`` takes fit into the window (0 if they do now; ``inf`` above ``limit``)."""
+        if count > self.limit:
+            return math.inf
+        now = self._clock()
+        while self._taken and self._taken[0] <= now - self.window_s:
+            self._taken.popleft()
+        surplus = len(self._taken) + count - self.limit  # this many must leave the window first
+        window_wait = self._taken[surplus - 1] + self.window_s - now if surplus > 0 else 0.0
+        return max(window_wait, self._not_before - now, 0.0)
+
+    def try_take(self, count: int = 1) -> float:
+        """Take ``count`` if they fit and return 0; otherwise take none and return the wait in s."""
+        wait = self.wait_s(count)
+        if wait == 0.0:
+            self._taken.extend([self._clock()] * count)
+        return wait
+
+    def hold_until(self, t_s: float, *, refused: bool = False) -> None:
+        """No take before ``t_s``; from then on the window counts as full as the server said: one take
+        leaving it at ``t_s``, then the newest takes known here, the rest ``window_s / limit`` apart (what
+        the server counts is not known); never less than the takes known here.  A ``refused`` last take
+        (the request that drew the 429) did not go through: it leaves the window."""
+        taken = list(self._taken)
+        if refused and taken:
+            taken.pop()
+        self._not_before = max(self._not_before, t_s)
+        first = t_s - self.window_s  # leaves the window at t_s
+        recent = [t for t in taken if t > first]
+        known = recent[-(self.limit - 1) :] if self.limit > 1 else []
+        step_s = self.window_s / self.limit
+        spaced = [first + i * step_s for i in range(1, self.limit - len(known))]
+        server = [first, *spaced, *known]
+        self._taken = deque(sorted([*server, *taken[: len(taken) - len(known)]])[-self.limit :])
+
+
+class BudgetSpent(Exception):
+    """Not sent, or answered 429: the endpoint's budget is spent for ``wait_s`` seconds."""
+
+    def __init__(self, message: str, wait_s: float) -> None:
+        self.wait_s = wait_s
+        super().__init__(message)
+
+
+class IpBlocked(Exception):
+    """Easee blocked this IP (HTTP 403 "IP blocked"), now or earlier: nothing is sent any more."""
+
+
+class EaseeClient:
+    """One Easee account's HTTP session for one charger: tokens, budgets, retries.
+
+    Requests go one after another over one keep-alive connection; proxies from the environment apply
+    (this is a cloud API).
+
+    Args:
+        name: device name for errors and logs.
+        base_url: ``https://api.easee.com`` or an emulator's.
+        username, password: the account login.
+        charger_id: named in the hints of a 401/403/404 error.
+        timeout_s: timeout of one HTTP request.
+        retries: extra attempts after a timeout, connection error or HTTP 5xx.
+        clock: Unix seconds: token expiry, budgets, ``Retry-After``.
+        transport: an httpx transport to use instead of the network (tests).
+    """
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        base_url: str,
+        username: str,
+        password: Secret,
+        charger_id: str,
+        timeout_s: float,
+        retries: int,
+        clock: Clock,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.name = name
+        self.base_url = base_url.rstrip("/")
+        self._username = username
+        self._password = password
+        self._charger_id = charger_id
+        self._timeout_s = timeout_s
+        self._retries = retries
+        self._clock = clock
+        self._transport = transport
+        self._client: httpx.AsyncClient | None = None
+        self._budgets: dict[str, Budget] = {
+            key: TokenBucket(cap, rate, clock) for key, (cap, rate) in BUDGETS.items()
+        }
+        self._budgets["commands"] = SlidingWindow(*COMMAND_WINDOW, clock)
+        self._access: Secret | None = None
+        self._refresh: Secret | None = None
+        self._refresh_at = -math.inf  # when to refresh the access token
+        self._auth_lock = asyncio.Lock()  # one login or refresh at a time
+        self._login_refused: tuple[float, str] | None = None  # (until, message) after a refused login
+        self._blocked: str | None = None  # the message once Easee blocked this IP
+        self._log = structlog.get_logger("pvcharge.chargers.easee").bind(device=name)
+
+    def __repr__(self) -> str:
+        return f"EaseeClient({self.name!r}, url={self.base_url!r})"
+
+    @property
+    def blocked(self) -> str | None:
+        """Why nothing is sent any more (Easee blocked this IP), or ``None``."""
+        return self._blocked
+
+    def where(self, method: str, path: str) -> str:
+        """``"POST https://api.easee.com/api/…"``: how errors name a request."""
+        return f"{method} {self.base_url}{path}"
+
+    def wait_s(self, budget: str, count: int = 1) -> float:
+        """Seconds until ``count`` requests of ``budget`` may go (0: now)."""
+        return self._budgets[budget].wait_s(count)
+
+    async def close(self) -> None:
+        """Close the connection pool; tokens and budgets are kept. Safe to call twice."""
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()
+
+    async def request(self, budget: str, method: str, path: str, body: object = None) -> httpx.Response:
+        """An authorized request: a valid token first; on 401 one refresh or login and one retry.
+
+        Returns any 2xx or 4xx response but 429 for the caller to judge (:meth:`check`).
+
+        Raises:
+            BudgetSpent: ``budget`` is spent (nothing sent) or Easee answered 429 (the budget then waits
+                for ``Retry-After``).
+            IpBlocked: Easee blocked this IP (HTTP 403), now or earlier.
+            DeviceUnavailable: no answer after the retries (timeout, connection, HTTP 5xx).
+            DeviceProtocolError: login refused, a TLS failure, a malformed login reply.
+        """
+        await self._ensure_token()
+        used = self._access
+        response = await self._send(budget, method, path, body)
+        if response.status_code == 401:
+            self._log.info("easee.token_rejected", request=f"{method} {path}")
+            async with self._auth_lock:
+                if self._access is used:  # not renewed meanwhile by another request
+                    await self._reauthenticate()
+            response = await self._send(budget, method, path, body)
+        return response
+
+    def check(self, response: httpx.Response, where: str) -> None:
+        """Accept 2xx (202 carries ``ticks`` for SignalR, not used); raise ``DeviceProtocolError`` else."""
+        status = response.status_code
+        if 200 <= status < 300:
+            return
+        reason = self.scrub(response.text)
+        charger = self._charger_id
+        if status == 401:
+            problem = f"HTTP 401 right after a fresh login: does this account own charger {charger}?"
+        elif status == 403:
+            problem = f"access denied (HTTP 403): does this account have access to charger {charger}?"
+        elif status == 404:
+            problem = "not found (HTTP 404): check charger_id, site_id and circuit_id"
+        elif status == 400:
+            problem = "rejected (HTTP 400)"
+        else:
+            problem = f"unexpected HTTP {status}"
+        raise DeviceProtocolError(
+            self.name, f"{where}: {problem}: {reason}" if reason else f"{where}: {problem}"
+        )
+
+    def check_json(self, response: httpx.Response, where: str) -> None:
+        """A write's 2xx reply is empty or JSON (``{"device", "commandId", "ticks"}``); anything else (an
+        HTML page from a proxy) does not confirm the command: ``DeviceProtocolError``."""
+        if not response.content.strip():
+            return
+        try:
+            response.json()
+        except ValueError:
+            raise DeviceProtocolError(
+                self.name,
+                f"{where}: HTTP {response.status_code} but {not_json(self.scrub(response.text))}; the "
+                "command may not have reached the charger",
+            ) from None
+
+    def json(self, response: httpx.Response, where: str) -> Any:
+        """The decoded body of a checked reply; ``DeviceProtocolError`` when it is not JSON."""
+        try:
+            return response.json()
+        except ValueError as exc:
+            raise DeviceProtocolError(self.name, f"{where}: {not_json(self.scrub(response.text))}") from exc
+
+    def scrub(self, text: str) -> str:
+        """Server text for a message: at most 200 characters, any secret of ours replaced by ``***``."""
+        text = text.strip()
+        for secret in (self._password, self._access, self._refresh):
+            if secret is not None and secret.reveal():
+                text = text.replace(secret.reveal(), "***")
+        return text[:200]
+
+    # -- HTTP -------------------------------------------------------------------------------------
+
+    def _http(self) -> httpx.AsyncClient:
+        if self._client is None:
+            self._client = httpx.AsyncClient(
+                base_url=self.base_url,
+                timeout=self._timeout_s,
+                transport=self._transport,
+                headers={"Accept": "application/json"},
+            )
+        return self._client
+
+    def _block(self, where: str, text: str) -> IpBlocked:
+        """Record Easee's IP block, log it once at error level and return the exception to raise."""
+        if self._blocked is None:
+            self._blocked = (
+                f"{where}: HTTP 403 from Easee: {text!r}. Easee has blocked this IP address for too many "
+                "requests; pvcharge sends nothing more to the Easee cloud until it is restarted (contact "
+                "Easee support; look for other tools using the Easee API from this network)"
+            )
+            self._log.error(
+                "easee.ip_blocked",
+                request=where,
+                server_says=text,
+                action="contact Easee support to lift the block, and check for other tools using the Easee "
+                "API from this network (Home Assistant, evcc, scripts) that may be hammering it; restart "
+                "pvcharge afterwards",
+            )
+        return IpBlocked(self._blocked)
+
+    async def _send_once(
+        self, budget: str, method: str, path: str, body: object, authorized: bool
+    ) -> httpx.Response:
+        where = self.where(method, path)
+        if self._blocked is not None:
+            raise IpBlocked(self._blocked)
+        wait_s = self._budgets[budget].try_take()
+        if wait_s > 0:
+            raise BudgetSpent(f"{where}: not sent, {budget} request budget spent for {wait_s:.0f} s", wait_s)
+        headers = {"Authorization": f"Bearer {self._access.reveal()}"} if authorized and self._access else {}
+        response = await self._http().request(method, path, json=body, headers=headers)
+        if response.status_code >= 500:
+            raise ServerError(response.status_code, self.scrub(response.text))
+        return response
+
+    async def _send(
+        self, budget: str, method: str, path: str, body: object = None, *, authorized: bool = True
+    ) -> httpx.Response:
+        """One request with retries of timeouts, connection errors and 5xx; each attempt takes from the
+        budget.
+
+        Returns any other response (2xx, 4xx) for the caller to judge.  Raises ``BudgetSpent`` (budget
+        spent before the first attempt, or 429: the budget then waits for ``Retry-After``),
+        ``IpBlocked`` (403 "IP blocked", now or earlier), ``DeviceUnavailable`` after the retries (also
+        when the budget runs out between them: the message gives the failure, not the budget),
+        ``DeviceProtocolError`` for a TLS failure (not retried); no httpx exception escapes.
+        """
+        where = self.where(method, path)
+        retrying = backoff_retrying(
+            attempts=self._retries + 1,
+            backoff_s=_BACKOFF_INITIAL_S,
+            max_wait_s=_BACKOFF_MAX_S,
+            retry=retry_transient,
+            log=self._log,
+            event="easee.retry",
+            context=lambda state: {"request": f"{state.args[1]} {state.args[2]}"},
+        )
+        failed: list[BaseException] = []  # the failed attempts, for a budget spent between retries
+
+        async def attempt(
+            budget: str, method: str, path: str, body: object, authorized: bool
+        ) -> httpx.Response:
+            try:
+                return await self._send_once(budget, method, path, body, authorized)
+            except (httpx.TransportError, ServerError) as exc:
+                failed.append(exc)
+                raise
+
+        try:
+            response: httpx.Response = await retrying(attempt, budget, method, path, body, authorized)
+        except BudgetSpent as exc:
+            if not failed:
+                raise
+            raise self._unavailable(where, failed[-1], len(failed), f"; {exc}") from failed[-1]
+        except (httpx.TransportError, ServerError) as exc:
+            raise self._unavailable(where, exc, len(failed)) from exc
+        except httpx.HTTPError as exc:
+            raise DeviceProtocolError(self.name, f"{where}: {describe(exc)}") from exc
+        if response.status_code == 429:
+            header = response.headers.get("Retry-After")
+            wait_s = parse_retry_after(header, self._clock())
+            if wait_s is None:
+                wait_s = DEFAULT_RETRY_AFTER_S
+            self._budgets[budget].hold_until(self._clock() + wait_s, refused=True)
+            self._log.warning(
+                "easee.rate_limited", request=where, retry_after=header, wait_s=round(wait_s, 1)
+            )
+            raise BudgetSpent(
+                f"{where}: HTTP 429 Too Many Requests; nothing sent to this endpoint for {wait_s:.0f} s",
+                wait_s,
+            )
+        if response.status_code == 403 and "blocked" in response.text.lower():
+            raise self._block(where, self.scrub(response.text))
+        return response
+
+    def _unavailable(self, where: str, exc: BaseException, attempts: int, note: str = "") -> DeviceError:
+        """The error for a request that failed ``attempts`` times, the last with ``exc``."""
+        tls = tls_failure(exc)
+        if tls is not None:
+            return DeviceProtocolError(self.name, tls_message(where, tls))
+        if isinstance(exc, httpx.TimeoutException):
+            cause = f"no answer within {self._timeout_s:g} s"
+        else:
+            cause = self.scrub(describe(exc))
+        return DeviceUnavailable(self.name, f"{where}: {cause} ({attempts} attempts){note}")
+
+    # -- tokens -----------------------------------------------------------------------------------
+
+    async def _ensure_token(self) -> None:
+        # one login or refresh at a time: read() and apply() may run at once (a slow read rolls over to
+        # the next cycle), and a second refresh with the same refresh token would be refused
+        async with self._auth_lock:
+            if self._access is None:
+                await self._login()
+            elif self._clock() >= self._refresh_at:
+                await self._reauthenticate()
+
+    async def _reauthenticate(self) -> None:
+        """Refresh the token; log in again when there is no refresh token or the refresh is refused."""
+        if self._access is not None and self._refresh is not None:
+            body = {"accessToken": self._access.reveal(), "refreshToken": self._refresh.reveal()}
+            response = await self._send("auth", "POST", "/api/accounts/refresh_token", body, authorized=False)
+            if response.status_code not in (400, 401):
+                expires_in_s = self._store_tokens(response, "POST /api/accounts/refresh_token")
+                self._log.debug("easee.refreshed", expires_in_s=expires_in_s)
+                return
+            self._log.debug("easee.refresh_refused", status=response.status_code)
+        await self._login()
+
+    async def _login(self) -> None:
+        where = self.where("POST", "/api/accounts/login")
+        self._access = self._refresh = None
+        if self._login_refused is not None:
+            until, message = self._login_refused
+            if self._clock() < until:
+                raise DeviceProtocolError(
+                    self.name, f"{message}; next login attempt in {until - self._clock():.0f} s"
+                )
+        body = {"userName": self._username, "password": self._password.reveal()}
+        response = await self._send("auth", "POST", "/api/accounts/login", body, authorized=False)
+        if response.status_code in (400, 401, 403):
+            message = (
+                f"{where}: login refused (HTTP {response.status_code}): check charger.username and "
+                f"charger.password ({self.scrub(response.text)})"
+            )
+            self._login_refused = (self._clock() + LOGIN_REFUSED_BACKOFF_S, message)
+            raise DeviceProtocolError(self.name, message)
+        expires_in_s = self._store_tokens(response, where)
+        self._login_refused = None
+        self._log.debug("easee.logged_in", expires_in_s=expires_in_s)
+
+    def _store_tokens(self, response: httpx.Response, where: str) -> float:
+        """Keep ``accessToken``/``refreshToken`` and return ``expiresIn`` in s; the token is refreshed
+        ``REFRESH_MARGIN_S`` before it expires (at half its lifetime when that is under two minutes)."""
+        self.check(response, where)
+        payload = self.json(response, where)
+        access = payload.get("accessToken") if isinstance(payload, dict) else None
+        refresh = payload.get("refreshToken") if isinstance(payload, dict) else None
+        expires_in = payload.get("expiresIn") if isinstance(payload, dict) else None
+        if (
+            not isinstance(access, str)
+            or not access
+            or isinstance(expires_in, bool)
+            or not isinstance(expires_in, int | float)
+            or not math.isfinite(expires_in)
+            or expires_in <= 0
+        ):
+            # the body is not quoted: it may hold a token
+            raise DeviceProtocolError(self.name, f"{where}: reply lacks accessToken or a positive expiresIn")
+        self._access = Secret(access)
+        self._refresh = Secret(refresh) if isinstance(refresh, str) and refresh else None
+        self._refresh_at = self._clock() + expires_in - min(REFRESH_MARGIN_S, expires_in / 2)
+        return float(expires_in)
