@@ -322,6 +322,7 @@ class OcppCharger:
         self._prepared = 0  # the connection (CentralSystem.generation) the setup ran on
         self._accepted: ChargerCommand | None = None  # the last command the box accepted
         self._accepted_on = 0  # ... on this connection
+        self._wanted: ChargerCommand | None = None  # the last command asked for, sent or not
         self._rejected: tuple[ChargerCommand, int, float] | None = None  # command, connection, until
         self._next_trigger_s = -math.inf
 
@@ -347,7 +348,7 @@ class OcppCharger:
 
         ``timestamp_s`` is when the last MeterValues arrived while charging, else now (the box reports
         every change of status itself).  The first read on a connection runs the setup of the module
-        docstring.
+        docstring, which ends by sending the last command asked for (applied or not) again.
 
         Raises:
             DeviceUnavailable: the box is not connected, has not sent its status yet, does not answer
@@ -389,7 +390,9 @@ class OcppCharger:
 
     async def apply(self, command: ChargerCommand) -> None:
         """Send a TxDefaultProfile limiting the connector to ``command.current_a`` (0 pauses); with
-        ``phase_switching`` with ``numberPhases`` = ``command.phases``.
+        ``phase_switching`` with ``numberPhases`` = ``command.phases``.  Nothing is sent when the box
+        accepted this very command on this connection already (the connection's setup resends the last
+        command) and :meth:`forget` was not called since.
 
         Raises:
             ValueError: the current is neither 0 nor within 6–32 A (before any I/O).
@@ -403,8 +406,10 @@ class OcppCharger:
                 f"{self.name}: current {command.current_a} A is neither 0 nor within "
                 f"{caps.min_current_a:g}–{caps.max_current_a:g} A"
             )
+        self._wanted = command
         await self._prepare()
-        await self._send_profile(command)
+        if self._accepted_on != self.central.generation or self._accepted != command:
+            await self._send_profile(command)
 
     async def _send_profile(self, command: ChargerCommand) -> None:
         generation = self.central.generation
@@ -444,7 +449,8 @@ class OcppCharger:
         return f"TxDefaultProfile {command.current_a:g} A{phases} (unit {unit})"
 
     def forget(self) -> None:
-        """Nothing to forget: every apply sends the whole profile."""
+        """Send the profile with the next apply even if the box accepted the same one on this connection."""
+        self._accepted_on = 0
 
     async def close(self) -> None:
         """Close the connection and stop listening. Safe to call twice."""
@@ -470,10 +476,10 @@ class OcppCharger:
         self._prepared = generation
         if self.box.remote_trigger and central.state.status is None:
             await self._trigger("StatusNotification")
-        last = self._accepted
-        if last is not None and self._accepted_on != generation:
-            self._log.info("ocpp.profile_resend", profile=self._describe(last), note="new connection")
-            await self._send_profile(last)
+        wanted = self._wanted
+        if wanted is not None and self._accepted_on != generation:
+            self._log.info("ocpp.profile_resend", profile=self._describe(wanted), note="new connection")
+            await self._send_profile(wanted)
 
     async def _read_configuration(self) -> BoxConfiguration:
         try:
