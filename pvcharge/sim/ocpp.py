@@ -189,6 +189,7 @@ class OcppChargePointEmulator:
 
     Knobs, settable at any time:
         reject_profiles: answer every SetChargingProfile Rejected.
+        meter_values: ``False`` sends no MeterValues (triggered ones neither), like a box whose meter hangs.
 
     Attributes:
         traffic: what it sent and answered (:class:`OcppTraffic`).
@@ -241,6 +242,7 @@ class OcppChargePointEmulator:
         self.tick_s = tick_s
         self.reconnect_s = reconnect_s
         self.reject_profiles = False
+        self.meter_values = True
         self._online = True
         self.traffic = OcppTraffic()
         self.profiles: list[dict[str, Any]] = []
@@ -439,6 +441,8 @@ class OcppChargePointEmulator:
         return samples
 
     async def _send_meter_values(self) -> None:
+        if not self.meter_values:
+            return
         await self._call(
             call.MeterValues(
                 connector_id=self.connector_id,
