@@ -260,6 +260,7 @@ DEMO_CHARGERS = {
     "warp": "Tinkerforge WARP (HTTP)",
     "easee": "Easee cloud API (HTTP)",
     "alphaess": "AlphaESS wallbox (Open API, HTTP)",
+    "ocpp": "an OCPP 1.6J charge point (WebSocket, pvcharge the central system)",
 }
 
 
