@@ -35,6 +35,8 @@ fails.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -325,6 +327,7 @@ class OcppCharger:
         self._wanted: ChargerCommand | None = None  # the last command asked for, sent or not
         self._rejected: tuple[ChargerCommand, int, float] | None = None  # command, connection, until
         self._next_trigger_s = -math.inf
+        self._listened = False
 
     @property
     def soc_pct(self) -> float | None:
@@ -335,12 +338,14 @@ class OcppCharger:
         return self.central.state.samples.get("Energy.Active.Import.Register")
 
     async def listen(self) -> str:
-        """Start listening (as the first read does) and return the URL the box is to connect to.
+        """Start listening (as the first read does, which then waits ``timeout_s`` for the box to
+        connect; after this method it does not) and return the URL the box is to connect to.
 
         Raises:
             DeviceUnavailable: the address cannot be bound.
         """
         await self.central.start()
+        self._listened = True
         return self.central.url
 
     async def read(self) -> ChargerReading:
@@ -351,13 +356,17 @@ class OcppCharger:
         docstring, which ends by sending the last command asked for (applied or not) again.
 
         Raises:
-            DeviceUnavailable: the box is not connected, has not sent its status yet, does not answer
+            DeviceUnavailable: the box is not connected (the first read waits ``timeout_s`` for it), has
+                not sent its status within ``timeout_s`` of the connection, does not answer
                 the setup, or sent no MeterValues for 3 × ``meter_interval_s`` + 10 s while charging.
             DeviceProtocolError: an unknown status, a malformed value, or the box lacks what
                 ``phase_switching`` needs.
         """
         await self._prepare()
         state = self.central.state
+        if state.status is None:  # asked for by the setup: it comes right after the connection
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.central.status_event.wait(), self._config.timeout_s)
         if state.status is None:
             raise DeviceUnavailable(
                 self.name, f"connector {self._config.connector_id} has sent no StatusNotification yet"
@@ -460,9 +469,15 @@ class OcppCharger:
     # -- per-connection setup ---------------------------------------------------------------------
 
     async def _prepare(self) -> None:
-        """Listen; fail while the box is not connected; once per connection run the setup."""
-        await self.central.start()
+        """Listen; fail while the box is not connected (the first time after starting to listen, wait up to
+        ``timeout_s`` for it: a box tries again every few seconds); once per connection run the setup."""
         central = self.central
+        first = central.generation == 0 and not self._listened
+        await central.start()
+        self._listened = True
+        if first and not central.connected:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(central.connected_event.wait(), self._config.timeout_s)
         if not central.connected:
             since = ""
             if central.disconnected_at_s is not None:

@@ -179,6 +179,7 @@ class _Session(ChargePoint):  # type: ignore[misc]  # the ocpp library has no ty
                 state.transaction_id = None  # unplugged: any transaction is over (evcc does the same)
             state.status, state.error_code, state.info = status, error_code, kwargs.get("info")
             state.status_at_s = now
+            central.status_event.set()
             central.log.debug("ocpp.status", status=status, error_code=error_code)
         elif connector_id == 0 and status in ("Unavailable", "Faulted"):
             central.log.warning("ocpp.charge_point_status", status=status, error_code=error_code)
@@ -254,6 +255,8 @@ class CentralSystem:
         traffic: message counters (for the demo's summary and tests).
         generation: counts connections; a driver compares it to know that a new one needs its setup.
         meter_event: set whenever MeterValues for the connector arrive.
+        status_event: set whenever a StatusNotification for the connector arrives.
+        connected_event: set while the charge point is connected.
     """
 
     def __init__(
@@ -281,6 +284,8 @@ class CentralSystem:
         self.traffic = Traffic()
         self.generation = 0
         self.meter_event = asyncio.Event()
+        self.status_event = asyncio.Event()
+        self.connected_event = asyncio.Event()
         self.transaction_ids = itertools.count(1)
         self.disconnected_at_s: float | None = None
         self._password = password
@@ -338,6 +343,7 @@ class CentralSystem:
             server.close()
             await server.wait_closed()
         self._session = None
+        self.connected_event.clear()
 
     def _check_request(self, connection: ServerConnection, request: Request) -> Response | None:
         """Refuse an upgrade for another charge point id (404) or without the right login (401)."""
@@ -383,6 +389,7 @@ class CentralSystem:
             self.log.info("ocpp.replaced_connection")
             await old.connection.close(1000, "replaced by a newer connection")
         self.generation += 1
+        self.connected_event.set()
         self.traffic.connections += 1
         self.disconnected_at_s = None
         self.log.info("ocpp.connected", remote=str(connection.remote_address[0]))
@@ -393,6 +400,7 @@ class CentralSystem:
         finally:
             if self._session is session:
                 self._session = None
+                self.connected_event.clear()
                 self.disconnected_at_s = self.clock()
 
     async def call(self, payload: Any) -> Any:
