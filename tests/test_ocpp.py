@@ -298,6 +298,28 @@ async def test_a_rejected_profile_is_reported_and_not_resent_in_a_loop(trace: Tr
         assert emu.limit_a == 9.0
 
 
+async def test_a_refused_decrease_stops_the_transaction_until_a_limit_is_accepted(trace: Trace) -> None:
+    """A refused lower limit would leave the car above the command: the transaction is stopped instead,
+    and started again once a limit above 0 A is accepted. A refused increase stops nothing."""
+    async with connected(trace) as (driver, emu):
+        await first_reading(driver)
+        await until(lambda: emu.transaction_id is not None, "the transaction")
+        await driver.apply(ChargerCommand(10.0, 3))
+        emu.reject_profiles = True
+        with pytest.raises(DeviceProtocolError, match="Rejected") as refused:
+            await driver.apply(ChargerCommand(16.0, 3))
+        assert "RemoteStop" not in str(refused.value) and emu.transaction_id is not None
+        with pytest.raises(DeviceProtocolError, match="RemoteStopTransaction"):
+            await driver.apply(ChargerCommand(8.0, 3))
+        await until(lambda: emu.transaction_id is None, "the transaction stopped")
+        await until(lambda: emu.site.state().car_current_a == 0, "the car stopped")
+        assert emu.limit_a == 10.0  # the box kept the old limit: without the stop it would charge at 10 A
+        emu.reject_profiles = False
+        await driver.apply(ChargerCommand(9.0, 3))  # (8 A is not sent again for REJECTED_RETRY_S)
+        assert emu.traffic.accepted["RemoteStartTransaction"] == 1
+        await until(lambda: emu.site.state().car_current_a == 9.0, "charging again at 9 A")
+
+
 async def test_no_meter_values_while_charging_reads_as_stale(trace: Trace) -> None:
     clock = FakeClock(trace.start_s)
     async with connected(trace, driver_clock=clock) as (driver, emu):

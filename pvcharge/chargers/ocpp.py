@@ -24,7 +24,10 @@ peer that drives 29 OCPP charger templates, reference ``sources.md`` "OCPP 1.6J"
   0 A pauses (§3.13.1: a limit of 0 stops the energy flow without ending the transaction).
 - A profile the box answers Rejected or NotSupported is a ``DeviceProtocolError`` naming it; the same
   profile is not sent again on that connection for :data:`REJECTED_RETRY_S` (the daemon retries a failed
-  write every cycle).
+  write every cycle).  A refused limit below the one the box holds (its last accepted one, or its own
+  maximum before any) would leave the car charging above the command: the driver then stops the running
+  transaction by RemoteStopTransaction (§5.12), and once a limit above 0 A is accepted again starts it by
+  RemoteStartTransaction (§5.11) with the first of ``id_tags`` (or ``pvcharge``).
 
 Stale data: a charge point that is not connected, or whose connector has not reported its status yet,
 reads as ``DeviceUnavailable`` (the daemon then treats the charger as stale and, once it reads again,
@@ -61,7 +64,9 @@ CAPABILITIES = ChargerCapabilities(
 #: the chargingProfileId of pvcharge's profile: sending it again replaces it (§5.16.3).
 PROFILE_ID = 1
 #: a rejected profile is not sent again on the same connection before this, in s.
-REJECTED_RETRY_S = 300.0
+REJECTED_RETRY_S = 60.0
+#: the id tag of a RemoteStartTransaction when ``id_tags`` lists none (evcc sends "evcc").
+REMOTE_ID_TAG = "pvcharge"
 #: voltage used to turn a current into a power limit for boxes that take W only, in V.
 NOMINAL_VOLTAGE_V = 230.0
 #: Power.Active.Import down to this far below 0 W is meter noise and reads as 0 W; further below, the read
@@ -328,6 +333,7 @@ class OcppCharger:
         self._rejected: tuple[ChargerCommand, int, float] | None = None  # command, connection, until
         self._next_trigger_s = -math.inf
         self._listened = False
+        self._stopped = False  # pvcharge stopped the transaction (RemoteStopTransaction) after a refusal
 
     @property
     def soc_pct(self) -> float | None:
@@ -445,12 +451,47 @@ class OcppCharger:
         if result.status != "Accepted":
             self._rejected = (command, generation, self._clock() + REJECTED_RETRY_S)
             self._log.warning("ocpp.profile_rejected", profile=what, status=result.status)
+            stopped = ""
+            if self._below_accepted(command) and await self._remote_stop():
+                stopped = "; the box may charge above it: its transaction was stopped (RemoteStopTransaction)"
             raise DeviceProtocolError(
-                self.name, f"SetChargingProfile {what}: {result.status} by the charge point"
+                self.name, f"SetChargingProfile {what}: {result.status} by the charge point{stopped}"
             )
         self._rejected = None
         self._accepted, self._accepted_on = command, generation
         self._log.debug("ocpp.profile_accepted", profile=what)
+        if command.current_a > 0 and self._stopped and self.central.state.transaction_id is None:
+            await self._remote_start()
+
+    def _below_accepted(self, command: ChargerCommand) -> bool:
+        """The command is below what the box holds: its last accepted limit, or its own maximum."""
+        accepted = self._accepted
+        return accepted is None or command.current_a < accepted.current_a
+
+    async def _remote_stop(self) -> bool:
+        """RemoteStopTransaction of the running transaction (§5.12); True when the box accepted it."""
+        transaction_id = self.central.state.transaction_id
+        if transaction_id is None:
+            return False
+        result = await self.central.call(call.RemoteStopTransaction(transaction_id=transaction_id))
+        if result.status != "Accepted":
+            self._log.error("ocpp.remote_stop_refused", transaction_id=transaction_id, status=result.status)
+            return False
+        self._stopped = True
+        self._log.warning("ocpp.remote_stopped", transaction_id=transaction_id, why="profile rejected")
+        return True
+
+    async def _remote_start(self) -> None:
+        """RemoteStartTransaction (§5.11) after pvcharge stopped the transaction and a limit above 0 A
+        was accepted again; a refusal is logged (the car's owner can start it at the box)."""
+        tags = sorted(self._config.accepted_id_tags() or ())
+        id_tag = tags[0] if tags else REMOTE_ID_TAG
+        result = await self.central.call(
+            call.RemoteStartTransaction(id_tag=id_tag, connector_id=self._config.connector_id)
+        )
+        self._stopped = result.status != "Accepted"
+        log = self._log.info if result.status == "Accepted" else self._log.warning
+        log("ocpp.remote_start", status=result.status)
 
     def _describe(self, command: ChargerCommand) -> str:
         phases = f", numberPhases {command.phases}" if self._config.phase_switching else ""

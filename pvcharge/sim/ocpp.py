@@ -18,10 +18,12 @@ What it does (OCPP 1.6 edition 2, §4–§5, §9):
   Energy.Active.Import.Register (Wh), SoC (%);
 - answers GetConfiguration, ChangeConfiguration (the two meter keys; read-only keys Rejected, unknown
   ones NotSupported), TriggerMessage (BootNotification, Heartbeat, MeterValues, StatusNotification),
-  ClearChargingProfile, RemoteStart/StopTransaction, and SetChargingProfile: a TxDefaultProfile or
-  TxProfile in the allowed unit becomes the site's offered current (its first period's limit) on its
-  ``numberPhases`` (where the box switches phases; else a ``numberPhases`` other than its wiring is
-  Rejected).  Without a profile the box offers its ``max_current_a``.  Profiles survive a lost connection.
+  ClearChargingProfile, RemoteStartTransaction (the next transaction starts with its id tag),
+  RemoteStopTransaction (the transaction stops until unplugged or started remotely), and
+  SetChargingProfile: a TxDefaultProfile or TxProfile in the allowed unit becomes the site's offered
+  current (its first period's limit; 0 outside a transaction) on its ``numberPhases`` (where the box
+  switches phases; else a ``numberPhases`` other than its wiring is Rejected).  Without a profile the
+  box offers its ``max_current_a``.  Profiles survive a lost connection.
 
 Not emulated: schedules with more than one period, stack levels and ``validTo`` (the newest profile
 wins), reservations, local authorization lists, firmware and diagnostics, security profiles 2 and 3.
@@ -158,6 +160,7 @@ class _Box(ChargePoint):  # type: ignore[misc]  # the ocpp library has no type i
     @handles(Action.remote_start_transaction)
     def _remote_start(self, id_tag: str, **kwargs: Any) -> Any:
         self.emu.remote_start_tag = id_tag
+        self.emu.stop_requested = False
         return call_result.RemoteStartTransaction(status=self._answer("RemoteStartTransaction", "Accepted"))
 
     @handles(Action.remote_stop_transaction)
@@ -386,6 +389,7 @@ class OcppChargePointEmulator:
                 )
                 if started.id_tag_info.get("status") == "Accepted":
                     self.transaction_id = started.transaction_id
+                    self._offer()
         if self.transaction_id is not None and (not plugged or self.stop_requested):
             await self._call(
                 call.StopTransaction(
@@ -396,6 +400,7 @@ class OcppChargePointEmulator:
                 )
             )
             self.transaction_id = None
+            self._offer()
         if not plugged:
             self.stop_requested = False
         status = self._wanted_status()
@@ -526,5 +531,8 @@ class OcppChargePointEmulator:
         self._offer()
 
     def _offer(self) -> None:
+        """The site is offered the profile's limit (the box's maximum without one) during a transaction."""
         limit = self.max_current_a if self.limit_a is None else min(self.limit_a, self.max_current_a)
+        if self.transaction_id is None:
+            limit = 0.0
         self.site.offer(limit if limit >= MIN_CURRENT_A else 0.0, self.phases)
