@@ -22,6 +22,7 @@ from pvcharge.chargers.ocpp import (
     OcppCharger,
     charging_profile,
     parse_configuration,
+    quirks_for,
     reading_from_state,
 )
 from pvcharge.chargers.ocpp import Config as OcppConfig
@@ -274,6 +275,24 @@ async def test_a_box_that_takes_watts_gets_watts(trace: Trace) -> None:
         assert schedule["charging_rate_unit"] == "W"
         assert schedule["charging_schedule_period"][0]["limit"] == 6900.0
         assert emu.site.state().offered_current_a == pytest.approx(10.0)
+
+
+async def test_vendor_quirks_from_the_boot_notification(trace: Trace) -> None:
+    """ABB's Terra AC takes profiles at stack level 0 only; Easee keeps a meter interval of 30 s."""
+    async with connected(trace, vendor="ABB", stack_level_zero=True) as (driver, emu):
+        await first_reading(driver)
+        assert driver.quirks is not None and driver.quirks.vendor == "ABB"
+        await driver.apply(ChargerCommand(10.0, 3))
+        assert emu.profiles[-1]["stack_level"] == 0
+    # the same box under another name gets the box's highest stack level, and refuses it
+    async with connected(trace, vendor="Acme", stack_level_zero=True) as (driver, emu):
+        await first_reading(driver)
+        with pytest.raises(DeviceProtocolError, match="Rejected"):
+            await driver.apply(ChargerCommand(10.0, 3))
+    async with connected(trace, vendor="Easee AS") as (driver, emu):
+        await first_reading(driver)
+        assert emu.meter_interval_s == 30
+        assert quirks_for("easee") is not None and quirks_for("Wallbox") is None
 
 
 async def test_a_rejected_profile_is_reported_and_not_resent_in_a_loop(trace: Trace) -> None:

@@ -16,6 +16,8 @@ peer that drives 29 OCPP charger templates, reference ``sources.md`` "OCPP 1.6J"
   sets ``MeterValuesSampledData`` (the measurands above; one by one where the set is refused, as evcc
   ``cp_setup.go`` does) and ``MeterValueSampleInterval`` by ChangeConfiguration, asks for a
   StatusNotification by TriggerMessage, and sends the last command again (the box may have rebooted).
+- Vendor quirks (:data:`VENDOR_QUIRKS`, by BootNotification ``chargePointVendor``, with their sources):
+  ABB profiles at stack level 0, Easee a MeterValueSampleInterval of at least 30 s.
 - Control (§3.13.2, §5.16, §7.7–7.9): ``SetChargingProfile`` on the connector with a
   ``TxDefaultProfile`` (it holds for every transaction, the next ones too), kind Absolute from a minute
   ago (evcc's default), id :data:`PROFILE_ID` (a profile with the same id replaces the old one), one
@@ -65,6 +67,8 @@ CAPABILITIES = ChargerCapabilities(
 PROFILE_ID = 1
 #: a rejected profile is not sent again on the same connection before this, in s.
 REJECTED_RETRY_S = 60.0
+#: how long the setup of a first connection waits for the box's BootNotification (its vendor), in s.
+BOOT_WAIT_S = 5.0
 #: the id tag of a RemoteStartTransaction when ``id_tags`` lists none (evcc sends "evcc").
 REMOTE_ID_TAG = "pvcharge"
 #: voltage used to turn a current into a power limit for boxes that take W only, in V.
@@ -95,6 +99,76 @@ STATUS_IEC = {
     "Charging": IecState.C,
     "Faulted": IecState.F,
 }
+
+
+@dataclass(frozen=True, slots=True)
+class VendorQuirks:
+    """What a vendor's boxes need beyond OCPP 1.6, as far as it is documented.
+
+    Attributes:
+        vendor: matched against the start of BootNotification ``chargePointVendor`` (any case).
+        stack_level_zero: profiles must use stack level 0 (others are Rejected); pvcharge otherwise
+            uses ``ChargeProfileMaxStackLevel``, so its profile sits above any the vendor installed.
+        min_meter_interval_s: the shortest MeterValueSampleInterval the box keeps to, in s.
+        units: the ``ChargingScheduleAllowedChargingRateUnit`` reported, where known.
+        number_phases: what is known of ``numberPhases`` in a profile.
+        pause: how the box is paused (pvcharge sends a 0 A profile to every box).
+        notes: what else a user must know.
+        sources: where each fact comes from.
+    """
+
+    vendor: str
+    stack_level_zero: bool = False
+    min_meter_interval_s: int = 0
+    units: str = "unknown"
+    number_phases: str = "unknown"
+    pause: str = "a 0 A profile"
+    notes: str = ""
+    sources: tuple[str, ...] = ()
+
+
+#: the vendor quirks pvcharge applies (stack level, meter interval) and documents.  Nothing here was
+#: measured on a real box by pvcharge: every line is what the sources report.
+VENDOR_QUIRKS = (
+    VendorQuirks(
+        vendor="ABB",
+        stack_level_zero=True,
+        units="Current,Power",
+        notes="Terra AC rejects SetChargingProfile with a stack level above 0 (FW 1.8.0 and later reports)",
+        sources=(
+            "evcc templates/definition/charger/ocpp-abb-tac.yaml (stacklevelzero: true)",
+            "evcc issue #15493 (SetChargingProfile rejected, FW 1.8.0)",
+            "lbbrhzn/ocpp issue #1737 (rejected at stackLevel 3; GetConfiguration units Current,Power)",
+        ),
+    ),
+    VendorQuirks(
+        vendor="Easee",
+        min_meter_interval_s=30,
+        notes="firmware >= 328 with OCPP enabled through the Easee cloud API; current control over OCPP "
+        "needed beta firmware (evcc tested v9012); evcc starts transactions remotely (remotestart)",
+        sources=(
+            "evcc templates/definition/charger/ocpp-easee.yaml (meterinterval: 30s, remotestart: true)",
+        ),
+    ),
+    VendorQuirks(
+        vendor="Alfen",
+        number_phases="works: 1p/3p by numberPhases (evcc template capability 1p3p; tested on an Eve S-line)",
+        notes="evcc uses the box's PlugAndChargeIdentifier as the id tag of a remote start",
+        sources=(
+            "evcc templates/definition/charger/ocpp-alfen.yaml (capabilities mA, 1p3p)",
+            "evcc pull request #4946 (phase switching tested on an Alfen Eve S-line)",
+            "evcc charger/ocpp/const.go (KeyAlfenPlugAndChargeIdentifier)",
+        ),
+    ),
+)
+
+
+def quirks_for(vendor: str | None) -> VendorQuirks | None:
+    """The :data:`VENDOR_QUIRKS` entry for a BootNotification ``chargePointVendor``, ``None`` if none."""
+    if not vendor:
+        return None
+    name = vendor.strip().lower()
+    return next((q for q in VENDOR_QUIRKS if name.startswith(q.vendor.lower())), None)
 
 
 @dataclass(frozen=True)
@@ -299,6 +373,8 @@ class OcppCharger:
         capabilities: 0.1 A steps, 0 or 6–32 A; ``phase_switching`` as configured.
         central: the :class:`~pvcharge.clients.ocpp.CentralSystem` (its ``traffic``, ``boot``, ``url``).
         box: what the box's GetConfiguration said on this connection, ``None`` before it.
+        quirks: the :data:`VENDOR_QUIRKS` entry of the box's vendor (from its BootNotification), if any:
+            ABB gets stack level 0, Easee a MeterValueSampleInterval of at least 30 s.
         soc_pct: the car's SoC in % where the box sends it (``None`` otherwise).
         energy_wh: the box's energy register in Wh where sent.
 
@@ -333,6 +409,8 @@ class OcppCharger:
         self._rejected: tuple[ChargerCommand, int, float] | None = None  # command, connection, until
         self._next_trigger_s = -math.inf
         self._listened = False
+        self.quirks: VendorQuirks | None = None
+        self._meter_interval_s = config.meter_interval_s
         self._stopped = False  # pvcharge stopped the transaction (RemoteStopTransaction) after a refusal
 
     @property
@@ -382,7 +460,7 @@ class OcppCharger:
         if state.status == "Charging":
             since_s = max(state.meter_at_s or -math.inf, state.charging_since_s or -math.inf)
             age_s = now - since_s
-            interval_s = self._config.meter_interval_s
+            interval_s = self._meter_interval_s
             if age_s > 3 * interval_s + 10:
                 raise DeviceUnavailable(
                     self.name, f"no MeterValues for {age_s:.0f} s while charging (asked every {interval_s} s)"
@@ -442,7 +520,9 @@ class OcppCharger:
             command.current_a,
             phases,
             unit=box.rate_unit,
-            stack_level=box.max_stack_level,
+            stack_level=0
+            if self.quirks is not None and self.quirks.stack_level_zero
+            else box.max_stack_level,
             start=datetime.now(UTC) - timedelta(minutes=1),
         )
         result = await self.central.call(
@@ -527,6 +607,10 @@ class OcppCharger:
         generation = central.generation
         if self._prepared == generation:
             return
+        if central.boot is None:  # a box boots first thing (§4.2); one that merely reconnects may not
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(central.boot_event.wait(), min(self._config.timeout_s, BOOT_WAIT_S))
+        self._apply_quirks()
         self.box = await self._read_configuration()
         await self._configure_meter_values()
         self._prepared = generation
@@ -536,6 +620,16 @@ class OcppCharger:
         if wanted is not None and self._accepted_on != generation:
             self._log.info("ocpp.profile_resend", profile=self._describe(wanted), note="new connection")
             await self._send_profile(wanted)
+
+    def _apply_quirks(self) -> None:
+        """Look the BootNotification's vendor up in :data:`VENDOR_QUIRKS` (a box sends it first)."""
+        vendor = (self.central.boot or {}).get("vendor")
+        quirks = quirks_for(vendor)
+        if quirks is not None and quirks is not self.quirks:
+            self._log.info("ocpp.vendor_quirks", vendor=vendor, quirks=quirks.vendor)
+        self.quirks = quirks
+        minimum = quirks.min_meter_interval_s if quirks is not None else 0
+        self._meter_interval_s = max(self._config.meter_interval_s, minimum)
 
     async def _read_configuration(self) -> BoxConfiguration:
         try:
@@ -567,7 +661,7 @@ class OcppCharger:
             accepted = [m for m in MEASURANDS if await self._change("MeterValuesSampledData", m)]
             if len(accepted) > 1:
                 await self._change("MeterValuesSampledData", ",".join(accepted))
-        await self._change("MeterValueSampleInterval", str(self._config.meter_interval_s))
+        await self._change("MeterValueSampleInterval", str(self._meter_interval_s))
 
     async def _change(self, key: str, value: str) -> bool:
         """ChangeConfiguration; True when Accepted (or RebootRequired), False otherwise (logged)."""

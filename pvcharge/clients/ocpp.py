@@ -154,6 +154,7 @@ class _Session(ChargePoint):  # type: ignore[misc]  # the ocpp library has no ty
     @handles(Action.boot_notification)
     def _boot(self, charge_point_vendor: str, charge_point_model: str, **kwargs: Any) -> Any:
         self.central.boot = {"vendor": charge_point_vendor, "model": charge_point_model, **kwargs}
+        self.central.boot_event.set()
         self.central.log.info(
             "ocpp.boot",
             vendor=charge_point_vendor,
@@ -256,6 +257,7 @@ class CentralSystem:
         generation: counts connections; a driver compares it to know that a new one needs its setup.
         meter_event: set whenever MeterValues for the connector arrive.
         status_event: set whenever a StatusNotification for the connector arrives.
+        boot_event: set by a BootNotification, cleared by a new connection.
         connected_event: set while the charge point is connected.
     """
 
@@ -285,6 +287,7 @@ class CentralSystem:
         self.generation = 0
         self.meter_event = asyncio.Event()
         self.status_event = asyncio.Event()
+        self.boot_event = asyncio.Event()
         self.connected_event = asyncio.Event()
         self.transaction_ids = itertools.count(1)
         self.disconnected_at_s: float | None = None
@@ -389,6 +392,7 @@ class CentralSystem:
             self.log.info("ocpp.replaced_connection")
             await old.connection.close(1000, "replaced by a newer connection")
         self.generation += 1
+        self.boot_event.clear()
         self.connected_event.set()
         self.traffic.connections += 1
         self.disconnected_at_s = None

@@ -185,6 +185,8 @@ class OcppChargePointEmulator:
         rate_unit: ``"Current"`` or ``"Power"``: ``ChargingScheduleAllowedChargingRateUnit``.
         max_current_a: what it offers without a profile, in A.
         id_tag: the tag it authorizes transactions with.
+        vendor: its BootNotification ``chargePointVendor`` (e.g. ``"ABB"`` to get ABB's quirks applied).
+        stack_level_zero: reject profiles with a stack level above 0, as ABB's Terra AC does.
         sleep: sleeps simulated seconds (the demo's clock); ``asyncio.sleep`` by default.
         tick_s: how often it looks at the car, in simulated s.
         reconnect_s: wait before connecting again, in simulated s.
@@ -218,6 +220,8 @@ class OcppChargePointEmulator:
         rate_unit: str = "Current",
         max_current_a: float = 32.0,
         id_tag: str = "pvcharge-emulator",
+        vendor: str = "pvcharge",
+        stack_level_zero: bool = False,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         tick_s: float = 1.0,
         reconnect_s: float = 5.0,
@@ -242,6 +246,8 @@ class OcppChargePointEmulator:
         self.rate_unit = rate_unit
         self.max_current_a = max_current_a
         self.id_tag = id_tag
+        self.vendor = vendor
+        self.stack_level_zero = stack_level_zero
         self.tick_s = tick_s
         self.reconnect_s = reconnect_s
         self.reject_profiles = False
@@ -349,7 +355,7 @@ class OcppChargePointEmulator:
     async def _work(self, box: _Box) -> None:
         """Boot, then follow the car: status, transactions and meter values."""
         await self._call(
-            call.BootNotification(charge_point_model="OCPP emulator", charge_point_vendor="pvcharge")
+            call.BootNotification(charge_point_model="OCPP emulator", charge_point_vendor=self.vendor)
         )
         self._status = None
         next_meter_s = -float("inf")
@@ -466,7 +472,7 @@ class OcppChargePointEmulator:
             await self._call(call.Heartbeat())
         elif message == "BootNotification":
             await self._call(
-                call.BootNotification(charge_point_model="OCPP emulator", charge_point_vendor="pvcharge")
+                call.BootNotification(charge_point_model="OCPP emulator", charge_point_vendor=self.vendor)
             )
 
     # -- what the box answers -------------------------------------------------------------------
@@ -506,6 +512,8 @@ class OcppChargePointEmulator:
         if self.reject_profiles or connector_id not in (0, self.connector_id):
             return "Rejected"
         if profile.get("charging_profile_purpose") not in ("TxDefaultProfile", "TxProfile"):
+            return "Rejected"
+        if self.stack_level_zero and profile.get("stack_level") != 0:
             return "Rejected"
         schedule = profile.get("charging_schedule", {})
         unit = {"A": "Current", "W": "Power"}.get(schedule.get("charging_rate_unit", ""))
