@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -437,3 +438,47 @@ async def test_daemon_through_a_disconnect_and_shutdown(trace: Trace) -> None:
             assert emu.limit_a == 0.0
             await until(lambda: not emu.connected.is_set(), "the socket closed")
     assert daemon.stats.charger_writes >= 2
+
+
+# -- a charge point not written by pvcharge -------------------------------------------------------
+
+
+async def test_an_independent_charge_point_client_boots_against_the_central_system() -> None:
+    """test-ocpp (PyPI, M. Mathiasen; its own OCPP-J framing on websockets, not the ocpp library) connects,
+    boots and sends a heartbeat; with a wrong password its upgrade is refused with 401, and offering only
+    OCPP 2.0.1 with 400."""
+    import importlib.util
+    from importlib.metadata import distribution
+
+    from websockets.exceptions import InvalidStatus
+
+    # its import name is this file's module name: load its client module from where it is installed
+    path = Path(str(distribution("test-ocpp").locate_file("test_ocpp/client.py")))
+    spec = importlib.util.spec_from_file_location("independent_ocpp_client", path)
+    assert spec is not None and spec.loader is not None
+    client = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = client  # its dataclasses look their module up there
+    spec.loader.exec_module(client)
+    check_connection = client.check_connection
+
+    driver = OcppCharger(
+        OcppConfig(charge_point_id="CP7", port=0, password=Secret(PASSWORD)),
+        name="charger ocpp",
+        clock=time.time,
+    )
+    url = (await driver.listen()).removesuffix("/CP7")
+    try:
+        result = await check_connection(url, "CP7", password=PASSWORD, timeout=10)
+        assert result.subprotocol == "ocpp1.6"
+        assert result.boot_notification["status"] == "Accepted"
+        assert result.boot_notification["interval"] > 0 and result.heartbeat["currentTime"]
+        assert driver.central.boot is not None and driver.central.boot["vendor"] == "TestVendor"
+        assert driver.central.traffic.received["Heartbeat"] == 1
+        with pytest.raises(InvalidStatus) as refused:
+            await check_connection(url, "CP7", password="not-the-password", timeout=10)
+        assert refused.value.response.status_code == 401
+        with pytest.raises(InvalidStatus) as other_version:
+            await check_connection(url, "CP7", password=PASSWORD, ocpp="2.0.1", timeout=10)
+        assert other_version.value.response.status_code == 400  # no common subprotocol
+    finally:
+        await driver.close()
