@@ -411,6 +411,7 @@ class OcppCharger:
         self._listened = False
         self.quirks: VendorQuirks | None = None
         self._meter_interval_s = config.meter_interval_s
+        self._setup_lock = asyncio.Lock()
         self._stopped = False  # pvcharge stopped the transaction (RemoteStopTransaction) after a refusal
 
     @property
@@ -604,7 +605,12 @@ class OcppCharger:
             if central.disconnected_at_s is not None:
                 since = f" (disconnected {self._clock() - central.disconnected_at_s:.0f} s ago)"
             raise DeviceUnavailable(self.name, f"the charge point is not connected to {central.url}{since}")
-        generation = central.generation
+        async with self._setup_lock:  # a late read and an apply may both get here
+            await self._setup(central.generation)
+
+    async def _setup(self, generation: int) -> None:
+        """The setup of a new connection (see the module docstring), once per connection."""
+        central = self.central
         if self._prepared == generation:
             return
         if central.boot is None:  # a box boots first thing (§4.2); one that merely reconnects may not
@@ -614,12 +620,15 @@ class OcppCharger:
         self.box = await self._read_configuration()
         await self._configure_meter_values()
         self._prepared = generation
-        if self.box.remote_trigger and central.state.status is None:
+        if self.box.remote_trigger:  # the status may have changed while the box was away
             await self._trigger("StatusNotification")
         wanted = self._wanted
         if wanted is not None and self._accepted_on != generation:
             self._log.info("ocpp.profile_resend", profile=self._describe(wanted), note="new connection")
-            await self._send_profile(wanted)
+            try:
+                await self._send_profile(wanted)
+            except DeviceProtocolError as exc:  # refused: the daemon's next apply reports it; reads go on
+                self._log.warning("ocpp.profile_resend_failed", error=exc.message)
 
     def _apply_quirks(self) -> None:
         """Look the BootNotification's vendor up in :data:`VENDOR_QUIRKS` (a box sends it first)."""

@@ -188,6 +188,8 @@ class _Session(ChargePoint):  # type: ignore[misc]  # the ocpp library has no ty
 
     @handles(Action.meter_values)
     def _meter_values(self, connector_id: int, meter_value: list[dict[str, Any]], **kwargs: Any) -> Any:
+        """Keep the samples (oldest first) and adopt a transaction the connector has but pvcharge did not
+        start (it began before pvcharge started)."""
         central = self.central
         if connector_id == central.connector_id:
             state = central.state
@@ -199,6 +201,9 @@ class _Session(ChargePoint):  # type: ignore[misc]  # the ocpp library has no ty
                         central.log.debug("ocpp.sample_ignored", sample=sample, reason=str(exc))
             state.meter_at_s = central.clock()
             central.meter_event.set()
+            transaction_id = kwargs.get("transaction_id")
+            if state.transaction_id is None and transaction_id and state.status != "Available":
+                state.transaction_id = transaction_id  # begun before pvcharge started (evcc does the same)
         return call_result.MeterValues()
 
     @handles(Action.authorize)
