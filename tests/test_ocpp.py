@@ -446,23 +446,30 @@ async def test_daemon_through_a_disconnect_and_shutdown(trace: Trace) -> None:
 # -- a charge point not written by pvcharge -------------------------------------------------------
 
 
+def independent_client() -> Any:
+    """test-ocpp's client module (PyPI test-ocpp 1.0.0, the dev extra).  Its import name is this file's
+    module name, so it is loaded from where it is installed."""
+    import importlib.util
+    from importlib.metadata import distribution
+
+    name = "independent_ocpp_client"
+    if name not in sys.modules:
+        path = Path(str(distribution("test-ocpp").locate_file("test_ocpp/client.py")))
+        spec = importlib.util.spec_from_file_location(name, path)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # its dataclasses look their module up there
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
 async def test_an_independent_charge_point_client_boots_against_the_central_system() -> None:
     """test-ocpp (PyPI, M. Mathiasen; its own OCPP-J framing on websockets, not the ocpp library) connects,
     boots and sends a heartbeat; with a wrong password its upgrade is refused with 401, and offering only
     OCPP 2.0.1 with 400."""
-    import importlib.util
-    from importlib.metadata import distribution
-
     from websockets.exceptions import InvalidStatus
 
-    # its import name is this file's module name: load its client module from where it is installed
-    path = Path(str(distribution("test-ocpp").locate_file("test_ocpp/client.py")))
-    spec = importlib.util.spec_from_file_location("independent_ocpp_client", path)
-    assert spec is not None and spec.loader is not None
-    client = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = client  # its dataclasses look their module up there
-    spec.loader.exec_module(client)
-    check_connection = client.check_connection
+    check_connection = independent_client().check_connection
 
     driver = OcppCharger(
         OcppConfig(charge_point_id="CP7", port=0, password=Secret(PASSWORD)),
@@ -485,3 +492,35 @@ async def test_an_independent_charge_point_client_boots_against_the_central_syst
         assert other_version.value.response.status_code == 400  # no common subprotocol
     finally:
         await driver.close()
+
+
+async def test_tls_security_profile_2(tmp_path: Path) -> None:
+    """With tls_cert_file/tls_key_file the central system serves wss://; test-ocpp connects with the CA."""
+    import trustme
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    cert_file, key_file, ca_file = tmp_path / "cs.crt", tmp_path / "cs.key", tmp_path / "ca.pem"
+    cert.private_key_pem.write_to_path(str(key_file))
+    cert_file.write_bytes(b"".join(blob.bytes() for blob in cert.cert_chain_pems))
+    ca.cert_pem.write_to_path(str(ca_file))
+    client = independent_client()
+    config = OcppConfig(
+        charge_point_id="CP7",
+        port=0,
+        password=Secret(PASSWORD),
+        tls_cert_file=str(cert_file),
+        tls_key_file=str(key_file),
+    )
+    driver = OcppCharger(config, name="charger ocpp", clock=time.time)
+    url = await driver.listen()
+    assert url.startswith("wss://")
+    try:
+        result = await client.check_connection(
+            url.removesuffix("/CP7"), "CP7", password=PASSWORD, ca=str(ca_file), timeout=10
+        )
+        assert result.tls_version is not None and result.boot_notification["status"] == "Accepted"
+    finally:
+        await driver.close()
+    with pytest.raises(SettingError, match="tls_key_file"):
+        OcppConfig(charge_point_id="CP7", tls_cert_file=str(cert_file))

@@ -176,7 +176,8 @@ class Config:
     """Settings of an OCPP charger (the ``charger:`` section with ``type: ocpp``).
 
     Raises:
-        SettingError: ``charge_point_id`` is empty or holds ``/``; ``password`` is missing while
+        SettingError: only one of ``tls_cert_file`` and ``tls_key_file``;
+            ``charge_point_id`` is empty or holds ``/``; ``password`` is missing while
             ``listen`` is not a loopback address, or empty.
     """
 
@@ -202,12 +203,19 @@ class Config:
         False, doc="the box switches 1p/3p by numberPhases in the profile (ConnectorSwitch3to1PhaseSupported)"
     )
     timeout_s: float = setting(10.0, doc="time the box has to answer one call", unit="s", min=1.0, max=60.0)
+    tls_cert_file: str | None = setting(
+        None, doc="PEM certificate (chain) to serve wss:// with (security profile 2); with tls_key_file"
+    )
+    tls_key_file: str | None = setting(None, doc="PEM private key of tls_cert_file")
 
     def __post_init__(self) -> None:
         if not self.charge_point_id.strip() or "/" in self.charge_point_id:
             raise SettingError("charge_point_id", f"expected the wallbox's id, got {self.charge_point_id!r}")
         if self.password is not None and not self.password.reveal():
             raise SettingError("password", "empty; set the password configured in the wallbox")
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            missing = "tls_key_file" if self.tls_key_file is None else "tls_cert_file"
+            raise SettingError(missing, "tls_cert_file and tls_key_file must be set together")
         if self.password is None and not is_loopback(self.listen):
             raise SettingError(
                 "password",
@@ -400,6 +408,9 @@ class OcppCharger:
             name=name,
             clock=clock,
             response_timeout_s=config.timeout_s,
+            tls=(config.tls_cert_file, config.tls_key_file)
+            if config.tls_cert_file is not None and config.tls_key_file is not None
+            else None,
         )
         self.box: BoxConfiguration | None = None
         self._prepared = 0  # the connection (CentralSystem.generation) the setup ran on

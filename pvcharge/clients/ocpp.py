@@ -10,6 +10,8 @@ Security profile 1 (OCA "Improved security for OCPP 1.6-J", §2.4; OCTT TC_085):
 ``Authorization: Basic base64(<charge point id>:<password>)`` with its upgrade request; the server
 answers a missing or wrong login with HTTP 401 and never upgrades.  Without a password any client that
 knows the charge point id may connect: only for loopback (the driver's ``Config`` enforces that).
+Security profile 2 adds TLS (``wss://``) with a given certificate; profile 3 (client certificates) is
+not implemented.
 
 What the charge point reports (OCPP 1.6 edition 2, §4 "Operations initiated by Charge Point") is kept in
 :class:`ConnectorState`: its StatusNotification, MeterValues (each sampled value converted to W, Wh, A,
@@ -31,6 +33,7 @@ import contextlib
 import hmac
 import itertools
 import json
+import ssl
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -254,6 +257,8 @@ class CentralSystem:
         name: the device name for errors and logs.
         clock: the daemon's clock, for :class:`ConnectorState` times.
         response_timeout_s: how long to wait for the charge point's answer to one call.
+        tls: ``(certificate file, key file)`` (PEM) to serve ``wss://`` (security profile 2), ``None`` for
+            ``ws://``.
 
     Attributes:
         state: the connector's :class:`ConnectorState`.
@@ -278,6 +283,7 @@ class CentralSystem:
         name: str,
         clock: Callable[[], float],
         response_timeout_s: float,
+        tls: tuple[str, str] | None = None,
     ) -> None:
         self.host, self._port = host, port
         self.charge_point_id = charge_point_id
@@ -297,6 +303,7 @@ class CentralSystem:
         self.transaction_ids = itertools.count(1)
         self.disconnected_at_s: float | None = None
         self._password = password
+        self._tls = tls
         self._id_tags = id_tags
         self._server: Server | None = None
         self._session: _Session | None = None
@@ -309,7 +316,8 @@ class CentralSystem:
     @property
     def url(self) -> str:
         """The URL the charge point is to connect to."""
-        return f"ws://{self.host}:{self._port}/{self.charge_point_id}"
+        scheme = "wss" if self._tls is not None else "ws"
+        return f"{scheme}://{self.host}:{self._port}/{self.charge_point_id}"
 
     @property
     def connected(self) -> bool:
@@ -325,9 +333,19 @@ class CentralSystem:
 
         Raises:
             DeviceUnavailable: the address cannot be bound (in use, not on this host, no permission).
+            DeviceProtocolError: the TLS certificate or key cannot be loaded.
         """
         if self._server is not None:
             return
+        context = None
+        if self._tls is not None:
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            try:
+                context.load_cert_chain(*self._tls)
+            except (OSError, ssl.SSLError) as exc:
+                raise DeviceProtocolError(
+                    self.name, f"cannot load tls_cert_file/tls_key_file {self._tls[0]}: {exc}"
+                ) from exc
         try:
             self._server = await serve(
                 self._serve,
@@ -336,6 +354,7 @@ class CentralSystem:
                 subprotocols=[SUBPROTOCOL],
                 process_request=self._check_request,
                 server_header=None,
+                ssl=context,
             )
         except OSError as exc:
             raise DeviceUnavailable(
