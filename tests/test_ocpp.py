@@ -524,3 +524,23 @@ async def test_tls_security_profile_2(tmp_path: Path) -> None:
         await driver.close()
     with pytest.raises(SettingError, match="tls_key_file"):
         OcppConfig(charge_point_id="CP7", tls_cert_file=str(cert_file))
+
+
+def test_the_ocpp_librarys_message_lines_only_at_debug_level() -> None:
+    """The ocpp library logs every message it sends and receives at info level (a MeterValues every few
+    seconds): pvcharge shows those at debug level only, its own ocpp.* events at info."""
+    import io
+    import logging
+
+    from pvcharge.logs import configure_logging, reset_logging
+
+    out = io.StringIO()
+    try:
+        configure_logging("info", "console", stream=out)
+        logging.getLogger("ocpp").info('CP1: receive message [2, "1", "MeterValues", {}]')
+        logging.getLogger("websockets.server").info("connection open")
+        logging.getLogger("ocpp").warning("Received a CALLError")
+    finally:
+        reset_logging()
+    assert "MeterValues" not in out.getvalue() and "connection open" not in out.getvalue()
+    assert "CALLError" in out.getvalue()
