@@ -260,6 +260,7 @@ DEMO_CHARGERS = {
     "warp": "Tinkerforge WARP (HTTP)",
     "easee": "Easee cloud API (HTTP)",
     "alphaess": "AlphaESS wallbox (Open API, HTTP)",
+    "ocpp": "an OCPP 1.6J charge point (WebSocket, pvcharge the central system)",
 }
 
 
@@ -304,8 +305,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 #: ``pvcharge emulate``'s devices and their default TCP ports: fixed, so that a config written once keeps
-#: working (``--port 0`` picks a free one).  Huawei's own port, 502, is below 1024: root only.
-EMULATE_PORTS = {"huawei": 5502, "senec": 8443, "alphaess": 8081, "easee": 8082, "warp": 8080}
+#: working (``--port 0`` picks a free one).  Huawei's own port, 502, is below 1024: root only.  For ocpp the
+#: port is the central system's (8887, as evcc's): the charge point connects to it.
+EMULATE_PORTS = {"huawei": 5502, "senec": 8443, "alphaess": 8081, "easee": 8082, "warp": 8080, "ocpp": 8887}
 
 
 def _time_of_day_s(text: str) -> float:
@@ -527,7 +529,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("kind", choices=list(EMULATE_PORTS), help="the device to emulate")
     p.add_argument("--port", type=int, help=f"TCP port; 0: a free one (default: {ports})")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (ocpp: of the central system to connect to; default 127.0.0.1)",
+    )
     p.add_argument(
         "--expose",
         action="store_true",
@@ -543,7 +549,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--trace", help="trace CSV (timestamp,pv_power_w,house_power_w); default: the bundled day")
     p.add_argument(
-        "--phase-switching", action="store_true", help="warp: a WARP3 set up for external 1p/3p switching"
+        "--phase-switching",
+        action="store_true",
+        help="warp: a WARP3 set up for external 1p/3p switching; ocpp: a box switching 1p/3p by numberPhases",
     )
     p.add_argument(
         "--log-level",

@@ -91,8 +91,9 @@ def _with_priority(renderer: Any, keep_level: bool) -> Any:
     return render
 
 
-#: library loggers whose info lines are one per request: shown only at debug level
-_CHATTY = ("httpx", "httpcore", "aiohttp.access")
+#: library loggers whose info lines are one per request or message (``ocpp`` logs every OCPP message,
+#: ``websockets`` every connection; the OCPP driver logs what matters itself): shown only at debug level
+_CHATTY = ("httpx", "httpcore", "aiohttp.access", "ocpp", "websockets")
 #: library loggers whose records are logged at debug level whatever their own level (the drivers
 #: report the failures themselves, once per outage)
 _DEMOTED = ("pymodbus",)

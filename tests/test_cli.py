@@ -7,6 +7,7 @@ import contextlib
 import json
 import signal
 import sys
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -339,3 +340,29 @@ async def test_emulate_refuses_a_host_that_is_not_loopback() -> None:
     code, out, err = await pvcharge("emulate", "warp", "--host", "192.0.2.1", "--port", "0")
     assert code == 2 and out == ""
     assert "not a loopback address" in err and "--expose" in err
+
+
+async def test_emulate_ocpp_connects_to_the_printed_central_system() -> None:
+    """For OCPP the emulator is the client: it connects to the port given, where pvcharge with the printed
+    charger section listens."""
+    from pvcharge.chargers.ocpp import Config as OcppConfig
+    from pvcharge.chargers.ocpp import OcppCharger
+    from pvcharge.errors import DeviceUnavailable
+
+    async with emulate("ocpp") as printed:
+        section = printed["charger"]
+        assert section["type"] == "ocpp" and section["listen"] == "127.0.0.1"
+        keys = {k: v for k, v in section.items() if k != "type"}
+        charger = OcppCharger(OcppConfig(**keys), name="charger ocpp", clock=time.time)
+        try:
+            deadline = time.monotonic() + 30  # it tries every 5 s; the first read waits 10 s for it
+            while True:
+                try:
+                    reading = await charger.read()
+                    break
+                except DeviceUnavailable:
+                    assert time.monotonic() < deadline, "the emulator did not connect"
+            assert reading.connected  # 10:00: the car is plugged in
+            assert charger.central.boot is not None and charger.central.boot["vendor"] == "pvcharge"
+        finally:
+            await charger.close()

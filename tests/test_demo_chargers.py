@@ -1,5 +1,5 @@
-"""``pvcharge demo --charger easee|alphaess``: the real daemon and cloud drivers against the Easee and
-AlphaESS emulators on the demo's compressed clock.
+"""``pvcharge demo --charger easee|alphaess|ocpp``: the real daemon and cloud drivers against the Easee and
+AlphaESS emulators, and the OCPP driver with the charge point emulator, on the demo's compressed clock.
 
 The strict checks run the demo in-process over the midday hours at 360× real time: a cycle of 5 s is
 14 ms of real time, which a loaded machine still keeps up with (at the 4000× of ``--seconds 10`` a
@@ -76,3 +76,27 @@ async def test_the_demo_command_names_the_cloud_and_what_it_answered() -> None:
     assert re.search(r"^Summary: serf_east_2022-03-19\.csv", out, re.MULTILINE), out
     assert re.search(r"^\s+AlphaESS cloud\s+\d+ requests, writes: .*; refused: ", out, re.MULTILINE), out
     assert DEMO_ALPHAESS_SECRET not in out + err
+
+
+async def test_the_demo_charges_from_pv_through_ocpp() -> None:
+    """``--charger ocpp``: the charge point emulator connects to the driver's central system, takes its
+    profiles and reports its meter; the summary's traffic is what the charge point sent and accepted."""
+    from pvcharge.sim.demo import summary
+
+    trace = bundled_trace()
+    start_s = trace.start_s + 10.5 * 3600
+    out = io.StringIO()
+    result = await run_demo(
+        trace, speed=360, start_s=start_s, end_s=start_s + 1.5 * 3600, out=out, charger="ocpp"
+    )
+    energy, traffic = result.energy, result.traffic
+    assert energy.car_wh > 3000, energy
+    assert energy.pv_to_car_wh > 0.95 * energy.car_wh, energy
+    assert energy.grid_to_car_wh < 0.02 * energy.car_wh, energy
+    assert traffic is not None and traffic.name == "OCPP charge point"
+    assert traffic.sent["BootNotification"] == 1 and traffic.sent["MeterValues"] > 100, traffic.line()
+    assert traffic.accepted["SetChargingProfile"] >= 2 and not traffic.refused, traffic.line()
+    assert result.stats.meter_failures == 0
+    assert re.search(
+        r"^\s+OCPP charge point\s+1 connection\(s\); sent .*MeterValues \d+", summary(result, trace), re.M
+    )

@@ -25,6 +25,7 @@ CHARGER_TYPES: dict[str, str] = {
     "warp": "pvcharge.chargers.warp",
     "alphaess": "pvcharge.chargers.alphaess",
     "easee": "pvcharge.chargers.easee",
+    "ocpp": "pvcharge.chargers.ocpp",
 }
 
 

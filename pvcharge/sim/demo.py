@@ -2,7 +2,8 @@
 
 The emulators (a meter: Huawei SUN2000 over Modbus TCP, SENEC.Home over HTTPS lala.cgi or the
 AlphaESS Open API over HTTP; and a charger: a Tinkerforge WARP over HTTP, the Easee cloud API over
-HTTP or an AlphaESS wallbox through the Open API) listen on free loopback ports and answer from one
+HTTP, an AlphaESS wallbox through the Open API, or an OCPP 1.6J charge point, which connects to the
+driver's central system instead of listening) listen on free loopback ports and answer from one
 :class:`~pvcharge.sim.site.SiteModel` that follows a simulated clock running ``speed`` times faster
 than real time.  The daemon, its drivers, the config loader and the controller are the production
 code; only the clock and the devices are simulated.
@@ -11,7 +12,8 @@ The cloud emulators run on the simulated clock too, so their rate limits, token 
 timestamp windows are in simulated seconds, as the drivers' own budgets are (as in the soak run).
 An AlphaESS meter and an AlphaESS wallbox share one emulator and one account, as they would share one
 cloud account (:func:`pvcharge.devices.create_devices`).  What the charger's cloud emulator answered
-(requests, writes, refusals such as HTTP 429 or code 6053) is counted in :class:`Traffic`.
+(requests, writes, refusals such as HTTP 429 or code 6053) is counted in :class:`Traffic`; what the
+OCPP charge point sent and accepted in :class:`~pvcharge.sim.ocpp.OcppTraffic`.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import asyncio
 import contextlib
 import dataclasses
 import json
+import socket
 import sys
 import time
 from collections import Counter
@@ -40,6 +43,7 @@ from pvcharge.sim.alphaess import AlphaEssEmulator
 from pvcharge.sim.easee import MAX_CHARGER_A, EaseeEmulator
 from pvcharge.sim.http import Handler, LoopbackHttpServer
 from pvcharge.sim.huawei import HuaweiEmulator
+from pvcharge.sim.ocpp import OcppChargePointEmulator, OcppTraffic
 from pvcharge.sim.sections import EASEE_USERNAME, alphaess_account, easee_account
 from pvcharge.sim.senec import SenecEmulator
 from pvcharge.sim.site import EnergyTally, SiteModel
@@ -129,7 +133,8 @@ class DemoResult:
     """What a demo run measured.
 
     ``traffic``: what the charger's cloud emulator answered (Easee, AlphaESS wallbox; with an AlphaESS
-    meter on the same account, the meter's requests too); ``None`` for the WARP.
+    meter on the same account, the meter's requests too), or what the OCPP charge point sent and
+    accepted; ``None`` for the WARP.
     """
 
     start_s: float
@@ -137,7 +142,7 @@ class DemoResult:
     wall_s: float
     stats: Stats
     energy: EnergyTally
-    traffic: Traffic | None = None
+    traffic: Traffic | OcppTraffic | None = None
     #: control cycles due from start to end at the config's ``interval_s``
     cycles_due: int = 0
     #: wall time (s) the simulated clock was held because the daemon fell behind (:class:`SimClock`)
@@ -147,9 +152,10 @@ class DemoResult:
 #: meters the demo can emulate
 METERS = ("huawei", "senec", "alphaess")
 #: chargers the demo can emulate
-CHARGERS = ("warp", "easee", "alphaess")
+CHARGERS = ("warp", "easee", "alphaess", "ocpp")
 DEMO_ALPHAESS_SECRET = "demo-secret"  # the emulator's app secret: a demo value, not a real credential
 DEMO_EASEE_PASSWORD = "demo-password"  # the Easee emulator's password: a demo value, not a real credential
+DEMO_OCPP_ID = "pvcharge-demo"  # the OCPP charge point's identity
 #: the demo's charge point without ``--config``: 1-phase 6–16 A (an AlphaESS wallbox: 16 A on 1 phase, the
 #: current set in its app)
 DEMO_CHARGE_POINT = ChargePoint(min_current_a=6, max_current_a=16, phases=1)
@@ -295,7 +301,7 @@ class _Emulated:
     meter: str  #: the meter mapping
     charger: str  #: the charger mapping's keys, without the charge point's limits
     charger_name: str
-    traffic: Traffic | None
+    traffic: Traffic | OcppTraffic | None
 
 
 @contextlib.asynccontextmanager
@@ -332,6 +338,24 @@ async def _emulators(
                     " phase_switching: true"
                 )
             yield _Emulated(meter_section, keys, f"charger easee {easee.url}", easee.traffic)
+        elif charger == "ocpp":
+            # the charge point connects to pvcharge: a port that was free a moment ago, which the driver
+            # listens on from the daemon's first cycle; the emulator tries again every 5 simulated s
+            port = _free_port()
+            auto = charge_point.phases == "auto"
+            ocpp = await stack.enter_async_context(
+                OcppChargePointEmulator(
+                    site,
+                    f"ws://127.0.0.1:{port}/{DEMO_OCPP_ID}",
+                    phases_connected=phases,
+                    phase_switch=auto,
+                    sleep=clock.sleep,
+                )
+            )
+            keys = f"type: ocpp, charge_point_id: {DEMO_OCPP_ID}, port: {port}, meter_interval_s: 5"
+            if auto:
+                keys += ", phase_switching: true"
+            yield _Emulated(meter_section, keys, f"charger ocpp ws://127.0.0.1:{port}", ocpp.traffic)
         else:
             # the wallbox charges at the current and on the phases set in the AlphaESS app: the charge
             # point's maximum.  Its polls ask two endpoints (three on the first), one more on an account
@@ -352,6 +376,13 @@ async def _emulators(
                 meter_section = alphaess_meter(alpha)
             keys = f"type: alphaess, {alphaess_account(alpha, app_secret=DEMO_ALPHAESS_SECRET)}, timeout_s: 2"
             yield _Emulated(meter_section, keys, f"charger alphaess {alpha.url}", alpha.traffic)
+
+
+def _free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def _local(t_s: float, trace: Trace) -> datetime:

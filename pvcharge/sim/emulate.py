@@ -27,6 +27,7 @@ from pvcharge.sim.alphaess import AlphaEssEmulator
 from pvcharge.sim.demo import SimClock
 from pvcharge.sim.easee import EaseeEmulator
 from pvcharge.sim.huawei import HuaweiEmulator
+from pvcharge.sim.ocpp import OcppChargePointEmulator
 from pvcharge.sim.sections import alphaess_account, easee_account
 from pvcharge.sim.senec import SenecEmulator
 from pvcharge.sim.site import SiteModel
@@ -34,10 +35,12 @@ from pvcharge.sim.trace import Trace
 from pvcharge.sim.warp import WarpEmulator
 
 #: the emulators :func:`emulator` runs
-KINDS = ("huawei", "senec", "alphaess", "easee", "warp")
+KINDS = ("huawei", "senec", "alphaess", "easee", "warp", "ocpp")
 #: the emulators' throwaway credentials (they print, that is the point: a user types them into a client)
 EASEE_PASSWORD = "demo-password"
 ALPHAESS_SECRET = "demo-secret"
+#: the OCPP charge point's identity
+OCPP_ID = "pvcharge-emulator"
 _LOOPBACK = "127.0.0.1"
 
 
@@ -90,10 +93,14 @@ async def emulator(
 ) -> AsyncIterator[Emulated]:
     """Run the emulator ``kind`` (one of :data:`KINDS`) on ``host:port`` and yield where it is.
 
+    An OCPP charge point (``ocpp``) listens nowhere: it connects to the central system at
+    ``ws://host:port/pvcharge-emulator`` (pvcharge with the printed charger section) and tries again every
+    5 s until it is there.
+
     Args:
         site: the site model it answers from.
-        host: address to listen on; loopback unless ``expose``.
-        port: TCP port, 0 for a free one.
+        host: address to listen on (``ocpp``: of the central system); loopback unless ``expose``.
+        port: TCP port, 0 for a free one (not for ``ocpp``).
         expose: allow a ``host`` that is not loopback (``--expose``).
         phase_switch: a WARP3 set up for external phase switching (``warp`` only, ``--phase-switching``).
 
@@ -109,13 +116,32 @@ async def emulator(
             f"{host} is not a loopback address; the emulators are test doubles (throwaway credentials, no "
             "real security): add --expose to listen there anyway"
         )
-    if phase_switch and kind != "warp":
-        raise ValueError("--phase-switching is emulated for the WARP only")
+    if phase_switch and kind not in ("warp", "ocpp"):
+        raise ValueError("--phase-switching is emulated for the WARP and the OCPP charge point only")
+    if kind == "ocpp":
+        if port == 0:
+            raise ValueError("the OCPP charge point connects to pvcharge: give the central system's --port")
+        url = f"ws://{host}:{port}/{OCPP_ID}"
+        async with OcppChargePointEmulator(site, url, phase_switch=phase_switch, allow_remote=expose):
+            yield _describe_ocpp(host, port, url, phase_switch)
+        return
     # the emulators refuse other addresses when built; exposing them is this tool's explicit choice
     built = _build(kind, site, port, phase_switch)
     built.host = host
     async with built:
         yield _describe(built, phase_switch)
+
+
+def _describe_ocpp(host: str, port: int, url: str, phase_switch: bool) -> Emulated:
+    section: dict[str, Any] = {"type": "ocpp", "charge_point_id": OCPP_ID, "listen": host, "port": port}
+    if phase_switch:
+        section["phase_switching"] = True
+    return Emulated(
+        f"an OCPP 1.6J charge point{' switching 1p/3p' if phase_switch else ''} (a WebSocket client)",
+        f"{url} (it connects there, as a wallbox does; no login)",
+        {"charger": section},
+        ["It tries to connect every 5 s: start pvcharge with this charger section (or evcc on this port)."],
+    )
 
 
 def _build(
