@@ -71,6 +71,7 @@ def _longest_cycle_s(config: Config) -> float:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from pvcharge.sessions import open_recorder, tariff_of
     from pvcharge.state import state_path
 
     config = _load(args.config)
@@ -156,6 +157,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                         args.log_level or new.log.level, args.log_format or new.log.format, stream=sys.stdout
                     )
                 log.info("reload_accepted", config=args.config, applies="from the next control cycle")
+                if recorder is not None:
+                    recorder.set_tariff(tariff_of(new.tariff))
                 for warning in new.warnings:
                     log.warning("config_warning", warning=warning)
                 if services.differs(new) or reloads:  # (behind a restart under way: READY in order)
@@ -176,7 +179,10 @@ def cmd_run(args: argparse.Namespace) -> int:
                 notifier.ready(status)
 
         daemon = Daemon(config, meter, charger, on_cycle=on_cycle, state_file=state_path(config.state))
-        services = Services(daemon)
+        recorder = open_recorder(config)
+        if recorder is not None:
+            daemon.listeners.append(recorder)
+        services = Services(daemon, sessions=recorder)
         reloads: set[asyncio.Task[None]] = set()  # service restarts under way (held: tasks are weak refs)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -188,6 +194,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         finally:
             await asyncio.gather(*reloads, return_exceptions=True)
             await services.stop()
+            if recorder is not None:
+                recorder.close(daemon.clock())
             if heartbeat is not None:
                 heartbeat.clear()
 
