@@ -1,4 +1,4 @@
-"""Command line: ``pvcharge run | healthcheck | check-config | probe | replay | demo | emulate``.
+"""Command line: ``pvcharge run | healthcheck | check-config | probe | replay | demo | emulate | sessions``.
 
 Exit codes: 0 success, 1 a device failed (probe), 2 a config or usage error.
 """
@@ -26,6 +26,7 @@ from pvcharge.config import ApiConfig, Config, load_config, secret_values, to_di
 from pvcharge.errors import ConfigError, DeviceError, PvchargeError
 from pvcharge.logs import FORMATS, configure_logging, register_secrets
 from pvcharge.readings import as_dict
+from pvcharge.sessions.cli import add_command as add_sessions_command
 
 if TYPE_CHECKING:
     from pvcharge.daemon import Cycle
@@ -463,6 +464,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"pvcharge {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     add_commands(sub)  # status, mode: talk to the running daemon over its API
+    add_sessions_command(sub)  # sessions: the recorded history
 
     p = sub.add_parser("run", help="run the control loop against the configured devices")
     p.add_argument("--config", "-c", required=True, help="YAML config file")

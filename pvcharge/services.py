@@ -92,7 +92,7 @@ class Services:
         from pvcharge.api.server import start_api
 
         try:
-            self.server = await start_api(self.daemon, config)
+            self.server = await start_api(self.daemon, config, self.sessions)
         except PvchargeError as exc:  # charging control goes on without the API, and says so
             log.error("api_unavailable", error=str(exc), action="control runs on without the API")
             self.server = None
@@ -111,7 +111,7 @@ class Services:
             return
         from pvcharge.mqtt import MqttBridge
 
-        self.bridge = MqttBridge(self.daemon, config)
+        self.bridge = MqttBridge(self.daemon, config, sessions=self.sessions)
         await self.bridge.start()
 
     async def _stop_mqtt(self) -> None:

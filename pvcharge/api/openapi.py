@@ -188,16 +188,99 @@ _SECTION = {
     "description": "one section of the config file, every key with its effective value",
 }
 
+_SECTIONS = ("site", "meter", "charger", "control", "log", "api", "state", "sessions", "tariff")
+
 CONFIG = {
     "type": "object",
     "description": "the effective configuration (defaults filled in); every secret (passwords, app "
     "secrets, the API token) reads '***'",
-    "properties": {
-        name: _SECTION for name in ("site", "meter", "charger", "control", "log", "api", "mqtt", "state")
-    },
-    "required": ["site", "meter", "charger", "control", "log", "api", "state"],
+    "properties": {name: _SECTION for name in (*_SECTIONS, "mqtt")},
+    "required": list(_SECTIONS),
     "additionalProperties": False,
 }
+
+
+def _kwh(description: str) -> dict[str, Any]:
+    return _num(f"{description}, in kWh", minimum=0)
+
+
+def _local_time(description: str, *, nullable: bool = False) -> dict[str, Any]:
+    return {
+        "type": ["string", "null"] if nullable else "string",
+        "format": "date-time",
+        "description": f"{description}: ISO 8601 with the local offset, e.g. 2025-06-15T08:00:05+02:00",
+    }
+
+
+SESSION = _closed(
+    {
+        "id": {"type": ["integer", "null"], "description": "the row id; null until first stored"},
+        "loadpoint": {"type": "string", "description": "the loadpoint (the charger's type, e.g. 'warp')"},
+        "start": _local_time("plug-in (or the first power when the charger cannot see the car)"),
+        "end": _local_time("unplug; null while the session is open", nullable=True),
+        "open": {"type": "boolean", "description": "the car is still plugged in"},
+        "duration_s": _int("from start to end (or to the last cycle while open), in s"),
+        "energy_kwh": _kwh("energy charged"),
+        "pv_kwh": _kwh("of it from PV (after the house)"),
+        "battery_kwh": _kwh("of it from the home battery"),
+        "grid_kwh": _kwh("of it from the grid"),
+        "solar_share": {
+            "type": ["number", "null"],
+            "minimum": 0,
+            "maximum": 1,
+            "description": "(pv + battery) / energy, 0–1; null before any energy",
+        },
+        "peak_power_w": _int("the highest charging power, in W"),
+        "phases": {
+            "type": "array",
+            "items": {"type": "integer", "enum": [1, 2, 3]},
+            "description": "the phase counts the car drew on",
+        },
+        "starts": _int("commands written going from pause to a current"),
+        "phase_switches": _int("commands written changing the phases"),
+        "cost": _num("grid energy × tariff.grid_price_per_kwh, in currency", minimum=0),
+        "savings": _num("(pv + battery) × (tariff.grid_price_per_kwh − tariff.feed_in_per_kwh), in currency"),
+        "currency": {"type": "string", "description": "tariff.currency"},
+    },
+    "one charging session",
+)
+
+DAY = _closed(
+    {
+        "day": {"type": "string", "format": "date", "description": "the local day, YYYY-MM-DD"},
+        "pv_kwh": _kwh("PV produced"),
+        "export_kwh": _kwh("exported to the grid"),
+        "import_kwh": _kwh("imported from the grid"),
+        "battery_charge_kwh": _kwh("into the home battery"),
+        "battery_discharge_kwh": _kwh("out of the home battery"),
+        "car_kwh": _kwh("charged into the car"),
+        "car_pv_kwh": _kwh("the car's energy from PV"),
+        "car_battery_kwh": _kwh("the car's energy from the home battery"),
+        "car_grid_kwh": _kwh("the car's energy from the grid"),
+    },
+    "the site's energy of one local day (integrated from the meter's readings each cycle)",
+)
+
+_BOUNDS = [
+    {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "schema": {
+            "anyOf": [{"type": "string", "format": "date"}, {"type": "string", "format": "date-time"}]
+        },
+        "description": f"{what}: a local date YYYY-MM-DD (included) or an RFC 3339 time",
+    }
+    for name, what in (("from", "sessions started at or after"), ("to", "sessions started before"))
+]
+_LOADPOINT = {
+    "name": "loadpoint",
+    "in": "query",
+    "required": False,
+    "schema": {"type": "string"},
+    "description": "only this loadpoint's sessions",
+}
+_NO_HISTORY = "no session history: sessions.enabled is false or the database could not be opened"
 
 
 def _json(schema_ref: str, description: str) -> dict[str, Any]:
@@ -209,7 +292,9 @@ def _json(schema_ref: str, description: str) -> dict[str, Any]:
 
 def openapi_document(*, token_required: bool) -> dict[str, Any]:
     """The OpenAPI document of the server; ``token_required``: a bearer token is configured."""
-    guard: dict[str, Any] = {"400": _json("Error", "a query parameter the operation does not take")}
+    guard: dict[str, Any] = {
+        "400": _json("Error", "a query parameter the operation does not take, or a malformed from/to")
+    }
     if token_required:
         guard["401"] = _json("Error", "no or a wrong bearer token (see the WWW-Authenticate header)")
     else:
@@ -299,6 +384,47 @@ def openapi_document(*, token_required: bool) -> dict[str, Any]:
                     },
                 }
             },
+            "/api/sessions": {
+                "get": {
+                    "operationId": "getSessions",
+                    "summary": "charging sessions, oldest first, the open one with its latest values",
+                    "parameters": [*_BOUNDS, _LOADPOINT],
+                    "responses": {
+                        "200": _json("Sessions", "the sessions"),
+                        "404": _json("Error", _NO_HISTORY),
+                        **guard,
+                    },
+                }
+            },
+            "/api/sessions.csv": {
+                "get": {
+                    "operationId": "getSessionsCsv",
+                    "summary": "the sessions as CSV (start, end, loadpoint, energy_kwh, pv_kwh, battery_kwh, "
+                    "grid_kwh, solar_share, peak_power_w, phases, starts, phase_switches, cost, savings, "
+                    "currency)",
+                    "parameters": [*_BOUNDS, _LOADPOINT],
+                    "responses": {
+                        "200": {
+                            "description": "the CSV, one header row",
+                            "content": {"text/csv": {"schema": {"type": "string"}}},
+                        },
+                        "404": _json("Error", _NO_HISTORY),
+                        **guard,
+                    },
+                }
+            },
+            "/api/energy": {
+                "get": {
+                    "operationId": "getEnergy",
+                    "summary": f"the site's energy per local day (default: the last {30} days) and today's",
+                    "parameters": _BOUNDS,
+                    "responses": {
+                        "200": _json("Energy", "today and the days asked for, oldest first"),
+                        "404": _json("Error", _NO_HISTORY),
+                        **guard,
+                    },
+                }
+            },
             "/metrics": {
                 "get": {
                     "operationId": "getMetrics",
@@ -323,6 +449,19 @@ def openapi_document(*, token_required: bool) -> dict[str, Any]:
                 "ModeError": MODE_ERROR,
                 "Error": ERROR,
                 "Config": CONFIG,
+                "Session": SESSION,
+                "Sessions": _closed(
+                    {"sessions": {"type": "array", "items": {"$ref": "#/components/schemas/Session"}}},
+                    "sessions started within the bounds",
+                ),
+                "Day": DAY,
+                "Energy": _closed(
+                    {
+                        "today": {"$ref": "#/components/schemas/Day"},
+                        "days": {"type": "array", "items": {"$ref": "#/components/schemas/Day"}},
+                    },
+                    "the site's energy: today so far and per day",
+                ),
             },
         },
     }

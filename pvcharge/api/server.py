@@ -8,6 +8,9 @@ Routes (the OpenAPI document at ``/api/openapi.json`` describes them, :mod:`pvch
 ``PUT /api/mode``           ``{"mode": "off|pv|minpv|fast"}`` → ``Daemon.set_mode(mode, source="api")``
 ``GET /api/config``         the effective config, secrets as ``***``
 ``GET /api/openapi.json``   the OpenAPI document
+``GET /api/sessions``       charging sessions (``?from=&to=&loadpoint=``), :mod:`pvcharge.sessions`
+``GET /api/sessions.csv``   the same as CSV (a download)
+``GET /api/energy``         the site's energy per day (``?from=&to=``, default the last 30 days) and today
 ``GET /metrics``            Prometheus metrics (:mod:`pvcharge.api.metrics`)
 ==========================  =======================================================================
 
@@ -25,8 +28,8 @@ Security:
 - every configured secret (driver passwords, app secrets, the token) is masked as ``***`` in every
   JSON answer, should one ever turn up in a device's error message;
 - no access log: the query string of ``/?token=`` never reaches a log.
-- no route takes a query parameter but the page's ``token``: any other is a ``400`` (``/api/mode?mode=fast``
-  would otherwise be silently ignored).
+- no route takes a query parameter but the page's ``token`` and the history's ``from``, ``to`` and
+  ``loadpoint``: any other is a ``400`` (``/api/mode?mode=fast`` would otherwise be silently ignored).
 
 The handlers only read the daemon's state and call :meth:`Daemon.set_mode`; none of them awaits a
 device, so a client polling the API never holds up a control cycle (measured in ``tests/test_api.py``).
@@ -53,16 +56,27 @@ from pvcharge.api.openapi import openapi_document
 from pvcharge.config import ApiConfig, secret_values, to_dict
 from pvcharge.control.config import MODES
 from pvcharge.errors import PvchargeError
+from pvcharge.sessions.export import day_dict, parse_bound, session_dict, sessions_csv
+from pvcharge.sessions.tally import DayTotals, Session, local_day
 from pvcharge.settings import is_loopback, mask_secrets
 
 if TYPE_CHECKING:
     from pvcharge.daemon import Daemon
+    from pvcharge.sessions import SessionRecorder
 
 log = structlog.get_logger("pvcharge.api")
 
 MAX_BODY_BYTES = 64 * 1024  #: the largest request body taken (413 above)
 SHUTDOWN_S = 2.0  #: how long stop() waits for requests still being answered
 TOKEN_KEY = "pvcharge-token"  #: the sessionStorage key the page keeps the token under
+HISTORY_DAYS = 30  #: /api/energy without ``from``: this many days up to today
+#: the query parameters each route takes (any other is a 400)
+QUERY_PARAMETERS = {
+    "/": {"token"},
+    "/api/sessions": {"from", "to", "loadpoint"},
+    "/api/sessions.csv": {"from", "to", "loadpoint"},
+    "/api/energy": {"from", "to"},
+}
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -135,11 +149,12 @@ def _dumps(data: Any) -> str:
 class _Api:
     """The handlers and the guard of one server."""
 
-    def __init__(self, daemon: Daemon, config: ApiConfig) -> None:
+    def __init__(self, daemon: Daemon, config: ApiConfig, sessions: SessionRecorder | None = None) -> None:
         self.daemon = daemon
+        self.sessions = sessions
         self.token: bytes | None = config.token.reveal().encode("utf-8") if config.token is not None else None
         self._token_secret = [config.token.reveal()] if config.token is not None else []
-        self.registry = metrics_registry(self.status)
+        self.registry = metrics_registry(self.status, self.energy_totals if sessions is not None else None)
         self.page = resources.files("pvcharge.api").joinpath("static/index.html").read_text("utf-8")
         self.page_csp = content_security_policy(self.page)
         self.login = {rejected: _login_page(rejected) for rejected in (False, True)}
@@ -227,13 +242,16 @@ class _Api:
         return self._unauthorized(request, bool(bearer) or "token" in request.query)
 
     async def _checked(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        """No route takes query parameters but the page's ``token``: anything else is a mistake
+        """Only the query parameters of :data:`QUERY_PARAMETERS`: anything else is a mistake
         (``/api/mode?mode=fast`` would otherwise be silently ignored)."""
-        allowed = {"token"} if request.path == "/" else set()
+        allowed = QUERY_PARAMETERS.get(request.path, set())
         unknown = sorted(set(request.query) - allowed)
         if unknown:
             names = ", ".join(repr(name[:40]) for name in unknown[:5])
-            return self.json({"error": f"unknown query parameter(s) {names}: {request.path} takes none"}, 400)
+            takes = ", ".join(sorted(allowed - {"token"})) or "none"
+            return self.json(
+                {"error": f"unknown query parameter(s) {names}: {request.path} takes {takes}"}, 400
+            )
         return await handler(request)
 
     # --- the routes ------------------------------------------------------------------------------
@@ -276,20 +294,79 @@ class _Api:
     async def get_openapi(self, request: web.Request) -> web.Response:
         return self.json(self.openapi)
 
+    # --- the history (pvcharge.sessions) ------------------------------------------------------------
+
+    def _recorder(self) -> SessionRecorder:
+        if self.sessions is None:
+            raise web.HTTPNotFound(
+                reason="no session history: sessions.enabled is false or the database could not be opened "
+                "(see the daemon's log)"
+            )
+        return self.sessions
+
+    def _bounds(self, request: web.Request, recorder: SessionRecorder) -> tuple[float | None, float | None]:
+        bounds: list[float | None] = []
+        for key in ("from", "to"):
+            text = request.query.get(key)
+            try:
+                bounds.append(parse_bound(text, recorder.tz, end=key == "to") if text is not None else None)
+            except ValueError as exc:
+                raise web.HTTPBadRequest(reason=f"{key}: {exc}") from None
+        return bounds[0], bounds[1]
+
+    def _sessions(self, request: web.Request) -> tuple[SessionRecorder, list[Session]]:
+        recorder = self._recorder()
+        from_s, to_s = self._bounds(request, recorder)
+        found = recorder.sessions(from_s=from_s, to_s=to_s, loadpoint=request.query.get("loadpoint"))
+        return recorder, found
+
+    async def get_sessions(self, request: web.Request) -> web.Response:
+        recorder, found = self._sessions(request)
+        return self.json({"sessions": [session_dict(s, recorder.tz) for s in found]})
+
+    async def get_sessions_csv(self, request: web.Request) -> web.Response:
+        recorder, found = self._sessions(request)
+        return web.Response(
+            text=mask_secrets(sessions_csv(found, recorder.tz), self.secrets()),
+            content_type="text/csv",
+            headers={"Content-Disposition": 'attachment; filename="pvcharge-sessions.csv"'},
+        )
+
+    async def get_energy(self, request: web.Request) -> web.Response:
+        recorder = self._recorder()
+        now_s = self.daemon.clock()
+        from_s, to_s = self._bounds(request, recorder)
+        today = recorder.day(now_s)
+        first = local_day(from_s, recorder.tz) if from_s is not None else None
+        last = local_day(to_s - 1, recorder.tz) if to_s is not None else today.day
+        if first is None:
+            first = local_day(now_s - (HISTORY_DAYS - 1) * 86400, recorder.tz)
+        days = {d.day: d for d in recorder.store.days(from_day=first, to_day=last)}
+        if first <= today.day <= last:
+            days[today.day] = today
+        return self.json({"today": day_dict(today), "days": [day_dict(days[name]) for name in sorted(days)]})
+
+    def energy_totals(self) -> DayTotals | None:
+        return self.sessions.totals() if self.sessions is not None else None
+
     async def metrics(self, request: web.Request) -> web.Response:
         encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
         return web.Response(body=encoder(self.registry), headers={"Content-Type": content_type})
 
 
-def build_app(daemon: Daemon, config: ApiConfig) -> web.Application:
-    """The aiohttp application serving ``daemon`` (no socket yet; :func:`start_api` binds it)."""
-    api = _Api(daemon, config)
+def build_app(daemon: Daemon, config: ApiConfig, sessions: SessionRecorder | None = None) -> web.Application:
+    """The aiohttp application serving ``daemon`` and its ``sessions`` (no socket yet; :func:`start_api`
+    binds it)."""
+    api = _Api(daemon, config, sessions)
     app = web.Application(middlewares=[api.guard], client_max_size=MAX_BODY_BYTES)
     app.router.add_get("/", api.index)
     app.router.add_get("/api/status", api.get_status)
     app.router.add_put("/api/mode", api.put_mode)
     app.router.add_get("/api/config", api.get_config)
     app.router.add_get("/api/openapi.json", api.get_openapi)
+    app.router.add_get("/api/sessions", api.get_sessions)
+    app.router.add_get("/api/sessions.csv", api.get_sessions_csv)
+    app.router.add_get("/api/energy", api.get_energy)
     app.router.add_get("/metrics", api.metrics)
     return app
 
@@ -315,8 +392,9 @@ class ApiServer:
             log.info("api_stopped", url=self.url)
 
 
-async def start_api(daemon: Daemon, config: ApiConfig) -> ApiServer:
-    """Serve the API for ``daemon`` on ``config.listen:config.port`` (port 0: a free one).
+async def start_api(daemon: Daemon, config: ApiConfig, sessions: SessionRecorder | None = None) -> ApiServer:
+    """Serve the API for ``daemon`` on ``config.listen:config.port`` (port 0: a free one); ``sessions``:
+    the recorder behind ``/api/sessions`` and ``/api/energy`` (``None``: they answer 404).
 
     With ``api.enabled: false`` nothing listens and the returned server's ``url`` is ``None``.
 
@@ -331,7 +409,7 @@ async def start_api(daemon: Daemon, config: ApiConfig) -> ApiServer:
         log.warning(
             "api_token_short", length=len(config.token.reveal()), action="use 32 random hex digits or more"
         )
-    runner = web.AppRunner(build_app(daemon, config), access_log=None, shutdown_timeout=SHUTDOWN_S)
+    runner = web.AppRunner(build_app(daemon, config, sessions), access_log=None, shutdown_timeout=SHUTDOWN_S)
     await runner.setup()
     site = web.TCPSite(runner, config.listen, config.port)
     try:

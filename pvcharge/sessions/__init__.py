@@ -15,11 +15,12 @@ import sqlite3
 from collections.abc import Mapping
 from datetime import tzinfo
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from pvcharge.config import Config, SessionsConfig, StateConfig, TariffConfig
+from pvcharge.sessions.export import day_dict, session_dict
 from pvcharge.sessions.store import SessionStore, StoreError
 from pvcharge.sessions.tally import DayTotals, Session, Tally, Tariff, local_day
 from pvcharge.state import state_path
@@ -189,6 +190,24 @@ class SessionRecorder:
         if pending is not None:
             total.add(pending)
         return total
+
+    def summary(self, now_s: float) -> dict[str, Any]:
+        """Today's site energy and the last session (``None`` before any) as JSON-ready dicts
+        (:mod:`pvcharge.sessions.export`), each with ``solar_share_pct``: PV and home battery over the
+        car's energy in %, ``None`` before any (MQTT ``P/energy``)."""
+        today = self.day(now_s)
+        car_wh = today.car_wh
+        share = 100 * (today.car_pv_wh + today.car_battery_wh) / car_wh if car_wh > 0 else None
+        last = self.last_session()
+        last_dict = None
+        if last is not None:
+            last_dict = session_dict(last, self.tz)
+            last_share = last.solar_share
+            last_dict["solar_share_pct"] = round(100 * last_share, 1) if last_share is not None else None
+        return {
+            "today": {**day_dict(today), "solar_share_pct": round(share, 1) if share is not None else None},
+            "last_session": last_dict,
+        }
 
     def totals(self) -> DayTotals:
         """The site's energy over all days recorded (for counters)."""
