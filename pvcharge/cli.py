@@ -273,10 +273,20 @@ DEMO_CHARGERS = {
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from pvcharge.sim.demo import run_demo, summary
+    from pvcharge.config import SessionsConfig, StateConfig
+    from pvcharge.sessions import database_path
+    from pvcharge.sessions.export import sessions_table
+    from pvcharge.sim.demo import run_demo, summary, trace_tz
     from pvcharge.sim.trace import bundled_trace, load_trace
 
     base = _load(args.config) if args.config else None
+    record = None
+    if not args.no_record and (base is None or base.sessions.enabled):
+        record = (
+            database_path(base.sessions, base.state)
+            if base
+            else database_path(SessionsConfig(), StateConfig())
+        )
     configure_logging(args.log_level or "warning", "console")
     trace = load_trace(args.trace) if args.trace else bundled_trace()
     start_s, end_s = trace.daylight()
@@ -305,10 +315,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
             meter=args.meter,
             charger=args.charger,
             api=base.api if base else ApiConfig(),
+            record=record,
         )
     )
     print()
     print(summary(result, trace))
+    if record is not None:
+        print(f"\nSessions recorded in {record} (pvcharge sessions lists them; times local to the trace):")
+        print(sessions_table(list(result.sessions), trace_tz(trace)) if result.sessions else "  none")
     return 0
 
 
@@ -523,6 +537,12 @@ def build_parser() -> argparse.ArgumentParser:
         choices=list(DEMO_CHARGERS),
         default="warp",
         help="which charger to emulate (alphaess: on/off at max_current_a; --meter alphaess: one account)",
+    )
+    p.add_argument(
+        "--no-record",
+        action="store_true",
+        help="do not record the demo's session (default: recorded where pvcharge sessions finds it, "
+        "the state directory or sessions.database of --config)",
     )
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     p.set_defaults(func=cmd_demo)

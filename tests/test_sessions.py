@@ -22,6 +22,7 @@ from pvcharge.sim.site import SiteModel
 from pvcharge.sim.trace import bundled_trace
 
 T0 = 1_750_000_000.0  # 2025-06-15 15:06:40 UTC
+DAY_S = 86400.0
 
 
 def site(t: float, *, pv: float, grid: float, battery: float = 0.0) -> SiteReading:
@@ -385,3 +386,18 @@ def test_kill_9_during_checkpoints_100_times_never_corrupts_and_loses_at_most_a_
         assert session.pv_wh == pytest.approx(session.energy_wh)
         store.close()
         start_s = max(seen[-1], session.updated_s) + 5.0  # the child may have gone on past seen[-1]
+
+
+def test_a_stored_open_session_is_closed_when_the_car_is_gone_or_the_clock_went_back() -> None:
+    stored = Session("warp", start_s=T0, updated_s=T0 + 600, energy_wh=500, id=7)
+    tally = Tally("warp", Tariff(), tz=UTC, session=stored)
+    now = T0 + 3600
+    tally.step(now, site(now, pv=0, grid=300), car(now, 0, connected=False))
+    [closed] = tally.take_closed()
+    assert (closed.id, closed.end_s, closed.energy_wh) == (7, T0 + 600, 500)
+    # a demo replaying an earlier day: a new session, the stored one ends where it was left
+    stored = Session("warp", start_s=T0, updated_s=T0 + 600, id=8)
+    tally = Tally("warp", Tariff(), tz=UTC, session=stored)
+    tally.step(T0 - DAY_S, site(T0 - DAY_S, pv=3000, grid=0), car(T0 - DAY_S, 2300))
+    [closed] = tally.take_closed()
+    assert closed.id == 8 and tally.session is not None and tally.session.start_s == T0 - DAY_S

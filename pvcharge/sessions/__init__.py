@@ -150,8 +150,11 @@ class SessionRecorder:
         self._pending_days = {}
         return True
 
-    def close(self, now_s: float) -> None:
-        """Write the open session as it stands (it stays open: continued after a restart) and close."""
+    def close(self, now_s: float, *, end_session: bool = False) -> None:
+        """Write the open session as it stands and close the file.  The session stays open, to be
+        continued after a restart, unless ``end_session`` (the demo: its car leaves with it)."""
+        if end_session:
+            self.tally.end()
         self.flush(now_s)
         self.store.close()
 

@@ -244,7 +244,8 @@ class Tally:
         session = self.session
         if session is not None and self._resumed:
             self._resumed = False
-            if not (charger.connected or charger.power_w > 0):  # unplugged while pvcharge was away
+            unplugged = not (charger.connected or charger.power_w > 0)  # while pvcharge was away
+            if unplugged or now_s < session.updated_s:  # (or the clock went back: not the same session)
                 self._close(session, session.updated_s)
                 session = None
         if session is None and (charger.connected or charger.power_w > 0):
@@ -262,6 +263,11 @@ class Tally:
             self._close(session, now_s)
         elif now_s - (session.last_power_s or session.start_s) >= IDLE_CLOSE_S:
             self._close(session, session.last_power_s or now_s)
+
+    def end(self) -> None:
+        """Close the open session at the last time integrated into it (the demo's end)."""
+        if self.session is not None:
+            self._close(self.session, self.session.updated_s)
 
     def _close(self, session: Session, end_s: float) -> None:
         session.end_s = max(end_s, session.start_s)
