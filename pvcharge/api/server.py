@@ -156,6 +156,8 @@ class _Api:
         self._token_secret = [config.token.reveal()] if config.token is not None else []
         self.registry = metrics_registry(self.status, self.energy_totals if sessions is not None else None)
         self.page = resources.files("pvcharge.api").joinpath("static/index.html").read_text("utf-8")
+        if sessions is not None:  # the page asks for the history only when there is one (no 404s)
+            self.page = self.page.replace('<body data-history="0">', '<body data-history="1">', 1)
         self.page_csp = content_security_policy(self.page)
         self.login = {rejected: _login_page(rejected) for rejected in (False, True)}
         self.login_csp = content_security_policy(self.login[False])
