@@ -153,26 +153,36 @@ def _flag(section: str, key: str) -> str:
     return f"{{{{ ('ON' if value_json.{section}.{key} else 'OFF') if value_json.{section} else 'None' }}}}"
 
 
-def _power(name: str, section: str | None, key: str) -> dict[str, Any]:
-    return {
+def _sensor(
+    name: str,
+    section: str | None,
+    key: str,
+    *,
+    unit: str,
+    precision: int,
+    device_class: str | None = None,
+    state_class: str = "measurement",
+    icon: str | None = None,
+) -> dict[str, Any]:
+    """A numeric sensor reading ``value_json.<section>.<key>``."""
+    fields: dict[str, Any] = {
         "name": name,
         "value_template": _value(section, key),
-        "unit_of_measurement": "W",
-        "device_class": "power",
-        "state_class": "measurement",
-        "suggested_display_precision": 0,
+        "unit_of_measurement": unit,
+        **({"device_class": device_class} if device_class else {}),
+        "state_class": state_class,
+        **({"icon": icon} if icon else {}),
+        "suggested_display_precision": precision,
     }
+    return fields
+
+
+def _power(name: str, section: str | None, key: str) -> dict[str, Any]:
+    return _sensor(name, section, key, unit="W", device_class="power", precision=0)
 
 
 def _current(name: str, section: str, key: str) -> dict[str, Any]:
-    return {
-        "name": name,
-        "value_template": _value(section, key),
-        "unit_of_measurement": "A",
-        "device_class": "current",
-        "state_class": "measurement",
-        "suggested_display_precision": 1,
-    }
+    return _sensor(name, section, key, unit="A", device_class="current", precision=1)
 
 
 #: (component, object_id, entity-specific fields) of every Home Assistant entity
@@ -231,25 +241,13 @@ ENTITIES: tuple[tuple[str, str, dict[str, Any]], ...] = (
 
 
 def _energy(name: str, section: str, key: str) -> dict[str, Any]:
-    return {
-        "name": name,
-        "value_template": _value(section, key),
-        "unit_of_measurement": "kWh",
-        "device_class": "energy",
-        "state_class": "total_increasing",
-        "suggested_display_precision": 2,
-    }
+    return _sensor(
+        name, section, key, unit="kWh", device_class="energy", state_class="total_increasing", precision=2
+    )
 
 
 def _share(name: str, section: str) -> dict[str, Any]:
-    return {
-        "name": name,
-        "value_template": _value(section, "solar_share_pct"),
-        "unit_of_measurement": "%",
-        "state_class": "measurement",
-        "icon": "mdi:solar-power",
-        "suggested_display_precision": 0,
-    }
+    return _sensor(name, section, "solar_share_pct", unit="%", icon="mdi:solar-power", precision=0)
 
 
 #: the entities reading ``P/energy`` (with a session history)

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from pvcharge.errors import PvchargeError
-from pvcharge.sessions.tally import ENERGY_FIELDS, DayTotals, Session
+from pvcharge.sessions.tally import ENERGY_FIELDS, RUNTIME_FIELDS, DayTotals, Session
 
 #: schema migrations: MIGRATIONS[i] brings user_version i to i + 1
 MIGRATIONS: tuple[str, ...] = (
@@ -63,23 +63,8 @@ MIGRATIONS: tuple[str, ...] = (
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
-_SESSION_COLUMNS = (
-    "loadpoint",
-    "start_s",
-    "end_s",
-    "updated_s",
-    "energy_wh",
-    "pv_wh",
-    "battery_wh",
-    "grid_wh",
-    "peak_power_w",
-    "phases",
-    "starts",
-    "phase_switches",
-    "cost",
-    "savings",
-    "currency",
-)
+#: the stored fields of a Session, in the table's column order (``id`` is the key; the rest is runtime state)
+_SESSION_COLUMNS = tuple(f.name for f in dataclasses.fields(Session) if f.name not in ("id", *RUNTIME_FIELDS))
 
 
 class StoreError(PvchargeError):

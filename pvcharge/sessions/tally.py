@@ -61,17 +61,31 @@ class Split:
     grid: float = 0.0
 
 
-def attribute(site: SiteReading, car_power_w: float) -> Split:
-    """Split ``car_power_w`` (W, >= 0) by source for one site reading (see the module docstring)."""
-    car = max(0.0, car_power_w)
-    house_w = site.house_power_w - car  # the house without the car
-    pv = min(max(site.pv_power_w - house_w, 0.0), car)
+def split_car_power(car_w: float, *, pv_w: float, house_w: float, battery_w: float, grid_w: float) -> Split:
+    """Split the car's power ``car_w`` (W, >= 0) by source: PV after the house without the car
+    (``house_w``), the rest from battery discharge (``battery_w`` > 0) and grid import (``grid_w`` > 0)
+    in proportion, all of it from the grid when neither supplies.  The replay's site model
+    (:meth:`pvcharge.sim.site.SiteModel._tally`) attributes with this too."""
+    car = max(0.0, car_w)
+    pv = min(max(pv_w - house_w, 0.0), car)
     rest = car - pv
-    discharge = max(0.0, site.battery_power_w)
-    imported = max(0.0, site.grid_power_w)
+    discharge = max(0.0, battery_w)
+    imported = max(0.0, grid_w)
     supply = discharge + imported
     battery = rest * discharge / supply if supply > 0 else 0.0
     return Split(car, pv, battery, rest - battery)
+
+
+def attribute(site: SiteReading, car_power_w: float) -> Split:
+    """Split ``car_power_w`` (W, >= 0) by source for one site reading (see the module docstring): the
+    house without the car is ``pv + grid + battery − car``."""
+    return split_car_power(
+        car_power_w,
+        pv_w=site.pv_power_w,
+        house_w=site.house_power_w - max(0.0, car_power_w),
+        battery_w=site.battery_power_w,
+        grid_w=site.grid_power_w,
+    )
 
 
 @dataclass
@@ -142,6 +156,8 @@ class DayTotals:
                 setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
 
 
+#: the fields of a Session that are not stored: what the tally needs while it runs
+RUNTIME_FIELDS = ("last_command", "seen_connected", "last_power_s")
 ENERGY_FIELDS = tuple(f.name for f in dataclasses.fields(DayTotals) if f.name != "day")
 
 
