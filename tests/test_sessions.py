@@ -16,7 +16,7 @@ from pvcharge.config import SessionsConfig, StateConfig, parse_config
 from pvcharge.daemon import Daemon
 from pvcharge.readings import ChargerCapabilities, ChargerCommand, ChargerReading, SiteReading
 from pvcharge.sessions import CHECKPOINT_S, SessionRecorder, database_path, open_recorder
-from pvcharge.sessions.store import SCHEMA_VERSION, SessionStore, StoreError
+from pvcharge.sessions.store import MIGRATIONS, SCHEMA_VERSION, SessionStore, StoreError
 from pvcharge.sessions.tally import IDLE_CLOSE_S, DayTotals, Session, Tally, Tariff, attribute
 from pvcharge.sim.site import SiteModel
 from pvcharge.sim.trace import bundled_trace
@@ -401,3 +401,41 @@ def test_a_stored_open_session_is_closed_when_the_car_is_gone_or_the_clock_went_
     tally.step(T0 - DAY_S, site(T0 - DAY_S, pv=3000, grid=0), car(T0 - DAY_S, 2300))
     [closed] = tally.take_closed()
     assert closed.id == 8 and tally.session is not None and tally.session.start_s == T0 - DAY_S
+
+
+def test_a_version_1_file_is_migrated_with_its_sessions_kept(tmp_path: Path) -> None:
+    path = tmp_path / "v1.db"
+    raw = sqlite3.connect(path)
+    raw.executescript(MIGRATIONS[0] + "PRAGMA user_version = 1;")
+    raw.execute(
+        "INSERT INTO sessions (loadpoint, start_s, updated_s, energy_wh) VALUES ('warp', ?, ?, 5000)",
+        (T0, T0),
+    )
+    raw.commit()
+    raw.close()
+    store = SessionStore(path)
+    [kept] = store.sessions()
+    assert (kept.loadpoint, kept.energy_wh) == ("warp", 5000)
+    store.write([], [], {int(T0 // 60 * 60): [2, 6000, 1000, 4000, -1000, 0]})
+    assert store.power(from_s=T0 - 60, to_s=T0 + 60) == {int(T0 // 60 * 60): [2, 6000, 1000, 4000, -1000, 0]}
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+
+
+def test_the_power_per_minute_for_the_chart(tmp_path: Path) -> None:
+    recorder = SessionRecorder(SessionStore(tmp_path / "s.db"), "warp", Tariff(), tz=UTC)
+    minute = 1_750_000_020.0  # a minute's start
+    for i in range(30):  # 150 s at 5 s from 20 s into the minute: 8, 12 and 10 samples in three minutes
+        now = minute + 20 + 5 * i
+        car_w = 2300 if now >= minute + 60 else 0  # the car draws from the second minute on
+        recorder(_Cycle(now, site(now, pv=3000 + 2 * i, grid=-500), car(now, car_w)))  # type: ignore[arg-type]
+        if i == 15:
+            recorder.flush(now)  # part of the second minute stored, the rest still in memory
+    columns = recorder.power(from_s=minute, to_s=minute + 180)
+    assert columns["t_s"] == [minute, minute + 60, minute + 120]
+    assert columns["car_w"] == [0, 2300, 2300]
+    assert columns["pv_w"] == [3007, 3027, 3049]  # the means of the samples in each minute
+    # the house without the car: pv + grid + battery - car
+    assert columns["house_w"] == [
+        pv - 500 - car for pv, car in zip(columns["pv_w"], columns["car_w"], strict=True)
+    ]
+    assert recorder.power(from_s=minute + 60, to_s=minute + 120)["t_s"] == [minute + 60]

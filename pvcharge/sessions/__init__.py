@@ -22,7 +22,7 @@ import structlog
 from pvcharge.config import Config, SessionsConfig, StateConfig, TariffConfig
 from pvcharge.sessions.export import day_dict, session_dict
 from pvcharge.sessions.store import SessionStore, StoreError
-from pvcharge.sessions.tally import DayTotals, Session, Tally, Tariff, local_day
+from pvcharge.sessions.tally import POWER_FIELDS, DayTotals, Session, Tally, Tariff, local_day
 from pvcharge.state import state_path
 
 if TYPE_CHECKING:
@@ -33,6 +33,15 @@ log = structlog.get_logger("pvcharge.sessions")
 CHECKPOINT_S = 60.0  #: the open session and the daily energy are written at most this often, s
 
 __all__ = ["CHECKPOINT_S", "SessionRecorder", "database_path", "open_recorder", "tariff_of"]
+
+
+def _add_power(into: dict[int, list[float]], more: dict[int, list[float]]) -> None:
+    """Add the per-minute samples and sums of ``more`` to ``into``."""
+    for minute, sums in more.items():
+        if minute in into:
+            into[minute] = [a + b for a, b in zip(into[minute], sums, strict=True)]
+        else:
+            into[minute] = list(sums)
 
 
 def database_path(
@@ -109,6 +118,7 @@ class SessionRecorder:
         self._last_write_s: float | None = None
         self._pending_closed: list[Session] = []
         self._pending_days: dict[str, DayTotals] = {}
+        self._pending_power: dict[int, list[float]] = {}
         self._failing = False
 
     def __call__(self, cycle: Cycle) -> None:
@@ -128,10 +138,11 @@ class SessionRecorder:
         self._pending_closed += self.tally.take_closed()
         for day in self.tally.take_days():
             self._pending_days.setdefault(day.day, DayTotals(day.day)).add(day)
+        _add_power(self._pending_power, self.tally.take_power())
         sessions = [*self._pending_closed, *([self.tally.session] if self.tally.session else [])]
         self._last_write_s = now_s
         try:
-            self.store.write(sessions, list(self._pending_days.values()))
+            self.store.write(sessions, list(self._pending_days.values()), self._pending_power)
         except sqlite3.Error as exc:
             if not self._failing:
                 log.error(
@@ -148,6 +159,7 @@ class SessionRecorder:
         self.writes += 1
         self._pending_closed = []
         self._pending_days = {}
+        self._pending_power = {}
         return True
 
     def close(self, now_s: float, *, end_session: bool = False) -> None:
@@ -193,6 +205,20 @@ class SessionRecorder:
         if pending is not None:
             total.add(pending)
         return total
+
+    def power(self, *, from_s: float, to_s: float) -> dict[str, list[float]]:
+        """The mean power per minute in ``[from_s, to_s)`` as columns: ``t_s`` (the minute's start, Unix
+        s) and each of POWER_FIELDS in W (house without the car), for the status page's chart."""
+        minutes = self.store.power(from_s=from_s, to_s=to_s)
+        _add_power(minutes, self._pending_power)
+        _add_power(minutes, self.tally.power)
+        columns: dict[str, list[float]] = {"t_s": [], **{f: [] for f in POWER_FIELDS}}
+        for minute in sorted(m for m in minutes if from_s <= m < to_s):
+            samples, *sums = minutes[minute]
+            columns["t_s"].append(minute)
+            for name, total in zip(POWER_FIELDS, sums, strict=True):
+                columns[name].append(round(total / samples))
+        return columns
 
     def summary(self, now_s: float) -> dict[str, Any]:
         """Today's site energy and the last session (``None`` before any) as JSON-ready dicts

@@ -8,7 +8,10 @@ in one transaction, and a file from a newer pvcharge is refused rather than gues
 
 - ``sessions``: one row per charging session, written when it closes and, while open, at each
   checkpoint (``end_s`` NULL while open).  Energies in Wh, times in Unix s, money in ``currency``;
-- ``daily``: the site's energy per local day (``day`` ``YYYY-MM-DD``) in Wh, added to at each checkpoint.
+- ``daily``: the site's energy per local day (``day`` ``YYYY-MM-DD``) in Wh, added to at each checkpoint;
+- ``power`` (since version 2): per minute (``minute_s``, its start in Unix s) the number of samples
+  and the sums of PV, house (without the car), car, grid and battery power in W; kept
+  :data:`POWER_KEEP_S`.
 
 Durability: ``journal_mode=WAL`` and ``synchronous=FULL``: each commit is on disk when it returns, and
 a process killed or a power cut mid-write leaves the last committed state (SQLite's WAL recovery).
@@ -23,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from pvcharge.errors import PvchargeError
-from pvcharge.sessions.tally import ENERGY_FIELDS, RUNTIME_FIELDS, DayTotals, Session
+from pvcharge.sessions.tally import ENERGY_FIELDS, POWER_FIELDS, RUNTIME_FIELDS, DayTotals, Session
 
 #: schema migrations: MIGRATIONS[i] brings user_version i to i + 1
 MIGRATIONS: tuple[str, ...] = (
@@ -60,8 +63,21 @@ MIGRATIONS: tuple[str, ...] = (
         car_grid_wh REAL NOT NULL DEFAULT 0
     );
     """,
+    # 2: the power per minute for the status page's chart (sums of the cycles' samples in each minute)
+    """
+    CREATE TABLE power (
+        minute_s INTEGER PRIMARY KEY,
+        samples INTEGER NOT NULL,
+        pv_w REAL NOT NULL,
+        house_w REAL NOT NULL,
+        car_w REAL NOT NULL,
+        grid_w REAL NOT NULL,
+        battery_w REAL NOT NULL
+    );
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
+POWER_KEEP_S = 40 * 86400  #: the power per minute is kept this long (behind the newest minute), s
 
 #: the stored fields of a Session, in the table's column order (``id`` is the key; the rest is runtime state)
 _SESSION_COLUMNS = tuple(f.name for f in dataclasses.fields(Session) if f.name not in ("id", *RUNTIME_FIELDS))
@@ -132,9 +148,12 @@ class SessionStore:
     def close(self) -> None:
         self._db.close()
 
-    def write(self, sessions: list[Session], days: list[DayTotals]) -> None:
-        """Insert or update ``sessions`` (setting their ``id``) and add ``days`` to the daily totals, in
-        one transaction.
+    def write(
+        self, sessions: list[Session], days: list[DayTotals], power: dict[int, list[float]] | None = None
+    ) -> None:
+        """Insert or update ``sessions`` (setting their ``id``), add ``days`` to the daily totals and
+        ``power`` (minute → samples and sums, :attr:`Tally.power`) to the power per minute, in one
+        transaction.
 
         Raises:
             sqlite3.Error: the write failed (disk full, read-only); nothing of it is kept.
@@ -161,6 +180,16 @@ class SessionStore:
                     f"ON CONFLICT (day) DO UPDATE SET {adds}",
                     (day.day, *(getattr(day, f) for f in ENERGY_FIELDS)),
                 )
+            if power:
+                adds = ", ".join(f"{f} = {f} + excluded.{f}" for f in ("samples", *POWER_FIELDS))
+                marks = ", ".join("?" for _ in POWER_FIELDS)
+                columns = ", ".join(POWER_FIELDS)
+                db.executemany(
+                    f"INSERT INTO power (minute_s, samples, {columns}) VALUES (?, ?, {marks}) "
+                    f"ON CONFLICT (minute_s) DO UPDATE SET {adds}",
+                    [(minute, *sums) for minute, sums in power.items()],
+                )
+                db.execute("DELETE FROM power WHERE minute_s < ?", (max(power) - POWER_KEEP_S,))
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
@@ -200,6 +229,15 @@ class SessionStore:
             (from_day or "", to_day or "9999"),
         ).fetchall()
         return [DayTotals(**dict(zip(r.keys(), tuple(r), strict=True))) for r in rows]
+
+    def power(self, *, from_s: float, to_s: float) -> dict[int, list[float]]:
+        """The power per minute in ``[from_s, to_s)``: minute → [samples, sums of POWER_FIELDS]."""
+        rows = self._db.execute(
+            f"SELECT minute_s, samples, {', '.join(POWER_FIELDS)} FROM power "
+            "WHERE minute_s >= ? AND minute_s < ? ORDER BY minute_s",
+            (from_s, to_s),
+        ).fetchall()
+        return {int(r[0]): [float(x) for x in tuple(r)[1:]] for r in rows}
 
     def integrity(self) -> str:
         """``PRAGMA integrity_check``: ``"ok"`` or SQLite's list of problems."""

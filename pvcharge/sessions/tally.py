@@ -7,7 +7,9 @@ the command and whether it was written) and keeps
   charger that never reports a car (``connected`` stays False) opens a session at the first power
   drawn and closes it after :data:`IDLE_CLOSE_S` without power;
 - the **site's energy per local day** (PV, export, import, battery charge and discharge, car), as
-  deltas not yet handed to the store.
+  deltas not yet handed to the store;
+- the **power per minute** (PV, house without the car, car, grid, battery: sums of the samples in
+  each minute, for the status page's chart), likewise.
 
 Integration: trapezoids between two consecutive samples that both have fresh readings (a site reading
 at most ``max_age_s`` old).  An interval longer than ``max_gap_s`` (the daemon stalled or stopped, the
@@ -158,6 +160,8 @@ class DayTotals:
 
 #: the fields of a Session that are not stored: what the tally needs while it runs
 RUNTIME_FIELDS = ("last_command", "seen_connected", "last_power_s")
+#: the power series kept per minute (W; house without the car; the project's signs)
+POWER_FIELDS = ("pv_w", "house_w", "car_w", "grid_w", "battery_w")
 ENERGY_FIELDS = tuple(f.name for f in dataclasses.fields(DayTotals) if f.name != "day")
 
 
@@ -206,6 +210,8 @@ class Tally:
         self.session = session  #: the open session, if any
         self.closed: list[Session] = []  #: sessions closed since :meth:`take_closed`
         self.days: dict[str, DayTotals] = {}  #: energy per day since :meth:`take_days`
+        #: per minute (its start, Unix s): [samples, then the sums of POWER_FIELDS] since :meth:`take_power`
+        self.power: dict[int, list[float]] = {}
         self.gap_s = 0.0  #: time not integrated because of gaps, s
         self._last: _Sample | None = None
         self._resumed = session is not None
@@ -242,6 +248,13 @@ class Tally:
         sample = _Sample(
             now_s, attribute(site, charger.power_w), site.pv_power_w, site.grid_power_w, site.battery_power_w
         )
+        minute = self.power.setdefault(int(now_s // 60) * 60, [0.0] * (1 + len(POWER_FIELDS)))
+        car_w = charger.power_w
+        for i, value in enumerate(
+            (site.pv_power_w, site.house_power_w - car_w, car_w, site.grid_power_w, site.battery_power_w)
+        ):
+            minute[1 + i] += value
+        minute[0] += 1
         if session is not None and charger.power_w > 0:
             session.peak_power_w = max(session.peak_power_w, charger.power_w)
             if charger.phases and charger.phases not in session.phases:
@@ -328,6 +341,11 @@ class Tally:
         """The sessions closed since the last call (to store them)."""
         closed, self.closed = self.closed, []
         return closed
+
+    def take_power(self) -> dict[int, list[float]]:
+        """The power sums per minute since the last call (to add to the store)."""
+        power, self.power = self.power, {}
+        return power
 
     def take_days(self) -> list[DayTotals]:
         """The energy per day since the last call (to add to the store)."""
