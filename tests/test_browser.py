@@ -12,6 +12,7 @@ also writes the screenshot to ``docs/status-page.png``.
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import re
 import shutil
@@ -200,7 +201,7 @@ async def test_the_status_page_shows_today_the_sessions_and_the_days_with_a_csv_
     from playwright.async_api import expect
 
     from pvcharge.sessions import SessionRecorder
-    from pvcharge.sessions.export import iso
+    from pvcharge.sessions.export import iso, parse_bound
     from pvcharge.sessions.store import SessionStore
     from pvcharge.sessions.tally import DayTotals, Session, Tariff, local_day
 
@@ -216,6 +217,15 @@ async def test_the_status_page_shows_today_the_sessions_and_the_days_with_a_csv_
         DayTotals(local_day(now, None), 14200, 2100, 900, 3000, 2000, 6000, 5400, 300, 300),
     ]
     store.write([old], days)
+    # the last three hours of today, a minute each: a PV hump, the car following it, the battery balancing
+    midnight = parse_bound(local_day(now, None), None)
+    first = max(midnight, now - 3 * 3600) // 60 * 60
+    minutes = {}
+    for k in range(int((now - first) // 60)):
+        pv = 4000 * math.sin(math.pi * k / 180) ** 2
+        car = 3680 if pv > 2500 else 0
+        minutes[int(first + 60 * k)] = [1, pv, 500, car, 0, 500 + car - pv]
+    store.write([], [], minutes)
     recorder = SessionRecorder(store, "warp", Tariff(0.30, 0.08, "EUR"))
     daemon, *_ = make_daemon(real_clock=True, interval_s=0.2)
     daemon.listeners.append(recorder)
@@ -247,6 +257,14 @@ async def test_the_status_page_shows_today_the_sessions_and_the_days_with_a_csv_
                     "1.80 EUR",
                 ]
             )
+            # the power chart of today: uPlot drew on its canvas, its legend names the five series
+            await expect(page.locator("#power .uplot canvas")).to_have_count(1)
+            legend = page.locator("#power .u-legend .u-series .u-label")
+            await expect(legend).to_have_text(
+                ["Time", "PV", "House", "Car", "Grid (+ import)", "Battery (+ discharge)"]
+            )
+            points = await page.evaluate("chart.data[0].length")
+            assert points >= len(minutes) > 0
             days = page.locator("#day-rows tr")
             await expect(days).to_have_count(2)
             await expect(days.nth(1).locator("td").nth(0)).to_have_text(local_day(yesterday, None))

@@ -90,6 +90,11 @@ async def test_sessions_json_csv_filters_and_errors(tmp_path: Path) -> None:
             assert energy["today"]["day"] == "2023-11-14" and energy["today"]["car_kwh"] == live["energy_kwh"]
             assert [d["day"] for d in energy["days"]] == ["2023-11-12", "2023-11-14"]
             assert energy["days"][0]["pv_kwh"] == 21.0
+            power = (await client.get("/api/power")).json()  # today so far, a minute each
+            assert set(power) == {"t_s", "pv_w", "house_w", "car_w", "grid_w", "battery_w"}
+            assert 1 <= len(power["t_s"]) <= 2 and power["pv_w"][-1] == 5200 and power["car_w"][-1] > 0
+            page = (await client.get("/")).text
+            assert '<body data-history="1">' in page and "var uPlot=" in page  # the chart library, inline
             text = (await client.get("/metrics")).text
     finally:
         await server.stop()
@@ -114,6 +119,8 @@ async def test_without_a_history_the_routes_say_why_and_metrics_have_no_energy()
                 assert response.status_code == 404
                 assert "sessions.enabled is false" in response.json()["error"]
             assert "pvcharge_car_energy" not in (await client.get("/metrics")).text
+            page = (await client.get("/")).text
+            assert '<body data-history="0">' in page and "var uPlot=" not in page
     finally:
         await server.stop()
 

@@ -261,6 +261,23 @@ DAY = _closed(
     "the site's energy of one local day (integrated from the meter's readings each cycle)",
 )
 
+
+def _column(description: str) -> dict[str, Any]:
+    return {"type": "array", "items": {"type": "number"}, "description": description}
+
+
+POWER = _closed(
+    {
+        "t_s": _column("each minute's start, Unix time in s"),
+        "pv_w": _column("PV production, mean W over the minute"),
+        "house_w": _column("the house without the car, mean W"),
+        "car_w": _column("the car, mean W"),
+        "grid_w": _column("grid exchange, mean W: > 0 import, < 0 export"),
+        "battery_w": _column("home battery, mean W: > 0 discharging, < 0 charging"),
+    },
+    "the power per minute as columns of equal length (minutes without readings are left out)",
+)
+
 _BOUNDS = [
     {
         "name": name,
@@ -425,6 +442,18 @@ def openapi_document(*, token_required: bool) -> dict[str, Any]:
                     },
                 }
             },
+            "/api/power": {
+                "get": {
+                    "operationId": "getPower",
+                    "summary": "the mean power per minute (default: today so far), for the page's chart",
+                    "parameters": _BOUNDS,
+                    "responses": {
+                        "200": _json("Power", "one column per series, oldest minute first"),
+                        "404": _json("Error", _NO_HISTORY),
+                        **guard,
+                    },
+                }
+            },
             "/metrics": {
                 "get": {
                     "operationId": "getMetrics",
@@ -455,6 +484,7 @@ def openapi_document(*, token_required: bool) -> dict[str, Any]:
                     "sessions started within the bounds",
                 ),
                 "Day": DAY,
+                "Power": POWER,
                 "Energy": _closed(
                     {
                         "today": {"$ref": "#/components/schemas/Day"},

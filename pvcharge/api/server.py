@@ -11,6 +11,7 @@ Routes (the OpenAPI document at ``/api/openapi.json`` describes them, :mod:`pvch
 ``GET /api/sessions``       charging sessions (``?from=&to=&loadpoint=``), :mod:`pvcharge.sessions`
 ``GET /api/sessions.csv``   the same as CSV (a download)
 ``GET /api/energy``         the site's energy per day (``?from=&to=``, default the last 30 days) and today
+``GET /api/power``          the power per minute (``?from=&to=``, default today so far), for the chart
 ``GET /metrics``            Prometheus metrics (:mod:`pvcharge.api.metrics`)
 ==========================  =======================================================================
 
@@ -76,7 +77,11 @@ QUERY_PARAMETERS = {
     "/api/sessions": {"from", "to", "loadpoint"},
     "/api/sessions.csv": {"from", "to", "loadpoint"},
     "/api/energy": {"from", "to"},
+    "/api/power": {"from", "to"},
 }
+#: the chart library the page gets inline with a session history (uPlot, MIT: static/uplot/LICENSE)
+CHART_FILES = ("static/uplot/uPlot.min.css", "static/uplot/uPlot.iife.min.js")
+CHART_PLACEHOLDER = "<!-- chart library: inlined by the server with a session history -->"
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -158,6 +163,9 @@ class _Api:
         self.page = resources.files("pvcharge.api").joinpath("static/index.html").read_text("utf-8")
         if sessions is not None:  # the page asks for the history only when there is one (no 404s)
             self.page = self.page.replace('<body data-history="0">', '<body data-history="1">', 1)
+            css, js = (resources.files("pvcharge.api").joinpath(f).read_text("utf-8") for f in CHART_FILES)
+            # inline, so the script is covered by the page's CSP hashes and needs no token of its own
+            self.page = self.page.replace(CHART_PLACEHOLDER, f"<style>{css}</style><script>{js}</script>", 1)
         self.page_csp = content_security_policy(self.page)
         self.login = {rejected: _login_page(rejected) for rejected in (False, True)}
         self.login_csp = content_security_policy(self.login[False])
@@ -348,6 +356,16 @@ class _Api:
             days[today.day] = today
         return self.json({"today": day_dict(today), "days": [day_dict(days[name]) for name in sorted(days)]})
 
+    async def get_power(self, request: web.Request) -> web.Response:
+        recorder = self._recorder()
+        from_s, to_s = self._bounds(request, recorder)
+        now_s = self.daemon.clock()
+        if from_s is None:
+            from_s = parse_bound(local_day(now_s, recorder.tz), recorder.tz)
+        if to_s is None:
+            to_s = now_s + 60
+        return self.json(recorder.power(from_s=from_s, to_s=to_s))
+
     def energy_totals(self) -> DayTotals | None:
         return self.sessions.totals() if self.sessions is not None else None
 
@@ -369,6 +387,7 @@ def build_app(daemon: Daemon, config: ApiConfig, sessions: SessionRecorder | Non
     app.router.add_get("/api/sessions", api.get_sessions)
     app.router.add_get("/api/sessions.csv", api.get_sessions_csv)
     app.router.add_get("/api/energy", api.get_energy)
+    app.router.add_get("/api/power", api.get_power)
     app.router.add_get("/metrics", api.metrics)
     return app
 
