@@ -8,10 +8,8 @@ Routes (the OpenAPI document at ``/api/openapi.json`` describes them, :mod:`pvch
 ``PUT /api/mode``           ``{"mode": "off|pv|minpv|fast"}`` → ``Daemon.set_mode(mode, source="api")``
 ``GET /api/config``         the effective config, secrets as ``***``
 ``GET /api/openapi.json``   the OpenAPI document
-``GET /api/sessions``       charging sessions (``?from=&to=&loadpoint=``), :mod:`pvcharge.sessions`
-``GET /api/sessions.csv``   the same as CSV (a download)
-``GET /api/energy``         the site's energy per day (``?from=&to=``, default the last 30 days) and today
-``GET /api/power``          the power per minute (``?from=&to=``, default today so far), for the chart
+``GET /api/sessions…``      the session history: sessions, CSV, energy per day, power per minute
+                            (:mod:`pvcharge.api.history`)
 ``GET /metrics``            Prometheus metrics (:mod:`pvcharge.api.metrics`)
 ==========================  =======================================================================
 
@@ -52,13 +50,12 @@ from aiohttp import web
 from prometheus_client.exposition import choose_encoder
 
 from pvcharge.api import url_for
+from pvcharge.api.history import HISTORY_QUERY_PARAMETERS, HistoryRoutes, page_with_history
 from pvcharge.api.metrics import metrics_registry
 from pvcharge.api.openapi import openapi_document
 from pvcharge.config import ApiConfig, secret_values, to_dict
 from pvcharge.control.config import MODES
 from pvcharge.errors import PvchargeError
-from pvcharge.sessions.export import day_dict, parse_bound, session_dict, sessions_csv
-from pvcharge.sessions.tally import DayTotals, Session, local_day
 from pvcharge.settings import is_loopback, mask_secrets
 
 if TYPE_CHECKING:
@@ -70,18 +67,11 @@ log = structlog.get_logger("pvcharge.api")
 MAX_BODY_BYTES = 64 * 1024  #: the largest request body taken (413 above)
 SHUTDOWN_S = 2.0  #: how long stop() waits for requests still being answered
 TOKEN_KEY = "pvcharge-token"  #: the sessionStorage key the page keeps the token under
-HISTORY_DAYS = 30  #: /api/energy without ``from``: this many days up to today
 #: the query parameters each route takes (any other is a 400)
 QUERY_PARAMETERS = {
     "/": {"token"},
-    "/api/sessions": {"from", "to", "loadpoint"},
-    "/api/sessions.csv": {"from", "to", "loadpoint"},
-    "/api/energy": {"from", "to"},
-    "/api/power": {"from", "to"},
+    **HISTORY_QUERY_PARAMETERS,
 }
-#: the chart library the page gets inline with a session history (uPlot, MIT: static/uplot/LICENSE)
-CHART_FILES = ("static/uplot/uPlot.min.css", "static/uplot/uPlot.iife.min.js")
-CHART_PLACEHOLDER = "<!-- chart library: inlined by the server with a session history -->"
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -159,13 +149,13 @@ class _Api:
         self.sessions = sessions
         self.token: bytes | None = config.token.reveal().encode("utf-8") if config.token is not None else None
         self._token_secret = [config.token.reveal()] if config.token is not None else []
-        self.registry = metrics_registry(self.status, self.energy_totals if sessions is not None else None)
+        self.registry = metrics_registry(self.status, sessions.totals if sessions is not None else None)
         self.page = resources.files("pvcharge.api").joinpath("static/index.html").read_text("utf-8")
-        if sessions is not None:  # the page asks for the history only when there is one (no 404s)
-            self.page = self.page.replace('<body data-history="0">', '<body data-history="1">', 1)
-            css, js = (resources.files("pvcharge.api").joinpath(f).read_text("utf-8") for f in CHART_FILES)
-            # inline, so the script is covered by the page's CSP hashes and needs no token of its own
-            self.page = self.page.replace(CHART_PLACEHOLDER, f"<style>{css}</style><script>{js}</script>", 1)
+        if sessions is not None:
+            self.page = page_with_history(self.page)
+        self.history = HistoryRoutes(
+            sessions, daemon.clock, self.json, lambda text: mask_secrets(text, self.secrets())
+        )
         self.page_csp = content_security_policy(self.page)
         self.login = {rejected: _login_page(rejected) for rejected in (False, True)}
         self.login_csp = content_security_policy(self.login[False])
@@ -304,71 +294,6 @@ class _Api:
     async def get_openapi(self, request: web.Request) -> web.Response:
         return self.json(self.openapi)
 
-    # --- the history (pvcharge.sessions) ------------------------------------------------------------
-
-    def _recorder(self) -> SessionRecorder:
-        if self.sessions is None:
-            raise web.HTTPNotFound(
-                reason="no session history: sessions.enabled is false or the database could not be opened "
-                "(see the daemon's log)"
-            )
-        return self.sessions
-
-    def _bounds(self, request: web.Request, recorder: SessionRecorder) -> tuple[float | None, float | None]:
-        bounds: list[float | None] = []
-        for key in ("from", "to"):
-            text = request.query.get(key)
-            try:
-                bounds.append(parse_bound(text, recorder.tz, end=key == "to") if text is not None else None)
-            except ValueError as exc:
-                raise web.HTTPBadRequest(reason=f"{key}: {exc}") from None
-        return bounds[0], bounds[1]
-
-    def _sessions(self, request: web.Request) -> tuple[SessionRecorder, list[Session]]:
-        recorder = self._recorder()
-        from_s, to_s = self._bounds(request, recorder)
-        found = recorder.sessions(from_s=from_s, to_s=to_s, loadpoint=request.query.get("loadpoint"))
-        return recorder, found
-
-    async def get_sessions(self, request: web.Request) -> web.Response:
-        recorder, found = self._sessions(request)
-        return self.json({"sessions": [session_dict(s, recorder.tz) for s in found]})
-
-    async def get_sessions_csv(self, request: web.Request) -> web.Response:
-        recorder, found = self._sessions(request)
-        return web.Response(
-            text=mask_secrets(sessions_csv(found, recorder.tz), self.secrets()),
-            content_type="text/csv",
-            headers={"Content-Disposition": 'attachment; filename="pvcharge-sessions.csv"'},
-        )
-
-    async def get_energy(self, request: web.Request) -> web.Response:
-        recorder = self._recorder()
-        now_s = self.daemon.clock()
-        from_s, to_s = self._bounds(request, recorder)
-        today = recorder.day(now_s)
-        first = local_day(from_s, recorder.tz) if from_s is not None else None
-        last = local_day(to_s - 1, recorder.tz) if to_s is not None else today.day
-        if first is None:
-            first = local_day(now_s - (HISTORY_DAYS - 1) * 86400, recorder.tz)
-        days = {d.day: d for d in recorder.store.days(from_day=first, to_day=last)}
-        if first <= today.day <= last:
-            days[today.day] = today
-        return self.json({"today": day_dict(today), "days": [day_dict(days[name]) for name in sorted(days)]})
-
-    async def get_power(self, request: web.Request) -> web.Response:
-        recorder = self._recorder()
-        from_s, to_s = self._bounds(request, recorder)
-        now_s = self.daemon.clock()
-        if from_s is None:
-            from_s = parse_bound(local_day(now_s, recorder.tz), recorder.tz)
-        if to_s is None:
-            to_s = now_s + 60
-        return self.json(recorder.power(from_s=from_s, to_s=to_s))
-
-    def energy_totals(self) -> DayTotals | None:
-        return self.sessions.totals() if self.sessions is not None else None
-
     async def metrics(self, request: web.Request) -> web.Response:
         encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
         return web.Response(body=encoder(self.registry), headers={"Content-Type": content_type})
@@ -384,10 +309,7 @@ def build_app(daemon: Daemon, config: ApiConfig, sessions: SessionRecorder | Non
     app.router.add_put("/api/mode", api.put_mode)
     app.router.add_get("/api/config", api.get_config)
     app.router.add_get("/api/openapi.json", api.get_openapi)
-    app.router.add_get("/api/sessions", api.get_sessions)
-    app.router.add_get("/api/sessions.csv", api.get_sessions_csv)
-    app.router.add_get("/api/energy", api.get_energy)
-    app.router.add_get("/api/power", api.get_power)
+    api.history.add_routes(app.router)
     app.router.add_get("/metrics", api.metrics)
     return app
 
