@@ -1,4 +1,4 @@
-"""Command line: ``pvcharge run | healthcheck | check-config | probe | replay | demo | emulate``.
+"""Command line: ``pvcharge run | healthcheck | check-config | probe | replay | demo | emulate | sessions``.
 
 Exit codes: 0 success, 1 a device failed (probe), 2 a config or usage error.
 """
@@ -26,6 +26,7 @@ from pvcharge.config import ApiConfig, Config, load_config, secret_values, to_di
 from pvcharge.errors import ConfigError, DeviceError, PvchargeError
 from pvcharge.logs import FORMATS, configure_logging, register_secrets
 from pvcharge.readings import as_dict
+from pvcharge.sessions.cli import add_command as add_sessions_command
 
 if TYPE_CHECKING:
     from pvcharge.daemon import Cycle
@@ -71,6 +72,7 @@ def _longest_cycle_s(config: Config) -> float:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from pvcharge.sessions import open_recorder, tariff_of
     from pvcharge.state import state_path
 
     config = _load(args.config)
@@ -156,6 +158,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                         args.log_level or new.log.level, args.log_format or new.log.format, stream=sys.stdout
                     )
                 log.info("reload_accepted", config=args.config, applies="from the next control cycle")
+                if recorder is not None:
+                    recorder.set_tariff(tariff_of(new.tariff))
                 for warning in new.warnings:
                     log.warning("config_warning", warning=warning)
                 if services.differs(new) or reloads:  # (behind a restart under way: READY in order)
@@ -176,7 +180,10 @@ def cmd_run(args: argparse.Namespace) -> int:
                 notifier.ready(status)
 
         daemon = Daemon(config, meter, charger, on_cycle=on_cycle, state_file=state_path(config.state))
-        services = Services(daemon)
+        recorder = open_recorder(config)
+        if recorder is not None:
+            daemon.listeners.append(recorder)
+        services = Services(daemon, sessions=recorder)
         reloads: set[asyncio.Task[None]] = set()  # service restarts under way (held: tasks are weak refs)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -188,6 +195,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         finally:
             await asyncio.gather(*reloads, return_exceptions=True)
             await services.stop()
+            if recorder is not None:
+                recorder.close(daemon.clock())
             if heartbeat is not None:
                 heartbeat.clear()
 
@@ -265,10 +274,20 @@ DEMO_CHARGERS = {
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from pvcharge.sim.demo import run_demo, summary
+    from pvcharge.config import SessionsConfig, StateConfig
+    from pvcharge.sessions import database_path
+    from pvcharge.sessions.export import sessions_table
+    from pvcharge.sim.demo import run_demo, summary, trace_tz
     from pvcharge.sim.trace import bundled_trace, load_trace
 
     base = _load(args.config) if args.config else None
+    record = None
+    if not args.no_record and (base is None or base.sessions.enabled):
+        record = (
+            database_path(base.sessions, base.state)
+            if base
+            else database_path(SessionsConfig(), StateConfig())
+        )
     configure_logging(args.log_level or "warning", "console")
     trace = load_trace(args.trace) if args.trace else bundled_trace()
     start_s, end_s = trace.daylight()
@@ -297,10 +316,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
             meter=args.meter,
             charger=args.charger,
             api=base.api if base else ApiConfig(),
+            record=record,
         )
     )
     print()
     print(summary(result, trace))
+    if record is not None:
+        print(f"\nSessions recorded in {record} (pvcharge sessions lists them; times local to the trace):")
+        print(sessions_table(list(result.sessions), trace_tz(trace)) if result.sessions else "  none")
     return 0
 
 
@@ -457,6 +480,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"pvcharge {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     add_commands(sub)  # status, mode: talk to the running daemon over its API
+    add_sessions_command(sub)  # sessions: the recorded history
 
     p = sub.add_parser("run", help="run the control loop against the configured devices")
     p.add_argument("--config", "-c", required=True, help="YAML config file")
@@ -515,6 +539,12 @@ def build_parser() -> argparse.ArgumentParser:
         choices=list(DEMO_CHARGERS),
         default="warp",
         help="which charger to emulate (alphaess: on/off at max_current_a; --meter alphaess: one account)",
+    )
+    p.add_argument(
+        "--no-record",
+        action="store_true",
+        help="do not record the demo's session (default: recorded where pvcharge sessions finds it, "
+        "the state directory or sessions.database of --config)",
     )
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     p.set_defaults(func=cmd_demo)

@@ -7,6 +7,7 @@ Layout of the file (every key is documented in ``config.example.yaml``)::
     charger: {type: warp, min_current_a, max_current_a, phases, <the warp driver's keys>}
     control: {mode, interval_s, grid_target_w, start_delay_s, stop_delay_s, max_age_s}
     log:     {level, format}
+    api, mqtt, state, sessions, tariff: see config.example.yaml
 
 Rules:
 
@@ -124,6 +125,28 @@ class StateConfig:
 
 
 @dataclass(frozen=True)
+class SessionsConfig:
+    """The ``sessions:`` section: the charging sessions and daily energy kept in SQLite
+    (:mod:`pvcharge.sessions`)."""
+
+    enabled: bool = setting(True, doc="record charging sessions and daily energy")
+    database: str | None = setting(
+        None,
+        doc="SQLite file; default sessions.db beside the state file ($STATE_DIRECTORY under systemd, "
+        "else $XDG_STATE_HOME (~/.local/state)/pvcharge)",
+    )
+
+
+@dataclass(frozen=True)
+class TariffConfig:
+    """The ``tariff:`` section: prices for the sessions' cost and savings."""
+
+    grid_price_per_kwh: float = setting(0.0, doc="price of 1 kWh from the grid, in currency", min=0)
+    feed_in_per_kwh: float = setting(0.0, doc="paid for 1 kWh exported, in currency", min=0)
+    currency: str = setting("EUR", doc="currency of the prices (a label: EUR, CHF, ...)")
+
+
+@dataclass(frozen=True)
 class DeviceConfig:
     """A ``meter:`` or ``charger:`` section: the driver ``type`` and its typed settings.
 
@@ -155,6 +178,8 @@ class Config:
     api: ApiConfig = ApiConfig()
     mqtt: MqttConfig | None = None
     state: StateConfig = StateConfig()
+    sessions: SessionsConfig = SessionsConfig()
+    tariff: TariffConfig = TariffConfig()
     #: things that work but should be fixed, e.g. a secret in a file others can read; the daemon logs
     #: each as a ``config_warning`` at start-up
     warnings: tuple[str, ...] = ()
@@ -186,7 +211,9 @@ def parse_config(text: str, path: str = "<config>", environ: Mapping[str, str] |
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(path, "", f"expected a mapping of sections at the top, got {_kind(data)}")
-    loader.check_keys(data, "", ["site", "meter", "charger", "control", "log", "api", "mqtt", "state"])
+    loader.check_keys(
+        data, "", ["site", "meter", "charger", "control", "log", "api", "mqtt", "state", "sessions", "tariff"]
+    )
     for required in ("meter", "charger"):
         if required not in data:
             raise ConfigError(path, required, "missing section (expected a mapping with at least 'type')")
@@ -202,6 +229,8 @@ def parse_config(text: str, path: str = "<config>", environ: Mapping[str, str] |
     api = loader.dataclass(ApiConfig, data.get("api"), "api")
     mqtt = loader.dataclass(MqttConfig, data["mqtt"], "mqtt") if data.get("mqtt") is not None else None
     state = loader.dataclass(StateConfig, data.get("state"), "state")
+    sessions = loader.dataclass(SessionsConfig, data.get("sessions"), "sessions")
+    tariff = loader.dataclass(TariffConfig, data.get("tariff"), "tariff")
     update_s = float(getattr(meter.settings, "update_interval_s", 0.0))
     if control.max_age_s < update_s:
         raise ConfigError(
@@ -211,7 +240,19 @@ def parse_config(text: str, path: str = "<config>", environ: Mapping[str, str] |
             "every reading would count as stale",
         )
     return Config(
-        path, site, meter, charger, charge_point, control, log, api, mqtt, state, warnings=loader.warnings()
+        path,
+        site,
+        meter,
+        charger,
+        charge_point,
+        control,
+        log,
+        api,
+        mqtt,
+        state,
+        sessions,
+        tariff,
+        warnings=loader.warnings(),
     )
 
 
@@ -450,4 +491,6 @@ def to_dict(config: Config) -> dict[str, Any]:
         "api": plain(config.api),
         **({"mqtt": plain(config.mqtt)} if config.mqtt is not None else {}),
         "state": plain(config.state),
+        "sessions": plain(config.sessions),
+        "tariff": plain(config.tariff),
     }

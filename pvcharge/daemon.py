@@ -240,7 +240,7 @@ class Daemon:
             ConfigError: the new config changes the meter or the charger (type, address, credentials:
                 new connections) or the state file: that needs a restart; the old config stays in force.
         """
-        for section in ("meter", "charger", "state"):
+        for section in ("meter", "charger", "state", "sessions"):
             if getattr(config, section) != getattr(self.config, section):
                 raise ConfigError(
                     config.path,

@@ -7,6 +7,10 @@ Topics (``P`` = ``mqtt.prefix``, default ``pvcharge``; ``D`` = ``mqtt.discovery_
                                                  crashed pvcharge or a dead network turns it offline
     P/status              JSON of Daemon.status() retained, QoS 0, after every control cycle (coalesced)
     P/mode                off | pv | minpv | fast  retained, QoS 1, on change and after each (re)connect
+    P/energy              JSON {"today": ..., "last_session": ...} retained, QoS 0, with a session
+                          history (``sessions:``): at connect, when a session opens or closes, and at
+                          most once per ENERGY_EVERY_S otherwise
+                          (:meth:`pvcharge.sessions.SessionRecorder.summary`)
     P/mode/set            command: publish a mode (not retained); anything else is ignored with a
                           warning, and so is a retained message (it would switch the mode again at
                           every reconnect)
@@ -22,7 +26,9 @@ available while ``P/availability`` is "online", all reading ``P/status`` through
 measurement), ``battery_soc`` (%, battery), ``car_current`` and ``offered_current`` (A, current),
 ``phases``, ``reason`` (diagnostic); binary sensors ``car_connected`` (plug) and ``charging``
 (battery_charging); a select ``mode`` (options off/pv/minpv/fast, state ``P/mode``, command
-``P/mode/set``).
+``P/mode/set``).  With a session history also ``today_car_energy`` and ``last_session_energy`` (kWh,
+device_class energy, state_class total_increasing) and ``today_solar_share`` and
+``last_session_solar_share`` (%: PV and home battery over the car's energy), reading ``P/energy``.
 
 Removal: every connect reads the retained record ``P/discovery`` (subscribe, then a marker message
 through the broker proves every retained message has arrived) and publishes an empty retained
@@ -62,6 +68,7 @@ from pvcharge.control.config import MODES
 
 if TYPE_CHECKING:
     from pvcharge.daemon import Cycle, Daemon
+    from pvcharge.sessions import SessionRecorder
 
 log = structlog.get_logger("pvcharge.mqtt")
 T = TypeVar("T")
@@ -92,6 +99,7 @@ SYNC_TIMEOUT_S = 5.0  #: longest wait for the retained discovery record after su
 STOP_TIMEOUT_S = 5.0  #: longest :meth:`MqttBridge.stop` waits for "offline" and a clean disconnect, s
 OPERATION_TIMEOUT_S = 10.0  #: CONNACK, SUBACK, PUBACK, s
 KEEPALIVE_S = 30  #: MQTT keepalive: a silently dead broker is noticed after 1.5 × this, s
+ENERGY_EVERY_S = 60.0  #: ``P/energy`` at most this often (monotonic s) while the session stays the same
 
 
 def node_id(prefix: str) -> str:
@@ -107,6 +115,7 @@ class Topics:
     status: str
     mode: str
     mode_set: str
+    energy: str
     record: str
     sync: str
     ha_status: str
@@ -121,6 +130,7 @@ class Topics:
             status=f"{p}/status",
             mode=f"{p}/mode",
             mode_set=f"{p}/mode/set",
+            energy=f"{p}/energy",
             record=f"{p}/discovery",
             sync=f"{p}/discovery/sync",
             ha_status=f"{config.discovery_prefix}/status",
@@ -143,26 +153,36 @@ def _flag(section: str, key: str) -> str:
     return f"{{{{ ('ON' if value_json.{section}.{key} else 'OFF') if value_json.{section} else 'None' }}}}"
 
 
-def _power(name: str, section: str | None, key: str) -> dict[str, Any]:
-    return {
+def _sensor(
+    name: str,
+    section: str | None,
+    key: str,
+    *,
+    unit: str,
+    precision: int,
+    device_class: str | None = None,
+    state_class: str = "measurement",
+    icon: str | None = None,
+) -> dict[str, Any]:
+    """A numeric sensor reading ``value_json.<section>.<key>``."""
+    fields: dict[str, Any] = {
         "name": name,
         "value_template": _value(section, key),
-        "unit_of_measurement": "W",
-        "device_class": "power",
-        "state_class": "measurement",
-        "suggested_display_precision": 0,
+        "unit_of_measurement": unit,
+        **({"device_class": device_class} if device_class else {}),
+        "state_class": state_class,
+        **({"icon": icon} if icon else {}),
+        "suggested_display_precision": precision,
     }
+    return fields
+
+
+def _power(name: str, section: str | None, key: str) -> dict[str, Any]:
+    return _sensor(name, section, key, unit="W", device_class="power", precision=0)
 
 
 def _current(name: str, section: str, key: str) -> dict[str, Any]:
-    return {
-        "name": name,
-        "value_template": _value(section, key),
-        "unit_of_measurement": "A",
-        "device_class": "current",
-        "state_class": "measurement",
-        "suggested_display_precision": 1,
-    }
+    return _sensor(name, section, key, unit="A", device_class="current", precision=1)
 
 
 #: (component, object_id, entity-specific fields) of every Home Assistant entity
@@ -220,8 +240,28 @@ ENTITIES: tuple[tuple[str, str, dict[str, Any]], ...] = (
 )
 
 
-def discovery_messages(config: MqttConfig) -> dict[str, dict[str, Any]]:
-    """Home Assistant discovery: config topic → payload, for every entity of :data:`ENTITIES`."""
+def _energy(name: str, section: str, key: str) -> dict[str, Any]:
+    return _sensor(
+        name, section, key, unit="kWh", device_class="energy", state_class="total_increasing", precision=2
+    )
+
+
+def _share(name: str, section: str) -> dict[str, Any]:
+    return _sensor(name, section, "solar_share_pct", unit="%", icon="mdi:solar-power", precision=0)
+
+
+#: the entities reading ``P/energy`` (with a session history)
+ENERGY_ENTITIES: tuple[tuple[str, str, dict[str, Any]], ...] = (
+    ("sensor", "today_car_energy", _energy("Car energy today", "today", "car_kwh")),
+    ("sensor", "today_solar_share", _share("Car solar share today", "today")),
+    ("sensor", "last_session_energy", _energy("Last session energy", "last_session", "energy_kwh")),
+    ("sensor", "last_session_solar_share", _share("Last session solar share", "last_session")),
+)
+
+
+def discovery_messages(config: MqttConfig, *, history: bool = False) -> dict[str, dict[str, Any]]:
+    """Home Assistant discovery: config topic → payload, for every entity of :data:`ENTITIES` and, with
+    ``history`` (a session recorder), of :data:`ENERGY_ENTITIES`."""
     topics = Topics.of(config)
     device = {
         "identifiers": [topics.node],
@@ -231,7 +271,7 @@ def discovery_messages(config: MqttConfig) -> dict[str, dict[str, Any]]:
         "sw_version": __version__,
     }
     out: dict[str, dict[str, Any]] = {}
-    for component, object_id, fields in ENTITIES:
+    for component, object_id, fields in ENTITIES + (ENERGY_ENTITIES if history else ()):
         payload: dict[str, Any] = {
             **fields,
             "unique_id": f"{topics.node}_{object_id}",
@@ -243,6 +283,8 @@ def discovery_messages(config: MqttConfig) -> dict[str, dict[str, Any]]:
         }
         if component == "select":
             payload.update(state_topic=topics.mode, command_topic=topics.mode_set)
+        elif (component, object_id, fields) in ENERGY_ENTITIES:
+            payload["state_topic"] = topics.energy
         else:
             payload["state_topic"] = topics.status
         out[topics.config_topic(component, object_id)] = payload
@@ -375,6 +417,7 @@ class MqttBridge:
         reconnect_min_s, reconnect_max_s: the backoff between connection attempts, doubling from min to
             max; a connection that held longer than max resets it (tests shorten both).
         keepalive_s: MQTT keepalive.
+        sessions: the session recorder: ``P/energy`` and its Home Assistant sensors (``None``: neither).
 
     :meth:`start` returns at once (connecting is the bridge task's job); :meth:`stop` publishes
     "offline" and disconnects cleanly, so the last will is not sent.
@@ -388,9 +431,11 @@ class MqttBridge:
         reconnect_min_s: float = RECONNECT_MIN_S,
         reconnect_max_s: float = RECONNECT_MAX_S,
         keepalive_s: int = KEEPALIVE_S,
+        sessions: SessionRecorder | None = None,
     ) -> None:
         self.daemon = daemon
         self.config = config
+        self.sessions = sessions
         self.topics = Topics.of(config)
         self.reconnect_min_s = reconnect_min_s
         self.reconnect_max_s = reconnect_max_s
@@ -402,6 +447,7 @@ class MqttBridge:
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._published_mode: str | None = None
+        self._energy_at: tuple[float, object] | None = None  # monotonic s and session key of P/energy
         self._rediscover = False  # Home Assistant came back: send the discovery again
         self._reader = _RecordReader(self.topics)
         self._listener: Callable[[Cycle], None] = self._on_cycle
@@ -516,12 +562,14 @@ class MqttBridge:
             await client.subscribe(self.topics.ha_status, qos=1)
         await self._announce(client)
         self._published_mode = None
+        self._energy_at = None
         while not self._stopping.is_set():
             self._wake.clear()
             await self._publish_state(client)
+            await self._publish_energy(client)
             if self._rediscover:
                 self._rediscover = False
-                for topic, payload in discovery_messages(self.config).items():
+                for topic, payload in self._discovery().items():
                     await client.publish(topic, json.dumps(payload), qos=1, retain=True)
             waker = asyncio.create_task(self._wake.wait())
             stopper = asyncio.create_task(self._stopping.wait())
@@ -534,7 +582,7 @@ class MqttBridge:
     async def _announce(self, client: aiomqtt.Client) -> None:
         """Discovery (or its removal), then "online"."""
         previous = await self._reader.read(client)
-        current = discovery_messages(self.config) if self.config.discovery else {}
+        current = self._discovery() if self.config.discovery else {}
         if previous is not None:
             stale = [t for t in previous if t not in current]
             await _clear(client, stale)
@@ -557,6 +605,25 @@ class MqttBridge:
         if mode != self._published_mode:
             await client.publish(self.topics.mode, mode, qos=1, retain=True)
             self._published_mode = mode
+
+    def _discovery(self) -> dict[str, dict[str, Any]]:
+        return discovery_messages(self.config, history=self.sessions is not None)
+
+    async def _publish_energy(self, client: aiomqtt.Client) -> None:
+        """``P/energy`` at connect, when the last session changes (opens, closes) and at most once per
+        ``ENERGY_EVERY_S`` otherwise."""
+        if self.sessions is None:
+            return
+        last = self.sessions.last_session()
+        key = (last.id, last.start_s, last.end_s) if last is not None else None
+        now = time.monotonic()
+        if self._energy_at is not None:
+            at, published_key = self._energy_at
+            if published_key == key and now - at < ENERGY_EVERY_S:
+                return
+        payload = self.sessions.summary(self.daemon.clock())
+        await client.publish(self.topics.energy, json.dumps(payload), qos=0, retain=True)
+        self._energy_at = (now, key)
 
     def _on_message(self, topic: str, payload: bytes, retained: bool) -> None:
         """Every incoming message (the receiving task; never awaits, never blocks)."""
@@ -617,8 +684,8 @@ async def remove_all(config: MqttConfig, *, timeout_s: float = 15.0) -> list[str
         ) as client:
             reader = _RecordReader(topics)
             previous = await _racing(client, lambda t, p, _r: reader.feed(t, p), reader.read(client)) or []
-            cleared = sorted({*previous, *discovery_messages(config)})
-            cleared += [topics.record, topics.status, topics.mode, topics.availability]
+            cleared = sorted({*previous, *discovery_messages(config, history=True)})
+            cleared += [topics.record, topics.status, topics.mode, topics.energy, topics.availability]
             await _clear(client, cleared)
     log.info("mqtt_removed", topics=len(cleared), prefix=config.prefix)
     return cleared

@@ -357,6 +357,10 @@ async def test_the_openapi_document_is_served_and_names_the_bearer_scheme_only_w
         "/api/mode",
         "/api/config",
         "/api/openapi.json",
+        "/api/sessions",
+        "/api/sessions.csv",
+        "/api/energy",
+        "/api/power",
         "/metrics",
     }
 

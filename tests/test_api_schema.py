@@ -13,6 +13,7 @@ import json
 import math
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -31,14 +32,18 @@ from pvcharge.api.server import ApiServer, start_api
 from pvcharge.config import ApiConfig
 from pvcharge.control.config import MODES
 from pvcharge.daemon import Daemon
+from pvcharge.sessions import SessionRecorder
+from pvcharge.sessions.store import SessionStore
+from pvcharge.sessions.tally import DayTotals, Session, Tariff
 from pvcharge.settings import Secret
 
 
 class Running:
     """A daemon and its API in a thread of their own."""
 
-    def __init__(self, token: str | None) -> None:
+    def __init__(self, token: str | None, history: Path | None = None) -> None:
         self.token = token
+        self.history = history  #: a session database for the API's history (None: it answers 404)
         self.daemon: Daemon | None = None
         self.server: ApiServer | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -51,7 +56,19 @@ class Running:
         try:
             self.daemon, *_ = make_daemon(SECRET_CONFIG_TEXT, real_clock=True, interval_s=0.2)
             config = ApiConfig(port=0, token=Secret(self.token) if self.token else None)
-            self.server = await start_api(self.daemon, config)
+            recorder = None
+            if self.history is not None:
+                recorder = SessionRecorder(SessionStore(self.history), "warp", Tariff(0.3, 0.08, "EUR"))
+                recorder.store.write(
+                    [
+                        Session(
+                            "warp", 1.75e9, 1.75e9 + 3600, 1.75e9 + 3600, 7000, 5000, 1000, 1000, 3450, [1, 3]
+                        )
+                    ],
+                    [DayTotals("2025-06-15", pv_wh=20000, car_wh=7000, car_pv_wh=5000)],
+                )
+                self.daemon.listeners.append(recorder)
+            self.server = await start_api(self.daemon, config, recorder)
             self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
         except BaseException as exc:
             self._error = exc
@@ -86,8 +103,9 @@ class Running:
 
 
 @pytest.fixture(scope="module")
-def guarded() -> Iterator[Running]:
-    with Running(TOKEN) as running:
+def guarded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
+    """With a token and a session history."""
+    with Running(TOKEN, tmp_path_factory.mktemp("history") / "sessions.db") as running:
         yield running
 
 

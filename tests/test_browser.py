@@ -12,6 +12,7 @@ also writes the screenshot to ``docs/status-page.png``.
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import re
 import shutil
@@ -185,3 +186,104 @@ async def test_the_status_page_with_a_token_takes_it_once_and_sends_it_as_a_bear
             "aria-pressed", "true"
         )
         assert [e for e in errors if "status of 401" not in e] == []
+
+
+HISTORY_SCREENSHOT = SCREENSHOT.parent / "status-page-history.png"
+
+
+async def test_the_status_page_shows_today_the_sessions_and_the_days_with_a_csv_download(
+    tmp_path: Path,
+) -> None:
+    """With a session history: today's energy by source, the sessions (newest first, the open one as
+    "plugged in"), the last days and a CSV download that works with a token too."""
+    import time
+
+    from playwright.async_api import expect
+
+    from pvcharge.sessions import SessionRecorder
+    from pvcharge.sessions.export import iso, parse_bound
+    from pvcharge.sessions.store import SessionStore
+    from pvcharge.sessions.tally import DayTotals, Session, Tariff, local_day
+
+    now = time.time()
+    yesterday = now - 86400
+    store = SessionStore(tmp_path / "s.db")
+    old = Session(
+        "warp", yesterday - 3600, yesterday, yesterday, 9000, 6000, 1500, 1500, 3680, [1], 2, 0, 0.45, 1.80
+    )
+    days = [
+        DayTotals(local_day(yesterday, None), 25000, 3000, 1500, 4000, 3500, 9000, 6000, 1500, 1500),
+        # earlier today (this morning, say): 6 kWh into the car, 95 % of it from the sun
+        DayTotals(local_day(now, None), 14200, 2100, 900, 3000, 2000, 6000, 5400, 300, 300),
+    ]
+    store.write([old], days)
+    # the last three hours of today, a minute each: a PV hump, the car following it, the battery balancing
+    midnight = parse_bound(local_day(now, None), None)
+    first = max(midnight, now - 3 * 3600) // 60 * 60
+    minutes = {}
+    for k in range(int((now - first) // 60)):
+        pv = 4000 * math.sin(math.pi * k / 180) ** 2
+        car = 3680 if pv > 2500 else 0
+        minutes[int(first + 60 * k)] = [1, pv, 500, car, 0, 500 + car - pv]
+    store.write([], [], minutes)
+    recorder = SessionRecorder(store, "warp", Tariff(0.30, 0.08, "EUR"))
+    daemon, *_ = make_daemon(real_clock=True, interval_s=0.2)
+    daemon.listeners.append(recorder)
+    server = await start_api(daemon, ApiConfig(port=0, token=Secret(TOKEN)), recorder)
+    stop = asyncio.Event()
+    loop = asyncio.create_task(daemon.run(stop))
+    try:
+        async with chromium() as browser:
+            page, errors = await new_page(browser)
+            await page.goto(f"{server.url}/?token={TOKEN}")
+            await expect(page.locator("#conn")).to_have_text("live")
+            await expect(page.locator("#today")).to_be_visible()
+            # this morning's energy and the fake site's since (all PV); the open session is the first row
+            await expect(page.locator("#today-pv")).to_have_text(re.compile(r"^14\.2\d kWh$"))
+            await expect(page.locator("#today-share")).to_have_text("95 %")
+            await expect(page.locator("#today-car-grid")).to_have_text("0.30 kWh")
+            await expect(page.locator("#today-grid")).to_have_text(re.compile(r"^0\.90 / 2\.\d\d$"))
+            rows = page.locator("#session-rows tr")
+            await expect(rows).to_have_count(2)
+            await expect(rows.nth(0).locator("td").nth(1)).to_have_text("plugged in")
+            await expect(rows.nth(1).locator("td")).to_have_text(
+                [
+                    iso(old.start_s, None)[:16].replace("T", " "),
+                    re.compile(r"^\d\d:\d\d|\d{4}-"),
+                    "9.00",
+                    "83 %",
+                    "1.50",
+                    "0.45 EUR",
+                    "1.80 EUR",
+                ]
+            )
+            # the power chart of today: uPlot drew on its canvas, its legend names the five series
+            await expect(page.locator("#power .uplot canvas")).to_have_count(1)
+            legend = page.locator("#power .u-legend .u-series .u-label")
+            await expect(legend).to_have_text(
+                ["Time", "PV", "House", "Car", "Grid (+ import)", "Battery (+ discharge)"]
+            )
+            points = await page.evaluate("chart.data[0].length")
+            assert points >= len(minutes) > 0
+            days = page.locator("#day-rows tr")
+            await expect(days).to_have_count(2)
+            await expect(days.nth(1).locator("td").nth(0)).to_have_text(local_day(yesterday, None))
+            await expect(days.nth(1).locator("td").nth(3)).to_have_text("83 %")
+            async with page.expect_download() as download_info:
+                await page.click("#csv")
+            download = await download_info.value
+            saved = tmp_path / "download.csv"
+            await download.save_as(str(saved))
+            lines = saved.read_text().splitlines()
+            assert lines[0].startswith("start,end,loadpoint,energy_kwh,pv_kwh,battery_kwh,grid_kwh")
+            assert len(lines) == 3 and ",warp,9.0,6.0,1.5,1.5," in lines[1]
+            shot = tmp_path / "history.png"
+            await page.screenshot(path=str(shot), full_page=True)
+            assert errors == []
+    finally:
+        stop.set()
+        await loop
+        await server.stop()
+        recorder.close(time.time())
+    if os.environ.get("PVCHARGE_UPDATE_SCREENSHOT") == "1":
+        shutil.copyfile(shot, HISTORY_SCREENSHOT)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import csv
+import io
 import json
 import signal
 import sys
@@ -188,6 +190,17 @@ async def test_demo_runs_the_day_and_reports_energy_sources() -> None:
     from_pv = float(out.split("from PV")[1].split("(")[1].split("%")[0])
     assert charged > 10
     assert from_pv > 90
+    # the session it recorded, where `pvcharge sessions` finds it without flags, agrees with the summary
+    assert "Sessions recorded in" in out and "demo-warp" in out.split("Sessions recorded in")[1]
+    code, csv_text, err = await pvcharge("sessions", "--csv")
+    assert code == 0, err
+    [session] = list(csv.DictReader(io.StringIO(csv_text)))
+    energy = float(session["energy_kwh"])
+    assert session["loadpoint"] == "demo-warp" and session["end"]
+    assert energy == pytest.approx(charged, rel=0.01)
+    for source, column in (("from PV", "pv_kwh"), ("from battery", "battery_kwh"), ("from grid", "grid_kwh")):
+        summary_kwh = float(out.split(source)[1].split("kWh")[0])
+        assert abs(float(session[column]) - summary_kwh) <= 0.01 * energy, source
 
 
 @pytest.mark.parametrize("kind", ["senec", "alphaess"])

@@ -197,13 +197,15 @@ def test_example_config_documents_every_key_with_default_and_unit() -> None:
         parts = re.split(r"^(?=\s*#?\s*type: )", blocks.get(section, ""), flags=re.MULTILINE)
         return next((p for p in parts if re.match(rf"\s*#?\s*type: {kind}\b", p)), "")
 
-    from pvcharge.config import ApiConfig, MqttConfig, StateConfig
+    from pvcharge.config import ApiConfig, MqttConfig, SessionsConfig, StateConfig, TariffConfig
 
     mqtt_block = re.search(r"^# mqtt:.*\n((?:#.*\n)*)", text, re.MULTILINE)
     classes = [
         (ApiConfig, blocks.get("api", "")),
         (MqttConfig, mqtt_block.group(0) if mqtt_block else ""),
         (StateConfig, blocks.get("state", "")),
+        (SessionsConfig, blocks.get("sessions", "")),
+        (TariffConfig, blocks.get("tariff", "")),
         (SiteConfig, blocks.get("site", "")),
         (ChargePoint, blocks.get("charger", "")),
         (ControlConfig, blocks.get("control", "")),

@@ -225,6 +225,12 @@ async def test_reload_refuses_a_new_device_and_keeps_the_old_config() -> None:
     )
     with pytest.raises(ConfigError, match=r"state: changed; a new state section needs a restart"):
         daemon.reload(moved)  # the mode would be saved where the next start does not look
+    history = parse_config(
+        "meter: {type: huawei, host: 127.0.0.1}\ncharger: {type: warp, url: 'http://127.0.0.1', phases: 1}\n"
+        "sessions: {database: /var/lib/elsewhere/sessions.db}\n"
+    )
+    with pytest.raises(ConfigError, match=r"sessions: changed; a new sessions section needs a restart"):
+        daemon.reload(history)  # the recorder keeps its file open; a new one needs a new recorder
     assert daemon.config is CONFIG and daemon._pending_config is None
 
 

@@ -24,6 +24,7 @@ import sys
 import textwrap
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,9 @@ from pvcharge.control.config import MODES
 from pvcharge.daemon import Daemon
 from pvcharge.mqtt import MqttBridge, discovery_messages, remove_all
 from pvcharge.readings import ChargerCapabilities, ChargerCommand, ChargerReading, SiteReading
+from pvcharge.sessions import SessionRecorder
+from pvcharge.sessions.store import SessionStore
+from pvcharge.sessions.tally import Tariff
 from pvcharge.settings import Secret
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
@@ -560,9 +564,55 @@ async def test_remove_all_clears_every_retained_topic(broker: Broker) -> None:
     async with running(MqttBridge(daemon, mqtt_config(broker.port))), Watcher(broker.port) as ha:
         await ha.wait(lambda: "pvcharge/discovery" in ha.latest)
     cleared = await remove_all(mqtt_config(broker.port))
-    assert "pvcharge/status" in cleared and len(cleared) == len(discovery_messages(mqtt_config(1))) + 4
+    assert "pvcharge/status" in cleared and "pvcharge/energy" in cleared
+    # the discovery topics with the session history's sensors; record, status, mode, energy, availability
+    assert len(cleared) == len(discovery_messages(mqtt_config(1), history=True)) + 5
     async with Watcher(broker.port) as ha:
         assert ha.retained("") == set()
+
+
+async def test_energy_sensors_for_today_and_the_last_session(
+    broker: Broker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("pvcharge.mqtt.ENERGY_EVERY_S", 0.0)  # P/energy after every cycle
+    daemon, _ = make_daemon()
+    recorder = SessionRecorder(SessionStore(tmp_path / "s.db"), "warp", Tariff(), tz=UTC)
+    daemon.listeners.append(recorder)
+    bridge = MqttBridge(daemon, mqtt_config(broker.port), sessions=recorder)
+    async with running(bridge), Watcher(broker.port) as ha:
+        await ha.wait(lambda: ha.json("pvcharge/energy") is not None, what="energy")
+        assert ha.json("pvcharge/energy")["last_session"] is None  # at connect, before any cycle
+        await cycles(daemon, 13)
+        await ha.wait(lambda: (ha.json("pvcharge/energy")["today"]["car_kwh"] or 0) > 0.04, what="energy")
+        energy = ha.json("pvcharge/energy")
+        entities = discovery_messages(mqtt_config(broker.port), history=True)
+        await ha.wait(lambda: len(ha.retained("homeassistant/")) == len(entities), what="discovery")
+        configs = {ha.json(t)["unique_id"].removeprefix("pvcharge_"): ha.json(t) for t in entities}
+    for key in ("today_car_energy", "last_session_energy"):
+        c = configs[key]
+        assert (c["unit_of_measurement"], c["device_class"], c["state_class"]) == (
+            "kWh",
+            "energy",
+            "total_increasing",
+        )
+    for key in ("today_solar_share", "last_session_solar_share"):
+        assert configs[key]["unit_of_measurement"] == "%"
+    assert {c["state_topic"] for k, c in configs.items() if "energy" in k or "share" in k} == {
+        "pvcharge/energy"
+    }
+    values = {
+        k: render(configs[k]["value_template"], energy)
+        for k in ("today_car_energy", "today_solar_share", "last_session_energy", "last_session_solar_share")
+    }
+    session = recorder.last_session()
+    assert (
+        session is not None and float(values["last_session_energy"]) == round(session.energy_wh / 1000, 3) > 0
+    )
+    # all of it from PV (5 kW PV at 500 W house, the car at 12 A on 1 phase)
+    assert values["today_solar_share"] == values["last_session_solar_share"] == "100.0"
+    assert float(values["today_car_energy"]) == float(values["last_session_energy"])
+    # no history: no such entities
+    assert not [t for t in discovery_messages(mqtt_config(1)) if "energy" in t]
 
 
 async def test_home_assistant_restart_gets_the_discovery_again(broker: Broker) -> None:

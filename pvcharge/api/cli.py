@@ -33,10 +33,15 @@ class _Failed(Exception):
         self.code = code
 
 
-def _api_section(path: str) -> ApiConfig:
-    """The ``api:`` section of ``path`` as an :class:`~pvcharge.config.ApiConfig` (only that section
-    is validated: ``${ENV}``, ``token_file`` and unknown keys as in the daemon)."""
-    from pvcharge.config import ApiConfig, _Loader  # one section, validated as the daemon does
+def read_section(path: str, cls: type[Any], section: str) -> Any:
+    """One section of config file ``path`` as an instance of ``cls`` (only that section is validated:
+    ``${ENV}``, ``*_file`` secrets and unknown keys as in the daemon), so a command works without the
+    drivers' secrets (systemd credentials exist only inside the service).
+
+    Raises:
+        ConfigError: unreadable file, bad YAML, or a bad key in that section.
+    """
+    from pvcharge.config import _Loader  # one section, validated as the daemon does
     from pvcharge.errors import ConfigError
     from pvcharge.yamlfile import decode_text, load_yaml_text
 
@@ -47,7 +52,14 @@ def _api_section(path: str) -> ApiConfig:
     data = load_yaml_text(decode_text(raw, path), path) or {}
     if not isinstance(data, dict):
         raise ConfigError(path, "", "expected a mapping of sections at the top")
-    api: ApiConfig = _Loader(path, os.environ).dataclass(ApiConfig, data.get("api"), "api")
+    return _Loader(path, os.environ).dataclass(cls, data.get(section), section)
+
+
+def _api_section(path: str) -> ApiConfig:
+    """The ``api:`` section of ``path`` (:func:`read_section`)."""
+    from pvcharge.config import ApiConfig
+
+    api: ApiConfig = read_section(path, ApiConfig, "api")
     return api
 
 

@@ -16,6 +16,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoM
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from pvcharge.control.config import MODES
+from pvcharge.sessions.tally import DayTotals
 
 #: site keys of the status → (metric name, help)
 _SITE = {
@@ -146,8 +147,60 @@ class StatusCollector(Collector):
         )
 
 
-def metrics_registry(status: Callable[[], Mapping[str, Any]]) -> CollectorRegistry:
-    """A registry of its own holding one :class:`StatusCollector` over ``status``."""
+#: DayTotals fields → the ``flow`` label of pvcharge_site_energy_joules_total
+_SITE_FLOWS = {
+    "pv_wh": "pv",
+    "import_wh": "grid_import",
+    "export_wh": "grid_export",
+    "battery_charge_wh": "battery_charge",
+    "battery_discharge_wh": "battery_discharge",
+    "car_wh": "car",
+}
+#: DayTotals fields → the ``source`` label of pvcharge_car_energy_joules_total
+_CAR_SOURCES = {"car_pv_wh": "pv", "car_battery_wh": "battery", "car_grid_wh": "grid"}
+J_PER_WH = 3600.0
+
+
+class EnergyCollector(Collector):
+    """Energy counters from the session history (:meth:`pvcharge.sessions.SessionRecorder.totals`), in J
+    (Prometheus' base unit; ÷ 3.6e6 for kWh): everything recorded, so they survive restarts."""
+
+    def __init__(self, totals: Callable[[], DayTotals | None]) -> None:
+        self._totals = totals
+
+    def describe(self) -> Iterable[Metric]:
+        return []
+
+    def collect(self) -> Iterable[Metric]:
+        totals = self._totals()
+        if totals is None:
+            return
+        site = CounterMetricFamily(
+            "pvcharge_site_energy_joules",
+            "Site energy recorded, J, by flow (pv, grid_import, grid_export, battery_charge, "
+            "battery_discharge, car).",
+            labels=["flow"],
+        )
+        for key, flow in _SITE_FLOWS.items():
+            site.add_metric([flow], getattr(totals, key) * J_PER_WH)
+        car = CounterMetricFamily(
+            "pvcharge_car_energy_joules",
+            "Energy charged into the car, J, by source (pv, battery, grid; the replay's attribution).",
+            labels=["source"],
+        )
+        for key, source in _CAR_SOURCES.items():
+            car.add_metric([source], getattr(totals, key) * J_PER_WH)
+        yield site
+        yield car
+
+
+def metrics_registry(
+    status: Callable[[], Mapping[str, Any]], energy: Callable[[], DayTotals | None] | None = None
+) -> CollectorRegistry:
+    """A registry of its own holding one :class:`StatusCollector` over ``status`` and, with ``energy``
+    (the session history's totals), an :class:`EnergyCollector`."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(StatusCollector(status))
+    if energy is not None:
+        registry.register(EnergyCollector(energy))
     return registry

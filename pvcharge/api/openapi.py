@@ -7,6 +7,8 @@ the tests.  Units are in the key names (``_w``, ``_a``, ``_pct``, ``_s``) and in
 signs follow the project's convention (``grid_power_w`` > 0 imports, ``battery_power_w`` > 0
 discharges).
 
+The session history's schemas and paths are in :mod:`pvcharge.api.openapi_history`.
+
 The document follows the server it describes: with a token configured every operation needs the
 bearer scheme (``401`` otherwise); without one, requests whose ``Host`` is not a loopback name are
 refused with ``403`` (DNS rebinding).
@@ -188,14 +190,14 @@ _SECTION = {
     "description": "one section of the config file, every key with its effective value",
 }
 
+_SECTIONS = ("site", "meter", "charger", "control", "log", "api", "state", "sessions", "tariff")
+
 CONFIG = {
     "type": "object",
     "description": "the effective configuration (defaults filled in); every secret (passwords, app "
     "secrets, the API token) reads '***'",
-    "properties": {
-        name: _SECTION for name in ("site", "meter", "charger", "control", "log", "api", "mqtt", "state")
-    },
-    "required": ["site", "meter", "charger", "control", "log", "api", "state"],
+    "properties": {name: _SECTION for name in (*_SECTIONS, "mqtt")},
+    "required": list(_SECTIONS),
     "additionalProperties": False,
 }
 
@@ -209,7 +211,11 @@ def _json(schema_ref: str, description: str) -> dict[str, Any]:
 
 def openapi_document(*, token_required: bool) -> dict[str, Any]:
     """The OpenAPI document of the server; ``token_required``: a bearer token is configured."""
-    guard: dict[str, Any] = {"400": _json("Error", "a query parameter the operation does not take")}
+    from pvcharge.api.openapi_history import HISTORY_SCHEMAS, history_paths  # (it imports the helpers here)
+
+    guard: dict[str, Any] = {
+        "400": _json("Error", "a query parameter the operation does not take, or a malformed from/to")
+    }
     if token_required:
         guard["401"] = _json("Error", "no or a wrong bearer token (see the WWW-Authenticate header)")
     else:
@@ -299,6 +305,7 @@ def openapi_document(*, token_required: bool) -> dict[str, Any]:
                     },
                 }
             },
+            **history_paths(guard),
             "/metrics": {
                 "get": {
                     "operationId": "getMetrics",
@@ -323,6 +330,7 @@ def openapi_document(*, token_required: bool) -> dict[str, Any]:
                 "ModeError": MODE_ERROR,
                 "Error": ERROR,
                 "Config": CONFIG,
+                **HISTORY_SCHEMAS,
             },
         },
     }

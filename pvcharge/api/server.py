@@ -8,6 +8,8 @@ Routes (the OpenAPI document at ``/api/openapi.json`` describes them, :mod:`pvch
 ``PUT /api/mode``           ``{"mode": "off|pv|minpv|fast"}`` → ``Daemon.set_mode(mode, source="api")``
 ``GET /api/config``         the effective config, secrets as ``***``
 ``GET /api/openapi.json``   the OpenAPI document
+``GET /api/sessions…``      the session history: sessions, CSV, energy per day, power per minute
+                            (:mod:`pvcharge.api.history`)
 ``GET /metrics``            Prometheus metrics (:mod:`pvcharge.api.metrics`)
 ==========================  =======================================================================
 
@@ -25,8 +27,8 @@ Security:
 - every configured secret (driver passwords, app secrets, the token) is masked as ``***`` in every
   JSON answer, should one ever turn up in a device's error message;
 - no access log: the query string of ``/?token=`` never reaches a log.
-- no route takes a query parameter but the page's ``token``: any other is a ``400`` (``/api/mode?mode=fast``
-  would otherwise be silently ignored).
+- no route takes a query parameter but the page's ``token`` and the history's ``from``, ``to`` and
+  ``loadpoint``: any other is a ``400`` (``/api/mode?mode=fast`` would otherwise be silently ignored).
 
 The handlers only read the daemon's state and call :meth:`Daemon.set_mode`; none of them awaits a
 device, so a client polling the API never holds up a control cycle (measured in ``tests/test_api.py``).
@@ -48,6 +50,7 @@ from aiohttp import web
 from prometheus_client.exposition import choose_encoder
 
 from pvcharge.api import url_for
+from pvcharge.api.history import HISTORY_QUERY_PARAMETERS, HistoryRoutes, page_with_history
 from pvcharge.api.metrics import metrics_registry
 from pvcharge.api.openapi import openapi_document
 from pvcharge.config import ApiConfig, secret_values, to_dict
@@ -57,12 +60,18 @@ from pvcharge.settings import is_loopback, mask_secrets
 
 if TYPE_CHECKING:
     from pvcharge.daemon import Daemon
+    from pvcharge.sessions import SessionRecorder
 
 log = structlog.get_logger("pvcharge.api")
 
 MAX_BODY_BYTES = 64 * 1024  #: the largest request body taken (413 above)
 SHUTDOWN_S = 2.0  #: how long stop() waits for requests still being answered
 TOKEN_KEY = "pvcharge-token"  #: the sessionStorage key the page keeps the token under
+#: the query parameters each route takes (any other is a 400)
+QUERY_PARAMETERS = {
+    "/": {"token"},
+    **HISTORY_QUERY_PARAMETERS,
+}
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -135,12 +144,18 @@ def _dumps(data: Any) -> str:
 class _Api:
     """The handlers and the guard of one server."""
 
-    def __init__(self, daemon: Daemon, config: ApiConfig) -> None:
+    def __init__(self, daemon: Daemon, config: ApiConfig, sessions: SessionRecorder | None = None) -> None:
         self.daemon = daemon
+        self.sessions = sessions
         self.token: bytes | None = config.token.reveal().encode("utf-8") if config.token is not None else None
         self._token_secret = [config.token.reveal()] if config.token is not None else []
-        self.registry = metrics_registry(self.status)
+        self.registry = metrics_registry(self.status, sessions.totals if sessions is not None else None)
         self.page = resources.files("pvcharge.api").joinpath("static/index.html").read_text("utf-8")
+        if sessions is not None:
+            self.page = page_with_history(self.page)
+        self.history = HistoryRoutes(
+            sessions, daemon.clock, self.json, lambda text: mask_secrets(text, self.secrets())
+        )
         self.page_csp = content_security_policy(self.page)
         self.login = {rejected: _login_page(rejected) for rejected in (False, True)}
         self.login_csp = content_security_policy(self.login[False])
@@ -227,13 +242,16 @@ class _Api:
         return self._unauthorized(request, bool(bearer) or "token" in request.query)
 
     async def _checked(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        """No route takes query parameters but the page's ``token``: anything else is a mistake
+        """Only the query parameters of :data:`QUERY_PARAMETERS`: anything else is a mistake
         (``/api/mode?mode=fast`` would otherwise be silently ignored)."""
-        allowed = {"token"} if request.path == "/" else set()
+        allowed = QUERY_PARAMETERS.get(request.path, set())
         unknown = sorted(set(request.query) - allowed)
         if unknown:
             names = ", ".join(repr(name[:40]) for name in unknown[:5])
-            return self.json({"error": f"unknown query parameter(s) {names}: {request.path} takes none"}, 400)
+            takes = ", ".join(sorted(allowed - {"token"})) or "none"
+            return self.json(
+                {"error": f"unknown query parameter(s) {names}: {request.path} takes {takes}"}, 400
+            )
         return await handler(request)
 
     # --- the routes ------------------------------------------------------------------------------
@@ -281,15 +299,17 @@ class _Api:
         return web.Response(body=encoder(self.registry), headers={"Content-Type": content_type})
 
 
-def build_app(daemon: Daemon, config: ApiConfig) -> web.Application:
-    """The aiohttp application serving ``daemon`` (no socket yet; :func:`start_api` binds it)."""
-    api = _Api(daemon, config)
+def build_app(daemon: Daemon, config: ApiConfig, sessions: SessionRecorder | None = None) -> web.Application:
+    """The aiohttp application serving ``daemon`` and its ``sessions`` (no socket yet; :func:`start_api`
+    binds it)."""
+    api = _Api(daemon, config, sessions)
     app = web.Application(middlewares=[api.guard], client_max_size=MAX_BODY_BYTES)
     app.router.add_get("/", api.index)
     app.router.add_get("/api/status", api.get_status)
     app.router.add_put("/api/mode", api.put_mode)
     app.router.add_get("/api/config", api.get_config)
     app.router.add_get("/api/openapi.json", api.get_openapi)
+    api.history.add_routes(app.router)
     app.router.add_get("/metrics", api.metrics)
     return app
 
@@ -315,8 +335,9 @@ class ApiServer:
             log.info("api_stopped", url=self.url)
 
 
-async def start_api(daemon: Daemon, config: ApiConfig) -> ApiServer:
-    """Serve the API for ``daemon`` on ``config.listen:config.port`` (port 0: a free one).
+async def start_api(daemon: Daemon, config: ApiConfig, sessions: SessionRecorder | None = None) -> ApiServer:
+    """Serve the API for ``daemon`` on ``config.listen:config.port`` (port 0: a free one); ``sessions``:
+    the recorder behind ``/api/sessions`` and ``/api/energy`` (``None``: they answer 404).
 
     With ``api.enabled: false`` nothing listens and the returned server's ``url`` is ``None``.
 
@@ -331,7 +352,7 @@ async def start_api(daemon: Daemon, config: ApiConfig) -> ApiServer:
         log.warning(
             "api_token_short", length=len(config.token.reveal()), action="use 32 random hex digits or more"
         )
-    runner = web.AppRunner(build_app(daemon, config), access_log=None, shutdown_timeout=SHUTDOWN_S)
+    runner = web.AppRunner(build_app(daemon, config, sessions), access_log=None, shutdown_timeout=SHUTDOWN_S)
     await runner.setup()
     site = web.TCPSite(runner, config.listen, config.port)
     try:

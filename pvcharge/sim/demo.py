@@ -29,6 +29,7 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any, TextIO
 
 from aiohttp import web
@@ -39,6 +40,9 @@ from pvcharge.daemon import Cycle, Daemon, Stats
 from pvcharge.devices import create_devices
 from pvcharge.errors import PvchargeError
 from pvcharge.logs import register_secrets
+from pvcharge.sessions import SessionRecorder, tariff_of
+from pvcharge.sessions.store import SessionStore, StoreError
+from pvcharge.sessions.tally import Session
 from pvcharge.sim.alphaess import AlphaEssEmulator
 from pvcharge.sim.easee import MAX_CHARGER_A, EaseeEmulator
 from pvcharge.sim.http import Handler, LoopbackHttpServer
@@ -147,6 +151,8 @@ class DemoResult:
     cycles_due: int = 0
     #: wall time (s) the simulated clock was held because the daemon fell behind (:class:`SimClock`)
     held_wall_s: float = 0.0
+    #: the sessions this run recorded (with ``record``), as stored
+    sessions: tuple[Session, ...] = ()
 
 
 #: meters the demo can emulate
@@ -386,7 +392,7 @@ def _free_port() -> int:
 
 
 def _local(t_s: float, trace: Trace) -> datetime:
-    return datetime.fromtimestamp(t_s, timezone(timedelta(seconds=trace.utc_offset_s)))
+    return datetime.fromtimestamp(t_s, trace_tz(trace))
 
 
 class LivePrinter:
@@ -445,6 +451,7 @@ async def run_demo(
     meter: str = "huawei",
     charger: str = "warp",
     api: ApiConfig | None = None,
+    record: Path | None = None,
 ) -> DemoResult:
     """Run the daemon against the emulators from ``start_s`` to ``end_s`` (Unix s, simulated).
 
@@ -454,7 +461,9 @@ async def run_demo(
     phase limits.
 
     With ``api`` the daemon also serves its HTTP API and status page, as ``pvcharge run`` does; a port
-    in use only costs the page (a line on ``out`` says so).
+    in use only costs the page (a line on ``out`` says so).  With ``record`` (a SQLite file) the
+    sessions are recorded there as ``pvcharge run`` records them (loadpoint ``demo-<charger>``, days in
+    the trace's time zone); the session still open at the end is closed with it.
 
     Returns the daemon's counters, the site model's energy tally and, for a cloud charger, what its
     emulator answered.
@@ -483,6 +492,9 @@ async def run_demo(
         daemon = Daemon(
             config, meter_driver, charger_driver, clock=clock.now, sleep=clock.pace, on_cycle=printer
         )
+        recorder = _recorder(record, config, charger, trace, out) if record is not None else None
+        if recorder is not None:
+            daemon.listeners.append(recorder)
         stop = asyncio.Event()
 
         async def stop_at_end() -> None:
@@ -495,7 +507,7 @@ async def run_demo(
             from pvcharge.api.server import start_api
 
             try:
-                server = await start_api(daemon, api)
+                server = await start_api(daemon, api, recorder)
                 out.write(f"Status page: {server.url}/ (live while the demo runs)\n\n")
             except PvchargeError as exc:
                 out.write(f"(no status page: {exc})\n\n")
@@ -505,11 +517,44 @@ async def run_demo(
             stopper.cancel()
             if server is not None:
                 await server.stop()
+            recorded: tuple[Session, ...] = ()
+            if recorder is not None:
+                recorded = tuple(recorder.sessions(from_s=start_s, loadpoint=recorder.loadpoint))
+                recorder.close(clock.now(), end_session=True)
         site.advance_to(clock.now())
     end = clock.now()
     due = int((end - start_s) // config.control.interval_s) + 1
     return DemoResult(
-        start_s, end, time.monotonic() - wall0, stats, site.energy, emulated.traffic, due, clock.held_wall_s
+        start_s,
+        end,
+        time.monotonic() - wall0,
+        stats,
+        site.energy,
+        emulated.traffic,
+        due,
+        clock.held_wall_s,
+        recorded,
+    )
+
+
+def trace_tz(trace: Trace) -> timezone:
+    """The trace's local time zone (a fixed offset)."""
+    return timezone(timedelta(seconds=trace.utc_offset_s))
+
+
+def _recorder(path: Path, config: Config, charger: str, trace: Trace, out: TextIO) -> SessionRecorder | None:
+    """The demo's session recorder on ``path``, or ``None`` (a line on ``out`` says why)."""
+    try:
+        store = SessionStore(path)
+    except StoreError as exc:
+        out.write(f"(no session history: {exc})\n\n")
+        return None
+    return SessionRecorder(
+        store,
+        f"demo-{charger}",
+        tariff_of(config.tariff),
+        tz=trace_tz(trace),
+        max_age_s=config.control.max_age_s,
     )
 
 

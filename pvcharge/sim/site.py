@@ -22,6 +22,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from pvcharge.sessions.tally import split_car_power
 from pvcharge.sim.trace import Trace
 
 
@@ -231,14 +232,13 @@ class SiteModel:
         e = self.energy
         discharge = max(0.0, self._battery_w)
         imported = max(0.0, self._grid_w)
-        pv_to_car = min(max(pv_w - house_w, 0.0), car_w)
-        rest = car_w - pv_to_car
-        supply = discharge + imported
-        bat_to_car = rest * discharge / supply if supply > 0 else 0.0
-        e.car_wh += car_w * h
-        e.pv_to_car_wh += pv_to_car * h
-        e.battery_to_car_wh += bat_to_car * h
-        e.grid_to_car_wh += (rest - bat_to_car) * h
+        split = split_car_power(
+            car_w, pv_w=pv_w, house_w=house_w, battery_w=self._battery_w, grid_w=self._grid_w
+        )
+        e.car_wh += split.car * h
+        e.pv_to_car_wh += split.pv * h
+        e.battery_to_car_wh += split.battery * h
+        e.grid_to_car_wh += split.grid * h
         e.pv_wh += pv_w * h
         e.grid_import_wh += imported * h
         e.grid_export_wh += max(0.0, -self._grid_w) * h

@@ -1,0 +1,246 @@
+"""Charging sessions and the site's daily energy in SQLite (``sessions:`` and ``tariff:`` in the config).
+
+- :mod:`pvcharge.sessions.tally`: the pure part: sessions, attribution by source, daily totals, money;
+- :mod:`pvcharge.sessions.store`: the SQLite file (WAL, versioned schema);
+- :mod:`pvcharge.sessions.export`: rows as JSON-ready dicts and CSV;
+- :class:`SessionRecorder` (here): the daemon's cycle listener that feeds the tally and writes the store:
+  a closed session at once, the open session and the daily energy at most once per
+  :data:`CHECKPOINT_S` of the daemon's clock, so a crash loses at most that much of them.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Mapping
+from datetime import tzinfo
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from pvcharge.config import Config, SessionsConfig, StateConfig, TariffConfig
+from pvcharge.sessions.export import day_dict, session_dict
+from pvcharge.sessions.store import SessionStore, StoreError
+from pvcharge.sessions.tally import POWER_FIELDS, DayTotals, Session, Tally, Tariff, local_day
+from pvcharge.state import state_path
+
+if TYPE_CHECKING:
+    from pvcharge.daemon import Cycle
+
+log = structlog.get_logger("pvcharge.sessions")
+
+CHECKPOINT_S = 60.0  #: the open session and the daily energy are written at most this often, s
+
+__all__ = ["CHECKPOINT_S", "SessionRecorder", "database_path", "open_recorder", "tariff_of"]
+
+
+def _add_power(into: dict[int, list[float]], more: dict[int, list[float]]) -> None:
+    """Add the per-minute samples and sums of ``more`` to ``into``."""
+    for minute, sums in more.items():
+        if minute in into:
+            into[minute] = [a + b for a, b in zip(into[minute], sums, strict=True)]
+        else:
+            into[minute] = list(sums)
+
+
+def database_path(
+    sessions: SessionsConfig, state: StateConfig, environ: Mapping[str, str] | None = None
+) -> Path:
+    """``sessions.database``, else ``sessions.db`` in the state file's directory (:mod:`pvcharge.state`)."""
+    if sessions.database:
+        return Path(sessions.database)
+    return state_path(state, os.environ if environ is None else environ).parent / "sessions.db"
+
+
+def tariff_of(config: TariffConfig) -> Tariff:
+    return Tariff(config.grid_price_per_kwh, config.feed_in_per_kwh, config.currency)
+
+
+def open_recorder(
+    config: Config, *, tz: tzinfo | None = None, path: Path | None = None
+) -> SessionRecorder | None:
+    """The recorder for ``config`` (loadpoint: the charger's type), or ``None`` with ``sessions.enabled:
+    false`` or when the database cannot be opened (logged as ``sessions_unavailable``: charging goes on
+    without a history).  ``path`` overrides :func:`database_path`."""
+    if not config.sessions.enabled:
+        return None
+    try:
+        store = SessionStore(path or database_path(config.sessions, config.state))
+    except StoreError as exc:
+        log.error("sessions_unavailable", error=str(exc), action="charging goes on without a history")
+        return None
+    log.info("sessions_recording", path=str(store.path))
+    return SessionRecorder(
+        store, config.charger.type, tariff_of(config.tariff), tz=tz, max_age_s=config.control.max_age_s
+    )
+
+
+class SessionRecorder:
+    """Records the daemon's cycles (add it to ``Daemon.listeners``) and answers the API, MQTT and CLI.
+
+    Args:
+        store: the open database (closed by :meth:`close`).
+        loadpoint: the loadpoint's name (the charger's).
+        tariff: prices for cost and savings.
+        tz: the time zone of the days (``None``: the system's).
+        max_age_s: the daemon's ``control.max_age_s``: older site readings are not integrated.
+        checkpoint_s: the least time between two writes of the open session, s of the daemon's clock.
+
+    An open session left in the store by a crash is continued if the car is still plugged in at the
+    first cycle, and closed at its last checkpoint otherwise.  A write that fails (disk full, read-only)
+    is logged once and tried again at the next checkpoint; it never reaches the control loop.
+    """
+
+    def __init__(
+        self,
+        store: SessionStore,
+        loadpoint: str,
+        tariff: Tariff,
+        *,
+        tz: tzinfo | None = None,
+        max_age_s: float = 30.0,
+        checkpoint_s: float = CHECKPOINT_S,
+    ) -> None:
+        self.store = store
+        self.loadpoint = loadpoint
+        self.tz = tz
+        self.checkpoint_s = checkpoint_s
+        self.tally = Tally(
+            loadpoint,
+            tariff,
+            tz=tz,
+            max_age_s=max_age_s,
+            max_gap_s=max(checkpoint_s, 2 * max_age_s),
+            session=store.open_session(loadpoint),
+        )
+        self.writes = 0  #: transactions committed
+        self._last_write_s: float | None = None
+        self._pending_closed: list[Session] = []
+        self._pending_days: dict[str, DayTotals] = {}
+        self._pending_power: dict[int, list[float]] = {}
+        self._failing = False
+
+    def __call__(self, cycle: Cycle) -> None:
+        """The daemon's cycle listener."""
+        self.tally.step(cycle.now, cycle.site, cycle.charger, cycle.decision.command, cycle.written)
+        closed = bool(self.tally.closed)
+        if closed or self._last_write_s is None or cycle.now - self._last_write_s >= self.checkpoint_s:
+            self.flush(cycle.now)
+
+    def set_tariff(self, tariff: Tariff) -> None:
+        """Prices from now on (a reloaded config)."""
+        self.tally.tariff = tariff
+
+    def flush(self, now_s: float) -> bool:
+        """Write what is pending: closed sessions, the open session, the daily energy.  False (logged)
+        if the write failed; it is then tried again at the next flush."""
+        self._pending_closed += self.tally.take_closed()
+        for day in self.tally.take_days():
+            self._pending_days.setdefault(day.day, DayTotals(day.day)).add(day)
+        _add_power(self._pending_power, self.tally.take_power())
+        sessions = [*self._pending_closed, *([self.tally.session] if self.tally.session else [])]
+        self._last_write_s = now_s
+        try:
+            self.store.write(sessions, list(self._pending_days.values()), self._pending_power)
+        except sqlite3.Error as exc:
+            if not self._failing:
+                log.error(
+                    "sessions_not_saved",
+                    path=str(self.store.path),
+                    error=str(exc),
+                    action=f"trying again every {self.checkpoint_s:g} s; charging goes on",
+                )
+            self._failing = True
+            return False
+        if self._failing:
+            log.info("sessions_saved_again", path=str(self.store.path))
+        self._failing = False
+        self.writes += 1
+        self._pending_closed = []
+        self._pending_days = {}
+        self._pending_power = {}
+        return True
+
+    def close(self, now_s: float, *, end_session: bool = False) -> None:
+        """Write the open session as it stands and close the file.  The session stays open, to be
+        continued after a restart, unless ``end_session`` (the demo: its car leaves with it)."""
+        if end_session:
+            self.tally.end()
+        self.flush(now_s)
+        self.store.close()
+
+    # --- queries: the store plus what is not written yet -------------------------------------------
+
+    def sessions(
+        self, *, from_s: float | None = None, to_s: float | None = None, loadpoint: str | None = None
+    ) -> list[Session]:
+        """Sessions started in ``[from_s, to_s)``, oldest first, the open one with its latest values."""
+        stored = self.store.sessions(from_s=from_s, to_s=to_s, loadpoint=loadpoint)
+        live = [*self._pending_closed, *([self.tally.session] if self.tally.session else [])]
+        by_id = {s.id: s for s in live if s.id is not None}
+        result = [by_id.get(s.id, s) if s.id is not None else s for s in stored]
+        for s in live:
+            wanted = loadpoint is None or s.loadpoint == loadpoint
+            within = (from_s is None or s.start_s >= from_s) and (to_s is None or s.start_s < to_s)
+            if s.id is None and wanted and within:
+                result.append(s)
+        return result
+
+    def last_session(self) -> Session | None:
+        """The latest session, open or closed."""
+        if self.tally.session is not None:
+            return self.tally.session
+        found = self.sessions()
+        return found[-1] if found else None
+
+    def day(self, now_s: float) -> DayTotals:
+        """The site's energy of the local day of ``now_s`` so far."""
+        name = local_day(now_s, self.tz)
+        total = DayTotals(name)
+        for part in [*self.store.days(from_day=name, to_day=name), self._pending_days.get(name)]:
+            if part is not None:
+                total.add(part)
+        pending = self.tally.days.get(name)
+        if pending is not None:
+            total.add(pending)
+        return total
+
+    def power(self, *, from_s: float, to_s: float) -> dict[str, list[float]]:
+        """The mean power per minute in ``[from_s, to_s)`` as columns: ``t_s`` (the minute's start, Unix
+        s) and each of POWER_FIELDS in W (house without the car), for the status page's chart."""
+        minutes = self.store.power(from_s=from_s, to_s=to_s)
+        _add_power(minutes, self._pending_power)
+        _add_power(minutes, self.tally.power)
+        columns: dict[str, list[float]] = {"t_s": [], **{f: [] for f in POWER_FIELDS}}
+        for minute in sorted(m for m in minutes if from_s <= m < to_s):
+            samples, *sums = minutes[minute]
+            columns["t_s"].append(minute)
+            for name, total in zip(POWER_FIELDS, sums, strict=True):
+                columns[name].append(round(total / samples))
+        return columns
+
+    def summary(self, now_s: float) -> dict[str, Any]:
+        """Today's site energy and the last session (``None`` before any) as JSON-ready dicts
+        (:mod:`pvcharge.sessions.export`), each with ``solar_share_pct``: PV and home battery over the
+        car's energy in %, ``None`` before any (MQTT ``P/energy``)."""
+        today = self.day(now_s)
+        car_wh = today.car_wh
+        share = 100 * (today.car_pv_wh + today.car_battery_wh) / car_wh if car_wh > 0 else None
+        last = self.last_session()
+        last_dict = None
+        if last is not None:
+            last_dict = session_dict(last, self.tz)
+            last_share = last.solar_share
+            last_dict["solar_share_pct"] = round(100 * last_share, 1) if last_share is not None else None
+        return {
+            "today": {**day_dict(today), "solar_share_pct": round(share, 1) if share is not None else None},
+            "last_session": last_dict,
+        }
+
+    def totals(self) -> DayTotals:
+        """The site's energy over all days recorded (for counters)."""
+        total = DayTotals("all")
+        for part in [*self.store.days(), *self._pending_days.values(), *self.tally.days.values()]:
+            total.add(part)
+        return total
