@@ -237,8 +237,11 @@ def house_minutes(parity: int) -> dict[int, float]:
 def build(out: Path | None = None) -> list[DayInfo]:
     """Read the source, model PV, check and classify every April–September day, write the kept days
     as 1-min trace CSVs (``graz_YYYY-MM-DD_<class>.csv``) into ``out`` (default :func:`cache_dir`)."""
-    import pandas as pd
-    import pvlib
+    try:
+        import pandas as pd
+        import pvlib
+    except ImportError as exc:
+        raise DatasetError(f"{exc.name} is not installed: pip install -e '.[bench]'") from exc
 
     out = out or cache_dir()
     out.mkdir(parents=True, exist_ok=True)
