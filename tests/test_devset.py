@@ -19,6 +19,7 @@ from benchmarks.graz import (
     trace_1s,
     variability,
 )
+from benchmarks.limit import best_schedule, step_values
 from pvcharge.readings import ChargerReading, SiteReading
 
 
@@ -121,3 +122,23 @@ def test_warp_policy_starts_on_the_window_minimum_and_keeps_its_hysteresis() -> 
         assert decision.command.current_a >= 6
     decision = warp.step(490.0, site(490, 4000.0), car(490, 4140.0))
     assert decision.command.current_a == 0
+
+
+def test_limit_step_values_take_the_best_whole_amp_level_per_phase_count() -> None:
+    surplus = np.concatenate([np.full(30, 2000.0), np.full(30, 5000.0)])
+    values, levels = step_values(surplus, battery_weight=1.5)
+    # 1p: 9 A (2070 W) scores 2000 - 1.5 x 70 W, more than 8 A's 1840 W
+    assert levels[0, 0] == 9 and values[0, 0] == pytest.approx((2000 - 1.5 * 70) * 30 / 3600)
+    assert levels[0, 1] == 6 and values[0, 1] < 0  # 3p draws 4140 W on 2000 W: the battery pays
+    assert levels[1, 1] == 7 and values[1, 1] == pytest.approx(7 * 690 * 30 / 3600)
+
+
+def test_limit_schedule_keeps_to_its_budget_of_starts_and_switches() -> None:
+    # step values (Wh) for 1p and 3p: a 3p stretch between two 1p stretches
+    values = np.array([[10.0, -5.0]] * 4 + [[10.0, 40.0]] * 4 + [[10.0, -5.0]] * 4)
+    # the switch's 30-s pause is spent in the cheaper 1p step before the 3p stretch
+    assert best_schedule(values, 1, 3) == [1] * 3 + [3] * 5 + [1] * 4
+    # one switch: the charger starts on 3p, so 1p first would use it up
+    assert best_schedule(values, 1, 1) == [-3] * 3 + [3] * 5 + [1] * 4
+    assert best_schedule(values, 1, 0) == [-3] * 3 + [3] * 5 + [-3] * 4  # on 3p only
+    assert best_schedule(values, 0, 3) == [-3] * 12  # no start: off, and not switched for nothing
