@@ -110,8 +110,10 @@ async def test_the_status_page_shows_the_site_and_switches_the_mode(tmp_path: Pa
         await expect(page.locator("#car-current")).to_have_text("16 A × 1p")
         await expect(page.locator("#command")).to_have_text("16 A on 1p")
         assert daemon.last_cycle is not None
-        await expect(page.locator("#reason")).to_have_text(
-            re.compile(r"^pv: surplus 4(499|500) W, 16 A on 1p$")
+        # the decision in words for people, the numbers behind it in the tooltip (and the log)
+        await expect(page.locator("#reason")).to_have_text("Charging from the surplus at 16 A on 1 phase.")
+        await expect(page.locator("#reason")).to_have_attribute(
+            "title", re.compile(r"^pv: surplus 4(499|500) W, 16 A on 1p$")
         )
         await expect(page.locator("#dev-meter .state")).to_contain_text("ok")
         await expect(page.locator('#modes button[data-mode="pv"]')).to_have_attribute("aria-pressed", "true")
