@@ -111,12 +111,19 @@ class ControlConfig:
         50.0, doc="battery_to_car: no discharge into the car below this SoC", unit="%", min=0, max=100
     )
     cloud_filter: CloudFilter | float = setting(
-        "medium",
+        "strong",
         doc="off, weak (120 s), medium (240 s), strong (480 s) or a window in s: start only when the surplus "
-        "covered min power for the whole window, stop only when it was short for the whole window",
+        "covered min power for start_fraction of the window, stop only when it was short the whole window",
         unit="s",
         min=0,
         max=3600,
+    )
+    start_fraction: float = setting(
+        0.3,
+        doc="a paused car starts once the surplus covered its minimum power for the last start_fraction x "
+        "cloud_filter seconds (1: the whole window, as for a stop)",
+        min=0,
+        max=1,
     )
     min_on_s: float = setting(
         600.0,
@@ -251,6 +258,11 @@ class ControlConfig:
                 "cloud_filter",
                 f"a window of {self.window_s:g} s is shorter than interval_s ({self.interval_s:g} s)",
             )
+
+    @property
+    def start_window_s(self) -> float:
+        """How long the surplus must have covered a paused car's minimum power before it starts, in s."""
+        return self.window_s * self.start_fraction
 
     @property
     def window_s(self) -> float:

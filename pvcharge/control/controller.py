@@ -13,9 +13,9 @@ meter read twice is not counted twice; and not at all while the charger reading 
 command change (a slowly polled cloud charger would pair the old car power with the new grid power).
 
 **Cloud filter.** A window of ``cloud_filter`` seconds over the surplus.  A paused car starts only if
-the window *minimum* covers its minimum power (the surplus was there the whole window) and
-``min_off_s`` has passed; a charging car stops only if the window *maximum* stayed below its minimum
-power (short the whole window) and ``min_on_s`` has passed.  In between it holds min current.
+the *minimum* over the window's last ``start_fraction`` covers its minimum power (the surplus was there
+that long) and ``min_off_s`` has passed; a charging car stops only if the window *maximum* stayed below
+its minimum power (short the whole window) and ``min_on_s`` has passed.  In between it holds min current.
 
 **Following.** Inside a session the current is the whole amps that fit the surplus, damped by energy
 rather than by time: it falls once the car has drawn ``down_energy_wh`` more than the surplus (a drop
@@ -113,6 +113,7 @@ class Controller:
     ) -> None:
         self._caps = capabilities or ChargerCapabilities()
         self._window = TimeWindow(control.window_s)
+        self._start_window = TimeWindow(control.start_window_s)  # the part of it a start looks at
         # the running sum of how much better 3p would have done than 1p (Wh), over the phase window: its
         # rise from the window's minimum is the evidence for 3p, its fall from the maximum that for 1p
         self._phase_wh = 0.0
@@ -154,6 +155,7 @@ class Controller:
         if not self.auto_phases:
             self._phases = int(charge_point.phases)
         self._window.length_s = control.window_s
+        self._start_window.length_s = control.start_window_s
         self._phase_gain.length_s = control.phase_window_s
         self._hold.length_s = control.up_hold_s
         self.set_mode(control.mode)
@@ -286,6 +288,7 @@ class Controller:
         what = self._stale(now, site)
         if what:
             self._window.clear()
+            self._start_window.clear()
             self._fuse_window.clear()
             self._recent.clear()
             self._hold.clear()
@@ -326,6 +329,7 @@ class Controller:
             self._last_reading_t = site.timestamp_s
             self._available_w = self.available_w(site, charger)
             self._window.add(site.timestamp_s, self._available_w)
+            self._start_window.add(site.timestamp_s, self._available_w)
             self._recent.add(site.timestamp_s, self._available_w)
             self._hold.add(site.timestamp_s, self._available_w)
             if self.auto_phases:
@@ -415,15 +419,16 @@ class Controller:
             wait_s = self._off_since + c.min_off_s - now
             if wait_s > 0:
                 return self._decision(0.0, f"paused: min off time, {wait_s:.0f} s left")
-            if not w.full:
+            sw = self._start_window
+            if not sw.full:
                 return self._decision(0.0, f"cloud filter filling: surplus {available:.0f} W")
             phases = self._phases
             if self.auto_phases and self._switch_allowed(now):
-                phases = 3 if w.min >= self.phase_up_w and not self._one_phase_car else 1
+                phases = 3 if sw.min >= self.phase_up_w and not self._one_phase_car else 1
             need_w = self.power_w(self.lowest_a, 1 if self._one_phase_car else phases)
-            if w.min < need_w:
+            if sw.min < need_w:
                 return self._decision(
-                    0.0, f"waiting: surplus {available:.0f} W, window min {w.min:.0f} W < {need_w:.0f} W"
+                    0.0, f"waiting: surplus {available:.0f} W, window min {sw.min:.0f} W < {need_w:.0f} W"
                 )
             if phases != self._phases:
                 self._switch_to(now, phases)
@@ -431,7 +436,7 @@ class Controller:
             self._level_a = self._fit(self._recent.min, self._eff_phases())
             return self._decision(
                 self._level_a,
-                f"start: surplus >= {need_w:.0f} W for {c.window_s:g} s "
+                f"start: surplus >= {need_w:.0f} W for {c.start_window_s:g} s "
                 f"-> {self._level_a:g} A on {self._phases}p",
             )
 
