@@ -82,6 +82,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from pvcharge.devices import create_devices
     from pvcharge.health import Heartbeat, heartbeat_path, stale_after_s
     from pvcharge.notify import Notifier
+    from pvcharge.planning.service import build_service
     from pvcharge.services import Services
 
     log = structlog.get_logger("pvcharge.cli")
@@ -184,6 +185,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         if recorder is not None:
             daemon.listeners.append(recorder)
         services = Services(daemon, sessions=recorder)
+        plans = build_service(config, daemon, clock=daemon.clock)  # plans: need a restart to change
+        plan_task = None
+        if plans is not None:
+            plans.attach()
+            plan_task = asyncio.create_task(plans.run(stop, daemon.clock))
         reloads: set[asyncio.Task[None]] = set()  # service restarts under way (held: tasks are weak refs)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -194,6 +200,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             await daemon.run(stop)
         finally:
             await asyncio.gather(*reloads, return_exceptions=True)
+            if plans is not None and plan_task is not None:
+                stop.set()
+                await asyncio.gather(plan_task, return_exceptions=True)
+                await plans.close()
             await services.stop()
             if recorder is not None:
                 recorder.close(daemon.clock())

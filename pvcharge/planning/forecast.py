@@ -159,7 +159,8 @@ def parse_open_meteo(
 
 
 class ForecastSolarForecast:
-    """PV surplus per slot from forecast.solar's estimate, one request per array."""
+    """PV surplus per slot from forecast.solar's estimate, one request per array; ``api_key`` (a paid
+    plan's) goes in the path and is shown as ``***`` in every message."""
 
     def __init__(
         self,
@@ -177,6 +178,7 @@ class ForecastSolarForecast:
         self._base_load_w = base_load_w
         self._inverter_max_w = inverter_max_w
         self._base = url.rstrip("/") + (f"/{api_key}" if api_key else "")
+        self._shown_base = url.rstrip("/") + ("/***" if api_key else "")
 
     async def fetch(self, now_s: float) -> SlotValues:
         """The surplus per slot from the current one on, as far as the service forecasts.
@@ -188,8 +190,11 @@ class ForecastSolarForecast:
         total: SlotValues = {}
         for a in self._arrays:
             plane = f"{a.latitude:g}/{a.longitude:g}/{a.tilt_deg:g}/{a.azimuth_deg:g}/{a.kwp:g}"
-            url = f"{self._base}/estimate/{plane}"
-            body = await self._getter.get(url, {"time": "utc"})
+            body = await self._getter.get(
+                f"{self._base}/estimate/{plane}",
+                {"time": "utc"},
+                shown_url=f"{self._shown_base}/estimate/{plane}",
+            )
             for t, power_w in parse_forecast_solar(body, self.name).items():
                 if t >= slot_start(now_s):
                     total[t] = total.get(t, 0.0) + power_w

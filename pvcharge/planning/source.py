@@ -44,6 +44,8 @@ class Source(Protocol):
 
     async def fetch(self, now_s: float) -> SlotValues: ...
 
+    async def close(self) -> None: ...
+
 
 def spread(start_s: float, end_s: float, value: float, into: SlotValues) -> None:
     """Set ``value`` for every 15-min slot in ``[start_s, end_s)`` (an hourly price is 4 slots)."""
@@ -81,8 +83,11 @@ class JsonGetter:
         self._transport = transport
         self._client: httpx.AsyncClient | None = None
 
-    async def get(self, url: str, params: Mapping[str, str | int | float] | None = None) -> Any:
-        """The parsed JSON body of ``GET url?params``.
+    async def get(
+        self, url: str, params: Mapping[str, str | int | float] | None = None, *, shown_url: str | None = None
+    ) -> Any:
+        """The parsed JSON body of ``GET url?params``; messages and logs show ``shown_url`` instead of
+        ``url`` when given (a URL with a key in its path).
 
         Raises:
             DeviceUnavailable: no answer after retries (timeout, connection, HTTP 5xx).
@@ -92,6 +97,7 @@ class JsonGetter:
         if self._client is None:
             self._client = httpx.AsyncClient(timeout=self._timeout_s, transport=self._transport)
         client = self._client
+        real_url, url = url, shown_url or url
         retrying = backoff_retrying(
             attempts=1 + self._retries,
             backoff_s=self._backoff_s,
@@ -103,7 +109,7 @@ class JsonGetter:
         try:
             async for attempt in retrying:
                 with attempt:
-                    response = await client.get(url, params=params)
+                    response = await client.get(real_url, params=params)
                     if response.status_code >= 500:
                         raise ServerError.of(response)
         except (httpx.HTTPError, ServerError) as exc:

@@ -64,6 +64,9 @@ class FixedTariff:
         spread(slot_start(now_s), slot_start(now_s) + AHEAD_S, self.price_per_kwh, prices)
         return prices
 
+    async def close(self) -> None:
+        """Nothing to close."""
+
 
 class AwattarTariff:
     """aWATTar day-ahead prices (hourly, EUR/MWh) as customer prices per 15-min slot.

@@ -129,6 +129,7 @@ class ForecastSolarEmulator(LoopbackHttpServer):
     def _application(self) -> web.Application:
         app = web.Application()
         app.router.add_get("/estimate/{lat}/{lon}/{dec}/{az}/{kwp}", self._estimate)
+        app.router.add_get("/{key}/estimate/{lat}/{lon}/{dec}/{az}/{kwp}", self._estimate)  # a paid key
         return app
 
     async def _estimate(self, request: web.Request) -> web.Response:

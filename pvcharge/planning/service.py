@@ -1,0 +1,225 @@
+"""The configured plans at work beside the daemon: :class:`PlanService` re-plans at every 15-min slot
+start (and when the car connects) and, in the plan's grid slots, raises the daemon's mode to ``fast``
+through :meth:`pvcharge.daemon.Daemon.set_mode`; when the slot ends it puts back the mode the user
+had. Everything else stays with the control loop (PV surplus charging in ``pv``/``minpv``).
+
+Energy towards a plan is counted from the car's measured power (the charger's reading in each cycle)
+since the car connected, and starts again at 0 after a deadline or when the car leaves. A plan given
+as ``soc_pct`` needs the vehicle's SoC, which no charger driver reads yet: such plans are skipped
+with a log line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time as wallclock
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
+
+import structlog
+
+from pvcharge.planning.config import PlanConfig
+from pvcharge.planning.planner import SLOT_S, ChargeLimits, Plan, next_deadline, plan_charge, slot_start
+from pvcharge.planning.source import CachedSource
+
+if TYPE_CHECKING:
+    from pvcharge.config import Config
+    from pvcharge.daemon import Cycle, Daemon
+
+log = structlog.get_logger("pvcharge.planning")
+
+#: a gap between two cycles longer than this is not integrated (a restart, a long outage), in s.
+MAX_GAP_S = 120.0
+
+
+@dataclass(frozen=True)
+class Target:
+    """The plan in force: its config entry, its next deadline (Unix s) and the energy it asks for."""
+
+    plan: PlanConfig
+    deadline_s: float
+    energy_kwh: float
+
+
+def local_zone() -> ZoneInfo:
+    """The system's time zone (``/etc/localtime``), UTC if it cannot be told."""
+    try:
+        return ZoneInfo("localtime")
+    except Exception:  # no tz database entry for it: containers without /etc/localtime
+        return ZoneInfo("UTC")
+
+
+def next_target(plans: Sequence[PlanConfig], now_s: float) -> Target | None:
+    """The energy plan with the nearest next deadline (``soc_pct`` plans are skipped), or ``None``."""
+    best: Target | None = None
+    for entry in plans:
+        if entry.energy_kwh is None:
+            continue
+        zone = ZoneInfo(entry.timezone) if entry.timezone else local_zone()
+        deadline_s = next_deadline(now_s, entry.deadline_time(), zone, entry.days())
+        if best is None or deadline_s < best.deadline_s:
+            best = Target(entry, deadline_s, entry.energy_kwh)
+    return best
+
+
+class PlanService:
+    """Steers a :class:`~pvcharge.daemon.Daemon` by the configured plans.
+
+    Args:
+        daemon: the daemon; the service is one of its ``listeners`` once :meth:`attach` ran.
+        plans: the ``plans:`` entries.
+        limits: the car's power range (:meth:`ChargeLimits.of` the charger's limits).
+        prices, forecast: the cached sources (``None``: none configured: flat price, no PV).
+        fallback_price_per_kwh, feed_in_per_kwh, pv_factor: for :func:`plan_charge`.
+
+    Attributes:
+        plan: the last plan made, ``None`` before the first or without a plan in force.
+        target: the plan entry in force and its deadline.
+        charged_kwh: energy the car took since it connected (or since the last deadline).
+    """
+
+    def __init__(
+        self,
+        daemon: Daemon,
+        plans: Sequence[PlanConfig],
+        *,
+        limits: ChargeLimits,
+        prices: CachedSource | None,
+        forecast: CachedSource | None,
+        fallback_price_per_kwh: float,
+        feed_in_per_kwh: float = 0.0,
+        pv_factor: float = 0.8,
+    ) -> None:
+        self.daemon = daemon
+        self.plans = tuple(plans)
+        self.limits = limits
+        self.prices = prices
+        self.forecast = forecast
+        self.fallback_price_per_kwh = fallback_price_per_kwh
+        self.feed_in_per_kwh = feed_in_per_kwh
+        self.pv_factor = pv_factor
+        self.plan: Plan | None = None
+        self.target: Target | None = None
+        self.charged_kwh = 0.0
+        self.connected = False
+        self._last_cycle_s: float | None = None
+        self._user_mode: Any = None  # the mode to put back after a grid slot; None: not overriding
+        self._wake = asyncio.Event()
+
+    def attach(self) -> None:
+        """Listen to the daemon's cycles."""
+        self.daemon.listeners.append(self.on_cycle)
+
+    def on_cycle(self, cycle: Cycle) -> None:
+        """Count the car's energy; a car that connects asks for a plan at once, one that leaves ends
+        the plan's grid charging."""
+        reading = cycle.charger
+        connected = bool(reading is not None and reading.connected)
+        if reading is not None and connected and self._last_cycle_s is not None:
+            gap_s = cycle.now - self._last_cycle_s
+            if 0 < gap_s <= MAX_GAP_S:
+                self.charged_kwh += max(0.0, reading.power_w) * gap_s / 3.6e6
+        self._last_cycle_s = cycle.now
+        if connected != self.connected:
+            self.connected = connected
+            if not connected:
+                self.charged_kwh = 0.0
+                self._restore("car disconnected")
+            self._wake.set()
+
+    async def step(self, now_s: float) -> Plan | None:
+        """Re-plan and set the daemon's mode for the slot holding ``now_s``."""
+        target = next_target(self.plans, now_s)
+        if self.target is not None and (target is None or target.deadline_s != self.target.deadline_s):
+            self.charged_kwh = 0.0  # the deadline passed: the next plan counts from here
+        self.target = target
+        if target is None or not self.connected:
+            self.plan = None
+            self._restore("no plan in force" if target is None else "no car")
+            return None
+        surplus = await self.forecast.latest(now_s) if self.forecast is not None else None
+        prices = await self.prices.latest(now_s) if self.prices is not None else None
+        self.plan = plan_charge(
+            need_kwh=max(0.0, target.energy_kwh - self.charged_kwh),
+            deadline_s=target.deadline_s,
+            now_s=now_s,
+            limits=self.limits,
+            surplus_w=surplus,
+            prices_per_kwh=prices,
+            fallback_price_per_kwh=self.fallback_price_per_kwh,
+            feed_in_per_kwh=self.feed_in_per_kwh,
+            pv_factor=self.pv_factor,
+        )
+        log.info(
+            "plan_made",
+            need_kwh=round(self.plan.need_kwh, 2),
+            deadline_s=target.deadline_s,
+            met=self.plan.met,
+            grid_kwh=round(self.plan.grid_kwh, 2),
+            pv_kwh=round(self.plan.pv_kwh, 2),
+            cost=round(self.plan.cost, 2),
+            grid_slots=len(self.plan.grid_slots),
+            notes=list(self.plan.notes),
+        )
+        if self.plan.power_at(now_s) > 0:
+            self._override()
+        else:
+            self._restore("slot without grid charging")
+        return self.plan
+
+    async def run(self, stop: asyncio.Event, clock: Callable[[], float] = wallclock.time) -> None:
+        """:meth:`step` at every slot start and when the car connects or leaves, until ``stop``."""
+        while not stop.is_set():
+            try:
+                await self.step(clock())
+            except Exception as exc:  # a planning bug must never stop charging
+                log.error("plan_failed", error=repr(exc), exc_info=True)
+            wait_s = slot_start(clock()) + SLOT_S - clock() + 1.0
+            self._wake.clear()
+            waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._wake.wait())]
+            await asyncio.wait(waiters, timeout=max(1.0, wait_s), return_when=asyncio.FIRST_COMPLETED)
+            for waiter in waiters:
+                waiter.cancel()
+
+    async def close(self) -> None:
+        """Close the sources' connections."""
+        for cached in (self.prices, self.forecast):
+            if cached is not None:
+                await cached.source.close()
+
+    def _override(self) -> None:
+        mode = self.daemon.mode
+        if self._user_mode is None and mode in ("pv", "minpv"):
+            self._user_mode = mode
+            self.daemon.set_mode("fast", source="plan", persist=False)
+        elif self._user_mode is not None and mode != "fast":
+            self._user_mode = None  # the user chose another mode meanwhile: theirs stands
+
+    def _restore(self, why: str) -> None:
+        if self._user_mode is None:
+            return
+        mode, self._user_mode = self._user_mode, None
+        if self.daemon.mode == "fast":  # (else the user changed it meanwhile: leave theirs)
+            self.daemon.set_mode(mode, source=f"plan: {why}", persist=False)
+
+
+def build_service(config: Config, daemon: Daemon, *, clock: Callable[[], float]) -> PlanService | None:
+    """The service for ``config.plans`` with the configured sources, or ``None`` without plans."""
+    if not config.plans:
+        return None
+    from pvcharge.planning.sources import forecast_source, tariff_source
+
+    tariff = tariff_source(config.tariff, clock=clock)
+    forecast = forecast_source(config.forecast, clock=clock)
+    return PlanService(
+        daemon,
+        config.plans,
+        limits=ChargeLimits.of(config.charge_point, config.site.voltage_v),
+        prices=tariff,
+        forecast=forecast,
+        fallback_price_per_kwh=config.tariff.grid_price_per_kwh,
+        feed_in_per_kwh=config.tariff.feed_in_per_kwh,
+        pv_factor=config.forecast.pv_factor,
+    )
