@@ -25,6 +25,7 @@ from pvcharge.api.cli import add_commands
 from pvcharge.config import ApiConfig, Config, load_config, secret_values, to_dict
 from pvcharge.errors import ConfigError, DeviceError, PvchargeError
 from pvcharge.logs import FORMATS, configure_logging, register_secrets
+from pvcharge.planning.cli import add_command as add_plan_command
 from pvcharge.readings import as_dict
 from pvcharge.sessions.cli import add_command as add_sessions_command
 
@@ -491,6 +492,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     add_commands(sub)  # status, mode: talk to the running daemon over its API
     add_sessions_command(sub)  # sessions: the recorded history
+    add_plan_command(sub)  # plan: the charge plan for the next deadline
 
     p = sub.add_parser("run", help="run the control loop against the configured devices")
     p.add_argument("--config", "-c", required=True, help="YAML config file")

@@ -12,11 +12,14 @@ with a log line.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import time as wallclock
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import structlog
 
@@ -44,10 +47,21 @@ class Target:
 
 
 def local_zone() -> ZoneInfo:
-    """The system's time zone (``/etc/localtime``), UTC if it cannot be told."""
+    """The system's time zone: ``$TZ`` if set, else what ``/etc/localtime`` is (a link into the zone
+    database, or a zone file), else UTC."""
+    name = os.environ.get("TZ", "").lstrip(":")
+    if name:
+        with contextlib.suppress(ZoneInfoNotFoundError, ValueError):
+            return ZoneInfo(name)
+    localtime = Path("/etc/localtime")
+    target = str(localtime.resolve())
+    if "zoneinfo/" in target:
+        with contextlib.suppress(ZoneInfoNotFoundError, ValueError):
+            return ZoneInfo(target.split("zoneinfo/", 1)[1])
     try:
-        return ZoneInfo("localtime")
-    except Exception:  # no tz database entry for it: containers without /etc/localtime
+        with localtime.open("rb") as file:
+            return ZoneInfo.from_file(file, key="localtime")
+    except (OSError, ValueError):
         return ZoneInfo("UTC")
 
 
