@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from sitestub import FakeClock
@@ -195,5 +196,30 @@ async def test_timeout_then_stale_prices_expire(awattar: AwattarEmulator) -> Non
     assert await cached.latest(clock()) is not None  # 1 h old: still used
     clock.advance(3700)
     assert await cached.latest(clock()) is None  # over 2 h old: the planner's flat price takes over
+    awattar.faults.clear()
+    await source.close()
+
+
+async def test_prices_survive_a_restart_in_the_cache_file(awattar: AwattarEmulator, tmp_path: Path) -> None:
+    """A restart within refresh_s sends nothing and plans on the cached prices; other settings (another
+    key) or a damaged file start empty."""
+    cache = tmp_path / "prices.json"
+    clock = FakeClock(NOW_S)
+    source = AwattarTariff(getter("tariff awattar"), FORMULA, url=awattar.url)
+    first = await CachedSource(
+        source, refresh_s=3600, max_age_s=86400, cache_file=cache, cache_key="a"
+    ).latest(clock())
+    assert first is not None and cache.exists()
+    clock.advance(600)
+    awattar.faults.set(Fault.HTTP_503)
+    restarted = CachedSource(source, refresh_s=3600, max_age_s=86400, cache_file=cache, cache_key="a")
+    assert await restarted.latest(clock()) == first
+    assert len(awattar.received) == 1  # nothing sent before refresh_s
+    other = CachedSource(source, refresh_s=3600, max_age_s=86400, cache_file=cache, cache_key="b")
+    assert other.values is None
+    cache.write_text("{not json")
+    assert (
+        CachedSource(source, refresh_s=3600, max_age_s=86400, cache_file=cache, cache_key="a").values is None
+    )
     awattar.faults.clear()
     await source.close()

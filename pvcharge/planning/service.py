@@ -220,13 +220,16 @@ class PlanService:
 
 
 def build_service(config: Config, daemon: Daemon, *, clock: Callable[[], float]) -> PlanService | None:
-    """The service for ``config.plans`` with the configured sources, or ``None`` without plans."""
+    """The service for ``config.plans`` with the configured sources (their last answers cached in
+    ``prices.json`` and ``forecast.json`` beside the state file), or ``None`` without plans."""
     if not config.plans:
         return None
     from pvcharge.planning.sources import forecast_source, tariff_source
+    from pvcharge.state import state_path
 
-    tariff = tariff_source(config.tariff, clock=clock)
-    forecast = forecast_source(config.forecast, clock=clock)
+    cache_dir = state_path(config.state).parent  # beside the state file
+    tariff = tariff_source(config.tariff, clock=clock, cache_dir=cache_dir)
+    forecast = forecast_source(config.forecast, clock=clock, cache_dir=cache_dir)
     return PlanService(
         daemon,
         config.plans,

@@ -4,13 +4,16 @@ words) and a cache of the last good answer that keeps the planner going while a 
 A source's ``fetch(now_s)`` returns a :data:`SlotValues` mapping or raises a
 :class:`~pvcharge.errors.DeviceError`; :class:`CachedSource` calls it at most every ``refresh_s``,
 never before a 429's ``Retry-After``, and hands out the last good answer meanwhile (``None`` before
-the first one): the planner's fallback rules (no PV, flat price) take over from there.
+the first one): the planner's fallback rules (no PV, flat price) take over from there. With a
+``cache_file`` the last good answer survives a restart.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any, Protocol
 
 import httpx
@@ -28,6 +31,7 @@ from pvcharge.retry import (
     tls_failure,
     tls_message,
 )
+from pvcharge.state import write_json_atomic
 
 #: values per 15-min slot: slot start (Unix s, a multiple of 900) → W or currency/kWh.
 SlotValues = dict[int, float]
@@ -148,7 +152,16 @@ class CachedSource:
         last_error: why the last refresh failed (words), ``None`` after a success.
     """
 
-    def __init__(self, source: Source, *, refresh_s: float, max_age_s: float, retry_s: float = 300.0) -> None:
+    def __init__(
+        self,
+        source: Source,
+        *,
+        refresh_s: float,
+        max_age_s: float,
+        retry_s: float = 300.0,
+        cache_file: Path | None = None,
+        cache_key: str = "",
+    ) -> None:
         self.source = source
         self.refresh_s = refresh_s
         self.retry_s = retry_s
@@ -157,6 +170,36 @@ class CachedSource:
         self.fetched_s = -math.inf
         self.last_error: str | None = None
         self._next_try_s = -math.inf
+        self._cache_file = cache_file
+        self._cache_key = f"{source.name}|{cache_key}"
+        if cache_file is not None:
+            self._load(cache_file)
+
+    def _load(self, path: Path) -> None:
+        """The last good answer from before a restart: used until it is ``max_age_s`` old, and the next
+        fetch waits ``refresh_s`` after it (so a restart loop does not spend a service's budget)."""
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            if data.get("key") != self._cache_key:
+                return  # another source or other settings (arrays, zone)
+            fetched_s = float(data["fetched_s"])
+            values = {int(t): float(v) for t, v in data["values"].items()}
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
+            _log.warning("planning.cache_unreadable", path=str(path), error=str(exc))
+            return
+        self.values, self.fetched_s = values, fetched_s
+        self._next_try_s = fetched_s + self.refresh_s
+
+    def _save(self) -> None:
+        if self._cache_file is None or self.values is None:
+            return
+        data = {"key": self._cache_key, "fetched_s": self.fetched_s, "values": self.values}
+        try:
+            write_json_atomic(self._cache_file, data)
+        except OSError as exc:
+            _log.warning("planning.cache_not_saved", path=str(self._cache_file), error=str(exc))
 
     async def latest(self, now_s: float) -> SlotValues | None:
         """Refresh if due (``refresh_s`` after a success, ``retry_s`` after a failure, never before a
@@ -174,6 +217,7 @@ class CachedSource:
                 self._failed(exc)
             else:
                 self.fetched_s, self.last_error = now_s, None
+                self._save()
         if self.values is None or now_s - self.fetched_s > self.max_age_s:
             return None
         return self.values

@@ -3,7 +3,9 @@ behind a :class:`~pvcharge.planning.source.CachedSource` that fetches within the
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pvcharge.planning.forecast import (
@@ -31,8 +33,16 @@ if TYPE_CHECKING:
 PRICES_MAX_AGE_S = 36 * 3600
 
 
-def tariff_source(config: TariffConfig, *, clock: Callable[[], float]) -> CachedSource:
-    """Prices per slot as ``tariff:`` says (fixed, aWATTar or Energy-Charts)."""
+def _key(config: object) -> str:
+    """Identifies the settings a cached answer was fetched with (secrets print as ***)."""
+    return hashlib.sha256(repr(config).encode()).hexdigest()[:16]
+
+
+def tariff_source(
+    config: TariffConfig, *, clock: Callable[[], float], cache_dir: Path | None = None
+) -> CachedSource:
+    """Prices per slot as ``tariff:`` says (fixed, aWATTar or Energy-Charts); with ``cache_dir`` the
+    last prices are kept in ``prices.json`` there across restarts."""
     if config.source == "fixed":
         return CachedSource(FixedTariff(config.grid_price_per_kwh), refresh_s=900, max_age_s=PRICES_MAX_AGE_S)
     formula = PriceFormula(config.charges_per_kwh, config.vat_pct)
@@ -45,11 +55,20 @@ def tariff_source(config: TariffConfig, *, clock: Callable[[], float]) -> Cached
         source = EnergyChartsTariff(
             getter, formula, bidding_zone=config.bidding_zone, url=config.url or ENERGY_CHARTS_URL
         )
-    return CachedSource(source, refresh_s=config.refresh_s, max_age_s=PRICES_MAX_AGE_S)
+    return CachedSource(
+        source,
+        refresh_s=config.refresh_s,
+        max_age_s=PRICES_MAX_AGE_S,
+        cache_file=cache_dir / "prices.json" if cache_dir is not None else None,
+        cache_key=_key(config),
+    )
 
 
-def forecast_source(config: ForecastConfig, *, clock: Callable[[], float]) -> CachedSource | None:
-    """The PV surplus forecast as ``forecast:`` says; ``None`` for ``source: none``."""
+def forecast_source(
+    config: ForecastConfig, *, clock: Callable[[], float], cache_dir: Path | None = None
+) -> CachedSource | None:
+    """The PV surplus forecast as ``forecast:`` says (``None`` for ``source: none``); with
+    ``cache_dir`` the last forecast is kept in ``forecast.json`` there across restarts."""
     if config.source == "none":
         return None
     arrays = [Array(a.latitude, a.longitude, a.tilt_deg, a.azimuth_deg, a.kwp) for a in config.arrays]
@@ -72,4 +91,10 @@ def forecast_source(config: ForecastConfig, *, clock: Callable[[], float]) -> Ca
             api_key=config.api_key.reveal() if config.api_key is not None else None,
             url=config.url or FORECAST_SOLAR_URL,
         )
-    return CachedSource(source, refresh_s=config.refresh_s, max_age_s=config.max_age_s)
+    return CachedSource(
+        source,
+        refresh_s=config.refresh_s,
+        max_age_s=config.max_age_s,
+        cache_file=cache_dir / "forecast.json" if cache_dir is not None else None,
+        cache_key=_key(config),
+    )
