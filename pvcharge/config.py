@@ -172,6 +172,13 @@ class TariffConfig:
     url: str | None = setting(
         None, doc="day-ahead: the service's endpoint (default the public one; an emulator in tests)"
     )
+    smart_cost_limit: float | None = setting(
+        None,
+        doc="with a car plugged in, charge at full power from the grid whenever the price (currency/kWh) "
+        "is at or below this, in pv and minpv mode; unset: never",
+        min=-10,
+        max=10,
+    )
 
 
 @dataclass(frozen=True)

@@ -240,3 +240,47 @@ async def test_run_with_an_impossible_plan_charges_fast_and_says_so(tmp_path: Pa
     assert "plan_made" in log and "met=False" in log
     assert "mode_changed" in log and "source=plan" in log
     assert not (tmp_path / "state.json").exists()
+
+
+async def test_smart_cost_limit_charges_fast_while_cheap_without_a_plan(tmp_path: Path) -> None:
+    clock = Clock(utc(8, 1, 45))
+    config = parse_config(
+        CONFIG_TEXT.split("plans:")[0] + "tariff: {smart_cost_limit: 0.15, grid_price_per_kwh: 0.3}\n",
+        environ={},
+    )
+    daemon = Daemon(config, Meter(clock), Charger(clock), clock=clock)  # type: ignore[arg-type]
+    built = build_service(config, daemon, clock=clock)
+    assert built is not None and built.smart_cost_limit == 0.15 and built.plans == ()
+    service = PlanService(
+        daemon,
+        (),
+        limits=LIMITS,
+        prices=CachedSource(Prices(), refresh_s=3600, max_age_s=86400),
+        forecast=None,
+        fallback_price_per_kwh=0.30,
+        smart_cost_limit=0.15,
+    )
+    service.attach()
+    await daemon.cycle()
+    assert await service.step(clock()) is None and daemon.mode == "pv"  # 0.30 at 01:45
+    clock.t = utc(8, 2)
+    await service.step(clock())
+    assert daemon.mode == "fast"  # 0.12 from 02:00
+    clock.t = utc(8, 3)
+    await service.step(clock())
+    assert daemon.mode == "pv"
+    dead = PlanService(
+        daemon,
+        (),
+        limits=LIMITS,
+        prices=None,
+        forecast=None,
+        fallback_price_per_kwh=0.10,
+        smart_cost_limit=0.15,
+    )
+    dead.attach()
+    clock.t += 5
+    await daemon.cycle()
+    clock.t = utc(8, 2, 15)
+    await dead.step(clock())
+    assert daemon.mode == "pv"  # no prices: the flat fallback never counts as cheap

@@ -1,5 +1,6 @@
 """The configured plans at work beside the daemon: :class:`PlanService` re-plans at every 15-min slot
-start (and when the car connects) and, in the plan's grid slots, raises the daemon's mode to ``fast``
+start (and when the car connects) and, in the plan's grid slots (or while the price is at or below
+``tariff.smart_cost_limit``), raises the daemon's mode to ``fast``
 through :meth:`pvcharge.daemon.Daemon.set_mode`; when the slot ends it puts back the mode the user
 had. Everything else stays with the control loop (PV surplus charging in ``pv``/``minpv``).
 
@@ -87,6 +88,8 @@ class PlanService:
         limits: the car's power range (:meth:`ChargeLimits.of` the charger's limits).
         prices, forecast: the cached sources (``None``: none configured: flat price, no PV).
         fallback_price_per_kwh, feed_in_per_kwh, pv_factor: for :func:`plan_charge`.
+        smart_cost_limit: charge at full power whenever the slot's price (currency/kWh) is at or
+            below it, plan or not (``None``: off); a slot without a price never counts as cheap.
 
     Attributes:
         plan: the last plan made, ``None`` before the first or without a plan in force.
@@ -105,6 +108,7 @@ class PlanService:
         fallback_price_per_kwh: float,
         feed_in_per_kwh: float = 0.0,
         pv_factor: float = 0.8,
+        smart_cost_limit: float | None = None,
     ) -> None:
         self.daemon = daemon
         self.plans = tuple(plans)
@@ -114,6 +118,7 @@ class PlanService:
         self.fallback_price_per_kwh = fallback_price_per_kwh
         self.feed_in_per_kwh = feed_in_per_kwh
         self.pv_factor = pv_factor
+        self.smart_cost_limit = smart_cost_limit
         self.plan: Plan | None = None
         self.target: Target | None = None
         self.charged_kwh = 0.0
@@ -144,41 +149,49 @@ class PlanService:
             self._wake.set()
 
     async def step(self, now_s: float) -> Plan | None:
-        """Re-plan and set the daemon's mode for the slot holding ``now_s``."""
+        """Re-plan and set the daemon's mode for the slot holding ``now_s``: ``fast`` in a grid slot
+        of the plan, or while the price is at or below ``smart_cost_limit``; else the user's mode."""
         target = next_target(self.plans, now_s)
         if self.target is not None and (target is None or target.deadline_s != self.target.deadline_s):
             self.charged_kwh = 0.0  # the deadline passed: the next plan counts from here
         self.target = target
-        if target is None or not self.connected:
-            self.plan = None
-            self._restore("no plan in force" if target is None else "no car")
+        self.plan = None
+        if not self.connected:
+            self._restore("no car")
             return None
-        surplus = await self.forecast.latest(now_s) if self.forecast is not None else None
         prices = await self.prices.latest(now_s) if self.prices is not None else None
-        self.plan = plan_charge(
-            need_kwh=max(0.0, target.energy_kwh - self.charged_kwh),
-            deadline_s=target.deadline_s,
-            now_s=now_s,
-            limits=self.limits,
-            surplus_w=surplus,
-            prices_per_kwh=prices,
-            fallback_price_per_kwh=self.fallback_price_per_kwh,
-            feed_in_per_kwh=self.feed_in_per_kwh,
-            pv_factor=self.pv_factor,
+        price_now = prices.get(slot_start(now_s)) if prices is not None else None
+        cheap = (
+            self.smart_cost_limit is not None and price_now is not None and price_now <= self.smart_cost_limit
         )
-        log.info(
-            "plan_made",
-            need_kwh=round(self.plan.need_kwh, 2),
-            deadline_s=target.deadline_s,
-            met=self.plan.met,
-            grid_kwh=round(self.plan.grid_kwh, 2),
-            pv_kwh=round(self.plan.pv_kwh, 2),
-            cost=round(self.plan.cost, 2),
-            grid_slots=len(self.plan.grid_slots),
-            notes=list(self.plan.notes),
-        )
-        if self.plan.power_at(now_s) > 0:
-            self._override()
+        if target is not None:
+            surplus = await self.forecast.latest(now_s) if self.forecast is not None else None
+            self.plan = plan_charge(
+                need_kwh=max(0.0, target.energy_kwh - self.charged_kwh),
+                deadline_s=target.deadline_s,
+                now_s=now_s,
+                limits=self.limits,
+                surplus_w=surplus,
+                prices_per_kwh=prices,
+                fallback_price_per_kwh=self.fallback_price_per_kwh,
+                feed_in_per_kwh=self.feed_in_per_kwh,
+                pv_factor=self.pv_factor,
+            )
+            log.info(
+                "plan_made",
+                need_kwh=round(self.plan.need_kwh, 2),
+                deadline_s=target.deadline_s,
+                met=self.plan.met,
+                grid_kwh=round(self.plan.grid_kwh, 2),
+                pv_kwh=round(self.plan.pv_kwh, 2),
+                cost=round(self.plan.cost, 2),
+                grid_slots=len(self.plan.grid_slots),
+                notes=list(self.plan.notes),
+            )
+        if self.plan is not None and self.plan.power_at(now_s) > 0:
+            self._override("plan")
+        elif cheap:
+            self._override(f"plan: price {price_now:g} at or below smart_cost_limit")
         else:
             self._restore("slot without grid charging")
         return self.plan
@@ -203,11 +216,11 @@ class PlanService:
             if cached is not None:
                 await cached.source.close()
 
-    def _override(self) -> None:
+    def _override(self, why: str) -> None:
         mode = self.daemon.mode
         if self._user_mode is None and mode in ("pv", "minpv"):
             self._user_mode = mode
-            self.daemon.set_mode("fast", source="plan", persist=False)
+            self.daemon.set_mode("fast", source=why, persist=False)
         elif self._user_mode is not None and mode != "fast":
             self._user_mode = None  # the user chose another mode meanwhile: theirs stands
 
@@ -220,9 +233,10 @@ class PlanService:
 
 
 def build_service(config: Config, daemon: Daemon, *, clock: Callable[[], float]) -> PlanService | None:
-    """The service for ``config.plans`` with the configured sources (their last answers cached in
-    ``prices.json`` and ``forecast.json`` beside the state file), or ``None`` without plans."""
-    if not config.plans:
+    """The service for ``config.plans`` and ``tariff.smart_cost_limit`` with the configured sources
+    (their last answers cached in ``prices.json`` and ``forecast.json`` beside the state file), or
+    ``None`` with neither."""
+    if not config.plans and config.tariff.smart_cost_limit is None:
         return None
     from pvcharge.planning.sources import forecast_source, tariff_source
     from pvcharge.state import state_path
@@ -239,4 +253,5 @@ def build_service(config: Config, daemon: Daemon, *, clock: Callable[[], float])
         fallback_price_per_kwh=config.tariff.grid_price_per_kwh,
         feed_in_per_kwh=config.tariff.feed_in_per_kwh,
         pv_factor=config.forecast.pv_factor,
+        smart_cost_limit=config.tariff.smart_cost_limit,
     )
