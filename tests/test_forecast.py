@@ -13,10 +13,12 @@ from pvcharge.planning.forecast import (
     Array,
     ForecastSolarForecast,
     OpenMeteoForecast,
+    PvCorrection,
     array_power_w,
     parse_forecast_solar,
     parse_open_meteo,
 )
+from pvcharge.planning.forecast import surplus as surplus_of
 from pvcharge.planning.planner import ChargeLimits, plan_charge
 from pvcharge.planning.source import CachedSource, JsonGetter
 from pvcharge.sim.faults import Fault
@@ -62,10 +64,9 @@ def test_power_model() -> None:
 
 async def test_open_meteo_surplus_per_slot(open_meteo: OpenMeteoEmulator, clock: FakeClock) -> None:
     sky = open_meteo.sky
-    source = OpenMeteoForecast(
-        getter("forecast open-meteo", clock), [ROOF, GARAGE], base_load_w=300, url=open_meteo.url
-    )
-    surplus = await source.fetch(clock())
+    source = OpenMeteoForecast(getter("forecast open-meteo", clock), [ROOF, GARAGE], url=open_meteo.url)
+    pv = await source.fetch(clock())
+    surplus = surplus_of(pv, 300)
     await source.close()
     slot = at_utc(11, 15)
     gti = round((sky.gti_w_m2(slot) + sky.gti_w_m2(slot + 900)) / 2, 1)
@@ -178,3 +179,26 @@ def test_parsers_reject_bad_answers() -> None:
         {"result": {"watts": {"2026-12-07T10:00:00+01:00": 0, "2026-12-07T11:00:00+01:00": 400}}}
     )
     assert offset[at_utc(9, 15)] == pytest.approx(150)  # ISO times with an offset work too
+
+
+def test_pv_correction_learns_todays_error() -> None:
+    """Forecast 4 kW, measured 3 kW over two finished hours: factor 0.75; clamped to 0.5–1.5; 1 while
+    less than 1 kWh was forecast; yesterday is dropped."""
+    correction = PvCorrection(min_kwh=1.5)
+    day = at_utc(0)
+    assert correction.factor(at_utc(8), day) == 1.0
+    for slot in range(at_utc(8), at_utc(10), 900):
+        correction.expected(slot, 4000.0)
+        for k in range(1, 16):
+            correction.measured(slot + k * 60, 3000.0, 60.0)
+    assert correction.factor(at_utc(8, 14), day) == 1.0  # no slot finished yet
+    assert correction.factor(at_utc(8, 15), day) == 1.0  # 1 kWh forecast so far: less than min_kwh
+    assert correction.factor(at_utc(8, 30), day) == pytest.approx(0.75)
+    assert correction.factor(at_utc(10), day) == pytest.approx(0.75)
+    assert correction.factor(at_utc(10), day + 86400) == 1.0  # a new day starts afresh
+    dim = PvCorrection()
+    for slot in range(at_utc(8), at_utc(10), 900):
+        dim.expected(slot, 4000.0)
+        dim.measured(slot + 900, 400.0, 900.0)
+    assert dim.factor(at_utc(10), day) == 0.5
+    assert surplus_of({0: 4000.0}, 300, 0.5) == {0: 1700.0}

@@ -54,9 +54,10 @@ class Meter:
 
     def __init__(self, clock: Clock) -> None:
         self.clock = clock
+        self.pv_w = 0.0
 
     async def read(self) -> SiteReading:
-        return SiteReading(500.0, 0.0, 0.0, 50.0, self.clock())
+        return SiteReading(500.0, self.pv_w, 0.0, 50.0, self.clock())
 
     async def close(self) -> None:
         pass
@@ -284,3 +285,47 @@ async def test_smart_cost_limit_charges_fast_while_cheap_without_a_plan(tmp_path
     clock.t = utc(8, 2, 15)
     await dead.step(clock())
     assert daemon.mode == "pv"  # no prices: the flat fallback never counts as cheap
+
+
+class FlatPv:
+    """A forecast source: 8 kW of PV in every slot."""
+
+    name = "forecast test"
+
+    async def fetch(self, now_s: float) -> SlotValues:
+        return {t: 8000.0 for t in range(slot_start(now_s), slot_start(now_s) + 86400, SLOT_S)}
+
+    async def close(self) -> None:
+        pass
+
+
+async def test_measured_pv_corrects_the_forecast(tmp_path: Path) -> None:
+    """Forecast 8 kW, measured 6 kW from 08:00 to 10:00: the day's factor is 0.75, so the plan counts
+    on 8 × 0.75 − 0.3 base load = 5.7 kW, × 0.8 margin = 4.56 kW per slot."""
+    clock = Clock(utc(8, 8))
+    meter = Meter(clock)
+    meter.pv_w = 6000.0
+    config = parse_config(CONFIG_TEXT, environ={})
+    daemon = Daemon(config, meter, Charger(clock), clock=clock)  # type: ignore[arg-type]
+    service = PlanService(
+        daemon,
+        config.plans,
+        limits=LIMITS,
+        prices=None,
+        forecast=CachedSource(FlatPv(), refresh_s=3600, max_age_s=86400),
+        fallback_price_per_kwh=0.30,
+        base_load_w=300.0,
+    )
+    service.attach()
+    await daemon.cycle()
+    first = await service.step(clock())
+    assert first is not None and service.pv_factor_today == 1.0
+    assert first.slots[0].pv_kwh == pytest.approx((8000 - 300) * 0.8 / 4000)
+    while clock.t < utc(8, 10):
+        clock.t += 5
+        await daemon.cycle()
+        if clock.t % SLOT_S == 0:
+            await service.step(clock())
+    plan = await service.step(clock())
+    assert service.pv_factor_today == pytest.approx(0.75, abs=0.01)
+    assert plan is not None and plan.slots[0].pv_kwh == pytest.approx(4560 / 4000, rel=0.02)

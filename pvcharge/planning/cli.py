@@ -18,6 +18,7 @@ import time as wallclock
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
+from pvcharge.planning.forecast import surplus as surplus_of
 from pvcharge.planning.planner import ChargeLimits, Plan, PlannedSlot, next_deadline, plan_charge
 
 
@@ -73,7 +74,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
             if forecast is not None:
                 await forecast.source.close()
 
-    surplus, prices = asyncio.run(fetch())
+    pv, prices = asyncio.run(fetch())
+    surplus = surplus_of(pv, config.forecast.base_load_w) if pv is not None else None
     plan = plan_charge(
         need_kwh=max(0.0, need_kwh - args.charged_kwh),
         deadline_s=deadline_s,

@@ -21,14 +21,17 @@ time (``2026-12-07 09:00:00`` in UTC with ``time=utc``, or ISO 8601 with an offs
 power in W at that instant; a slot gets the power linearly interpolated at its middle, 0 outside the
 day the service gives.
 
-**Surplus** = total PV power − ``base_load_w`` (the house's typical draw), at least 0. A home battery
-that charges first is not modelled; the planner's ``pv_factor`` margin covers such losses.
+The sources give PV power (summed over the arrays, clamped to ``inverter_max_w``); the planner counts
+on the **surplus** = PV × the day's correction (:class:`PvCorrection`: measured ÷ forecast so far) −
+``base_load_w`` (the house's typical draw), at least 0. A home battery that charges first is not
+modelled; the planner's ``pv_factor`` margin covers such losses.
 """
 
 from __future__ import annotations
 
+import math
 from bisect import bisect_right
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -66,14 +69,56 @@ def array_power_w(kwp: float, gti_w_m2: float, air_temp_c: float, performance_ra
     return max(0.0, kwp * gti_w_m2 * performance_ratio * derate)
 
 
-def surplus(total_w: SlotValues, base_load_w: float, inverter_max_w: float | None) -> SlotValues:
-    """PV power per slot (clamped to the inverter) minus the base load, at least 0."""
-    cap = float("inf") if inverter_max_w is None else inverter_max_w
-    return {t: max(0.0, min(p, cap) - base_load_w) for t, p in total_w.items()}
+def clamp_to_inverter(total_w: SlotValues, inverter_max_w: float | None) -> SlotValues:
+    """PV power per slot, at most the inverter's AC limit."""
+    cap = math.inf if inverter_max_w is None else inverter_max_w
+    return {t: min(p, cap) for t, p in total_w.items()}
+
+
+def surplus(pv_w: Mapping[int, float], base_load_w: float, factor: float = 1.0) -> SlotValues:
+    """The surplus the planner counts on per slot: PV × ``factor`` (:class:`PvCorrection`) minus the
+    base load, at least 0."""
+    return {t: max(0.0, p * factor - base_load_w) for t, p in pv_w.items()}
+
+
+class PvCorrection:
+    """How far the forecast is off today: PV energy measured ÷ PV energy forecast over today's finished
+    slots (local day), clamped to ``low``–``high``; 1 until the forecast for them reaches ``min_kwh``.
+
+    Feed it the measured PV power (:meth:`measured`) and the forecast for each slot as it was when
+    the slot was current (:meth:`expected`: a source's answer drops past slots).
+    """
+
+    def __init__(self, *, min_kwh: float = 1.0, low: float = 0.5, high: float = 1.5) -> None:
+        self.min_kwh = min_kwh
+        self.low = low
+        self.high = high
+        self._measured_kwh: dict[int, float] = {}
+        self._expected_w: dict[int, float] = {}
+
+    def measured(self, t_s: float, pv_w: float, dt_s: float) -> None:
+        """``pv_w`` measured for ``dt_s`` up to ``t_s``."""
+        slot = slot_start(t_s - dt_s / 2)
+        self._measured_kwh[slot] = self._measured_kwh.get(slot, 0.0) + max(0.0, pv_w) * dt_s / 3.6e6
+
+    def expected(self, slot_s: int, pv_w: float) -> None:
+        self._expected_w.setdefault(slot_s, pv_w)
+
+    def factor(self, now_s: float, day_start_s: float) -> float:
+        """The factor for the rest of the day; drops what is older than ``day_start_s``."""
+        for book in (self._measured_kwh, self._expected_w):
+            for slot in [t for t in book if t < day_start_s]:
+                del book[slot]
+        done = [t for t in self._expected_w if t + SLOT_S <= now_s and t in self._measured_kwh]
+        forecast_kwh = sum(self._expected_w[t] * SLOT_S / 3.6e6 for t in done)
+        if forecast_kwh < self.min_kwh:
+            return 1.0
+        measured_kwh = sum(self._measured_kwh[t] for t in done)
+        return min(self.high, max(self.low, measured_kwh / forecast_kwh))
 
 
 class OpenMeteoForecast:
-    """PV surplus per slot from Open-Meteo's tilted irradiance, one request per array."""
+    """PV power per slot from Open-Meteo's tilted irradiance, one request per array."""
 
     def __init__(
         self,
@@ -81,7 +126,6 @@ class OpenMeteoForecast:
         arrays: Sequence[Array],
         *,
         performance_ratio: float = 0.85,
-        base_load_w: float = 0.0,
         inverter_max_w: float | None = None,
         forecast_days: int = 2,
         url: str = OPEN_METEO_URL,
@@ -90,13 +134,12 @@ class OpenMeteoForecast:
         self._getter = getter
         self._arrays = tuple(arrays)
         self._pr = performance_ratio
-        self._base_load_w = base_load_w
         self._inverter_max_w = inverter_max_w
         self._days = forecast_days
         self._url = url
 
     async def fetch(self, now_s: float) -> SlotValues:
-        """The surplus per slot from the current one on.
+        """PV power per slot (W, at most ``inverter_max_w``) from the current one on.
 
         Raises:
             DeviceUnavailable, RateLimited: see :meth:`JsonGetter.get`.
@@ -119,7 +162,7 @@ class OpenMeteoForecast:
             for t, power_w in parse_open_meteo(body, array.kwp, self._pr, self.name).items():
                 if t >= slot_start(now_s):
                     total[t] = total.get(t, 0.0) + power_w
-        return surplus(total, self._base_load_w, self._inverter_max_w)
+        return clamp_to_inverter(total, self._inverter_max_w)
 
     async def close(self) -> None:
         await self._getter.close()
@@ -159,7 +202,7 @@ def parse_open_meteo(
 
 
 class ForecastSolarForecast:
-    """PV surplus per slot from forecast.solar's estimate, one request per array; ``api_key`` (a paid
+    """PV power per slot from forecast.solar's estimate, one request per array; ``api_key`` (a paid
     plan's) goes in the path and is shown as ``***`` in every message."""
 
     def __init__(
@@ -167,7 +210,6 @@ class ForecastSolarForecast:
         getter: JsonGetter,
         arrays: Sequence[Array],
         *,
-        base_load_w: float = 0.0,
         inverter_max_w: float | None = None,
         api_key: str | None = None,
         url: str = FORECAST_SOLAR_URL,
@@ -175,13 +217,13 @@ class ForecastSolarForecast:
         self.name = getter.name
         self._getter = getter
         self._arrays = tuple(arrays)
-        self._base_load_w = base_load_w
         self._inverter_max_w = inverter_max_w
         self._base = url.rstrip("/") + (f"/{api_key}" if api_key else "")
         self._shown_base = url.rstrip("/") + ("/***" if api_key else "")
 
     async def fetch(self, now_s: float) -> SlotValues:
-        """The surplus per slot from the current one on, as far as the service forecasts.
+        """PV power per slot (W, at most ``inverter_max_w``) from the current one on, as far as the
+        service forecasts.
 
         Raises:
             DeviceUnavailable, RateLimited: see :meth:`JsonGetter.get` (the free tier's 12 an hour).
@@ -198,7 +240,7 @@ class ForecastSolarForecast:
             for t, power_w in parse_forecast_solar(body, self.name).items():
                 if t >= slot_start(now_s):
                     total[t] = total.get(t, 0.0) + power_w
-        return surplus(total, self._base_load_w, self._inverter_max_w)
+        return clamp_to_inverter(total, self._inverter_max_w)
 
     async def close(self) -> None:
         await self._getter.close()

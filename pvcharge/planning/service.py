@@ -18,6 +18,7 @@ import os
 import time as wallclock
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -25,6 +26,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import structlog
 
 from pvcharge.planning.config import PlanConfig
+from pvcharge.planning.forecast import PvCorrection
+from pvcharge.planning.forecast import surplus as surplus_of
 from pvcharge.planning.planner import SLOT_S, ChargeLimits, Plan, next_deadline, plan_charge, slot_start
 from pvcharge.planning.source import CachedSource
 
@@ -88,6 +91,7 @@ class PlanService:
         limits: the car's power range (:meth:`ChargeLimits.of` the charger's limits).
         prices, forecast: the cached sources (``None``: none configured: flat price, no PV).
         fallback_price_per_kwh, feed_in_per_kwh, pv_factor: for :func:`plan_charge`.
+        base_load_w: taken off the forecast PV power to give the surplus (W).
         smart_cost_limit: charge at full power whenever the slot's price (currency/kWh) is at or
             below it, plan or not (``None``: off); a slot without a price never counts as cheap.
 
@@ -109,6 +113,7 @@ class PlanService:
         feed_in_per_kwh: float = 0.0,
         pv_factor: float = 0.8,
         smart_cost_limit: float | None = None,
+        base_load_w: float = 0.0,
     ) -> None:
         self.daemon = daemon
         self.plans = tuple(plans)
@@ -119,6 +124,9 @@ class PlanService:
         self.feed_in_per_kwh = feed_in_per_kwh
         self.pv_factor = pv_factor
         self.smart_cost_limit = smart_cost_limit
+        self.base_load_w = base_load_w
+        self.correction = PvCorrection()
+        self.pv_factor_today = 1.0
         self.plan: Plan | None = None
         self.target: Target | None = None
         self.charged_kwh = 0.0
@@ -136,10 +144,12 @@ class PlanService:
         the plan's grid charging."""
         reading = cycle.charger
         connected = bool(reading is not None and reading.connected)
-        if reading is not None and connected and self._last_cycle_s is not None:
-            gap_s = cycle.now - self._last_cycle_s
-            if 0 < gap_s <= MAX_GAP_S:
+        gap_s = cycle.now - self._last_cycle_s if self._last_cycle_s is not None else 0.0
+        if 0 < gap_s <= MAX_GAP_S:
+            if reading is not None and connected:
                 self.charged_kwh += max(0.0, reading.power_w) * gap_s / 3.6e6
+            if cycle.site is not None:
+                self.correction.measured(cycle.now, cycle.site.pv_power_w, gap_s)
         self._last_cycle_s = cycle.now
         if connected != self.connected:
             self.connected = connected
@@ -156,6 +166,10 @@ class PlanService:
             self.charged_kwh = 0.0  # the deadline passed: the next plan counts from here
         self.target = target
         self.plan = None
+        if self.forecast is not None and self.forecast.values is not None:
+            current = self.forecast.values.get(slot_start(now_s))
+            if current is not None:
+                self.correction.expected(slot_start(now_s), current)
         if not self.connected:
             self._restore("no car")
             return None
@@ -165,7 +179,15 @@ class PlanService:
             self.smart_cost_limit is not None and price_now is not None and price_now <= self.smart_cost_limit
         )
         if target is not None:
-            surplus = await self.forecast.latest(now_s) if self.forecast is not None else None
+            pv = await self.forecast.latest(now_s) if self.forecast is not None else None
+            surplus = None
+            if pv is not None:
+                zone = ZoneInfo(target.plan.timezone) if target.plan.timezone else local_zone()
+                midnight = datetime.fromtimestamp(now_s, zone).replace(
+                    hour=0, minute=0, second=0, microsecond=0
+                )
+                self.pv_factor_today = self.correction.factor(now_s, midnight.timestamp())
+                surplus = surplus_of(pv, self.base_load_w, self.pv_factor_today)
             self.plan = plan_charge(
                 need_kwh=max(0.0, target.energy_kwh - self.charged_kwh),
                 deadline_s=target.deadline_s,
@@ -187,6 +209,7 @@ class PlanService:
                 cost=round(self.plan.cost, 2),
                 grid_slots=len(self.plan.grid_slots),
                 notes=list(self.plan.notes),
+                pv_correction=round(self.pv_factor_today, 2),
             )
         if self.plan is not None and self.plan.power_at(now_s) > 0:
             self._override("plan")
@@ -254,4 +277,5 @@ def build_service(config: Config, daemon: Daemon, *, clock: Callable[[], float])
         feed_in_per_kwh=config.tariff.feed_in_per_kwh,
         pv_factor=config.forecast.pv_factor,
         smart_cost_limit=config.tariff.smart_cost_limit,
+        base_load_w=config.forecast.base_load_w,
     )

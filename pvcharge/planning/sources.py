@@ -67,7 +67,7 @@ def tariff_source(
 def forecast_source(
     config: ForecastConfig, *, clock: Callable[[], float], cache_dir: Path | None = None
 ) -> CachedSource | None:
-    """The PV surplus forecast as ``forecast:`` says (``None`` for ``source: none``); with
+    """The PV power forecast as ``forecast:`` says (``None`` for ``source: none``); with
     ``cache_dir`` the last forecast is kept in ``forecast.json`` there across restarts."""
     if config.source == "none":
         return None
@@ -78,7 +78,6 @@ def forecast_source(
             getter,
             arrays,
             performance_ratio=config.performance_ratio,
-            base_load_w=config.base_load_w,
             inverter_max_w=config.inverter_max_w,
             url=config.url or OPEN_METEO_URL,
         )
@@ -86,7 +85,6 @@ def forecast_source(
         source = ForecastSolarForecast(
             getter,
             arrays,
-            base_load_w=config.base_load_w,
             inverter_max_w=config.inverter_max_w,
             api_key=config.api_key.reveal() if config.api_key is not None else None,
             url=config.url or FORECAST_SOLAR_URL,
