@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, time
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -11,6 +12,7 @@ from pvcharge.control.config import ChargePoint
 from pvcharge.planning.planner import (
     SLOT_S,
     ChargeLimits,
+    Plan,
     energy_to_add_kwh,
     next_deadline,
     plan_charge,
@@ -35,6 +37,18 @@ def clock(t_s: float) -> str:
     return datetime.fromtimestamp(t_s, BERLIN).strftime("%H:%M")
 
 
+def make_plan(need_kwh: float, now_s: float, deadline_s: float, **options: Any) -> Plan:
+    """:func:`plan_charge` with LIMITS, no forecast, no prices and a flat 0.30 unless given."""
+    settings: dict[str, Any] = {
+        "limits": LIMITS,
+        "surplus_w": None,
+        "prices_per_kwh": None,
+        "fallback_price_per_kwh": 0.30,
+        **options,
+    }
+    return plan_charge(need_kwh=need_kwh, deadline_s=deadline_s, now_s=now_s, **settings)
+
+
 def test_limits_from_charge_point() -> None:
     assert LIMITS.min_power_w == pytest.approx(4140)
     assert LIMITS.max_power_w == pytest.approx(11040)
@@ -51,15 +65,7 @@ def test_night_charge_picks_the_cheapest_hours() -> None:
     prices = hourly(now, deadline, 0.30)
     prices.update(hourly(at(8, 2), at(8, 4), 0.18))
     prices.update(hourly(at(8, 4), at(8, 5), 0.22))
-    plan = plan_charge(
-        need_kwh=20,
-        deadline_s=deadline,
-        now_s=now,
-        limits=LIMITS,
-        surplus_w=hourly(now, deadline, 0.0),
-        prices_per_kwh=prices,
-        fallback_price_per_kwh=0.30,
-    )
+    plan = make_plan(20, now, deadline, surplus_w=hourly(now, deadline, 0.0), prices_per_kwh=prices)
     assert plan.met and plan.notes == ()
     grid = plan.grid_slots
     assert clock(grid[0].start_s) == "02:00" and clock(grid[-1].end_s) == "04:00"
@@ -76,15 +82,7 @@ def test_needing_more_than_the_cheapest_hours_takes_the_next_cheapest() -> None:
     prices = hourly(now, deadline, 0.30)
     prices.update(hourly(at(8, 2), at(8, 4), 0.18))
     prices.update(hourly(at(8, 4), at(8, 5), 0.22))
-    plan = plan_charge(
-        need_kwh=30,
-        deadline_s=deadline,
-        now_s=now,
-        limits=LIMITS,
-        surplus_w=None,
-        prices_per_kwh=prices,
-        fallback_price_per_kwh=0.30,
-    )
+    plan = make_plan(30, now, deadline, prices_per_kwh=prices)
     assert plan.met
     assert {slot.price_per_kwh for slot in plan.grid_slots} == {0.18, 0.22}
     assert plan.cost == pytest.approx(22.08 * 0.18 + (30 - 22.08) * 0.22)
@@ -95,15 +93,8 @@ def test_sunny_day_needs_no_grid() -> None:
     now, deadline = at(7, 8), at(7, 18)
     surplus = hourly(now, deadline, 0.0)
     surplus.update(hourly(at(7, 10), at(7, 15), 6000.0))
-    plan = plan_charge(
-        need_kwh=15,
-        deadline_s=deadline,
-        now_s=now,
-        limits=LIMITS,
-        surplus_w=surplus,
-        prices_per_kwh=hourly(now, deadline, 0.10),
-        fallback_price_per_kwh=0.30,
-        feed_in_per_kwh=0.08,
+    plan = make_plan(
+        15, now, deadline, surplus_w=surplus, prices_per_kwh=hourly(now, deadline, 0.10), feed_in_per_kwh=0.08
     )
     assert plan.met and plan.grid_slots == ()
     assert plan.pv_kwh == pytest.approx(24)
@@ -118,15 +109,7 @@ def test_pv_is_counted_with_the_safety_margin_and_grid_tops_up() -> None:
     surplus.update(hourly(at(7, 11), at(7, 13), 6250.0))
     prices = hourly(now, deadline, 0.30)
     prices.update(hourly(at(7, 12), at(7, 13), 0.10))
-    plan = plan_charge(
-        need_kwh=14,
-        deadline_s=deadline,
-        now_s=now,
-        limits=LIMITS,
-        surplus_w=surplus,
-        prices_per_kwh=prices,
-        fallback_price_per_kwh=0.30,
-    )
+    plan = make_plan(14, now, deadline, surplus_w=surplus, prices_per_kwh=prices)
     assert plan.met
     assert plan.grid_kwh == pytest.approx(4)
     assert plan.pv_kwh == pytest.approx(10)
@@ -139,14 +122,12 @@ def test_weak_surplus_makes_a_slot_cheaper_to_fill() -> None:
     now, deadline = at(7, 9), at(7, 12)
     surplus = hourly(now, deadline, 0.0)
     surplus[slot_start(at(7, 9, 15))] = 3750.0  # 3 kW after the margin
-    plan = plan_charge(
-        need_kwh=0.5,
-        deadline_s=deadline,
-        now_s=now,
-        limits=LIMITS,
+    plan = make_plan(
+        0.5,
+        now,
+        deadline,
         surplus_w=surplus,
         prices_per_kwh=hourly(now, deadline, 0.30),
-        fallback_price_per_kwh=0.30,
         feed_in_per_kwh=0.08,
     )
     assert [clock(slot.start_s) for slot in plan.grid_slots] == ["09:15"]
@@ -157,15 +138,7 @@ def test_weak_surplus_makes_a_slot_cheaper_to_fill() -> None:
 
 def test_impossible_target_is_flagged_with_full_power_from_now() -> None:
     now, deadline = at(7, 5), at(7, 7)
-    plan = plan_charge(
-        need_kwh=30,
-        deadline_s=deadline,
-        now_s=now,
-        limits=LIMITS,
-        surplus_w=None,
-        prices_per_kwh=None,
-        fallback_price_per_kwh=0.30,
-    )
+    plan = make_plan(30, now, deadline)
     assert not plan.met
     assert plan.expected_kwh == pytest.approx(22.08)
     assert plan.shortfall_kwh == pytest.approx(30 - 22.08)
@@ -175,15 +148,7 @@ def test_impossible_target_is_flagged_with_full_power_from_now() -> None:
 
 
 def test_latest_start_when_feasible() -> None:
-    plan = plan_charge(
-        need_kwh=11.04,
-        deadline_s=at(8, 7),
-        now_s=at(7, 22),
-        limits=LIMITS,
-        surplus_w=None,
-        prices_per_kwh=None,
-        fallback_price_per_kwh=0.30,
-    )
+    plan = make_plan(11.04, at(7, 22), at(8, 7))
     assert plan.met and clock(plan.latest_start_s) == "06:00"
     # a flat price: the latest hour is chosen (decide as late as possible)
     assert clock(plan.grid_slots[0].start_s) == "06:00"
@@ -197,15 +162,7 @@ def test_deadline_across_midnight() -> None:
     assert deadline == at(8, 7)
     prices = hourly(now, deadline, 0.30)
     prices.update(hourly(at(8, 0), at(8, 1), 0.05))
-    plan = plan_charge(
-        need_kwh=11.04,
-        deadline_s=deadline,
-        now_s=now,
-        limits=LIMITS,
-        surplus_w=None,
-        prices_per_kwh=prices,
-        fallback_price_per_kwh=0.30,
-    )
+    plan = make_plan(11.04, now, deadline, prices_per_kwh=prices)
     assert plan.slots[0].start_s == now and clock(plan.slots[0].end_s) == "22:15"
     assert plan.slots[-1].end_s == deadline
     assert [clock(slot.start_s) for slot in plan.grid_slots] == ["00:00", "00:15", "00:30", "00:45"]
@@ -215,30 +172,14 @@ def test_deadline_across_midnight() -> None:
 def test_dead_forecast_assumes_no_pv() -> None:
     """No forecast: the same sunny day is planned from the grid alone, and the plan says why."""
     now, deadline = at(7, 8), at(7, 18)
-    plan = plan_charge(
-        need_kwh=15,
-        deadline_s=deadline,
-        now_s=now,
-        limits=LIMITS,
-        surplus_w=None,
-        prices_per_kwh=hourly(now, deadline, 0.10),
-        fallback_price_per_kwh=0.30,
-    )
+    plan = make_plan(15, now, deadline, prices_per_kwh=hourly(now, deadline, 0.10))
     assert plan.met and plan.pv_kwh == 0 and plan.grid_kwh == pytest.approx(15)
     assert plan.notes == ("no solar forecast: assuming no PV",)
 
 
 def test_dead_tariff_uses_the_flat_price() -> None:
     now, deadline = at(7, 18), at(8, 7)
-    plan = plan_charge(
-        need_kwh=5,
-        deadline_s=deadline,
-        now_s=now,
-        limits=LIMITS,
-        surplus_w=hourly(now, deadline, 0.0),
-        prices_per_kwh=None,
-        fallback_price_per_kwh=0.31,
-    )
+    plan = make_plan(5, now, deadline, surplus_w=hourly(now, deadline, 0.0), fallback_price_per_kwh=0.31)
     assert plan.met and plan.cost == pytest.approx(5 * 0.31)
     assert {slot.price_per_kwh for slot in plan.slots} == {0.31}
     assert plan.notes == ("no prices: assuming a flat 0.31/kWh",)
@@ -250,29 +191,13 @@ def test_prices_missing_for_tomorrow_fall_back_per_slot() -> None:
     now, deadline = at(7, 18), at(8, 7)
     prices = hourly(now, at(8, 0), 0.35)
     prices.update(hourly(at(7, 23), at(8, 0), 0.20))
-    plan = plan_charge(
-        need_kwh=11.04,
-        deadline_s=deadline,
-        now_s=now,
-        limits=LIMITS,
-        surplus_w=hourly(now, deadline, 0.0),
-        prices_per_kwh=prices,
-        fallback_price_per_kwh=0.30,
-    )
+    plan = make_plan(11.04, now, deadline, surplus_w=hourly(now, deadline, 0.0), prices_per_kwh=prices)
     assert [clock(slot.start_s) for slot in plan.grid_slots] == ["23:00", "23:15", "23:30", "23:45"]
     assert plan.notes == ("prices missing for 28 slot(s): assuming 0.3/kWh there",)
 
 
 def test_nothing_needed_means_no_grid() -> None:
-    plan = plan_charge(
-        need_kwh=0,
-        deadline_s=at(8, 7),
-        now_s=at(7, 18),
-        limits=LIMITS,
-        surplus_w=None,
-        prices_per_kwh=None,
-        fallback_price_per_kwh=0.30,
-    )
+    plan = make_plan(0, at(7, 18), at(8, 7))
     assert plan.met and plan.grid_slots == () and plan.cost == 0
 
 
