@@ -1,7 +1,7 @@
 """Peers' published algorithms as replay policies, for the benchmark's side-by-side table.
 
 Behaviour and default numbers from ``shared/reference/peers.md`` (evcc at commit b29b49e3,
-EaseeLoadBalancer's ``LoadShare.py``); no peer code is copied.  Each policy has the
+EaseeLoadBalancer's ``LoadShare.py``, WARP's power manager); no peer code is copied.  Each policy has the
 ``step(now, site, charger) -> Decision`` shape of :class:`pvcharge.control.Controller` and is called
 every 5 s by the replay; a policy with a longer cycle (evcc: 30 s) holds its command in between.
 """
@@ -130,3 +130,80 @@ class EvccPolicy:
                     self._phases, self._up_since = 3, None
             else:
                 self._up_since = None
+
+
+class WarpPolicy:
+    """The Tinkerforge WARP power manager's current design, as documented (peers.md §2.1).
+
+    - allocation every ``interval_s`` 10 s; ``p_error = −grid − battery`` (a charging battery counts as
+      surplus: PreferChargers, the default; a discharging one is subtracted), grid power within
+      ±``deadzone_w`` (100 W) counts as 0 and larger values shrink by it;
+    - adaptive P-controller: ``available = allocated + k·p_error``, k = 1 while nothing is allocated,
+      else 0.5 if |p_error| < 1000 W, 0.75 if < 1500 W, 0.875 above;
+    - cloud filter (medium, 240 s): a min/max window over ``available``; start only if the minimum cost
+      (6 A on the phases it would start on) fits under the window minimum; stop only if the window
+      maximum stayed below the 1-phase minimum; 3 phases when 3 × 6 A fits the window minimum, back to
+      1 phase when the window maximum stayed below it;
+    - ``hysteresis_s`` 210 s between any two of start, stop and phase switch;
+    - the current is the whole amps of ``available`` on the active phases, 6–16 A.
+    """
+
+    def __init__(
+        self,
+        interval_s: float = 10.0,
+        window_s: float = 240.0,
+        hysteresis_s: float = 210.0,
+        deadzone_w: float = 100.0,
+    ) -> None:
+        self.interval_s = interval_s
+        self.window_s = window_s
+        self.hysteresis_s = hysteresis_s
+        self.deadzone_w = deadzone_w
+        self._next = -math.inf
+        self._window: list[tuple[float, float]] = []
+        self._allocated_w = 0.0
+        self._on = False
+        self._phases = 1
+        self._last_change = -math.inf
+        self._decision = Decision(ChargerCommand(0, 1), "warp: start", "pv")
+
+    def step(self, now: float, site: SiteReading | None, charger: ChargerReading | None) -> Decision:
+        if now < self._next:
+            return self._decision
+        self._next = now + self.interval_s
+        if site is None:
+            return self._decision
+        grid_w = site.grid_power_w
+        grid_w = 0.0 if abs(grid_w) <= self.deadzone_w else grid_w - math.copysign(self.deadzone_w, grid_w)
+        error_w = -grid_w - site.battery_power_w
+        if self._allocated_w <= 0:
+            k = 1.0
+        else:
+            k = 0.5 if abs(error_w) < 1000 else 0.75 if abs(error_w) < 1500 else 0.875
+        available = self._allocated_w + k * error_w
+        self._window.append((now, available))
+        while self._window[0][0] <= now - self.window_s:
+            del self._window[0]
+        full = now - self._window[0][0] >= self.window_s - self.interval_s
+        low = min(v for _, v in self._window)
+        high = max(v for _, v in self._window)
+        min_1p, min_3p = MIN_A * VOLTAGE_V, 3 * MIN_A * VOLTAGE_V
+        settled = now - self._last_change >= self.hysteresis_s
+        if not self._on:
+            if full and settled and low >= min_1p:
+                self._on, self._last_change = True, now
+                self._phases = 3 if low >= min_3p else 1
+        elif settled and full:
+            if high < min_1p:
+                self._on, self._last_change = False, now
+            elif self._phases == 1 and low >= min_3p:
+                self._phases, self._last_change = 3, now
+            elif self._phases == 3 and high < min_3p:
+                self._phases, self._last_change = 1, now
+        if self._on:
+            current = min(MAX_A, max(MIN_A, math.floor(available / (self._phases * VOLTAGE_V))))
+        else:
+            current = 0
+        self._allocated_w = current * self._phases * VOLTAGE_V
+        self._decision = Decision(ChargerCommand(current, self._phases), "warp", "pv", available)
+        return self._decision

@@ -21,7 +21,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from benchmarks.baselines import EvccPolicy, SeedPolicy
+from benchmarks.baselines import EvccPolicy, SeedPolicy, WarpPolicy
 from pvcharge.control import ChargePoint, ControlConfig, Controller
 from pvcharge.sim.replay import DayScore, Policy, replay
 from pvcharge.sim.trace import load_trace
@@ -41,6 +41,7 @@ def pvcharge_policy(phases: Any = "auto", **control: Any) -> Callable[[], Policy
 POLICIES: dict[str, Callable[[], Policy]] = {
     "seed formula, no hysteresis": SeedPolicy,
     "evcc defaults": EvccPolicy,
+    "WARP power manager defaults": WarpPolicy,
     "pvcharge, default config": pvcharge_policy(),
 }
 
@@ -100,6 +101,7 @@ def main() -> int:
     parser.add_argument("--traces", default=str(DEFAULT_TRACES), help="folder of trace CSVs")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--sweep", action="store_true", help="pvcharge per cloud filter and battery weight")
+    parser.add_argument("--jobs", type=int, default=2, help="policies replayed in parallel (default 2)")
     args = parser.parse_args()
     paths = sorted(str(p) for p in Path(args.traces).glob("*.csv"))
     if not paths:
@@ -115,8 +117,12 @@ def main() -> int:
     else:
         policies = POLICIES
     start = time.perf_counter()
-    with ProcessPoolExecutor(max_workers=min(2, os.cpu_count() or 1)) as pool:
-        results = list(pool.map(run_policy, [(n, f, paths) for n, f in policies.items()]))
+    work = [(n, f, paths) for n, f in policies.items()]
+    if args.jobs <= 1:
+        results = [run_policy(w) for w in work]
+    else:
+        with ProcessPoolExecutor(max_workers=min(args.jobs, os.cpu_count() or 1)) as pool:
+            results = list(pool.map(run_policy, work))
     wall_s = time.perf_counter() - start
     if args.json:
         print(

@@ -39,6 +39,7 @@ from pvcharge.chargers import Charger
 from pvcharge.config import Config
 from pvcharge.control import Controller, Decision
 from pvcharge.control.config import MODES, Mode
+from pvcharge.control.explain import in_words
 from pvcharge.devices import check_charger
 from pvcharge.errors import ConfigError, DeviceError, WriteDeferred, WritesBlocked
 from pvcharge.meters import Meter
@@ -306,6 +307,7 @@ class Daemon:
                 else None
             ),
             "reason": c.decision.reason if c is not None else "starting",
+            "summary": in_words(c.decision) if c is not None else "Starting.",
             "available_w": c.decision.available_w if c is not None else None,
             "site": site,
             "charger": charger,

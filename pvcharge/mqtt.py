@@ -217,7 +217,8 @@ ENTITIES: tuple[tuple[str, str, dict[str, Any]], ...] = (
         "reason",
         {
             "name": "Reason",
-            "value_template": "{{ value_json.reason[:255] }}",  # HA keeps at most 255 characters
+            # in words for people (the numbers behind it are in status.reason); HA keeps 255 characters
+            "value_template": "{{ (value_json.summary or value_json.reason)[:255] }}",
             "entity_category": "diagnostic",
             "icon": "mdi:information-outline",
         },

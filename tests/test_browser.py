@@ -98,6 +98,7 @@ async def test_the_status_page_shows_the_site_and_switches_the_mode(tmp_path: Pa
         await page.goto(f"{server.url}/")
         await expect(page.locator("#conn")).to_have_text("live")
         await expect(page.locator("#car-state")).to_have_text("charging")  # the car started
+        await expect(page.locator("#available-sub")).to_have_text("for the car")
         # the numbers of the fake site: 5.2 kW PV, battery charging at 800 W, the car at 16 A on 1 phase
         await expect(page.locator("#pv")).to_have_text("5.20 kW")
         await expect(page.locator("#battery")).to_have_text("800 W")
@@ -109,8 +110,10 @@ async def test_the_status_page_shows_the_site_and_switches_the_mode(tmp_path: Pa
         await expect(page.locator("#car-current")).to_have_text("16 A × 1p")
         await expect(page.locator("#command")).to_have_text("16 A on 1p")
         assert daemon.last_cycle is not None
-        await expect(page.locator("#reason")).to_have_text(
-            re.compile(r"^pv: surplus 4(499|500) W, 16 A on 1p$")
+        # the decision in words for people, the numbers behind it in the tooltip (and the log)
+        await expect(page.locator("#reason")).to_have_text("Charging from the surplus at 16 A on 1 phase.")
+        await expect(page.locator("#reason")).to_have_attribute(
+            "title", re.compile(r"^pv: surplus 4(499|500) W, 16 A on 1p$")
         )
         await expect(page.locator("#dev-meter .state")).to_contain_text("ok")
         await expect(page.locator('#modes button[data-mode="pv"]')).to_have_attribute("aria-pressed", "true")
@@ -287,3 +290,17 @@ async def test_the_status_page_shows_today_the_sessions_and_the_days_with_a_csv_
         recorder.close(time.time())
     if os.environ.get("PVCHARGE_UPDATE_SCREENSHOT") == "1":
         shutil.copyfile(shot, HISTORY_SCREENSHOT)
+
+
+async def test_the_surplus_is_not_offered_to_a_car_that_is_not_there() -> None:
+    """The page said "Surplus 1.17 kW for the car" with no car plugged in."""
+    from playwright.async_api import expect
+
+    async with chromium() as browser, running() as (daemon, server):
+        page, errors = await new_page(browser)
+        await page.goto(f"{server.url}/")
+        await expect(page.locator("#available-sub")).to_have_text("for the car")
+        daemon.charger.connected = False  # type: ignore[attr-defined]  # the fake charger: unplugged
+        await expect(page.locator("#car-state")).to_have_text("unplugged")
+        await expect(page.locator("#available-sub")).to_have_text("no car plugged in")
+        assert not errors, errors

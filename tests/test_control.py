@@ -39,10 +39,17 @@ def make(phases: Any = 1, max_a: float = 16, **control: Any) -> Controller:
 
 class Sim:
     """A tiny closed loop: the car draws what was commanded, the surplus is a function of time, no
-    battery (so grid = car − surplus).  Steps of ``interval_s``."""
+    battery (so grid = car − surplus), or with ``battery=True`` a home battery that covers every
+    difference (grid = 0).  Steps of ``interval_s``."""
 
-    def __init__(self, ctl: Controller, surplus: Callable[[float], float], interval_s: float = 5.0) -> None:
-        self.ctl, self.surplus, self.interval_s = ctl, surplus, interval_s
+    def __init__(
+        self,
+        ctl: Controller,
+        surplus: Callable[[float], float],
+        interval_s: float = 5.0,
+        battery: bool = False,
+    ) -> None:
+        self.ctl, self.surplus, self.interval_s, self.battery = ctl, surplus, interval_s, battery
         self.t = 0.0
         self.car_w = 0.0
         self.log: list[tuple[float, Decision]] = []
@@ -51,9 +58,11 @@ class Sim:
         while self.t < until_s:
             self.t += self.interval_s
             s = self.surplus(self.t)
-            d = self.ctl.step(
-                self.t, site(self.t, grid=self.car_w - s, pv=max(s, 0.0)), car(self.t, self.car_w)
-            )
+            if self.battery:
+                reading = site(self.t, grid=0.0, pv=max(s, 0.0), battery=self.car_w - s)
+            else:
+                reading = site(self.t, grid=self.car_w - s, pv=max(s, 0.0))
+            d = self.ctl.step(self.t, reading, car(self.t, self.car_w))
             self.car_w = d.command.current_a * d.command.phases * V
             self.log.append((self.t, d))
         return self.log
@@ -176,6 +185,16 @@ def test_a_rise_waits_for_its_energy_and_goes_to_the_level_supported_all_along()
     assert len({a for _, a in raised}) == 1  # one write, no staircase
 
 
+def test_up_hold_s_takes_a_one_amp_rise_on_one_phase_once_the_surplus_held_it() -> None:
+    """1 A on one phase is 230 W: 12 Wh of up_energy_wh take 188 s; with up_hold_s a higher level the
+    surplus held that long is evidence enough."""
+    for hold_s, earliest, latest in ((0.0, 600 + 185, 600 + 195), (30.0, 600 + 30, 600 + 40)):
+        log = Sim(make(cloud_filter=60, up_hold_s=hold_s), lambda t: 2100.0 if t < 600 else 2350.0).run(900)
+        assert currents(log, 550, 600) == [9] * 11
+        t_up = min(t for t, d in log if d.command.current_a == 10)
+        assert earliest <= t_up <= latest, (hold_s, t_up)
+
+
 def test_writes_are_rare_on_a_noisy_surplus() -> None:
     ctl = make(cloud_filter=60)
     log = Sim(ctl, lambda t: 2500.0 + (150.0 if int(t // 60) % 2 else -150.0)).run(3600)
@@ -227,6 +246,53 @@ def test_switch_cap_per_hour() -> None:
     assert switch_times, "the signal should cause switches"
     for t in switch_times:
         assert sum(1 for u in switch_times if t - 3600 < u <= t) <= 2
+
+
+def switches(log: list[tuple[float, Decision]]) -> list[tuple[float, Decision]]:
+    """The (time, decision) of every change of the commanded phases."""
+    return [(t, d) for (_, a), (t, d) in itertools.pairwise(log) if d.command.phases != a.command.phases]
+
+
+def test_a_large_gain_right_after_a_switch_is_not_held_back_by_the_clock() -> None:
+    """13:36 in issue 13: after a switch to 1p the sun came back, 3p "would have done 1059 Wh better",
+    and a 15-min switch interval kept the car on 1p for 40 min.  Now the evidence decides: back on 3p
+    within minutes of the sun's return, however recent the last switch."""
+    ctl = make(phases="auto", cloud_filter=60)
+    log = Sim(ctl, lambda t: 2000.0 if 1200 <= t < 2100 else 9000.0, battery=True).run(3000)
+    (t_down, down), (t_up, up) = switches(log)[-2:]
+    # one switch (the start's) in the last hour: 200 Wh × 1.5 at 1p's 3210 W advantage: 336 s
+    assert down.command.phases == 1 and 1200 + 300 < t_down <= 1200 + 360
+    # two: 100 Wh × 1.5² at 3p's 5320 W advantage: 152 s
+    assert up.command.phases == 3 and 2100 + 120 < t_up <= 2100 + 180
+    assert t_up - t_down < 900
+
+
+def test_switching_to_1p_needs_more_evidence_than_switching_to_3p() -> None:
+    """No switch in the last hour: a 6-minute dip to 3000 W on 3p (1p would do 1710 W better: 171 Wh
+    < 200 Wh) is ridden out on 3p; a 6-minute peak to 5500 W on 1p (3p would do 1150 W better: 115 Wh
+    > 100 Wh) is taken on 3p."""
+    dip = Sim(
+        make(phases="auto", cloud_filter=60), lambda t: 3000.0 if 4000 <= t < 4360 else 9000.0, battery=True
+    )
+    assert [d.command.phases for _, d in switches(dip.run(4800))] == [3]  # the start's switch only
+    peak = Sim(
+        make(phases="auto", cloud_filter=60), lambda t: 5500.0 if 4000 <= t < 4360 else 3000.0, battery=True
+    )
+    log = peak.run(4800)
+    assert {d.command.phases for t, d in log if t < 4000} == {1}
+    assert [(d.command.phases, 4000 < t < 4360) for t, d in switches(log)] == [(3, True)]
+
+
+def test_the_evidence_a_switch_needs_grows_with_the_switches_of_the_last_hour() -> None:
+    ctl = make(phases="auto", cloud_filter=60, phase_switch_interval_s=0, phase_switches_per_hour=60)
+    log = Sim(ctl, lambda t: 9000.0 if int(t // 900) % 2 == 0 else 1500.0, battery=True).run(4 * 3600)
+    times = [t for t, _ in switches(log)]
+    assert len(times) >= 6
+    for t, d in switches(log)[1:]:  # after the start's
+        earlier = sum(1 for u in times if t - 3600 < u < t)
+        base = 100.0 if d.command.phases == 3 else 200.0
+        assert f"(needed {base * 1.5**earlier:.0f} Wh)" in d.reason, d.reason
+    assert max(sum(1 for u in times if t - 3600 < u <= t) for t in times) >= 3
 
 
 def test_a_car_drawing_on_one_phase_is_treated_as_1p() -> None:

@@ -340,7 +340,8 @@ async def test_discovery_payloads_give_home_assistant_everything_it_needs(broker
     assert values["offered_current"] == "12.0" and values["car_current"] == "12.0"
     assert values["car_power"] == str(12.0 * 230) and values["phases"] == "1"
     assert values["car_connected"] == "ON" and values["charging"] == "ON"
-    assert float(values["surplus"]) > 0 and values["reason"] == status["reason"][:255]
+    assert float(values["surplus"]) > 0 and values["reason"] == status["summary"][:255]
+    assert values["reason"] == "Charging from the surplus at 12 A on 1 phase."  # words, not the log's numbers
     # before the first reading every value is None, which Home Assistant shows as unknown
     empty = make_daemon()[0].status()
     assert {

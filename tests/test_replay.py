@@ -104,8 +104,16 @@ def test_benchmark_prints_the_table_for_every_policy(tmp_path: Path) -> None:
     ).stdout
     data = json.loads(out)
     policies = data["policies"]
-    assert set(policies) == {"seed formula, no hysteresis", "evcc defaults", "pvcharge, default config"}
-    seed, evcc, ours = (policies[k]["totals"] for k in policies)
+    assert set(policies) == {
+        "seed formula, no hysteresis",
+        "evcc defaults",
+        "WARP power manager defaults",
+        "pvcharge, default config",
+    }
+    seed, evcc, ours = (
+        policies[k]["totals"]
+        for k in ("seed formula, no hysteresis", "evcc defaults", "pvcharge, default config")
+    )
     # the peers' signatures: the seed formula switches phases and writes far more than pvcharge
     assert seed["phase_switches"] > 5 * max(1, ours["phase_switches"])
     assert evcc["charger_writes"] > 2 * ours["charger_writes"]

@@ -172,7 +172,7 @@ def format_status(s: dict[str, Any]) -> str:
         if c is None
         else ("paused" if c["current_a"] == 0 else f"{c['current_a']:g} A on {c['phases']}p")
     )
-    lines.append(f"command   {command} ({s['reason']})")
+    lines.append(f"command   {command}: {s.get('summary') or s['reason']}")
     lines.append(f"surplus   {_power(s.get('available_w'))}")
     site = s.get("site")
     if site is None:

@@ -160,6 +160,11 @@ STATUS = _closed(
             "description": "why the last command, e.g. 'start: surplus >= 1380 W for 240 s -> 10 A on 1p'; "
             "'starting' before the first cycle",
         },
+        "summary": {
+            "type": "string",
+            "description": "the last decision in words for people, without the internal numbers, e.g. "
+            "'More surplus: current raised to 10 A on 1 phase.'; 'Starting.' before the first cycle",
+        },
         "available_w": _num(
             "the surplus the controller used in the last cycle, in W; null if none", nullable=True
         ),

@@ -147,6 +147,14 @@ class ControlConfig:
         min=0,
         max=1000,
     )
+    up_hold_s: float = setting(
+        0.0,
+        doc="also raise the current once the surplus held a higher level for this whole time (0: off, only "
+        "up_energy_wh); captures more on variable days and writes the charger more often",
+        unit="s",
+        min=0,
+        max=3600,
+    )
     max_step_up_a: float = setting(
         16.0, doc="slew limit: the most one change raises the current", unit="A", min=1, max=80
     )
@@ -160,18 +168,35 @@ class ControlConfig:
     )
     phase_window_s: float = setting(
         900.0,
-        doc="phases: auto: the window over which 1p and 3p are compared",
+        doc="phases: auto: how far back the evidence for a phase switch may reach: the stretch ending now "
+        "(at most this long, and since the last switch) in which the other phase count did best",
         unit="s",
         min=60,
         max=7200,
     )
     phase_switch_gain_wh: float = setting(
         100.0,
-        doc="phases: auto: switch when the other phase count would have done this much better over the phase "
-        "window (PV captured minus battery_weight × energy drawn beyond the surplus)",
+        doc="phases: auto: switch to 3 phases when they would have done this much better than 1 over a "
+        "recent stretch (PV captured minus battery_weight × energy drawn beyond the surplus)",
         unit="Wh",
         min=0,
         max=10000,
+    )
+    phase_down_gain_wh: float = setting(
+        200.0,
+        doc="phases: auto: switch to 1 phase when it would have done this much better than 3 over a recent "
+        "stretch (more than phase_switch_gain_wh: a dip on 3 phases costs some battery, a peak on 1 phase "
+        "is lost)",
+        unit="Wh",
+        min=0,
+        max=10000,
+    )
+    phase_switch_gain_growth: float = setting(
+        1.5,
+        doc="phases: auto: the evidence a switch needs is multiplied by this for every switch in the last "
+        "hour, so switching grows dearer while the weather flaps",
+        min=1,
+        max=10,
     )
     battery_weight: float = setting(
         1.5,
@@ -180,10 +205,10 @@ class ControlConfig:
         max=10,
     )
     phase_switch_interval_s: float = setting(
-        900.0, doc="phases: auto: minimum time between two phase switches", unit="s", min=0, max=86400
+        120.0, doc="phases: auto: minimum time between two phase switches", unit="s", min=0, max=86400
     )
     phase_switches_per_hour: int = setting(
-        2, doc="phases: auto: at most this many phase switches in any hour", min=1, max=60
+        10, doc="phases: auto: at most this many phase switches in any hour", min=1, max=60
     )
     max_age_s: float = setting(
         30.0,

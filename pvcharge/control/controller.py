@@ -20,20 +20,26 @@ power (short the whole window) and ``min_on_s`` has passed.  In between it holds
 **Following.** Inside a session the current is the whole amps that fit the surplus, damped by energy
 rather than by time: it falls once the car has drawn ``down_energy_wh`` more than the surplus (a drop
 of several kW acts on the next reading, a 1 A excess after a few minutes), and rises once a higher current
-would have taken ``up_energy_wh`` more, to what the surplus supported all that while (at most
-``max_step_up_a`` per change).  So the charger is written rarely, the car does not hunt around an amp
-boundary, and it draws little from the battery.  If the car imports from the grid (battery empty or at
-its limit) for ``grid_tolerance_s``, it is turned down or paused whatever the cloud filter says.
+would have taken ``up_energy_wh`` more, or once the surplus held a higher level for the whole last
+``up_hold_s`` (a 1 A rise on one phase would otherwise wait 3 minutes for its energy), to what the
+surplus supported all that while, over the last 30 s or over ``up_hold_s`` (at most ``max_step_up_a``
+per change).  So the charger is written rarely, the car does not hunt around an amp boundary, and it
+draws little from the battery.  If the car imports from the grid (battery empty or at its limit) for
+``grid_tolerance_s``, it is turned down or paused whatever the cloud filter says.
 
 **Phases** (``phases: auto``).  With 16 A, one phase tops out at 3680 W and three phases start at
 4140 W: a dead band, where neither fits and every threshold on the instantaneous surplus flaps.  So
 pvcharge compares outcomes instead: for each reading it scores what the best whole-amp current on 3
 phases and on 1 phase would have achieved (PV captured minus ``battery_weight`` × energy drawn beyond the
-surplus), and switches when the other phase count would have done ``phase_switch_gain_wh`` better over
-the last ``phase_window_s``.  Right after a switch the same window still favours the new phase count,
-so it cannot switch back until the evidence has turned by twice that margin; on top, switches are at
-least ``phase_switch_interval_s`` apart and at most ``phase_switches_per_hour``.  A session starts on 3
-phases only if the surplus covered their minimum for the whole cloud window.  A car seen drawing on one
+surplus) and sums the difference.  The evidence for the other phase count is what it would have gained
+over the recent stretch where it did best (ending now, at most ``phase_window_s`` long, and only since
+the last switch, so what favoured that switch never counts against it).  It switches to 3 phases when
+that passes ``phase_switch_gain_wh`` and to 1 phase when it passes ``phase_down_gain_wh`` (more: a dip
+on 3 phases costs some battery, a peak on 1 phase is lost for good), each multiplied by
+``phase_switch_gain_growth`` for every switch in the last hour, so a large gain acts within minutes while
+flapping weather makes switching dearer.  On top, switches are at least ``phase_switch_interval_s``
+apart and at most ``phase_switches_per_hour``.  A session starts on 3 phases only if the surplus
+covered their minimum for the whole cloud window.  A car seen drawing on one
 phase while offered three is treated as a 1-phase car until it is unplugged.  A switch is one command
 (new phases and the current for them); pausing the car around it is the charger's sequence (WARP3 stops
 charging, switches its contactors and reconnects the car; the simulated car pauses 30 s), so a switch
@@ -107,8 +113,12 @@ class Controller:
     ) -> None:
         self._caps = capabilities or ChargerCapabilities()
         self._window = TimeWindow(control.window_s)
-        self._phase_gain = TimeWindow(control.phase_window_s)  # how much better 3p would do than 1p, W
+        # the running sum of how much better 3p would have done than 1p (Wh), over the phase window: its
+        # rise from the window's minimum is the evidence for 3p, its fall from the maximum that for 1p
+        self._phase_wh = 0.0
+        self._phase_gain = TimeWindow(control.phase_window_s)
         self._recent = TimeWindow(RECENT_S)  # the last half minute, for the level to start or switch at
+        self._hold = TimeWindow(control.up_hold_s)  # a higher level held this long is taken at once
         self._dt_s = 0.0  # seconds the newest reading stands for (its distance to the previous one)
         self._phases = 1 if charge_point.phases == "auto" else int(charge_point.phases)
         self._switches: deque[float] = deque()  # times of phase switches in the last hour
@@ -145,6 +155,7 @@ class Controller:
             self._phases = int(charge_point.phases)
         self._window.length_s = control.window_s
         self._phase_gain.length_s = control.phase_window_s
+        self._hold.length_s = control.up_hold_s
         self.set_mode(control.mode)
 
         v = self.site.voltage_v
@@ -239,6 +250,10 @@ class Controller:
     def _switch_to(self, now: float, phases: int) -> None:
         self._phases = phases
         self._switches.append(now)
+        # the evidence for the next switch starts here: what favoured this one cannot count against it
+        self._phase_gain.clear()
+        if self._last_reading_t > -math.inf:
+            self._phase_gain.add(self._last_reading_t, self._phase_wh)
 
     # -- the decision -------------------------------------------------------------------------
     def step(self, now: float, site: SiteReading | None, charger: ChargerReading | None) -> Decision:
@@ -273,6 +288,7 @@ class Controller:
             self._window.clear()
             self._fuse_window.clear()
             self._recent.clear()
+            self._hold.clear()
             self._phase_gain.clear()
             self._available_w = None
             self._last_reading_t = -math.inf
@@ -311,8 +327,10 @@ class Controller:
             self._available_w = self.available_w(site, charger)
             self._window.add(site.timestamp_s, self._available_w)
             self._recent.add(site.timestamp_s, self._available_w)
+            self._hold.add(site.timestamp_s, self._available_w)
             if self.auto_phases:
-                self._phase_gain.add(site.timestamp_s, self.phase_gain_w(self._available_w))
+                self._phase_wh += self.phase_gain_w(self._available_w) * self._dt_s / 3600.0
+                self._phase_gain.add(site.timestamp_s, self._phase_wh)
         else:
             self._dt_s = 0.0  # the same reading again (a slow meter): it counts once
         available = self._available_w
@@ -453,23 +471,29 @@ class Controller:
         return self._follow(now, available)
 
     def _switch_phases(self, now: float) -> Decision | None:
-        """Switch phases when the other phase count would have done better over the phase window by more
-        than ``phase_switch_gain_wh``, within the switch interval and the hourly cap."""
+        """Switch phases when the other phase count would have done better, over the stretch ending now
+        (within the phase window and since the last switch) where it did best, by more than
+        ``phase_switch_gain_wh`` (to 3p) or ``phase_down_gain_wh`` (to 1p), times
+        ``phase_switch_gain_growth`` ** (switches in the last hour); within the switch interval and the
+        hourly cap."""
         pg, c = self._phase_gain, self.control
-        if not (self.auto_phases and pg.full and self._switch_allowed(now)):
+        if not (self.auto_phases and pg.count and self._switch_allowed(now)):
             return None
-        gain_wh = pg.mean * pg.length_s / 3600.0
-        if self._phases == 3 and -gain_wh > c.phase_switch_gain_wh:
-            phases, better_wh = 1, -gain_wh
-        elif self._phases == 1 and not self._one_phase_car and gain_wh > c.phase_switch_gain_wh:
-            phases, better_wh = 3, gain_wh
+        growth = c.phase_switch_gain_growth ** len(self._switches)
+        if self._phases == 3:
+            phases, better_wh, need_wh = 1, pg.max - self._phase_wh, c.phase_down_gain_wh * growth
+        elif not self._one_phase_car:
+            phases, better_wh, need_wh = 3, self._phase_wh - pg.min, c.phase_switch_gain_wh * growth
         else:
+            return None
+        if better_wh <= need_wh:
             return None
         self._switch_to(now, phases)
         self._level_a = self._fit(self._recent.min, self._eff_phases())
         return self._decision(
             self._level_a,
-            f"switch to {phases}p: {phases}p would have done {better_wh:.0f} Wh better in {pg.length_s:g} s",
+            f"switch to {phases}p: {phases}p would have done {better_wh:.0f} Wh better "
+            f"(needed {need_wh:.0f} Wh)",
         )
 
     def _follow(self, now: float, available: float) -> Decision:
@@ -496,8 +520,15 @@ class Controller:
         if target > level:
             self._run_min_w = min(self._run_min_w, available)
             self._gain_wh += (self.power_w(target, p) - self.power_w(level, p)) * hours
-            if self._gain_wh >= c.up_energy_wh:
-                supported = min(self._fit(self._run_min_w, p), level + c.max_step_up_a)
+            # a higher level the surplus held for the whole last up_hold_s counts as enough evidence too, so
+            # a 1 A rise on 1 phase (230 W) does not wait minutes for up_energy_wh
+            hold = self._hold
+            held = c.up_hold_s > 0 and hold.full and self._fit(hold.min, p) > level
+            if self._gain_wh >= c.up_energy_wh or held:
+                floor_w = max(self._run_min_w, self._recent.min)  # supported all the run, or the last 30 s
+                if held:
+                    floor_w = max(floor_w, self._hold.min)
+                supported = min(self._fit(floor_w, p), level + c.max_step_up_a)
                 self._gain_wh, self._run_min_w = 0.0, math.inf
                 if supported > level:
                     self._level_a = supported

@@ -78,6 +78,11 @@ class TimeWindow:
         return self._maxs[0][1]
 
     @property
+    def count(self) -> int:
+        """How many samples are in the window."""
+        return len(self._samples)
+
+    @property
     def mean(self) -> float:
         """Mean of the samples in the window."""
         return self._sum / len(self._samples)
