@@ -25,6 +25,7 @@ from pvcharge.api.cli import add_commands
 from pvcharge.config import ApiConfig, Config, load_config, secret_values, to_dict
 from pvcharge.errors import ConfigError, DeviceError, PvchargeError
 from pvcharge.logs import FORMATS, configure_logging, register_secrets
+from pvcharge.planning.cli import add_command as add_plan_command
 from pvcharge.readings import as_dict
 from pvcharge.sessions.cli import add_command as add_sessions_command
 
@@ -82,6 +83,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from pvcharge.devices import create_devices
     from pvcharge.health import Heartbeat, heartbeat_path, stale_after_s
     from pvcharge.notify import Notifier
+    from pvcharge.planning.service import build_service
     from pvcharge.services import Services
 
     log = structlog.get_logger("pvcharge.cli")
@@ -184,6 +186,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         if recorder is not None:
             daemon.listeners.append(recorder)
         services = Services(daemon, sessions=recorder)
+        plans = build_service(config, daemon, clock=daemon.clock)  # plans: need a restart to change
+        plan_task = None
+        if plans is not None:
+            plans.attach()
+            plan_task = asyncio.create_task(plans.run(stop, daemon.clock))
         reloads: set[asyncio.Task[None]] = set()  # service restarts under way (held: tasks are weak refs)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -194,6 +201,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             await daemon.run(stop)
         finally:
             await asyncio.gather(*reloads, return_exceptions=True)
+            if plans is not None and plan_task is not None:
+                stop.set()
+                await asyncio.gather(plan_task, return_exceptions=True)
+                await plans.close()
             await services.stop()
             if recorder is not None:
                 recorder.close(daemon.clock())
@@ -481,6 +492,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     add_commands(sub)  # status, mode: talk to the running daemon over its API
     add_sessions_command(sub)  # sessions: the recorded history
+    add_plan_command(sub)  # plan: the charge plan for the next deadline
 
     p = sub.add_parser("run", help="run the control loop against the configured devices")
     p.add_argument("--config", "-c", required=True, help="YAML config file")

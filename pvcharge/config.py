@@ -7,7 +7,7 @@ Layout of the file (every key is documented in ``config.example.yaml``)::
     charger: {type: warp, min_current_a, max_current_a, phases, <the warp driver's keys>}
     control: {mode, interval_s, grid_target_w, start_delay_s, stop_delay_s, max_age_s}
     log:     {level, format}
-    api, mqtt, state, sessions, tariff: see config.example.yaml
+    api, mqtt, state, sessions, tariff, forecast, plans: see config.example.yaml
 
 Rules:
 
@@ -40,6 +40,7 @@ from pvcharge.chargers import CHARGER_TYPES
 from pvcharge.control.config import ChargePoint, ControlConfig, SiteConfig
 from pvcharge.errors import ConfigError
 from pvcharge.meters import METER_TYPES
+from pvcharge.planning.config import ForecastConfig, PlanConfig
 from pvcharge.settings import Secret, SettingError, is_loopback, setting
 from pvcharge.yamlfile import BOOLEAN_WORDS, decode_text, load_yaml_text
 
@@ -139,11 +140,45 @@ class SessionsConfig:
 
 @dataclass(frozen=True)
 class TariffConfig:
-    """The ``tariff:`` section: prices for the sessions' cost and savings."""
+    """The ``tariff:`` section: prices for the sessions' cost and savings, and for the planner
+    (:mod:`pvcharge.planning.tariffs`): a fixed price or day-ahead prices, where
+    ``price = (market + charges_per_kwh) * (1 + vat_pct / 100)``."""
 
-    grid_price_per_kwh: float = setting(0.0, doc="price of 1 kWh from the grid, in currency", min=0)
+    grid_price_per_kwh: float = setting(
+        0.0,
+        doc="price of 1 kWh from the grid, in currency; with a day-ahead source the planner's flat price "
+        "for hours without one",
+        min=0,
+    )
     feed_in_per_kwh: float = setting(0.0, doc="paid for 1 kWh exported, in currency", min=0)
     currency: str = setting("EUR", doc="currency of the prices (a label: EUR, CHF, ...)")
+    source: Literal["fixed", "awattar", "energy-charts"] = setting(
+        "fixed",
+        doc="fixed: grid_price_per_kwh at all hours; awattar or energy-charts: day-ahead market prices "
+        "(no key) with charges_per_kwh and vat_pct",
+    )
+    charges_per_kwh: float = setting(
+        0.0,
+        doc="day-ahead: what the supplier adds to the market price per kWh before VAT (grid fees, levies, "
+        "margin), in currency",
+        min=-1,
+        max=10,
+    )
+    vat_pct: float = setting(0.0, doc="day-ahead: VAT on market price plus charges", unit="%", min=0, max=100)
+    bidding_zone: str = setting("DE-LU", doc="energy-charts: the market's bidding zone (DE-LU, AT, ...)")
+    refresh_s: float = setting(
+        3600.0, doc="day-ahead: how often prices are fetched", unit="s", min=900, max=86400
+    )
+    url: str | None = setting(
+        None, doc="day-ahead: the service's endpoint (default the public one; an emulator in tests)"
+    )
+    smart_cost_limit: float | None = setting(
+        None,
+        doc="with a car plugged in, charge at full power from the grid whenever the price (currency/kWh) "
+        "is at or below this, in pv and minpv mode; unset: never",
+        min=-10,
+        max=10,
+    )
 
 
 @dataclass(frozen=True)
@@ -180,6 +215,8 @@ class Config:
     state: StateConfig = StateConfig()
     sessions: SessionsConfig = SessionsConfig()
     tariff: TariffConfig = TariffConfig()
+    forecast: ForecastConfig = ForecastConfig()  # noqa: RUF009 (frozen, so immutable)
+    plans: tuple[PlanConfig, ...] = ()
     #: things that work but should be fixed, e.g. a secret in a file others can read; the daemon logs
     #: each as a ``config_warning`` at start-up
     warnings: tuple[str, ...] = ()
@@ -212,7 +249,22 @@ def parse_config(text: str, path: str = "<config>", environ: Mapping[str, str] |
     if not isinstance(data, dict):
         raise ConfigError(path, "", f"expected a mapping of sections at the top, got {_kind(data)}")
     loader.check_keys(
-        data, "", ["site", "meter", "charger", "control", "log", "api", "mqtt", "state", "sessions", "tariff"]
+        data,
+        "",
+        [
+            "site",
+            "meter",
+            "charger",
+            "control",
+            "log",
+            "api",
+            "mqtt",
+            "state",
+            "sessions",
+            "tariff",
+            "forecast",
+            "plans",
+        ],
     )
     for required in ("meter", "charger"):
         if required not in data:
@@ -231,6 +283,8 @@ def parse_config(text: str, path: str = "<config>", environ: Mapping[str, str] |
     state = loader.dataclass(StateConfig, data.get("state"), "state")
     sessions = loader.dataclass(SessionsConfig, data.get("sessions"), "sessions")
     tariff = loader.dataclass(TariffConfig, data.get("tariff"), "tariff")
+    forecast = loader.dataclass(ForecastConfig, data.get("forecast"), "forecast")
+    plans = loader.value("plans", data.get("plans") or [], tuple[PlanConfig, ...], {})
     update_s = float(getattr(meter.settings, "update_interval_s", 0.0))
     if control.max_age_s < update_s:
         raise ConfigError(
@@ -252,6 +306,8 @@ def parse_config(text: str, path: str = "<config>", environ: Mapping[str, str] |
         state,
         sessions,
         tariff,
+        forecast,
+        plans,
         warnings=loader.warnings(),
     )
 
@@ -412,6 +468,11 @@ class _Loader:
                     return option
             expected = ", ".join(repr(a) for a in args)
             raise self.error(key, f"expected one of {expected}, got {raw!r}")
+        if origin is tuple and len(args) == 2 and args[1] is Ellipsis and dataclasses.is_dataclass(args[0]):
+            assert isinstance(args[0], type)
+            if not isinstance(raw, list):
+                raise self.error(key, f"expected a list (items starting with '- '), got {_kind(raw)}")
+            return tuple(self.dataclass(args[0], item, f"{key}[{i}]") for i, item in enumerate(raw))
         if hint is Secret:
             if not isinstance(raw, str | int) or isinstance(raw, bool):
                 raise self.error(key, f"expected a string, got {_kind(raw)}")
@@ -458,7 +519,7 @@ def _is_secret(hint: Any) -> bool:
 def secret_values(config: Config) -> list[str]:
     """Every secret value in ``config`` (drivers, API token, MQTT password), for masking in logs and
     answers; values shorter than 3 characters are left out (masking them would garble everything)."""
-    sections = [config.meter.settings, config.charger.settings, config.api, config.mqtt]
+    sections = [config.meter.settings, config.charger.settings, config.api, config.mqtt, config.forecast]
     return [
         value.reveal()
         for section in sections
@@ -476,6 +537,8 @@ def to_dict(config: Config) -> dict[str, Any]:
             return "***"
         if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
             return {f.name: plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        if isinstance(obj, tuple):
+            return [plain(item) for item in obj]
         return obj
 
     return {
@@ -493,4 +556,6 @@ def to_dict(config: Config) -> dict[str, Any]:
         "state": plain(config.state),
         "sessions": plain(config.sessions),
         "tariff": plain(config.tariff),
+        "forecast": plain(config.forecast),
+        "plans": plain(config.plans),
     }

@@ -252,12 +252,14 @@ class Daemon:
         self._check_phases(config)
         self._pending_config = config
 
-    def set_mode(self, mode: Mode, *, source: str) -> None:
+    def set_mode(self, mode: Mode, *, source: str, persist: bool = True) -> None:
         """Switch the mode from the next cycle on and keep it across restarts (the state file).
 
         Args:
             mode: off, pv, minpv or fast.
-            source: who asked ("api", "mqtt"), for the log.
+            source: who asked ("api", "mqtt", "plan"), for the log.
+            persist: write it to the state file; False for a passing switch (a plan's grid slot), so a
+                restart comes back in the user's mode.
 
         Raises:
             ValueError: an unknown mode.
@@ -266,7 +268,7 @@ class Daemon:
             raise ValueError(f"unknown mode {mode!r}; expected one of: {', '.join(MODES)}")
         previous = self.controller.mode
         self.controller.set_mode(mode)
-        if self.state_file is not None:
+        if self.state_file is not None and persist:
             save_mode(self.state_file, mode, self.clock())
         log.info("mode_changed", mode=mode, previous_mode=previous, source=source)
 

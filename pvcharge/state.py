@@ -50,20 +50,29 @@ def load_mode(path: Path) -> Mode | None:
     return cast(Mode, mode)
 
 
-def save_mode(path: Path, mode: Mode, now_s: float) -> bool:
-    """Write the mode atomically; False (and a warning) if the file cannot be written."""
+def write_json_atomic(path: Path, data: object) -> None:
+    """Write ``data`` as JSON to ``path`` atomically (a temporary file beside it, fsync, ``os.replace``),
+    creating the directory. Raises OSError; no temporary file is left behind."""
     tmp: str | None = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".state.", suffix=".tmp")
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump({"mode": mode, "changed_at_s": now_s}, f)
+            json.dump(data, f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except OSError as exc:
+    except OSError:
         if tmp is not None:
             Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_mode(path: Path, mode: Mode, now_s: float) -> bool:
+    """Write the mode atomically; False (and a warning) if the file cannot be written."""
+    try:
+        write_json_atomic(path, {"mode": mode, "changed_at_s": now_s})
+    except OSError as exc:
         log.warning("state_not_saved", path=str(path), error=str(exc), action="the mode holds until restart")
         return False
     return True

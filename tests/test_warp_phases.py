@@ -402,8 +402,8 @@ class SiteMeter:
 @pytest.mark.timeout(60)
 async def test_variable_afternoon_switches_phases_within_the_hysteresis() -> None:
     """Three hours (13:30–16:30) of a variable June day through the real daemon, controller, driver
-    and emulator, 10-s cycles on the site's clock; switch settings tighter than the defaults so the
-    interval and the hourly cap both bind."""
+    and emulator, 10-s cycles on the site's clock; switch settings tighter than the defaults (the same
+    evidence both ways, no growth per switch) so the interval and the hourly cap both bind."""
     trace = load_trace(VARIABLE_DAY)
     site = SiteModel(trace, t_s=trace.start_s + 13.5 * 3600)
     interval_s, min_gap_s, per_hour = 10.0, 600.0, 3
@@ -414,6 +414,7 @@ async def test_variable_afternoon_switches_phases_within_the_hysteresis() -> Non
             "meter: {type: huawei, host: 127.0.0.1}\n"
             f"charger: {{type: warp, url: '{emu.url}', phases: auto, phase_switching: true}}\n"
             f"control: {{interval_s: {interval_s:g}, phase_window_s: 300, phase_switch_gain_wh: 30, "
+            "phase_down_gain_wh: 30, phase_switch_gain_growth: 1, "
             f"phase_switch_interval_s: {min_gap_s:g}, phase_switches_per_hour: {per_hour}}}\n"
         )
         charger = config.charger.create(name=NAME, clock=lambda: site.now)

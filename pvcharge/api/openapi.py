@@ -195,14 +195,17 @@ _SECTION = {
     "description": "one section of the config file, every key with its effective value",
 }
 
-_SECTIONS = ("site", "meter", "charger", "control", "log", "api", "state", "sessions", "tariff")
+_SECTIONS = ("site", "meter", "charger", "control", "log", "api", "state", "sessions", "tariff", "forecast")
 
 CONFIG = {
     "type": "object",
     "description": "the effective configuration (defaults filled in); every secret (passwords, app "
     "secrets, the API token) reads '***'",
-    "properties": {name: _SECTION for name in (*_SECTIONS, "mqtt")},
-    "required": list(_SECTIONS),
+    "properties": {
+        **{name: _SECTION for name in (*_SECTIONS, "mqtt")},
+        "plans": {"type": "array", "items": _SECTION, "description": "the charge plans (plans:)"},
+    },
+    "required": [*_SECTIONS, "plans"],
     "additionalProperties": False,
 }
 

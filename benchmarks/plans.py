@@ -1,0 +1,105 @@
+"""Score charge plans on every trace of a folder (issue 17, item 5): a plan of ``--kwh`` (default 15)
+from 08:00 to ``--by`` (default 18:00) local time, the car at 6–16 A on 1 or 3 phases (1.38–11.04 kW).
+
+    python -m benchmarks.plans                      # ../shared/traces, markdown table
+    python -m benchmarks.plans --kwh 25 --by 16:00
+
+Prices: the day-ahead emulator's winter curve (``pvcharge.sim.dayahead.winter_day_eur_mwh``, by local
+hour) as a customer price with 0.18/kWh charges and 19 % VAT. The slot-level replay and the forecast
+error are described in :mod:`pvcharge.planning.score`; traces shorter than the plan's window are skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from pvcharge.planning.planner import SLOT_S, ChargeLimits, slot_start
+from pvcharge.planning.score import PlanScore, score_day
+from pvcharge.planning.tariffs import PriceFormula
+from pvcharge.sim.dayahead import winter_day_eur_mwh
+from pvcharge.sim.trace import load_trace
+
+DEFAULT_TRACES = Path(__file__).resolve().parent.parent.parent / "shared" / "traces"
+LIMITS = ChargeLimits(6 * 230.0, 16 * 230.0 * 3)
+FORMULA = PriceFormula(charges_per_kwh=0.18, vat_pct=19)
+
+
+def local_midnight(t_s: float, utc_offset_s: int) -> float:
+    return (t_s + utc_offset_s) // 86400 * 86400 - utc_offset_s
+
+
+def day_scores(
+    path: Path, kwh: float, arrive_h: float, by_h: float, seed: int, pv_factor: float = 0.8
+) -> list[PlanScore] | None:
+    trace = load_trace(path)
+    midnight = local_midnight(trace.start_s, trace.utc_offset_s)
+    arrive_s, deadline_s = midnight + arrive_h * 3600, midnight + by_h * 3600
+    if trace.start_s > arrive_s + 3600 or trace.end_s < deadline_s - 3600:
+        return None
+    prices = {
+        t: FORMULA.price_per_kwh(winter_day_eur_mwh(t + trace.utc_offset_s))
+        for t in range(slot_start(arrive_s), int(deadline_s) + SLOT_S, SLOT_S)
+    }
+    return score_day(
+        trace,
+        need_kwh=kwh,
+        arrive_s=arrive_s,
+        deadline_s=deadline_s,
+        limits=LIMITS,
+        prices=prices,
+        seed=seed,
+        pv_factor=pv_factor,
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--traces", default=str(DEFAULT_TRACES), help="folder of trace CSVs")
+    parser.add_argument("--kwh", type=float, default=15.0)
+    parser.add_argument("--by", default="18:00", help="deadline, local HH:MM")
+    parser.add_argument("--seeds", type=int, default=20, help="forecast error draws per day (averaged)")
+    parser.add_argument("--pv-factor", type=float, default=0.8, help="the planner's share of the forecast")
+    args = parser.parse_args()
+    hours, minutes = args.by.split(":")
+    by_h = int(hours) + int(minutes) / 60
+    print(
+        f"plan {args.kwh:g} kWh from 08:00 by {args.by}, pv_factor {args.pv_factor:g}; "
+        f"means over {args.seeds} forecast error draws\n"
+    )
+    print("| day | policy | met | charged kWh | grid kWh | grid cost |")
+    print("|---|---|---|---|---|---|")
+    totals: dict[str, list[float]] = {}
+    for day, path in enumerate(sorted(Path(args.traces).glob("*.csv"))):
+        runs = [
+            day_scores(path, args.kwh, 8.0, by_h, seed=1000 * day + k, pv_factor=args.pv_factor)
+            for k in range(args.seeds)
+        ]
+        if runs[0] is None:
+            continue
+        for i, first in enumerate(runs[0]):
+            scores = [r[i] for r in runs if r is not None]
+            n = len(scores)
+            met = sum(s.met for s in scores)
+            charged = sum(s.charged_kwh for s in scores) / n
+            grid = sum(s.grid_kwh for s in scores) / n
+            cost = sum(s.cost for s in scores) / n
+            print(
+                f"| {path.stem} | {first.policy} | {met} of {n} | {charged:.1f} | {grid:.1f} | {cost:.2f} |"
+            )
+            entry = totals.setdefault(first.policy, [0.0, 0.0, 0.0, 0.0])
+            entry[0] += met
+            entry[1] += n
+            entry[2] += grid
+            entry[3] += cost
+    print("\n| policy | runs met | grid kWh (sum of day means) | grid cost (sum of day means) |")
+    print("|---|---|---|---|")
+    for name, (met, runs_n, grid, cost) in totals.items():
+        print(f"| {name} | {met:.0f} of {runs_n:.0f} | {grid:.1f} | {cost:.2f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,138 @@
+"""``pvcharge plan``: the plan pvcharge would make now, from the config's tariff and forecast sources
+(fetched once), in one line and a list of grid windows.
+
+    pvcharge plan --config /etc/pvcharge/config.yaml                 # the next plan of plans:
+    pvcharge plan --config FILE --kwh 20 --by 07:00 [--charged-kwh 3] [--now 2026-12-07T22:00+01:00]
+
+It does not ask the running daemon (which re-plans every 15 min by the same rules); it shows what those
+rules give with the prices and the forecast as they are now. Exit codes: 0 the target can be met, 1 it
+cannot, 2 a config or usage error, or no plan to show.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time as wallclock
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from pvcharge.planning.forecast import surplus as surplus_of
+from pvcharge.planning.planner import ChargeLimits, Plan, PlannedSlot, next_deadline, plan_charge
+
+
+def add_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("plan", help="show the charge plan for the next deadline (prices, forecast)")
+    p.add_argument("--config", required=True, help="the config file (its tariff:, forecast:, plans:)")
+    p.add_argument("--kwh", type=float, help="energy to add (default: the next plan of plans:)")
+    p.add_argument("--by", help="deadline HH:MM local time (with --kwh)")
+    p.add_argument("--charged-kwh", type=float, default=0.0, help="energy already added towards it")
+    p.add_argument("--now", help="plan as if it were this time (ISO 8601 with offset), e.g. for a what-if")
+    p.set_defaults(func=cmd_plan)
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from pvcharge.cli import _load
+    from pvcharge.planning.config import PlanConfig
+    from pvcharge.planning.service import local_zone, next_target
+    from pvcharge.planning.sources import forecast_source, tariff_source
+    from pvcharge.settings import SettingError
+
+    config = _load(args.config)
+    now_s = datetime.fromisoformat(args.now).timestamp() if args.now else wallclock.time()
+    if args.kwh is not None:
+        if args.by is None:
+            print("pvcharge: plan: --kwh needs --by HH:MM", file=sys.stderr)
+            return 2
+        try:
+            entry = PlanConfig(deadline=args.by, energy_kwh=args.kwh)
+        except SettingError as exc:
+            print(f"pvcharge: plan: --by/--kwh: {exc.problem}", file=sys.stderr)
+            return 2
+        zone = local_zone()
+        deadline_s = next_deadline(now_s, entry.deadline_time(), zone)
+        need_kwh = args.kwh
+    else:
+        target = next_target(config.plans, now_s)
+        if target is None:
+            print("pvcharge: plan: no energy_kwh plan in plans: (or give --kwh and --by)", file=sys.stderr)
+            return 2
+        entry, deadline_s, need_kwh = target.plan, target.deadline_s, target.energy_kwh
+        zone = ZoneInfo(entry.timezone) if entry.timezone else local_zone()
+
+    async def fetch() -> tuple[dict[int, float] | None, dict[int, float] | None]:
+        prices = tariff_source(config.tariff, clock=wallclock.time)
+        forecast = forecast_source(config.forecast, clock=wallclock.time)
+        try:
+            return (
+                await forecast.latest(now_s) if forecast is not None else None,
+                await prices.latest(now_s),
+            )
+        finally:
+            await prices.source.close()
+            if forecast is not None:
+                await forecast.source.close()
+
+    pv, prices = asyncio.run(fetch())
+    surplus = surplus_of(pv, config.forecast.base_load_w) if pv is not None else None
+    plan = plan_charge(
+        need_kwh=max(0.0, need_kwh - args.charged_kwh),
+        deadline_s=deadline_s,
+        now_s=now_s,
+        limits=ChargeLimits.of(config.charge_point, config.site.voltage_v),
+        surplus_w=surplus,
+        prices_per_kwh=prices,
+        fallback_price_per_kwh=config.tariff.grid_price_per_kwh,
+        feed_in_per_kwh=config.tariff.feed_in_per_kwh,
+        pv_factor=config.forecast.pv_factor,
+    )
+    print(summary(plan, entry.deadline, zone, config.tariff.currency))
+    for note in plan.notes:
+        print(f"  note: {note}")
+    return 0 if plan.met else 1
+
+
+def windows(slots: tuple[PlannedSlot, ...]) -> list[list[PlannedSlot]]:
+    """Runs of adjacent grid slots."""
+    runs: list[list[PlannedSlot]] = []
+    for slot in slots:
+        if runs and runs[-1][-1].end_s == slot.start_s:
+            runs[-1].append(slot)
+        else:
+            runs.append([slot])
+    return runs
+
+
+def summary(plan: Plan, by: str, zone: ZoneInfo, currency: str) -> str:
+    """``plan 20 kWh by 07:00: met (20.4 kWh expected: 8.1 from PV, 12.3 from the grid); from the grid:
+    02:00–04:00 at 0.181–0.194 EUR/kWh (cheapest before the deadline: 0.179); cost 2.31 EUR``."""
+
+    def hhmm(t_s: float) -> str:
+        return datetime.fromtimestamp(t_s, zone).strftime("%H:%M")
+
+    head = f"plan {plan.need_kwh:g} kWh by {by}: "
+    split = (
+        f"{plan.expected_kwh:.1f} kWh expected: {plan.pv_kwh:.1f} from PV, {plan.grid_kwh:.1f} from the grid"
+    )
+    if plan.met:
+        head += f"met ({split})"
+    else:
+        head += (
+            f"NOT met ({split}; {plan.shortfall_kwh:.1f} kWh short): full power from now "
+            f"(the latest start was {hhmm(plan.latest_start_s)})"
+        )
+    runs = windows(plan.grid_slots)
+    if not runs:
+        return head + "; no grid charging needed"
+    parts = []
+    for run in runs:
+        low = min(s.price_per_kwh for s in run)
+        high = max(s.price_per_kwh for s in run)
+        price = f"{low:.3f}" if low == high else f"{low:.3f}–{high:.3f}"
+        parts.append(f"{hhmm(run[0].start_s)}–{hhmm(run[-1].end_s)} at {price} {currency}/kWh")
+    cheapest = min(s.price_per_kwh for s in plan.slots)
+    return (
+        f"{head}; from the grid: {', '.join(parts)} (cheapest before the deadline: {cheapest:.3f}); "
+        f"cost {plan.cost:.2f} {currency}"
+    )
