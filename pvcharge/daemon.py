@@ -39,7 +39,7 @@ from pvcharge.chargers import Charger
 from pvcharge.config import Config
 from pvcharge.control import Controller, Decision
 from pvcharge.control.config import MODES, Mode
-from pvcharge.control.explain import in_words
+from pvcharge.control.explain import in_words, kind_of
 from pvcharge.devices import check_charger
 from pvcharge.errors import ConfigError, DeviceError, WriteDeferred, WritesBlocked
 from pvcharge.meters import Meter
@@ -200,7 +200,7 @@ class Daemon:
         self.clock = clock
         self.sleep = sleep
         self.on_cycle = on_cycle
-        self._check_phases(config)
+        check_charger(config, self.charger)
         self.controller = Controller(
             config.control, config.charge_point, config.site, capabilities=charger.capabilities
         )
@@ -249,7 +249,7 @@ class Daemon:
                     f"changed; a new {section} section needs a restart (systemctl restart pvcharge); "
                     "the old config stays in force",
                 )
-        self._check_phases(config)
+        check_charger(config, self.charger)
         self._pending_config = config
 
     def set_mode(self, mode: Mode, *, source: str, persist: bool = True) -> None:
@@ -315,9 +315,6 @@ class Daemon:
             "writes_blocked": self._writes_blocked,
             "stats": dataclasses.asdict(self.stats),
         }
-
-    def _check_phases(self, config: Config) -> None:
-        check_charger(config, self.charger)
 
     def _apply_config(self, config: Config) -> None:
         previous_mode = self.controller.mode
@@ -529,7 +526,7 @@ class Daemon:
             fields.update(car_connected=charger.connected, car_power_w=round(charger.power_w))
         if self._writes_blocked:
             fields["writes_blocked"] = True
-        kind = decision.reason.split(":")[0]
+        kind = kind_of(decision.reason)
         if written or kind != self._last_reason_kind:
             log.info("decision", **fields)
         else:
