@@ -222,6 +222,13 @@ class Config:
     warnings: tuple[str, ...] = ()
 
 
+#: the file's top-level sections, in :class:`Config`'s order (its fields but the path, the charger's limits,
+#: which live in ``charger:``, and the warnings)
+SECTIONS = tuple(
+    f.name for f in dataclasses.fields(Config) if f.name not in ("path", "charge_point", "warnings")
+)
+
+
 def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> Config:
     """Read and validate a config file.
 
@@ -248,24 +255,7 @@ def parse_config(text: str, path: str = "<config>", environ: Mapping[str, str] |
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(path, "", f"expected a mapping of sections at the top, got {_kind(data)}")
-    loader.check_keys(
-        data,
-        "",
-        [
-            "site",
-            "meter",
-            "charger",
-            "control",
-            "log",
-            "api",
-            "mqtt",
-            "state",
-            "sessions",
-            "tariff",
-            "forecast",
-            "plans",
-        ],
-    )
+    loader.check_keys(data, "", list(SECTIONS))
     for required in ("meter", "charger"):
         if required not in data:
             raise ConfigError(path, required, "missing section (expected a mapping with at least 'type')")
@@ -541,21 +531,16 @@ def to_dict(config: Config) -> dict[str, Any]:
             return [plain(item) for item in obj]
         return obj
 
-    return {
-        "site": plain(config.site),
+    devices = {
         "meter": {"type": config.meter.type, **plain(config.meter.settings)},
         "charger": {
             "type": config.charger.type,
             **plain(config.charge_point),
             **plain(config.charger.settings),
         },
-        "control": plain(config.control),
-        "log": plain(config.log),
-        "api": plain(config.api),
-        **({"mqtt": plain(config.mqtt)} if config.mqtt is not None else {}),
-        "state": plain(config.state),
-        "sessions": plain(config.sessions),
-        "tariff": plain(config.tariff),
-        "forecast": plain(config.forecast),
-        "plans": plain(config.plans),
+    }
+    return {
+        section: devices[section] if section in devices else plain(getattr(config, section))
+        for section in SECTIONS
+        if getattr(config, section) is not None  # no mqtt: section
     }
