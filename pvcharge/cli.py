@@ -46,12 +46,11 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     if path is None or (args.config and args.file and args.config != args.file):
         print("pvcharge: check-config: name one config file (FILE or --config FILE)", file=sys.stderr)
         return 2
-    args.file = path
     config = _load(path)
     asyncio.run(check_devices(config, clock=time.time))  # what run checks with the drivers built
     for warning in config.warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    print(f"# {args.file}: valid. Effective configuration (defaults filled in, secrets redacted):")
+    print(f"# {path}: valid. Effective configuration (defaults filled in, secrets redacted):")
     print(yaml.safe_dump(to_dict(config), sort_keys=False), end="")
     return 0
 
@@ -187,7 +186,6 @@ def cmd_run(args: argparse.Namespace) -> int:
             daemon.listeners.append(recorder)
         services = Services(daemon, sessions=recorder)
         plans = build_service(config, daemon, clock=daemon.clock)  # plans: need a restart to change
-        plan_task = None
         if plans is not None:
             plans.attach()
             plan_task = asyncio.create_task(plans.run(stop, daemon.clock))
@@ -201,7 +199,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             await daemon.run(stop)
         finally:
             await asyncio.gather(*reloads, return_exceptions=True)
-            if plans is not None and plan_task is not None:
+            if plans is not None:
                 stop.set()
                 await asyncio.gather(plan_task, return_exceptions=True)
                 await plans.close()
