@@ -118,6 +118,14 @@ class _Handler(logging.StreamHandler):  # type: ignore[type-arg]
     """The root handler :func:`configure_logging` installs (replaced on the next call)."""
 
 
+def _without_our_handler() -> logging.Logger:
+    """The root logger, with the :class:`_Handler` an earlier :func:`configure_logging` added removed."""
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if isinstance(h, _Handler)]:
+        root.removeHandler(old)
+    return root
+
+
 def _route_stdlib(level: int, out: TextIO, pre_chain: list[Any], processors: list[Any]) -> None:
     """Send the standard library's log records through structlog's processors to ``out``: one
     :class:`_Handler` on the root logger, instead of any earlier one."""
@@ -130,9 +138,7 @@ def _route_stdlib(level: int, out: TextIO, pre_chain: list[Any], processors: lis
             processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *processors],
         )
     )
-    root = logging.getLogger()
-    for old in [h for h in root.handlers if isinstance(h, _Handler)]:
-        root.removeHandler(old)
+    root = _without_our_handler()
     root.addHandler(handler)
     root.setLevel(level)
     for name in _CHATTY:
@@ -144,9 +150,7 @@ def _route_stdlib(level: int, out: TextIO, pre_chain: list[Any], processors: lis
 def reset_logging() -> None:
     """Undo :func:`configure_logging` (tests): structlog's defaults, and no root handler of ours."""
     structlog.reset_defaults()
-    root = logging.getLogger()
-    for old in [h for h in root.handlers if isinstance(h, _Handler)]:
-        root.removeHandler(old)
+    root = _without_our_handler()
     root.setLevel(logging.WARNING)  # the standard library's default
     for name in (*_CHATTY, *_DEMOTED):
         logging.getLogger(name).setLevel(logging.NOTSET)
