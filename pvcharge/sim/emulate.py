@@ -24,7 +24,7 @@ import yaml
 
 from pvcharge.settings import is_loopback
 from pvcharge.sim.alphaess import AlphaEssEmulator
-from pvcharge.sim.demo import SimClock
+from pvcharge.sim.demo import DEMO_ALPHAESS_SECRET, DEMO_EASEE_PASSWORD, SimClock
 from pvcharge.sim.easee import EaseeEmulator
 from pvcharge.sim.huawei import HuaweiEmulator
 from pvcharge.sim.ocpp import OcppChargePointEmulator
@@ -36,9 +36,10 @@ from pvcharge.sim.warp import WarpEmulator
 
 #: the emulators :func:`emulator` runs
 KINDS = ("huawei", "senec", "alphaess", "easee", "warp", "ocpp")
-#: the emulators' throwaway credentials (they print, that is the point: a user types them into a client)
-EASEE_PASSWORD = "demo-password"
-ALPHAESS_SECRET = "demo-secret"
+#: the emulators' throwaway credentials, the demo's (they print, that is the point: a user types them into
+#: a client)
+EASEE_PASSWORD = DEMO_EASEE_PASSWORD
+ALPHAESS_SECRET = DEMO_ALPHAESS_SECRET
 #: the OCPP charge point's identity
 OCPP_ID = "pvcharge-emulator"
 _LOOPBACK = "127.0.0.1"
