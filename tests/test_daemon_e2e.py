@@ -36,9 +36,8 @@ async def test_daemon_follows_surplus_for_a_simulated_hour(tmp_path: Path) -> No
     # 10 min night, 30 min of PV ramping 2.0 -> 3.5 kW -> 2.0 kW, 20 min night
     ramp = [2000 + 100 * m for m in range(15)] + [3500 - 100 * m for m in range(15)]
     trace = load_trace(write_trace(tmp_path / "hour.csv", [0.0] * 10 + ramp + [0.0] * 20))
-    clock = SimClock(
-        trace.start_s, speed=300.0, paced=True
-    )  # one simulated hour in 12 s, longer on a busy machine
+    # one simulated hour in 12 s; longer on a busy machine, whose slow cycles hold the clock
+    clock = SimClock(trace.start_s, speed=300.0, paced=True)
     # the car is plugged in all hour; no home battery, so the grid meter sees the surplus directly
     site = SiteModel(
         trace,
