@@ -99,8 +99,8 @@ def main() -> int:
             entry[3] += cost
     print("\n| policy | runs met | grid kWh (sum of day means) | grid cost (sum of day means) |")
     print("|---|---|---|---|")
-    for name, (met, runs_n, grid, cost) in totals.items():
-        print(f"| {name} | {met:.0f} of {runs_n:.0f} | {grid:.1f} | {cost:.2f} |")
+    for name, (met_n, runs_n, grid, cost) in totals.items():
+        print(f"| {name} | {met_n:.0f} of {runs_n:.0f} | {grid:.1f} | {cost:.2f} |")
     return 0
 
 
