@@ -4,22 +4,33 @@ on each array's plane, turned into power here) or forecast.solar (power per arra
 Both need no key; arrays are given by latitude/longitude, tilt (0° flat, 90° vertical) and azimuth
 (0° south, -90° east, 90° west; the convention of both services) and peak power.
 
-**Open-Meteo** (``GET https://api.open-meteo.com/v1/forecast``; 600/min, 5000/h, 10000/day per IP,
-non-commercial): per array, ``minutely_15=global_tilted_irradiance,temperature_2m`` with ``tilt`` and
-``azimuth``, ``timeformat=unixtime``. ``global_tilted_irradiance`` is the mean over the *preceding*
-15 min, so the value at ``t`` is the slot ``[t - 900, t)``. Power model (as evcc's, simple and said)::
+Sources (checked 2026-08, /work/shared/reference/sources.md):
 
-    cell_temp_c = air_temp_c + 0.03 × gti_w_m2           # ~NOCT 45 °C at 800 W/m²
-    power_w = kwp × 1000 × gti_w_m2 / 1000 × performance_ratio × (1 − 0.004 × (cell_temp_c − 25))
+**Open-Meteo** (``GET https://api.open-meteo.com/v1/forecast``, https://open-meteo.com/en/docs; 600/min,
+5000/h, 10000/day per IP, non-commercial): per array, ``minutely_15=global_tilted_irradiance,temperature_2m``
+with ``tilt`` and ``azimuth``, ``timeformat=unixtime``. Its radiation values are means over the
+*preceding* interval (the ``_instant`` variants are not), so the value at ``t`` is the slot
+``[t - 900, t)``. Power model (the form of evcc's ``templates/definition/tariff/open-meteo.yaml``)::
 
-clamped to 0 and, summed over the arrays, to ``inverter_max_w``. ``performance_ratio`` (default 0.85)
-covers inverter, wiring, soiling and mismatch losses.
+    cell_temp_c = air_temp_c + 0.03 K·m²/W × gti_w_m2
+    power_w = kwp × 1000 W/kWp × gti_w_m2 / (1000 W/m²) × performance_ratio
+              × (1 − 0.004 /K × (cell_temp_c − 25 °C))
 
-**forecast.solar** (``GET https://api.forecast.solar/estimate/{lat}/{lon}/{dec}/{az}/{kwp}?time=utc``;
-12 requests an hour per IP on the free tier, one per array, hourly values): ``result.watts`` maps a
-time (``2026-12-07 09:00:00`` in UTC with ``time=utc``, or ISO 8601 with an offset) to the expected AC
-power in W at that instant; a slot gets the power linearly interpolated at its middle, 0 outside the
-day the service gives.
+clamped to 0 and, summed over the arrays, to ``inverter_max_w``. ``kwp`` is rated at 1000 W/m² and 25 °C
+cell temperature (standard test conditions). −0.004 /K is crystalline silicon's power temperature
+coefficient (datasheets: −0.3 to −0.45 %/K; evcc's default ``alphatemp``). 0.03 K·m²/W is the cell
+heating of the Ross model: NOCT 45 °C at 800 W/m² and 20 °C air gives (45 − 20) / 800 = 0.031; the
+coefficients evcc lists by mounting (from Solar Energy 2020,
+https://www.sciencedirect.com/science/article/pii/S0038092X20309107) run from 0.020 (well cooled) to
+0.056 (on a sloped roof), so a hot roof array is over-estimated by up to (0.056 − 0.03) × 600 × 0.004
+≈ 6 % at 600 W/m², which ``pv_factor`` covers. ``performance_ratio`` (default 0.85) covers inverter,
+wiring, soiling and mismatch losses.
+
+**forecast.solar** (``GET https://api.forecast.solar/estimate/{lat}/{lon}/{dec}/{az}/{kwp}?time=utc``,
+https://doc.forecast.solar/api:estimate; 12 requests an hour per IP on the free tier, one per array,
+hourly values): ``result.watts`` maps a time (``2026-12-07 09:00:00`` in UTC with ``time=utc``, or ISO
+8601 with an offset) to the expected AC power in W at that instant; a slot gets the power linearly
+interpolated at its middle, 0 outside the day the service gives.
 
 The sources give PV power (summed over the arrays, clamped to ``inverter_max_w``); the planner counts
 on the **surplus** = PV × the day's correction (:class:`PvCorrection`: measured ÷ forecast so far) −
@@ -42,9 +53,9 @@ from pvcharge.planning.source import JsonGetter, SlotValues
 
 OPEN_METEO_URL = "https://api.open-meteo.com/v1/forecast"
 FORECAST_SOLAR_URL = "https://api.forecast.solar"
-#: temperature coefficient of crystalline silicon power, per K above 25 °C cell temperature
+#: temperature coefficient of crystalline silicon power, per K above 25 °C cell temperature (module docstring)
 TEMP_COEFF_PER_K = -0.004
-#: cell heating above air per W/m² of irradiance, in K (NOCT 45 °C at 800 W/m², 20 °C air)
+#: cell heating above air per W/m² of irradiance, in K·m²/W (Ross model, NOCT; module docstring)
 CELL_HEATING_K_PER_W_M2 = 0.03
 
 
