@@ -6,15 +6,18 @@ The customer's price from a market price (both sources give EUR/MWh)::
     price_per_kwh = (market_eur_per_mwh / 1000 + charges_per_kwh) * (1 + vat_pct / 100)
 
 ``charges_per_kwh`` is everything the supplier adds per kWh (grid fees, levies, its margin), before
-VAT; evcc's ``charges`` and ``tax`` do the same (util/templates/includes/tariff-base.tpl).
+VAT, in the currency per kWh; ``vat_pct`` in %. evcc does the same with its ``charges`` and ``tax`` (a
+fraction there): ``(price + charges) * (1 + tax)`` in ``tariff/embed.go`` ``totalPrice``.
 
 Sources (checked 2026-08, /work/shared/reference/sources.md):
 
-- aWATTar: ``GET https://api.awattar.de/v1/marketdata?start=<ms>&end=<ms>`` →
-  ``{"object": "list", "data": [{"start_timestamp": ms, "end_timestamp": ms, "marketprice": 92.3,
-  "unit": "Eur/MWh"}, ...], "url": "/de/v1/marketdata"}``, one entry per hour; fair use about 100
-  requests a day (secondary source), so it is asked at most hourly.
-- Energy-Charts (Fraunhofer ISE): ``GET https://api.energy-charts.info/price?bzn=DE-LU&start=<date>&end=<date>``
+- aWATTar (https://www.awattar.de/services/api):
+  ``GET https://api.awattar.de/v1/marketdata?start=<ms>&end=<ms>`` → ``{"object": "list", "data":
+  [{"start_timestamp": ms, "end_timestamp": ms, "marketprice": 92.3, "unit": "Eur/MWh"}, ...], "url":
+  "/de/v1/marketdata"}``, one entry per hour; fair use about 100 requests a day (secondary source), so
+  it is asked hourly by default (``tariff.refresh_s``, at least 900 s: at most 96 a day).
+- Energy-Charts (Fraunhofer ISE, https://api.energy-charts.info/):
+  ``GET https://api.energy-charts.info/price?bzn=DE-LU&start=<date>&end=<date>``
   → ``{"unix_seconds": [...], "price": [...], "unit": "EUR / MWh", ...}``, 15-min slots since the
   market moved to them (hourly before; each price lasts until the next timestamp); a price may be
   ``null`` where none is published.
