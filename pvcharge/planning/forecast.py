@@ -49,7 +49,7 @@ from typing import Any
 
 from pvcharge.errors import DeviceProtocolError
 from pvcharge.planning.planner import SLOT_S, slot_start
-from pvcharge.planning.source import JsonGetter, SlotValues
+from pvcharge.planning.source import HttpSource, JsonGetter, SlotValues
 
 OPEN_METEO_URL = "https://api.open-meteo.com/v1/forecast"
 FORECAST_SOLAR_URL = "https://api.forecast.solar"
@@ -128,7 +128,7 @@ class PvCorrection:
         return min(self.high, max(self.low, measured_kwh / forecast_kwh))
 
 
-class OpenMeteoForecast:
+class OpenMeteoForecast(HttpSource):
     """PV power per slot from Open-Meteo's tilted irradiance, one request per array."""
 
     def __init__(
@@ -141,8 +141,7 @@ class OpenMeteoForecast:
         forecast_days: int = 2,
         url: str = OPEN_METEO_URL,
     ) -> None:
-        self.name = getter.name
-        self._getter = getter
+        super().__init__(getter)
         self._arrays = tuple(arrays)
         self._pr = performance_ratio
         self._inverter_max_w = inverter_max_w
@@ -174,9 +173,6 @@ class OpenMeteoForecast:
                 if t >= slot_start(now_s):
                     total[t] = total.get(t, 0.0) + power_w
         return clamp_to_inverter(total, self._inverter_max_w)
-
-    async def close(self) -> None:
-        await self._getter.close()
 
 
 def parse_open_meteo(
@@ -212,7 +208,7 @@ def parse_open_meteo(
     return power
 
 
-class ForecastSolarForecast:
+class ForecastSolarForecast(HttpSource):
     """PV power per slot from forecast.solar's estimate, one request per array; ``api_key`` (a paid
     plan's) goes in the path and is shown as ``***`` in every message."""
 
@@ -225,8 +221,7 @@ class ForecastSolarForecast:
         api_key: str | None = None,
         url: str = FORECAST_SOLAR_URL,
     ) -> None:
-        self.name = getter.name
-        self._getter = getter
+        super().__init__(getter)
         self._arrays = tuple(arrays)
         self._inverter_max_w = inverter_max_w
         self._base = url.rstrip("/") + (f"/{api_key}" if api_key else "")
@@ -252,9 +247,6 @@ class ForecastSolarForecast:
                 if t >= slot_start(now_s):
                     total[t] = total.get(t, 0.0) + power_w
         return clamp_to_inverter(total, self._inverter_max_w)
-
-    async def close(self) -> None:
-        await self._getter.close()
 
 
 def parse_forecast_solar(body: Any, name: str = "forecast forecast.solar") -> SlotValues:

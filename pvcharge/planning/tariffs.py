@@ -35,7 +35,7 @@ from typing import Any
 
 from pvcharge.errors import DeviceProtocolError
 from pvcharge.planning.planner import SLOT_S, slot_start
-from pvcharge.planning.source import JsonGetter, SlotValues, spread
+from pvcharge.planning.source import HttpSource, JsonGetter, SlotValues, spread
 
 AWATTAR_URL = "https://api.awattar.de/v1/marketdata"
 ENERGY_CHARTS_URL = "https://api.energy-charts.info/price"
@@ -71,7 +71,7 @@ class FixedTariff:
         """Nothing to close."""
 
 
-class AwattarTariff:
+class AwattarTariff(HttpSource):
     """aWATTar day-ahead prices (hourly, EUR/MWh) as customer prices per 15-min slot.
 
     Args:
@@ -81,8 +81,7 @@ class AwattarTariff:
     """
 
     def __init__(self, getter: JsonGetter, formula: PriceFormula, url: str = AWATTAR_URL) -> None:
-        self.name = getter.name
-        self._getter = getter
+        super().__init__(getter)
         self._formula = formula
         self._url = url
 
@@ -96,9 +95,6 @@ class AwattarTariff:
         start_ms = slot_start(now_s) * 1000
         body = await self._getter.get(self._url, {"start": start_ms, "end": start_ms + AHEAD_S * 1000})
         return parse_awattar(body, self._formula, self.name)
-
-    async def close(self) -> None:
-        await self._getter.close()
 
 
 def parse_awattar(body: Any, formula: PriceFormula, name: str = "tariff awattar") -> SlotValues:
@@ -126,7 +122,7 @@ def parse_awattar(body: Any, formula: PriceFormula, name: str = "tariff awattar"
     return prices
 
 
-class EnergyChartsTariff:
+class EnergyChartsTariff(HttpSource):
     """Energy-Charts day-ahead prices (EUR/MWh) for a bidding zone as customer prices per slot."""
 
     def __init__(
@@ -137,8 +133,7 @@ class EnergyChartsTariff:
         bidding_zone: str = "DE-LU",
         url: str = ENERGY_CHARTS_URL,
     ) -> None:
-        self.name = getter.name
-        self._getter = getter
+        super().__init__(getter)
         self._formula = formula
         self._zone = bidding_zone
         self._url = url
@@ -157,9 +152,6 @@ class EnergyChartsTariff:
             "end": (today + timedelta(days=1)).isoformat(),
         }
         return parse_energy_charts(await self._getter.get(self._url, params), self._formula, self.name)
-
-    async def close(self) -> None:
-        await self._getter.close()
 
 
 def parse_energy_charts(body: Any, formula: PriceFormula, name: str = "tariff energy-charts") -> SlotValues:
