@@ -19,8 +19,8 @@ from pvcharge.planning.forecast import (
     parse_open_meteo,
 )
 from pvcharge.planning.forecast import surplus as surplus_of
-from pvcharge.planning.planner import ChargeLimits, plan_charge
-from pvcharge.planning.source import CachedSource, JsonGetter
+from pvcharge.planning.planner import ChargeLimits, Plan, plan_charge
+from pvcharge.planning.source import CachedSource, JsonGetter, SlotValues
 from pvcharge.sim.faults import Fault
 from pvcharge.sim.solarforecast import ForecastSolarEmulator, OpenMeteoEmulator, Sky
 
@@ -134,31 +134,26 @@ async def test_forecast_solar_429_after_12_requests(
 async def test_dead_forecast_means_no_pv_in_the_plan(open_meteo: OpenMeteoEmulator, clock: FakeClock) -> None:
     """A sunny day covers 10 kWh from PV; with the service down from the start, the plan takes the
     grid and says why."""
-    limits = ChargeLimits(1380, 11040)
+
+    def plan_10_kwh(surplus_w: SlotValues | None) -> Plan:
+        return plan_charge(
+            need_kwh=10,
+            deadline_s=at_utc(16),
+            now_s=clock(),
+            limits=ChargeLimits(1380, 11040),
+            surplus_w=surplus_w,
+            prices_per_kwh=None,
+            fallback_price_per_kwh=0.3,
+        )
+
     source = OpenMeteoForecast(getter("forecast open-meteo", clock), [ROOF], url=open_meteo.url)
     sunny = await CachedSource(source, refresh_s=3600, max_age_s=3 * 3600).latest(clock())
-    plan = plan_charge(
-        need_kwh=10,
-        deadline_s=at_utc(16),
-        now_s=clock(),
-        limits=limits,
-        surplus_w=sunny,
-        prices_per_kwh=None,
-        fallback_price_per_kwh=0.3,
-    )
+    plan = plan_10_kwh(sunny)
     assert plan.met and plan.grid_kwh == 0 and plan.pv_kwh >= 10
     open_meteo.faults.set(Fault.HTTP_503)
     dead = CachedSource(source, refresh_s=3600, max_age_s=3 * 3600)
     assert await dead.latest(clock()) is None and dead.last_error is not None and "503" in dead.last_error
-    plan = plan_charge(
-        need_kwh=10,
-        deadline_s=at_utc(16),
-        now_s=clock(),
-        limits=limits,
-        surplus_w=None,
-        prices_per_kwh=None,
-        fallback_price_per_kwh=0.3,
-    )
+    plan = plan_10_kwh(await dead.latest(clock()))
     assert plan.met and plan.grid_kwh == pytest.approx(10, abs=0.5) and plan.pv_kwh == 0
     assert "no solar forecast: assuming no PV" in plan.notes
     await source.close()
