@@ -197,3 +197,19 @@ def test_pv_correction_learns_todays_error() -> None:
         dim.measured(slot + 900, 400.0, 900.0)
     assert dim.factor(at_utc(10), day) == 0.5
     assert surplus_of({0: 4000.0}, 300, 0.5) == {0: 1700.0}
+
+
+def test_forecast_solar_day_across_utc_midnight() -> None:
+    """A site far east of UTC (New Zealand in December) has its solar day from about 17:00 to 08:00 UTC:
+    the hour around its noon, 23:00–00:00 UTC, is interpolated like any other; the nights stay 0."""
+    hours = [f"2026-12-07 {h:02}:00:00" for h in range(17, 24)] + [
+        f"2026-12-08 {h:02}:00:00" for h in range(9)
+    ]
+    watts = {stamp: 0 if stamp.endswith(("17:00:00", "08:00:00")) else 3000 for stamp in hours}
+    watts["2026-12-08 00:00:00"] = 3200
+    watts["2026-12-08 17:00:00"] = 0  # the next day's sunrise
+    watts["2026-12-08 18:00:00"] = 400
+    slots = parse_forecast_solar({"result": {"watts": watts}})
+    assert slots[at_utc(23, 15)] == pytest.approx(3000 + 200 * 22.5 / 60)
+    assert slots[at_utc(12) + 86400] == 0 and slots[at_utc(16, 45) + 86400] == 0  # the night between
+    assert slots[at_utc(17, 15) + 86400] == pytest.approx(400 * 22.5 / 60)

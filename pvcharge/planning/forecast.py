@@ -53,6 +53,8 @@ from pvcharge.planning.source import HttpSource, JsonGetter, SlotValues
 
 OPEN_METEO_URL = "https://api.open-meteo.com/v1/forecast"
 FORECAST_SOLAR_URL = "https://api.forecast.solar"
+#: forecast.solar gives a value per hour of daylight (plus sunrise and sunset): a longer gap is a night, in s.
+FORECAST_SOLAR_MAX_GAP_S = 3 * 3600
 #: temperature coefficient of crystalline silicon power, per K above 25 °C cell temperature (module docstring)
 TEMP_COEFF_PER_K = -0.004
 #: cell heating above air per W/m² of irradiance, in K·m²/W (Ross model, NOCT; module docstring)
@@ -251,8 +253,9 @@ class ForecastSolarForecast(HttpSource):
 
 def parse_forecast_solar(body: Any, name: str = "forecast forecast.solar") -> SlotValues:
     """Power per slot (W) from a forecast.solar estimate: ``result.watts`` interpolated at each slot's
-    middle between the first and the last time given for each day, 0 outside them (night), over the
-    whole UTC days the answer touches.
+    middle between two given times at most :data:`FORECAST_SOLAR_MAX_GAP_S` apart, 0 across a longer
+    gap (the night between one day's last time and the next day's first) and outside the answer, over
+    the whole UTC days the answer touches. A solar day may span UTC midnight (a site far from UTC).
 
     Raises:
         DeviceProtocolError: no ``result.watts`` mapping, a time or value that does not parse; an
@@ -284,7 +287,7 @@ def parse_forecast_solar(body: Any, name: str = "forecast forecast.solar") -> Sl
         slots[t] = 0.0
         if 0 < i < len(points):
             (t0, p0), (t1, p1) = points[i - 1], points[i]
-            if datetime.fromtimestamp(t0, UTC).date() == datetime.fromtimestamp(t1, UTC).date():
+            if t1 - t0 <= FORECAST_SOLAR_MAX_GAP_S:
                 slots[t] = p0 + (p1 - p0) * (middle - t0) / (t1 - t0)
         t += SLOT_S
     return slots
