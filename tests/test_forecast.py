@@ -112,6 +112,7 @@ async def test_forecast_solar_hourly_limit_is_kept_by_the_cache(
     cached = CachedSource(source, refresh_s=3600, max_age_s=4 * 3600)
     for _ in range(96):
         assert await cached.latest(clock()) is not None
+        assert cached.last_error is None  # no 429 (the emulator's own limit is no played fault)
         clock.advance(900)
     await source.close()
     assert len(forecast_solar.received) == 48
