@@ -30,8 +30,10 @@ def local_midnight(t_s: float, utc_offset_s: int) -> float:
 
 
 def day_scores(
-    path: Path, kwh: float, arrive_h: float, by_h: float, seed: int, pv_factor: float = 0.8
-) -> list[PlanScore] | None:
+    path: Path, kwh: float, arrive_h: float, by_h: float, seeds: range, pv_factor: float = 0.8
+) -> list[list[PlanScore]] | None:
+    """The three policies' scores on the trace at ``path``, once per forecast error seed (the trace read
+    once); ``None`` when the trace does not cover the plan's window (to within an hour)."""
     trace = load_trace(path)
     midnight = local_midnight(trace.start_s, trace.utc_offset_s)
     arrive_s, deadline_s = midnight + arrive_h * 3600, midnight + by_h * 3600
@@ -41,16 +43,19 @@ def day_scores(
         t: FORMULA.price_per_kwh(winter_day_eur_mwh(t + trace.utc_offset_s))
         for t in range(slot_start(arrive_s), int(deadline_s) + SLOT_S, SLOT_S)
     }
-    return score_day(
-        trace,
-        need_kwh=kwh,
-        arrive_s=arrive_s,
-        deadline_s=deadline_s,
-        limits=LIMITS,
-        prices=prices,
-        seed=seed,
-        pv_factor=pv_factor,
-    )
+    return [
+        score_day(
+            trace,
+            need_kwh=kwh,
+            arrive_s=arrive_s,
+            deadline_s=deadline_s,
+            limits=LIMITS,
+            prices=prices,
+            seed=seed,
+            pv_factor=pv_factor,
+        )
+        for seed in seeds
+    ]
 
 
 def main() -> int:
@@ -73,14 +78,12 @@ def main() -> int:
     print("|---|---|---|---|---|---|")
     totals: dict[str, list[float]] = {}
     for day, path in enumerate(sorted(Path(args.traces).glob("*.csv"))):
-        runs = [
-            day_scores(path, args.kwh, 8.0, by_h, seed=1000 * day + k, pv_factor=args.pv_factor)
-            for k in range(args.seeds)
-        ]
-        if runs[0] is None:
+        seeds = range(1000 * day, 1000 * day + args.seeds)
+        runs = day_scores(path, args.kwh, 8.0, by_h, seeds, pv_factor=args.pv_factor)
+        if runs is None:
             continue
         for i, first in enumerate(runs[0]):
-            scores = [r[i] for r in runs if r is not None]
+            scores = [r[i] for r in runs]
             n = len(scores)
             met = sum(s.met for s in scores)
             charged = sum(s.charged_kwh for s in scores) / n
@@ -96,8 +99,8 @@ def main() -> int:
             entry[3] += cost
     print("\n| policy | runs met | grid kWh (sum of day means) | grid cost (sum of day means) |")
     print("|---|---|---|---|")
-    for name, (met, runs_n, grid, cost) in totals.items():
-        print(f"| {name} | {met:.0f} of {runs_n:.0f} | {grid:.1f} | {cost:.2f} |")
+    for name, (met_n, runs_n, grid, cost) in totals.items():
+        print(f"| {name} | {met_n:.0f} of {runs_n:.0f} | {grid:.1f} | {cost:.2f} |")
     return 0
 
 

@@ -1,9 +1,15 @@
 """Site states for emulator tests: ``meter_state`` builds one (no car), ``FixedSite`` serves it and counts
-calls; ``FakeClock`` is the time they share; ``free_port`` a loopback port nothing listens on."""
+calls; ``FakeClock`` is the time they share; ``free_port`` a loopback port nothing listens on;
+``run_daemon`` runs ``pvcharge run`` as a user does until the test has seen what it waits for."""
 
 from __future__ import annotations
 
+import asyncio
+import signal
 import socket
+import sys
+from collections.abc import Callable
+from pathlib import Path
 
 from pvcharge.sim.site import SiteState
 
@@ -57,3 +63,30 @@ def meter_state(*, pv_w: float, grid_w: float, battery_w: float, soc_pct: float)
         offered_current_a=0.0,
         offered_phases=3,
     )
+
+
+async def run_daemon(
+    config: Path, *, until: Callable[[], bool], polls: int = 100
+) -> tuple[bool, int | None, str]:
+    """Run ``python -m pvcharge run --config config`` until ``until()`` holds (asked every 0.1 s, at most
+    ``polls`` times), then stop it with SIGTERM as systemd does. Returns whether ``until()`` held, the exit
+    code and the output (stderr, then stdout)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "pvcharge",
+        "run",
+        "--config",
+        str(config),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    held = False
+    for _ in range(polls):
+        await asyncio.sleep(0.1)
+        held = until()
+        if held:
+            break
+    proc.send_signal(signal.SIGTERM)
+    out, err = await asyncio.wait_for(proc.communicate(), 20)
+    return held, proc.returncode, err.decode() + out.decode()

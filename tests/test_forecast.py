@@ -19,8 +19,8 @@ from pvcharge.planning.forecast import (
     parse_open_meteo,
 )
 from pvcharge.planning.forecast import surplus as surplus_of
-from pvcharge.planning.planner import ChargeLimits, plan_charge
-from pvcharge.planning.source import CachedSource, JsonGetter
+from pvcharge.planning.planner import ChargeLimits, Plan, plan_charge
+from pvcharge.planning.source import CachedSource, JsonGetter, SlotValues
 from pvcharge.sim.faults import Fault
 from pvcharge.sim.solarforecast import ForecastSolarEmulator, OpenMeteoEmulator, Sky
 
@@ -112,6 +112,7 @@ async def test_forecast_solar_hourly_limit_is_kept_by_the_cache(
     cached = CachedSource(source, refresh_s=3600, max_age_s=4 * 3600)
     for _ in range(96):
         assert await cached.latest(clock()) is not None
+        assert cached.last_error is None  # no 429 (the emulator's own limit is no played fault)
         clock.advance(900)
     await source.close()
     assert len(forecast_solar.received) == 48
@@ -134,31 +135,26 @@ async def test_forecast_solar_429_after_12_requests(
 async def test_dead_forecast_means_no_pv_in_the_plan(open_meteo: OpenMeteoEmulator, clock: FakeClock) -> None:
     """A sunny day covers 10 kWh from PV; with the service down from the start, the plan takes the
     grid and says why."""
-    limits = ChargeLimits(1380, 11040)
+
+    def plan_10_kwh(surplus_w: SlotValues | None) -> Plan:
+        return plan_charge(
+            need_kwh=10,
+            deadline_s=at_utc(16),
+            now_s=clock(),
+            limits=ChargeLimits(1380, 11040),
+            surplus_w=surplus_w,
+            prices_per_kwh=None,
+            fallback_price_per_kwh=0.3,
+        )
+
     source = OpenMeteoForecast(getter("forecast open-meteo", clock), [ROOF], url=open_meteo.url)
     sunny = await CachedSource(source, refresh_s=3600, max_age_s=3 * 3600).latest(clock())
-    plan = plan_charge(
-        need_kwh=10,
-        deadline_s=at_utc(16),
-        now_s=clock(),
-        limits=limits,
-        surplus_w=sunny,
-        prices_per_kwh=None,
-        fallback_price_per_kwh=0.3,
-    )
+    plan = plan_10_kwh(sunny)
     assert plan.met and plan.grid_kwh == 0 and plan.pv_kwh >= 10
     open_meteo.faults.set(Fault.HTTP_503)
     dead = CachedSource(source, refresh_s=3600, max_age_s=3 * 3600)
     assert await dead.latest(clock()) is None and dead.last_error is not None and "503" in dead.last_error
-    plan = plan_charge(
-        need_kwh=10,
-        deadline_s=at_utc(16),
-        now_s=clock(),
-        limits=limits,
-        surplus_w=None,
-        prices_per_kwh=None,
-        fallback_price_per_kwh=0.3,
-    )
+    plan = plan_10_kwh(await dead.latest(clock()))
     assert plan.met and plan.grid_kwh == pytest.approx(10, abs=0.5) and plan.pv_kwh == 0
     assert "no solar forecast: assuming no PV" in plan.notes
     await source.close()
@@ -202,3 +198,19 @@ def test_pv_correction_learns_todays_error() -> None:
         dim.measured(slot + 900, 400.0, 900.0)
     assert dim.factor(at_utc(10), day) == 0.5
     assert surplus_of({0: 4000.0}, 300, 0.5) == {0: 1700.0}
+
+
+def test_forecast_solar_day_across_utc_midnight() -> None:
+    """A site far east of UTC (New Zealand in December) has its solar day from about 17:00 to 08:00 UTC:
+    the hour around its noon, 23:00–00:00 UTC, is interpolated like any other; the nights stay 0."""
+    hours = [f"2026-12-07 {h:02}:00:00" for h in range(17, 24)] + [
+        f"2026-12-08 {h:02}:00:00" for h in range(9)
+    ]
+    watts = {stamp: 0 if stamp.endswith(("17:00:00", "08:00:00")) else 3000 for stamp in hours}
+    watts["2026-12-08 00:00:00"] = 3200
+    watts["2026-12-08 17:00:00"] = 0  # the next day's sunrise
+    watts["2026-12-08 18:00:00"] = 400
+    slots = parse_forecast_solar({"result": {"watts": watts}})
+    assert slots[at_utc(23, 15)] == pytest.approx(3000 + 200 * 22.5 / 60)
+    assert slots[at_utc(12) + 86400] == 0 and slots[at_utc(16, 45) + 86400] == 0  # the night between
+    assert slots[at_utc(17, 15) + 86400] == pytest.approx(400 * 22.5 / 60)

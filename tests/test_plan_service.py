@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
-import signal
-import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from sitestub import FakeClock, run_daemon
 
 from pvcharge.config import parse_config
 from pvcharge.daemon import Daemon
@@ -41,18 +39,10 @@ def utc(day: int, hh: int, mm: int = 0) -> float:
     return datetime(2026, 12, day, hh, mm, tzinfo=UTC).timestamp()
 
 
-class Clock:
-    def __init__(self, t_s: float) -> None:
-        self.t = t_s
-
-    def __call__(self) -> float:
-        return self.t
-
-
 class Meter:
     name = "meter fake"
 
-    def __init__(self, clock: Clock) -> None:
+    def __init__(self, clock: FakeClock) -> None:
         self.clock = clock
         self.pv_w = 0.0
 
@@ -67,7 +57,7 @@ class Charger:
     name = "charger fake"
     capabilities = ChargerCapabilities()
 
-    def __init__(self, clock: Clock) -> None:
+    def __init__(self, clock: FakeClock) -> None:
         self.clock = clock
         self.connected = True
         self.power_w = 0.0
@@ -105,8 +95,8 @@ class Prices:
         return prices
 
 
-def make(tmp_path: Path, start_s: float) -> tuple[Daemon, PlanService, Clock, Charger]:
-    clock = Clock(start_s)
+def make(tmp_path: Path, start_s: float) -> tuple[Daemon, PlanService, FakeClock, Charger]:
+    clock = FakeClock(start_s)
     charger = Charger(clock)
     config = parse_config(CONFIG_TEXT, environ={})
     daemon = Daemon(config, Meter(clock), charger, clock=clock, state_file=tmp_path / "state.json")  # type: ignore[arg-type]
@@ -128,11 +118,11 @@ async def test_fast_in_the_cheapest_hour_then_back_to_pv(tmp_path: Path) -> None
     plan = await service.step(clock())
     assert plan is not None and plan.met and daemon.mode == "pv"
     assert [datetime.fromtimestamp(s.start_s, UTC).hour for s in plan.grid_slots] == [2] * 4
-    clock.t = utc(8, 2)
+    clock.t_s = utc(8, 2)
     await service.step(clock())
     assert daemon.mode == "fast"
     assert not (tmp_path / "state.json").exists()  # a passing switch: a restart comes back in pv
-    clock.t = utc(8, 3)
+    clock.t_s = utc(8, 3)
     await service.step(clock())
     assert daemon.mode == "pv"
 
@@ -143,7 +133,7 @@ async def test_energy_charged_counts_towards_the_plan(tmp_path: Path) -> None:
     charger.power_w = 11040.0
     for _ in range(721):
         await daemon.cycle()
-        clock.t += 5
+        clock.advance(5)
     assert service.charged_kwh == pytest.approx(11.04, rel=0.01)
     plan = await service.step(clock())
     assert plan is not None and plan.grid_slots == () and plan.need_kwh < 0.1
@@ -155,7 +145,7 @@ async def test_a_user_choice_during_a_grid_slot_stands(tmp_path: Path) -> None:
     await service.step(clock())
     assert daemon.mode == "fast"
     daemon.set_mode("off", source="api")
-    clock.t = utc(8, 3)
+    clock.t_s = utc(8, 3)
     await service.step(clock())
     assert daemon.mode == "off"
 
@@ -166,7 +156,7 @@ async def test_car_leaving_ends_the_grid_slot(tmp_path: Path) -> None:
     await service.step(clock())
     assert daemon.mode == "fast"
     charger.connected = False
-    clock.t += 5
+    clock.advance(5)
     await daemon.cycle()
     assert daemon.mode == "pv" and service.charged_kwh == 0
     assert await service.step(clock()) is None
@@ -174,7 +164,7 @@ async def test_car_leaving_ends_the_grid_slot(tmp_path: Path) -> None:
 
 async def test_no_plans_no_service(tmp_path: Path) -> None:
     config = parse_config(CONFIG_TEXT.split("plans:")[0], environ={})
-    clock = Clock(utc(7, 22))
+    clock = FakeClock(utc(7, 22))
     daemon = Daemon(config, Meter(clock), Charger(clock), clock=clock)  # type: ignore[arg-type]
     assert build_service(config, daemon, clock=clock) is None
     with_plans = parse_config(CONFIG_TEXT, environ={})
@@ -184,7 +174,7 @@ async def test_no_plans_no_service(tmp_path: Path) -> None:
 
 
 async def test_forecast_solar_key_never_in_messages() -> None:
-    clock = Clock(utc(7, 9))
+    clock = FakeClock(utc(7, 9))
     async with ForecastSolarEmulator(Sky(), clock=clock) as emulator:
         emulator.faults.set(Fault.HTTP_503)
         source = ForecastSolarForecast(
@@ -218,33 +208,18 @@ async def test_run_with_an_impossible_plan_charges_fast_and_says_so(tmp_path: Pa
             "sessions: {enabled: false}\napi: {enabled: false}\n"
             f'plans: [{{deadline: "{deadline}", energy_kwh: 60, timezone: UTC}}]\n'
         )
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "pvcharge",
-            "run",
-            "--config",
-            str(path),
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
+        at_16_a, code, log = await run_daemon(
+            path, until=lambda: site.state().offered_current_a == 16, polls=300
         )
-        for _ in range(300):
-            await asyncio.sleep(0.1)
-            if site.state().offered_current_a >= 16:
-                break
-        offered = site.state().offered_current_a
-        proc.send_signal(signal.SIGTERM)
-        out, err = await asyncio.wait_for(proc.communicate(), 20)
-    log = err.decode() + out.decode()
-    assert proc.returncode == 0, log
-    assert offered == 16, log
+    assert code == 0, log
+    assert at_16_a, log
     assert "plan_made" in log and "met=False" in log
     assert "mode_changed" in log and "source=plan" in log
     assert not (tmp_path / "state.json").exists()
 
 
 async def test_smart_cost_limit_charges_fast_while_cheap_without_a_plan(tmp_path: Path) -> None:
-    clock = Clock(utc(8, 1, 45))
+    clock = FakeClock(utc(8, 1, 45))
     config = parse_config(
         CONFIG_TEXT.split("plans:")[0] + "tariff: {smart_cost_limit: 0.15, grid_price_per_kwh: 0.3}\n",
         environ={},
@@ -264,10 +239,10 @@ async def test_smart_cost_limit_charges_fast_while_cheap_without_a_plan(tmp_path
     service.attach()
     await daemon.cycle()
     assert await service.step(clock()) is None and daemon.mode == "pv"  # 0.30 at 01:45
-    clock.t = utc(8, 2)
+    clock.t_s = utc(8, 2)
     await service.step(clock())
     assert daemon.mode == "fast"  # 0.12 from 02:00
-    clock.t = utc(8, 3)
+    clock.t_s = utc(8, 3)
     await service.step(clock())
     assert daemon.mode == "pv"
     dead = PlanService(
@@ -280,9 +255,9 @@ async def test_smart_cost_limit_charges_fast_while_cheap_without_a_plan(tmp_path
         smart_cost_limit=0.15,
     )
     dead.attach()
-    clock.t += 5
+    clock.advance(5)
     await daemon.cycle()
-    clock.t = utc(8, 2, 15)
+    clock.t_s = utc(8, 2, 15)
     await dead.step(clock())
     assert daemon.mode == "pv"  # no prices: the flat fallback never counts as cheap
 
@@ -302,7 +277,7 @@ class FlatPv:
 async def test_measured_pv_corrects_the_forecast(tmp_path: Path) -> None:
     """Forecast 8 kW, measured 6 kW from 08:00 to 10:00: the day's factor is 0.75, so the plan counts
     on 8 × 0.75 − 0.3 base load = 5.7 kW, × 0.8 margin = 4.56 kW per slot."""
-    clock = Clock(utc(8, 8))
+    clock = FakeClock(utc(8, 8))
     meter = Meter(clock)
     meter.pv_w = 6000.0
     config = parse_config(CONFIG_TEXT, environ={})
@@ -321,10 +296,10 @@ async def test_measured_pv_corrects_the_forecast(tmp_path: Path) -> None:
     first = await service.step(clock())
     assert first is not None and service.pv_factor_today == 1.0
     assert first.slots[0].pv_kwh == pytest.approx((8000 - 300) * 0.8 / 4000)
-    while clock.t < utc(8, 10):
-        clock.t += 5
+    while clock.t_s < utc(8, 10):
+        clock.advance(5)
         await daemon.cycle()
-        if clock.t % SLOT_S == 0:
+        if clock.t_s % SLOT_S == 0:
             await service.step(clock())
     plan = await service.step(clock())
     assert service.pv_factor_today == pytest.approx(0.75, abs=0.01)

@@ -4,22 +4,33 @@ on each array's plane, turned into power here) or forecast.solar (power per arra
 Both need no key; arrays are given by latitude/longitude, tilt (0° flat, 90° vertical) and azimuth
 (0° south, -90° east, 90° west; the convention of both services) and peak power.
 
-**Open-Meteo** (``GET https://api.open-meteo.com/v1/forecast``; 600/min, 5000/h, 10000/day per IP,
-non-commercial): per array, ``minutely_15=global_tilted_irradiance,temperature_2m`` with ``tilt`` and
-``azimuth``, ``timeformat=unixtime``. ``global_tilted_irradiance`` is the mean over the *preceding*
-15 min, so the value at ``t`` is the slot ``[t - 900, t)``. Power model (as evcc's, simple and said)::
+Sources (checked 2026-08, /work/shared/reference/sources.md):
 
-    cell_temp_c = air_temp_c + 0.03 × gti_w_m2           # ~NOCT 45 °C at 800 W/m²
-    power_w = kwp × 1000 × gti_w_m2 / 1000 × performance_ratio × (1 − 0.004 × (cell_temp_c − 25))
+**Open-Meteo** (``GET https://api.open-meteo.com/v1/forecast``, https://open-meteo.com/en/docs; 600/min,
+5000/h, 10000/day per IP, non-commercial): per array, ``minutely_15=global_tilted_irradiance,temperature_2m``
+with ``tilt`` and ``azimuth``, ``timeformat=unixtime``. Its radiation values are means over the
+*preceding* interval (the ``_instant`` variants are not), so the value at ``t`` is the slot
+``[t - 900, t)``. Power model (the form of evcc's ``templates/definition/tariff/open-meteo.yaml``)::
 
-clamped to 0 and, summed over the arrays, to ``inverter_max_w``. ``performance_ratio`` (default 0.85)
-covers inverter, wiring, soiling and mismatch losses.
+    cell_temp_c = air_temp_c + 0.03 K·m²/W × gti_w_m2
+    power_w = kwp × 1000 W/kWp × gti_w_m2 / (1000 W/m²) × performance_ratio
+              × (1 − 0.004 /K × (cell_temp_c − 25 °C))
 
-**forecast.solar** (``GET https://api.forecast.solar/estimate/{lat}/{lon}/{dec}/{az}/{kwp}?time=utc``;
-12 requests an hour per IP on the free tier, one per array, hourly values): ``result.watts`` maps a
-time (``2026-12-07 09:00:00`` in UTC with ``time=utc``, or ISO 8601 with an offset) to the expected AC
-power in W at that instant; a slot gets the power linearly interpolated at its middle, 0 outside the
-day the service gives.
+clamped to 0 and, summed over the arrays, to ``inverter_max_w``. ``kwp`` is rated at 1000 W/m² and 25 °C
+cell temperature (standard test conditions). −0.004 /K is crystalline silicon's power temperature
+coefficient (datasheets: −0.3 to −0.45 %/K; evcc's default ``alphatemp``). 0.03 K·m²/W is the cell
+heating of the Ross model: NOCT 45 °C at 800 W/m² and 20 °C air gives (45 − 20) / 800 = 0.031; the
+coefficients evcc lists by mounting (from Solar Energy 2020,
+https://www.sciencedirect.com/science/article/pii/S0038092X20309107) run from 0.020 (well cooled) to
+0.056 (on a sloped roof), so a hot roof array is over-estimated by up to (0.056 − 0.03) × 600 × 0.004
+≈ 6 % at 600 W/m², which ``pv_factor`` covers. ``performance_ratio`` (default 0.85) covers inverter,
+wiring, soiling and mismatch losses.
+
+**forecast.solar** (``GET https://api.forecast.solar/estimate/{lat}/{lon}/{dec}/{az}/{kwp}?time=utc``,
+https://doc.forecast.solar/api:estimate; 12 requests an hour per IP on the free tier, one per array,
+hourly values): ``result.watts`` maps a time (``2026-12-07 09:00:00`` in UTC with ``time=utc``, or ISO
+8601 with an offset) to the expected AC power in W at that instant; a slot gets the power linearly
+interpolated at its middle, 0 outside the day the service gives.
 
 The sources give PV power (summed over the arrays, clamped to ``inverter_max_w``); the planner counts
 on the **surplus** = PV × the day's correction (:class:`PvCorrection`: measured ÷ forecast so far) −
@@ -38,13 +49,15 @@ from typing import Any
 
 from pvcharge.errors import DeviceProtocolError
 from pvcharge.planning.planner import SLOT_S, slot_start
-from pvcharge.planning.source import JsonGetter, SlotValues
+from pvcharge.planning.source import HttpSource, JsonGetter, SlotValues
 
 OPEN_METEO_URL = "https://api.open-meteo.com/v1/forecast"
 FORECAST_SOLAR_URL = "https://api.forecast.solar"
-#: temperature coefficient of crystalline silicon power, per K above 25 °C cell temperature
+#: forecast.solar gives a value per hour of daylight (plus sunrise and sunset): a longer gap is a night, in s.
+FORECAST_SOLAR_MAX_GAP_S = 3 * 3600
+#: temperature coefficient of crystalline silicon power, per K above 25 °C cell temperature (module docstring)
 TEMP_COEFF_PER_K = -0.004
-#: cell heating above air per W/m² of irradiance, in K (NOCT 45 °C at 800 W/m², 20 °C air)
+#: cell heating above air per W/m² of irradiance, in K·m²/W (Ross model, NOCT; module docstring)
 CELL_HEATING_K_PER_W_M2 = 0.03
 
 
@@ -117,7 +130,7 @@ class PvCorrection:
         return min(self.high, max(self.low, measured_kwh / forecast_kwh))
 
 
-class OpenMeteoForecast:
+class OpenMeteoForecast(HttpSource):
     """PV power per slot from Open-Meteo's tilted irradiance, one request per array."""
 
     def __init__(
@@ -130,8 +143,7 @@ class OpenMeteoForecast:
         forecast_days: int = 2,
         url: str = OPEN_METEO_URL,
     ) -> None:
-        self.name = getter.name
-        self._getter = getter
+        super().__init__(getter)
         self._arrays = tuple(arrays)
         self._pr = performance_ratio
         self._inverter_max_w = inverter_max_w
@@ -163,9 +175,6 @@ class OpenMeteoForecast:
                 if t >= slot_start(now_s):
                     total[t] = total.get(t, 0.0) + power_w
         return clamp_to_inverter(total, self._inverter_max_w)
-
-    async def close(self) -> None:
-        await self._getter.close()
 
 
 def parse_open_meteo(
@@ -201,7 +210,7 @@ def parse_open_meteo(
     return power
 
 
-class ForecastSolarForecast:
+class ForecastSolarForecast(HttpSource):
     """PV power per slot from forecast.solar's estimate, one request per array; ``api_key`` (a paid
     plan's) goes in the path and is shown as ``***`` in every message."""
 
@@ -214,8 +223,7 @@ class ForecastSolarForecast:
         api_key: str | None = None,
         url: str = FORECAST_SOLAR_URL,
     ) -> None:
-        self.name = getter.name
-        self._getter = getter
+        super().__init__(getter)
         self._arrays = tuple(arrays)
         self._inverter_max_w = inverter_max_w
         self._base = url.rstrip("/") + (f"/{api_key}" if api_key else "")
@@ -242,14 +250,12 @@ class ForecastSolarForecast:
                     total[t] = total.get(t, 0.0) + power_w
         return clamp_to_inverter(total, self._inverter_max_w)
 
-    async def close(self) -> None:
-        await self._getter.close()
-
 
 def parse_forecast_solar(body: Any, name: str = "forecast forecast.solar") -> SlotValues:
     """Power per slot (W) from a forecast.solar estimate: ``result.watts`` interpolated at each slot's
-    middle between the first and the last time given for each day, 0 outside them (night), over the
-    whole UTC days the answer touches.
+    middle between two given times at most :data:`FORECAST_SOLAR_MAX_GAP_S` apart, 0 across a longer
+    gap (the night between one day's last time and the next day's first) and outside the answer, over
+    the whole UTC days the answer touches. A solar day may span UTC midnight (a site far from UTC).
 
     Raises:
         DeviceProtocolError: no ``result.watts`` mapping, a time or value that does not parse; an
@@ -281,7 +287,7 @@ def parse_forecast_solar(body: Any, name: str = "forecast forecast.solar") -> Sl
         slots[t] = 0.0
         if 0 < i < len(points):
             (t0, p0), (t1, p1) = points[i - 1], points[i]
-            if datetime.fromtimestamp(t0, UTC).date() == datetime.fromtimestamp(t1, UTC).date():
+            if t1 - t0 <= FORECAST_SOLAR_MAX_GAP_S:
                 slots[t] = p0 + (p1 - p0) * (middle - t0) / (t1 - t0)
         t += SLOT_S
     return slots

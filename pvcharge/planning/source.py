@@ -143,6 +143,19 @@ class JsonGetter:
             await client.aclose()
 
 
+class HttpSource:
+    """What every source that asks a public API through a :class:`JsonGetter` shares: its ``name`` (the
+    getter's) and :meth:`close`."""
+
+    def __init__(self, getter: JsonGetter) -> None:
+        self.name = getter.name
+        self._getter = getter
+
+    async def close(self) -> None:
+        """Close the getter's connection pool. Safe to call twice."""
+        await self._getter.close()
+
+
 class CachedSource:
     """The last good answer of ``source``, refreshed every ``refresh_s`` (``retry_s`` after a failure).
 

@@ -6,15 +6,18 @@ The customer's price from a market price (both sources give EUR/MWh)::
     price_per_kwh = (market_eur_per_mwh / 1000 + charges_per_kwh) * (1 + vat_pct / 100)
 
 ``charges_per_kwh`` is everything the supplier adds per kWh (grid fees, levies, its margin), before
-VAT; evcc's ``charges`` and ``tax`` do the same (util/templates/includes/tariff-base.tpl).
+VAT, in the currency per kWh; ``vat_pct`` in %. evcc does the same with its ``charges`` and ``tax`` (a
+fraction there): ``(price + charges) * (1 + tax)`` in ``tariff/embed.go`` ``totalPrice``.
 
 Sources (checked 2026-08, /work/shared/reference/sources.md):
 
-- aWATTar: ``GET https://api.awattar.de/v1/marketdata?start=<ms>&end=<ms>`` →
-  ``{"object": "list", "data": [{"start_timestamp": ms, "end_timestamp": ms, "marketprice": 92.3,
-  "unit": "Eur/MWh"}, ...], "url": "/de/v1/marketdata"}``, one entry per hour; fair use about 100
-  requests a day (secondary source), so it is asked at most hourly.
-- Energy-Charts (Fraunhofer ISE): ``GET https://api.energy-charts.info/price?bzn=DE-LU&start=<date>&end=<date>``
+- aWATTar (https://www.awattar.de/services/api):
+  ``GET https://api.awattar.de/v1/marketdata?start=<ms>&end=<ms>`` → ``{"object": "list", "data":
+  [{"start_timestamp": ms, "end_timestamp": ms, "marketprice": 92.3, "unit": "Eur/MWh"}, ...], "url":
+  "/de/v1/marketdata"}``, one entry per hour; fair use about 100 requests a day (secondary source), so
+  it is asked hourly by default (``tariff.refresh_s``, at least 900 s: at most 96 a day).
+- Energy-Charts (Fraunhofer ISE, https://api.energy-charts.info/):
+  ``GET https://api.energy-charts.info/price?bzn=DE-LU&start=<date>&end=<date>``
   → ``{"unix_seconds": [...], "price": [...], "unit": "EUR / MWh", ...}``, 15-min slots since the
   market moved to them (hourly before; each price lasts until the next timestamp); a price may be
   ``null`` where none is published.
@@ -32,7 +35,7 @@ from typing import Any
 
 from pvcharge.errors import DeviceProtocolError
 from pvcharge.planning.planner import SLOT_S, slot_start
-from pvcharge.planning.source import JsonGetter, SlotValues, spread
+from pvcharge.planning.source import HttpSource, JsonGetter, SlotValues, spread
 
 AWATTAR_URL = "https://api.awattar.de/v1/marketdata"
 ENERGY_CHARTS_URL = "https://api.energy-charts.info/price"
@@ -68,7 +71,7 @@ class FixedTariff:
         """Nothing to close."""
 
 
-class AwattarTariff:
+class AwattarTariff(HttpSource):
     """aWATTar day-ahead prices (hourly, EUR/MWh) as customer prices per 15-min slot.
 
     Args:
@@ -78,8 +81,7 @@ class AwattarTariff:
     """
 
     def __init__(self, getter: JsonGetter, formula: PriceFormula, url: str = AWATTAR_URL) -> None:
-        self.name = getter.name
-        self._getter = getter
+        super().__init__(getter)
         self._formula = formula
         self._url = url
 
@@ -93,9 +95,6 @@ class AwattarTariff:
         start_ms = slot_start(now_s) * 1000
         body = await self._getter.get(self._url, {"start": start_ms, "end": start_ms + AHEAD_S * 1000})
         return parse_awattar(body, self._formula, self.name)
-
-    async def close(self) -> None:
-        await self._getter.close()
 
 
 def parse_awattar(body: Any, formula: PriceFormula, name: str = "tariff awattar") -> SlotValues:
@@ -123,7 +122,7 @@ def parse_awattar(body: Any, formula: PriceFormula, name: str = "tariff awattar"
     return prices
 
 
-class EnergyChartsTariff:
+class EnergyChartsTariff(HttpSource):
     """Energy-Charts day-ahead prices (EUR/MWh) for a bidding zone as customer prices per slot."""
 
     def __init__(
@@ -134,8 +133,7 @@ class EnergyChartsTariff:
         bidding_zone: str = "DE-LU",
         url: str = ENERGY_CHARTS_URL,
     ) -> None:
-        self.name = getter.name
-        self._getter = getter
+        super().__init__(getter)
         self._formula = formula
         self._zone = bidding_zone
         self._url = url
@@ -154,9 +152,6 @@ class EnergyChartsTariff:
             "end": (today + timedelta(days=1)).isoformat(),
         }
         return parse_energy_charts(await self._getter.get(self._url, params), self._formula, self.name)
-
-    async def close(self) -> None:
-        await self._getter.close()
 
 
 def parse_energy_charts(body: Any, formula: PriceFormula, name: str = "tariff energy-charts") -> SlotValues:
