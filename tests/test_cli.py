@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 import yaml
-from sitestub import free_port
+from sitestub import free_port, run_daemon
 
 from pvcharge.cli import PROBE_WAIT_S as PROBE_DEFAULT_S
 from pvcharge.sim.demo import SimClock
@@ -155,26 +155,10 @@ async def test_run_charges_logs_decisions_and_pauses_on_sigterm(emulators, tmp_p
         charger.url,
         "control: {interval_s: 1, cloud_filter: 'off', max_age_s: 10}\nlog: {level: debug}\n",
     )
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "pvcharge",
-        "run",
-        "--config",
-        str(path),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
     # noon on the bundled day: several kW of surplus, so with no start delay the car starts at once
-    for _ in range(100):
-        await asyncio.sleep(0.1)
-        if site.state().offered_current_a > 0:
-            break
-    assert site.state().offered_current_a >= 6
-    proc.send_signal(signal.SIGTERM)
-    out, err = await asyncio.wait_for(proc.communicate(), 20)
-    assert proc.returncode == 0, err.decode()
-    log = err.decode() + out.decode()
+    started, code, log = await run_daemon(path, until=lambda: site.state().offered_current_a >= 6)
+    assert started  # offered at least the minimum current before the SIGTERM
+    assert code == 0, log
     assert "decision" in log and "start:" in log
     assert "charger_left=paused" in log
     assert site.state().offered_current_a == 0  # left paused
