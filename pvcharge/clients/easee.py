@@ -65,9 +65,11 @@ BUDGETS: dict[str, tuple[int, float]] = {
     "auth": (3, 1.0),
 }
 #: the charger commands (``/api/chargers/{id}/commands/*``, all paths together) → (requests, window in
-#: s).  Easee publishes no limit for them and evcc#8290 met 429 on ``resume_charging``; this assumes the
-#: harshest reading seen (2 per minute for all commands of a charger together), with 1 s to spare for
-#: the cloud's clock and latency.
+#: s).  Easee publishes no limit for them (chargers.md §1.6: "other commands: not documented"; "the
+#: number of allowed commands depends on the endpoints" [evcc#8140]), and evcc#8290 and evcc#8877 met
+#: 429 on ``resume_charging``.  Assumed, not measured: all commands of a charger count together, at the
+#: lowest per-minute limit Easee publishes for any endpoint (``GET /api/chargers`` 2/min [GEN]), with
+#: 1 s to spare for the cloud's clock and latency.
 COMMAND_WINDOW: tuple[int, float] = (2, 61.0)
 
 REFRESH_MARGIN_S = 60.0  #: refresh the access token this long before it expires (pyeasee, §1.1 [P])
