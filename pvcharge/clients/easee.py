@@ -37,7 +37,7 @@ from typing import Any, Protocol
 import httpx
 import structlog
 
-from pvcharge.errors import DeviceError, DeviceProtocolError, DeviceUnavailable
+from pvcharge.errors import DeviceError, DeviceProtocolError, DeviceUnavailable, RateLimited
 from pvcharge.retry import (
     ServerError,
     backoff_retrying,
@@ -213,12 +213,8 @@ class SlidingWindow:
         self._taken = deque(sorted([*server, *taken[: len(taken) - len(known)]])[-self.limit :])
 
 
-class BudgetSpent(Exception):
-    """Not sent, or answered 429: the endpoint's budget is spent for ``wait_s`` seconds."""
-
-    def __init__(self, message: str, wait_s: float) -> None:
-        self.wait_s = wait_s
-        super().__init__(message)
+class BudgetSpent(RateLimited):
+    """Not sent, or answered 429: the endpoint's budget is spent for ``retry_after_s`` seconds."""
 
 
 class IpBlocked(Exception):
@@ -305,8 +301,8 @@ class EaseeClient:
         Returns any 2xx or 4xx response but 429 for the caller to judge (:meth:`check`).
 
         Raises:
-            BudgetSpent: ``budget`` is spent (nothing sent) or Easee answered 429 (the budget then waits
-                for ``Retry-After``).
+            BudgetSpent: (a ``RateLimited``) ``budget`` is spent (nothing sent) or Easee answered 429 (the
+                budget then waits for ``Retry-After``).
             IpBlocked: Easee blocked this IP (HTTP 403), now or earlier.
             DeviceUnavailable: no answer after the retries (timeout, connection, HTTP 5xx).
             DeviceProtocolError: login refused, a TLS failure, a malformed login reply.
@@ -410,7 +406,11 @@ class EaseeClient:
             raise IpBlocked(self._blocked)
         wait_s = self._budgets[budget].try_take()
         if wait_s > 0:
-            raise BudgetSpent(f"{where}: not sent, {budget} request budget spent for {wait_s:.0f} s", wait_s)
+            raise BudgetSpent(
+                self.name,
+                f"{where}: not sent, {budget} request budget spent for {wait_s:.0f} s",
+                retry_after_s=wait_s,
+            )
         headers = {"Authorization": f"Bearer {self._access.reveal()}"} if authorized and self._access else {}
         response = await self._http().request(method, path, json=body, headers=headers)
         if response.status_code >= 500:
@@ -455,7 +455,7 @@ class EaseeClient:
         except BudgetSpent as exc:
             if not failed:
                 raise
-            raise self._unavailable(where, failed[-1], len(failed), f"; {exc}") from failed[-1]
+            raise self._unavailable(where, failed[-1], len(failed), f"; {exc.message}") from failed[-1]
         except (httpx.TransportError, ServerError) as exc:
             raise self._unavailable(where, exc, len(failed)) from exc
         except httpx.HTTPError as exc:
@@ -470,8 +470,9 @@ class EaseeClient:
                 "easee.rate_limited", request=where, retry_after=header, wait_s=round(wait_s, 1)
             )
             raise BudgetSpent(
+                self.name,
                 f"{where}: HTTP 429 Too Many Requests; nothing sent to this endpoint for {wait_s:.0f} s",
-                wait_s,
+                retry_after_s=wait_s,
             )
         if response.status_code == 403 and "blocked" in response.text.lower():
             raise self._block(where, self.scrub(response.text))
