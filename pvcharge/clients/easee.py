@@ -224,8 +224,9 @@ class IpBlocked(Exception):
 class EaseeClient:
     """One Easee account's HTTP session for one charger: tokens, budgets, retries.
 
-    Requests go one after another over one keep-alive connection; proxies from the environment apply
-    (this is a cloud API).
+    Requests share one keep-alive connection pool; a read and a write may be in flight at once (only
+    logins and token refreshes go one at a time).  Proxies from the environment apply (this is a cloud
+    API).
 
     Args:
         name: device name for errors and logs.
