@@ -37,11 +37,19 @@ from pvcharge.clients.easee import BUDGETS, COMMAND_WINDOW, Budget, SlidingWindo
 from pvcharge.config import parse_config
 from pvcharge.control import ChargePoint, ControlConfig, Controller
 from pvcharge.daemon import Daemon
-from pvcharge.errors import DeviceError, DeviceProtocolError, DeviceUnavailable, WriteDeferred, WritesBlocked
+from pvcharge.errors import (
+    DeviceError,
+    DeviceProtocolError,
+    DeviceUnavailable,
+    RateLimited,
+    WriteDeferred,
+    WritesBlocked,
+)
 from pvcharge.readings import ChargerCommand, ChargerReading, IecState, SiteReading
 from pvcharge.retry import parse_retry_after
 from pvcharge.settings import Secret, SettingError
 from pvcharge.sim.easee import BLOCKED_TEXT, EaseeEmulator
+from pvcharge.sim.faults import Fault
 from pvcharge.sim.site import CarParams, SiteModel
 from pvcharge.sim.trace import Trace, bundled_trace
 
@@ -809,6 +817,25 @@ async def test_429_retry_after_is_honoured(site: SiteModel, clock: FakeClock, re
         await driver.apply(ChargerCommand(12, 3))
         assert emu.circuit_a == (12, 12, 12) and emu.count_429 == 1
         await driver.close()
+
+
+async def test_a_read_refused_with_429_is_rate_limited_until_retry_after(
+    charger: EaseeCharger, emulator: EaseeEmulator, clock: FakeClock
+) -> None:
+    await charger.read()  # logged in
+    clock.advance(15)
+    emulator.faults.set(Fault.HTTP_429, retry_after_s=40)
+    with pytest.raises(RateLimited, match="HTTP 429") as limited:
+        await charger.read()
+    assert limited.value.retry_after_s == 40 and str(limited.value).startswith(f"{NAME}: ")
+    emulator.faults.clear()
+    received = len(emulator.received)
+    clock.advance(15)
+    with pytest.raises(RateLimited, match="not sent") as limited:
+        await charger.read()
+    assert limited.value.retry_after_s == pytest.approx(25.0) and len(emulator.received) == received
+    clock.advance(25)
+    assert (await charger.read()).timestamp_s == clock()
 
 
 async def test_ip_block_stops_every_request_and_is_logged_once(

@@ -435,9 +435,10 @@ class EaseeCharger:
             without a request.
 
         Raises:
-            DeviceUnavailable: no answer after retries (timeout, connection, HTTP 5xx); the state or login
-                budget is spent or Easee answered 429 (the message says when to expect the next poll);
-                Easee blocked this IP (HTTP 403; nothing is sent any more).
+            DeviceUnavailable: no answer after retries (timeout, connection, HTTP 5xx); Easee blocked this
+                IP (HTTP 403; nothing is sent any more).
+            RateLimited: (a ``DeviceUnavailable``) the state or login budget is spent or Easee answered
+                429; nothing is sent for ``retry_after_s``.
             DeviceProtocolError: login refused, access denied, unknown charger (404), malformed reply.
         """
         cached = self._cached
@@ -447,7 +448,7 @@ class EaseeCharger:
         where = self._client.where("GET", self._state_path)
         try:
             response = await self._client.request("state", "GET", self._state_path)
-        except (BudgetSpent, IpBlocked) as exc:
+        except IpBlocked as exc:
             raise DeviceUnavailable(self.name, str(exc)) from exc
         self._client.check(response, where)
         payload = self._client.json(response, where)
@@ -619,7 +620,7 @@ class EaseeCharger:
         try:
             response = await self._client.request(write.budget, "POST", write.path, write.body)
         except BudgetSpent as exc:
-            raise WriteDeferred(self.name, str(exc), retry_after_s=exc.wait_s) from exc
+            raise WriteDeferred(self.name, exc.message, retry_after_s=exc.retry_after_s) from exc
         except IpBlocked as exc:
             raise WritesBlocked(self.name, str(exc)) from exc
         except BaseException:

@@ -37,7 +37,7 @@ from typing import Any, Protocol
 import httpx
 import structlog
 
-from pvcharge.errors import DeviceError, DeviceProtocolError, DeviceUnavailable
+from pvcharge.errors import DeviceError, DeviceProtocolError, DeviceUnavailable, RateLimited
 from pvcharge.retry import (
     ServerError,
     backoff_retrying,
@@ -65,9 +65,11 @@ BUDGETS: dict[str, tuple[int, float]] = {
     "auth": (3, 1.0),
 }
 #: the charger commands (``/api/chargers/{id}/commands/*``, all paths together) → (requests, window in
-#: s).  Easee publishes no limit for them and evcc#8290 met 429 on ``resume_charging``; this assumes the
-#: harshest reading seen (2 per minute for all commands of a charger together), with 1 s to spare for
-#: the cloud's clock and latency.
+#: s).  Easee publishes no limit for them (chargers.md §1.6: "other commands: not documented"; "the
+#: number of allowed commands depends on the endpoints" [evcc#8140]), and evcc#8290 and evcc#8877 met
+#: 429 on ``resume_charging``.  Assumed, not measured: all commands of a charger count together, at the
+#: lowest per-minute limit Easee publishes for any endpoint (``GET /api/chargers`` 2/min [GEN]), with
+#: 1 s to spare for the cloud's clock and latency.
 COMMAND_WINDOW: tuple[int, float] = (2, 61.0)
 
 REFRESH_MARGIN_S = 60.0  #: refresh the access token this long before it expires (pyeasee, §1.1 [P])
@@ -211,12 +213,8 @@ class SlidingWindow:
         self._taken = deque(sorted([*server, *taken[: len(taken) - len(known)]])[-self.limit :])
 
 
-class BudgetSpent(Exception):
-    """Not sent, or answered 429: the endpoint's budget is spent for ``wait_s`` seconds."""
-
-    def __init__(self, message: str, wait_s: float) -> None:
-        self.wait_s = wait_s
-        super().__init__(message)
+class BudgetSpent(RateLimited):
+    """Not sent, or answered 429: the endpoint's budget is spent for ``retry_after_s`` seconds."""
 
 
 class IpBlocked(Exception):
@@ -226,8 +224,9 @@ class IpBlocked(Exception):
 class EaseeClient:
     """One Easee account's HTTP session for one charger: tokens, budgets, retries.
 
-    Requests go one after another over one keep-alive connection; proxies from the environment apply
-    (this is a cloud API).
+    Requests share one keep-alive connection pool; a read and a write may be in flight at once (only
+    logins and token refreshes go one at a time).  Proxies from the environment apply (this is a cloud
+    API).
 
     Args:
         name: device name for errors and logs.
@@ -303,8 +302,8 @@ class EaseeClient:
         Returns any 2xx or 4xx response but 429 for the caller to judge (:meth:`check`).
 
         Raises:
-            BudgetSpent: ``budget`` is spent (nothing sent) or Easee answered 429 (the budget then waits
-                for ``Retry-After``).
+            BudgetSpent: (a ``RateLimited``) ``budget`` is spent (nothing sent) or Easee answered 429 (the
+                budget then waits for ``Retry-After``).
             IpBlocked: Easee blocked this IP (HTTP 403), now or earlier.
             DeviceUnavailable: no answer after the retries (timeout, connection, HTTP 5xx).
             DeviceProtocolError: login refused, a TLS failure, a malformed login reply.
@@ -408,7 +407,11 @@ class EaseeClient:
             raise IpBlocked(self._blocked)
         wait_s = self._budgets[budget].try_take()
         if wait_s > 0:
-            raise BudgetSpent(f"{where}: not sent, {budget} request budget spent for {wait_s:.0f} s", wait_s)
+            raise BudgetSpent(
+                self.name,
+                f"{where}: not sent, {budget} request budget spent for {wait_s:.0f} s",
+                retry_after_s=wait_s,
+            )
         headers = {"Authorization": f"Bearer {self._access.reveal()}"} if authorized and self._access else {}
         response = await self._http().request(method, path, json=body, headers=headers)
         if response.status_code >= 500:
@@ -453,7 +456,7 @@ class EaseeClient:
         except BudgetSpent as exc:
             if not failed:
                 raise
-            raise self._unavailable(where, failed[-1], len(failed), f"; {exc}") from failed[-1]
+            raise self._unavailable(where, failed[-1], len(failed), f"; {exc.message}") from failed[-1]
         except (httpx.TransportError, ServerError) as exc:
             raise self._unavailable(where, exc, len(failed)) from exc
         except httpx.HTTPError as exc:
@@ -468,8 +471,9 @@ class EaseeClient:
                 "easee.rate_limited", request=where, retry_after=header, wait_s=round(wait_s, 1)
             )
             raise BudgetSpent(
+                self.name,
                 f"{where}: HTTP 429 Too Many Requests; nothing sent to this endpoint for {wait_s:.0f} s",
-                wait_s,
+                retry_after_s=wait_s,
             )
         if response.status_code == 403 and "blocked" in response.text.lower():
             raise self._block(where, self.scrub(response.text))

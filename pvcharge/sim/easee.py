@@ -96,7 +96,8 @@ _COMMANDS = (
     "toggle_charging",
 )
 #: ``ChargerSettings`` keys accepted by ``POST /api/chargers/{id}/settings`` (Easee OpenAPI [GEN];
-#: those pyeasee sends [P]) and their initial values; ``dynamicChargerCurrent`` is the live value.
+#: those pyeasee sends [P]) and their initial values, besides ``dynamicChargerCurrent`` (the live
+#: :attr:`EaseeEmulator.dynamic_charger_a`, which the commands change too).
 CHARGER_SETTINGS: dict[str, object] = {
     "enabled": True,
     "enableIdleCurrent": False,
@@ -107,7 +108,6 @@ CHARGER_SETTINGS: dict[str, object] = {
     "smartCharging": False,
     "ledStripBrightness": 50,
     "maxChargerCurrent": 32,
-    "dynamicChargerCurrent": 32,
 }
 #: the text of the cloud's 400 for a wrong login (unverified wording; the status is what clients act on).
 WRONG_LOGIN_TITLE = "Invalid username or password"
@@ -186,7 +186,7 @@ class EaseeEmulator(LoopbackHttpServer):
         request_log: the last 4096 requests as ``(t_s, method, path with query, status)``.
         issued_tokens: every access and refresh token handed out (for tests that check none leaks).
         dynamic_charger_a: the dynamic charger current, A.
-        settings: the charger settings (:data:`CHARGER_SETTINGS`).
+        settings: the charger settings (:data:`CHARGER_SETTINGS`) but the dynamic charger current.
         circuit_a: the circuit dynamic currents P1..P3, whole A.
 
     Raises:
@@ -450,17 +450,16 @@ class EaseeEmulator(LoopbackHttpServer):
         if refused is not None:
             return refused
         try:
-            body = await self._settings_body(request, CHARGER_SETTINGS)
+            body = await self._settings_body(request, [*CHARGER_SETTINGS, "dynamicChargerCurrent"])
             changes = {key: _setting(key, value) for key, value in body.items()}
         except ValueError as exc:
             return _error(400, str(exc))
         self.writes += 1
-        current = {**self.settings, "dynamicChargerCurrent": self.dynamic_charger_a}
-        if all(current[key] == value for key, value in changes.items()):
+        dynamic_a = _amps(changes.pop("dynamicChargerCurrent", self.dynamic_charger_a))
+        if dynamic_a == self.dynamic_charger_a and all(self.settings[k] == v for k, v in changes.items()):
             return web.Response(status=200)
         self.settings.update(changes)
-        if "dynamicChargerCurrent" in changes:
-            self.dynamic_charger_a = _amps(changes["dynamicChargerCurrent"])
+        self.dynamic_charger_a = dynamic_a
         self._offer()
         return self._accepted()
 
