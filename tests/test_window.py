@@ -27,6 +27,27 @@ def test_min_max_mean_match_brute_force(steps: list[tuple[float, float]], length
         assert window.full == (t - seen[0][0] >= length_s)
 
 
+@given(
+    st.lists(st.tuples(st.floats(0, 30), st.floats(-1e4, 1e4)), min_size=1, max_size=200),
+    st.sampled_from([0.0, 10.0, 30.0, 144.0, 240.0]),
+)
+def test_spans_read_from_the_end_of_a_longer_window_match_brute_force(
+    steps: list[tuple[float, float]], span_s: float
+) -> None:
+    """The controller keeps one surplus window and reads its shorter spans (a start's part of the cloud
+    window, the last 30 s) from it: each must be what a window of that length would say."""
+    window = TimeWindow(240.0)
+    t, seen = 0.0, []
+    for dt, value in steps:
+        t += dt
+        window.add(t, value)
+        seen.append((t, value))
+        inside = [v for u, v in seen if u >= t - span_s]
+        assert window.min_over(span_s) == min(inside)
+        assert window.max_over(span_s) == max(inside)
+        assert window.spans(span_s) == (t - seen[0][0] >= span_s)
+
+
 def test_clear_empties_and_refuses_time_going_back() -> None:
     window = TimeWindow(60)
     window.add(0, 1.0)
