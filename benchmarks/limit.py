@@ -122,7 +122,7 @@ def limit_score(trace: Trace, max_starts: int, max_switches: int, battery_weight
     day0 = trace.start_s - trace.local_seconds_of_day(trace.start_s)
     t0, t1 = day0 + car.plug_in_s, day0 + car.plug_out_s
     seconds = np.arange(t0, t1)
-    surplus = np.array([trace.at(float(t))[0] - trace.at(float(t))[1] for t in seconds])
+    surplus = np.array([pv - house for pv, house in (trace.at(float(t)) for t in seconds)])
     values, levels = step_values(surplus, battery_weight)
     path = best_schedule(values, max_starts, max_switches, car.start_delay_s, car.phase_switch_pause_s)
     commands = [
