@@ -39,11 +39,11 @@ on 3 phases costs some battery, a peak on 1 phase is lost for good), each multip
 ``phase_switch_gain_growth`` for every switch in the last hour, so a large gain acts within minutes while
 flapping weather makes switching dearer.  On top, switches are at least ``phase_switch_interval_s``
 apart and at most ``phase_switches_per_hour``.  A session starts on 3 phases only if the surplus
-covered their minimum for the whole cloud window.  A car seen drawing on one
-phase while offered three is treated as a 1-phase car until it is unplugged.  A switch is one command
-(new phases and the current for them); pausing the car around it is the charger's sequence (WARP3 stops
-charging, switches its contactors and reconnects the car; the simulated car pauses 30 s), so a switch
-costs no extra start.
+covered their minimum for as long as a start looks (pv: the last ``start_fraction`` of the cloud window;
+minpv: all of it).  A car seen drawing on one phase while offered three is treated as a 1-phase car
+until it is unplugged.  A switch is one command (new phases and the current for them); pausing the car
+around it is the charger's sequence (WARP3 stops charging, switches its contactors and reconnects the
+car; the simulated car pauses 30 s), so a switch costs no extra start.
 
 **Stale data.** A meter reading older than ``max_age_s`` (or none) sends the car to the safe state at
 once (pause; ``min_current`` keeps min current in ``minpv`` and ``fast``), clears the filters, and says
@@ -102,8 +102,8 @@ class Controller:
         site: site settings (voltage).
         capabilities: what the charger can do (its driver's ``capabilities``): its current range
             narrows the charge point's; an ``on_off_only`` charger charges at a fixed current
-            (``max_current_a``), so it starts only when the surplus covered that fixed power for the whole
-            cloud window and stops when it was short of it for the whole window.
+            (``max_current_a``), so it starts only when the surplus covered that fixed power for the last
+            ``start_fraction`` of the cloud window and stops when it was short of it for the whole window.
 
     Call :meth:`step` once per cycle.  The object keeps timers and filters between calls; it is not
     thread-safe and not shared between charge points.
@@ -165,7 +165,7 @@ class Controller:
         v = self.site.voltage_v
         min_3p = 3 * self.min_current_a * v
         max_1p = self.max_current_a * v
-        #: a pv session starts on 3 phases only if the surplus covered their minimum the whole window
+        #: a session starts on 3 phases only if the surplus covered this (W) for as long as a start looks
         self.phase_up_w = min_3p if max_1p < min_3p else min_3p + 3 * v
 
     def phase_gain_w(self, surplus_w: float) -> float:
