@@ -112,8 +112,8 @@ def main() -> int:
             for cf in ("off", "weak", "medium", "strong")
             for w in (1.0, 1.5, 3.0)
         }
-        policies["phases: 1 (never 3p), medium"] = pvcharge_policy(phases=1)
-        policies["phases: 3 (never 1p), medium"] = pvcharge_policy(phases=3)
+        policies["phases: 1 (never 3p), default config"] = pvcharge_policy(phases=1)
+        policies["phases: 3 (never 1p), default config"] = pvcharge_policy(phases=3)
     else:
         policies = POLICIES
     start = time.perf_counter()
