@@ -7,16 +7,20 @@
 **Source.** ``sunpeek-exampledata==0.2.1`` (PyPI; CC BY-SA 4.0; data © 2017-2023 SOLID Solar Energy
 Systems GmbH; original dataset Zenodo record 7741084), file
 ``sunpeek_exampledata/FHW/FHW__array_ArcS__2017-01-01__2017-12-31__1m__UTC.csv``: one year of 1-min
-measurements at the Fernheizwerk Graz solar-thermal plant (47.0472 N, 15.4364 E, 344 m).  Columns used:
-``rd_gti`` (in-plane irradiance on the 30° south plane, W/m²), ``rd_ghi`` (GHI, W/m²), ``te_amb`` (air
-temperature, K), ``ve_wind`` (wind speed, m/s).  The file's SHA-256 is checked before use
-(:data:`SOURCE_SHA256`).  Only this Graz file is read: the wheel's other site is kept for independent
-checks.
+measurements at the Fernheizwerk Graz solar-thermal plant (47.0472 N, 15.4364 E, 344 m), ``;``-separated,
+stamped in UTC (column ``timestamps_UTC``).  Columns used: ``rd_gti`` (in-plane irradiance on the 30°
+south plane, W/m²), ``rd_ghi`` (GHI, W/m²), ``te_amb`` (air temperature, K), ``ve_wind`` (wind speed,
+m/s).  Location, plane and units are the wheel's own plant description,
+``sunpeek_exampledata/FHW/plant_config_FHW_Arcon_South.json`` (``latitude``/``longitude``/``elevation``;
+``raw_sensors``: ``rd_gti`` tilt 30°, azim 180°, ``W m**-2``; ``te_amb`` ``K``; ``ve_wind`` ``m s**-1``);
+it lists no unit for ``rd_ghi``, read as W/m² like its other ``rd_`` columns (its values are of
+``rd_gti``'s size).  The file's SHA-256 is checked before use (:data:`SOURCE_SHA256`).  Only this Graz
+file is read: the wheel's other site is kept for independent checks.
 
 **PV.** A hypothetical 10 kWp array on that plane, with pvlib: Faiman cell temperature from the
-measured in-plane irradiance, air temperature and wind; PVWatts DC (−0.4 %/K); PVWatts inverter
-(96 % nominal efficiency) clipping at 10 kW AC.  No transposition is modelled: the plane's irradiance
-is measured.
+measured in-plane irradiance, air temperature and wind (pvlib's default u0, u1); PVWatts DC
+(−0.4 %/K); PVWatts inverter (96 % nominal efficiency) clipping at 10 kW AC.  No transposition is
+modelled: the plane's irradiance is measured.
 
 **Days.** Cut in local time (Europe/Vienna, CEST in summer), 05:00–21:00 (the car is plugged in 08:00–
 18:00; in Graz the sun is below the horizon before 05:00 and after 21:00 CEST all summer).  A day is
@@ -66,8 +70,10 @@ import numpy as np
 
 from pvcharge.sim.trace import Trace, load_trace
 
-SOURCE_FILE = "FHW/FHW__array_ArcS__2017-01-01__2017-12-31__1m__UTC.csv"
+SOURCE_FILE = "FHW/FHW__array_ArcS__2017-01-01__2017-12-31__1m__UTC.csv"  #: inside sunpeek_exampledata 0.2.1
+#: sha256sum of that file as the 0.2.1 wheel ships it
 SOURCE_SHA256 = "02c3b36af9d407278da833c1cfbc84f24fdfdd13c45cc07783bdd0e7ad7590fe"
+#: degrees N, degrees E, m: the wheel's FHW/plant_config_FHW_Arcon_South.json
 LATITUDE, LONGITUDE, ALTITUDE_M = 47.047201, 15.436428, 344.0
 TZ = ZoneInfo("Europe/Vienna")
 DAY_START_H, DAY_END_H = 5, 21

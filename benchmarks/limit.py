@@ -26,13 +26,13 @@ from benchmarks.graz import CLASSES, load_days
 from benchmarks.run import pvcharge_policy
 from pvcharge.control import Decision
 from pvcharge.readings import ChargerCommand, ChargerReading, SiteReading
-from pvcharge.sim.replay import DayScore, replay
-from pvcharge.sim.site import CarParams
+from pvcharge.sim.replay import DayScore, ReplaySite, replay
 from pvcharge.sim.trace import Trace
 
 STEP_S = 30
-VOLTAGE_V = 230.0
-LEVELS_A = np.arange(6, 17)
+SITE = ReplaySite()  #: the reference site every policy and the schedule are replayed on
+VOLTAGE_V = SITE.voltage_v
+LEVELS_A = np.arange(math.ceil(SITE.min_current_a), math.floor(SITE.max_current_a) + 1)  #: whole amps
 
 
 def step_values(surplus_w: np.ndarray, battery_weight: float) -> tuple[np.ndarray, np.ndarray]:
@@ -118,11 +118,11 @@ class Schedule:
 
 
 def limit_score(trace: Trace, max_starts: int, max_switches: int, battery_weight: float) -> DayScore:
-    car = CarParams()
+    car = SITE.car
     day0 = trace.start_s - trace.local_seconds_of_day(trace.start_s)
     t0, t1 = day0 + car.plug_in_s, day0 + car.plug_out_s
     seconds = np.arange(t0, t1)
-    surplus = np.array([trace.at(float(t))[0] - trace.at(float(t))[1] for t in seconds])
+    surplus = np.array([pv - house for pv, house in (trace.at(float(t)) for t in seconds)])
     values, levels = step_values(surplus, battery_weight)
     path = best_schedule(values, max_starts, max_switches, car.start_delay_s, car.phase_switch_pause_s)
     commands = [

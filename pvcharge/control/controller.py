@@ -39,11 +39,11 @@ on 3 phases costs some battery, a peak on 1 phase is lost for good), each multip
 ``phase_switch_gain_growth`` for every switch in the last hour, so a large gain acts within minutes while
 flapping weather makes switching dearer.  On top, switches are at least ``phase_switch_interval_s``
 apart and at most ``phase_switches_per_hour``.  A session starts on 3 phases only if the surplus
-covered their minimum for the whole cloud window.  A car seen drawing on one
-phase while offered three is treated as a 1-phase car until it is unplugged.  A switch is one command
-(new phases and the current for them); pausing the car around it is the charger's sequence (WARP3 stops
-charging, switches its contactors and reconnects the car; the simulated car pauses 30 s), so a switch
-costs no extra start.
+covered their minimum for as long as a start looks (pv: the last ``start_fraction`` of the cloud window;
+minpv: all of it).  A car seen drawing on one phase while offered three is treated as a 1-phase car
+until it is unplugged.  A switch is one command (new phases and the current for them); pausing the car
+around it is the charger's sequence (WARP3 stops charging, switches its contactors and reconnects the
+car; the simulated car pauses 30 s), so a switch costs no extra start.
 
 **Stale data.** A meter reading older than ``max_age_s`` (or none) sends the car to the safe state at
 once (pause; ``min_current`` keeps min current in ``minpv`` and ``fast``), clears the filters, and says
@@ -69,6 +69,11 @@ from pvcharge.readings import ChargerCapabilities, ChargerCommand, ChargerReadin
 CAR_SETTLE_MAX_S = 30.0  #: the longest a stale charger reading holds back new meter readings, in s
 RECENT_S = 30.0  #: the surplus minimum of this last span sets the current at a start or phase switch
 FUSE_RELEASE_S = 60.0  #: the fuse cap rises only after the headroom stayed higher this long, in s
+
+
+def _surplus_span_s(control: ControlConfig) -> float:
+    """How far back the controller reads the surplus, in s: the longest of its spans."""
+    return max(control.window_s, RECENT_S, control.up_hold_s)
 
 
 @dataclass(frozen=True)
@@ -97,8 +102,8 @@ class Controller:
         site: site settings (voltage).
         capabilities: what the charger can do (its driver's ``capabilities``): its current range
             narrows the charge point's; an ``on_off_only`` charger charges at a fixed current
-            (``max_current_a``), so it starts only when the surplus covered that fixed power for the whole
-            cloud window and stops when it was short of it for the whole window.
+            (``max_current_a``), so it starts only when the surplus covered that fixed power for the last
+            ``start_fraction`` of the cloud window and stops when it was short of it for the whole window.
 
     Call :meth:`step` once per cycle.  The object keeps timers and filters between calls; it is not
     thread-safe and not shared between charge points.
@@ -112,14 +117,13 @@ class Controller:
         capabilities: ChargerCapabilities | None = None,
     ) -> None:
         self._caps = capabilities or ChargerCapabilities()
-        self._window = TimeWindow(control.window_s)
-        self._start_window = TimeWindow(control.start_window_s)  # the part of it a start looks at
+        # the surplus, W: the cloud window and the shorter or longer spans read from its end (a start's
+        # start_window_s, RECENT_S, up_hold_s)
+        self._surplus = TimeWindow(_surplus_span_s(control))
         # the running sum of how much better 3p would have done than 1p (Wh), over the phase window: its
         # rise from the window's minimum is the evidence for 3p, its fall from the maximum that for 1p
         self._phase_wh = 0.0
         self._phase_gain = TimeWindow(control.phase_window_s)
-        self._recent = TimeWindow(RECENT_S)  # the last half minute, for the level to start or switch at
-        self._hold = TimeWindow(control.up_hold_s)  # a higher level held this long is taken at once
         self._dt_s = 0.0  # seconds the newest reading stands for (its distance to the previous one)
         self._phases = 1 if charge_point.phases == "auto" else int(charge_point.phases)
         self._switches: deque[float] = deque()  # times of phase switches in the last hour
@@ -154,16 +158,14 @@ class Controller:
         self.auto_phases = charge_point.phases == "auto"
         if not self.auto_phases:
             self._phases = int(charge_point.phases)
-        self._window.length_s = control.window_s
-        self._start_window.length_s = control.start_window_s
+        self._surplus.length_s = _surplus_span_s(control)
         self._phase_gain.length_s = control.phase_window_s
-        self._hold.length_s = control.up_hold_s
         self.set_mode(control.mode)
 
         v = self.site.voltage_v
         min_3p = 3 * self.min_current_a * v
         max_1p = self.max_current_a * v
-        #: a pv session starts on 3 phases only if the surplus covered their minimum the whole window
+        #: a session starts on 3 phases only if the surplus covered this (W) for as long as a start looks
         self.phase_up_w = min_3p if max_1p < min_3p else min_3p + 3 * v
 
     def phase_gain_w(self, surplus_w: float) -> float:
@@ -287,11 +289,8 @@ class Controller:
         # fresh data? (in every mode but off: fast needs no surplus, but no full current on a dead meter)
         what = self._stale(now, site)
         if what:
-            self._window.clear()
-            self._start_window.clear()
+            self._surplus.clear()
             self._fuse_window.clear()
-            self._recent.clear()
-            self._hold.clear()
             self._phase_gain.clear()
             self._available_w = None
             self._last_reading_t = -math.inf
@@ -328,10 +327,7 @@ class Controller:
             self._dt_s = min(gap_s, 2 * self.control.interval_s)
             self._last_reading_t = site.timestamp_s
             self._available_w = self.available_w(site, charger)
-            self._window.add(site.timestamp_s, self._available_w)
-            self._start_window.add(site.timestamp_s, self._available_w)
-            self._recent.add(site.timestamp_s, self._available_w)
-            self._hold.add(site.timestamp_s, self._available_w)
+            self._surplus.add(site.timestamp_s, self._available_w)
             if self.auto_phases:
                 self._phase_wh += self.phase_gain_w(self._available_w) * self._dt_s / 3600.0
                 self._phase_gain.add(site.timestamp_s, self._phase_wh)
@@ -414,26 +410,27 @@ class Controller:
             self._one_phase_seen = 0
 
     def _pv(self, now: float, site: SiteReading, available: float) -> Decision:
-        c, w = self.control, self._window
+        c, s = self.control, self._surplus
         if not self._on:
             wait_s = self._off_since + c.min_off_s - now
             if wait_s > 0:
                 return self._decision(0.0, f"paused: min off time, {wait_s:.0f} s left")
-            sw = self._start_window
-            if not sw.full:
+            if not s.spans(c.start_window_s):
                 return self._decision(0.0, f"cloud filter filling: surplus {available:.0f} W")
+            start_min_w = s.min_over(c.start_window_s)
             phases = self._phases
             if self.auto_phases and self._switch_allowed(now):
-                phases = 3 if sw.min >= self.phase_up_w and not self._one_phase_car else 1
+                phases = 3 if start_min_w >= self.phase_up_w and not self._one_phase_car else 1
             need_w = self.power_w(self.lowest_a, 1 if self._one_phase_car else phases)
-            if sw.min < need_w:
+            if start_min_w < need_w:
                 return self._decision(
-                    0.0, f"waiting: surplus {available:.0f} W, window min {sw.min:.0f} W < {need_w:.0f} W"
+                    0.0,
+                    f"waiting: surplus {available:.0f} W, window min {start_min_w:.0f} W < {need_w:.0f} W",
                 )
             if phases != self._phases:
                 self._switch_to(now, phases)
             self._on, self._on_since = True, now
-            self._level_a = self._fit(self._recent.min, self._eff_phases())
+            self._level_a = self._fit(self._surplus.min_over(RECENT_S), self._eff_phases())
             return self._decision(
                 self._level_a,
                 f"start: surplus >= {need_w:.0f} W for {c.start_window_s:g} s "
@@ -462,12 +459,14 @@ class Controller:
                 return self._decision(0.0, f"stop: importing from the grid for {c.grid_tolerance_s:g} s")
 
         # stop for lack of surplus (the lowest power this charge point can offer)
-        if w.max < lowest_w:
+        window_max_w = s.max_over(c.window_s)
+        if window_max_w < lowest_w:
             on_s = now - self._on_since
             if on_s >= c.min_on_s:
                 self._stop_session(now)
                 return self._decision(
-                    0.0, f"stop: surplus below {lowest_w:.0f} W for {c.window_s:g} s (max {w.max:.0f} W)"
+                    0.0,
+                    f"stop: surplus below {lowest_w:.0f} W for {c.window_s:g} s (max {window_max_w:.0f} W)",
                 )
 
         switched = self._switch_phases(now)
@@ -494,7 +493,7 @@ class Controller:
         if better_wh <= need_wh:
             return None
         self._switch_to(now, phases)
-        self._level_a = self._fit(self._recent.min, self._eff_phases())
+        self._level_a = self._fit(self._surplus.min_over(RECENT_S), self._eff_phases())
         return self._decision(
             self._level_a,
             f"switch to {phases}p: {phases}p would have done {better_wh:.0f} Wh better "
@@ -527,12 +526,13 @@ class Controller:
             self._gain_wh += (self.power_w(target, p) - self.power_w(level, p)) * hours
             # a higher level the surplus held for the whole last up_hold_s counts as enough evidence too, so
             # a 1 A rise on 1 phase (230 W) does not wait minutes for up_energy_wh
-            hold = self._hold
-            held = c.up_hold_s > 0 and hold.full and self._fit(hold.min, p) > level
+            s, hold_s = self._surplus, c.up_hold_s
+            held = hold_s > 0 and s.spans(hold_s) and self._fit(s.min_over(hold_s), p) > level
             if self._gain_wh >= c.up_energy_wh or held:
-                floor_w = max(self._run_min_w, self._recent.min)  # supported all the run, or the last 30 s
+                # supported all the run, or the last 30 s (or all of up_hold_s)
+                floor_w = max(self._run_min_w, s.min_over(RECENT_S))
                 if held:
-                    floor_w = max(floor_w, self._hold.min)
+                    floor_w = max(floor_w, s.min_over(hold_s))
                 supported = min(self._fit(floor_w, p), level + c.max_step_up_a)
                 self._gain_wh, self._run_min_w = 0.0, math.inf
                 if supported > level:
@@ -549,7 +549,8 @@ class Controller:
         if not self._on:
             self._on, self._on_since = True, now
             if self.auto_phases and self._switch_allowed(now):
-                phases = 3 if self._window.full and self._window.min >= self.phase_up_w else 1
+                s, window_s = self._surplus, self.control.window_s
+                phases = 3 if s.spans(window_s) and s.min_over(window_s) >= self.phase_up_w else 1
                 if phases != self._phases:
                     self._switch_to(now, phases)
             self._level_a = self._fit(available, self._eff_phases())

@@ -1,12 +1,19 @@
 """A sliding time window over a signal with O(1) amortized min and max (monotonic deques).
 
 Used by the cloud filter: start when the surplus *minimum* over the window covers the car's minimum
-power, stop when the *maximum* over the window stays below it.
+power, stop when the *maximum* over the window stays below it.  The min and max of any shorter span
+ending now (:meth:`TimeWindow.min_over`, :meth:`TimeWindow.max_over`) come from the same deques in
+O(log n), so one window over a signal serves every span the caller looks at.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import deque
+
+
+def _time(sample: tuple[float, float]) -> float:
+    return sample[0]
 
 
 class TimeWindow:
@@ -61,11 +68,30 @@ class TimeWindow:
     @property
     def full(self) -> bool:
         """Samples have been added without a gap (``clear``) for at least the window's length."""
+        return self.spans(self.length_s)
+
+    def spans(self, span_s: float) -> bool:
+        """Samples have been added without a gap (``clear``) for at least ``span_s`` seconds."""
         return (
             self._first_t is not None
             and self._last_t is not None
-            and (self._last_t - self._first_t >= self.length_s)
+            and (self._last_t - self._first_t >= span_s)
         )
+
+    def min_over(self, span_s: float) -> float:
+        """Smallest value of the last ``span_s`` seconds' samples (those at or after the newest sample's
+        time − ``span_s``; a span longer than ``length_s`` is cut to it). Raises ``IndexError`` when empty.
+
+        The min deque holds each suffix's minimum as its first sample at or after the suffix's start."""
+        return self._mins[self._since(self._mins, span_s)][1]
+
+    def max_over(self, span_s: float) -> float:
+        """Largest value of the last ``span_s`` seconds' samples (as :meth:`min_over`)."""
+        return self._maxs[self._since(self._maxs, span_s)][1]
+
+    def _since(self, extremes: deque[tuple[float, float]], span_s: float) -> int:
+        start_t = self._last_t - span_s if self._last_t is not None else 0.0
+        return bisect_left(extremes, start_t, key=_time)
 
     @property
     def min(self) -> float:
