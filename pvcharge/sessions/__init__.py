@@ -119,6 +119,7 @@ class SessionRecorder:
         self._pending_closed: list[Session] = []
         self._pending_days: dict[str, DayTotals] = {}
         self._pending_power: dict[int, list[float]] = {}
+        self._last_closed = store.last_closed()  #: the latest closed session, for last_session()
         self._failing = False
 
     def __call__(self, cycle: Cycle) -> None:
@@ -135,7 +136,10 @@ class SessionRecorder:
     def flush(self, now_s: float) -> bool:
         """Write what is pending: closed sessions, the open session, the daily energy.  False (logged)
         if the write failed; it is then tried again at the next flush."""
-        self._pending_closed += self.tally.take_closed()
+        closed = self.tally.take_closed()
+        if closed:
+            self._last_closed = closed[-1]
+        self._pending_closed += closed
         for day in self.tally.take_days():
             self._pending_days.setdefault(day.day, DayTotals(day.day)).add(day)
         _add_power(self._pending_power, self.tally.take_power())
@@ -188,11 +192,8 @@ class SessionRecorder:
         return result
 
     def last_session(self) -> Session | None:
-        """The latest session, open or closed."""
-        if self.tally.session is not None:
-            return self.tally.session
-        found = self.sessions()
-        return found[-1] if found else None
+        """The latest session, open or closed, from memory (the MQTT bridge asks after every cycle)."""
+        return self.tally.session if self.tally.session is not None else self._last_closed
 
     def day(self, now_s: float) -> DayTotals:
         """The site's energy of the local day of ``now_s`` so far."""
