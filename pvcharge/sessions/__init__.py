@@ -195,17 +195,21 @@ class SessionRecorder:
         """The latest session, open or closed, from memory (the MQTT bridge asks after every cycle)."""
         return self.tally.session if self.tally.session is not None else self._last_closed
 
+    def days(self, *, from_day: str | None = None, to_day: str | None = None) -> list[DayTotals]:
+        """The site's energy per local day ``from_day``..``to_day`` (``YYYY-MM-DD``, both included;
+        either open), oldest first: the store plus what is not written yet."""
+        merged: dict[str, DayTotals] = {}
+        stored = self.store.days(from_day=from_day, to_day=to_day)
+        for part in [*stored, *self._pending_days.values(), *self.tally.days.values()]:
+            if (from_day is None or part.day >= from_day) and (to_day is None or part.day <= to_day):
+                merged.setdefault(part.day, DayTotals(part.day)).add(part)
+        return [merged[name] for name in sorted(merged)]
+
     def day(self, now_s: float) -> DayTotals:
         """The site's energy of the local day of ``now_s`` so far."""
         name = local_day(now_s, self.tz)
-        total = DayTotals(name)
-        for part in [*self.store.days(from_day=name, to_day=name), self._pending_days.get(name)]:
-            if part is not None:
-                total.add(part)
-        pending = self.tally.days.get(name)
-        if pending is not None:
-            total.add(pending)
-        return total
+        found = self.days(from_day=name, to_day=name)
+        return found[0] if found else DayTotals(name)
 
     def power(self, *, from_s: float, to_s: float) -> dict[str, list[float]]:
         """The mean power per minute in ``[from_s, to_s)`` as columns: ``t_s`` (the minute's start, Unix
@@ -242,6 +246,6 @@ class SessionRecorder:
     def totals(self) -> DayTotals:
         """The site's energy over all days recorded (for counters)."""
         total = DayTotals("all")
-        for part in [*self.store.days(), *self._pending_days.values(), *self.tally.days.values()]:
-            total.add(part)
+        for day in self.days():
+            total.add(day)
         return total
