@@ -92,6 +92,7 @@ async def test_sessions_json_csv_filters_and_errors(tmp_path: Path) -> None:
             assert energy["today"]["day"] == "2023-11-14" and energy["today"]["car_kwh"] == live["energy_kwh"]
             assert [d["day"] for d in energy["days"]] == ["2023-11-12", "2023-11-14"]
             assert energy["days"][0]["pv_kwh"] == 21.0
+            assert (energy["days"][0]["solar_share"], energy["today"]["solar_share"]) == (0.714, 1.0)
             power = (await client.get("/api/power")).json()  # today so far, a minute each
             assert set(power) == {"t_s", "pv_w", "house_w", "car_w", "grid_w", "battery_w"}
             assert 1 <= len(power["t_s"]) <= 2 and power["pv_w"][-1] == 5200 and power["car_w"][-1] > 0

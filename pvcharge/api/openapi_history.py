@@ -21,6 +21,15 @@ def _local_time(description: str, *, nullable: bool = False) -> dict[str, Any]:
     }
 
 
+def _share(formula: str) -> dict[str, Any]:
+    return {
+        "type": ["number", "null"],
+        "minimum": 0,
+        "maximum": 1,
+        "description": f"{formula}, 0–1: the car's energy from the sun; null before any energy",
+    }
+
+
 SESSION = _closed(
     {
         "id": {"type": ["integer", "null"], "description": "the row id; null until first stored"},
@@ -33,12 +42,7 @@ SESSION = _closed(
         "pv_kwh": _kwh("of it from PV (after the house)"),
         "battery_kwh": _kwh("of it from the home battery"),
         "grid_kwh": _kwh("of it from the grid"),
-        "solar_share": {
-            "type": ["number", "null"],
-            "minimum": 0,
-            "maximum": 1,
-            "description": "(pv + battery) / energy, 0–1; null before any energy",
-        },
+        "solar_share": _share("(pv + battery) / energy"),
         "peak_power_w": _int("the highest charging power, in W"),
         "phases": {
             "type": "array",
@@ -66,6 +70,7 @@ DAY = _closed(
         "car_pv_kwh": _kwh("the car's energy from PV"),
         "car_battery_kwh": _kwh("the car's energy from the home battery"),
         "car_grid_kwh": _kwh("the car's energy from the grid"),
+        "solar_share": _share("(car_pv + car_battery) / car"),
     },
     "the site's energy of one local day (integrated from the meter's readings each cycle)",
 )

@@ -229,18 +229,17 @@ class SessionRecorder:
         """Today's site energy and the last session (``None`` before any) as JSON-ready dicts
         (:mod:`pvcharge.sessions.export`), each with ``solar_share_pct``: PV and home battery over the
         car's energy in %, ``None`` before any (MQTT ``P/energy``)."""
+
+        def pct(share: float | None) -> float | None:
+            return round(100 * share, 1) if share is not None else None
+
         today = self.day(now_s)
-        car_wh = today.car_wh
-        share = 100 * (today.car_pv_wh + today.car_battery_wh) / car_wh if car_wh > 0 else None
         last = self.last_session()
-        last_dict = None
-        if last is not None:
-            last_dict = session_dict(last, self.tz)
-            last_share = last.solar_share
-            last_dict["solar_share_pct"] = round(100 * last_share, 1) if last_share is not None else None
         return {
-            "today": {**day_dict(today), "solar_share_pct": round(share, 1) if share is not None else None},
-            "last_session": last_dict,
+            "today": {**day_dict(today), "solar_share_pct": pct(today.solar_share)},
+            "last_session": None
+            if last is None
+            else {**session_dict(last, self.tz), "solar_share_pct": pct(last.solar_share)},
         }
 
     def totals(self) -> DayTotals:
