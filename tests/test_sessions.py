@@ -439,3 +439,24 @@ def test_the_power_per_minute_for_the_chart(tmp_path: Path) -> None:
         pv - 500 - car for pv, car in zip(columns["pv_w"], columns["car_w"], strict=True)
     ]
     assert recorder.power(from_s=minute + 60, to_s=minute + 120)["t_s"] == [minute + 60]
+
+
+def test_the_last_session_comes_from_memory_not_from_a_query_per_cycle(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The MQTT bridge asks for the last session after every cycle: with no car plugged in (most of the
+    day) that must not read the sessions table, and after a restart it is the one stored last."""
+    path = tmp_path / "s.db"
+    recorder = SessionRecorder(SessionStore(path), "warp", Tariff(), tz=UTC)
+    for i, car_w in enumerate([2300, 2300, 2300, 0]):
+        now = T0 + 5 * i
+        recorder(_Cycle(now, site(now, pv=3000, grid=0), car(now, car_w, connected=car_w > 0)))  # type: ignore[arg-type]
+    reads: list[object] = []
+    monkeypatch.setattr(recorder.store, "sessions", lambda **kw: reads.append(kw) or [])
+    last = recorder.last_session()
+    assert last is not None and last.end_s == T0 + 15 and last.id is not None
+    assert reads == []
+    monkeypatch.undo()
+    recorder.close(T0 + 20)
+    again = SessionRecorder(SessionStore(path), "warp", Tariff(), tz=UTC)
+    assert again.last_session() == last

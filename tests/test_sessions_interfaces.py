@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
+import sqlite3
 from datetime import UTC
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from test_api import cycles, loopback, make_daemon
 
 from pvcharge.api.server import start_api
 from pvcharge.cli import main
+from pvcharge.readings import ChargerReading, SiteReading
 from pvcharge.sessions import SessionRecorder
 from pvcharge.sessions.export import CSV_COLUMNS, parse_bound
 from pvcharge.sessions.store import SessionStore
@@ -90,6 +92,7 @@ async def test_sessions_json_csv_filters_and_errors(tmp_path: Path) -> None:
             assert energy["today"]["day"] == "2023-11-14" and energy["today"]["car_kwh"] == live["energy_kwh"]
             assert [d["day"] for d in energy["days"]] == ["2023-11-12", "2023-11-14"]
             assert energy["days"][0]["pv_kwh"] == 21.0
+            assert (energy["days"][0]["solar_share"], energy["today"]["solar_share"]) == (0.714, 1.0)
             power = (await client.get("/api/power")).json()  # today so far, a minute each
             assert set(power) == {"t_s", "pv_w", "house_w", "car_w", "grid_w", "battery_w"}
             assert 1 <= len(power["t_s"]) <= 2 and power["pv_w"][-1] == 5200 and power["car_w"][-1] > 0
@@ -107,6 +110,39 @@ async def test_sessions_json_csv_filters_and_errors(tmp_path: Path) -> None:
     assert car_j == pytest.approx((5000 + live["energy_kwh"] * 1000) * 3600, rel=1e-3)
     assert samples[("pvcharge_car_energy_joules_total", ("grid",))] == 0
     assert samples[("pvcharge_site_energy_joules_total", ("pv",))] > 21000 * 3600
+
+
+async def test_energy_per_day_has_the_days_not_written_yet(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A day whose energy is still in memory (the disk refused the checkpoints, or midnight passed
+    since the last one) is in /api/energy, as it is in the metrics' totals."""
+    daemon, _, _, clock = make_daemon()
+    recorder = recorder_with_history(tmp_path / "s.db")
+
+    def disk_full(*args: object, **kwargs: object) -> None:
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(recorder.store, "write", disk_full)
+    yesterday_s = clock.t - DAY_S  # 2023-11-13: the PV of 60 s at 3000 W
+    for t in (yesterday_s, yesterday_s + 60):
+        site = SiteReading(
+            grid_power_w=-2500, pv_power_w=3000, battery_power_w=0, battery_soc_pct=None, timestamp_s=t
+        )
+        idle = ChargerReading(False, False, power_w=0, current_a=0, phases=0, timestamp_s=t)
+        recorder.tally.step(t, site, idle)
+    daemon.listeners.append(recorder)
+    await cycles(daemon, clock, 2)
+    assert recorder.writes == 0
+    server = await start_api(daemon, loopback(), recorder)
+    try:
+        async with httpx.AsyncClient(base_url=str(server.url)) as client:
+            days = {d["day"]: d for d in (await client.get("/api/energy")).json()["days"]}
+    finally:
+        await server.stop()
+    assert list(days) == ["2023-11-12", "2023-11-13", "2023-11-14"]
+    assert days["2023-11-13"]["pv_kwh"] == 0.05
+    assert sum(d["pv_kwh"] for d in days.values()) == pytest.approx(recorder.totals().pv_wh / 1000, abs=2e-3)
 
 
 async def test_without_a_history_the_routes_say_why_and_metrics_have_no_energy() -> None:

@@ -120,9 +120,9 @@ class HistoryRoutes:
         last = local_day(to_s - 1, recorder.tz) if to_s is not None else today.day
         if first is None:
             first = local_day(now_s - (HISTORY_DAYS - 1) * 86400, recorder.tz)
-        days = {d.day: d for d in recorder.store.days(from_day=first, to_day=last)}
+        days = {d.day: d for d in recorder.days(from_day=first, to_day=last)}
         if first <= today.day <= last:
-            days[today.day] = today
+            days.setdefault(today.day, today)  # (before any energy today)
         return self.json({"today": day_dict(today), "days": [day_dict(days[name]) for name in sorted(days)]})
 
     async def get_power(self, request: web.Request) -> web.Response:

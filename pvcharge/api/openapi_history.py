@@ -21,6 +21,15 @@ def _local_time(description: str, *, nullable: bool = False) -> dict[str, Any]:
     }
 
 
+def _share(formula: str) -> dict[str, Any]:
+    return {
+        "type": ["number", "null"],
+        "minimum": 0,
+        "maximum": 1,
+        "description": f"{formula}, 0–1: the car's energy from the sun; null before any energy",
+    }
+
+
 SESSION = _closed(
     {
         "id": {"type": ["integer", "null"], "description": "the row id; null until first stored"},
@@ -33,12 +42,7 @@ SESSION = _closed(
         "pv_kwh": _kwh("of it from PV (after the house)"),
         "battery_kwh": _kwh("of it from the home battery"),
         "grid_kwh": _kwh("of it from the grid"),
-        "solar_share": {
-            "type": ["number", "null"],
-            "minimum": 0,
-            "maximum": 1,
-            "description": "(pv + battery) / energy, 0–1; null before any energy",
-        },
+        "solar_share": _share("(pv + battery) / energy"),
         "peak_power_w": _int("the highest charging power, in W"),
         "phases": {
             "type": "array",
@@ -66,6 +70,7 @@ DAY = _closed(
         "car_pv_kwh": _kwh("the car's energy from PV"),
         "car_battery_kwh": _kwh("the car's energy from the home battery"),
         "car_grid_kwh": _kwh("the car's energy from the grid"),
+        "solar_share": _share("(car_pv + car_battery) / car"),
     },
     "the site's energy of one local day (integrated from the meter's readings each cycle)",
 )
@@ -87,18 +92,23 @@ POWER = _closed(
     "the power per minute as columns of equal length (minutes without readings are left out)",
 )
 
-_BOUNDS = [
-    {
-        "name": name,
-        "in": "query",
-        "required": False,
-        "schema": {
-            "anyOf": [{"type": "string", "format": "date"}, {"type": "string", "format": "date-time"}]
-        },
-        "description": f"{what}: a local date YYYY-MM-DD (included) or an RFC 3339 time",
-    }
-    for name, what in (("from", "sessions started at or after"), ("to", "sessions started before"))
-]
+
+def _bounds(things: str) -> list[dict[str, Any]]:
+    """The ``from`` and ``to`` parameters of a route answering ``things`` (e.g. "sessions started")."""
+    return [
+        {
+            "name": name,
+            "in": "query",
+            "required": False,
+            "schema": {
+                "anyOf": [{"type": "string", "format": "date"}, {"type": "string", "format": "date-time"}]
+            },
+            "description": f"{things} {what}: a local date YYYY-MM-DD ({day}) or an RFC 3339 time",
+        }
+        for name, what, day in (("from", "at or after", "its start"), ("to", "before", "the day included"))
+    ]
+
+
 _LOADPOINT = {
     "name": "loadpoint",
     "in": "query",
@@ -116,7 +126,7 @@ def history_paths(guard: dict[str, Any]) -> dict[str, Any]:
             "get": {
                 "operationId": "getSessions",
                 "summary": "charging sessions, oldest first, the open one with its latest values",
-                "parameters": [*_BOUNDS, _LOADPOINT],
+                "parameters": [*_bounds("sessions started"), _LOADPOINT],
                 "responses": {
                     "200": _json("Sessions", "the sessions"),
                     "404": _json("Error", _NO_HISTORY),
@@ -130,7 +140,7 @@ def history_paths(guard: dict[str, Any]) -> dict[str, Any]:
                 "summary": "the sessions as CSV (start, end, loadpoint, energy_kwh, pv_kwh, battery_kwh, "
                 "grid_kwh, solar_share, peak_power_w, phases, starts, phase_switches, cost, savings, "
                 "currency)",
-                "parameters": [*_BOUNDS, _LOADPOINT],
+                "parameters": [*_bounds("sessions started"), _LOADPOINT],
                 "responses": {
                     "200": {
                         "description": "the CSV, one header row",
@@ -145,7 +155,7 @@ def history_paths(guard: dict[str, Any]) -> dict[str, Any]:
             "get": {
                 "operationId": "getEnergy",
                 "summary": f"the site's energy per local day (default: the last {HISTORY_DAYS}) and today",
-                "parameters": _BOUNDS,
+                "parameters": _bounds("days"),
                 "responses": {
                     "200": _json("Energy", "today and the days asked for, oldest first"),
                     "404": _json("Error", _NO_HISTORY),
@@ -157,7 +167,7 @@ def history_paths(guard: dict[str, Any]) -> dict[str, Any]:
             "get": {
                 "operationId": "getPower",
                 "summary": "the mean power per minute (default: today so far), for the page's chart",
-                "parameters": _BOUNDS,
+                "parameters": _bounds("minutes"),
                 "responses": {
                     "200": _json("Power", "one column per series, oldest minute first"),
                     "404": _json("Error", _NO_HISTORY),

@@ -119,6 +119,7 @@ class SessionRecorder:
         self._pending_closed: list[Session] = []
         self._pending_days: dict[str, DayTotals] = {}
         self._pending_power: dict[int, list[float]] = {}
+        self._last_closed = store.last_closed()  #: the latest closed session, for last_session()
         self._failing = False
 
     def __call__(self, cycle: Cycle) -> None:
@@ -135,7 +136,10 @@ class SessionRecorder:
     def flush(self, now_s: float) -> bool:
         """Write what is pending: closed sessions, the open session, the daily energy.  False (logged)
         if the write failed; it is then tried again at the next flush."""
-        self._pending_closed += self.tally.take_closed()
+        closed = self.tally.take_closed()
+        if closed:
+            self._last_closed = closed[-1]
+        self._pending_closed += closed
         for day in self.tally.take_days():
             self._pending_days.setdefault(day.day, DayTotals(day.day)).add(day)
         _add_power(self._pending_power, self.tally.take_power())
@@ -188,23 +192,24 @@ class SessionRecorder:
         return result
 
     def last_session(self) -> Session | None:
-        """The latest session, open or closed."""
-        if self.tally.session is not None:
-            return self.tally.session
-        found = self.sessions()
-        return found[-1] if found else None
+        """The latest session, open or closed, from memory (the MQTT bridge asks after every cycle)."""
+        return self.tally.session if self.tally.session is not None else self._last_closed
+
+    def days(self, *, from_day: str | None = None, to_day: str | None = None) -> list[DayTotals]:
+        """The site's energy per local day ``from_day``..``to_day`` (``YYYY-MM-DD``, both included;
+        either open), oldest first: the store plus what is not written yet."""
+        merged: dict[str, DayTotals] = {}
+        stored = self.store.days(from_day=from_day, to_day=to_day)
+        for part in [*stored, *self._pending_days.values(), *self.tally.days.values()]:
+            if (from_day is None or part.day >= from_day) and (to_day is None or part.day <= to_day):
+                merged.setdefault(part.day, DayTotals(part.day)).add(part)
+        return [merged[name] for name in sorted(merged)]
 
     def day(self, now_s: float) -> DayTotals:
         """The site's energy of the local day of ``now_s`` so far."""
         name = local_day(now_s, self.tz)
-        total = DayTotals(name)
-        for part in [*self.store.days(from_day=name, to_day=name), self._pending_days.get(name)]:
-            if part is not None:
-                total.add(part)
-        pending = self.tally.days.get(name)
-        if pending is not None:
-            total.add(pending)
-        return total
+        found = self.days(from_day=name, to_day=name)
+        return found[0] if found else DayTotals(name)
 
     def power(self, *, from_s: float, to_s: float) -> dict[str, list[float]]:
         """The mean power per minute in ``[from_s, to_s)`` as columns: ``t_s`` (the minute's start, Unix
@@ -224,23 +229,22 @@ class SessionRecorder:
         """Today's site energy and the last session (``None`` before any) as JSON-ready dicts
         (:mod:`pvcharge.sessions.export`), each with ``solar_share_pct``: PV and home battery over the
         car's energy in %, ``None`` before any (MQTT ``P/energy``)."""
+
+        def pct(share: float | None) -> float | None:
+            return round(100 * share, 1) if share is not None else None
+
         today = self.day(now_s)
-        car_wh = today.car_wh
-        share = 100 * (today.car_pv_wh + today.car_battery_wh) / car_wh if car_wh > 0 else None
         last = self.last_session()
-        last_dict = None
-        if last is not None:
-            last_dict = session_dict(last, self.tz)
-            last_share = last.solar_share
-            last_dict["solar_share_pct"] = round(100 * last_share, 1) if last_share is not None else None
         return {
-            "today": {**day_dict(today), "solar_share_pct": round(share, 1) if share is not None else None},
-            "last_session": last_dict,
+            "today": {**day_dict(today), "solar_share_pct": pct(today.solar_share)},
+            "last_session": None
+            if last is None
+            else {**session_dict(last, self.tz), "solar_share_pct": pct(last.solar_share)},
         }
 
     def totals(self) -> DayTotals:
         """The site's energy over all days recorded (for counters)."""
         total = DayTotals("all")
-        for part in [*self.store.days(), *self._pending_days.values(), *self.tally.days.values()]:
-            total.add(part)
+        for day in self.days():
+            total.add(day)
         return total

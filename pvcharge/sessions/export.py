@@ -44,9 +44,12 @@ def _kwh(wh: float) -> float:
     return round(wh / 1000.0, 3)
 
 
+def _share(share: float | None) -> float | None:
+    return round(share, 3) if share is not None else None
+
+
 def session_dict(session: Session, tz: tzinfo | None) -> dict[str, Any]:
     """One session for JSON (``end`` null and ``open`` true while it runs)."""
-    share = session.solar_share
     return {
         "id": session.id,
         "loadpoint": session.loadpoint,
@@ -58,7 +61,7 @@ def session_dict(session: Session, tz: tzinfo | None) -> dict[str, Any]:
         "pv_kwh": _kwh(session.pv_wh),
         "battery_kwh": _kwh(session.battery_wh),
         "grid_kwh": _kwh(session.grid_wh),
-        "solar_share": round(share, 3) if share is not None else None,
+        "solar_share": _share(session.solar_share),
         "peak_power_w": round(session.peak_power_w),
         "phases": list(session.phases),
         "starts": session.starts,
@@ -70,8 +73,13 @@ def session_dict(session: Session, tz: tzinfo | None) -> dict[str, Any]:
 
 
 def day_dict(day: DayTotals) -> dict[str, Any]:
-    """One day's site energy for JSON, in kWh (``car_pv_kwh`` etc.: the car's energy by source)."""
-    return {"day": day.day, **{f.removesuffix("_wh") + "_kwh": _kwh(getattr(day, f)) for f in ENERGY_FIELDS}}
+    """One day's site energy for JSON, in kWh (``car_pv_kwh`` etc.: the car's energy by source), and
+    the car's ``solar_share``."""
+    return {
+        "day": day.day,
+        **{f.removesuffix("_wh") + "_kwh": _kwh(getattr(day, f)) for f in ENERGY_FIELDS},
+        "solar_share": _share(day.solar_share),
+    }
 
 
 def sessions_csv(sessions: Iterable[Session], tz: tzinfo | None) -> str:

@@ -203,6 +203,13 @@ class SessionStore:
         ).fetchone()
         return session_from_row(row) if row is not None else None
 
+    def last_closed(self) -> Session | None:
+        """The latest closed session (by its start) of any loadpoint."""
+        row = self._db.execute(
+            "SELECT * FROM sessions WHERE end_s IS NOT NULL ORDER BY start_s DESC, id DESC LIMIT 1"
+        ).fetchone()
+        return session_from_row(row) if row is not None else None
+
     def sessions(
         self, *, from_s: float | None = None, to_s: float | None = None, loadpoint: str | None = None
     ) -> list[Session]:

@@ -90,6 +90,12 @@ def attribute(site: SiteReading, car_power_w: float) -> Split:
     )
 
 
+def solar_share(pv_wh: float, battery_wh: float, car_wh: float) -> float | None:
+    """The car's energy ``car_wh`` from the sun, straight from PV or through the home battery:
+    ``(pv_wh + battery_wh) / car_wh`` (0–1), ``None`` before any energy."""
+    return (pv_wh + battery_wh) / car_wh if car_wh > 0 else None
+
+
 @dataclass
 class Session:
     """One charging session of a loadpoint.
@@ -134,7 +140,7 @@ class Session:
     @property
     def solar_share(self) -> float | None:
         """``(pv + battery) / energy`` (0–1), ``None`` before any energy."""
-        return (self.pv_wh + self.battery_wh) / self.energy_wh if self.energy_wh > 0 else None
+        return solar_share(self.pv_wh, self.battery_wh, self.energy_wh)
 
 
 @dataclass
@@ -151,6 +157,11 @@ class DayTotals:
     car_pv_wh: float = 0.0
     car_battery_wh: float = 0.0
     car_grid_wh: float = 0.0
+
+    @property
+    def solar_share(self) -> float | None:
+        """``(car_pv + car_battery) / car`` (0–1), ``None`` before any energy into the car."""
+        return solar_share(self.car_pv_wh, self.car_battery_wh, self.car_wh)
 
     def add(self, other: DayTotals) -> None:
         for f in dataclasses.fields(self):
