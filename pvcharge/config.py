@@ -239,22 +239,44 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> C
     Raises:
         ConfigError: unreadable file, bad YAML, missing/unknown/mistyped key, out-of-range value.
     """
-    path = Path(path)
+    return parse_config(_file_text(str(path)), str(path), environ=environ)
+
+
+def read_section(path: str, cls: type[Any], section: str) -> Any:
+    """One section of config file ``path`` as an instance of ``cls`` (only that section is validated:
+    ``${ENV}``, ``*_file`` secrets and unknown keys as in the daemon), so a command works without the
+    drivers' secrets (systemd credentials exist only inside the service): ``pvcharge status``,
+    ``mode``, ``sessions``.
+
+    Raises:
+        ConfigError: unreadable file, bad YAML, or a bad key in that section.
+    """
+    data = _top_mapping(load_yaml_text(_file_text(path), path), path)
+    return _Loader(path, os.environ).dataclass(cls, data.get(section), section)
+
+
+def _file_text(path: str) -> str:
+    """The config file's text. Raises ConfigError: unreadable, or not UTF-8."""
     try:
-        data = path.read_bytes()
+        data = Path(path).read_bytes()
     except OSError as exc:
-        raise ConfigError(str(path), "", f"cannot read config file: {exc.strerror or exc}") from exc
-    return parse_config(decode_text(data, str(path)), str(path), environ=environ)
+        raise ConfigError(path, "", f"cannot read config file: {exc.strerror or exc}") from exc
+    return decode_text(data, path)
+
+
+def _top_mapping(data: Any, path: str) -> dict[str, Any]:
+    """The parsed file as its mapping of sections (an empty file: none). Raises ConfigError otherwise."""
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(path, "", f"expected a mapping of sections at the top, got {_kind(data)}")
+    return data
 
 
 def parse_config(text: str, path: str = "<config>", environ: Mapping[str, str] | None = None) -> Config:
     """Validate config ``text``; ``path`` is used in messages and to resolve ``*_file`` keys."""
     loader = _Loader(path, os.environ if environ is None else environ)
-    data = load_yaml_text(text, path)
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(path, "", f"expected a mapping of sections at the top, got {_kind(data)}")
+    data = _top_mapping(load_yaml_text(text, path), path)
     loader.check_keys(data, "", list(SECTIONS))
     for required in ("meter", "charger"):
         if required not in data:

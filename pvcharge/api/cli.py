@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -33,31 +32,9 @@ class _Failed(Exception):
         self.code = code
 
 
-def read_section(path: str, cls: type[Any], section: str) -> Any:
-    """One section of config file ``path`` as an instance of ``cls`` (only that section is validated:
-    ``${ENV}``, ``*_file`` secrets and unknown keys as in the daemon), so a command works without the
-    drivers' secrets (systemd credentials exist only inside the service).
-
-    Raises:
-        ConfigError: unreadable file, bad YAML, or a bad key in that section.
-    """
-    from pvcharge.config import _Loader  # one section, validated as the daemon does
-    from pvcharge.errors import ConfigError
-    from pvcharge.yamlfile import decode_text, load_yaml_text
-
-    try:
-        raw = Path(path).read_bytes()
-    except OSError as exc:
-        raise ConfigError(path, "", f"cannot read config file: {exc.strerror or exc}") from exc
-    data = load_yaml_text(decode_text(raw, path), path) or {}
-    if not isinstance(data, dict):
-        raise ConfigError(path, "", "expected a mapping of sections at the top")
-    return _Loader(path, os.environ).dataclass(cls, data.get(section), section)
-
-
 def _api_section(path: str) -> ApiConfig:
     """The ``api:`` section of ``path`` (:func:`read_section`)."""
-    from pvcharge.config import ApiConfig
+    from pvcharge.config import ApiConfig, read_section
 
     api: ApiConfig = read_section(path, ApiConfig, "api")
     return api

@@ -26,7 +26,7 @@ def _database(args: argparse.Namespace) -> Path:
     if args.database:
         return Path(args.database)
     if args.config:
-        from pvcharge.api.cli import read_section
+        from pvcharge.config import read_section
 
         sessions = read_section(args.config, SessionsConfig, "sessions")
         state = read_section(args.config, StateConfig, "state")
