@@ -58,11 +58,11 @@ def tariff_of(config: TariffConfig) -> Tariff:
 
 
 def open_recorder(
-    config: Config, *, tz: tzinfo | None = None, path: Path | None = None
+    config: Config, *, tz: tzinfo | None = None, path: Path | None = None, loadpoint: str | None = None
 ) -> SessionRecorder | None:
-    """The recorder for ``config`` (loadpoint: the charger's type), or ``None`` with ``sessions.enabled:
-    false`` or when the database cannot be opened (logged as ``sessions_unavailable``: charging goes on
-    without a history).  ``path`` overrides :func:`database_path`."""
+    """The recorder for ``config``, or ``None`` with ``sessions.enabled: false`` or when the database
+    cannot be opened (logged as ``sessions_unavailable``: charging goes on without a history).  ``path``
+    overrides :func:`database_path`, ``loadpoint`` the loadpoint's name (default: the charger's type)."""
     if not config.sessions.enabled:
         return None
     try:
@@ -72,7 +72,11 @@ def open_recorder(
         return None
     log.info("sessions_recording", path=str(store.path))
     return SessionRecorder(
-        store, config.charger.type, tariff_of(config.tariff), tz=tz, max_age_s=config.control.max_age_s
+        store,
+        loadpoint or config.charger.type,
+        tariff_of(config.tariff),
+        tz=tz,
+        max_age_s=config.control.max_age_s,
     )
 
 

@@ -22,7 +22,6 @@ import asyncio
 import contextlib
 import dataclasses
 import json
-import socket
 import sys
 import time
 from collections import Counter
@@ -40,9 +39,9 @@ from pvcharge.daemon import Cycle, Daemon, Stats
 from pvcharge.devices import create_devices
 from pvcharge.errors import PvchargeError
 from pvcharge.logs import register_secrets
-from pvcharge.sessions import SessionRecorder, tariff_of
-from pvcharge.sessions.store import SessionStore, StoreError
+from pvcharge.sessions import open_recorder
 from pvcharge.sessions.tally import Session
+from pvcharge.sim import free_port
 from pvcharge.sim.alphaess import AlphaEssEmulator
 from pvcharge.sim.easee import MAX_CHARGER_A, EaseeEmulator
 from pvcharge.sim.http import Handler, LoopbackHttpServer
@@ -347,7 +346,7 @@ async def _emulators(
         elif charger == "ocpp":
             # the charge point connects to pvcharge: a port that was free a moment ago, which the driver
             # listens on from the daemon's first cycle; the emulator tries again every 5 simulated s
-            port = _free_port()
+            port = free_port()
             auto = charge_point.phases == "auto"
             ocpp = await stack.enter_async_context(
                 OcppChargePointEmulator(
@@ -382,13 +381,6 @@ async def _emulators(
                 meter_section = alphaess_meter(alpha)
             keys = f"type: alphaess, {alphaess_account(alpha, app_secret=DEMO_ALPHAESS_SECRET)}, timeout_s: 2"
             yield _Emulated(meter_section, keys, f"charger alphaess {alpha.url}", alpha.traffic)
-
-
-def _free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _local(t_s: float, trace: Trace) -> datetime:
@@ -492,7 +484,11 @@ async def run_demo(
         daemon = Daemon(
             config, meter_driver, charger_driver, clock=clock.now, sleep=clock.pace, on_cycle=printer
         )
-        recorder = _recorder(record, config, charger, trace, out) if record is not None else None
+        recorder = (  # a database that cannot be opened is logged (sessions_unavailable); the demo goes on
+            open_recorder(config, tz=trace_tz(trace), path=record, loadpoint=f"demo-{charger}")
+            if record is not None
+            else None
+        )
         if recorder is not None:
             daemon.listeners.append(recorder)
         stop = asyncio.Event()
@@ -540,22 +536,6 @@ async def run_demo(
 def trace_tz(trace: Trace) -> timezone:
     """The trace's local time zone (a fixed offset)."""
     return timezone(timedelta(seconds=trace.utc_offset_s))
-
-
-def _recorder(path: Path, config: Config, charger: str, trace: Trace, out: TextIO) -> SessionRecorder | None:
-    """The demo's session recorder on ``path``, or ``None`` (a line on ``out`` says why)."""
-    try:
-        store = SessionStore(path)
-    except StoreError as exc:
-        out.write(f"(no session history: {exc})\n\n")
-        return None
-    return SessionRecorder(
-        store,
-        f"demo-{charger}",
-        tariff_of(config.tariff),
-        tz=trace_tz(trace),
-        max_age_s=config.control.max_age_s,
-    )
 
 
 def summary(result: DemoResult, trace: Trace) -> str:
