@@ -497,7 +497,8 @@ class AlphaEssClient:
                 the account's request budget has no slot (nothing sent, no backoff started).
             DeviceUnavailable: no answer after retries (connection refused or closed, timeout, reply
                 cut off, HTTP 5xx), or 6042 (system offline); or the account was closed while the
-                request was in flight.
+                request was in flight.  A failed attempt whose retry the budget has no room for is a
+                ``RateLimited`` (not ``BudgetSpent``: a request was sent) naming the failure.
             DeviceProtocolError: any other return code (6006 clock skew, 6007 signature, …), another HTTP
                 status, a TLS failure (an untrusted certificate), or a body that is not a JSON envelope;
                 the message names the code and its meaning.
@@ -681,19 +682,31 @@ class AlphaEssClient:
             event="alphaess.retry",
             context=lambda state: {"request": f"{state.args[0]} {state.args[1]}"},
         )
+        failed: list[httpx.TransportError | ServerError] = []  # attempts sent that failed
+
+        async def attempt(*args: Any) -> httpx.Response:
+            try:
+                return await self._send_once(*args)
+            except (httpx.TransportError, ServerError) as exc:
+                failed.append(exc)
+                raise
+
         try:
-            response: httpx.Response = await retrying(self._send_once, method, path, params, body, reserved)
+            response: httpx.Response = await retrying(attempt, method, path, params, body, reserved)
         except _NoSlot as exc:
-            raise self._spent(where, exc.wait_s) from None
-        except httpx.TimeoutException as exc:
-            raise DeviceUnavailable(
-                self.name, f"{where}: no answer within {self._timeout_s:g} s ({attempts} attempts)"
-            ) from exc
+            if not failed:  # nothing was sent
+                raise self._spent(where, exc.wait_s) from None
+            # a retry the budget has no room for: the request failed, and may be tried again then (a
+            # transient failure: failed[-1] is no TLS failure, that is not retried)
+            failure = self._unavailable(where, failed[-1], len(failed)).message
+            raise RateLimited(
+                self.name,
+                f"{failure}; no room in the account's request budget for another attempt for "
+                f"{exc.wait_s:.1f} s",
+                retry_after_s=exc.wait_s,
+            ) from failed[-1]
         except (httpx.TransportError, ServerError) as exc:
-            tls = tls_failure(exc)
-            if tls is not None:
-                raise DeviceProtocolError(self.name, tls_message(where, tls)) from exc
-            raise DeviceUnavailable(self.name, f"{where}: {describe(exc)} ({attempts} attempts)") from exc
+            raise self._unavailable(where, exc, attempts) from exc
         except httpx.HTTPError as exc:
             raise DeviceProtocolError(self.name, f"{where}: {describe(exc)}") from exc
         if response.status_code == 429:
@@ -721,6 +734,18 @@ class AlphaEssClient:
             account.rate_limit_streak = 0
             return envelope.data
         raise self._error(where, envelope, params or body or {})
+
+    def _unavailable(self, where: str, exc: httpx.TransportError | ServerError, attempts: int) -> DeviceError:
+        """The error for a request whose last of ``attempts`` attempts failed with ``exc``: a timeout,
+        a connection error or HTTP 5xx (``DeviceUnavailable``), or a TLS failure (``DeviceProtocolError``)."""
+        if isinstance(exc, httpx.TimeoutException):
+            return DeviceUnavailable(
+                self.name, f"{where}: no answer within {self._timeout_s:g} s ({attempts} attempts)"
+            )
+        tls = tls_failure(exc)
+        if tls is not None:
+            return DeviceProtocolError(self.name, tls_message(where, tls))
+        return DeviceUnavailable(self.name, f"{where}: {describe(exc)} ({attempts} attempts)")
 
     def _rate_limit_wait_s(self) -> float:
         """The next 6053 backoff: ``rate_limit_backoff_s`` doubled per 6053 since the last success."""
