@@ -201,6 +201,11 @@ def _normal_url(base_url: str) -> str:
 _Key = tuple[str, tuple[tuple[str, str], ...]]
 
 
+def _key(path: str, params: Mapping[str, str] | None) -> _Key:
+    """The key of ``GET <path>?<params>``: requests with the same key are one request."""
+    return (path, tuple(sorted((params or {}).items())))
+
+
 @dataclass(frozen=True, slots=True)
 class _Reply:
     """A successful ``GET`` reply: the envelope's ``data`` and when it arrived (s on the account's clock)."""
@@ -526,11 +531,10 @@ class AlphaEssClient:
             (or raises ``RateLimited`` during a backoff).
         """
         account = self._account
-        key: _Key = (path, tuple(sorted((params or {}).items())))
-        if reuse_s > 0:
-            kept = account.replies.get(key)
-            if kept is not None and 0 <= self._clock() - kept.received_at_s <= reuse_s:
-                return kept.data, kept.received_at_s
+        key = _key(path, params)
+        kept = self._kept(key, reuse_s)
+        if kept is not None:
+            return kept.data, kept.received_at_s
         flight = account.in_flight.get(key)
         if flight is None:
             task = asyncio.create_task(self._fetch(key, path, params), name=f"alphaess GET {path}")
@@ -551,11 +555,8 @@ class AlphaEssClient:
     def has_reply(self, path: str, params: Mapping[str, str] | None, reuse_s: float) -> bool:
         """A ``get_stamped(path, params, reuse_s=reuse_s)`` now would send nothing: an identical
         ``GET`` is in flight, or its reply arrived at most ``reuse_s`` ago."""
-        account = self._account
-        key: _Key = (path, tuple(sorted((params or {}).items())))
-        kept = account.replies.get(key)
-        fresh = kept is not None and 0 <= self._clock() - kept.received_at_s <= reuse_s
-        return key in account.in_flight or (reuse_s > 0 and fresh)
+        key = _key(path, params)
+        return key in self._account.in_flight or self._kept(key, reuse_s) is not None
 
     def check_budget(self, count: int, what: str) -> None:
         """Raise :class:`BudgetSpent` unless the account's budget has slots for ``count`` ordinary
@@ -575,6 +576,14 @@ class AlphaEssClient:
         await self._account.close()
 
     # -- sharing ----------------------------------------------------------------------------------
+
+    def _kept(self, key: _Key, reuse_s: float) -> _Reply | None:
+        """The account's kept reply to ``key`` if it arrived at most ``reuse_s`` ago (none for
+        ``reuse_s <= 0``)."""
+        kept = self._account.replies.get(key)
+        if reuse_s > 0 and kept is not None and 0 <= self._clock() - kept.received_at_s <= reuse_s:
+            return kept
+        return None
 
     async def _fetch(self, key: _Key, path: str, params: Mapping[str, str] | None) -> _Reply:
         data = await self._call("GET", path, params=params)
