@@ -62,9 +62,9 @@ import asyncio
 import json
 import math
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
-from typing import Literal, Protocol, cast
+from typing import Literal, Protocol
 
 from aiohttp import web
 
@@ -220,9 +220,9 @@ def _no_meter() -> dict[str, Encoded]:
 
 
 #: section name → its variables for a state and the site's energy tally, encoded.
-SECTIONS: dict[str, Callable[[SiteState, EnergyTally], dict[str, Encoded]]] = {
-    "ENERGY": lambda state, _: cast(dict[str, Encoded], energy_section(state)),
-    "STATISTIC": lambda _, energy: cast(dict[str, Encoded], statistic_section(energy)),
+SECTIONS: dict[str, Callable[[SiteState, EnergyTally], Mapping[str, Encoded]]] = {
+    "ENERGY": lambda state, _: energy_section(state),
+    "STATISTIC": lambda _, energy: statistic_section(energy),
     "TEMPMEASURE": lambda _, __: {name: encode_float(c) for name, c in TEMPERATURES_C.items()},
     "PV1": lambda _, __: {"POWER_RATIO": encode_int(100, "u3")},
     "PWR_UNIT": lambda _, __: {f"POWER_L{n}": [encode_float(0.0)] * POWER_UNITS for n in (1, 2, 3)},
