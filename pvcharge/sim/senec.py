@@ -216,7 +216,7 @@ def meter_section(grid_power_w: float) -> dict[str, Encoded]:
 def _no_meter() -> dict[str, Encoded]:
     """``PM1OBJ2``: the variables of :func:`meter_section`, all 0, as an absent meter reads."""
     zero = encode_float(0.0)
-    return {"FREQ": zero, "U_AC": [zero] * 3, "I_AC": [zero] * 3, "P_AC": [zero] * 3, "P_TOTAL": zero}
+    return {name: [zero] * len(v) if isinstance(v, list) else zero for name, v in meter_section(0.0).items()}
 
 
 #: section name → its variables for a state and the site's energy tally, encoded.
