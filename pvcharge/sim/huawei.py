@@ -232,7 +232,6 @@ class HuaweiEmulator:
         self.host = host
         self.port = port
         self.unit_id = unit_id
-        self.unit_ids = frozenset({0, unit_id})  #: the unit ids answered
         self.battery = battery
         self.refuse_gaps = refuse_gaps
         self.faults: FaultSwitch = _Faults(MODBUS_FAULTS, self._fault_changed)
@@ -314,7 +313,7 @@ class HuaweiEmulator:
                 words.update(dict.fromkeys(range(a + 1, b), 0))
         # Read-only: pymodbus answers writes with 0x02, as a SUN2000 does without installer login (§1.4).
         blocks = [SimData(a, values=w, datatype=DataType.REGISTERS, readonly=True) for a, w in words.items()]
-        # SimDevice id 0 catches every unit id; _answer turns away those not in unit_ids.
+        # SimDevice id 0 catches every unit id; _answer turns away those other than 0 and unit_id.
         devices = [SimDevice(0, simdata=blocks, action=self._on_request)]
         server = _Server(self, devices, address=(self.host, self.port))
         await server.serve_forever(background=True)
@@ -400,7 +399,7 @@ class HuaweiEmulator:
         delay_s = self.reply_delay_s + (self.faults.delay_s if fault is Fault.SLOW else 0.0)
         if delay_s > 0:
             await asyncio.sleep(delay_s)  # the values stay those measured on arrival
-        if code is None and pdu.dev_id not in self.unit_ids:
+        if code is None and pdu.dev_id not in (0, self.unit_id):
             code = ExcCodes.GATEWAY_NO_RESPONSE
         if code is not None:
             return ExceptionResponse(pdu.function_code, code)
