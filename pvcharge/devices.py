@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from pvcharge.chargers import Charger
 from pvcharge.clients.alphaess import OpenApiAccount, OpenApiSettings
 from pvcharge.config import Config
 from pvcharge.errors import ConfigError
@@ -67,7 +68,7 @@ def create_devices(
     )
 
 
-def check_charger(config: Config, charger: Any) -> None:
+def check_charger(config: Config, charger: Charger) -> None:
     """The checks of ``config`` that need the charger driver's capabilities (``pvcharge run`` at start and
     at every reload, and ``pvcharge check-config``, through :func:`check_devices`).
 

@@ -21,10 +21,13 @@ import pytest
 from sitestub import FakeClock
 from structlog.testing import capture_logs
 
+from pvcharge.clients.alphaess import BudgetSpent, OpenApiAccount
 from pvcharge.clients.budget import RequestBudget
 from pvcharge.config import parse_config
 from pvcharge.daemon import SHUTDOWN_WRITE_S, Cycle, Daemon
 from pvcharge.devices import create_devices
+from pvcharge.errors import RateLimited
+from pvcharge.settings import Secret
 from pvcharge.sim.alphaess import AlphaEssEmulator
 from pvcharge.sim.site import SiteModel
 from pvcharge.sim.trace import bundled_trace
@@ -134,6 +137,29 @@ def test_a_command_refused_for_want_of_room_gets_the_next_free_slot() -> None:
     assert budget.wait_s(3) > 0
     clock.advance(11.1)  # not offered again: the wait ends
     assert budget.wait_s(4) == 0
+
+
+async def test_a_retry_the_budget_has_no_room_for_ends_as_the_failure_not_as_not_sent(
+    emulator: AlphaEssEmulator, clock: FakeClock
+) -> None:
+    """``BudgetSpent`` says that nothing was sent (the wallbox then forgets the start it attempted,
+    the poll hands out the last reading as if it had not been tried).  A retry the budget had no room
+    for, after an attempt that did reach the cloud, is that attempt's failure, to be tried again when
+    the budget has room (a ``RateLimited``: the wallbox defers a stop, the pause on exit waits for
+    it); before, it read "not sent"."""
+    account = OpenApiAccount(emulator.url, APP_ID, Secret(APP_SECRET), clock=clock, budget_requests=2)
+    client = account.client(name=CHARGER_NAME, retries=2, backoff_s=0.01)  # one ordinary slot
+    emulator.fail_next = 1  # the first attempt: HTTP 500
+    with pytest.raises(RateLimited) as err:
+        await client.get("getEssList")
+    assert not isinstance(err.value, BudgetSpent)  # before the fix: BudgetSpent, "not sent"
+    assert emulator.request_count == 1
+    assert "HTTP 500" in str(err.value) and "request budget" in str(err.value)
+    assert err.value.retry_after_s == pytest.approx(11.0, abs=0.1)  # the failed attempt's slot
+    with pytest.raises(BudgetSpent, match="not sent"):  # no failed attempt before it: nothing sent
+        await client.get("getEssList")
+    assert emulator.request_count == 1
+    await client.close()
 
 
 async def test_a_start_in_the_first_10_s_draws_no_6053(emulator: AlphaEssEmulator, clock: FakeClock) -> None:

@@ -420,8 +420,8 @@ class AlphaEssWallbox:
         # a reply from before the last start/stop would not show its effect on pev: not reused
         reuse_s = min(self._config.poll_interval_s * REUSE_SHARE, self._clock() - self._last_write_at)
         power = ("getLastPowerData", {"sysSn": sys_sn})
-        count = 1 + (self._evcharger_sn is None) + (not self._client.has_reply(*power, reuse_s))
-        self._client.check_budget(count, f"sysSn {sys_sn}: wallbox poll ({count} requests)")
+        requests = 1 + (self._evcharger_sn is None) + (not self._client.has_reply(*power, reuse_s))
+        self._client.check_budget(requests, f"sysSn {sys_sn}: wallbox poll ({requests} requests)")
         try:
             if self._evcharger_sn is None:
                 listed = await self._client.get("getEvChargerConfigList", {"sysSn": sys_sn})

@@ -201,6 +201,11 @@ def _normal_url(base_url: str) -> str:
 _Key = tuple[str, tuple[tuple[str, str], ...]]
 
 
+def _key(path: str, params: Mapping[str, str] | None) -> _Key:
+    """The key of ``GET <path>?<params>``: requests with the same key are one request."""
+    return (path, tuple(sorted((params or {}).items())))
+
+
 @dataclass(frozen=True, slots=True)
 class _Reply:
     """A successful ``GET`` reply: the envelope's ``data`` and when it arrived (s on the account's clock)."""
@@ -497,7 +502,8 @@ class AlphaEssClient:
                 the account's request budget has no slot (nothing sent, no backoff started).
             DeviceUnavailable: no answer after retries (connection refused or closed, timeout, reply
                 cut off, HTTP 5xx), or 6042 (system offline); or the account was closed while the
-                request was in flight.
+                request was in flight.  A failed attempt whose retry the budget has no room for is a
+                ``RateLimited`` (not ``BudgetSpent``: a request was sent) naming the failure.
             DeviceProtocolError: any other return code (6006 clock skew, 6007 signature, …), another HTTP
                 status, a TLS failure (an untrusted certificate), or a body that is not a JSON envelope;
                 the message names the code and its meaning.
@@ -525,11 +531,10 @@ class AlphaEssClient:
             (or raises ``RateLimited`` during a backoff).
         """
         account = self._account
-        key: _Key = (path, tuple(sorted((params or {}).items())))
-        if reuse_s > 0:
-            kept = account.replies.get(key)
-            if kept is not None and 0 <= self._clock() - kept.received_at_s <= reuse_s:
-                return kept.data, kept.received_at_s
+        key = _key(path, params)
+        kept = self._kept(key, reuse_s)
+        if kept is not None:
+            return kept.data, kept.received_at_s
         flight = account.in_flight.get(key)
         if flight is None:
             task = asyncio.create_task(self._fetch(key, path, params), name=f"alphaess GET {path}")
@@ -550,11 +555,8 @@ class AlphaEssClient:
     def has_reply(self, path: str, params: Mapping[str, str] | None, reuse_s: float) -> bool:
         """A ``get_stamped(path, params, reuse_s=reuse_s)`` now would send nothing: an identical
         ``GET`` is in flight, or its reply arrived at most ``reuse_s`` ago."""
-        account = self._account
-        key: _Key = (path, tuple(sorted((params or {}).items())))
-        kept = account.replies.get(key)
-        fresh = kept is not None and 0 <= self._clock() - kept.received_at_s <= reuse_s
-        return key in account.in_flight or (reuse_s > 0 and fresh)
+        key = _key(path, params)
+        return key in self._account.in_flight or self._kept(key, reuse_s) is not None
 
     def check_budget(self, count: int, what: str) -> None:
         """Raise :class:`BudgetSpent` unless the account's budget has slots for ``count`` ordinary
@@ -574,6 +576,14 @@ class AlphaEssClient:
         await self._account.close()
 
     # -- sharing ----------------------------------------------------------------------------------
+
+    def _kept(self, key: _Key, reuse_s: float) -> _Reply | None:
+        """The account's kept reply to ``key`` if it arrived at most ``reuse_s`` ago (none for
+        ``reuse_s <= 0``)."""
+        kept = self._account.replies.get(key)
+        if reuse_s > 0 and kept is not None and 0 <= self._clock() - kept.received_at_s <= reuse_s:
+            return kept
+        return None
 
     async def _fetch(self, key: _Key, path: str, params: Mapping[str, str] | None) -> _Reply:
         data = await self._call("GET", path, params=params)
@@ -681,19 +691,31 @@ class AlphaEssClient:
             event="alphaess.retry",
             context=lambda state: {"request": f"{state.args[0]} {state.args[1]}"},
         )
+        failed: list[httpx.TransportError | ServerError] = []  # attempts sent that failed
+
+        async def attempt(*args: Any) -> httpx.Response:
+            try:
+                return await self._send_once(*args)
+            except (httpx.TransportError, ServerError) as exc:
+                failed.append(exc)
+                raise
+
         try:
-            response: httpx.Response = await retrying(self._send_once, method, path, params, body, reserved)
+            response: httpx.Response = await retrying(attempt, method, path, params, body, reserved)
         except _NoSlot as exc:
-            raise self._spent(where, exc.wait_s) from None
-        except httpx.TimeoutException as exc:
-            raise DeviceUnavailable(
-                self.name, f"{where}: no answer within {self._timeout_s:g} s ({attempts} attempts)"
-            ) from exc
+            if not failed:  # nothing was sent
+                raise self._spent(where, exc.wait_s) from None
+            # a retry the budget has no room for: the request failed, and may be tried again then (a
+            # transient failure: failed[-1] is no TLS failure, that is not retried)
+            failure = self._unavailable(where, failed[-1], len(failed)).message
+            raise RateLimited(
+                self.name,
+                f"{failure}; no room in the account's request budget for another attempt for "
+                f"{exc.wait_s:.1f} s",
+                retry_after_s=exc.wait_s,
+            ) from failed[-1]
         except (httpx.TransportError, ServerError) as exc:
-            tls = tls_failure(exc)
-            if tls is not None:
-                raise DeviceProtocolError(self.name, tls_message(where, tls)) from exc
-            raise DeviceUnavailable(self.name, f"{where}: {describe(exc)} ({attempts} attempts)") from exc
+            raise self._unavailable(where, exc, attempts) from exc
         except httpx.HTTPError as exc:
             raise DeviceProtocolError(self.name, f"{where}: {describe(exc)}") from exc
         if response.status_code == 429:
@@ -721,6 +743,18 @@ class AlphaEssClient:
             account.rate_limit_streak = 0
             return envelope.data
         raise self._error(where, envelope, params or body or {})
+
+    def _unavailable(self, where: str, exc: httpx.TransportError | ServerError, attempts: int) -> DeviceError:
+        """The error for a request whose last of ``attempts`` attempts failed with ``exc``: a timeout,
+        a connection error or HTTP 5xx (``DeviceUnavailable``), or a TLS failure (``DeviceProtocolError``)."""
+        if isinstance(exc, httpx.TimeoutException):
+            return DeviceUnavailable(
+                self.name, f"{where}: no answer within {self._timeout_s:g} s ({attempts} attempts)"
+            )
+        tls = tls_failure(exc)
+        if tls is not None:
+            return DeviceProtocolError(self.name, tls_message(where, tls))
+        return DeviceUnavailable(self.name, f"{where}: {describe(exc)} ({attempts} attempts)")
 
     def _rate_limit_wait_s(self) -> float:
         """The next 6053 backoff: ``rate_limit_backoff_s`` doubled per 6053 since the last success."""

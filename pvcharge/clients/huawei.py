@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusException
@@ -22,6 +22,7 @@ from tenacity import retry_if_exception_type
 
 from pvcharge.errors import DeviceProtocolError, DeviceUnavailable
 from pvcharge.retry import backoff_retrying, describe
+from pvcharge.settings import setting
 
 _EXC_ILLEGAL_ADDRESS = 0x02
 _EXC_RETRYABLE = {0x04: "device failure", 0x06: "device busy"}  # reference §1.4 [H2]
@@ -35,25 +36,45 @@ _EXC_OTHER = {  # Modbus application protocol spec; 0x80 reference §1.4 [H2]
 }
 
 
-class LinkSettings(Protocol):
-    """The settings the link uses (``pvcharge.meters.huawei.Config`` has them)."""
+@dataclass(frozen=True)
+class LinkSettings:
+    """The settings of the link (reference §1.2, §1.4); the Huawei meter's ``Config`` extends it (fields
+    made with ``setting()``)."""
 
-    @property
-    def host(self) -> str: ...
-    @property
-    def port(self) -> int: ...
-    @property
-    def unit_id(self) -> int: ...
-    @property
-    def timeout_s(self) -> float: ...
-    @property
-    def connect_delay_s(self) -> float: ...
-    @property
-    def request_gap_s(self) -> float: ...
-    @property
-    def retries(self) -> int: ...
-    @property
-    def backoff_s(self) -> float: ...
+    host: str = setting(doc="IP address or host name of the SDongle or the inverter")
+    port: int = setting(
+        502, doc="Modbus TCP port: 502 or 6607 (can change after a firmware update)", min=1, max=65535
+    )
+    unit_id: int = setting(
+        1, doc="Modbus unit id: 1 via the SDongle, 0 on the inverter's own WLAN access point", min=0, max=247
+    )
+    timeout_s: float = setting(
+        10.0, doc="connect and reply timeout (the SDongle can answer slowly)", unit="s", min=0.1, max=120
+    )
+    connect_delay_s: float = setting(
+        1.5,
+        doc="wait after connecting before the first request (huawei-solar waits 1.5 s)",
+        unit="s",
+        min=0,
+        max=30,
+    )
+    request_gap_s: float = setting(
+        0.05,
+        doc="pause between requests; the inverter cannot cope with back-to-back ones",
+        unit="s",
+        min=0,
+        max=5,
+    )
+    retries: int = setting(
+        2, doc="extra attempts after a timeout, busy reply or broken connection", min=0, max=10
+    )
+    backoff_s: float = setting(
+        0.5,
+        doc="wait before the first retry; doubles per retry, plus up to as much jitter",
+        unit="s",
+        min=0,
+        max=30,
+    )
 
 
 class RegistersAbsent(Exception):

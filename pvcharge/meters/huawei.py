@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import structlog
 
-from pvcharge.clients.huawei import HuaweiModbus, RegistersAbsent
+from pvcharge.clients.huawei import HuaweiModbus, LinkSettings, RegistersAbsent
 from pvcharge.errors import DeviceProtocolError
 from pvcharge.readings import SiteReading
 from pvcharge.settings import setting
@@ -56,43 +56,10 @@ I32_INVALID = 0x7FFFFFFF
 
 
 @dataclass(frozen=True)
-class Config:
-    """Settings of a Huawei SUN2000 meter source (config ``type: huawei``)."""
+class Config(LinkSettings):
+    """Settings of a Huawei SUN2000 meter source (config ``type: huawei``): the link's
+    (:class:`~pvcharge.clients.huawei.LinkSettings`) and which registers to read."""
 
-    host: str = setting(doc="IP address or host name of the SDongle or the inverter")
-    port: int = setting(
-        502, doc="Modbus TCP port: 502 or 6607 (can change after a firmware update)", min=1, max=65535
-    )
-    unit_id: int = setting(
-        1, doc="Modbus unit id: 1 via the SDongle, 0 on the inverter's own WLAN access point", min=0, max=247
-    )
-    timeout_s: float = setting(
-        10.0, doc="connect and reply timeout (the SDongle can answer slowly)", unit="s", min=0.1, max=120
-    )
-    connect_delay_s: float = setting(
-        1.5,
-        doc="wait after connecting before the first request (huawei-solar waits 1.5 s)",
-        unit="s",
-        min=0,
-        max=30,
-    )
-    request_gap_s: float = setting(
-        0.05,
-        doc="pause between requests; the inverter cannot cope with back-to-back ones",
-        unit="s",
-        min=0,
-        max=5,
-    )
-    retries: int = setting(
-        2, doc="extra attempts after a timeout, busy reply or broken connection", min=0, max=10
-    )
-    backoff_s: float = setting(
-        0.5,
-        doc="wait before the first retry; doubles per retry, plus up to as much jitter",
-        unit="s",
-        min=0,
-        max=30,
-    )
     battery: bool = setting(True, doc="read the home battery (37760–37766); false for a site without one")
 
 

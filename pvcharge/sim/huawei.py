@@ -27,7 +27,8 @@ register    type   gain    value served
 32089       U16    enum    device status 0x0200 on-grid (``device_status``)
 37000       U16    enum    battery unit 1 status 2 (running)             (battery only)
 37001       I32    1 W     battery unit 1 power, + = charging            (battery only)
-37003       U16    10 V    battery unit 1 bus voltage, :data:`BUS_VOLTAGE_V`  (battery only)
+37003       U16    10 V    battery unit 1 bus voltage, :data:`BUS_VOLTAGE_V`
+                           (``storage_unit_1_bus_voltage``)              (battery only)
 37004       U16    10 %    battery unit 1 SoC                            (battery only)
 37100       U16    enum    meter status 1 (normal)
 37101/3/5   I32    10 V    grid phase voltages, 230 V
@@ -38,8 +39,10 @@ register    type   gain    value served
 37758       U32    1 Wh    battery rated capacity 10000 Wh               (battery only)
 37760       U16    10 %    battery SoC                                   (battery only)
 37762       U16    enum    battery running status 2 (running)            (battery only)
-37763       U16    10 V    battery bus voltage, :data:`BUS_VOLTAGE_V`        (battery only)
-37764       I16    10 A    battery bus current, + = charging: power / voltage (battery only)
+37763       U16    10 V    battery bus voltage, :data:`BUS_VOLTAGE_V`
+                           (``storage_bus_voltage``)                     (battery only)
+37764       I16    10 A    battery bus current, + = charging: power / voltage
+                           (``storage_bus_current``)                     (battery only)
 37765       I32    1 W     battery power, + = charging: −battery_power_w (battery only)
 42900       U16    bool    daylight saving time 1 (``daylight_saving_time``)
 43006       I16    1 min   time zone +60 min, Central European (``time_zone``)
@@ -117,7 +120,7 @@ SOFTWARE = "V100R001C00SPC141"  #: 30050
 RATED_POWER_W = 10_000  #: 30073, the 10KTL's rated power
 MAX_POWER_W = 11_000  #: 30075, the 10KTL-M1's maximum active power
 BATTERY_CAPACITY_WH = 10_000  #: 37758, a LUNA2000-10 (the reference site's 10 kWh battery)
-BUS_VOLTAGE_V = 450.0  #: 37003/37763, a LUNA2000's DC bus voltage
+BUS_VOLTAGE_V = 450.0  #: 37003/37763, in V: made up, a high-voltage battery's DC bus
 TIME_ZONE_MIN = 60  #: 43006, UTC+1
 PHASE_VOLTAGE_V = 230.0
 MAX_GAP = 16  #: unlisted registers closer than this to listed ones read as 0
@@ -229,7 +232,6 @@ class HuaweiEmulator:
         self.host = host
         self.port = port
         self.unit_id = unit_id
-        self.unit_ids = frozenset({0, unit_id})  #: the unit ids answered
         self.battery = battery
         self.refuse_gaps = refuse_gaps
         self.faults: FaultSwitch = _Faults(MODBUS_FAULTS, self._fault_changed)
@@ -311,7 +313,7 @@ class HuaweiEmulator:
                 words.update(dict.fromkeys(range(a + 1, b), 0))
         # Read-only: pymodbus answers writes with 0x02, as a SUN2000 does without installer login (§1.4).
         blocks = [SimData(a, values=w, datatype=DataType.REGISTERS, readonly=True) for a, w in words.items()]
-        # SimDevice id 0 catches every unit id; _answer turns away those not in unit_ids.
+        # SimDevice id 0 catches every unit id; _answer turns away those other than 0 and unit_id.
         devices = [SimDevice(0, simdata=blocks, action=self._on_request)]
         server = _Server(self, devices, address=(self.host, self.port))
         await server.serve_forever(background=True)
@@ -397,7 +399,7 @@ class HuaweiEmulator:
         delay_s = self.reply_delay_s + (self.faults.delay_s if fault is Fault.SLOW else 0.0)
         if delay_s > 0:
             await asyncio.sleep(delay_s)  # the values stay those measured on arrival
-        if code is None and pdu.dev_id not in self.unit_ids:
+        if code is None and pdu.dev_id not in (0, self.unit_id):
             code = ExcCodes.GATEWAY_NO_RESPONSE
         if code is not None:
             return ExceptionResponse(pdu.function_code, code)

@@ -62,9 +62,9 @@ import asyncio
 import json
 import math
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
-from typing import Literal, Protocol, cast
+from typing import Literal, Protocol
 
 from aiohttp import web
 
@@ -216,13 +216,13 @@ def meter_section(grid_power_w: float) -> dict[str, Encoded]:
 def _no_meter() -> dict[str, Encoded]:
     """``PM1OBJ2``: the variables of :func:`meter_section`, all 0, as an absent meter reads."""
     zero = encode_float(0.0)
-    return {"FREQ": zero, "U_AC": [zero] * 3, "I_AC": [zero] * 3, "P_AC": [zero] * 3, "P_TOTAL": zero}
+    return {name: [zero] * len(v) if isinstance(v, list) else zero for name, v in meter_section(0.0).items()}
 
 
 #: section name → its variables for a state and the site's energy tally, encoded.
-SECTIONS: dict[str, Callable[[SiteState, EnergyTally], dict[str, Encoded]]] = {
-    "ENERGY": lambda state, _: cast(dict[str, Encoded], energy_section(state)),
-    "STATISTIC": lambda _, energy: cast(dict[str, Encoded], statistic_section(energy)),
+SECTIONS: dict[str, Callable[[SiteState, EnergyTally], Mapping[str, Encoded]]] = {
+    "ENERGY": lambda state, _: energy_section(state),
+    "STATISTIC": lambda _, energy: statistic_section(energy),
     "TEMPMEASURE": lambda _, __: {name: encode_float(c) for name, c in TEMPERATURES_C.items()},
     "PV1": lambda _, __: {"POWER_RATIO": encode_int(100, "u3")},
     "PWR_UNIT": lambda _, __: {f"POWER_L{n}": [encode_float(0.0)] * POWER_UNITS for n in (1, 2, 3)},
