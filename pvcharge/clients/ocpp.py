@@ -27,10 +27,7 @@ reconnects before the server notices that the old socket is dead).
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import contextlib
-import hmac
 import itertools
 import json
 import ssl
@@ -46,8 +43,7 @@ from ocpp.exceptions import OCPPError
 from ocpp.routing import on
 from ocpp.v16 import ChargePoint, call_result
 from ocpp.v16.enums import Action
-from websockets.asyncio.server import Server, ServerConnection, serve
-from websockets.datastructures import Headers
+from websockets.asyncio.server import Server, ServerConnection, basic_auth, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
@@ -302,8 +298,14 @@ class CentralSystem:
         self.connected_event = asyncio.Event()
         self.transaction_ids = itertools.count(1)
         self.disconnected_at_s: float | None = None
-        self._password = password
         self._tls = tls
+        # security profile 1: websockets checks the Basic login (password compared in constant time) and
+        # answers 401 with WWW-Authenticate
+        self._login = (
+            basic_auth(realm="pvcharge OCPP", credentials=(charge_point_id, password))
+            if password is not None
+            else None
+        )
         self._id_tags = id_tags
         self._server: Server | None = None
         self._session: _Session | None = None
@@ -372,33 +374,18 @@ class CentralSystem:
         self._session = None
         self.connected_event.clear()
 
-    def _check_request(self, connection: ServerConnection, request: Request) -> Response | None:
+    async def _check_request(self, connection: ServerConnection, request: Request) -> Response | None:
         """Refuse an upgrade for another charge point id (404) or without the right login (401)."""
         path = request.path.split("?", 1)[0].rstrip("/")
         if path.rpartition("/")[2] != self.charge_point_id:
             self.log.warning("ocpp.unknown_charge_point", path=path)
             return connection.respond(HTTPStatus.NOT_FOUND, "unknown charge point id\n")
-        if self._password is None:
+        if self._login is None:
             return None
-        if not self._login_ok(request.headers):
+        refused = await self._login(connection, request)
+        if refused is not None:
             self.log.warning("ocpp.login_refused", charge_point=self.charge_point_id)
-            response = connection.respond(HTTPStatus.UNAUTHORIZED, "login required\n")
-            response.headers["WWW-Authenticate"] = 'Basic realm="pvcharge OCPP", charset="UTF-8"'
-            return response
-        return None
-
-    def _login_ok(self, headers: Headers) -> bool:
-        assert self._password is not None
-        scheme, _, encoded = headers.get("Authorization", "").partition(" ")
-        if scheme.lower() != "basic":
-            return False
-        try:
-            user, _, password = base64.b64decode(encoded.strip(), validate=True).decode().partition(":")
-        except (binascii.Error, UnicodeDecodeError):
-            return False
-        return hmac.compare_digest(user.encode(), self.charge_point_id.encode()) and hmac.compare_digest(
-            password.encode(), self._password.encode()
-        )
+        return refused
 
     async def _serve(self, connection: ServerConnection) -> None:
         if connection.subprotocol != SUBPROTOCOL:
