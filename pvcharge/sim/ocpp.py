@@ -32,7 +32,6 @@ wins), reservations, local authorization lists, firmware and diagnostics, securi
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -46,6 +45,7 @@ from ocpp.v16 import ChargePoint, call, call_result
 from ocpp.v16.enums import Action
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
+from websockets.headers import build_authorization_basic
 
 from pvcharge.clients.ocpp import SUBPROTOCOL, handles, utc_now
 from pvcharge.settings import is_loopback
@@ -321,8 +321,7 @@ class OcppChargePointEmulator:
     async def _connect_once(self) -> None:
         headers = {}
         if self.password is not None:
-            login = base64.b64encode(f"{self.charge_point_id}:{self.password}".encode()).decode()
-            headers["Authorization"] = f"Basic {login}"
+            headers["Authorization"] = build_authorization_basic(self.charge_point_id, self.password)
         async with connect(
             self.url, subprotocols=[SUBPROTOCOL], additional_headers=headers, open_timeout=10
         ) as connection:
