@@ -51,7 +51,7 @@ from typing import Any
 import structlog
 from ocpp.v16 import call
 
-from pvcharge.clients.ocpp import CentralSystem, ConnectorState
+from pvcharge.clients.ocpp import CentralSystem, ConnectorState, ocpp_time
 from pvcharge.errors import DeviceProtocolError, DeviceUnavailable
 from pvcharge.readings import ChargerCapabilities, ChargerCommand, ChargerReading, IecState
 from pvcharge.settings import Secret, SettingError, is_loopback, setting
@@ -311,7 +311,7 @@ def charging_profile(
         "charging_profile_kind": "Absolute",
         "charging_schedule": {
             "charging_rate_unit": unit,
-            "start_schedule": start.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+            "start_schedule": ocpp_time(start),
             "charging_schedule_period": [period],
         },
     }

@@ -69,9 +69,15 @@ def handles(action: Action) -> Callable[[_Handler], _Handler]:
     return cast(Callable[[_Handler], _Handler], on(action))
 
 
+def ocpp_time(moment: datetime) -> str:
+    """An aware ``datetime`` as OCPP's ``dateTime`` (RFC 3339 in UTC, whole seconds, e.g.
+    ``2026-01-01T12:00:00Z``)."""
+    return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
 def utc_now() -> str:
-    """The wall-clock time as OCPP's ``dateTime`` (RFC 3339, UTC): the charge point's clock is real time."""
-    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    """The wall-clock time as OCPP's ``dateTime``: the charge point's clock is real time."""
+    return ocpp_time(datetime.now(UTC))
 
 
 def sample_key(sample: dict[str, Any]) -> str:
