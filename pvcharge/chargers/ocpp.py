@@ -112,7 +112,6 @@ class VendorQuirks:
         min_meter_interval_s: the shortest MeterValueSampleInterval the box keeps to, in s.
         units: the ``ChargingScheduleAllowedChargingRateUnit`` reported, where known.
         number_phases: what is known of ``numberPhases`` in a profile.
-        pause: how the box is paused (pvcharge sends a 0 A profile to every box).
         notes: what else a user must know.
         sources: where each fact comes from.
     """
@@ -122,7 +121,6 @@ class VendorQuirks:
     min_meter_interval_s: int = 0
     units: str = "unknown"
     number_phases: str = "unknown"
-    pause: str = "a 0 A profile"
     notes: str = ""
     sources: tuple[str, ...] = ()
 

@@ -113,7 +113,6 @@ class ConnectorState:
         status: the last StatusNotification ``status`` (``"Available"``, ``"Charging"``, ...), ``None``
             before the first.
         error_code: its ``errorCode`` (``"NoError"`` normally) and ``info`` (vendor text or ``None``).
-        status_at_s: when it arrived.
         charging_since_s: when the status last became ``Charging``.
         samples: the last value of each measurand key (:func:`sample_key`) in W, Wh, A, V or %.
         meter_at_s: when the last MeterValues for the connector arrived, ``None`` before the first.
@@ -123,7 +122,6 @@ class ConnectorState:
     status: str | None = None
     error_code: str = "NoError"
     info: str | None = None
-    status_at_s: float | None = None
     charging_since_s: float | None = None
     samples: dict[str, float] = field(default_factory=dict)
     meter_at_s: float | None = None
@@ -132,12 +130,9 @@ class ConnectorState:
 
 @dataclass
 class Traffic:
-    """The OCPP messages of the connection(s): calls the charge point sent by action, calls pvcharge sent
-    by action, and the answers the charge point gave them (``"SetChargingProfile Accepted"``, ...)."""
+    """The charge point's traffic: the calls it sent, by action, and its connections."""
 
     received: Counter[str] = field(default_factory=Counter)
-    sent: Counter[str] = field(default_factory=Counter)
-    answers: Counter[str] = field(default_factory=Counter)
     connections: int = 0
 
 
@@ -178,13 +173,12 @@ class _Session(ChargePoint):  # type: ignore[misc]  # the ocpp library has no ty
     def _status(self, connector_id: int, error_code: str, status: str, **kwargs: Any) -> Any:
         central = self.central
         if connector_id == central.connector_id:
-            state, now = central.state, central.clock()
+            state = central.state
             if status == "Charging" and state.status != "Charging":
-                state.charging_since_s = now
+                state.charging_since_s = central.clock()
             if status == "Available" and state.transaction_id is not None:
                 state.transaction_id = None  # unplugged: any transaction is over (evcc does the same)
             state.status, state.error_code, state.info = status, error_code, kwargs.get("info")
-            state.status_at_s = now
             central.status_event.set()
             central.log.debug("ocpp.status", status=status, error_code=error_code)
         elif connector_id == 0 and status in ("Unavailable", "Faulted"):
@@ -205,7 +199,6 @@ class _Session(ChargePoint):  # type: ignore[misc]  # the ocpp library has no ty
                     except ValueError as exc:
                         central.log.debug("ocpp.sample_ignored", sample=sample, reason=str(exc))
             state.meter_at_s = central.clock()
-            central.meter_event.set()
             transaction_id = kwargs.get("transaction_id")
             if state.transaction_id is None and transaction_id and state.status != "Available":
                 state.transaction_id = transaction_id  # begun before pvcharge started (evcc does the same)
@@ -265,9 +258,8 @@ class CentralSystem:
     Attributes:
         state: the connector's :class:`ConnectorState`.
         boot: the last BootNotification's fields (``vendor``, ``model``, ``firmware_version``, ...).
-        traffic: message counters (for the demo's summary and tests).
+        traffic: what the charge point sent and how often it connected (:class:`Traffic`).
         generation: counts connections; a driver compares it to know that a new one needs its setup.
-        meter_event: set whenever MeterValues for the connector arrive.
         status_event: set whenever a StatusNotification for the connector arrives.
         boot_event: set by a BootNotification, cleared by a new connection.
         connected_event: set while the charge point is connected.
@@ -298,7 +290,6 @@ class CentralSystem:
         self.boot: dict[str, Any] | None = None
         self.traffic = Traffic()
         self.generation = 0
-        self.meter_event = asyncio.Event()
         self.status_event = asyncio.Event()
         self.boot_event = asyncio.Event()
         self.connected_event = asyncio.Event()
@@ -436,7 +427,6 @@ class CentralSystem:
         session = self._session
         if session is None:
             raise DeviceUnavailable(self.name, f"{action}: the charge point is not connected")
-        self.traffic.sent[action] += 1
         request = asyncio.ensure_future(session.call(payload, suppress=False))
         closed = asyncio.ensure_future(session.connection.wait_closed())
         try:
@@ -455,13 +445,9 @@ class CentralSystem:
         if isinstance(exc, ConnectionClosed):
             raise DeviceUnavailable(self.name, f"{action}: the connection closed") from exc
         if isinstance(exc, OCPPError):
-            self.traffic.answers[f"{action} CallError"] += 1
             raise DeviceProtocolError(
                 self.name, f"{action}: the charge point answered CALLERROR {exc.code}: {exc.description}"
             ) from exc
         if exc is not None:
             raise exc
-        result = request.result()
-        status = getattr(result, "status", None)
-        self.traffic.answers[f"{action} {status}" if status is not None else action] += 1
-        return result
+        return request.result()
