@@ -169,6 +169,24 @@ def test_reading_uses_phase_currents_power_and_offered_current() -> None:
     assert (idle.power_w, idle.phases) == (0.0, 0)
 
 
+def test_an_offered_current_does_not_outlive_its_transaction() -> None:
+    """Current.Offered comes with MeterValues, sent during a transaction only: after it the reading's
+    current is the accepted limit, not the last session's offer."""
+    state = ConnectorState(status="Available", samples={"Current.Offered": 16.0})
+    reading = reading_from_state(state, limit_a=0.0, limit_phases=None, timestamp_s=1.0)
+    assert reading.current_a == 0.0
+
+
+def test_negative_power_is_noise_or_a_named_error() -> None:
+    def charging(power_w: float) -> ChargerReading:
+        state = ConnectorState(status="Charging", transaction_id=1, samples={"Power.Active.Import": power_w})
+        return reading_from_state(state, limit_a=6.0, limit_phases=None, timestamp_s=1.0)
+
+    assert charging(-30.0).power_w == 0.0  # meter noise
+    with pytest.raises(ValueError, match=r"Power\.Active\.Import is -120 W.*reverse"):
+        charging(-120.0)
+
+
 def test_profile_is_a_tx_default_profile_in_amps() -> None:
     from datetime import UTC, datetime
 

@@ -322,7 +322,8 @@ def reading_from_state(
 
     Args:
         state: the connector's reports; ``state.status`` must be set.
-        limit_a: the last limit the box accepted, in A (``Current.Offered`` wins where the box sends it).
+        limit_a: the last limit the box accepted, in A (``Current.Offered`` wins where the box sends it
+            during a transaction).
         limit_phases: ``numberPhases`` of that profile, ``None`` where none was sent.
         timestamp_s: when the values were received.
 
@@ -333,7 +334,8 @@ def reading_from_state(
         or 3; ``phase_currents_a`` where any phase current was sent.
 
     Raises:
-        ValueError: an unknown status, or a value the reading refuses (negative power).
+        ValueError: an unknown status, Power.Active.Import further than
+            :data:`NEGATIVE_POWER_TOLERANCE_W` below 0 W, or a value the reading refuses.
     """
     assert state.status is not None
     iec = STATUS_IEC.get(state.status)
@@ -345,6 +347,8 @@ def reading_from_state(
     if power_w is None:
         phase_powers = [samples.get(f"Power.Active.Import.L{i}") for i in (1, 2, 3)]
         power_w = sum(p for p in phase_powers if p is not None)
+    if power_w < -NEGATIVE_POWER_TOLERANCE_W:
+        raise ValueError(f"Power.Active.Import is {power_w:g} W, negative: is the meter wired in reverse?")
     currents = [samples.get(f"Current.Import.L{i}") for i in (1, 2, 3)]
     phase_currents = None
     if any(c is not None for c in currents):
@@ -355,11 +359,11 @@ def reading_from_state(
             phases = sum(1 for c in phase_currents if c > PHASE_ACTIVE_A)
         else:
             phases = limit_phases or 3
-    offered = state.samples.get("Current.Offered")
+    offered = samples.get("Current.Offered")
     return ChargerReading(
         connected=iec in (IecState.B, IecState.C, IecState.D),
         charging=charging,
-        power_w=max(0.0, power_w) if power_w >= -NEGATIVE_POWER_TOLERANCE_W else power_w,
+        power_w=max(0.0, power_w),
         current_a=offered if offered is not None and offered >= 0 else limit_a,
         phases=phases,
         timestamp_s=timestamp_s,
