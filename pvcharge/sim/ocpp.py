@@ -76,9 +76,11 @@ class OcppTraffic:
     """What the charge point sent and what it answered to the central system's calls.
 
     Attributes:
+        name: the label of the demo's summary line.
         sent: calls the charge point sent, by action.
         accepted: the central system's calls it accepted, by action.
         refused: the calls it refused, by ``"<action> <status>"`` (e.g. ``"SetChargingProfile Rejected"``).
+        connections: connections opened.
         refused_logins: connections the central system refused (HTTP 401/404).
     """
 
@@ -353,9 +355,7 @@ class OcppChargePointEmulator:
 
     async def _work(self, box: _Box) -> None:
         """Boot, then follow the car: status, transactions and meter values."""
-        await self._call(
-            call.BootNotification(charge_point_model="OCPP emulator", charge_point_vendor=self.vendor)
-        )
+        await self._boot()
         self._status = None
         next_meter_s = -float("inf")
         while True:
@@ -470,9 +470,12 @@ class OcppChargePointEmulator:
         elif message == "Heartbeat":
             await self._call(call.Heartbeat())
         elif message == "BootNotification":
-            await self._call(
-                call.BootNotification(charge_point_model="OCPP emulator", charge_point_vendor=self.vendor)
-            )
+            await self._boot()
+
+    async def _boot(self) -> None:
+        await self._call(
+            call.BootNotification(charge_point_model="OCPP emulator", charge_point_vendor=self.vendor)
+        )
 
     # -- what the box answers -------------------------------------------------------------------
 
