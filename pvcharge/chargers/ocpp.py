@@ -29,7 +29,8 @@ peer that drives 29 OCPP charger templates, reference ``sources.md`` "OCPP 1.6J"
   write every cycle).  A refused limit below the one the box holds (its last accepted one, or its own
   maximum before any) would leave the car charging above the command: the driver then stops the running
   transaction by RemoteStopTransaction (§5.12), and once a limit above 0 A is accepted again starts it by
-  RemoteStartTransaction (§5.11) with the first of ``id_tags`` (or ``pvcharge``).
+  RemoteStartTransaction (§5.11) with the alphabetically first of ``id_tags`` (or
+  ``pvcharge``).
 
 Stale data: a charge point that is not connected, or whose connector has not reported its status yet,
 reads as ``DeviceUnavailable`` (the daemon then treats the charger as stale and, once it reads again,
