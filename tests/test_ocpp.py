@@ -17,17 +17,15 @@ import pytest
 from sitestub import FakeClock
 from test_daemon_e2e import write_trace
 
-from pvcharge.chargers.ocpp import (
-    REJECTED_RETRY_S,
-    ConnectorState,
-    OcppCharger,
+from pvcharge.chargers.ocpp import REJECTED_RETRY_S, OcppCharger
+from pvcharge.chargers.ocpp import Config as OcppConfig
+from pvcharge.chargers.ocpp_mapping import (
     charging_profile,
     parse_configuration,
     quirks_for,
     reading_from_state,
 )
-from pvcharge.chargers.ocpp import Config as OcppConfig
-from pvcharge.clients.ocpp import sample_key, sample_value
+from pvcharge.clients.ocpp import ConnectorState, sample_key, sample_value
 from pvcharge.config import parse_config
 from pvcharge.daemon import Cycle, Daemon
 from pvcharge.errors import DeviceProtocolError, DeviceUnavailable
