@@ -297,6 +297,16 @@ async def test_a_box_that_takes_watts_gets_watts(trace: Trace) -> None:
         assert emu.site.state().offered_current_a == pytest.approx(10.0)
 
 
+async def test_a_one_phase_box_that_takes_watts_gets_one_phase_of_watts(trace: Trace) -> None:
+    """Without numberPhases the W limit is for the phases the car draws on (the command's), as evcc does
+    (``charger/ocpp.go`` createTxDefaultChargingProfile): 10 A on one phase is 2300 W, not 6900 W."""
+    async with connected(trace, rate_unit="Power", phases_connected=1) as (driver, emu):
+        await first_reading(driver)
+        await driver.apply(ChargerCommand(10.0, 1))
+        assert emu.profiles[-1]["charging_schedule"]["charging_schedule_period"][0]["limit"] == 2300.0
+        assert emu.site.state().offered_current_a == pytest.approx(10.0)
+
+
 async def test_vendor_quirks_from_the_boot_notification(trace: Trace) -> None:
     """ABB's Terra AC takes profiles at stack level 0 only; Easee keeps a meter interval of 30 s."""
     async with connected(trace, vendor="ABB", stack_level_zero=True) as (driver, emu):

@@ -309,6 +309,7 @@ class OcppCharger:
             if self.quirks is not None and self.quirks.stack_level_zero
             else box.max_stack_level,
             start=datetime.now(UTC) - timedelta(minutes=1),
+            power_phases=command.phases,
         )
         result = await self.central.call(
             call.SetChargingProfile(connector_id=self._config.connector_id, cs_charging_profiles=profile)

@@ -20,8 +20,8 @@ Device facts (OCPP 1.6 edition 2, "Open Charge Point Protocol 1.6" §3.13 Smart 
   next ones too), kind Absolute from a given start (the driver: a minute ago, evcc's default), id
   :data:`PROFILE_ID` (a profile with the same id replaces the old one), one period with ``limit`` in A,
   one decimal (§7.8: "at most one digit fraction"); ``numberPhases`` 1 or 3 where given.  A box that
-  allows Power only gets ``limit`` in W = A × phases × 230 V.  0 A pauses (§3.13.1: a limit of 0 stops
-  the energy flow without ending the transaction).
+  allows Power only gets ``limit`` in W = A × the phases the car draws on × 230 V.  0 A pauses (§3.13.1:
+  a limit of 0 stops the energy flow without ending the transaction).
 """
 
 from __future__ import annotations
@@ -171,7 +171,13 @@ def parse_configuration(keys: list[dict[str, Any]] | None) -> BoxConfiguration:
 
 
 def charging_profile(
-    current_a: float, phases: int | None, *, unit: str, stack_level: int, start: datetime
+    current_a: float,
+    phases: int | None,
+    *,
+    unit: str,
+    stack_level: int,
+    start: datetime,
+    power_phases: int = 3,
 ) -> dict[str, Any]:
     """The ``csChargingProfiles`` of SetChargingProfile (snake_case keys, as the ``ocpp`` library takes).
 
@@ -179,12 +185,15 @@ def charging_profile(
         current_a: the limit per phase in A (0 pauses), rounded to 0.1 A.
         phases: ``numberPhases``, or ``None`` to leave it out (the box assumes 3, §7.9).
         unit: ``"A"``, or ``"W"`` for a box that takes power only (then ``limit`` is
-            ``current_a × (phases or 3) × 230 V``, in whole W).
+            ``current_a × phases × 230 V``, in whole W, with ``power_phases`` where ``phases`` is ``None``).
         stack_level: the profile's stack level.
         start: ``startSchedule`` (wall-clock time: the box's clock).
+        power_phases: the phases the car draws on, for a limit in W without ``numberPhases`` (a power
+            limit caps the sum over the phases: 10 A on one phase is 2300 W; evcc ``charger/ocpp.go``
+            createTxDefaultChargingProfile uses the loadpoint's phases the same way).
     """
     if unit == "W":
-        limit: float = float(round(current_a * (phases or 3) * NOMINAL_VOLTAGE_V))
+        limit: float = float(round(current_a * (phases or power_phases) * NOMINAL_VOLTAGE_V))
     else:
         limit = round(current_a, 1)
     period: dict[str, Any] = {"start_period": 0, "limit": limit}
