@@ -267,6 +267,22 @@ async def test_profile_in_amps_on_three_phases(trace: Trace) -> None:
         await until(lambda: driver.central.state.status == "SuspendedEVSE", "the car paused")
 
 
+async def test_without_phase_currents_the_phases_are_the_commands(trace: Trace) -> None:
+    """A box that sends no per-phase Current.Import: a one-phase installation reads 1 phase, not 3."""
+    async with connected(trace, phases_connected=1) as (driver, emu):
+        await first_reading(driver)
+        await driver.apply(ChargerCommand(10.0, 1))
+        emu.measurands = "Power.Active.Import"
+        sent = driver.central.traffic.received["MeterValues"]
+        # two more: the one in flight when the measurands changed, and one without phase currents
+        await until(lambda: driver.central.traffic.received["MeterValues"] >= sent + 2, "meter values")
+        for phase in (1, 2, 3):
+            driver.central.state.samples.pop(f"Current.Import.L{phase}", None)
+        await until(lambda: driver.central.state.status == "Charging", "charging")
+        reading = await driver.read()
+        assert (reading.phase_currents_a, reading.phases) == (None, 1)
+
+
 async def test_profiles_switch_between_one_and_three_phases(trace: Trace) -> None:
     async with connected(trace, keys={"phase_switching": True}, phase_switch=True) as (driver, emu):
         await first_reading(driver)

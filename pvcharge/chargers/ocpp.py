@@ -255,12 +255,11 @@ class OcppCharger:
                 await self._trigger("MeterValues")
             timestamp_s = state.meter_at_s if state.meter_at_s is not None else since_s
         accepted = self._accepted
-        limit_phases = accepted.phases if accepted is not None and self._config.phase_switching else None
         try:
             return reading_from_state(
                 state,
                 limit_a=accepted.current_a if accepted is not None else 0.0,
-                limit_phases=limit_phases,
+                limit_phases=accepted.phases if accepted is not None else None,
                 timestamp_s=timestamp_s,
             )
         except ValueError as exc:

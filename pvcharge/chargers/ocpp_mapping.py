@@ -221,7 +221,8 @@ def reading_from_state(
         state: the connector's reports; ``state.status`` must be set.
         limit_a: the last limit the box accepted, in A (``Current.Offered`` wins where the box sends it
             during a transaction).
-        limit_phases: ``numberPhases`` of that profile, ``None`` where none was sent.
+        limit_phases: the phases of the command behind that limit (its ``numberPhases`` where sent,
+            else the installation's ``charger.phases``), ``None`` before any.
         timestamp_s: when the values were received.
 
     Returns:
