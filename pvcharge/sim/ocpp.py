@@ -268,7 +268,6 @@ class OcppChargePointEmulator:
         self.stop_requested = False
         self._sleep = sleep
         self._status: str | None = None
-        self._energy_wh = 0.0
         self._box: _Box | None = None
         self._task: asyncio.Task[None] | None = None
         self._offer()
