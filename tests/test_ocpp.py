@@ -17,17 +17,15 @@ import pytest
 from sitestub import FakeClock
 from test_daemon_e2e import write_trace
 
-from pvcharge.chargers.ocpp import (
-    REJECTED_RETRY_S,
-    ConnectorState,
-    OcppCharger,
+from pvcharge.chargers.ocpp import REJECTED_RETRY_S, OcppCharger
+from pvcharge.chargers.ocpp import Config as OcppConfig
+from pvcharge.chargers.ocpp_mapping import (
     charging_profile,
     parse_configuration,
     quirks_for,
     reading_from_state,
 )
-from pvcharge.chargers.ocpp import Config as OcppConfig
-from pvcharge.clients.ocpp import sample_key, sample_value
+from pvcharge.clients.ocpp import ConnectorState, sample_key, sample_value
 from pvcharge.config import parse_config
 from pvcharge.daemon import Cycle, Daemon
 from pvcharge.errors import DeviceProtocolError, DeviceUnavailable
@@ -169,6 +167,24 @@ def test_reading_uses_phase_currents_power_and_offered_current() -> None:
     assert (idle.power_w, idle.phases) == (0.0, 0)
 
 
+def test_an_offered_current_does_not_outlive_its_transaction() -> None:
+    """Current.Offered comes with MeterValues, sent during a transaction only: after it the reading's
+    current is the accepted limit, not the last session's offer."""
+    state = ConnectorState(status="Available", samples={"Current.Offered": 16.0})
+    reading = reading_from_state(state, limit_a=0.0, limit_phases=None, timestamp_s=1.0)
+    assert reading.current_a == 0.0
+
+
+def test_negative_power_is_noise_or_a_named_error() -> None:
+    def charging(power_w: float) -> ChargerReading:
+        state = ConnectorState(status="Charging", transaction_id=1, samples={"Power.Active.Import": power_w})
+        return reading_from_state(state, limit_a=6.0, limit_phases=None, timestamp_s=1.0)
+
+    assert charging(-30.0).power_w == 0.0  # meter noise
+    with pytest.raises(ValueError, match=r"Power\.Active\.Import is -120 W.*reverse"):
+        charging(-120.0)
+
+
 def test_profile_is_a_tx_default_profile_in_amps() -> None:
     from datetime import UTC, datetime
 
@@ -251,6 +267,22 @@ async def test_profile_in_amps_on_three_phases(trace: Trace) -> None:
         await until(lambda: driver.central.state.status == "SuspendedEVSE", "the car paused")
 
 
+async def test_without_phase_currents_the_phases_are_the_commands(trace: Trace) -> None:
+    """A box that sends no per-phase Current.Import: a one-phase installation reads 1 phase, not 3."""
+    async with connected(trace, phases_connected=1) as (driver, emu):
+        await first_reading(driver)
+        await driver.apply(ChargerCommand(10.0, 1))
+        emu.measurands = "Power.Active.Import"
+        sent = driver.central.traffic.received["MeterValues"]
+        # two more: the one in flight when the measurands changed, and one without phase currents
+        await until(lambda: driver.central.traffic.received["MeterValues"] >= sent + 2, "meter values")
+        for phase in (1, 2, 3):
+            driver.central.state.samples.pop(f"Current.Import.L{phase}", None)
+        await until(lambda: driver.central.state.status == "Charging", "charging")
+        reading = await driver.read()
+        assert (reading.phase_currents_a, reading.phases) == (None, 1)
+
+
 async def test_profiles_switch_between_one_and_three_phases(trace: Trace) -> None:
     async with connected(trace, keys={"phase_switching": True}, phase_switch=True) as (driver, emu):
         await first_reading(driver)
@@ -278,6 +310,16 @@ async def test_a_box_that_takes_watts_gets_watts(trace: Trace) -> None:
         schedule = emu.profiles[-1]["charging_schedule"]
         assert schedule["charging_rate_unit"] == "W"
         assert schedule["charging_schedule_period"][0]["limit"] == 6900.0
+        assert emu.site.state().offered_current_a == pytest.approx(10.0)
+
+
+async def test_a_one_phase_box_that_takes_watts_gets_one_phase_of_watts(trace: Trace) -> None:
+    """Without numberPhases the W limit is for the phases the car draws on (the command's), as evcc does
+    (``charger/ocpp.go`` createTxDefaultChargingProfile): 10 A on one phase is 2300 W, not 6900 W."""
+    async with connected(trace, rate_unit="Power", phases_connected=1) as (driver, emu):
+        await first_reading(driver)
+        await driver.apply(ChargerCommand(10.0, 1))
+        assert emu.profiles[-1]["charging_schedule"]["charging_schedule_period"][0]["limit"] == 2300.0
         assert emu.site.state().offered_current_a == pytest.approx(10.0)
 
 

@@ -1,35 +1,25 @@
 """Any OCPP 1.6J wallbox, with pvcharge as its local central system (smart charging by charging profiles).
 
 The wallbox connects to pvcharge (``ws://HOST:PORT/<charge_point_id>``, see
-:mod:`pvcharge.clients.ocpp`); pvcharge never connects to it.  Device facts (OCPP 1.6 edition 2,
-"Open Charge Point Protocol 1.6" §3.13 Smart Charging, §4, §5, §7, §9; evcc ``charger/ocpp*.go`` as the
-peer that drives 29 OCPP charger templates, reference ``sources.md`` "OCPP 1.6J"):
+:mod:`pvcharge.clients.ocpp`); pvcharge never connects to it.  What its reports mean, the profile
+pvcharge sends and the vendor quirks are in :mod:`pvcharge.chargers.ocpp_mapping`.  The sequence (OCPP
+1.6 edition 2, §4, §5, §9; evcc ``charger/ocpp*.go``):
 
-- StatusNotification ``status`` → IEC 61851 state (evcc ``charger/ocpp.go`` Status): Available,
-  Unavailable, Reserved → A; Preparing, SuspendedEV, SuspendedEVSE, Finishing → B (connected, not
-  drawing); Charging → C; Faulted → F.  ``charging`` is the status Charging.
-- MeterValues: ``Power.Active.Import`` (or the sum of its phases), ``Current.Import`` per phase,
-  ``Current.Offered``, ``Energy.Active.Import.Register``, ``SoC``.  A box sends them every
-  ``MeterValueSampleInterval`` during a transaction only (§9.1.17); outside one the power reads 0 W.
 - Once per connection the driver reads ``GetConfiguration`` (``ChargingScheduleAllowedChargingRateUnit``,
   ``ConnectorSwitch3to1PhaseSupported``, ``ChargeProfileMaxStackLevel``, ``SupportedFeatureProfiles``),
-  sets ``MeterValuesSampledData`` (the measurands above; one by one where the set is refused, as evcc
+  sets ``MeterValuesSampledData`` (:data:`MEASURANDS`; one by one where the set is refused, as evcc
   ``cp_setup.go`` does) and ``MeterValueSampleInterval`` by ChangeConfiguration, asks for a
   StatusNotification by TriggerMessage, and sends the last command again (the box may have rebooted).
-- Vendor quirks (:data:`VENDOR_QUIRKS`, by BootNotification ``chargePointVendor``, with their sources):
-  ABB profiles at stack level 0, Easee a MeterValueSampleInterval of at least 30 s.
-- Control (§3.13.2, §5.16, §7.7–7.9): ``SetChargingProfile`` on the connector with a
-  ``TxDefaultProfile`` (it holds for every transaction, the next ones too), kind Absolute from a minute
-  ago (evcc's default), id :data:`PROFILE_ID` (a profile with the same id replaces the old one), one
-  period with ``limit`` in A, one decimal (§7.8: "at most one digit fraction"); ``numberPhases`` 1 or 3
-  only with ``phase_switching``.  A box that allows Power only gets ``limit`` in W = A × phases × 230 V.
-  0 A pauses (§3.13.1: a limit of 0 stops the energy flow without ending the transaction).
+- Control (§5.16): ``SetChargingProfile`` on the connector with the ``TxDefaultProfile`` of
+  :func:`~pvcharge.chargers.ocpp_mapping.charging_profile`, from a minute ago (evcc's default), at the
+  box's ``ChargeProfileMaxStackLevel`` (0 for ABB); ``numberPhases`` only with ``phase_switching``.
 - A profile the box answers Rejected or NotSupported is a ``DeviceProtocolError`` naming it; the same
   profile is not sent again on that connection for :data:`REJECTED_RETRY_S` (the daemon retries a failed
   write every cycle).  A refused limit below the one the box holds (its last accepted one, or its own
   maximum before any) would leave the car charging above the command: the driver then stops the running
   transaction by RemoteStopTransaction (§5.12), and once a limit above 0 A is accepted again starts it by
-  RemoteStartTransaction (§5.11) with the first of ``id_tags`` (or ``pvcharge``).
+  RemoteStartTransaction (§5.11) with the alphabetically first of ``id_tags`` (or
+  ``pvcharge``).
 
 Stale data: a charge point that is not connected, or whose connector has not reported its status yet,
 reads as ``DeviceUnavailable`` (the daemon then treats the charger as stale and, once it reads again,
@@ -46,14 +36,21 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import structlog
 from ocpp.v16 import call
 
-from pvcharge.clients.ocpp import CentralSystem, ConnectorState
+from pvcharge.chargers.ocpp_mapping import (
+    BoxConfiguration,
+    VendorQuirks,
+    charging_profile,
+    parse_configuration,
+    quirks_for,
+    reading_from_state,
+)
+from pvcharge.clients.ocpp import CentralSystem
 from pvcharge.errors import DeviceProtocolError, DeviceUnavailable
-from pvcharge.readings import ChargerCapabilities, ChargerCommand, ChargerReading, IecState
+from pvcharge.readings import ChargerCapabilities, ChargerCommand, ChargerReading
 from pvcharge.settings import Secret, SettingError, is_loopback, setting
 
 _log = structlog.get_logger(__name__)
@@ -63,21 +60,12 @@ _log = structlog.get_logger(__name__)
 CAPABILITIES = ChargerCapabilities(
     current_step_a=0.1, min_current_a=6.0, max_current_a=32.0, phase_switching=False, on_off_only=False
 )
-#: the chargingProfileId of pvcharge's profile: sending it again replaces it (§5.16.3).
-PROFILE_ID = 1
 #: a rejected profile is not sent again on the same connection before this, in s.
 REJECTED_RETRY_S = 60.0
 #: how long the setup of a first connection waits for the box's BootNotification (its vendor), in s.
 BOOT_WAIT_S = 5.0
 #: the id tag of a RemoteStartTransaction when ``id_tags`` lists none (evcc sends "evcc").
 REMOTE_ID_TAG = "pvcharge"
-#: voltage used to turn a current into a power limit for boxes that take W only, in V.
-NOMINAL_VOLTAGE_V = 230.0
-#: Power.Active.Import down to this far below 0 W is meter noise and reads as 0 W; further below, the read
-#: fails (a meter wired in reverse).
-NEGATIVE_POWER_TOLERANCE_W = 50.0
-#: a phase draws when its Current.Import is above this, in A.
-PHASE_ACTIVE_A = 1.0
 #: the measurands pvcharge asks for in MeterValuesSampledData (§9.1.18, §7.31 Measurand).
 MEASURANDS = (
     "Power.Active.Import",
@@ -86,89 +74,6 @@ MEASURANDS = (
     "Energy.Active.Import.Register",
     "SoC",
 )
-
-#: StatusNotification status → IEC 61851 state (see the module docstring).
-STATUS_IEC = {
-    "Available": IecState.A,
-    "Unavailable": IecState.A,
-    "Reserved": IecState.A,
-    "Preparing": IecState.B,
-    "SuspendedEV": IecState.B,
-    "SuspendedEVSE": IecState.B,
-    "Finishing": IecState.B,
-    "Charging": IecState.C,
-    "Faulted": IecState.F,
-}
-
-
-@dataclass(frozen=True, slots=True)
-class VendorQuirks:
-    """What a vendor's boxes need beyond OCPP 1.6, as far as it is documented.
-
-    Attributes:
-        vendor: matched against the start of BootNotification ``chargePointVendor`` (any case).
-        stack_level_zero: profiles must use stack level 0 (others are Rejected); pvcharge otherwise
-            uses ``ChargeProfileMaxStackLevel``, so its profile sits above any the vendor installed.
-        min_meter_interval_s: the shortest MeterValueSampleInterval the box keeps to, in s.
-        units: the ``ChargingScheduleAllowedChargingRateUnit`` reported, where known.
-        number_phases: what is known of ``numberPhases`` in a profile.
-        pause: how the box is paused (pvcharge sends a 0 A profile to every box).
-        notes: what else a user must know.
-        sources: where each fact comes from.
-    """
-
-    vendor: str
-    stack_level_zero: bool = False
-    min_meter_interval_s: int = 0
-    units: str = "unknown"
-    number_phases: str = "unknown"
-    pause: str = "a 0 A profile"
-    notes: str = ""
-    sources: tuple[str, ...] = ()
-
-
-#: the vendor quirks pvcharge applies (stack level, meter interval) and documents.  Nothing here was
-#: measured on a real box by pvcharge: every line is what the sources report.
-VENDOR_QUIRKS = (
-    VendorQuirks(
-        vendor="ABB",
-        stack_level_zero=True,
-        units="Current,Power",
-        notes="Terra AC rejects SetChargingProfile with a stack level above 0 (FW 1.8.0 and later reports)",
-        sources=(
-            "evcc templates/definition/charger/ocpp-abb-tac.yaml (stacklevelzero: true)",
-            "evcc issue #15493 (SetChargingProfile rejected, FW 1.8.0)",
-            "lbbrhzn/ocpp issue #1737 (rejected at stackLevel 3; GetConfiguration units Current,Power)",
-        ),
-    ),
-    VendorQuirks(
-        vendor="Easee",
-        min_meter_interval_s=30,
-        notes="firmware >= 328 with OCPP enabled through the Easee cloud API; current control over OCPP "
-        "needed beta firmware (evcc tested v9012); evcc starts transactions remotely (remotestart)",
-        sources=(
-            "evcc templates/definition/charger/ocpp-easee.yaml (meterinterval: 30s, remotestart: true)",
-        ),
-    ),
-    VendorQuirks(
-        vendor="Alfen",
-        number_phases="works: 1p/3p by numberPhases (evcc template capability 1p3p; tested on an Eve S-line)",
-        notes="evcc uses the box's PlugAndChargeIdentifier as the id tag of a remote start",
-        sources=(
-            "evcc templates/definition/charger/ocpp-alfen.yaml (capabilities mA, 1p3p)",
-            "evcc pull request #4946 (phase switching tested on an Alfen Eve S-line)",
-            "evcc charger/ocpp/const.go (KeyAlfenPlugAndChargeIdentifier)",
-        ),
-    ),
-)
-
-
-def quirks_for(vendor: str | None) -> VendorQuirks | None:
-    """The :data:`VENDOR_QUIRKS` entry for a BootNotification ``chargePointVendor``, ``None`` if none."""
-    if not vendor:
-        return None
-    name = vendor.strip().lower()
-    return next((q for q in VENDOR_QUIRKS if name.startswith(q.vendor.lower())), None)
 
 
 @dataclass(frozen=True)
@@ -236,140 +141,6 @@ def create(config: Config, *, name: str, clock: Callable[[], float]) -> OcppChar
     return OcppCharger(config, name=name, clock=clock)
 
 
-# -- pure mapping ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class BoxConfiguration:
-    """What GetConfiguration said (defaults where the box did not say).
-
-    Attributes:
-        rate_unit: ``"A"`` or ``"W"``: the unit of profile limits
-            (``ChargingScheduleAllowedChargingRateUnit``).
-        phase_switch: ``ConnectorSwitch3to1PhaseSupported`` is true.
-        max_stack_level: ``ChargeProfileMaxStackLevel`` (0 when not given).
-        remote_trigger: ``SupportedFeatureProfiles`` lists RemoteTrigger (true when not given).
-        smart_charging: ``SupportedFeatureProfiles`` lists SmartCharging (true when not given).
-    """
-
-    rate_unit: str = "A"
-    phase_switch: bool = False
-    max_stack_level: int = 0
-    remote_trigger: bool = True
-    smart_charging: bool = True
-
-
-def parse_configuration(keys: list[dict[str, Any]] | None) -> BoxConfiguration:
-    """Map GetConfiguration's ``configurationKey`` list (``[{"key", "readonly", "value"}]``, §6.21).
-
-    Key names compare case-insensitively (boxes differ); unparseable values keep the default.
-    """
-    values = {str(k.get("key", "")).lower(): str(k.get("value") or "") for k in keys or []}
-    config = BoxConfiguration()
-    units = values.get("chargingscheduleallowedchargingrateunit")
-    if units:
-        allowed = {u.strip() for u in units.split(",")}
-        if "Current" not in allowed and "A" not in allowed and allowed & {"Power", "W"}:
-            config = replace(config, rate_unit="W")
-    if values.get("connectorswitch3to1phasesupported", "").lower() == "true":
-        config = replace(config, phase_switch=True)
-    level = values.get("chargeprofilemaxstacklevel", "")
-    if level.isdigit():
-        config = replace(config, max_stack_level=int(level))
-    profiles = values.get("supportedfeatureprofiles")
-    if profiles and "Core" in profiles:
-        config = replace(
-            config, remote_trigger="RemoteTrigger" in profiles, smart_charging="SmartCharging" in profiles
-        )
-    return config
-
-
-def charging_profile(
-    current_a: float, phases: int | None, *, unit: str, stack_level: int, start: datetime
-) -> dict[str, Any]:
-    """The ``csChargingProfiles`` of SetChargingProfile (snake_case keys, as the ``ocpp`` library takes).
-
-    Args:
-        current_a: the limit per phase in A (0 pauses), rounded to 0.1 A.
-        phases: ``numberPhases``, or ``None`` to leave it out (the box assumes 3, §7.9).
-        unit: ``"A"``, or ``"W"`` for a box that takes power only (then ``limit`` is
-            ``current_a × (phases or 3) × 230 V``, in whole W).
-        stack_level: the profile's stack level.
-        start: ``startSchedule`` (wall-clock time: the box's clock).
-    """
-    if unit == "W":
-        limit: float = float(round(current_a * (phases or 3) * NOMINAL_VOLTAGE_V))
-    else:
-        limit = round(current_a, 1)
-    period: dict[str, Any] = {"start_period": 0, "limit": limit}
-    if phases is not None:
-        period["number_phases"] = phases
-    return {
-        "charging_profile_id": PROFILE_ID,
-        "stack_level": stack_level,
-        "charging_profile_purpose": "TxDefaultProfile",
-        "charging_profile_kind": "Absolute",
-        "charging_schedule": {
-            "charging_rate_unit": unit,
-            "start_schedule": start.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
-            "charging_schedule_period": [period],
-        },
-    }
-
-
-def reading_from_state(
-    state: ConnectorState, *, limit_a: float, limit_phases: int | None, timestamp_s: float
-) -> ChargerReading:
-    """Build a reading from what the connector reported.
-
-    Args:
-        state: the connector's reports; ``state.status`` must be set.
-        limit_a: the last limit the box accepted, in A (``Current.Offered`` wins where the box sends it).
-        limit_phases: ``numberPhases`` of that profile, ``None`` where none was sent.
-        timestamp_s: when the values were received.
-
-    Returns:
-        ``power_w`` from Power.Active.Import (else the sum of its phases, else 0), 0 outside a
-        transaction and while not charging; ``phases`` while charging: the phases whose Current.Import
-        is above :data:`PHASE_ACTIVE_A` (where the box sends per-phase currents), else ``limit_phases``
-        or 3; ``phase_currents_a`` where any phase current was sent.
-
-    Raises:
-        ValueError: an unknown status, or a value the reading refuses (negative power).
-    """
-    assert state.status is not None
-    iec = STATUS_IEC.get(state.status)
-    if iec is None:
-        raise ValueError(f"StatusNotification: unknown status {state.status!r}")
-    charging = state.status == "Charging"
-    samples = state.samples if (charging or state.transaction_id is not None) else {}
-    power_w = samples.get("Power.Active.Import")
-    if power_w is None:
-        phase_powers = [samples.get(f"Power.Active.Import.L{i}") for i in (1, 2, 3)]
-        power_w = sum(p for p in phase_powers if p is not None)
-    currents = [samples.get(f"Current.Import.L{i}") for i in (1, 2, 3)]
-    phase_currents = None
-    if any(c is not None for c in currents):
-        phase_currents = (currents[0] or 0.0, currents[1] or 0.0, currents[2] or 0.0)
-    phases = 0
-    if charging:
-        if phase_currents is not None:
-            phases = sum(1 for c in phase_currents if c > PHASE_ACTIVE_A)
-        else:
-            phases = limit_phases or 3
-    offered = state.samples.get("Current.Offered")
-    return ChargerReading(
-        connected=iec in (IecState.B, IecState.C, IecState.D),
-        charging=charging,
-        power_w=max(0.0, power_w) if power_w >= -NEGATIVE_POWER_TOLERANCE_W else power_w,
-        current_a=offered if offered is not None and offered >= 0 else limit_a,
-        phases=phases,
-        timestamp_s=timestamp_s,
-        iec_state=iec,
-        phase_currents_a=phase_currents,
-    )
-
-
 # -- driver ---------------------------------------------------------------------------------------
 
 
@@ -381,8 +152,9 @@ class OcppCharger:
         capabilities: 0.1 A steps, 0 or 6–32 A; ``phase_switching`` as configured.
         central: the :class:`~pvcharge.clients.ocpp.CentralSystem` (its ``traffic``, ``boot``, ``url``).
         box: what the box's GetConfiguration said on this connection, ``None`` before it.
-        quirks: the :data:`VENDOR_QUIRKS` entry of the box's vendor (from its BootNotification), if any:
-            ABB gets stack level 0, Easee a MeterValueSampleInterval of at least 30 s.
+        quirks: the :data:`~pvcharge.chargers.ocpp_mapping.VENDOR_QUIRKS` entry of the box's vendor (from
+            its BootNotification), if any: ABB gets stack level 0, Easee a MeterValueSampleInterval of at
+            least 30 s.
         soc_pct: the car's SoC in % where the box sends it (``None`` otherwise).
         energy_wh: the box's energy register in Wh where sent.
 
@@ -445,7 +217,8 @@ class OcppCharger:
         return self.central.url
 
     async def read(self) -> ChargerReading:
-        """The connector's state from the box's last reports (see :func:`reading_from_state`).
+        """The connector's state from the box's last reports (see
+        :func:`~pvcharge.chargers.ocpp_mapping.reading_from_state`).
 
         ``timestamp_s`` is when the last MeterValues arrived while charging, else now (the box reports
         every change of status itself).  The first read on a connection runs the setup of the module
@@ -482,12 +255,11 @@ class OcppCharger:
                 await self._trigger("MeterValues")
             timestamp_s = state.meter_at_s if state.meter_at_s is not None else since_s
         accepted = self._accepted
-        limit_phases = accepted.phases if accepted is not None and self._config.phase_switching else None
         try:
             return reading_from_state(
                 state,
                 limit_a=accepted.current_a if accepted is not None else 0.0,
-                limit_phases=limit_phases,
+                limit_phases=accepted.phases if accepted is not None else None,
                 timestamp_s=timestamp_s,
             )
         except ValueError as exc:
@@ -536,6 +308,7 @@ class OcppCharger:
             if self.quirks is not None and self.quirks.stack_level_zero
             else box.max_stack_level,
             start=datetime.now(UTC) - timedelta(minutes=1),
+            power_phases=command.phases,
         )
         result = await self.central.call(
             call.SetChargingProfile(connector_id=self._config.connector_id, cs_charging_profiles=profile)
@@ -642,7 +415,7 @@ class OcppCharger:
                 self._log.warning("ocpp.profile_resend_failed", error=exc.message)
 
     def _apply_quirks(self) -> None:
-        """Look the BootNotification's vendor up in :data:`VENDOR_QUIRKS` (a box sends it first)."""
+        """Look the BootNotification's vendor up in :func:`~pvcharge.chargers.ocpp_mapping.quirks_for`."""
         vendor = (self.central.boot or {}).get("vendor")
         quirks = quirks_for(vendor)
         if quirks is not None and quirks is not self.quirks:

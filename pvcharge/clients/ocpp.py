@@ -27,10 +27,7 @@ reconnects before the server notices that the old socket is dead).
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import contextlib
-import hmac
 import itertools
 import json
 import ssl
@@ -46,8 +43,7 @@ from ocpp.exceptions import OCPPError
 from ocpp.routing import on
 from ocpp.v16 import ChargePoint, call_result
 from ocpp.v16.enums import Action
-from websockets.asyncio.server import Server, ServerConnection, serve
-from websockets.datastructures import Headers
+from websockets.asyncio.server import Server, ServerConnection, basic_auth, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
@@ -73,9 +69,15 @@ def handles(action: Action) -> Callable[[_Handler], _Handler]:
     return cast(Callable[[_Handler], _Handler], on(action))
 
 
+def ocpp_time(moment: datetime) -> str:
+    """An aware ``datetime`` as OCPP's ``dateTime`` (RFC 3339 in UTC, whole seconds, e.g.
+    ``2026-01-01T12:00:00Z``)."""
+    return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
 def utc_now() -> str:
-    """The wall-clock time as OCPP's ``dateTime`` (RFC 3339, UTC): the charge point's clock is real time."""
-    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    """The wall-clock time as OCPP's ``dateTime``: the charge point's clock is real time."""
+    return ocpp_time(datetime.now(UTC))
 
 
 def sample_key(sample: dict[str, Any]) -> str:
@@ -111,7 +113,6 @@ class ConnectorState:
         status: the last StatusNotification ``status`` (``"Available"``, ``"Charging"``, ...), ``None``
             before the first.
         error_code: its ``errorCode`` (``"NoError"`` normally) and ``info`` (vendor text or ``None``).
-        status_at_s: when it arrived.
         charging_since_s: when the status last became ``Charging``.
         samples: the last value of each measurand key (:func:`sample_key`) in W, Wh, A, V or %.
         meter_at_s: when the last MeterValues for the connector arrived, ``None`` before the first.
@@ -121,7 +122,6 @@ class ConnectorState:
     status: str | None = None
     error_code: str = "NoError"
     info: str | None = None
-    status_at_s: float | None = None
     charging_since_s: float | None = None
     samples: dict[str, float] = field(default_factory=dict)
     meter_at_s: float | None = None
@@ -130,12 +130,9 @@ class ConnectorState:
 
 @dataclass
 class Traffic:
-    """The OCPP messages of the connection(s): calls the charge point sent by action, calls pvcharge sent
-    by action, and the answers the charge point gave them (``"SetChargingProfile Accepted"``, ...)."""
+    """The charge point's traffic: the calls it sent, by action, and its connections."""
 
     received: Counter[str] = field(default_factory=Counter)
-    sent: Counter[str] = field(default_factory=Counter)
-    answers: Counter[str] = field(default_factory=Counter)
     connections: int = 0
 
 
@@ -176,13 +173,12 @@ class _Session(ChargePoint):  # type: ignore[misc]  # the ocpp library has no ty
     def _status(self, connector_id: int, error_code: str, status: str, **kwargs: Any) -> Any:
         central = self.central
         if connector_id == central.connector_id:
-            state, now = central.state, central.clock()
+            state = central.state
             if status == "Charging" and state.status != "Charging":
-                state.charging_since_s = now
+                state.charging_since_s = central.clock()
             if status == "Available" and state.transaction_id is not None:
                 state.transaction_id = None  # unplugged: any transaction is over (evcc does the same)
             state.status, state.error_code, state.info = status, error_code, kwargs.get("info")
-            state.status_at_s = now
             central.status_event.set()
             central.log.debug("ocpp.status", status=status, error_code=error_code)
         elif connector_id == 0 and status in ("Unavailable", "Faulted"):
@@ -203,7 +199,6 @@ class _Session(ChargePoint):  # type: ignore[misc]  # the ocpp library has no ty
                     except ValueError as exc:
                         central.log.debug("ocpp.sample_ignored", sample=sample, reason=str(exc))
             state.meter_at_s = central.clock()
-            central.meter_event.set()
             transaction_id = kwargs.get("transaction_id")
             if state.transaction_id is None and transaction_id and state.status != "Available":
                 state.transaction_id = transaction_id  # begun before pvcharge started (evcc does the same)
@@ -263,9 +258,8 @@ class CentralSystem:
     Attributes:
         state: the connector's :class:`ConnectorState`.
         boot: the last BootNotification's fields (``vendor``, ``model``, ``firmware_version``, ...).
-        traffic: message counters (for the demo's summary and tests).
+        traffic: what the charge point sent and how often it connected (:class:`Traffic`).
         generation: counts connections; a driver compares it to know that a new one needs its setup.
-        meter_event: set whenever MeterValues for the connector arrive.
         status_event: set whenever a StatusNotification for the connector arrives.
         boot_event: set by a BootNotification, cleared by a new connection.
         connected_event: set while the charge point is connected.
@@ -296,14 +290,19 @@ class CentralSystem:
         self.boot: dict[str, Any] | None = None
         self.traffic = Traffic()
         self.generation = 0
-        self.meter_event = asyncio.Event()
         self.status_event = asyncio.Event()
         self.boot_event = asyncio.Event()
         self.connected_event = asyncio.Event()
         self.transaction_ids = itertools.count(1)
         self.disconnected_at_s: float | None = None
-        self._password = password
         self._tls = tls
+        # security profile 1: websockets checks the Basic login (password compared in constant time) and
+        # answers 401 with WWW-Authenticate
+        self._login = (
+            basic_auth(realm="pvcharge OCPP", credentials=(charge_point_id, password))
+            if password is not None
+            else None
+        )
         self._id_tags = id_tags
         self._server: Server | None = None
         self._session: _Session | None = None
@@ -372,33 +371,18 @@ class CentralSystem:
         self._session = None
         self.connected_event.clear()
 
-    def _check_request(self, connection: ServerConnection, request: Request) -> Response | None:
+    async def _check_request(self, connection: ServerConnection, request: Request) -> Response | None:
         """Refuse an upgrade for another charge point id (404) or without the right login (401)."""
         path = request.path.split("?", 1)[0].rstrip("/")
         if path.rpartition("/")[2] != self.charge_point_id:
             self.log.warning("ocpp.unknown_charge_point", path=path)
             return connection.respond(HTTPStatus.NOT_FOUND, "unknown charge point id\n")
-        if self._password is None:
+        if self._login is None:
             return None
-        if not self._login_ok(request.headers):
+        refused = await self._login(connection, request)
+        if refused is not None:
             self.log.warning("ocpp.login_refused", charge_point=self.charge_point_id)
-            response = connection.respond(HTTPStatus.UNAUTHORIZED, "login required\n")
-            response.headers["WWW-Authenticate"] = 'Basic realm="pvcharge OCPP", charset="UTF-8"'
-            return response
-        return None
-
-    def _login_ok(self, headers: Headers) -> bool:
-        assert self._password is not None
-        scheme, _, encoded = headers.get("Authorization", "").partition(" ")
-        if scheme.lower() != "basic":
-            return False
-        try:
-            user, _, password = base64.b64decode(encoded.strip(), validate=True).decode().partition(":")
-        except (binascii.Error, UnicodeDecodeError):
-            return False
-        return hmac.compare_digest(user.encode(), self.charge_point_id.encode()) and hmac.compare_digest(
-            password.encode(), self._password.encode()
-        )
+        return refused
 
     async def _serve(self, connection: ServerConnection) -> None:
         if connection.subprotocol != SUBPROTOCOL:
@@ -443,7 +427,6 @@ class CentralSystem:
         session = self._session
         if session is None:
             raise DeviceUnavailable(self.name, f"{action}: the charge point is not connected")
-        self.traffic.sent[action] += 1
         request = asyncio.ensure_future(session.call(payload, suppress=False))
         closed = asyncio.ensure_future(session.connection.wait_closed())
         try:
@@ -462,13 +445,9 @@ class CentralSystem:
         if isinstance(exc, ConnectionClosed):
             raise DeviceUnavailable(self.name, f"{action}: the connection closed") from exc
         if isinstance(exc, OCPPError):
-            self.traffic.answers[f"{action} CallError"] += 1
             raise DeviceProtocolError(
                 self.name, f"{action}: the charge point answered CALLERROR {exc.code}: {exc.description}"
             ) from exc
         if exc is not None:
             raise exc
-        result = request.result()
-        status = getattr(result, "status", None)
-        self.traffic.answers[f"{action} {status}" if status is not None else action] += 1
-        return result
+        return request.result()

@@ -32,7 +32,6 @@ wins), reservations, local authorization lists, firmware and diagnostics, securi
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -46,6 +45,7 @@ from ocpp.v16 import ChargePoint, call, call_result
 from ocpp.v16.enums import Action
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
+from websockets.headers import build_authorization_basic
 
 from pvcharge.clients.ocpp import SUBPROTOCOL, handles, utc_now
 from pvcharge.settings import is_loopback
@@ -76,9 +76,11 @@ class OcppTraffic:
     """What the charge point sent and what it answered to the central system's calls.
 
     Attributes:
+        name: the label of the demo's summary line.
         sent: calls the charge point sent, by action.
         accepted: the central system's calls it accepted, by action.
         refused: the calls it refused, by ``"<action> <status>"`` (e.g. ``"SetChargingProfile Rejected"``).
+        connections: connections opened.
         refused_logins: connections the central system refused (HTTP 401/404).
     """
 
@@ -266,7 +268,6 @@ class OcppChargePointEmulator:
         self.stop_requested = False
         self._sleep = sleep
         self._status: str | None = None
-        self._energy_wh = 0.0
         self._box: _Box | None = None
         self._task: asyncio.Task[None] | None = None
         self._offer()
@@ -321,8 +322,7 @@ class OcppChargePointEmulator:
     async def _connect_once(self) -> None:
         headers = {}
         if self.password is not None:
-            login = base64.b64encode(f"{self.charge_point_id}:{self.password}".encode()).decode()
-            headers["Authorization"] = f"Basic {login}"
+            headers["Authorization"] = build_authorization_basic(self.charge_point_id, self.password)
         async with connect(
             self.url, subprotocols=[SUBPROTOCOL], additional_headers=headers, open_timeout=10
         ) as connection:
@@ -354,9 +354,7 @@ class OcppChargePointEmulator:
 
     async def _work(self, box: _Box) -> None:
         """Boot, then follow the car: status, transactions and meter values."""
-        await self._call(
-            call.BootNotification(charge_point_model="OCPP emulator", charge_point_vendor=self.vendor)
-        )
+        await self._boot()
         self._status = None
         next_meter_s = -float("inf")
         while True:
@@ -471,9 +469,12 @@ class OcppChargePointEmulator:
         elif message == "Heartbeat":
             await self._call(call.Heartbeat())
         elif message == "BootNotification":
-            await self._call(
-                call.BootNotification(charge_point_model="OCPP emulator", charge_point_vendor=self.vendor)
-            )
+            await self._boot()
+
+    async def _boot(self) -> None:
+        await self._call(
+            call.BootNotification(charge_point_model="OCPP emulator", charge_point_vendor=self.vendor)
+        )
 
     # -- what the box answers -------------------------------------------------------------------
 
