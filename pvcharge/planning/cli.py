@@ -16,10 +16,11 @@ import asyncio
 import sys
 import time as wallclock
 from datetime import datetime
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
-from pvcharge.planning.forecast import surplus as surplus_of
-from pvcharge.planning.planner import ChargeLimits, Plan, PlannedSlot, next_deadline, plan_charge
+if TYPE_CHECKING:  # imported where used: every pvcharge command builds this parser, few plan
+    from pvcharge.planning.planner import Plan, PlannedSlot
 
 
 def add_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -35,6 +36,8 @@ def add_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
 def cmd_plan(args: argparse.Namespace) -> int:
     from pvcharge.cli import _load
     from pvcharge.planning.config import PlanConfig
+    from pvcharge.planning.forecast import surplus as surplus_of
+    from pvcharge.planning.planner import ChargeLimits, next_deadline, plan_charge
     from pvcharge.planning.service import local_zone, next_target
     from pvcharge.planning.sources import forecast_source, tariff_source
     from pvcharge.settings import SettingError
