@@ -14,6 +14,7 @@ import signal
 import sys
 import time
 from collections.abc import Sequence
+from datetime import time as dt_time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -343,17 +344,15 @@ EMULATE_PORTS = {"huawei": 5502, "senec": 8443, "alphaess": 8081, "easee": 8082,
 
 
 def _time_of_day_s(text: str) -> float:
-    """``HH:MM`` → seconds since midnight (argparse type)."""
-    hours, sep, minutes = text.partition(":")
+    """``HH:MM`` → seconds since midnight (argparse type), read as a plan's deadline is."""
     try:
-        if not sep:
-            raise ValueError
-        seconds = int(hours) * 3600 + int(minutes) * 60
+        hours, minutes = text.split(":")
+        of_day = dt_time(int(hours), int(minutes))  # ValueError outside 00:00–23:59
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected HH:MM, e.g. 10:00; got {text!r}") from None
-    if not (0 <= int(hours) < 24 and 0 <= int(minutes) < 60):
-        raise argparse.ArgumentTypeError(f"expected a time of day 00:00–23:59, got {text!r}")
-    return float(seconds)
+        raise argparse.ArgumentTypeError(
+            f"expected a time of day HH:MM (00:00–23:59), got {text!r}"
+        ) from None
+    return float(of_day.hour * 3600 + of_day.minute * 60)
 
 
 def _hhmm(seconds_of_day: float) -> str:
