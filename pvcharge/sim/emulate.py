@@ -200,8 +200,10 @@ def _describe(
             {"charger": {"type": "easee", **account}},
             [
                 f"Its site id is {emu.site_id}, its circuit id {emu.circuit_id} (control: circuit_current).",
-                f"The emulator's rate limits: {emu.settings_per_min} circuit settings and "
-                f"{emu.commands_per_min} of each command per minute; more answer HTTP 429.",
+                f"The emulator's rate limits: {emu.settings_per_min} requests per minute on each settings "
+                f"path and {emu.commands_per_min} charger commands per minute "
+                f"({'all commands together' if emu.commands_share_budget else 'each command on its own'}); "
+                "more answer HTTP 429.",
             ],
         )
     section: dict[str, Any] = {"type": "warp", "url": emu.url}
