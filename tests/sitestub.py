@@ -83,3 +83,14 @@ async def run_daemon(
     proc.send_signal(signal.SIGTERM)
     out, err = await asyncio.wait_for(proc.communicate(), 20)
     return held, proc.returncode, err.decode() + out.decode()
+
+
+async def eventually(condition: Callable[[], bool], what: str, timeout_s: float = 20.0) -> None:
+    """Wait for ``condition`` (an event from the other side), asked every 0.01 s; ``timeout_s`` only bounds
+    a failing test, whose message names ``what``."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, (
+            f"timed out after {timeout_s:g} s waiting for {what}"
+        )
+        await asyncio.sleep(0.01)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sitestub import FakeClock
+from sitestub import FakeClock, eventually
 from test_daemon_e2e import write_trace
 
 from pvcharge.chargers.ocpp import REJECTED_RETRY_S, OcppCharger
@@ -38,15 +38,6 @@ from pvcharge.sim.site import CarParams, SiteModel
 from pvcharge.sim.trace import Trace, load_trace
 
 PASSWORD = "a-test-password-16"  # a throwaway value for the loopback tests
-
-
-async def until(condition: Callable[[], bool], what: str, timeout_s: float = 20.0) -> None:
-    """Wait for ``condition`` (an event from the other side); ``timeout_s`` only bounds a failing test."""
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
 
 
 async def first_reading(driver: OcppCharger) -> ChargerReading:
@@ -94,7 +85,7 @@ async def connected(
     url = await driver.listen()
     try:
         async with OcppChargePointEmulator(site, url, sleep=clock.sleep, **emulator) as emu:
-            await until(emu.connected.is_set, "the emulator to connect")
+            await eventually(emu.connected.is_set, "the emulator to connect")
             yield driver, emu
     finally:
         await driver.close()
@@ -238,7 +229,9 @@ async def test_boot_status_and_meter_values(trace: Trace) -> None:
         assert emu.meter_interval_s == 5
         assert set(emu.measurands.split(",")) >= {"Power.Active.Import", "Current.Import", "SoC"}
         # without a profile the box offers its maximum: the car charges on 3 phases at 32 A
-        await until(lambda: driver.central.state.samples.get("Power.Active.Import", 0) > 0, "meter values")
+        await eventually(
+            lambda: driver.central.state.samples.get("Power.Active.Import", 0) > 0, "meter values"
+        )
         reading = await driver.read()
         assert reading.charging and reading.iec_state == IecState.C
         assert reading.power_w == pytest.approx(32 * 3 * 230)
@@ -258,13 +251,13 @@ async def test_profile_in_amps_on_three_phases(trace: Trace) -> None:
         assert profile["charging_schedule"]["charging_rate_unit"] == "A"
         assert period["limit"] == 10.0 and "number_phases" not in period  # no phase switching configured
         assert (emu.site.state().offered_current_a, emu.site.state().offered_phases) == (10.0, 3)
-        await until(lambda: driver.central.state.samples.get("Current.Import.L1") == 10.0, "10 A drawn")
+        await eventually(lambda: driver.central.state.samples.get("Current.Import.L1") == 10.0, "10 A drawn")
         reading = await driver.read()
         assert (reading.current_a, reading.phases) == (10.0, 3)
         # a pause is a profile of 0 A
         await driver.apply(ChargerCommand(0.0, 3))
         assert emu.profiles[-1]["charging_schedule"]["charging_schedule_period"][0]["limit"] == 0.0
-        await until(lambda: driver.central.state.status == "SuspendedEVSE", "the car paused")
+        await eventually(lambda: driver.central.state.status == "SuspendedEVSE", "the car paused")
 
 
 async def test_without_phase_currents_the_phases_are_the_commands(trace: Trace) -> None:
@@ -275,10 +268,10 @@ async def test_without_phase_currents_the_phases_are_the_commands(trace: Trace) 
         emu.measurands = "Power.Active.Import"
         sent = driver.central.traffic.received["MeterValues"]
         # two more: the one in flight when the measurands changed, and one without phase currents
-        await until(lambda: driver.central.traffic.received["MeterValues"] >= sent + 2, "meter values")
+        await eventually(lambda: driver.central.traffic.received["MeterValues"] >= sent + 2, "meter values")
         for phase in (1, 2, 3):
             driver.central.state.samples.pop(f"Current.Import.L{phase}", None)
-        await until(lambda: driver.central.state.status == "Charging", "charging")
+        await eventually(lambda: driver.central.state.status == "Charging", "charging")
         reading = await driver.read()
         assert (reading.phase_currents_a, reading.phases) == (None, 1)
 
@@ -291,7 +284,7 @@ async def test_profiles_switch_between_one_and_three_phases(trace: Trace) -> Non
         period = emu.profiles[-1]["charging_schedule"]["charging_schedule_period"][0]
         assert (period["limit"], period["number_phases"]) == (8.0, 1)
         assert emu.site.state().offered_phases == 1
-        await until(lambda: emu.site.state().car_phases == 1, "the car on one phase")
+        await eventually(lambda: emu.site.state().car_phases == 1, "the car on one phase")
         await driver.apply(ChargerCommand(8.0, 3))
         period = emu.profiles[-1]["charging_schedule"]["charging_schedule_period"][0]
         assert period["number_phases"] == 3 and emu.site.state().offered_phases == 3
@@ -368,7 +361,7 @@ async def test_a_refused_decrease_stops_the_transaction_until_a_limit_is_accepte
     and started again once a limit above 0 A is accepted. A refused increase stops nothing."""
     async with connected(trace) as (driver, emu):
         await first_reading(driver)
-        await until(lambda: emu.transaction_id is not None, "the transaction")
+        await eventually(lambda: emu.transaction_id is not None, "the transaction")
         await driver.apply(ChargerCommand(10.0, 3))
         emu.reject_profiles = True
         with pytest.raises(DeviceProtocolError, match="Rejected") as refused:
@@ -376,19 +369,19 @@ async def test_a_refused_decrease_stops_the_transaction_until_a_limit_is_accepte
         assert "RemoteStop" not in str(refused.value) and emu.transaction_id is not None
         with pytest.raises(DeviceProtocolError, match="RemoteStopTransaction"):
             await driver.apply(ChargerCommand(8.0, 3))
-        await until(lambda: emu.transaction_id is None, "the transaction stopped")
-        await until(lambda: emu.site.state().car_current_a == 0, "the car stopped")
+        await eventually(lambda: emu.transaction_id is None, "the transaction stopped")
+        await eventually(lambda: emu.site.state().car_current_a == 0, "the car stopped")
         assert emu.limit_a == 10.0  # the box kept the old limit: without the stop it would charge at 10 A
         emu.reject_profiles = False
         await driver.apply(ChargerCommand(9.0, 3))  # (8 A is not sent again for REJECTED_RETRY_S)
         assert emu.traffic.accepted["RemoteStartTransaction"] == 1
-        await until(lambda: emu.site.state().car_current_a == 9.0, "charging again at 9 A")
+        await eventually(lambda: emu.site.state().car_current_a == 9.0, "charging again at 9 A")
 
 
 async def test_no_meter_values_while_charging_reads_as_stale(trace: Trace) -> None:
     clock = FakeClock(trace.start_s)
     async with connected(trace, driver_clock=clock) as (driver, emu):
-        await until(lambda: driver.central.state.status == "Charging", "charging")
+        await eventually(lambda: driver.central.state.status == "Charging", "charging")
         await first_reading(driver)
         emu.meter_values = False
         clock.advance(11)  # 2 intervals: the driver asks for them
@@ -414,7 +407,7 @@ async def test_wrong_password_is_refused(trace: Trace) -> None:
             async with OcppChargePointEmulator(
                 site_for(trace, clock), url, password=password, sleep=clock.sleep
             ) as emu:
-                await until(lambda: emu.last_refusal is not None, "the refusal")
+                await eventually(lambda: emu.last_refusal is not None, "the refusal")
                 assert emu.last_refusal == 401 and not emu.connected.is_set()
                 with pytest.raises(DeviceUnavailable, match="not connected"):
                     await driver.read()
@@ -431,7 +424,7 @@ async def test_another_charge_point_id_is_refused(trace: Trace) -> None:
         async with OcppChargePointEmulator(
             site_for(trace, clock), url[: -len("CP1")] + "CP2", sleep=clock.sleep
         ) as emu:
-            await until(lambda: emu.last_refusal is not None, "the refusal")
+            await eventually(lambda: emu.last_refusal is not None, "the refusal")
             assert emu.last_refusal == 404
     finally:
         await driver.close()
@@ -464,24 +457,30 @@ async def test_daemon_through_a_disconnect_and_shutdown(trace: Trace) -> None:
             stop = asyncio.Event()
             running = asyncio.create_task(daemon.run(stop))
             # PV 4 kW, house 300 W: the daemon starts the car on the 1-phase box (6–16 A)
-            await until(lambda: (emu.limit_a or 0) >= 6 and site.state().car_current_a > 0, "charging")
+            await eventually(lambda: (emu.limit_a or 0) >= 6 and site.state().car_current_a > 0, "charging")
             assert "number_phases" not in emu.profiles[-1]["charging_schedule"]["charging_schedule_period"][0]
             failures = daemon.stats.charger_failures
             await emu.disconnect()
-            await until(lambda: daemon.stats.charger_failures >= failures + 3, "reads failing while away")
+            await eventually(
+                lambda: daemon.stats.charger_failures >= failures + 3, "reads failing while away"
+            )
             assert not charger.central.connected
             assert all(c.charger is None for c in cycles[-3:])  # stale: no charger reading
             sent = len(emu.profiles)
             emu.reconnect()
-            await until(lambda: len(emu.profiles) > sent and cycles[-1].charger is not None, "the resend")
-            await until(lambda: emu.limit_a == cycles[-1].decision.command.current_a, "the command in force")
+            await eventually(
+                lambda: len(emu.profiles) > sent and cycles[-1].charger is not None, "the resend"
+            )
+            await eventually(
+                lambda: emu.limit_a == cycles[-1].decision.command.current_a, "the command in force"
+            )
             assert charger.central.traffic.connections == 2
             stop.set()
             await running
             # the exit pause went out before the socket closed: the box holds a 0 A profile
             assert emu.profiles[-1]["charging_schedule"]["charging_schedule_period"][0]["limit"] == 0.0
             assert emu.limit_a == 0.0
-            await until(lambda: not emu.connected.is_set(), "the socket closed")
+            await eventually(lambda: not emu.connected.is_set(), "the socket closed")
     assert daemon.stats.charger_writes >= 2
 
 

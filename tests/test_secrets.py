@@ -8,13 +8,13 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from functools import partial
 from pathlib import Path
 
 import httpx
 import pytest
-from sitestub import free_port
+from sitestub import eventually, free_port
 
 from pvcharge.sim.alphaess import AlphaEssEmulator
 from pvcharge.sim.demo import SimClock
@@ -70,13 +70,6 @@ async def pvcharge(*args: str, until: Awaitable[None] | None = None) -> str:
     return out.decode() + err.decode()
 
 
-async def eventually(predicate: Callable[[], bool], what: str, within_s: float = 60.0) -> None:
-    deadline = asyncio.get_running_loop().time() + within_s
-    while not predicate():
-        assert asyncio.get_running_loop().time() < deadline, f"timed out after {within_s} s: {what}"
-        await asyncio.sleep(0.05)
-
-
 #: each fault is held until a read has failed on it: its attempts (retries: 1 → 2; NOT_JSON is not retried)
 FAULTS = {Fault.HTTP_503: 2, Fault.NOT_JSON: 1, Fault.HTTP_500: 2}
 
@@ -116,7 +109,7 @@ async def test_no_secret_in_any_output_of_a_full_run(tmp_path: Path) -> None:
                 for fault, attempts in FAULTS.items():
                     easee.faults.set(fault)
                     alpha.faults.set(fault)
-                    await eventually(partial(met, fault, attempts), f"a read meeting {fault}")
+                    await eventually(partial(met, fault, attempts), f"a read meeting {fault}", timeout_s=60)
                     easee.faults.clear()
                     alpha.faults.clear()
                     await asyncio.sleep(1.5)
@@ -143,7 +136,7 @@ async def test_no_secret_in_any_output_of_a_full_run(tmp_path: Path) -> None:
                 "run",
                 "--config",
                 str(wrong),
-                until=eventually(lambda: refused() > before, "the daemon's refused login"),
+                until=eventually(lambda: refused() > before, "the daemon's refused login", timeout_s=60),
             )
         )
         tokens = list(easee.issued_tokens)
