@@ -424,16 +424,9 @@ class AlphaEssEmulator(LoopbackHttpServer):
         """The simulated day's energy in Wh: the site model's tally since it started."""
         self._state()  # brings the model up to the clock
         tally = self.site.energy
-        load_wh = (
-            tally.pv_wh
-            + tally.grid_import_wh
-            - tally.grid_export_wh
-            + tally.battery_discharge_wh
-            - tally.battery_charge_wh
-        )
         return {
             "pv": tally.pv_wh,
-            "load": load_wh,
+            "load": tally.house_wh,
             "export": tally.grid_export_wh,
             "import": tally.grid_import_wh,
             "charge": tally.battery_charge_wh,

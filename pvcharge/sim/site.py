@@ -88,6 +88,18 @@ class EnergyTally:
     battery_discharge_wh: float = 0.0
     battery_charge_wh: float = 0.0
 
+    @property
+    def house_wh(self) -> float:
+        """What the loads behind the grid meter used, the car included, in Wh: ``house = pv + grid +
+        battery`` in the project's signs (import and discharge count positive)."""
+        return (
+            self.pv_wh
+            + self.grid_import_wh
+            - self.grid_export_wh
+            + self.battery_discharge_wh
+            - self.battery_charge_wh
+        )
+
 
 @dataclass
 class _Car:
