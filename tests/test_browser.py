@@ -283,6 +283,10 @@ async def test_the_status_page_shows_today_the_sessions_and_the_days_with_a_csv_
             shot = tmp_path / "history.png"
             await page.screenshot(path=str(shot), full_page=True)
             assert errors == []
+            # a token the API refuses: no file saved with the error in it, the link says why
+            await page.evaluate("sessionStorage.setItem(TOKEN_KEY, 'not-the-token')")
+            await page.click("#csv")
+            await expect(page.locator("#csv")).to_have_text("CSV failed: HTTP 401")
     finally:
         stop.set()
         await loop
