@@ -55,12 +55,10 @@ from pvcharge.readings import ChargerCapabilities, ChargerCommand, ChargerReadin
 from pvcharge.retry import (
     ServerError,
     backoff_retrying,
-    describe,
     not_json,
     parse_retry_after,
+    request_failed,
     retry_transient,
-    tls_failure,
-    tls_message,
 )
 from pvcharge.settings import Secret, SettingError, setting
 
@@ -752,19 +750,11 @@ class WarpCharger:
         )
         try:
             response: httpx.Response = await retrying(self._send_once, method, path, body)
-        except httpx.TimeoutException as exc:
-            self._connection_lost()
-            raise DeviceUnavailable(
-                self.name, f"{where}: no answer within {self._config.timeout_s:g} s ({attempts} attempts)"
-            ) from exc
-        except (httpx.TransportError, ServerError) as exc:
-            tls = tls_failure(exc)
-            if tls is not None:
-                raise DeviceProtocolError(self.name, tls_message(where, tls)) from exc
-            self._connection_lost()
-            raise DeviceUnavailable(self.name, f"{where}: {describe(exc)} ({attempts} attempts)") from exc
-        except httpx.HTTPError as exc:
-            raise DeviceProtocolError(self.name, f"{where}: {describe(exc)}") from exc
+        except (httpx.HTTPError, ServerError) as exc:
+            error = request_failed(self.name, where, exc, attempts=attempts, timeout_s=self._config.timeout_s)
+            if isinstance(error, DeviceUnavailable):  # no answer: not a TLS failure, not a bad reply
+                self._connection_lost()
+            raise error from exc
         if response.status_code == 429:
             header = response.headers.get("Retry-After")
             asked_s = parse_retry_after(header, self._clock())
