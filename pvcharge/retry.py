@@ -224,6 +224,13 @@ def parse_retry_after(value: str | None, now_s: float) -> float | None:
     return seconds if math.isfinite(seconds) and seconds >= 0 else None
 
 
+def retry_after_s(header: str | None, now_s: float, default_s: float) -> float:
+    """Seconds to wait after an HTTP 429: its ``Retry-After`` ``header`` (:func:`parse_retry_after`, at
+    Unix seconds ``now_s``), or ``default_s`` (the driver's, in s) when it is absent or unparseable."""
+    wait_s = parse_retry_after(header, now_s)
+    return default_s if wait_s is None else wait_s
+
+
 def backoff_retrying(
     *,
     attempts: int,

@@ -37,7 +37,7 @@ from pvcharge.errors import DeviceError, DeviceProtocolError, DeviceUnavailable,
 from pvcharge.meters import alphaess as alphaess_meter
 from pvcharge.meters import senec as senec_meter
 from pvcharge.readings import ChargerCommand, ChargerReading, SiteReading
-from pvcharge.retry import ServerError, request_failed
+from pvcharge.retry import ServerError, request_failed, retry_after_s
 from pvcharge.settings import Secret
 from pvcharge.sim.alphaess import AlphaEssEmulator
 from pvcharge.sim.easee import EaseeEmulator
@@ -603,6 +603,13 @@ def test_request_failed_words_every_kind_of_failure_as_the_drivers_do() -> None:
         and "(3" not in message
     )
     assert failed(handshake, tls_text=lambda tls: "pinned") == (DeviceProtocolError, "pinned")
+
+
+def test_retry_after_s_is_the_header_or_the_drivers_default() -> None:
+    assert retry_after_s("7", 0.0, 30.0) == 7.0
+    assert retry_after_s("0", 0.0, 30.0) == 0.0  # "now" is an answer, not a missing header
+    assert retry_after_s(None, 0.0, 30.0) == 30.0
+    assert retry_after_s("soon", 0.0, 30.0) == 30.0
 
 
 async def test_slow_answer_to_a_client_that_gave_up_is_dropped_quietly(

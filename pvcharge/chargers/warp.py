@@ -62,8 +62,8 @@ from pvcharge.retry import (
     ServerError,
     backoff_retrying,
     not_json,
-    parse_retry_after,
     request_failed,
+    retry_after_s,
     retry_transient,
 )
 from pvcharge.settings import Secret, SettingError, setting
@@ -757,8 +757,7 @@ class WarpCharger:
             raise error from exc
         if response.status_code == 429:
             header = response.headers.get("Retry-After")
-            asked_s = parse_retry_after(header, self._clock())
-            wait_s = DEFAULT_RETRY_AFTER_S if asked_s is None else asked_s
+            wait_s = retry_after_s(header, self._clock(), DEFAULT_RETRY_AFTER_S)
             self._quiet_until = self._clock() + wait_s
             self._log.warning("warp.rate_limited", request=where, retry_after=header, wait_s=round(wait_s, 1))
             raise RateLimited(

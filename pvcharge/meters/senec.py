@@ -56,8 +56,8 @@ from pvcharge.retry import (
     ServerError,
     backoff_retrying,
     not_json,
-    parse_retry_after,
     request_failed,
+    retry_after_s,
     retry_transient,
 )
 from pvcharge.settings import SettingError, setting
@@ -595,9 +595,7 @@ class SenecMeter:
         received_s = self._clock()
         if response.status_code == 429:
             header = response.headers.get("Retry-After")
-            wait_s = parse_retry_after(header, received_s)
-            if wait_s is None:
-                wait_s = DEFAULT_RETRY_AFTER_S
+            wait_s = retry_after_s(header, received_s, DEFAULT_RETRY_AFTER_S)
             raise RateLimited(
                 self.name,
                 f"POST {self._url}: HTTP 429 Too Many Requests: the appliance asks for no request for "

@@ -25,8 +25,8 @@ from pvcharge.retry import (
     ServerError,
     backoff_retrying,
     not_json,
-    parse_retry_after,
     request_failed,
+    retry_after_s,
     retry_transient,
 )
 from pvcharge.state import write_json_atomic
@@ -119,8 +119,7 @@ class JsonGetter:
             # a timeout keeps its httpx name (ReadTimeout, ConnectTimeout): None
             raise request_failed(self.name, f"GET {url}", exc, attempts=attempts, timeout_s=None) from exc
         if response.status_code == 429:
-            wait_s = parse_retry_after(response.headers.get("Retry-After"), self._clock())
-            wait_s = DEFAULT_RETRY_AFTER_S if wait_s is None else wait_s
+            wait_s = retry_after_s(response.headers.get("Retry-After"), self._clock(), DEFAULT_RETRY_AFTER_S)
             raise RateLimited(
                 self.name, f"GET {url}: HTTP 429, asked to wait {wait_s:g} s", retry_after_s=wait_s
             )
