@@ -123,6 +123,32 @@ class ChargerReading:
             raise ValueError(f"phases must be 0, 1, 2 or 3, got {self.phases!r}")
 
 
+#: how far below 0 W a charger's own meter may read and still count as 0 W, in W (a choice, not a device
+#: fact): an idle meter shows a few W either way (offset, rounding, its own supply), while a meter wired in
+#: reverse shows the whole charging power below 0, at least 6 A × 230 V ≈ 1.4 kW (IEC 61851 minimum).
+CHARGING_POWER_NOISE_W = 50.0
+
+
+def charging_power_w(power_w: float, where: str, *, shown: str | None = None) -> float:
+    """A charger meter's power as :attr:`ChargerReading.power_w`: ``power_w`` (finite, in W, > 0 the car
+    draws), read as 0 W down to :data:`CHARGING_POWER_NOISE_W` below 0.
+
+    Args:
+        power_w: the meter's value converted to W.
+        where: the value's name in the device's terms, for the message, e.g. ``"meter/values: field
+            'power'"``.
+        shown: the value as the device sent it, for the message, e.g. ``"-7.4 kW"``; by default
+            ``"{power_w:g} W"``.
+
+    Raises:
+        ValueError: ``"{where} is {shown}, negative: is the meter wired in reverse?"`` further below 0.
+    """
+    if power_w < -CHARGING_POWER_NOISE_W:
+        shown = f"{power_w:g} W" if shown is None else shown
+        raise ValueError(f"{where} is {shown}, negative: is the meter wired in reverse?")
+    return max(0.0, float(power_w))
+
+
 @dataclass(frozen=True, slots=True)
 class ChargerCommand:
     """What the controller asks of the charger.

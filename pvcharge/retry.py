@@ -1,8 +1,9 @@
 """The retry mechanism every device driver shares: exponential backoff with jitter (tenacity), a
 server-error type worth retrying, which failures are worth another attempt (:data:`retry_transient`:
-not a TLS failure), one way to describe a failure in a user's words, and one retry log event.
+not a TLS failure), one way to describe a failure in a user's words, the one error a request that
+failed becomes (:func:`request_failed`), and one retry log event.
 
-Imports nothing of pvcharge, so any driver or client may use it.
+Imports nothing of pvcharge but its errors, so any driver or client may use it.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from tenacity import (
     wait_random,
 )
 from tenacity.retry import retry_base
+
+from pvcharge.errors import DeviceError, DeviceProtocolError, DeviceUnavailable
 
 #: how much of a body that is not JSON an error message quotes, in characters.
 QUOTE_CHARS = 60
@@ -148,6 +151,45 @@ def tls_message(where: str, error: ssl.SSLError) -> str:
     return f"{where}: TLS handshake failed ({getattr(error, 'reason', None) or error}); not retried"
 
 
+def request_failed(
+    name: str,
+    where: str,
+    exc: httpx.HTTPError | ServerError,
+    *,
+    attempts: int,
+    timeout_s: float | None,
+    scrub: Callable[[str], str] | None = None,
+    note: str = "",
+    tls_text: Callable[[ssl.SSLError], str] | None = None,
+) -> DeviceError:
+    """The error of device ``name`` for a request ``where`` (e.g. ``"GET http://box/evse/state"``) whose
+    last of ``attempts`` attempts failed with ``exc`` (after :func:`backoff_retrying` gave up).
+
+    - a TLS failure: ``DeviceProtocolError`` with ``tls_text(tls)``, by default :func:`tls_message`;
+    - a timeout: ``DeviceUnavailable`` "``{where}: no answer within {timeout_s} s ({attempts}
+      attempts){note}``"; with ``timeout_s=None`` it is described like any other failure;
+    - another connection error or HTTP 5xx: ``DeviceUnavailable`` "``{where}: {describe(exc)}
+      ({attempts} attempts){note}``";
+    - any other httpx error (too many redirects, a body that does not decode): ``DeviceProtocolError``
+      "``{where}: {describe(exc)}``", not worth another read.
+
+    ``scrub`` removes secrets from :func:`describe`'s text (a cloud that echoes tokens); ``note`` is
+    appended to a ``DeviceUnavailable`` message (e.g. "; firmware … serves HTTPS only").
+    """
+    tls = tls_failure(exc)
+    if tls is not None:
+        return DeviceProtocolError(name, tls_text(tls) if tls_text else tls_message(where, tls))
+    if isinstance(exc, httpx.TimeoutException) and timeout_s is not None:
+        cause = f"no answer within {timeout_s:g} s"
+    else:
+        cause = describe(exc)
+        if scrub is not None:
+            cause = scrub(cause)
+        if not isinstance(exc, httpx.TransportError | ServerError):
+            return DeviceProtocolError(name, f"{where}: {cause}")
+    return DeviceUnavailable(name, f"{where}: {cause} ({attempts} attempts){note}")
+
+
 def not_json(text: str) -> str:
     """``body is not JSON: '<html><head>…'``: the start of a body that does not parse, for a message
     (the caller scrubs secrets from ``text`` first where the body may hold some)."""
@@ -180,6 +222,13 @@ def parse_retry_after(value: str | None, now_s: float) -> float | None:
             when = when.replace(tzinfo=UTC)
         return max(0.0, when.timestamp() - now_s)
     return seconds if math.isfinite(seconds) and seconds >= 0 else None
+
+
+def retry_after_s(header: str | None, now_s: float, default_s: float) -> float:
+    """Seconds to wait after an HTTP 429: its ``Retry-After`` ``header`` (:func:`parse_retry_after`, at
+    Unix seconds ``now_s``), or ``default_s`` (the driver's, in s) when it is absent or unparseable."""
+    wait_s = parse_retry_after(header, now_s)
+    return default_s if wait_s is None else wait_s
 
 
 def backoff_retrying(

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -36,6 +37,7 @@ from pvcharge.errors import DeviceError, DeviceProtocolError, DeviceUnavailable,
 from pvcharge.meters import alphaess as alphaess_meter
 from pvcharge.meters import senec as senec_meter
 from pvcharge.readings import ChargerCommand, ChargerReading, SiteReading
+from pvcharge.retry import ServerError, request_failed, retry_after_s
 from pvcharge.settings import Secret
 from pvcharge.sim.alphaess import AlphaEssEmulator
 from pvcharge.sim.easee import EaseeEmulator
@@ -560,6 +562,54 @@ def test_no_driver_turns_tls_verification_off() -> None:
             assert forbidden not in text, f"{path.name}: {forbidden}"
     senec = (root / "meters" / "senec.py").read_text()
     assert senec.count("CERT_NONE") == 2  # the pinning context (checks the pin itself) and verify: false
+
+
+def test_request_failed_words_every_kind_of_failure_as_the_drivers_do() -> None:
+    """The one mapping of a failed request to a DeviceError that every HTTP driver uses."""
+    where = "GET http://127.0.0.1/x"
+
+    def failed(
+        exc: httpx.HTTPError | ServerError, timeout_s: float | None = 0.5, **kwargs: Any
+    ) -> tuple[type[DeviceError], str]:
+        error = request_failed("dev", where, exc, attempts=3, timeout_s=timeout_s, **kwargs)
+        return type(error), error.message
+
+    timeout = httpx.ReadTimeout("")
+    assert failed(timeout) == (DeviceUnavailable, f"{where}: no answer within 0.5 s (3 attempts)")
+    assert failed(timeout, note="; hint") == (
+        DeviceUnavailable,
+        f"{where}: no answer within 0.5 s (3 attempts); hint",
+    )
+    assert failed(timeout, timeout_s=None) == (DeviceUnavailable, f"{where}: ReadTimeout (3 attempts)")
+    refused = httpx.ConnectError("refused token=abc")
+    assert failed(refused, scrub=lambda text: text.replace("abc", "***")) == (
+        DeviceUnavailable,
+        f"{where}: ConnectError: refused token=*** (3 attempts)",
+    )
+    assert failed(ServerError(503, "Service Unavailable")) == (
+        DeviceUnavailable,
+        f"{where}: HTTP 503 Service Unavailable (3 attempts)",
+    )
+    assert failed(httpx.TooManyRedirects("too many")) == (
+        DeviceProtocolError,
+        f"{where}: TooManyRedirects: too many",
+    )
+    handshake = httpx.ConnectError("handshake")
+    handshake.__cause__ = ssl.SSLError(1, "[SSL] no shared cipher")
+    kind, message = failed(handshake)
+    assert (
+        kind is DeviceProtocolError
+        and message.startswith(f"{where}: TLS handshake failed (")
+        and "(3" not in message
+    )
+    assert failed(handshake, tls_text=lambda tls: "pinned") == (DeviceProtocolError, "pinned")
+
+
+def test_retry_after_s_is_the_header_or_the_drivers_default() -> None:
+    assert retry_after_s("7", 0.0, 30.0) == 7.0
+    assert retry_after_s("0", 0.0, 30.0) == 0.0  # "now" is an answer, not a missing header
+    assert retry_after_s(None, 0.0, 30.0) == 30.0
+    assert retry_after_s("soon", 0.0, 30.0) == 30.0
 
 
 async def test_slow_answer_to_a_client_that_gave_up_is_dropped_quietly(

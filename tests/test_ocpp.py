@@ -172,6 +172,9 @@ def test_negative_power_is_noise_or_a_named_error() -> None:
         return reading_from_state(state, limit_a=6.0, limit_phases=None, timestamp_s=1.0)
 
     assert charging(-30.0).power_w == 0.0  # meter noise
+    assert charging(-50.0).power_w == 0.0  # the edge of readings.CHARGING_POWER_NOISE_W
+    with pytest.raises(ValueError, match=r"Power\.Active\.Import is -50\.5 W.*reverse"):
+        charging(-50.5)
     with pytest.raises(ValueError, match=r"Power\.Active\.Import is -120 W.*reverse"):
         charging(-120.0)
 

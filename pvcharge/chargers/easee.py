@@ -62,7 +62,7 @@ import structlog
 from pvcharge.chargers import Clock
 from pvcharge.clients.easee import DEFAULT_URL, BudgetSpent, EaseeClient, IpBlocked
 from pvcharge.errors import DeviceProtocolError, DeviceUnavailable, WriteDeferred, WritesBlocked
-from pvcharge.readings import ChargerCapabilities, ChargerCommand, ChargerReading, IecState
+from pvcharge.readings import ChargerCapabilities, ChargerCommand, ChargerReading, IecState, charging_power_w
 from pvcharge.settings import Secret, SettingError, setting
 
 _log = structlog.get_logger(__name__)
@@ -106,8 +106,6 @@ OP_MODES: dict[int, tuple[IecState, bool, bool]] = {
 
 #: an inCurrentT3..T5 above this counts as a phase the car draws on, in A.
 ACTIVE_PHASE_A = 1.0
-#: ``totalPower`` down to this far below 0 kW is metering noise and reads as 0 W, in kW.
-NEGATIVE_POWER_TOLERANCE_KW = 0.05
 
 _CHARGER_ID = re.compile(r"^[A-Za-z0-9]+$")
 
@@ -307,15 +305,15 @@ def reading_from_observations(obs: Mapping[int, ObservationValue], *, timestamp_
 
     Raises:
         ValueError: a required observation is missing, a used one is not a number, an unknown chargerOpMode, a
-            negative outputCurrent or a totalPower below -:data:`NEGATIVE_POWER_TOLERANCE_KW` kW.
+            negative outputCurrent or a totalPower further below 0 than
+            :data:`~pvcharge.readings.CHARGING_POWER_NOISE_W` (:func:`~pvcharge.readings.charging_power_w`).
     """
     op_mode = _number(obs, OP_MODE)
     if op_mode not in OP_MODES:
         raise ValueError(f"observation 109 (chargerOpMode): unknown value {obs[OP_MODE]!r} (expected 0..8)")
     iec_state, connected, charging = OP_MODES[int(op_mode)]
     power_kw = _number(obs, TOTAL_POWER) if charging or TOTAL_POWER in obs else 0.0
-    if power_kw < -NEGATIVE_POWER_TOLERANCE_KW:
-        raise ValueError(f"observation 120 (totalPower) is {power_kw} kW, negative")
+    power_w = charging_power_w(power_kw * 1000.0, "observation 120 (totalPower)", shown=f"{power_kw} kW")
     output_a = _number(obs, OUTPUT_CURRENT) if charging or OUTPUT_CURRENT in obs else 0.0
     if output_a < 0:
         raise ValueError(f"observation 114 (outputCurrent) is {output_a} A, negative")
@@ -332,7 +330,7 @@ def reading_from_observations(obs: Mapping[int, ObservationValue], *, timestamp_
     return ChargerReading(
         connected=connected,
         charging=charging,
-        power_w=max(0.0, power_kw) * 1000.0,
+        power_w=power_w,
         current_a=output_a,
         phases=phases,
         timestamp_s=timestamp_s,

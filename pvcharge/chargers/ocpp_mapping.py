@@ -31,15 +31,12 @@ from datetime import datetime
 from typing import Any
 
 from pvcharge.clients.ocpp import ConnectorState, ocpp_time
-from pvcharge.readings import ChargerReading, IecState
+from pvcharge.readings import ChargerReading, IecState, charging_power_w
 
 #: the chargingProfileId of pvcharge's profile: sending it again replaces it (§5.16.3).
 PROFILE_ID = 1
 #: voltage used to turn a current into a power limit for boxes that take W only, in V.
 NOMINAL_VOLTAGE_V = 230.0
-#: Power.Active.Import down to this far below 0 W is meter noise and reads as 0 W; further below, the read
-#: fails (a meter wired in reverse).
-NEGATIVE_POWER_TOLERANCE_W = 50.0
 #: a phase draws when its Current.Import is above this, in A.
 PHASE_ACTIVE_A = 1.0
 
@@ -233,7 +230,7 @@ def reading_from_state(
 
     Raises:
         ValueError: an unknown status, Power.Active.Import further than
-            :data:`NEGATIVE_POWER_TOLERANCE_W` below 0 W, or a value the reading refuses.
+            :data:`~pvcharge.readings.CHARGING_POWER_NOISE_W` below 0 W, or a value the reading refuses.
     """
     assert state.status is not None
     iec = STATUS_IEC.get(state.status)
@@ -245,8 +242,7 @@ def reading_from_state(
     if power_w is None:
         phase_powers = [samples.get(f"Power.Active.Import.L{i}") for i in (1, 2, 3)]
         power_w = sum(p for p in phase_powers if p is not None)
-    if power_w < -NEGATIVE_POWER_TOLERANCE_W:
-        raise ValueError(f"Power.Active.Import is {power_w:g} W, negative: is the meter wired in reverse?")
+    power_w = charging_power_w(power_w, "Power.Active.Import")
     currents = [samples.get(f"Current.Import.L{i}") for i in (1, 2, 3)]
     phase_currents = None
     if any(c is not None for c in currents):
@@ -261,7 +257,7 @@ def reading_from_state(
     return ChargerReading(
         connected=iec in (IecState.B, IecState.C, IecState.D),
         charging=charging,
-        power_w=max(0.0, power_w),
+        power_w=power_w,
         current_a=offered if offered is not None and offered >= 0 else limit_a,
         phases=phases,
         timestamp_s=timestamp_s,

@@ -51,16 +51,20 @@ import httpx
 import structlog
 
 from pvcharge.errors import DeviceProtocolError, DeviceUnavailable, RateLimited, WriteDeferred
-from pvcharge.readings import ChargerCapabilities, ChargerCommand, ChargerReading, IecState
+from pvcharge.readings import (
+    ChargerCapabilities,
+    ChargerCommand,
+    ChargerReading,
+    IecState,
+    charging_power_w,
+)
 from pvcharge.retry import (
     ServerError,
     backoff_retrying,
-    describe,
     not_json,
-    parse_retry_after,
+    request_failed,
+    retry_after_s,
     retry_transient,
-    tls_failure,
-    tls_message,
 )
 from pvcharge.settings import Secret, SettingError, setting
 
@@ -109,9 +113,6 @@ _EXTERNAL_CONTROL_REFUSED = {
 
 #: ``iec61851_state`` code → IEC state; 4 is "E/F: error", reported as F (charger fault).
 _IEC_STATES = (IecState.A, IecState.B, IecState.C, IecState.D, IecState.F)
-
-#: ``meter/values.power`` down to this far below 0 W is meter noise and reads as 0 W.
-NEGATIVE_POWER_TOLERANCE_W = 50.0
 
 #: wait after an HTTP 429 without a usable ``Retry-After``, in s (the firmware sends no 429; a proxy might).
 DEFAULT_RETRY_AFTER_S = 30.0
@@ -226,7 +227,8 @@ def parse_evse_state(payload: object) -> EvseState:
 def parse_meter_power(payload: object) -> float:
     """Charging power in W (>= 0) from the ``meter/values`` JSON object ``{"power": W, ...}``.
 
-    Readings down to ``-NEGATIVE_POWER_TOLERANCE_W`` are meter noise and give 0 W.
+    Readings down to :data:`~pvcharge.readings.CHARGING_POWER_NOISE_W` below 0 W are meter noise and
+    give 0 W (:func:`~pvcharge.readings.charging_power_w`).
 
     Raises:
         ValueError: ``power`` is missing, not a finite number, or further below 0 W (a meter wired in
@@ -235,11 +237,7 @@ def parse_meter_power(payload: object) -> float:
     power = _field(payload, "meter/values", "power")
     if not isinstance(power, int | float) or isinstance(power, bool) or not math.isfinite(power):
         raise ValueError(f"meter/values: field 'power' must be a finite number in W, got {power!r}")
-    if power < -NEGATIVE_POWER_TOLERANCE_W:
-        raise ValueError(
-            f"meter/values: field 'power' is {power} W, negative: is the meter wired in reverse?"
-        )
-    return max(0.0, float(power))
+    return charging_power_w(power, "meter/values: field 'power'")
 
 
 def parse_active_phases(payload: object) -> int:
@@ -752,23 +750,14 @@ class WarpCharger:
         )
         try:
             response: httpx.Response = await retrying(self._send_once, method, path, body)
-        except httpx.TimeoutException as exc:
-            self._connection_lost()
-            raise DeviceUnavailable(
-                self.name, f"{where}: no answer within {self._config.timeout_s:g} s ({attempts} attempts)"
-            ) from exc
-        except (httpx.TransportError, ServerError) as exc:
-            tls = tls_failure(exc)
-            if tls is not None:
-                raise DeviceProtocolError(self.name, tls_message(where, tls)) from exc
-            self._connection_lost()
-            raise DeviceUnavailable(self.name, f"{where}: {describe(exc)} ({attempts} attempts)") from exc
-        except httpx.HTTPError as exc:
-            raise DeviceProtocolError(self.name, f"{where}: {describe(exc)}") from exc
+        except (httpx.HTTPError, ServerError) as exc:
+            error = request_failed(self.name, where, exc, attempts=attempts, timeout_s=self._config.timeout_s)
+            if isinstance(error, DeviceUnavailable):  # no answer: not a TLS failure, not a bad reply
+                self._connection_lost()
+            raise error from exc
         if response.status_code == 429:
             header = response.headers.get("Retry-After")
-            asked_s = parse_retry_after(header, self._clock())
-            wait_s = DEFAULT_RETRY_AFTER_S if asked_s is None else asked_s
+            wait_s = retry_after_s(header, self._clock(), DEFAULT_RETRY_AFTER_S)
             self._quiet_until = self._clock() + wait_s
             self._log.warning("warp.rate_limited", request=where, retry_after=header, wait_s=round(wait_s, 1))
             raise RateLimited(

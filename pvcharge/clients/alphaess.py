@@ -57,12 +57,10 @@ from pvcharge.errors import DeviceError, DeviceProtocolError, DeviceUnavailable,
 from pvcharge.retry import (
     ServerError,
     backoff_retrying,
-    describe,
     not_json,
     parse_retry_after,
+    request_failed,
     retry_transient,
-    tls_failure,
-    tls_message,
 )
 from pvcharge.settings import Secret, SettingError, setting
 
@@ -714,10 +712,8 @@ class AlphaEssClient:
                 f"{exc.wait_s:.1f} s",
                 retry_after_s=exc.wait_s,
             ) from failed[-1]
-        except (httpx.TransportError, ServerError) as exc:
+        except (httpx.HTTPError, ServerError) as exc:
             raise self._unavailable(where, exc, attempts) from exc
-        except httpx.HTTPError as exc:
-            raise DeviceProtocolError(self.name, f"{where}: {describe(exc)}") from exc
         if response.status_code == 429:
             raise self._too_many_requests(where, response.headers.get("Retry-After"))
         if response.status_code != 200:
@@ -744,17 +740,10 @@ class AlphaEssClient:
             return envelope.data
         raise self._error(where, envelope, params or body or {})
 
-    def _unavailable(self, where: str, exc: httpx.TransportError | ServerError, attempts: int) -> DeviceError:
-        """The error for a request whose last of ``attempts`` attempts failed with ``exc``: a timeout,
-        a connection error or HTTP 5xx (``DeviceUnavailable``), or a TLS failure (``DeviceProtocolError``)."""
-        if isinstance(exc, httpx.TimeoutException):
-            return DeviceUnavailable(
-                self.name, f"{where}: no answer within {self._timeout_s:g} s ({attempts} attempts)"
-            )
-        tls = tls_failure(exc)
-        if tls is not None:
-            return DeviceProtocolError(self.name, tls_message(where, tls))
-        return DeviceUnavailable(self.name, f"{where}: {describe(exc)} ({attempts} attempts)")
+    def _unavailable(self, where: str, exc: httpx.HTTPError | ServerError, attempts: int) -> DeviceError:
+        """The error for a request whose last of ``attempts`` attempts failed with ``exc``
+        (:func:`~pvcharge.retry.request_failed`)."""
+        return request_failed(self.name, where, exc, attempts=attempts, timeout_s=self._timeout_s)
 
     def _rate_limit_wait_s(self) -> float:
         """The next 6053 backoff: ``rate_limit_backoff_s`` doubled per 6053 since the last success."""

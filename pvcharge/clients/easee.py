@@ -37,16 +37,14 @@ from typing import Any, Protocol
 import httpx
 import structlog
 
-from pvcharge.errors import DeviceError, DeviceProtocolError, DeviceUnavailable, RateLimited
+from pvcharge.errors import DeviceError, DeviceProtocolError, RateLimited
 from pvcharge.retry import (
     ServerError,
     backoff_retrying,
-    describe,
     not_json,
     parse_retry_after,
+    request_failed,
     retry_transient,
-    tls_failure,
-    tls_message,
 )
 from pvcharge.settings import Secret
 
@@ -440,7 +438,7 @@ class EaseeClient:
             event="easee.retry",
             context=lambda state: {"request": f"{state.args[1]} {state.args[2]}"},
         )
-        failed: list[BaseException] = []  # the failed attempts, for a budget spent between retries
+        failed: list[httpx.TransportError | ServerError] = []  # failed attempts, for a budget spent meanwhile
 
         async def attempt(
             budget: str, method: str, path: str, body: object, authorized: bool
@@ -457,10 +455,8 @@ class EaseeClient:
             if not failed:
                 raise
             raise self._unavailable(where, failed[-1], len(failed), f"; {exc.message}") from failed[-1]
-        except (httpx.TransportError, ServerError) as exc:
+        except (httpx.HTTPError, ServerError) as exc:
             raise self._unavailable(where, exc, len(failed)) from exc
-        except httpx.HTTPError as exc:
-            raise DeviceProtocolError(self.name, f"{where}: {describe(exc)}") from exc
         if response.status_code == 429:
             header = response.headers.get("Retry-After")
             wait_s = parse_retry_after(header, self._clock())
@@ -479,16 +475,14 @@ class EaseeClient:
             raise self._block(where, self.scrub(response.text))
         return response
 
-    def _unavailable(self, where: str, exc: BaseException, attempts: int, note: str = "") -> DeviceError:
-        """The error for a request that failed ``attempts`` times, the last with ``exc``."""
-        tls = tls_failure(exc)
-        if tls is not None:
-            return DeviceProtocolError(self.name, tls_message(where, tls))
-        if isinstance(exc, httpx.TimeoutException):
-            cause = f"no answer within {self._timeout_s:g} s"
-        else:
-            cause = self.scrub(describe(exc))
-        return DeviceUnavailable(self.name, f"{where}: {cause} ({attempts} attempts){note}")
+    def _unavailable(
+        self, where: str, exc: httpx.HTTPError | ServerError, attempts: int, note: str = ""
+    ) -> DeviceError:
+        """The error for a request that failed ``attempts`` times, the last with ``exc``
+        (:func:`~pvcharge.retry.request_failed`, secrets scrubbed)."""
+        return request_failed(
+            self.name, where, exc, attempts=attempts, timeout_s=self._timeout_s, scrub=self.scrub, note=note
+        )
 
     # -- tokens -----------------------------------------------------------------------------------
 

@@ -55,11 +55,10 @@ from pvcharge.readings import SiteReading
 from pvcharge.retry import (
     ServerError,
     backoff_retrying,
-    describe,
     not_json,
-    parse_retry_after,
+    request_failed,
+    retry_after_s,
     retry_transient,
-    tls_failure,
 )
 from pvcharge.settings import SettingError, setting
 
@@ -579,30 +578,24 @@ class SenecMeter:
         )
         try:
             response: httpx.Response = await retrying(self._post_once)
-        except httpx.TimeoutException as exc:
-            raise DeviceUnavailable(
-                self.name, f"POST {self._url}: no answer within {cfg.timeout_s:g} s ({attempts} attempts)"
-            ) from exc
         except (httpx.HTTPError, ServerError) as exc:
-            tls = tls_failure(exc)
-            if tls is not None:
-                raise DeviceProtocolError(self.name, self._tls_message(tls)) from exc
-            if not isinstance(exc, httpx.TransportError | ServerError):
-                raise DeviceProtocolError(self.name, f"POST {self._url}: {describe(exc)}") from exc
-            hint = ""
-            if cfg.scheme == "http" and isinstance(exc, httpx.TransportError):
-                # An HTTPS-only appliance refuses port 80, and on its TLS port drops the plain request
-                # (ReadError, or RemoteProtocolError "disconnected without sending a response").
-                hint = HTTPS_ONLY_HINT
-            raise DeviceUnavailable(
-                self.name, f"POST {self._url}: {describe(exc)} ({attempts} attempts){hint}"
+            # An HTTPS-only appliance refuses port 80, and on its TLS port drops the plain request
+            # (ReadError, or RemoteProtocolError "disconnected without sending a response").
+            refused = isinstance(exc, httpx.TransportError) and not isinstance(exc, httpx.TimeoutException)
+            hint = HTTPS_ONLY_HINT if cfg.scheme == "http" and refused else ""
+            raise request_failed(
+                self.name,
+                f"POST {self._url}",
+                exc,
+                attempts=attempts,
+                timeout_s=cfg.timeout_s,
+                note=hint,
+                tls_text=self._tls_message,
             ) from exc
         received_s = self._clock()
         if response.status_code == 429:
             header = response.headers.get("Retry-After")
-            wait_s = parse_retry_after(header, received_s)
-            if wait_s is None:
-                wait_s = DEFAULT_RETRY_AFTER_S
+            wait_s = retry_after_s(header, received_s, DEFAULT_RETRY_AFTER_S)
             raise RateLimited(
                 self.name,
                 f"POST {self._url}: HTTP 429 Too Many Requests: the appliance asks for no request for "

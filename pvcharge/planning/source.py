@@ -19,17 +19,15 @@ from typing import Any, Protocol
 import httpx
 import structlog
 
-from pvcharge.errors import DeviceError, DeviceProtocolError, DeviceUnavailable, RateLimited
+from pvcharge.errors import DeviceError, DeviceProtocolError, RateLimited
 from pvcharge.planning.planner import SLOT_S
 from pvcharge.retry import (
     ServerError,
     backoff_retrying,
-    describe,
     not_json,
-    parse_retry_after,
+    request_failed,
+    retry_after_s,
     retry_transient,
-    tls_failure,
-    tls_message,
 )
 from pvcharge.state import write_json_atomic
 
@@ -102,8 +100,9 @@ class JsonGetter:
             self._client = httpx.AsyncClient(timeout=self._timeout_s, transport=self._transport)
         client = self._client
         real_url, url = url, shown_url or url
+        attempts = 1 + self._retries
         retrying = backoff_retrying(
-            attempts=1 + self._retries,
+            attempts=attempts,
             backoff_s=self._backoff_s,
             retry=retry_transient,
             log=_log,
@@ -117,13 +116,10 @@ class JsonGetter:
                     if response.status_code >= 500:
                         raise ServerError.of(response)
         except (httpx.HTTPError, ServerError) as exc:
-            tls = tls_failure(exc)
-            if tls is not None:
-                raise DeviceProtocolError(self.name, tls_message(url, tls)) from exc
-            raise DeviceUnavailable(self.name, f"GET {url}: {describe(exc)}") from exc
+            # a timeout keeps its httpx name (ReadTimeout, ConnectTimeout): None
+            raise request_failed(self.name, f"GET {url}", exc, attempts=attempts, timeout_s=None) from exc
         if response.status_code == 429:
-            wait_s = parse_retry_after(response.headers.get("Retry-After"), self._clock())
-            wait_s = DEFAULT_RETRY_AFTER_S if wait_s is None else wait_s
+            wait_s = retry_after_s(response.headers.get("Retry-After"), self._clock(), DEFAULT_RETRY_AFTER_S)
             raise RateLimited(
                 self.name, f"GET {url}: HTTP 429, asked to wait {wait_s:g} s", retry_after_s=wait_s
             )
