@@ -25,6 +25,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from pvcharge.errors import RateLimited
+
+
+class BudgetSpent(RateLimited):
+    """A request not carried out for want of request budget: the client's budget had no slot for it
+    (nothing sent), or the server refused it as one too many (HTTP 429, nothing applied), as the
+    raising client documents.  ``retry_after_s``: when the budget has room again."""
+
 
 class RequestBudget:
     """At most ``requests`` requests in any ``window_s`` on the server's count (see the module docstring).

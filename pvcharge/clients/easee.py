@@ -37,7 +37,8 @@ from typing import Any, Protocol
 import httpx
 import structlog
 
-from pvcharge.errors import DeviceError, DeviceProtocolError, DeviceUnavailable, RateLimited
+from pvcharge.clients.budget import BudgetSpent
+from pvcharge.errors import DeviceError, DeviceProtocolError, DeviceUnavailable
 from pvcharge.retry import (
     ServerError,
     backoff_retrying,
@@ -211,10 +212,6 @@ class SlidingWindow:
         spaced = [first + i * step_s for i in range(1, self.limit - len(known))]
         server = [first, *spaced, *known]
         self._taken = deque(sorted([*server, *taken[: len(taken) - len(known)]])[-self.limit :])
-
-
-class BudgetSpent(RateLimited):
-    """Not sent, or answered 429: the endpoint's budget is spent for ``retry_after_s`` seconds."""
 
 
 class IpBlocked(Exception):
