@@ -21,8 +21,8 @@ import pytest
 from sitestub import FakeClock
 from structlog.testing import capture_logs
 
-from pvcharge.clients.alphaess import BudgetSpent, OpenApiAccount
-from pvcharge.clients.budget import RequestBudget
+from pvcharge.clients.alphaess import OpenApiAccount
+from pvcharge.clients.budget import BudgetSpent, RequestBudget
 from pvcharge.config import parse_config
 from pvcharge.daemon import SHUTDOWN_WRITE_S, Cycle, Daemon
 from pvcharge.devices import create_devices

@@ -33,7 +33,8 @@ from pvcharge.chargers.easee import (
     parse_observations,
     reading_from_observations,
 )
-from pvcharge.clients.easee import BUDGETS, COMMAND_WINDOW, Budget, SlidingWindow, TokenBucket
+from pvcharge.clients.budget import RequestBudget
+from pvcharge.clients.easee import BUDGETS, COMMAND_WINDOW, EaseeClient, TokenBucket
 from pvcharge.config import parse_config
 from pvcharge.control import ChargePoint, ControlConfig, Controller
 from pvcharge.daemon import Daemon
@@ -338,7 +339,7 @@ def test_token_bucket_holds_even_a_tiny_retry_after() -> None:
     assert bucket.try_take() == 0.0
 
 
-def takes(budget: Budget, clock: FakeClock, steps: list[tuple[float, float | None]]) -> list[float]:
+def takes(budget: TokenBucket, clock: FakeClock, steps: list[tuple[float, float | None]]) -> list[float]:
     """Try a take after each ``(gap_s, Retry-After or None)`` step; the times of the takes let through,
     none of them before a Retry-After."""
     taken: list[float] = []
@@ -368,42 +369,111 @@ def test_token_bucket_never_exceeds_its_budget_in_any_window(
         assert max_in_window(taken, window_s) <= capacity + per_minute * window_s / 60 + 1e-6
 
 
-def test_sliding_window_counts_takes_and_keeps_a_reserve() -> None:
+def send(budget: RequestBudget) -> float:
+    """Send one request answered at once if the budget lets it go now and return 0; otherwise send
+    nothing and return the wait in s."""
+    wait_s = budget.wait_s()
+    if wait_s == 0.0:
+        budget.begin()
+        budget.end()
+    return wait_s
+
+
+def test_command_window_counts_requests_and_keeps_a_reserve() -> None:
+    """The charger commands' budget as :class:`EaseeClient` builds it (``COMMAND_WINDOW``, no margin);
+    answered at once, so a slot frees 61 s after the request was sent."""
     clock = FakeClock(1000.0)
-    window = SlidingWindow(2, 61.0, clock)
-    assert window.wait_s(2) == 0.0 and window.try_take() == 0.0
-    assert window.wait_s(2) == pytest.approx(61.0)  # a reserve of one: not until the take has left
+    window = RequestBudget(2, 61.0, clock, margin_s=0.0)
+    assert window.wait_s(2) == 0.0 and send(window) == 0.0
+    assert window.wait_s(2) == pytest.approx(61.0)  # a reserve of one: not until the request has left
     clock.advance(10)
-    assert window.try_take() == 0.0 and window.try_take() == pytest.approx(51.0)
+    assert send(window) == 0.0 and send(window) == pytest.approx(51.0)
     clock.advance(51)
     assert window.wait_s(1) == 0.0 and window.wait_s(2) == pytest.approx(10.0)
     assert window.wait_s(3) == math.inf
     window.hold_until(clock() + 30)  # a 429 with Retry-After: 30
-    assert window.try_take() == pytest.approx(30.0)
+    assert send(window) == pytest.approx(30.0)
     clock.advance(30)
-    # the server counts more than the window knew: one take at Retry-After, the next half a window later
-    assert window.try_take() == 0.0 and window.wait_s(1) == pytest.approx(30.5)
+    # the server counts more than the window knew: one slot at Retry-After, the next half a window later
+    assert send(window) == 0.0 and window.wait_s(1) == pytest.approx(30.5)
     clock.advance(100)
-    assert window.try_take() == 0.0 and window.try_take() == 0.0  # both in the window now
+    assert send(window) == 0.0 and send(window) == 0.0  # both in the window now
     window.hold_until(clock() + 20, refused=True)  # the second drew a 429: it did not go through
-    assert window.try_take() == pytest.approx(20.0)
+    assert send(window) == pytest.approx(20.0)
     clock.advance(20)
-    # one slot at Retry-After (had the refused take counted: none before the first leaves, 41 s on); the
-    # next when the first take leaves
-    assert window.try_take() == 0.0 and window.wait_s(1) == pytest.approx(41.0)
+    # one slot at Retry-After (had the refused request counted: none before the first leaves, 41 s on);
+    # the next when the first request leaves
+    assert send(window) == 0.0 and window.wait_s(1) == pytest.approx(41.0)
     with pytest.raises(ValueError):
-        SlidingWindow(0, 60.0, clock)
+        RequestBudget(0, 60.0, clock)
+
+
+def test_a_hold_counts_requests_in_flight_and_those_held_longer() -> None:
+    """``hold_until`` never frees a slot the budget knew was taken: a request in flight keeps its slot
+    until a window after it ends, one held beyond the Retry-After keeps its own."""
+    clock = FakeClock(1000.0)
+    budget = RequestBudget(3, 60.0, clock, margin_s=0.0)
+    assert send(budget) == 0.0
+    budget.begin()  # in flight
+    budget.hold_until(clock() + 10)
+    # held: 1010 (Retry-After), 1030 (the spaced slot), 1060 (the first request); and the one in flight
+    # takes the next to free: one is free again only when the second frees
+    assert budget.wait_s(reserved=True) == pytest.approx(30.0)
+    clock.advance(5)
+    budget.end()  # held until 1065
+    clock.advance(25)
+    assert send(budget) == 0.0 and budget.wait_s() == pytest.approx(30.0)  # the first leaves at 1060
+    clock.advance(30)
+    assert send(budget) == 0.0 and budget.wait_s() == pytest.approx(5.0)  # the one in flight at 1065
 
 
 @given(
     limit=st.integers(1, 4),
-    steps=st.lists(st.tuples(st.floats(0, 30), st.none() | st.floats(0, 120)), min_size=1, max_size=100),
+    margin_s=st.sampled_from([0.0, 1.0]),
+    steps=st.lists(
+        st.tuples(st.floats(0, 30), st.none() | st.floats(0, 120), st.floats(0, 20)), min_size=1, max_size=100
+    ),
 )
-def test_sliding_window_never_exceeds_its_limit_in_any_window(
-    limit: int, steps: list[tuple[float, float | None]]
+def test_request_budget_never_exceeds_its_limit_in_any_window_whatever_the_latency(
+    limit: int, margin_s: float, steps: list[tuple[float, float | None, float]]
 ) -> None:
+    """After each ``(gap_s, Retry-After or None, latency_s)`` step a request is sent as soon as the
+    budget lets it go, and answered ``latency_s`` later; others may be in flight meanwhile.  The server
+    counts a request at any moment between sending and answer: no choice of those moments puts more
+    than ``limit`` into one window of 61 s (half-open, as ``max_in_window``: with a margin of 1 s it
+    holds every closed window of 60 s), and nothing is sent before a Retry-After."""
     clock = FakeClock(0.0)
-    assert max_in_window(takes(SlidingWindow(limit, 61.0, clock), clock, steps), 61.0) <= limit
+    budget = RequestBudget(limit, 61.0 - margin_s, clock, margin_s=margin_s)
+    sent: list[float] = []  # when each request was sent
+    answered: list[float] = []  # when each request was answered (as the clock read then)
+    answers: list[tuple[float, int]] = []  # (when, which) for the requests in flight
+    held_until = -math.inf
+
+    def advance(delay_s: float) -> None:  # answering the requests in flight on the way
+        until = clock() + delay_s
+        while answers and min(answers)[0] <= until:
+            answers.remove(answer := min(answers))
+            clock.advance(answer[0] - clock())
+            budget.end()
+            answered[answer[1]] = clock()
+        clock.advance(until - clock())
+
+    for gap_s, hold_s, latency_s in steps:
+        advance(gap_s)
+        if hold_s is not None:
+            budget.hold_until(clock() + hold_s)
+            held_until = max(held_until, clock() + hold_s)
+        while (wait_s := budget.wait_s()) > 0:
+            advance(wait_s)
+        assert clock() >= held_until  # nothing before a Retry-After
+        budget.begin()
+        answers.append((clock() + latency_s, len(sent)))
+        sent.append(clock())
+        answered.append(math.inf)  # in flight
+    for last_s in sent:  # the most a window ending with a request sent at last_s can hold (to 1 ns:
+        # a slot frees at the instant end + 61 s, which float rounding may put a hair either side)
+        window = [s for s, e in zip(sent, answered, strict=True) if s <= last_s and e > last_s - 61.0 + 1e-9]
+        assert len(window) <= limit
 
 
 # -- config ---------------------------------------------------------------------------------------
@@ -817,6 +887,51 @@ async def test_429_retry_after_is_honoured(site: SiteModel, clock: FakeClock, re
         await driver.apply(ChargerCommand(12, 3))
         assert emu.circuit_a == (12, 12, 12) and emu.count_429 == 1
         await driver.close()
+
+
+class InTransit(Recorder):
+    """A recorder whose next command requests take ``delays_s`` (one each, in order) to reach the
+    server: the fake clock moves that much before the request arrives."""
+
+    def __init__(self, clock: FakeClock, delays_s: list[float]) -> None:
+        super().__init__()
+        self.clock = clock
+        self.delays_s = delays_s
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if "/commands/" in request.url.path and self.delays_s:
+            self.clock.advance(self.delays_s.pop(0))
+        return await super().handle_async_request(request)
+
+
+async def test_a_command_holds_its_slot_a_window_after_its_answer(site: SiteModel, clock: FakeClock) -> None:
+    """Easee counts a command when it arrives.  One 20 s in transit and one right after it arrive
+    together; counted from sending, a third would go 61 s after the first was sent, 41 s after both
+    arrived, and draw a 429 from a cloud allowing 2 a minute.  Counted from the answer, it waits."""
+    async with EaseeEmulator(site, clock=clock, commands_per_min=2) as emu:
+        client = EaseeClient(
+            name=NAME,
+            base_url=emu.url,
+            username=USER,
+            password=Secret(PASSWORD),
+            charger_id=CHARGER,
+            timeout_s=30.0,
+            retries=0,
+            clock=clock,
+            transport=InTransit(clock, [20.0]),
+        )
+        start = clock()
+        for _ in range(2):
+            response = await client.request("commands", "POST", DCC, {"amps": 6, "minutes": 0})
+            assert response.status_code == 202
+        clock.advance(start + 61 - clock())
+        wait_s = client.wait_s("commands")
+        assert wait_s == pytest.approx(20.0)  # before: 0, and the command drew a 429
+        clock.advance(wait_s)
+        assert (await client.request("commands", "POST", DCC, {"amps": 8, "minutes": 0})).status_code == 202
+        commands = [t for t, _, p, _ in emu.request_log if "/commands/" in p]
+        assert len(commands) == 3 and max_in_window(commands) <= 2 and emu.count_429 == 0
+        await client.close()
 
 
 async def test_a_read_refused_with_429_is_rate_limited_until_retry_after(

@@ -47,12 +47,12 @@ import structlog
 
 from pvcharge.clients.alphaess import (
     REUSE_SHARE,
-    BudgetSpent,
     OpenApiAccount,
     OpenApiSettings,
     PolledOutcome,
     client_for,
 )
+from pvcharge.clients.budget import BudgetSpent
 from pvcharge.errors import DeviceProtocolError, RateLimited, WriteDeferred
 from pvcharge.readings import ChargerCapabilities, ChargerCommand, ChargerReading, IecState
 from pvcharge.settings import SettingError, setting

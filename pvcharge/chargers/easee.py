@@ -60,7 +60,8 @@ import httpx
 import structlog
 
 from pvcharge.chargers import Clock
-from pvcharge.clients.easee import DEFAULT_URL, BudgetSpent, EaseeClient, IpBlocked
+from pvcharge.clients.budget import BudgetSpent
+from pvcharge.clients.easee import DEFAULT_URL, EaseeClient, IpBlocked
 from pvcharge.errors import DeviceProtocolError, DeviceUnavailable, WriteDeferred, WritesBlocked
 from pvcharge.readings import ChargerCapabilities, ChargerCommand, ChargerReading, IecState, charging_power_w
 from pvcharge.settings import Secret, SettingError, setting

@@ -52,7 +52,7 @@ from typing import Any, Generic, TypeVar
 import httpx
 import structlog
 
-from pvcharge.clients.budget import RequestBudget
+from pvcharge.clients.budget import BudgetSpent, RequestBudget
 from pvcharge.errors import DeviceError, DeviceProtocolError, DeviceUnavailable, RateLimited
 from pvcharge.retry import (
     ServerError,
@@ -238,13 +238,6 @@ def _later(exc: RateLimited, elapsed_s: float) -> RateLimited:
     copy = _copy(exc)
     copy.retry_after_s = max(0.0, exc.retry_after_s - elapsed_s)
     return copy
-
-
-class BudgetSpent(RateLimited):
-    """Not sent: the account's request budget has no slot for it now (``retry_after_s``: when it will).
-
-    Raised by the client itself, before sending anything; unlike a 6053 it starts no backoff.
-    """
 
 
 class _NoSlot(Exception):

@@ -3,14 +3,20 @@
 
 The server counts a request when it arrives, which the client does not see: some time between sending
 it and getting the answer (or giving up on it).  So a request takes its slot when it is sent and keeps it
-until ``window_s + margin_s`` after it ended; a request in flight keeps its slot until it ends.  Then no
-window of ``window_s`` on the server's clock can hold more than ``requests`` of them: if it held one more,
-the last of them to be sent was sent at most ``window_s`` after the others arrived, hence after they
-were sent and at most ``window_s`` after they ended, so it found every slot taken.  ``margin_s`` covers a
-server that rounds its times (to whole seconds, say) and a window it counts inclusively.
+until ``window_s + margin_s`` after it ended (free again at that instant); a request in flight keeps its
+slot until it ends.  Then no window of ``window_s`` on the server's clock (half-open; closed too if
+``margin_s > 0``) can hold more than ``requests`` of them: if it held one more, the last of them to be
+sent was sent less than ``window_s`` after the others arrived, hence after they were sent and less than
+``window_s`` after they ended, so it found every slot taken.  ``margin_s`` covers a server that rounds
+its times (to whole seconds, say) and a window it counts inclusively.
 
 ``reserve`` slots are kept for the requests that must go when the rest of the budget is spent (a stop
 command): an ordinary request may use ``requests - reserve`` slots, a reserved one all of them.
+
+A server that refused a request for want of room (HTTP 429 with ``Retry-After``, :meth:`hold_until`)
+has shown that it counts more than the client knew of (another client on the account, a request the
+client took for lost): nothing goes before the time it gave, and from then on its window counts as
+full, one slot freeing at that time and the others later (see :meth:`RequestBudget.hold_until`).
 
 A command the budget had no room for (:meth:`command_waiting`) gets the next free slot: until it is
 sent, or for ``window_s + margin_s`` if it is not offered again, polls leave one slot for it.  Without
@@ -23,7 +29,16 @@ passing).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
+
+from pvcharge.errors import RateLimited
+
+
+class BudgetSpent(RateLimited):
+    """A request not carried out for want of request budget: the client's budget had no slot for it
+    (nothing sent), or the server refused it as one too many (HTTP 429, nothing applied), as the
+    raising client documents.  ``retry_after_s``: when the budget has room again."""
 
 
 class RequestBudget:
@@ -68,7 +83,8 @@ class RequestBudget:
         return f"RequestBudget({self.requests} per {self.window_s:g} s, reserve={self.reserve})"
 
     def wait_s(self, count: int = 1, *, reserved: bool = False, command: bool = False) -> float:
-        """Seconds until ``count`` more requests may be sent; 0 if they may go now.
+        """Seconds until ``count`` more requests may be sent; 0 if they may go now; ``inf`` if more than
+        the budget ever lets through at once (``requests``, ``requests - reserve`` unless ``reserved``).
 
         ``reserved``: the requests may use the reserve.  ``command``: they are commands, for which polls
         leave a slot while one waits (:meth:`command_waiting`); other requests (polls) do.  If they
@@ -76,9 +92,11 @@ class RequestBudget:
         can be: ``window_s + margin_s``.
         """
         now = self._clock()
-        held = sorted(t for t in self._held_until if t >= now)
+        held = sorted(t for t in self._held_until if t > now)
         self._held_until = held
         limit = self.requests - (0 if reserved else self.reserve)
+        if count > limit:
+            return math.inf
         if not command and now <= self._command_waits_until:
             limit -= 1
         excess = self.in_flight + len(held) + count - limit
@@ -86,7 +104,7 @@ class RequestBudget:
             return 0.0
         if excess > len(held):
             return self.window_s + self.margin_s
-        return held[excess - 1] - now + 1e-6  # the slot is free just after it stops counting
+        return held[excess - 1] - now
 
     def command_waiting(self) -> None:
         """A command found no room (:meth:`wait_s`): polls leave a slot for it for ``window_s + margin_s``,
@@ -105,3 +123,25 @@ class RequestBudget:
         ``window_s + margin_s`` more."""
         self.in_flight = max(0, self.in_flight - 1)
         self._held_until.append(self._clock() + self.window_s + self.margin_s)
+
+    def hold_until(self, t_s: float, *, refused: bool = False) -> None:
+        """The server refused a request for want of room until ``t_s`` (its ``Retry-After``; call it
+        after the refused request's :meth:`end`).
+
+        Nothing goes before ``t_s``, and from then on the window counts as full as the server said: one
+        slot frees at ``t_s``, then the slots known here that are held longer (the newest ``requests -
+        1``), the rest ``(window_s + margin_s) / requests`` apart (what the server counts is not known);
+        never fewer slots or shorter holds than known here.  ``refused``: the request that ended last
+        drew the refusal; it did not go through, so its slot is given back first.  Requests in flight
+        keep their slots on top, until a window after they end.
+        """
+        now = self._clock()
+        held = sorted(t for t in self._held_until if t > now)
+        if refused and held:
+            held.pop()  # the slot of the request that ended last: held longest (a steady clock)
+        hold_s = self.window_s + self.margin_s
+        known = [t for t in held if t > t_s][-(self.requests - 1) :] if self.requests > 1 else []
+        step_s = hold_s / self.requests
+        spaced = [t_s + i * step_s for i in range(1, self.requests - len(known))]
+        server = [t_s, *spaced, *known]
+        self._held_until = sorted([*server, *held[: len(held) - len(known)]])[-self.requests :]

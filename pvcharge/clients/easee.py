@@ -21,7 +21,8 @@ Device facts (reference ``chargers.md`` §1; sources as keyed there: [E-auth] Ea
 
 How this client stays inside them: one budget per endpoint class (:data:`BUDGETS`, and
 :data:`COMMAND_WINDOW` for the charger commands), taken for every HTTP attempt (retries included); a 429
-stops that endpoint class until ``Retry-After``; a 403 "IP blocked" stops everything until restart.
+stops that endpoint class until ``Retry-After`` (and then counts its window as full, for the commands);
+a 403 "IP blocked" stops everything until restart.
 Tokens and the password go only into request bodies and the ``Authorization`` header: never into a
 log line, an exception or a repr.
 """
@@ -30,14 +31,14 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections import deque
 from collections.abc import Callable
 from typing import Any, Protocol
 
 import httpx
 import structlog
 
-from pvcharge.errors import DeviceError, DeviceProtocolError, RateLimited
+from pvcharge.clients.budget import BudgetSpent, RequestBudget
+from pvcharge.errors import DeviceError, DeviceProtocolError
 from pvcharge.retry import (
     ServerError,
     backoff_retrying,
@@ -67,7 +68,8 @@ BUDGETS: dict[str, tuple[int, float]] = {
 #: number of allowed commands depends on the endpoints" [evcc#8140]), and evcc#8290 and evcc#8877 met
 #: 429 on ``resume_charging``.  Assumed, not measured: all commands of a charger count together, at the
 #: lowest per-minute limit Easee publishes for any endpoint (``GET /api/chargers`` 2/min [GEN]), with
-#: 1 s to spare for the cloud's clock and latency.
+#: 1 s to spare for the cloud's clock.  A :class:`~pvcharge.clients.budget.RequestBudget` (no further
+#: margin): a command holds its slot until 61 s after its answer, so the latency needs no spare.
 COMMAND_WINDOW: tuple[int, float] = (2, 61.0)
 
 REFRESH_MARGIN_S = 60.0  #: refresh the access token this long before it expires (pyeasee, §1.1 [P])
@@ -80,18 +82,24 @@ _BACKOFF_MAX_S = 2.0
 
 
 class Budget(Protocol):
-    """A request budget on an injected clock (:class:`TokenBucket`, :class:`SlidingWindow`)."""
+    """A request budget on an injected clock (:class:`TokenBucket`,
+    :class:`~pvcharge.clients.budget.RequestBudget`)."""
 
     def wait_s(self, count: int = 1) -> float:
         """Seconds until ``count`` requests may go (0 if they may now)."""
         ...
 
-    def try_take(self, count: int = 1) -> float:
-        """Take ``count`` if they may go now and return 0; otherwise take none and return the wait in s."""
+    def begin(self) -> None:
+        """A request is being sent (:meth:`wait_s` said it may): it takes from the budget."""
+        ...
+
+    def end(self) -> None:
+        """The request :meth:`begin` announced ended (answered, failed or cut off)."""
         ...
 
     def hold_until(self, t_s: float, *, refused: bool = False) -> None:
-        """Nothing before ``t_s`` (a server's ``Retry-After``); ``refused``: the last take drew it."""
+        """Nothing before ``t_s`` (a server's ``Retry-After``); ``refused``: the request that ended last
+        drew it."""
         ...
 
 
@@ -147,72 +155,20 @@ class TokenBucket:
             self._tokens -= count
         return wait
 
+    def begin(self) -> None:
+        """A request is being sent (:meth:`wait_s` said it may): it takes a token."""
+        self._refill()
+        self._tokens -= 1
+
+    def end(self) -> None:
+        """The request ended: nothing to do (a token is taken when it is sent)."""
+
     def hold_until(self, t_s: float, *, refused: bool = False) -> None:
         """No token before ``t_s`` (a server's ``Retry-After``); one token is there at ``t_s``.  The token
         of a ``refused`` take is not given back: the hold covers it."""
         self._refill()
         self._tokens = min(self._tokens, 1.0 - (t_s - self._at) * self.per_minute / 60)
         self._not_before = max(self._not_before, t_s)
-
-
-class SlidingWindow:
-    """At most ``limit`` takes in any ``window_s`` seconds (half-open), on an injected clock.
-
-    Pure: no I/O, no sleeping.  A server's ``Retry-After`` (:meth:`hold_until`) stops every take
-    before it, and counts as a full window from then on: a server that refused once has shown that it
-    counts more than this window knew of.
-
-    Raises:
-        ValueError: limit < 1 or window_s <= 0.
-    """
-
-    def __init__(self, limit: int, window_s: float, clock: Clock) -> None:
-        if limit < 1 or not window_s > 0:
-            raise ValueError(f"limit must be >= 1 and window_s > 0, got {limit}, {window_s}")
-        self.limit = limit
-        self.window_s = window_s
-        self._clock = clock
-        self._taken: deque[float] = deque()
-        self._not_before = -math.inf
-
-    def wait_s(self, count: int = 1) -> float:
-        """Seconds until ``count`` takes fit into the window (0 if they do now; ``inf`` above ``limit``)."""
-        if count > self.limit:
-            return math.inf
-        now = self._clock()
-        while self._taken and self._taken[0] <= now - self.window_s:
-            self._taken.popleft()
-        surplus = len(self._taken) + count - self.limit  # this many must leave the window first
-        window_wait = self._taken[surplus - 1] + self.window_s - now if surplus > 0 else 0.0
-        return max(window_wait, self._not_before - now, 0.0)
-
-    def try_take(self, count: int = 1) -> float:
-        """Take ``count`` if they fit and return 0; otherwise take none and return the wait in s."""
-        wait = self.wait_s(count)
-        if wait == 0.0:
-            self._taken.extend([self._clock()] * count)
-        return wait
-
-    def hold_until(self, t_s: float, *, refused: bool = False) -> None:
-        """No take before ``t_s``; from then on the window counts as full as the server said: one take
-        leaving it at ``t_s``, then the newest takes known here, the rest ``window_s / limit`` apart (what
-        the server counts is not known); never less than the takes known here.  A ``refused`` last take
-        (the request that drew the 429) did not go through: it leaves the window."""
-        taken = list(self._taken)
-        if refused and taken:
-            taken.pop()
-        self._not_before = max(self._not_before, t_s)
-        first = t_s - self.window_s  # leaves the window at t_s
-        recent = [t for t in taken if t > first]
-        known = recent[-(self.limit - 1) :] if self.limit > 1 else []
-        step_s = self.window_s / self.limit
-        spaced = [first + i * step_s for i in range(1, self.limit - len(known))]
-        server = [first, *spaced, *known]
-        self._taken = deque(sorted([*server, *taken[: len(taken) - len(known)]])[-self.limit :])
-
-
-class BudgetSpent(RateLimited):
-    """Not sent, or answered 429: the endpoint's budget is spent for ``retry_after_s`` seconds."""
 
 
 class IpBlocked(Exception):
@@ -263,7 +219,7 @@ class EaseeClient:
         self._budgets: dict[str, Budget] = {
             key: TokenBucket(cap, rate, clock) for key, (cap, rate) in BUDGETS.items()
         }
-        self._budgets["commands"] = SlidingWindow(*COMMAND_WINDOW, clock)
+        self._budgets["commands"] = RequestBudget(*COMMAND_WINDOW, clock, margin_s=0.0)
         self._access: Secret | None = None
         self._refresh: Secret | None = None
         self._refresh_at = -math.inf  # when to refresh the access token
@@ -403,7 +359,8 @@ class EaseeClient:
         where = self.where(method, path)
         if self._blocked is not None:
             raise IpBlocked(self._blocked)
-        wait_s = self._budgets[budget].try_take()
+        taken = self._budgets[budget]
+        wait_s = taken.wait_s()
         if wait_s > 0:
             raise BudgetSpent(
                 self.name,
@@ -411,7 +368,11 @@ class EaseeClient:
                 retry_after_s=wait_s,
             )
         headers = {"Authorization": f"Bearer {self._access.reveal()}"} if authorized and self._access else {}
-        response = await self._http().request(method, path, json=body, headers=headers)
+        taken.begin()
+        try:
+            response = await self._http().request(method, path, json=body, headers=headers)
+        finally:
+            taken.end()
         if response.status_code >= 500:
             raise ServerError(response.status_code, self.scrub(response.text))
         return response
