@@ -43,8 +43,8 @@ from pvcharge.retry import (
     ServerError,
     backoff_retrying,
     not_json,
-    parse_retry_after,
     request_failed,
+    retry_after_s,
     retry_transient,
 )
 from pvcharge.settings import Secret
@@ -420,9 +420,7 @@ class EaseeClient:
             raise self._unavailable(where, exc, len(failed)) from exc
         if response.status_code == 429:
             header = response.headers.get("Retry-After")
-            wait_s = parse_retry_after(header, self._clock())
-            if wait_s is None:
-                wait_s = DEFAULT_RETRY_AFTER_S
+            wait_s = retry_after_s(header, self._clock(), DEFAULT_RETRY_AFTER_S)
             self._budgets[budget].hold_until(self._clock() + wait_s, refused=True)
             self._log.warning(
                 "easee.rate_limited", request=where, retry_after=header, wait_s=round(wait_s, 1)
