@@ -21,12 +21,8 @@ import pytest
 import structlog
 from sitestub import FakeClock
 
-from pvcharge.clients.alphaess import (
-    RETURN_CODES,
-    AlphaEssClient,
-    parse_envelope,
-    sign,
-)
+from pvcharge.clients.alphaess import AlphaEssClient
+from pvcharge.clients.alphaess_api import RETURN_CODES, parse_envelope, sign
 from pvcharge.config import parse_config
 from pvcharge.errors import ConfigError, DeviceProtocolError, DeviceUnavailable, RateLimited
 from pvcharge.meters.alphaess import AlphaEssMeter, Config, create, to_reading

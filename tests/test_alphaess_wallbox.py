@@ -33,7 +33,8 @@ from pvcharge.chargers.alphaess import (
     pick_wallbox,
     to_reading,
 )
-from pvcharge.clients.alphaess import OpenApiAccount, sign
+from pvcharge.clients.alphaess import OpenApiAccount
+from pvcharge.clients.alphaess_api import sign
 from pvcharge.config import parse_config
 from pvcharge.control import ChargePoint, ControlConfig, Controller
 from pvcharge.errors import DeviceError, DeviceProtocolError, DeviceUnavailable, RateLimited, WriteDeferred
