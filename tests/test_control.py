@@ -209,6 +209,21 @@ def test_up_hold_s_takes_a_one_amp_rise_on_one_phase_once_the_surplus_held_it() 
         assert earliest <= t_up <= latest, (hold_s, t_up)
 
 
+def test_up_hold_min_w_leaves_small_rises_to_up_energy_wh() -> None:
+    """With up_hold_min_w 690 W, a 1 A rise on one phase (230 W) waits for its energy (12 Wh: 188 s)
+    although the surplus held it for up_hold_s; a 1 A rise on three phases (690 W) does not."""
+    for phases, before, after, earliest, latest in (
+        (1, 2100.0, 2350.0, 600 + 185, 600 + 195),
+        (3, 6300.0, 7000.0, 600 + 30, 600 + 40),
+    ):
+        ctl = make(phases=phases, cloud_filter=60, up_hold_s=30, up_hold_min_w=690)
+        log = Sim(ctl, lambda t, b=before, a=after: b if t < 600 else a).run(900)
+        level = currents(log, 550, 600)
+        assert len(set(level)) == 1
+        t_up = min(t for t, d in log if t > 600 and d.command.current_a == level[0] + 1)
+        assert earliest <= t_up <= latest, (phases, t_up)
+
+
 def test_writes_are_rare_on_a_noisy_surplus() -> None:
     ctl = make(cloud_filter=60)
     log = Sim(ctl, lambda t: 2500.0 + (150.0 if int(t // 60) % 2 else -150.0)).run(3600)
@@ -271,7 +286,7 @@ def test_a_large_gain_right_after_a_switch_is_not_held_back_by_the_clock() -> No
     """13:36 in issue 13: after a switch to 1p the sun came back, 3p "would have done 1059 Wh better",
     and a 15-min switch interval kept the car on 1p for 40 min.  Now the evidence decides: back on 3p
     within minutes of the sun's return, however recent the last switch."""
-    ctl = make(phases="auto", cloud_filter=60)
+    ctl = make(phases="auto", cloud_filter=60, phase_down_deficit_wh=0)  # the evidence rule alone
     log = Sim(ctl, lambda t: 2000.0 if 1200 <= t < 2100 else 9000.0, battery=True).run(3000)
     (t_down, down), (t_up, up) = switches(log)[-2:]
     # one switch (the start's) in the last hour: 200 Wh × 1.5 at 1p's 3210 W advantage: 336 s
@@ -286,7 +301,9 @@ def test_switching_to_1p_needs_more_evidence_than_switching_to_3p() -> None:
     < 200 Wh) is ridden out on 3p; a 6-minute peak to 5500 W on 1p (3p would do 1150 W better: 115 Wh
     > 100 Wh) is taken on 3p."""
     dip = Sim(
-        make(phases="auto", cloud_filter=60), lambda t: 3000.0 if 4000 <= t < 4360 else 9000.0, battery=True
+        make(phases="auto", cloud_filter=60, phase_down_deficit_wh=0),  # the evidence rule alone
+        lambda t: 3000.0 if 4000 <= t < 4360 else 9000.0,
+        battery=True,
     )
     assert [d.command.phases for _, d in switches(dip.run(4800))] == [3]  # the start's switch only
     peak = Sim(
@@ -307,6 +324,31 @@ def test_the_evidence_a_switch_needs_grows_with_the_switches_of_the_last_hour() 
         base = 100.0 if d.command.phases == 3 else 200.0
         assert f"(needed {base * 1.5**earlier:.0f} Wh)" in d.reason, d.reason
     assert max(sum(1 for u in times if t - 3600 < u <= t) for t in times) >= 3
+
+
+def test_min_current_on_3p_through_a_shade_goes_to_1p_once_its_deficit_adds_up() -> None:
+    """Issue 13: holding 6 A on 3 phases (4140 W) through a shade costs the home battery 2.7 kW more
+    than 1 phase would.  After three switches in the hour the evidence rule wants 200 Wh × 1.5³ (1p
+    would do 1710 W better at a 3000 W surplus: 14 min); phase_down_deficit_wh switches once the car
+    drew that much beyond the surplus (1140 W), however many switches came before."""
+    deficit_wh = 100.0
+    ctl = make(phases="auto", cloud_filter=60, phase_down_deficit_wh=deficit_wh, phase_switch_interval_s=0)
+
+    def surplus(t: float) -> float:
+        if t < 2400:  # two short shades: 3p, 1p, 3p, 1p, 3p
+            return 1500.0 if 900 <= t < 1500 else 9000.0
+        return 3000.0 if t >= 3000 else 9000.0
+
+    log = Sim(ctl, surplus, battery=True).run(3600)
+    ups_downs = switches(log)
+    t_last, last = ups_downs[-1]
+    assert last.command.phases == 1 and "beyond the surplus" in last.reason
+    expected_s = deficit_wh / (4140.0 - 3000.0) * 3600.0  # 316 s
+    assert 3000 + expected_s - 10 <= t_last <= 3000 + expected_s + 10, t_last
+    assert sum(1 for t, _ in ups_downs if t_last - 3600 < t < t_last) >= 3
+    # without the deficit rule the car holds 3p through the shade's first 10 minutes
+    old = make(phases="auto", cloud_filter=60, phase_down_deficit_wh=0, phase_switch_interval_s=0)
+    assert {d.command.phases for t, d in Sim(old, surplus, battery=True).run(3600) if 3000 <= t < 3600} == {3}
 
 
 def test_a_car_drawing_on_one_phase_is_treated_as_1p() -> None:

@@ -124,6 +124,7 @@ class Controller:
         # rise from the window's minimum is the evidence for 3p, its fall from the maximum that for 1p
         self._phase_wh = 0.0
         self._phase_gain = TimeWindow(control.phase_window_s)
+        self._deficit_wh = 0.0  # min current on 3p beyond the surplus since it last covered it, Wh
         self._dt_s = 0.0  # seconds the newest reading stands for (its distance to the previous one)
         self._phases = 1 if charge_point.phases == "auto" else int(charge_point.phases)
         self._switches: deque[float] = deque()  # times of phase switches in the last hour
@@ -254,6 +255,7 @@ class Controller:
     def _switch_to(self, now: float, phases: int) -> None:
         self._phases = phases
         self._switches.append(now)
+        self._deficit_wh = 0.0
         # the evidence for the next switch starts here: what favoured this one cannot count against it
         self._phase_gain.clear()
         if self._last_reading_t > -math.inf:
@@ -331,6 +333,7 @@ class Controller:
             if self.auto_phases:
                 self._phase_wh += self.phase_gain_w(self._available_w) * self._dt_s / 3600.0
                 self._phase_gain.add(site.timestamp_s, self._phase_wh)
+                self._track_deficit(self._available_w)
         else:
             self._dt_s = 0.0  # the same reading again (a slow meter): it counts once
         available = self._available_w
@@ -474,6 +477,15 @@ class Controller:
             return switched
         return self._follow(now, available)
 
+    def _track_deficit(self, available_w: float) -> None:
+        """Add what a car at min current on 3 phases draws beyond the surplus (Wh) since the surplus last
+        covered that power; 0 when it does, or when the car is not charging on 3 phases."""
+        short_w = self.power_w(self.lowest_a, 3) - available_w
+        if self._on and self._phases == 3 and short_w > 0:
+            self._deficit_wh += short_w * self._dt_s / 3600.0
+        else:
+            self._deficit_wh = 0.0
+
     def _switch_phases(self, now: float) -> Decision | None:
         """Switch phases when the other phase count would have done better, over the stretch ending now
         (within the phase window and since the last switch) where it did best, by more than
@@ -484,6 +496,14 @@ class Controller:
         if not (self.auto_phases and pg.count and self._switch_allowed(now)):
             return None
         growth = c.phase_switch_gain_growth ** len(self._switches)
+        if self._phases == 3 and 0 < c.phase_down_deficit_wh <= self._deficit_wh:
+            self._switch_to(now, 1)
+            self._level_a = self._fit(self._surplus.min_over(RECENT_S), 1)
+            return self._decision(
+                self._level_a,
+                f"switch to 1p: min current on 3p drew {self._deficit_wh:.0f} Wh beyond the surplus "
+                f"(at most {c.phase_down_deficit_wh:g} Wh)",
+            )
         if self._phases == 3:
             phases, better_wh, need_wh = 1, pg.max - self._phase_wh, c.phase_down_gain_wh * growth
         elif not self._one_phase_car:
@@ -524,10 +544,11 @@ class Controller:
         if target > level:
             self._run_min_w = min(self._run_min_w, available)
             self._gain_wh += (self.power_w(target, p) - self.power_w(level, p)) * hours
-            # a higher level the surplus held for the whole last up_hold_s counts as enough evidence too, so
-            # a 1 A rise on 1 phase (230 W) does not wait minutes for up_energy_wh
+            # a level at least up_hold_min_w higher that the surplus held for the whole last up_hold_s
+            # counts as enough evidence too, so a 1 A rise on 3 phases (690 W) does not wait a minute
             s, hold_s = self._surplus, c.up_hold_s
-            held = hold_s > 0 and s.spans(hold_s) and self._fit(s.min_over(hold_s), p) > level
+            held_a = self._fit(s.min_over(hold_s), p) if hold_s > 0 and s.spans(hold_s) else 0.0
+            held = held_a > level and self.power_w(held_a - level, p) >= c.up_hold_min_w
             if self._gain_wh >= c.up_energy_wh or held:
                 # supported all the run, or the last 30 s (or all of up_hold_s)
                 floor_w = max(self._run_min_w, s.min_over(RECENT_S))
