@@ -314,6 +314,18 @@ def test_switching_to_1p_needs_more_evidence_than_switching_to_3p() -> None:
     assert [(d.command.phases, 4000 < t < 4360) for t, d in switches(log)] == [(3, True)]
 
 
+def test_a_start_on_3p_after_a_dark_pause_is_not_switched_to_1p_by_the_pause() -> None:
+    """Issue 13: a paused car at a surplus of 0 W "would have done better" on 1 phase (min current on 3
+    phases overdraws 4140 W, on 1 phase 1380 W); that is no evidence once it starts.  A new day's
+    sunrise straight to 8 kW restarts on 3p (where the last day ended) and stays there (before: a
+    switch to 1p within a minute of the start, "1p would have done 1035 Wh better", and back later)."""
+    ctl = make(phases="auto", cloud_filter=60)
+    log = Sim(ctl, lambda t: 0.0 if 3600 <= t < 3 * 3600 else 8000.0, battery=True).run(4 * 3600)
+    assert {d.command.phases for t, d in log if 1800 <= t < 3600} == {3}
+    assert set(currents(log, 2 * 3600, 3 * 3600 - 1)) == {0.0}  # stopped for the night, still on 3p
+    assert {d.command.phases for t, d in log if t >= 3 * 3600} == {3}
+
+
 def test_the_evidence_a_switch_needs_grows_with_the_switches_of_the_last_hour() -> None:
     ctl = make(phases="auto", cloud_filter=60, phase_switch_interval_s=0, phase_switches_per_hour=60)
     log = Sim(ctl, lambda t: 9000.0 if int(t // 900) % 2 == 0 else 1500.0, battery=True).run(4 * 3600)

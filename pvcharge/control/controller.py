@@ -257,6 +257,10 @@ class Controller:
         self._switches.append(now)
         self._deficit_wh = 0.0
         # the evidence for the next switch starts here: what favoured this one cannot count against it
+        self._restart_evidence()
+
+    def _restart_evidence(self) -> None:
+        """Forget the phase evidence so far (after a switch or at a session start)."""
         self._phase_gain.clear()
         if self._last_reading_t > -math.inf:
             self._phase_gain.add(self._last_reading_t, self._phase_wh)
@@ -432,6 +436,8 @@ class Controller:
                 )
             if phases != self._phases:
                 self._switch_to(now, phases)
+            # what a paused car "would have done" (min current through the night) is no evidence
+            self._restart_evidence()
             self._on, self._on_since = True, now
             self._level_a = self._fit(self._surplus.min_over(RECENT_S), self._eff_phases())
             return self._decision(
@@ -574,6 +580,7 @@ class Controller:
                 phases = 3 if s.spans(window_s) and s.min_over(window_s) >= self.phase_up_w else 1
                 if phases != self._phases:
                     self._switch_to(now, phases)
+            self._restart_evidence()
             self._level_a = self._fit(available, self._eff_phases())
             return self._decision(self._level_a, f"minpv: start at {self._level_a:g} A on {self._phases}p")
         switched = self._switch_phases(now)
