@@ -201,9 +201,10 @@ def test_a_rise_waits_for_its_energy_and_goes_to_the_level_supported_all_along()
 
 def test_up_hold_s_takes_a_one_amp_rise_on_one_phase_once_the_surplus_held_it() -> None:
     """1 A on one phase is 230 W: 12 Wh of up_energy_wh take 188 s; with up_hold_s a higher level the
-    surplus held that long is evidence enough."""
+    surplus held that long is evidence enough (with up_hold_min_w 0: by default only rises of 690 W)."""
     for hold_s, earliest, latest in ((0.0, 600 + 185, 600 + 195), (30.0, 600 + 30, 600 + 40)):
-        log = Sim(make(cloud_filter=60, up_hold_s=hold_s), lambda t: 2100.0 if t < 600 else 2350.0).run(900)
+        ctl = make(cloud_filter=60, up_hold_s=hold_s, up_hold_min_w=0)
+        log = Sim(ctl, lambda t: 2100.0 if t < 600 else 2350.0).run(900)
         assert currents(log, 550, 600) == [9] * 11
         t_up = min(t for t, d in log if d.command.current_a == 10)
         assert earliest <= t_up <= latest, (hold_s, t_up)
@@ -327,7 +328,13 @@ def test_a_start_on_3p_after_a_dark_pause_is_not_switched_to_1p_by_the_pause() -
 
 
 def test_the_evidence_a_switch_needs_grows_with_the_switches_of_the_last_hour() -> None:
-    ctl = make(phases="auto", cloud_filter=60, phase_switch_interval_s=0, phase_switches_per_hour=60)
+    ctl = make(
+        phases="auto",
+        cloud_filter=60,
+        phase_switch_interval_s=0,
+        phase_switches_per_hour=60,
+        phase_down_deficit_wh=0,  # the evidence rule alone
+    )
     log = Sim(ctl, lambda t: 9000.0 if int(t // 900) % 2 == 0 else 1500.0, battery=True).run(4 * 3600)
     times = [t for t, _ in switches(log)]
     assert len(times) >= 6
@@ -354,7 +361,7 @@ def test_min_current_on_3p_through_a_shade_goes_to_1p_once_its_deficit_adds_up()
     log = Sim(ctl, surplus, battery=True).run(3600)
     ups_downs = switches(log)
     t_last, last = ups_downs[-1]
-    assert last.command.phases == 1 and "beyond the surplus" in last.reason
+    assert last.command.phases == 1 and "drew 101 Wh beyond the surplus" in last.reason, last.reason
     expected_s = deficit_wh / (4140.0 - 3000.0) * 3600.0  # 316 s
     assert 3000 + expected_s - 10 <= t_last <= 3000 + expected_s + 10, t_last
     assert sum(1 for t, _ in ups_downs if t_last - 3600 < t < t_last) >= 3

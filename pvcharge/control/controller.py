@@ -18,32 +18,37 @@ that long) and ``min_off_s`` has passed; a charging car stops only if the window
 its minimum power (short the whole window) and ``min_on_s`` has passed.  In between it holds min current.
 
 **Following.** Inside a session the current is the whole amps that fit the surplus, damped by energy
-rather than by time: it falls once the car has drawn ``down_energy_wh`` more than the surplus (a drop
-of several kW acts on the next reading, a 1 A excess after a few minutes), and rises once a higher current
+rather than by time: it falls once the car has drawn ``down_energy_wh`` more than the surplus (a drop of
+several kW acts on the next reading, a 1 A excess after a few minutes), and rises once a higher current
 would have taken ``up_energy_wh`` more, or once the surplus held a higher level for the whole last
-``up_hold_s`` (a 1 A rise on one phase would otherwise wait 3 minutes for its energy), to what the
-surplus supported all that while, over the last 30 s or over ``up_hold_s`` (at most ``max_step_up_a``
-per change).  So the charger is written rarely, the car does not hunt around an amp boundary, and it
-draws little from the battery.  If the car imports from the grid (battery empty or at its limit) for
-``grid_tolerance_s``, it is turned down or paused whatever the cloud filter says.
+``up_hold_s`` by at least ``up_hold_min_w`` (a 1 A rise on three phases would otherwise wait a minute for
+its energy; smaller rises are not worth a write each), to what the surplus supported all that while, over
+the last 30 s or over ``up_hold_s`` (at most ``max_step_up_a`` per change). So the charger is written
+rarely, the car does not hunt around an amp boundary, and it draws little from the battery. If the car
+imports from the grid (battery empty or at its limit) for ``grid_tolerance_s``, it is turned down or
+paused whatever the cloud filter says.
 
-**Phases** (``phases: auto``).  With 16 A, one phase tops out at 3680 W and three phases start at
-4140 W: a dead band, where neither fits and every threshold on the instantaneous surplus flaps.  So
-pvcharge compares outcomes instead: for each reading it scores what the best whole-amp current on 3
-phases and on 1 phase would have achieved (PV captured minus ``battery_weight`` × energy drawn beyond the
-surplus) and sums the difference.  The evidence for the other phase count is what it would have gained
-over the recent stretch where it did best (ending now, at most ``phase_window_s`` long, and only since
-the last switch, so what favoured that switch never counts against it).  It switches to 3 phases when
-that passes ``phase_switch_gain_wh`` and to 1 phase when it passes ``phase_down_gain_wh`` (more: a dip
-on 3 phases costs some battery, a peak on 1 phase is lost for good), each multiplied by
-``phase_switch_gain_growth`` for every switch in the last hour, so a large gain acts within minutes while
-flapping weather makes switching dearer.  On top, switches are at least ``phase_switch_interval_s``
-apart and at most ``phase_switches_per_hour``.  A session starts on 3 phases only if the surplus
-covered their minimum for as long as a start looks (pv: the last ``start_fraction`` of the cloud window;
-minpv: all of it).  A car seen drawing on one phase while offered three is treated as a 1-phase car
-until it is unplugged.  A switch is one command (new phases and the current for them); pausing the car
-around it is the charger's sequence (WARP3 stops charging, switches its contactors and reconnects the
-car; the simulated car pauses 30 s), so a switch costs no extra start.
+**Phases** (``phases: auto``). With 16 A, one phase tops out at 3680 W and three phases start at 4140 W: a
+dead band, where neither fits and every threshold on the instantaneous surplus flaps. So pvcharge compares
+outcomes instead: for each reading it scores what the best whole-amp current on 3 phases and on 1 phase
+would have achieved (PV captured minus ``battery_weight`` × energy drawn beyond the surplus) and sums the
+difference. The evidence for the other phase count is what it would have gained over the recent stretch
+where it did best (ending now, at most ``phase_window_s`` long, and only since the last switch, so what
+favoured that switch never counts against it). It switches to 3 phases when that passes
+``phase_switch_gain_wh`` and to 1 phase when it passes ``phase_down_gain_wh`` (more: a dip on 3 phases
+costs some battery, a peak on 1 phase is lost for good), each multiplied by ``phase_switch_gain_growth``
+for every switch in the last hour, so a large gain acts within minutes while flapping weather makes
+switching dearer. A shade on 3 phases has a cheaper way down: once min current on 3 phases has drawn
+``phase_down_deficit_wh`` beyond the surplus since the surplus last covered it, the car goes to 1 phase,
+however many switches came before (the battery pays for every minute on 3 phases; the way back up still
+needs the growing evidence). A session start forgets the evidence gathered while paused (a paused car without
+surplus "would have done better" on 1 phase). On top, switches are at least ``phase_switch_interval_s`` apart
+and at most ``phase_switches_per_hour``. A session starts on 3 phases only if the surplus covered their
+minimum for as long as a start looks (pv: the last ``start_fraction`` of the cloud window; minpv: all of
+it). A car seen drawing on one phase while offered three is treated as a 1-phase car until it is
+unplugged. A switch is one command (new phases and the current for them); pausing the car around it is the
+charger's sequence (WARP3 stops charging, switches its contactors and reconnects the car; the simulated
+car pauses 30 s), so a switch costs no extra start.
 
 **Stale data.** A meter reading older than ``max_age_s`` (or none) sends the car to the safe state at
 once (pause; ``min_current`` keeps min current in ``minpv`` and ``fast``), clears the filters, and says
@@ -503,12 +508,13 @@ class Controller:
             return None
         growth = c.phase_switch_gain_growth ** len(self._switches)
         if self._phases == 3 and 0 < c.phase_down_deficit_wh <= self._deficit_wh:
+            deficit_wh = self._deficit_wh
             self._switch_to(now, 1)
             self._level_a = self._fit(self._surplus.min_over(RECENT_S), 1)
             return self._decision(
                 self._level_a,
-                f"switch to 1p: min current on 3p drew {self._deficit_wh:.0f} Wh beyond the surplus "
-                f"(at most {c.phase_down_deficit_wh:g} Wh)",
+                f"switch to 1p: min current on 3p drew {deficit_wh:.0f} Wh beyond the surplus "
+                f"(phase_down_deficit_wh {c.phase_down_deficit_wh:g} Wh)",
             )
         if self._phases == 3:
             phases, better_wh, need_wh = 1, pg.max - self._phase_wh, c.phase_down_gain_wh * growth
