@@ -180,9 +180,9 @@ async def _measure(
     last = samples[-1]
     print(f"VmRSS {last.rss_kb} kB after {last.t_s:g} s (peak {last.hwm_kb} kB, {last.threads} threads)")
     if api_port is not None:
-        print(
-            f"the API answered {answered} of {len(samples)} status requests; the daemon's counters: {stats}"
-        )
+        keys = ("cycles", "meter_failures", "charger_failures", "charger_writes")
+        counters = ", ".join(f"{key} {(stats or {}).get(key)}" for key in keys)
+        print(f"the API answered {answered} of {len(samples)} status requests; {counters}")
     if args.imports:
         print()
         await import_breakdown(config, env, workdir)
