@@ -83,7 +83,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from pvcharge.devices import create_devices
     from pvcharge.health import Heartbeat, heartbeat_path, stale_after_s
     from pvcharge.notify import Notifier
-    from pvcharge.planning.service import build_service
+    from pvcharge.planning import wanted as plans_wanted
     from pvcharge.services import Services
 
     log = structlog.get_logger("pvcharge.cli")
@@ -186,7 +186,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         if recorder is not None:
             daemon.listeners.append(recorder)
         services = Services(daemon, sessions=recorder)
-        plans = build_service(config, daemon, clock=daemon.clock)  # plans: need a restart to change
+        plans = None  # plans: need a restart to change
+        if plans_wanted(config):  # the planner's modules only for a config that plans
+            from pvcharge.planning.service import build_service
+
+            plans = build_service(config, daemon, clock=daemon.clock)
         if plans is not None:
             plans.attach()
             plan_task = asyncio.create_task(plans.run(stop, daemon.clock))

@@ -41,7 +41,7 @@ class Services:
     def __init__(self, daemon: Daemon, *, sessions: SessionRecorder | None = None) -> None:
         self.daemon = daemon
         self.sessions = sessions
-        self.server: ApiServer | None = None  #: None: the API could not start (or is not started yet)
+        self.server: ApiServer | None = None  #: None: disabled, could not start, or not started yet
         self.bridge: MqttBridge | None = None  #: None: no ``mqtt:`` section
         self._api: ApiConfig | None = None
         self._mqtt: MqttConfig | None = None
@@ -89,6 +89,11 @@ class Services:
             await self._stop_api()
 
     async def _start_api(self, config: ApiConfig) -> bool:
+        if not config.enabled:  # nothing listens: aiohttp (~9 MB resident) is not even imported
+            log.info("api_disabled")
+            self.server = None
+            self._api = config
+            return True
         from pvcharge.api.server import start_api
 
         try:

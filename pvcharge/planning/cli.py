@@ -17,9 +17,10 @@ import sys
 import time as wallclock
 from datetime import datetime
 from typing import TYPE_CHECKING
-from zoneinfo import ZoneInfo
 
 if TYPE_CHECKING:  # imported where used: every pvcharge command builds this parser, few plan
+    from zoneinfo import ZoneInfo
+
     from pvcharge.planning.planner import Plan, PlannedSlot
 
 
@@ -34,6 +35,8 @@ def add_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
+    from zoneinfo import ZoneInfo
+
     from pvcharge.cli import _load
     from pvcharge.planning.config import PlanConfig
     from pvcharge.planning.forecast import surplus as surplus_of

@@ -25,6 +25,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import structlog
 
+from pvcharge.planning import wanted
 from pvcharge.planning.config import PlanConfig
 from pvcharge.planning.forecast import PvCorrection
 from pvcharge.planning.forecast import surplus as surplus_of
@@ -259,7 +260,7 @@ def build_service(config: Config, daemon: Daemon, *, clock: Callable[[], float])
     """The service for ``config.plans`` and ``tariff.smart_cost_limit`` with the configured sources
     (their last answers cached in ``prices.json`` and ``forecast.json`` beside the state file), or
     ``None`` with neither."""
-    if not config.plans and config.tariff.smart_cost_limit is None:
+    if not wanted(config):
         return None
     from pvcharge.planning.sources import forecast_source, tariff_source
     from pvcharge.state import state_path
