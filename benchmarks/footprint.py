@@ -6,17 +6,20 @@ a WARP charger and the API on, against the emulators on loopback.
     python -m benchmarks.footprint --env MALLOC_ARENA_MAX=2
     python -m benchmarks.footprint --config my.yaml        # a config of your own (no emulators)
 
-Measure in a runtime-only venv, as a user installs pvcharge (the dev extras would inflate it)::
+Measure in a runtime-only venv, as a user installs pvcharge (the dev extras would inflate it), from
+the checkout's root (for this module and the emulators)::
 
     python3 -m venv /tmp/fp && /tmp/fp/bin/pip install . && /tmp/fp/bin/python -m benchmarks.footprint
 
-The daemon runs as ``<this interpreter> -m pvcharge run --config FILE`` in a subprocess; this process
-runs the Huawei (Modbus TCP) and WARP (HTTP) emulators of :mod:`pvcharge.sim` and samples the daemon's
-``/proc/PID/status`` (``VmRSS``: resident now, ``VmHWM``: the peak) every ``--every`` seconds, reads the
-API's ``/api/status`` once a sample (the API serves, as a user's status page would make it) and prints
-the last sample: the number the README quotes.  ``--imports`` adds a breakdown: the daemon's own imports
-in the order it made them (``-X importtime``), each imported again in a fresh interpreter with the RSS
-it added (``/proc/self/status`` before and after), the largest first.  Linux only (``/proc``).
+The daemon runs as ``<this interpreter> -m pvcharge run --config FILE`` in a subprocess, in a temporary
+directory: it runs the *installed* pvcharge (``pip install --no-deps .`` again to measure a change; the
+header names the package's path).  This process runs the Huawei (Modbus TCP) and WARP (HTTP) emulators
+of :mod:`pvcharge.sim` and samples the daemon's ``/proc/PID/status`` (``VmRSS``: resident now,
+``VmHWM``: the peak) every ``--every`` seconds, reads the API's ``/api/status`` once a sample (the API
+serves, as a user's status page would make it; the daemon's counters show that it read and wrote) and
+prints the last sample: the number the README quotes.  ``--imports`` adds a breakdown: the modules the
+daemon imports (``-X importtime``), imported again one by one in that order in a fresh interpreter with
+the RSS each added (``/proc/self/status`` before and after), summed per package.  Linux only.
 """
 
 from __future__ import annotations
@@ -96,6 +99,22 @@ log: {{level: info, format: json}}
 """
 
 
+def installed_pvcharge(workdir: Path) -> str:
+    """Where this interpreter imports pvcharge from outside the checkout: the package the daemon runs.
+
+    The daemon runs in ``workdir``, not in the checkout, so it runs what a user runs: the installed
+    package with the bytecode ``pip install`` compiled.  Reinstall (``pip install --no-deps .``) to
+    measure a change."""
+    reply = subprocess.run(
+        [sys.executable, "-c", "import pvcharge; print(pvcharge.__file__)"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=workdir,
+    )
+    return reply.stdout.strip()
+
+
 def _api_stats(api_port: int) -> dict[str, float] | None:
     """The daemon's counters from the API's ``/api/status`` (``stats``: cycles, failures, writes), or
     ``None`` when the API did not answer (urllib: nothing of the daemon's stack in this process)."""
@@ -124,6 +143,7 @@ async def sample_daemon(
             stdout=out,
             stderr=subprocess.STDOUT,
             env={**os.environ, **env},
+            cwd=log.parent,  # not the checkout: the installed pvcharge, with its compiled bytecode
         )
         start = time.monotonic()
         samples: list[Sample] = []
@@ -174,6 +194,7 @@ async def _measure(
     samples, answered, stats = await sample_daemon(config, args.seconds, args.every, env, api_port, log)
     print(f"# pvcharge run --config {config}  ({' '.join(f'{k}={v}' for k, v in env.items()) or 'no env'})")
     print(f"# {platform.machine()}, Python {platform.python_version()}, {sys.executable}")
+    print(f"# pvcharge from {installed_pvcharge(workdir)}")
     print("t_s   VmRSS_kB  VmHWM_kB  threads")
     for s in samples:
         print(f"{s.t_s:5.1f} {s.rss_kb:9d} {s.hwm_kb:9d} {s.threads:8d}")
@@ -199,6 +220,7 @@ async def imported_modules(config: Path, env: dict[str, str], workdir: Path) -> 
             stdout=subprocess.DEVNULL,
             stderr=err,
             env={**os.environ, **env},
+            cwd=workdir,
         )
         await asyncio.sleep(5)
         proc.terminate()
@@ -232,6 +254,7 @@ async def import_breakdown(config: Path, env: dict[str, str], workdir: Path) -> 
         text=True,
         check=True,
         env={**os.environ, **env},
+        cwd=workdir,
     )
     rss_kb: dict[str, int] = {}
     count: dict[str, int] = {}
