@@ -86,12 +86,13 @@ def read_status(pid: int) -> Sample | None:
     return Sample(0.0, fields["VmRSS"], fields["VmHWM"], fields["Threads"])
 
 
-def config_text(huawei_port: int, warp_url: str, api_port: int, state_dir: Path) -> str:
-    """The benchmark's config: the Huawei and WARP emulators, the API on loopback, state and sessions in
+def config_text(huawei_port: int, warp_port: int, api_port: int, state_dir: Path, host: str) -> str:
+    """The benchmark's config: the Huawei and WARP emulators at ``host`` (``localhost``: names resolved
+    in asyncio's thread pool, as a device's host name is), the API on loopback, state and sessions in
     ``state_dir``; everything else at its default."""
     return f"""\
-meter: {{type: huawei, host: 127.0.0.1, port: {huawei_port}, unit_id: 1}}
-charger: {{type: warp, url: "{warp_url}", min_current_a: 6, max_current_a: 16, phases: 1}}
+meter: {{type: huawei, host: {host}, port: {huawei_port}, unit_id: 1}}
+charger: {{type: warp, url: "http://{host}:{warp_port}", min_current_a: 6, max_current_a: 16, phases: 1}}
 api: {{enabled: true, listen: 127.0.0.1, port: {api_port}}}
 state: {{file: "{state_dir / "state.json"}"}}
 sessions: {{database: "{state_dir / "sessions.db"}"}}
@@ -179,10 +180,11 @@ async def _with_emulators(args: argparse.Namespace, env: dict[str, str], workdir
     site = site_model(bundled_trace(), 12 * 3600.0)  # noon of the bundled day: surplus, the car plugged in
     async with emulator("huawei", site) as huawei, emulator("warp", site) as warp:
         meter = huawei.sections["meter"]
+        warp_port = int(warp.sections["charger"]["url"].rsplit(":", 1)[1].rstrip("/"))
         api_port = free_port()
         config = workdir / "pvcharge.yaml"
         config.write_text(
-            config_text(meter["port"], warp.sections["charger"]["url"], api_port, workdir), encoding="utf-8"
+            config_text(meter["port"], warp_port, api_port, workdir, args.host), encoding="utf-8"
         )
         return await _measure(args, config, env, api_port, workdir)
 
@@ -283,6 +285,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=60.0, help="how long the daemon runs (default 60)")
     parser.add_argument("--every", type=float, default=5.0, help="seconds between samples (default 5)")
     parser.add_argument("--config", type=Path, help="run this config instead (no emulators, no API check)")
+    parser.add_argument(
+        "--host",
+        choices=("127.0.0.1", "localhost"),
+        default="127.0.0.1",
+        help="how the config names the emulators (localhost: resolved in threads; default 127.0.0.1)",
+    )
     parser.add_argument("--imports", action="store_true", help="add the per-import RSS breakdown")
     parser.add_argument(
         "--env",
