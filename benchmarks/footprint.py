@@ -100,6 +100,11 @@ log: {{level: info, format: json}}
 """
 
 
+def _run_command(config: Path, *options: str) -> tuple[str, ...]:
+    """``pvcharge run --config config`` with this interpreter (``options``: the interpreter's own)."""
+    return (sys.executable, *options, "-m", "pvcharge", "run", "--config", str(config))
+
+
 def installed_pvcharge(workdir: Path) -> str:
     """Where this interpreter imports pvcharge from outside the checkout: the package the daemon runs.
 
@@ -135,12 +140,7 @@ async def sample_daemon(
     Raises ``RuntimeError`` when the daemon ends early."""
     with log.open("wb") as out:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "pvcharge",
-            "run",
-            "--config",
-            str(config),
+            *_run_command(config),
             stdout=out,
             stderr=subprocess.STDOUT,
             env={**os.environ, **env},
@@ -218,7 +218,7 @@ async def imported_modules(config: Path, env: dict[str, str], workdir: Path) -> 
     log = workdir / "importtime.log"
     with log.open("wb") as err:
         proc = await asyncio.create_subprocess_exec(
-            *(sys.executable, "-X", "importtime", "-m", "pvcharge", "run", "--config", str(config)),
+            *_run_command(config, "-X", "importtime"),
             stdout=subprocess.DEVNULL,
             stderr=err,
             env={**os.environ, **env},
