@@ -3,7 +3,9 @@ a WARP charger and the API on, against the emulators on loopback.
 
     python -m benchmarks.footprint                         # 60 s, the numbers every 5 s
     python -m benchmarks.footprint --seconds 120 --imports # and which imports cost what
-    python -m benchmarks.footprint --env MALLOC_ARENA_MAX=2
+    python -m benchmarks.footprint --env MALLOC_ARENA_MAX=2 --host localhost  # with resolver threads
+    python -m benchmarks.footprint --no-api                # api.enabled: false
+    python -m benchmarks.footprint --metrics               # /metrics scraped at each sample
     python -m benchmarks.footprint --config my.yaml        # a config of your own (no emulators)
 
 Measure in a runtime-only venv, as a user installs pvcharge (the dev extras would inflate it), from
@@ -86,14 +88,17 @@ def read_status(pid: int) -> Sample | None:
     return Sample(0.0, fields["VmRSS"], fields["VmHWM"], fields["Threads"])
 
 
-def config_text(huawei_port: int, warp_port: int, api_port: int, state_dir: Path, host: str) -> str:
+def config_text(huawei_port: int, warp_port: int, api_port: int | None, state_dir: Path, host: str) -> str:
     """The benchmark's config: the Huawei and WARP emulators at ``host`` (``localhost``: names resolved
     in asyncio's thread pool, as a device's host name is), the API on loopback, state and sessions in
-    ``state_dir``; everything else at its default."""
+    ``state_dir`` (``api_port`` ``None``: the API off); everything else at its default."""
+    api = (
+        "{enabled: false}" if api_port is None else f"{{enabled: true, listen: 127.0.0.1, port: {api_port}}}"
+    )
     return f"""\
 meter: {{type: huawei, host: {host}, port: {huawei_port}, unit_id: 1}}
 charger: {{type: warp, url: "http://{host}:{warp_port}", min_current_a: 6, max_current_a: 16, phases: 1}}
-api: {{enabled: true, listen: 127.0.0.1, port: {api_port}}}
+api: {api}
 state: {{file: "{state_dir / "state.json"}"}}
 sessions: {{database: "{state_dir / "sessions.db"}"}}
 log: {{level: info, format: json}}
@@ -121,10 +126,14 @@ def installed_pvcharge(workdir: Path) -> str:
     return reply.stdout.strip()
 
 
-def _api_stats(api_port: int) -> dict[str, float] | None:
+def _api_stats(api_port: int, scrape: bool) -> dict[str, float] | None:
     """The daemon's counters from the API's ``/api/status`` (``stats``: cycles, failures, writes), or
-    ``None`` when the API did not answer (urllib: nothing of the daemon's stack in this process)."""
+    ``None`` when the API did not answer (urllib: nothing of the daemon's stack in this process);
+    ``scrape``: read ``/metrics`` first, as Prometheus would."""
     try:
+        if scrape:
+            with urllib.request.urlopen(f"http://127.0.0.1:{api_port}/metrics", timeout=5) as reply:
+                reply.read()
         with urllib.request.urlopen(f"http://127.0.0.1:{api_port}/api/status", timeout=5) as reply:
             stats: dict[str, float] = json.load(reply)["stats"]
             return stats
@@ -133,7 +142,13 @@ def _api_stats(api_port: int) -> dict[str, float] | None:
 
 
 async def sample_daemon(
-    config: Path, seconds: float, every_s: float, env: dict[str, str], api_port: int | None, log: Path
+    config: Path,
+    seconds: float,
+    every_s: float,
+    env: dict[str, str],
+    api_port: int | None,
+    log: Path,
+    scrape: bool = False,
 ) -> tuple[list[Sample], int, dict[str, float] | None]:
     """Run ``pvcharge run --config config`` for ``seconds``, sample it every ``every_s``; returns the
     samples, how many of them the API answered and the daemon's last counters (``None``: no API).
@@ -155,7 +170,7 @@ async def sample_daemon(
                 await asyncio.sleep(min(every_s, seconds - elapsed))
                 if proc.returncode is not None:
                     break
-                if api_port is not None and (now := await asyncio.to_thread(_api_stats, api_port)):
+                if api_port is not None and (now := await asyncio.to_thread(_api_stats, api_port, scrape)):
                     answered, stats = answered + 1, now
                 status = read_status(proc.pid)
                 if status is None:
@@ -181,7 +196,7 @@ async def _with_emulators(args: argparse.Namespace, env: dict[str, str], workdir
     async with emulator("huawei", site) as huawei, emulator("warp", site) as warp:
         meter = huawei.sections["meter"]
         warp_port = int(warp.sections["charger"]["url"].rsplit(":", 1)[1].rstrip("/"))
-        api_port = free_port()
+        api_port = None if args.no_api else free_port()
         config = workdir / "pvcharge.yaml"
         config.write_text(
             config_text(meter["port"], warp_port, api_port, workdir, args.host), encoding="utf-8"
@@ -193,7 +208,9 @@ async def _measure(
     args: argparse.Namespace, config: Path, env: dict[str, str], api_port: int | None, workdir: Path
 ) -> int:
     log = workdir / "pvcharge.log"
-    samples, answered, stats = await sample_daemon(config, args.seconds, args.every, env, api_port, log)
+    samples, answered, stats = await sample_daemon(
+        config, args.seconds, args.every, env, api_port, log, args.metrics
+    )
     print(f"# pvcharge run --config {config}  ({' '.join(f'{k}={v}' for k, v in env.items()) or 'no env'})")
     print(f"# {platform.machine()}, Python {platform.python_version()}, {sys.executable}")
     print(f"# pvcharge from {installed_pvcharge(workdir)}")
@@ -291,6 +308,8 @@ def main(argv: list[str] | None = None) -> int:
         default="127.0.0.1",
         help="how the config names the emulators (localhost: resolved in threads; default 127.0.0.1)",
     )
+    parser.add_argument("--no-api", action="store_true", help="the config's API off (api.enabled: false)")
+    parser.add_argument("--metrics", action="store_true", help="scrape /metrics at each sample as well")
     parser.add_argument("--imports", action="store_true", help="add the per-import RSS breakdown")
     parser.add_argument(
         "--env",
