@@ -7,6 +7,7 @@ from __future__ import annotations
 import ssl
 from typing import Any
 
+import certifi
 import httpx
 import pytest
 
@@ -76,3 +77,14 @@ async def test_https_through_a_plain_http_client_fails_verification(site: SiteMo
         async with httpx.AsyncClient(verify=verify_for("http://127.0.0.1"), trust_env=False) as client:
             with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
                 await client.post(senec.url + "/lala.cgi", content="{}")
+
+
+def test_ssl_cert_file_gets_a_context_of_its_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A private CA added the standard way (httpx's ``trust_env``) is honoured whenever it is set."""
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+    default = verified_context()
+    monkeypatch.setenv("SSL_CERT_FILE", certifi.where())
+    assert verified_context() is not default
+    assert verified_context() is verified_context()
+    assert verified_context(trust_env=False) is verified_context(trust_env=False) is not verified_context()

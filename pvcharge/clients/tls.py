@@ -10,12 +10,14 @@ plain HTTP still cannot go out unverified.
 
 One context serves every client: an ``ssl.SSLContext`` is meant to be shared, and httpx only reads it
 (httpcore sets the same ALPN protocols, ``http/1.1``, on each connection).  ``SSL_CERT_FILE`` and
-``SSL_CERT_DIR`` (with ``trust_env``, as httpx honours them) are read once, when the context is built.
+``SSL_CERT_DIR`` (with ``trust_env``, as httpx honours them) are read at each call: other values, e.g.
+a private CA added in a test, get a context of their own.
 """
 
 from __future__ import annotations
 
 import functools
+import os
 import ssl
 
 import httpx
@@ -24,12 +26,15 @@ import httpx
 def verified_context(*, trust_env: bool = True) -> ssl.SSLContext:
     """The process's verifying context: ``httpx.create_ssl_context``, certifi's CA bundle (or, with
     ``trust_env``, ``SSL_CERT_FILE`` / ``SSL_CERT_DIR`` from the environment), hostname checked; one
-    for each value of ``trust_env``."""
-    return _verified_context(trust_env)
+    for each ``trust_env`` and, with it, each value of those two variables."""
+    if not trust_env:
+        return _verified_context(False, None, None)
+    return _verified_context(True, os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
 
 
 @functools.cache
-def _verified_context(trust_env: bool) -> ssl.SSLContext:
+def _verified_context(trust_env: bool, cert_file: str | None, cert_dir: str | None) -> ssl.SSLContext:
+    # (cert_file, cert_dir: the cache's key; httpx reads the same variables itself)
     return httpx.create_ssl_context(trust_env=trust_env)
 
 
