@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from pathlib import Path
 
@@ -11,7 +10,6 @@ import pytest
 from pvcharge.config import load_config, parse_config, secret_values
 from pvcharge.control import Circuit, SiteController, Vehicle
 from pvcharge.errors import ConfigError
-from pvcharge.loadpoints_config import LoadpointSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 METER = "meter: {type: huawei, host: 192.0.2.10}\n"
@@ -127,31 +125,6 @@ def test_structural_errors() -> None:
     assert "site.circuits[0].loadpoints: expected a list" in error_of(
         single + "site: {circuits: [{name: c, max_current_a: 20, loadpoints: main}]}\n"
     )
-
-
-def test_every_loadpoint_key_is_documented_with_unit_and_default() -> None:
-    text = (ROOT / "config.example.yaml").read_text()
-    missing = []
-    for cls in (LoadpointSettings, Vehicle, Circuit):
-        for f in dataclasses.fields(cls):
-            line = re.search(rf"^\s*#\s*(?:- )?{f.name}:.*$", text, re.MULTILINE)
-            if line is None:
-                missing.append(f"{cls.__name__}.{f.name}: not in the example")
-                continue
-            unit = f.metadata.get("unit")
-            if unit and f"[{unit}]" not in line.group(0):
-                missing.append(f"{f.name}: unit [{unit}] not on its line")
-            default = f.default
-            shown = (
-                "none"
-                if default is None
-                else str(default).lower()
-                if isinstance(default, bool)
-                else str(default)
-            )
-            if f.default is not dataclasses.MISSING and f"default {shown}" not in line.group(0):
-                missing.append(f"{f.name}: 'default {shown}' not on its line")
-    assert not missing, "\n".join(missing)
 
 
 def test_the_daemon_refuses_loadpoints_it_does_not_drive_yet() -> None:

@@ -124,6 +124,15 @@ def _readings(state: SiteState, stamp: float) -> tuple[SiteReading, ChargerReadi
     return site, charger
 
 
+def _count(score: DayScore, last: ChargerCommand | None, command: ChargerCommand) -> None:
+    """Score a command that differs from the ``last`` one: a write, a start from pause, a phase switch."""
+    score.charger_writes += 1
+    if command.current_a > 0 and (last is None or last.current_a == 0):
+        score.starts += 1
+    if last is not None and command.phases != last.phases:
+        score.phase_switches += 1
+
+
 def oracle_kwh(trace: Trace, site: ReplaySite, start_s: float, end_s: float) -> float:
     """The PV-only upper bound on the car's energy (see the module docstring), in kWh."""
     levels = sorted(
@@ -190,11 +199,7 @@ def replay(
             command = policy.step(now, reading, charger).command
             if command != last:
                 model.offer(command.current_a, command.phases)
-                score.charger_writes += 1
-                if command.current_a > 0 and (last is None or last.current_a == 0):
-                    score.starts += 1
-                if last is not None and command.phases != last.phases:
-                    score.phase_switches += 1
+                _count(score, last, command)
                 last = command
         if record is not None:
             s = history[-1]
@@ -224,25 +229,6 @@ def replay(
 
 
 @dataclass
-class CarScore:
-    """One car's share of a replayed day with several cars (energies in kWh)."""
-
-    name: str
-    car_kwh: float = 0.0
-    pv_to_car_kwh: float = 0.0
-    battery_to_car_kwh: float = 0.0
-    grid_to_car_kwh: float = 0.0
-    starts: int = 0
-    phase_switches: int = 0
-    charger_writes: int = 0
-
-    @property
-    def pv_share(self) -> float:
-        """``pv_to_car_kwh / car_kwh`` (1.0 before any energy)."""
-        return self.pv_to_car_kwh / self.car_kwh if self.car_kwh > 0 else 1.0
-
-
-@dataclass
 class SiteScore:
     """The scores of one day replayed with several cars.
 
@@ -256,7 +242,9 @@ class SiteScore:
     """
 
     trace: str
-    cars: dict[str, CarScore]
+    #: per loadpoint, its car's day: energies by source, starts, phase switches, writes (its
+    #: ``oracle_kwh`` stays 0: the oracle is the site's)
+    cars: dict[str, DayScore]
     oracle_kwh: float = 0.0
     fuse_violations: int = 0
     circuit_violations: int = 0
@@ -324,7 +312,7 @@ def replay_cars(
         voltage_v=v,
         extra_load_w=lambda: sum(e.state().car_power_w for e in engines.values()),
     )
-    score = SiteScore(trace=trace.name, cars={n: CarScore(n) for n in names})
+    score = SiteScore(trace=trace.name, cars={n: DayScore(trace.name) for n in names})
     limits = policy.site
     every = max(1, round(interval_s))
     latency = max(0, round(site.latency_s))
@@ -374,12 +362,7 @@ def replay_cars(
                 previous = last[n]
                 if command != previous:
                     engines[n].offer(command.current_a, command.phases)
-                    s = score.cars[n]
-                    s.charger_writes += 1
-                    if command.current_a > 0 and (previous is None or previous.current_a == 0):
-                        s.starts += 1
-                    if previous is not None and command.phases != previous.phases:
-                        s.phase_switches += 1
+                    _count(score.cars[n], previous, command)
                     last[n] = command
         # limits, each second: the commands in force, and what the phases really carry
         if limits.max_grid_current_a is not None:
