@@ -575,16 +575,28 @@ def to_dict(config: Config) -> dict[str, Any]:
             return [plain(item) for item in obj]
         return obj
 
+    def charger(device: DeviceConfig, charge_point: ChargePoint) -> dict[str, Any]:
+        return {"type": device.type, **plain(charge_point), **plain(device.settings)}
+
     devices = {
         "meter": {"type": config.meter.type, **plain(config.meter.settings)},
-        "charger": {
-            "type": config.charger.type,
-            **plain(config.charge_point),
-            **plain(config.charger.settings),
-        },
+        "charger": charger(config.charger, config.charge_point),
     }
-    return {
+    result = {
         section: devices[section] if section in devices else plain(getattr(config, section))
         for section in SECTIONS
         if getattr(config, section) is not None  # no mqtt: section
     }
+    if config.loadpoints:  # the file has loadpoints: instead of charger:
+        del result["charger"]
+        result["loadpoints"] = [
+            {
+                "name": lp.name,
+                "priority": lp.priority,
+                "mode": lp.mode,
+                "charger": charger(lp.charger, lp.charge_point),
+                "vehicle": plain(lp.vehicle),
+            }
+            for lp in config.loadpoints
+        ]
+    return result

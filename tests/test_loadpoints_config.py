@@ -134,3 +134,15 @@ def test_the_daemon_refuses_loadpoints_it_does_not_drive_yet() -> None:
 
     with pytest.raises(ConfigError, match="loadpoints: not driven by pvcharge run yet"):
         Daemon(parse_config(TWO, environ={}), cast(Any, None), cast(Any, None))
+
+
+def test_the_effective_config_lists_the_loadpoints_with_secrets_masked() -> None:
+    from pvcharge.config import to_dict
+
+    shown = to_dict(parse_config(TWO, environ={}))
+    assert "charger" not in shown
+    carport, garage = shown["loadpoints"]
+    assert (carport["name"], carport["priority"], carport["charger"]["phases"]) == ("carport", 1, "auto")
+    assert carport["vehicle"]["min_current_3p_a"] == 8
+    assert garage["charger"]["password"] == "***" and garage["mode"] == "fast"
+    assert "loadpoints" not in to_dict(load_config(ROOT / "config.example.yaml"))
