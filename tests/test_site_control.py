@@ -3,6 +3,7 @@ circuits, stale data; and a single loadpoint deciding exactly as the bare Contro
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
@@ -40,10 +41,12 @@ class Site:
         self.commands: dict[str, ChargerCommand] = {n: ChargerCommand(0.0, 3) for n in sc.controllers}
         self.plugged = set(sc.controllers)
         self.decisions: dict[str, Decision] = {}
+        self.car_max_w: dict[str, float] = {}  # a car that limits itself to this
 
     def car_w(self, name: str) -> float:
         c = self.commands[name]
-        return c.current_a * c.phases * V if name in self.plugged else 0.0
+        offered_w = c.current_a * c.phases * V if name in self.plugged else 0.0
+        return min(offered_w, self.car_max_w.get(name, offered_w))
 
     def readings(self, age_s: float = 0.0) -> tuple[SiteReading, dict[str, ChargerReading | None]]:
         cars_w = sum(self.car_w(n) for n in self.commands)
@@ -101,6 +104,23 @@ def test_equal_priorities_share_the_surplus_equally() -> None:
 def test_equal_sharing_gives_what_one_car_leaves_to_the_other() -> None:
     site = Site(site_of(lp("a"), lp("b", max_current_a=6)), pv_w=10000)
     assert site.run(300) == {"a": 8.0, "b": 6.0}  # b takes at most 4140 W; a the other 5860 W
+
+
+def test_a_car_that_limits_itself_leaves_its_part_to_the_other() -> None:
+    site = Site(site_of(lp("a"), lp("b")), pv_w=10000)
+    site.car_max_w["b"] = 2070.0  # b draws 3 A on 3 phases, whatever it is offered
+    assert site.run(300)["a"] == 10.0  # 10000 − 2070 W, less 1 A of headroom kept for b: 6900 W
+
+
+def test_a_paused_car_claims_its_part_only_once_it_starts() -> None:
+    """a charges alone; b plugs in and waits out its start window: a keeps the surplus meanwhile."""
+    site = Site(site_of(lp("a"), lp("b"), control=dataclasses.replace(QUICK, cloud_filter=120)), pv_w=9000)
+    site.plugged = {"a"}
+    assert site.run(300)["a"] == 13.0
+    site.plugged = {"a", "b"}
+    site.run(30)  # b's start window is 36 s
+    assert site.commands["a"].current_a == 13.0 and site.commands["b"].current_a == 0.0
+    assert site.run(120) == {"a": 6.0, "b": 6.0}  # 4500 W each: 6 A on 3 phases
 
 
 def test_fast_takes_its_full_current_first_whatever_its_priority() -> None:

@@ -183,8 +183,9 @@ class SiteController:
         return 0.0
 
     def _cap_w(self, name: str, ctl: Controller, charger: ChargerReading | None, now: float) -> float:
-        """The most a loadpoint takes of its group's share (W): 0 without a car or in mode off; 1 A
-        above its draw for a car that stays below what it is offered; else its full power."""
+        """The most a loadpoint takes of its group's share as the others see it (W): 0 without a car or
+        in mode off; 1 A above its draw for a car that stays below what it is offered; else its full
+        power."""
         if ctl.mode == "off" or (charger is not None and not charger.connected):
             return 0.0
         last = self._last[name]
@@ -238,10 +239,12 @@ class SiteController:
                 floors = [self._reserve_w(ctls[n], chargers.get(n)) for n in group]
                 caps = [self._cap_w(n, ctls[n], chargers.get(n), now) for n in group]
                 total = sum(car_w[n] for n in group) + meter_w + outside_w
-                # a paused car claims its part once it starts: until then the others may use it
+                # each sees itself at its full power, the others as they are: a paused car claims its
+                # part once it starts, a car that limits itself claims only what it draws
                 on = [self._on(n) for n in group]
                 for i, n in enumerate(group):
-                    view = [cap if j == i or on[j] else floors[j] for j, cap in enumerate(caps)]
+                    own = self._full_w(ctls[n]) if caps[i] > 0 else 0.0
+                    view = [own if j == i else cap if on[j] else floors[j] for j, cap in enumerate(caps)]
                     extra[n] = share_w(total, floors, view)[i] - car_w[n] - meter_w
             for n in group:
                 proposals[n] = ctls[n].propose(now, site, chargers.get(n), extra_w=extra[n])
