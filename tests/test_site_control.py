@@ -299,3 +299,18 @@ def test_the_commands_never_exceed_the_fuse_or_a_circuit(
 def _per_phase(command: ChargerCommand) -> tuple[float, float, float]:
     a = command.current_a
     return (a, a, a) if command.phases == 3 else (a, 0.0, 0.0)
+
+
+def test_reconfigure_keeps_the_sessions_of_the_loadpoints_that_stay() -> None:
+    sc = site_of(lp("a"), lp("b"))
+    site = Site(sc, pv_w=12000)
+    assert site.run(300) == {"a": 8.0, "b": 8.0}
+    a = sc.controllers["a"]
+    sc.reconfigure(QUICK, SiteConfig(), [lp("a", 1, max_current_a=10), lp("c")])
+    assert sc.controllers["a"] is a and a.max_current_a == 10 and set(sc.controllers) == {"a", "c"}
+    site.commands = {n: site.commands.get(n, ChargerCommand(0.0, 3)) for n in ("a", "c")}
+    site.plugged = {"a", "c"}
+    assert site.run(300) == {"a": 10.0, "c": 7.0}  # a first now, at its new maximum; c gets the rest
+    with pytest.raises(ValueError, match="duplicate"):
+        sc.reconfigure(QUICK, SiteConfig(), [lp("a"), lp("a")])
+    assert set(sc.controllers) == {"a", "c"}  # the old settings stay

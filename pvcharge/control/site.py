@@ -126,6 +126,26 @@ class SiteController:
         loadpoints: Sequence[Loadpoint],
         capabilities: Mapping[str, ChargerCapabilities] | None = None,
     ) -> None:
+        self.controllers: dict[str, Controller] = {}
+        self._last: dict[str, _Last] = {}
+        self._fuse_windows = [TimeWindow(FUSE_RELEASE_S) for _ in range(3)]
+        self._fuse_t = -math.inf
+        self.reconfigure(control, site, loadpoints, capabilities)
+
+    def reconfigure(
+        self,
+        control: ControlConfig,
+        site: SiteConfig,
+        loadpoints: Sequence[Loadpoint],
+        capabilities: Mapping[str, ChargerCapabilities] | None = None,
+    ) -> None:
+        """Take new settings (a reloaded config): a loadpoint that keeps its name keeps its session and
+        filters (:meth:`Controller.reconfigure`; its mode becomes the new one), a new one starts fresh
+        with ``capabilities``, a removed one is dropped.
+
+        Raises:
+            ValueError: as the constructor; the old settings then stay in force.
+        """
         names = [lp.name for lp in loadpoints]
         if not names:
             raise ValueError("no loadpoint")
@@ -141,22 +161,20 @@ class SiteController:
         self._site_fuse = len(loadpoints) > 1 and site.max_grid_current_a is not None
         own_site = dataclasses.replace(site, max_grid_current_a=None) if self._site_fuse else site
         caps = capabilities or {}
-        self.controllers: dict[str, Controller] = {
-            lp.name: Controller(
-                dataclasses.replace(control, mode=lp.mode or control.mode),
-                lp.charge_point,
-                own_site,
-                caps.get(lp.name),
-                lp.vehicle,
-            )
-            for lp in loadpoints
-        }
+        controllers = {}
+        for lp in loadpoints:
+            own_control = dataclasses.replace(control, mode=lp.mode or control.mode)
+            ctl = self.controllers.get(lp.name)
+            if ctl is None:
+                ctl = Controller(own_control, lp.charge_point, own_site, caps.get(lp.name), lp.vehicle)
+            else:
+                ctl.reconfigure(own_control, lp.charge_point, own_site, lp.vehicle)
+            controllers[lp.name] = ctl
+        self.controllers = controllers
         # priority groups, highest first; config order inside a group
         by_priority = sorted({lp.priority for lp in loadpoints}, reverse=True)
         self._groups = [[lp.name for lp in loadpoints if lp.priority == p] for p in by_priority]
-        self._last = {lp.name: _Last() for lp in loadpoints}
-        self._fuse_windows = [TimeWindow(FUSE_RELEASE_S) for _ in range(3)]
-        self._fuse_t = -math.inf
+        self._last = {lp.name: self._last.get(lp.name, _Last()) for lp in loadpoints}
 
     def _on(self, name: str) -> bool:
         """The loadpoint's last command offers current."""
