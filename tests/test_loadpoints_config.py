@@ -146,3 +146,20 @@ def test_the_effective_config_lists_the_loadpoints_with_secrets_masked() -> None
     assert carport["vehicle"]["min_current_3p_a"] == 8
     assert garage["charger"]["password"] == "***" and garage["mode"] == "fast"
     assert "loadpoints" not in to_dict(load_config(ROOT / "config.example.yaml"))
+
+
+def test_check_config_checks_every_loadpoints_charger() -> None:
+    import asyncio
+
+    from pvcharge.devices import check_devices
+
+    asyncio.run(check_devices(parse_config(example_with_loadpoints(), environ={}), clock=lambda: 0.0))
+    switching = TWO.replace("phases: auto}", "phases: auto, phase_switching: true}")
+    parse_config(switching, environ={})  # loadpoints[0] can switch now
+    auto = switching.replace("max_current_a: 20,", "max_current_a: 20, phases: auto,")
+    with pytest.raises(
+        ConfigError, match=r"loadpoints\[1\]\.charger\.phases: auto needs a charger that can switch"
+    ):
+        asyncio.run(check_devices(parse_config(auto, environ={}), clock=lambda: 0.0))
+    with pytest.raises(ConfigError, match=r"loadpoints\[0\]\.charger\.phases: auto needs"):
+        asyncio.run(check_devices(parse_config(TWO, environ={}), clock=lambda: 0.0))
