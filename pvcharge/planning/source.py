@@ -96,6 +96,27 @@ class JsonGetter:
             RateLimited: HTTP 429 (``retry_after_s`` from its header, else 600 s).
             DeviceProtocolError: another HTTP error, a TLS failure, a body that is not JSON.
         """
+        return await self._request("GET", url, params=params, shown_url=shown_url)
+
+    async def post(self, url: str, body: Any, *, headers: Mapping[str, str] | None = None) -> Any:
+        """The parsed JSON answer to ``POST url`` with the JSON ``body`` (a GraphQL query);
+        ``headers`` (e.g. a bearer token) never reach a message or a log line.
+
+        Raises:
+            DeviceUnavailable, RateLimited, DeviceProtocolError: as :meth:`get`.
+        """
+        return await self._request("POST", url, json_body=body, headers=headers)
+
+    async def _request(
+        self,
+        method: str,
+        url: str,
+        *,
+        params: Mapping[str, str | int | float] | None = None,
+        json_body: Any = None,
+        headers: Mapping[str, str] | None = None,
+        shown_url: str | None = None,
+    ) -> Any:
         if self._client is None:
             self._client = httpx.AsyncClient(timeout=self._timeout_s, transport=self._transport)
         client = self._client
@@ -112,25 +133,28 @@ class JsonGetter:
         try:
             async for attempt in retrying:
                 with attempt:
-                    response = await client.get(real_url, params=params)
+                    response = await client.request(
+                        method, real_url, params=params, json=json_body, headers=headers
+                    )
                     if response.status_code >= 500:
                         raise ServerError.of(response)
         except (httpx.HTTPError, ServerError) as exc:
             # a timeout keeps its httpx name (ReadTimeout, ConnectTimeout): None
-            raise request_failed(self.name, f"GET {url}", exc, attempts=attempts, timeout_s=None) from exc
+            what = f"{method} {url}"
+            raise request_failed(self.name, what, exc, attempts=attempts, timeout_s=None) from exc
         if response.status_code == 429:
             wait_s = retry_after_s(response.headers.get("Retry-After"), self._clock(), DEFAULT_RETRY_AFTER_S)
             raise RateLimited(
-                self.name, f"GET {url}: HTTP 429, asked to wait {wait_s:g} s", retry_after_s=wait_s
+                self.name, f"{method} {url}: HTTP 429, asked to wait {wait_s:g} s", retry_after_s=wait_s
             )
         if response.status_code != 200:
             raise DeviceProtocolError(
-                self.name, f"GET {url}: HTTP {response.status_code} {response.text.strip()[:200]}"
+                self.name, f"{method} {url}: HTTP {response.status_code} {response.text.strip()[:200]}"
             )
         try:
             return response.json()
         except ValueError as exc:
-            raise DeviceProtocolError(self.name, f"GET {url}: {not_json(response.text)}") from exc
+            raise DeviceProtocolError(self.name, f"{method} {url}: {not_json(response.text)}") from exc
 
     async def close(self) -> None:
         """Close the connection pool. Safe to call twice."""
