@@ -97,6 +97,12 @@ CHARGER = _closed(
             "description": "IEC 61851 state where the charger reports it (A no car, B connected, C charging)",
         },
         "phase_currents_a": _phase_currents("measured L1–L3 currents in A where the charger meters them"),
+        "vehicle_soc_pct": {
+            "type": ["number", "null"],
+            "minimum": 0,
+            "maximum": 100,
+            "description": "the car's state of charge in % (0–100) where the charger learns it; else null",
+        },
         "timestamp_s": _num(f"when the reading was received, {_CLOCK}"),
     },
     "the charger's reading of the last cycle; null when it did not answer",
