@@ -185,8 +185,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         recorder = open_recorder(config)
         if recorder is not None:
             daemon.listeners.append(recorder)
-        services = Services(daemon, sessions=recorder)
         plans = build_service(config, daemon, clock=daemon.clock)  # plans: need a restart to change
+        services = Services(daemon, sessions=recorder, plans=plans)
         if plans is not None:
             plans.attach()
             plan_task = asyncio.create_task(plans.run(stop, daemon.clock))

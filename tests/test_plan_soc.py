@@ -125,3 +125,25 @@ async def test_a_soc_plan_from_the_ocpp_boxs_soc(trace: Trace, tmp_path: Path) -
             assert plan.need_kwh == pytest.approx((80 - soc) / 100 * 20 / 0.9)
     finally:
         await driver.close()
+
+
+async def test_the_chart_data_shows_the_expected_soc_and_the_grid_slots(tmp_path: Path) -> None:
+    from pvcharge.planning.chart import chart_data
+
+    clock = FakeClock(utc(7, 22))
+    charger = SocCharger(clock)
+    charger.soc_pct = 50.0
+    daemon, service = service_for(tmp_path, clock, charger, Meter(clock))
+    await daemon.cycle()
+    plan = await service.step(clock())
+    assert plan is not None
+    data = chart_data(service, clock())
+    summary = data["plan"]
+    assert summary["soc_pct"] == 80 and summary["vehicle_soc_pct"] == 50.0 and summary["met"]
+    assert summary["expected_soc_pct"] == pytest.approx(80.0)  # 6.7 kWh x 0.9 into 20 kWh: +30 %
+    assert data["slots"][0]["start_s"] == utc(7, 22) and len(data["slots"]) == 24 * 4
+    grid = [s for s in data["slots"] if s["source"] == "grid"]
+    assert len(grid) == 3 and all(utc(8, 2) <= s["start_s"] < utc(8, 3) for s in grid)  # the cheap hour
+    assert {s["price_per_kwh"] for s in grid} == {0.12} and data["slots"][0]["pv_forecast_w"] is None
+    assert data["prices"] == {"name": "tariff test", "fetched_s": utc(7, 22), "last_error": None}
+    assert data["forecast"] is None

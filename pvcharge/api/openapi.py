@@ -226,6 +226,7 @@ def _json(schema_ref: str, description: str) -> dict[str, Any]:
 def openapi_document(*, token_required: bool) -> dict[str, Any]:
     """The OpenAPI document of the server; ``token_required``: a bearer token is configured."""
     from pvcharge.api.openapi_history import HISTORY_SCHEMAS, history_paths  # (it imports the helpers here)
+    from pvcharge.api.openapi_plan import PLAN_SCHEMAS, plan_paths
 
     guard: dict[str, Any] = {
         "400": _json("Error", "a query parameter the operation does not take, or a malformed from/to")
@@ -320,6 +321,7 @@ def openapi_document(*, token_required: bool) -> dict[str, Any]:
                 }
             },
             **history_paths(guard),
+            **plan_paths(guard),
             "/metrics": {
                 "get": {
                     "operationId": "getMetrics",
@@ -345,6 +347,7 @@ def openapi_document(*, token_required: bool) -> dict[str, Any]:
                 "Error": ERROR,
                 "Config": CONFIG,
                 **HISTORY_SCHEMAS,
+                **PLAN_SCHEMAS,
             },
         },
     }
