@@ -543,9 +543,17 @@ def _is_secret(hint: Any) -> bool:
 
 
 def secret_values(config: Config) -> list[str]:
-    """Every secret value in ``config`` (drivers, API token, MQTT password), for masking in logs and
-    answers; values shorter than 3 characters are left out (masking them would garble everything)."""
-    sections = [config.meter.settings, config.charger.settings, config.api, config.mqtt, config.forecast]
+    """Every secret value in ``config`` (drivers, API token, MQTT password, the forecast's key, the
+    tariff's token), for masking in logs and answers; values shorter than 3 characters are left out
+    (masking them would garble everything)."""
+    sections = [
+        config.meter.settings,
+        config.charger.settings,
+        config.api,
+        config.mqtt,
+        config.forecast,
+        config.tariff,
+    ]
     return [
         value.reveal()
         for section in sections

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from sitestub import FakeClock
 
-from pvcharge.config import parse_config, to_dict
+from pvcharge.config import parse_config, secret_values, to_dict
 from pvcharge.errors import ConfigError, DeviceProtocolError, DeviceUnavailable, RateLimited
 from pvcharge.planning.planner import SLOT_S, slot_start
 from pvcharge.planning.source import JsonGetter
@@ -150,6 +150,7 @@ def test_config_needs_a_token_and_masks_it() -> None:
     )
     assert config.tariff.token == Secret("s3cr3t-t0ken")
     assert "s3cr3t-t0ken" not in repr(config) and "s3cr3t-t0ken" not in str(to_dict(config))
+    assert "s3cr3t-t0ken" in secret_values(config)  # masked in the API's answers and the logs
 
 
 async def test_the_configured_source_caches_across_restarts(
