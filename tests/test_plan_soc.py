@@ -7,21 +7,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from sitestub import FakeClock, eventually
-from test_ocpp import first_reading, trace  # noqa: F401 (the trace fixture)
+from sitestub import FakeClock
+from test_ocpp import trace  # noqa: F401 (the trace fixture)
 from test_plan_service import LIMITS, Charger, Meter, Prices, utc
+from test_vehicle_soc import box_with_a_car
 
-from pvcharge.chargers.ocpp import Config as OcppConfig
-from pvcharge.chargers.ocpp import OcppCharger
 from pvcharge.config import parse_config
 from pvcharge.daemon import Daemon
 from pvcharge.planning.config import PlanConfig
 from pvcharge.planning.service import CHARGE_EFFICIENCY, NO_SOC_NOTE, PlanService, Target, need_kwh
 from pvcharge.planning.source import CachedSource
 from pvcharge.readings import ChargerReading
-from pvcharge.sim.demo import SimClock
-from pvcharge.sim.ocpp import OcppChargePointEmulator
-from pvcharge.sim.site import CarParams, SiteModel
+from pvcharge.sim.site import CarParams
 from pvcharge.sim.trace import Trace
 
 CONFIG_TEXT = """
@@ -101,30 +98,15 @@ async def test_a_soc_plan_follows_the_cars_soc_and_says_when_it_has_none(tmp_pat
 
 
 async def test_a_soc_plan_from_the_ocpp_boxs_soc(trace: Trace, tmp_path: Path) -> None:  # noqa: F811
-    clock = SimClock(trace.start_s, speed=50.0)
-    site = SiteModel(
-        trace,
-        t_s=trace.start_s,
-        clock=clock.now,
-        battery=None,
-        car=CarParams(plug_in_s=0, plug_out_s=86400, soc_start_pct=42.0, capacity_wh=20_000),
-    )
-    driver = OcppCharger(OcppConfig(charge_point_id="CP1", port=0), name="charger ocpp", clock=clock.now)
-    url = await driver.listen()
-    try:
-        async with OcppChargePointEmulator(site, url, sleep=clock.sleep) as emu:
-            await eventually(emu.connected.is_set, "the emulator to connect")
-            await first_reading(driver)
-            daemon, service = service_for(tmp_path, clock.now, driver, Meter(clock.now))  # type: ignore[arg-type]
-            await eventually(lambda: driver.central.state.samples.get("SoC") is not None, "a SoC sample")
-            await daemon.cycle()
-            soc = service.vehicle_soc_pct
-            assert soc is not None and 42 <= soc <= 44
-            plan = await service.step(clock.now())
-            assert plan is not None and NO_SOC_NOTE not in plan.notes
-            assert plan.need_kwh == pytest.approx((80 - soc) / 100 * 20 / 0.9)
-    finally:
-        await driver.close()
+    car = CarParams(plug_in_s=0, plug_out_s=86400, soc_start_pct=42.0, capacity_wh=20_000)
+    async with box_with_a_car(trace, car) as (driver, clock):
+        daemon, service = service_for(tmp_path, clock.now, driver, Meter(clock.now))  # type: ignore[arg-type]
+        await daemon.cycle()
+        soc = service.vehicle_soc_pct
+        assert soc is not None and 42 <= soc <= 44
+        plan = await service.step(clock.now())
+        assert plan is not None and NO_SOC_NOTE not in plan.notes
+        assert plan.need_kwh == pytest.approx((80 - soc) / 100 * 20 / 0.9)
 
 
 async def test_the_chart_data_shows_the_expected_soc_and_the_grid_slots(tmp_path: Path) -> None:

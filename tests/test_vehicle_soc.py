@@ -3,7 +3,8 @@ measurand, only for the car plugged in now."""
 
 from __future__ import annotations
 
-from pathlib import Path
+import contextlib
+from collections.abc import AsyncIterator
 
 import pytest
 from sitestub import eventually
@@ -40,16 +41,12 @@ def test_ocpp_soc_only_while_a_car_is_in_a_transaction() -> None:
     assert soc("Charging", 140.0) is None  # a box's nonsense is no SoC (and no failed reading)
 
 
-async def test_the_emulated_box_sends_the_cars_soc_until_it_leaves(trace: Trace, tmp_path: Path) -> None:  # noqa: F811
-    clock = SimClock(trace.start_s, speed=50.0)
-    start_local_s = trace.local_seconds_of_day(trace.start_s)
-    site = SiteModel(
-        trace,
-        t_s=trace.start_s,
-        clock=clock.now,
-        battery=None,
-        car=CarParams(plug_in_s=0, plug_out_s=start_local_s + 300, soc_start_pct=42.0),
-    )
+@contextlib.asynccontextmanager
+async def box_with_a_car(day: Trace, car: CarParams) -> AsyncIterator[tuple[OcppCharger, SimClock]]:
+    """The OCPP driver and the emulated box with ``car`` (no home battery), connected, with the first
+    SoC sample in; the simulated clock runs 50 times real time."""
+    clock = SimClock(day.start_s, speed=50.0)
+    site = SiteModel(day, t_s=day.start_s, clock=clock.now, battery=None, car=car)
     driver = OcppCharger(OcppConfig(charge_point_id="CP1", port=0), name="charger ocpp", clock=clock.now)
     url = await driver.listen()
     try:
@@ -57,11 +54,20 @@ async def test_the_emulated_box_sends_the_cars_soc_until_it_leaves(trace: Trace,
             await eventually(emu.connected.is_set, "the emulator to connect")
             await first_reading(driver)
             await eventually(lambda: driver.central.state.samples.get("SoC") is not None, "a SoC sample")
-            reading = await driver.read()
-            assert reading.vehicle_soc_pct is not None and 42 <= reading.vehicle_soc_pct <= 43
-            assert as_dict(reading)["vehicle_soc_pct"] == reading.vehicle_soc_pct
-            await eventually(lambda: driver.central.state.status == "Available", "the car to leave")
-            assert "SoC" not in driver.central.state.samples
-            assert (await driver.read()).vehicle_soc_pct is None
+            yield driver, clock
     finally:
         await driver.close()
+
+
+async def test_the_emulated_box_sends_the_cars_soc_until_it_leaves(trace: Trace) -> None:  # noqa: F811
+    leaves_s = trace.local_seconds_of_day(trace.start_s) + 300
+    async with box_with_a_car(trace, CarParams(plug_in_s=0, plug_out_s=leaves_s, soc_start_pct=42.0)) as (
+        driver,
+        _,
+    ):
+        reading = await driver.read()
+        assert reading.vehicle_soc_pct is not None and 42 <= reading.vehicle_soc_pct <= 43
+        assert as_dict(reading)["vehicle_soc_pct"] == reading.vehicle_soc_pct
+        await eventually(lambda: driver.central.state.status == "Available", "the car to leave")
+        assert "SoC" not in driver.central.state.samples
+        assert (await driver.read()).vehicle_soc_pct is None
