@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -55,6 +55,22 @@ def spread(start_s: float, end_s: float, value: float, into: SlotValues) -> None
     while t < end_s:
         into[t] = value
         t += SLOT_S
+
+
+def spread_steps(
+    starts_s: Sequence[float], values: Sequence[float | None], into: SlotValues, *, max_s: float = math.inf
+) -> None:
+    """:func:`spread` a step function: each value lasts from its start until the next one's (at most
+    ``max_s``), the last as long as the one before (one slot alone); ``None`` values are left out.
+    ``starts_s`` ascending, as long as ``values``."""
+    for i, (start_s, value) in enumerate(zip(starts_s, values, strict=True)):
+        if value is None:
+            continue
+        if i + 1 < len(starts_s):
+            end_s = starts_s[i + 1]
+        else:
+            end_s = start_s + (start_s - starts_s[i - 1] if i > 0 else SLOT_S)
+        spread(start_s, min(end_s, start_s + max_s), value, into)
 
 
 class JsonGetter:

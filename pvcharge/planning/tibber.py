@@ -32,8 +32,7 @@ from datetime import datetime
 from typing import Any
 
 from pvcharge.errors import DeviceProtocolError
-from pvcharge.planning.planner import SLOT_S
-from pvcharge.planning.source import HttpSource, JsonGetter, SlotValues, spread
+from pvcharge.planning.source import HttpSource, JsonGetter, SlotValues, spread_steps
 from pvcharge.settings import Secret
 
 TIBBER_URL = "https://api.tibber.com/v1-beta/gql"
@@ -158,10 +157,6 @@ def parse_tibber(
         starts.append((start_s, total))
     starts.sort()
     prices: SlotValues = {}
-    for i, (start_s, total) in enumerate(starts):
-        if i + 1 < len(starts):
-            end_s = min(starts[i + 1][0], start_s + MAX_PRICE_S)  # a gap stays without a price
-        else:
-            end_s = start_s + (start_s - starts[i - 1][0] if i > 0 else SLOT_S)
-        spread(start_s, end_s, total, prices)
+    # a gap (more than an hour to the next price) stays without a price
+    spread_steps([t for t, _ in starts], [v for _, v in starts], prices, max_s=MAX_PRICE_S)
     return prices
