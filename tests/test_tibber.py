@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+import yaml
 from sitestub import FakeClock
 
 from pvcharge.config import parse_config, secret_values, to_dict
@@ -167,3 +168,20 @@ async def test_the_configured_source_caches_across_restarts(
     assert await restarted.latest(clock()) == prices
     assert len(tibber.queries) == 1  # within refresh_s of the cached answer: nothing sent
     await restarted.source.close()
+
+
+async def test_pvcharge_emulate_tibber_prints_a_tariff_section_that_works(tmp_path: Path) -> None:
+    """``pvcharge emulate tibber``: the printed ``tariff:`` section, merged into a config, fetches today's
+    prices by the wall clock through the configured source."""
+    import time
+
+    from test_cli import emulate
+
+    async with emulate("tibber") as printed:
+        text = MINIMAL + yaml.safe_dump(printed)
+        config = parse_config(text, environ={}).tariff
+        assert config.source == "tibber" and config.token == Secret(DEMO_TOKEN)
+        source = tariff_source(config, clock=time.time)
+        prices = await source.latest(time.time())
+        await source.source.close()
+    assert prices is not None and slot_start(time.time()) in prices, source.last_error
