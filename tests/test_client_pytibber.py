@@ -42,8 +42,10 @@ async def test_pytibber_reads_homes_and_quarter_hour_prices(monkeypatch: pytest.
     assert home.currency == "EUR"
 
 
-async def test_pytibber_sees_a_refused_token(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("status", [200, 400])
+async def test_pytibber_sees_a_refused_token(monkeypatch: pytest.MonkeyPatch, status: int) -> None:
     async with TibberEmulator(DayAheadMarket(), clock=FakeClock(NOW_S)) as emulator:
+        emulator.refusal_status = status
         monkeypatch.setattr(tibber, "API_ENDPOINT", emulator.url)
         async with aiohttp.ClientSession(headers={"User-Agent": "pvcharge-test"}) as session:
             connection = tibber.Tibber("not-the-token", websession=session)

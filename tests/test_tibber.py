@@ -83,7 +83,9 @@ async def test_tomorrow_is_empty_before_publication(tibber: TibberEmulator, cloc
     assert max(await tariff(tibber).fetch(clock())) == MIDNIGHT_S + 2 * 86400 - SLOT_S
 
 
-async def test_a_refused_token_says_so_without_the_token(tibber: TibberEmulator) -> None:
+@pytest.mark.parametrize("status", [200, 400])
+async def test_a_refused_token_says_so_without_the_token(tibber: TibberEmulator, status: int) -> None:
+    tibber.refusal_status = status
     with pytest.raises(DeviceProtocolError, match="tariff tibber: the token was refused") as err:
         await tariff(tibber, token="wrong-secret-token").fetch(EVENING_S)
     assert "check tariff.token" in str(err.value) and "wrong-secret-token" not in str(err.value)

@@ -116,12 +116,13 @@ class JsonGetter:
 
     async def post(self, url: str, body: Any, *, headers: Mapping[str, str] | None = None) -> Any:
         """The parsed JSON answer to ``POST url`` with the JSON ``body`` (a GraphQL query);
-        ``headers`` (e.g. a bearer token) never reach a message or a log line.
+        ``headers`` (e.g. a bearer token) never reach a message or a log line. A 4xx answer (but 429)
+        with a JSON body is returned too: GraphQL servers put their ``errors`` there.
 
         Raises:
             DeviceUnavailable, RateLimited, DeviceProtocolError: as :meth:`get`.
         """
-        return await self._request("POST", url, json_body=body, headers=headers)
+        return await self._request("POST", url, json_body=body, headers=headers, json_errors=True)
 
     async def _request(
         self,
@@ -132,6 +133,7 @@ class JsonGetter:
         json_body: Any = None,
         headers: Mapping[str, str] | None = None,
         shown_url: str | None = None,
+        json_errors: bool = False,
     ) -> Any:
         if self._client is None:
             self._client = httpx.AsyncClient(timeout=self._timeout_s, transport=self._transport)
@@ -163,14 +165,17 @@ class JsonGetter:
             raise RateLimited(
                 self.name, f"{method} {url}: HTTP 429, asked to wait {wait_s:g} s", retry_after_s=wait_s
             )
-        if response.status_code != 200:
+        if response.status_code != 200 and not (json_errors and 400 <= response.status_code < 500):
             raise DeviceProtocolError(
                 self.name, f"{method} {url}: HTTP {response.status_code} {response.text.strip()[:200]}"
             )
         try:
             return response.json()
         except ValueError as exc:
-            raise DeviceProtocolError(self.name, f"{method} {url}: {not_json(response.text)}") from exc
+            status = f"HTTP {response.status_code}, " if response.status_code != 200 else ""
+            raise DeviceProtocolError(
+                self.name, f"{method} {url}: {status}{not_json(response.text)}"
+            ) from exc
 
     async def close(self) -> None:
         """Close the connection pool. Safe to call twice."""

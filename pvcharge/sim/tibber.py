@@ -64,6 +64,8 @@ class TibberEmulator(LoopbackHttpServer):
         market: the prices behind the customer's.
         token: the accepted personal access token.
         publish_hour: local hour from which ``tomorrow`` is filled.
+        refusal_status: the HTTP status of the answer to a wrong token (200 as reported by Home
+            Assistant users; pyTibber handles 400 as well).
         queries: the query texts received, in order.
     """
 
@@ -81,6 +83,7 @@ class TibberEmulator(LoopbackHttpServer):
         self.market = market
         self.token = token
         self.publish_hour = 13
+        self.refusal_status = 200
         self.queries: list[str] = []
         self._clock = clock
         self._zone = ZoneInfo(zone)
@@ -106,7 +109,8 @@ class TibberEmulator(LoopbackHttpServer):
                             "extensions": {"code": "UNAUTHENTICATED"},
                         }
                     ],
-                }
+                },
+                status=self.refusal_status,
             )
         if request.content_type == "application/json":
             try:
