@@ -6,6 +6,7 @@ fed by ``GET /api/forecast``. Without one the section stays hidden and the route
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 import os
 import re
@@ -24,6 +25,7 @@ from pvcharge.planning.config import PlanConfig
 from pvcharge.planning.planner import SLOT_S, ChargeLimits, slot_start
 from pvcharge.planning.service import PlanService
 from pvcharge.planning.source import CachedSource, SlotValues
+from pvcharge.readings import ChargerReading
 
 SCREENSHOT = PAGE_SCREENSHOT.parent / "status-page-plan.png"
 NOW_S = time.time()
@@ -62,7 +64,13 @@ class Pv:
 async def test_the_page_shows_the_plan_and_its_chart(tmp_path: Path) -> None:
     from playwright.async_api import expect
 
-    daemon, *_ = make_daemon(real_clock=True, interval_s=0.2)
+    daemon, _, charger, _ = make_daemon(real_clock=True, interval_s=0.2)
+    read = charger.read
+
+    async def read_with_a_soc() -> ChargerReading:
+        return dataclasses.replace(await read(), vehicle_soc_pct=55.0)
+
+    charger.read = read_with_a_soc  # type: ignore[method-assign]
     deadline = datetime.fromtimestamp(NOW_S + 14 * 3600, UTC).strftime("%H:%M")
     service = PlanService(
         daemon,
@@ -84,12 +92,14 @@ async def test_the_page_shows_the_plan_and_its_chart(tmp_path: Path) -> None:
             page, errors = await new_page(browser)
             await page.goto(f"{server.url}/")
             await expect(page.locator("#plan")).to_be_visible()
+            await expect(page.locator("#car-soc")).to_have_text(" · 55 %")  # the car tile shows the SoC
             await expect(page.locator("#plan-summary")).to_have_text(
                 re.compile(rf"^20\.0 kWh by {deadline}: on track \(2\d\.\d kWh expected\)$")
             )
             await expect(page.locator("#plan-grid")).to_have_text(
                 re.compile(
-                    r"^From PV \d+\.\d kWh, from the grid \d+\.\d kWh: \d\d:\d\d–\d\d:\d\d at 0\.120 EUR/kWh$"
+                    r"^From PV \d+\.\d kWh, from the grid \d+\.\d kWh: \d\d:\d\d–\d\d:\d\d at 0\.120 EUR/kWh"
+                    r" · car at 55 %$"
                 )
             )
             await expect(page.locator("#plan-chart .uplot canvas")).to_have_count(1)
