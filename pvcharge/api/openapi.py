@@ -97,6 +97,12 @@ CHARGER = _closed(
             "description": "IEC 61851 state where the charger reports it (A no car, B connected, C charging)",
         },
         "phase_currents_a": _phase_currents("measured L1–L3 currents in A where the charger meters them"),
+        "vehicle_soc_pct": {
+            "type": ["number", "null"],
+            "minimum": 0,
+            "maximum": 100,
+            "description": "the car's state of charge in % (0–100) where the charger learns it; else null",
+        },
         "timestamp_s": _num(f"when the reading was received, {_CLOCK}"),
     },
     "the charger's reading of the last cycle; null when it did not answer",
@@ -220,6 +226,7 @@ def _json(schema_ref: str, description: str) -> dict[str, Any]:
 def openapi_document(*, token_required: bool) -> dict[str, Any]:
     """The OpenAPI document of the server; ``token_required``: a bearer token is configured."""
     from pvcharge.api.openapi_history import HISTORY_SCHEMAS, history_paths  # (it imports the helpers here)
+    from pvcharge.api.openapi_plan import PLAN_SCHEMAS, plan_paths
 
     guard: dict[str, Any] = {
         "400": _json("Error", "a query parameter the operation does not take, or a malformed from/to")
@@ -314,6 +321,7 @@ def openapi_document(*, token_required: bool) -> dict[str, Any]:
                 }
             },
             **history_paths(guard),
+            **plan_paths(guard),
             "/metrics": {
                 "get": {
                     "operationId": "getMetrics",
@@ -339,6 +347,7 @@ def openapi_document(*, token_required: bool) -> dict[str, Any]:
                 "Error": ERROR,
                 "Config": CONFIG,
                 **HISTORY_SCHEMAS,
+                **PLAN_SCHEMAS,
             },
         },
     }
