@@ -75,9 +75,9 @@ class WakesCar(Protocol):
         """Make the car see an unplug and plug-in (or its charger's equivalent) and leave the charger
         holding the command it held before, never more.
 
-        Raises: ``WriteDeferred`` (not sent now, rate limit; try again later), ``DeviceUnavailable`` or
-        ``DeviceProtocolError`` (failed; the charger may hold anything up to the last command, the
-        daemon sends the command again).
+        Raises: ``WriteDeferred`` (nothing sent now, rate limit; asked for again later),
+        ``DeviceUnavailable`` or ``DeviceProtocolError`` (failed: the charger may hold less than the
+        command, e.g. paused, never more; the daemon sends the command again).
         """
         ...
 
