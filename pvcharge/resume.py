@@ -6,10 +6,10 @@ send the charger's wake-up when it says so (issue #15 item 4).
 (``/api/status`` ``wake_up``).  A failing wake-up never ends the loop: it is logged and counts as an
 attempt; a wake-up the driver defers for its rate limit does not count and is asked for again next cycle.
 
-Log events: ``car_wake_up`` (info: attempt n of m, why), ``car_wake_up_failed`` (warning, with the
-error; the daemon then sends its command again), ``car_wake_up_deferred`` (debug),
-``car_not_starting`` (warning, once per plug-in: the car does not start and the charger has no
-wake-up, or all attempts are spent).
+Log events: ``car_wake_up`` (info, once the wake-up was sent: attempt n of m, why);
+``car_wake_up_failed`` (warning: attempt n of m, why, the error; the daemon then sends its command
+again); ``car_wake_up_deferred`` (debug); ``car_not_starting`` (warning, once per plug-in: the car does
+not start and the charger has no wake-up, or all attempts are spent).
 """
 
 from __future__ import annotations
@@ -86,7 +86,6 @@ class CarWaker:
             )
             return False
         assert isinstance(self.charger, WakesCar)
-        log.info("car_wake_up", **fields, attempt=due.attempt, of=due.of, why=due.why)
         try:
             await asyncio.wait_for(self.charger.wake_up(), timeout=timeout_s)
         except WriteDeferred as exc:  # rate limit: nothing sent, asked for again next cycle
@@ -99,6 +98,7 @@ class CarWaker:
             error = repr(exc)
         else:
             self.detector.attempted(now_s)
+            log.info("car_wake_up", **fields, attempt=due.attempt, of=due.of, why=due.why)
             return False
         self.detector.attempted(now_s)
         self.failures += 1
@@ -108,6 +108,7 @@ class CarWaker:
             **fields,
             attempt=due.attempt,
             of=due.of,
+            why=due.why,
             error=error,
             action="the command is sent again",
         )

@@ -57,6 +57,7 @@ class CarParams:
     start_delay_s: float = 15.0  #: from pause to drawing
     phase_switch_pause_s: float = 30.0
     sleepy: bool = False  #: asleep at the start and after every pause, until :meth:`SiteModel.wake_car`
+    wakeable: bool = True  #: False: a sleepy car no charger's wake-up reaches (only its own app would)
 
 
 @dataclass(frozen=True)
@@ -173,10 +174,11 @@ class SiteModel:
 
     def wake_car(self) -> None:
         """The charger's wake-up sequence (a control-pilot interruption) reached the car: a sleeping car
-        wakes and follows the offered current again, after ``car.start_delay_s`` from now."""
+        wakes (unless ``car.wakeable`` is False) and follows the offered current again, after
+        ``car.start_delay_s`` from now.  Recorded in :attr:`wake_ups`."""
         self._follow_clock()
         self.wake_ups.append(self.now)
-        if self._car.asleep:
+        if self._car.asleep and self.car.wakeable:
             self._car.asleep = False
             self._car.target_since_s = self.now
 
