@@ -10,11 +10,18 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from sitestub import run_daemon
+from sitestub import FakeClock, run_daemon
 from structlog.testing import capture_logs
 
+from pvcharge.chargers.easee import Config as EaseeConfig
+from pvcharge.chargers.easee import EaseeCharger
+from pvcharge.chargers.warp import CP_DISCONNECT_S, WarpCharger
+from pvcharge.chargers.warp import Config as WarpConfig
 from pvcharge.config import parse_config
 from pvcharge.daemon import Daemon
+from pvcharge.errors import DeviceProtocolError, RateLimited, WriteDeferred
+from pvcharge.readings import ChargerCommand
+from pvcharge.settings import Secret
 from pvcharge.sim.demo import SimClock, huawei_meter
 from pvcharge.sim.easee import EaseeEmulator
 from pvcharge.sim.huawei import HuaweiEmulator
@@ -161,3 +168,113 @@ async def test_the_daemon_wakes_a_sleepy_car_on_an_easee_never_above_the_command
     after_start = [current for t, current, _ in easee.offers if t > start]
     assert max(after_start) <= 16, easee.offers  # never above the command, the wake-up included
     assert not [e for e in logs if e["event"] == "car_wake_up_failed"], logs
+
+
+# -- the drivers' wake_up against the emulators ------------------------------------------------------
+
+
+async def test_warp_wake_up_is_a_control_pilot_disconnect_that_leaves_the_current() -> None:
+    site, _ = site_at_noon(CarParams(sleepy=True))
+    async with WarpEmulator(site) as emu:
+        charger = WarpCharger(WarpConfig(url=emu.url), name="charger warp", clock=lambda: site.now)
+        slept: list[float] = []
+
+        async def sleep(seconds: float) -> None:
+            slept.append(seconds)
+
+        charger._sleep = sleep
+        await charger.apply(ChargerCommand(10.0, 3))
+        emu.request_log.clear()
+        await charger.wake_up()
+        await charger.close()
+    writes = [(method, path) for method, path in emu.request_log if method != "GET"]
+    assert writes == [("POST", "evse/control_pilot_disconnect_update")] * 2
+    assert [disconnect for _, disconnect in emu.cp_log] == [True, False]
+    assert slept == [CP_DISCONNECT_S]
+    assert len(site.wake_ups) == 1
+    assert site.state().offered_current_a == 10.0  # slot 8 as it was
+
+
+@pytest.mark.parametrize("knob", ["cp_disconnect_supported", "management_enabled", "cancelled"])
+async def test_warp_wake_up_refused_or_cancelled_never_leaves_the_cp_disconnected(knob: str) -> None:
+    site, _ = site_at_noon(CarParams(sleepy=True))
+    async with WarpEmulator(site) as emu:
+        charger = WarpCharger(WarpConfig(url=emu.url), name="charger warp", clock=lambda: site.now)
+
+        async def cancelled(_: float) -> None:
+            raise asyncio.CancelledError
+
+        if knob == "cp_disconnect_supported":
+            emu.cp_disconnect_supported = False
+        elif knob == "management_enabled":
+            emu.management_enabled = True
+        else:
+            charger._sleep = cancelled
+        error: type[BaseException] = asyncio.CancelledError if knob == "cancelled" else DeviceProtocolError
+        with pytest.raises(error) as raised:
+            await charger.wake_up()
+        await charger.close()
+    cp_writes = [path for method, path in emu.request_log if method == "POST"]
+    if knob == "cp_disconnect_supported":
+        assert "'cp_disconnect' is not in info/features" in str(raised.value) and cp_writes == []
+    else:
+        assert len(cp_writes) == 2  # disconnected (or asked to), then connected again
+    if knob == "management_enabled":
+        assert "evse/management_enabled" in str(raised.value)
+    assert not emu.cp_log or emu.cp_log[-1][1] is False  # connected again
+    assert len(site.wake_ups) == (1 if knob == "cancelled" else 0)
+
+
+def easee_driver(emu: EaseeEmulator, clock: FakeClock, **settings: object) -> EaseeCharger:
+    config = EaseeConfig(
+        username="demo@example.com",
+        password=Secret("demo-password"),
+        charger_id=emu.charger_id,
+        url=emu.url,
+        timeout_s=2.0,
+        retries=0,
+        **settings,  # type: ignore[arg-type]
+    )
+    return EaseeCharger(config, name="charger easee", clock=clock)
+
+
+def easee_at_noon() -> tuple[SiteModel, FakeClock]:
+    clock = FakeClock(bundled_trace().start_s + NOON_S)
+    return SiteModel(bundled_trace(), t_s=clock(), clock=clock, car=CarParams(sleepy=True)), clock
+
+
+async def test_easee_wake_up_pauses_then_resumes_to_the_command_and_waits_for_its_budget() -> None:
+    site, clock = easee_at_noon()
+    async with EaseeEmulator(site, clock=clock) as emu:
+        charger = easee_driver(emu, clock)
+        with pytest.raises(WriteDeferred, match="unknown or 0 A"):
+            await charger.wake_up()  # nothing applied yet: the charger's current is unknown
+        await charger.apply(ChargerCommand(10.0, 3))
+        clock.advance(5)
+        sent = len(emu.request_log)
+        with pytest.raises(WriteDeferred, match="min_write_interval_s, command budget") as deferred:
+            await charger.wake_up()  # the start took one of the 2 commands a minute
+        assert len(emu.request_log) == sent and 50 < deferred.value.retry_after_s <= 61
+        clock.advance(deferred.value.retry_after_s)
+        start = clock()
+        await charger.wake_up()
+        await charger.close()
+    commands = [(path.rsplit("/", 1)[-1], status) for t, _, path, status in emu.request_log if t >= start]
+    assert commands == [("pause_charging", 202), ("set_dynamic_charger_current", 202)]
+    assert [current for t, current, _ in emu.offers if t >= start] == [0.0, 10.0]  # never above 10 A
+    assert site.wake_ups == [start]
+
+
+async def test_easee_wake_up_whose_resume_is_refused_leaves_the_charger_paused() -> None:
+    site, clock = easee_at_noon()
+    async with EaseeEmulator(site, clock=clock, commands_per_min=1) as emu:
+        charger = easee_driver(
+            emu, clock, control="circuit_current", site_id=emu.site_id, circuit_id=emu.circuit_id
+        )
+        await charger.apply(ChargerCommand(10.0, 3))  # circuit 10 A, then resume_charging: 1 command
+        clock.advance(62)
+        with pytest.raises(RateLimited, match="paused, but the resume was not taken"):
+            await charger.wake_up()
+        await charger.close()
+    assert site.state().offered_current_a == 0.0  # paused: below the command, not above
+    assert max(current for _, current, _ in emu.offers[1:]) <= 10.0

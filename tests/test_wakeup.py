@@ -1,11 +1,20 @@
-"""The resume-recovery detector (pvcharge.control.wakeup) on a fake clock."""
+"""The resume-recovery detector (pvcharge.control.wakeup) on a fake clock, and the daemon's use of it
+(pvcharge.resume) with small in-process drivers."""
 
 from __future__ import annotations
 
 import pytest
 from sitestub import FakeClock
+from structlog.testing import capture_logs
+from test_daemon import Charger as FakeCharger
+from test_daemon import Clock
+from test_daemon import Meter as FakeMeter
+from test_daemon import run as run_cycles
 
+from pvcharge.config import parse_config
 from pvcharge.control.wakeup import WakeUp, WakeUpDetector
+from pvcharge.daemon import Daemon
+from pvcharge.errors import DeviceUnavailable, WriteDeferred
 from pvcharge.readings import ChargerCommand, ChargerReading, IecState
 
 T0 = 1_700_000_000.0
@@ -133,3 +142,75 @@ def test_the_next_wake_up_waits_after_s_from_the_last_one() -> None:
 def test_nonsense_settings_are_refused(attempts: int, after_s: float) -> None:
     with pytest.raises(ValueError, match="attempts must be"):
         WakeUpDetector(attempts, after_s, available=True)
+
+
+# -- the daemon's part (pvcharge.resume.CarWaker) with small in-process drivers ----------------------
+
+FAST = parse_config(
+    "meter: {type: huawei, host: 127.0.0.1}\n"
+    "charger: {type: warp, url: 'http://127.0.0.1', phases: 1}\n"
+    "control: {mode: fast, interval_s: 5, max_age_s: 30}\n"
+)
+
+
+class WakingCharger(FakeCharger):
+    """A charger whose car never starts; ``wake_up`` raises the queued errors, then succeeds."""
+
+    def __init__(self, clock: Clock) -> None:
+        super().__init__(clock)
+        self.wake_errors: list[BaseException] = []
+        self.wake_ups = 0
+
+    async def wake_up(self) -> None:
+        self.wake_ups += 1
+        if self.wake_errors:
+            raise self.wake_errors.pop(0)
+
+
+async def test_a_failing_wake_up_is_logged_counted_and_the_command_sent_again() -> None:
+    clock = Clock()
+    charger = WakingCharger(clock)
+    daemon = Daemon(FAST, FakeMeter(clock), charger, clock=clock)
+    charger.wake_errors = [DeviceUnavailable(charger.name, "no answer"), RuntimeError("driver bug")]
+    with capture_logs() as logs:
+        await run_cycles(daemon, clock, 14)  # 65 s: the first wake-up is due
+        assert charger.wake_ups == 1 and len(charger.applied) == 2  # sent again after the failure
+        assert charger.forgotten == 1
+        await run_cycles(daemon, clock, 12)  # 60 s later the second, a driver bug: still no crash
+    failed = [e for e in logs if e["event"] == "car_wake_up_failed"]
+    assert [(e["attempt"], e["of"]) for e in failed] == [(1, 2), (2, 2)]
+    assert failed[0]["error"] == "no answer" and failed[1]["error"] == "RuntimeError('driver bug')"
+    status = daemon.status()["wake_up"]
+    assert status["attempts"] == 2 and status["failures"] == 2
+    assert status["last_error"] == "RuntimeError('driver bug')"
+
+
+async def test_a_deferred_wake_up_is_not_counted_and_goes_next_cycle() -> None:
+    clock = Clock()
+    charger = WakingCharger(clock)
+    daemon = Daemon(FAST, FakeMeter(clock), charger, clock=clock)
+    charger.wake_errors = [WriteDeferred(charger.name, "budget", 10.0)]
+    with capture_logs() as logs:
+        await run_cycles(daemon, clock, 15)
+    assert charger.wake_ups == 2  # deferred once, sent the next cycle
+    assert [e["attempt"] for e in logs if e["event"] == "car_wake_up"] == [1]
+    assert charger.forgotten == 0  # nothing was sent by the deferred one: no need to send again
+    assert daemon.status()["wake_up"]["attempts"] == 1
+
+
+async def test_a_charger_without_wake_up_says_once_that_the_car_does_not_start() -> None:
+    clock = Clock()
+    charger = FakeCharger(clock)
+    daemon = Daemon(FAST, FakeMeter(clock), charger, clock=clock)
+    with capture_logs() as logs:
+        await run_cycles(daemon, clock, 60)
+    [told] = [e for e in logs if e["event"].startswith("car_")]
+    assert told["event"] == "car_not_starting" and "cannot wake a car" in told["action"]
+    assert daemon.status()["wake_up"] == {
+        "attempts": 0,
+        "max_attempts": 2,
+        "last_at_s": None,
+        "available": False,
+        "failures": 0,
+        "last_error": None,
+    }

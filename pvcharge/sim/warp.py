@@ -44,8 +44,12 @@ Control-pilot disconnect (chargers.md §3.2's ``cp_disconnect`` feature; warp-ch
 the car is offered 0 A (it sees an unplugged cable); setting it back to false offers the allowed current
 again and wakes a sleeping car (:meth:`SiteModel.wake_car`) — the wake-up evcc and openWB send.
 
-Not emulated: WebSocket ``/ws``, the ignored CP write while ``evse/management_enabled`` is on,
-automatic phase switching, ``clear_on_disconnect``, other slots and endpoints.
+Knobs: ``cp_disconnect_supported = False`` leaves ``cp_disconnect`` out of ``info/features`` (a WARP1);
+``management_enabled = True`` answers CP writes 200 but ignores them, as the firmware does while its
+charge management is on.
+
+Not emulated: WebSocket ``/ws``, automatic phase switching, ``clear_on_disconnect``, other slots and
+endpoints.
 HTTP Digest follows RFC 7616 with MD5 and ``qop=auth`` only; one nonce serves the emulator's
 lifetime and the nonce count is not checked (no replay protection: loopback test double only).
 """
@@ -163,6 +167,8 @@ class WarpEmulator(LoopbackHttpServer):
         phases_info_single_phase_car: ``phases_info`` bit 0 is set and a request for 3 phases answers 400.
         meter_phases: ``False`` answers ``meter/phases`` 404, like a box whose meter does not report
             the phases (``meter/values`` still answers).
+        cp_disconnect_supported: ``False`` leaves ``cp_disconnect`` out of ``info/features``.
+        management_enabled: ``True`` ignores writes to ``evse/control_pilot_disconnect`` (answered 200).
 
     Attributes:
         request_log: the last 256 requests that reached the emulator, as ``(method, path)`` (those
@@ -202,6 +208,8 @@ class WarpEmulator(LoopbackHttpServer):
         self.external_control_unavailable = False
         self.phases_info_single_phase_car = False
         self.meter_phases = True
+        self.cp_disconnect_supported = True
+        self.management_enabled = False
         self.request_log: deque[tuple[str, str]] = deque(maxlen=256)
         self.switch_log: list[tuple[float, int]] = []
         self.cp_log: list[tuple[float, bool]] = []
@@ -235,7 +243,7 @@ class WarpEmulator(LoopbackHttpServer):
                 "evse",
                 "meter",
                 "meters",
-                "cp_disconnect",
+                *(["cp_disconnect"] if self.cp_disconnect_supported else []),
                 *(["phase_switch"] if phase_switch else []),
             ],
             "evse/control_pilot_disconnect": lambda: {"disconnect": self._cp_disconnected},
@@ -370,7 +378,7 @@ class WarpEmulator(LoopbackHttpServer):
 
     def _store_cp_disconnect(self, body: dict[str, Any]) -> None:
         disconnect = _bool(body, "disconnect")
-        if disconnect == self._cp_disconnected:
+        if disconnect == self._cp_disconnected or self.management_enabled:
             return
         self._cp_disconnected = disconnect
         self.cp_log.append((self.site.now, disconnect))
