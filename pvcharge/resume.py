@@ -8,8 +8,9 @@ attempt; a wake-up the driver defers for its rate limit does not count and is as
 
 Log events: ``car_wake_up`` (info, once the wake-up was sent: attempt n of m, why);
 ``car_wake_up_failed`` (warning: attempt n of m, why, the error; the daemon then sends its command
-again); ``car_wake_up_deferred`` (debug); ``car_not_starting`` (warning, once per plug-in: the car does
-not start and the charger has no wake-up, or all attempts are spent).
+again); ``car_wake_up_deferred`` (debug); ``car_not_starting`` once per plug-in: info when the
+charger has no wake-up (a full car waiting in state B looks the same), warning when all attempts are
+spent.
 """
 
 from __future__ import annotations
@@ -68,8 +69,8 @@ class CarWaker:
         if due is None:
             return False
         fields: dict[str, Any] = {"device": self.charger.name, "waited_s": round(due.waited_s)}
-        if not due.available:
-            log.warning(
+        if not due.available:  # info: a full car waiting in state B looks the same
+            log.info(
                 "car_not_starting",
                 **fields,
                 why=due.why,
