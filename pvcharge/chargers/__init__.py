@@ -68,8 +68,9 @@ class Charger(Protocol):
 @runtime_checkable
 class WakesCar(Protocol):
     """A charger that can wake a car which does not start drawing when offered current (evcc's
-    ``api.Resurrector``): an optional capability, used by :mod:`pvcharge.control.wakeup` through the
-    daemon.  Implemented by WARP (a control-pilot disconnect) and Easee (pause then resume)."""
+    ``api.Resurrector``): an optional capability, used by the daemon's :class:`pvcharge.resume.CarWaker`
+    when :mod:`pvcharge.control.wakeup` says so.  Implemented by WARP (a control-pilot disconnect) and
+    Easee (pause then resume); OCPP and the AlphaESS wallbox have none."""
 
     async def wake_up(self) -> None:
         """Make the car see an unplug and plug-in (or its charger's equivalent) and leave the charger
