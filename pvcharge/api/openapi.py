@@ -147,6 +147,18 @@ STATS = _closed(
     "counters since start",
 )
 
+WAKE_UP = _closed(
+    {
+        "attempts": _int("wake-ups sent to a car that did not start, since it was plugged in"),
+        "max_attempts": _int("wake-ups allowed per plug-in (charger.wake_up_attempts; 0: off)"),
+        "last_at_s": _num(f"time of the last wake-up since the plug-in, {_CLOCK}; null: none", nullable=True),
+        "available": {"type": "boolean", "description": "the charger can wake a car (WARP, Easee)"},
+        "failures": _int("wake-ups that failed, since start"),
+        "last_error": {"type": ["string", "null"], "description": "why the last failed wake-up failed"},
+    },
+    "resume recovery: a car offered current that stays in state B gets the charger's wake-up",
+)
+
 MODE = {
     "type": "string",
     "enum": list(MODES),
@@ -181,6 +193,7 @@ STATUS = _closed(
             "type": "boolean",
             "description": "the charger refused all writes (e.g. Easee 'IP blocked'); nothing more is sent",
         },
+        "wake_up": WAKE_UP,
         "stats": STATS,
     },
     "what the daemon sees and does now",
