@@ -154,10 +154,10 @@ class TariffConfig:
     )
     feed_in_per_kwh: float = setting(0.0, doc="paid for 1 kWh exported, in currency", min=0)
     currency: str = setting("EUR", doc="currency of the prices (a label: EUR, CHF, ...)")
-    source: Literal["fixed", "awattar", "energy-charts"] = setting(
+    source: Literal["fixed", "awattar", "energy-charts", "tibber"] = setting(
         "fixed",
         doc="fixed: grid_price_per_kwh at all hours; awattar or energy-charts: day-ahead market prices "
-        "(no key) with charges_per_kwh and vat_pct",
+        "(no key) with charges_per_kwh and vat_pct; tibber: Tibber's prices (VAT included) with token",
     )
     charges_per_kwh: float = setting(
         0.0,
@@ -181,6 +181,20 @@ class TariffConfig:
         min=-10,
         max=10,
     )
+    token: Secret | None = setting(None, doc="tibber: the personal access token; or token_file: PATH")
+    home_id: str | None = setting(None, doc="tibber: the home's id (default: the first with a subscription)")
+
+    def __post_init__(self) -> None:
+        if self.source == "tibber":
+            if self.token is None:
+                raise SettingError(
+                    "token", "source tibber needs token (or token_file), from developer.tibber.com"
+                )
+            if self.vat_pct != 0:
+                raise SettingError("vat_pct", "Tibber's prices include VAT already: leave vat_pct at 0")
+        elif self.token is not None or self.home_id is not None:
+            key = "token" if self.token is not None else "home_id"
+            raise SettingError(key, "only used with source: tibber")
 
 
 @dataclass(frozen=True)
@@ -550,10 +564,11 @@ def _is_secret(hint: Any) -> bool:
 
 
 def secret_values(config: Config) -> list[str]:
-    """Every secret value in ``config`` (drivers, API token, MQTT password), for masking in logs and
-    answers; values shorter than 3 characters are left out (masking them would garble everything)."""
+    """Every secret value in ``config`` (drivers, every loadpoint's charger, API token, MQTT password,
+    the forecast's key, the tariff's token), for masking in logs and answers; values shorter than 3
+    characters are left out (masking them would garble everything)."""
     chargers = [lp.charger.settings for lp in config.all_loadpoints()]
-    sections = [config.meter.settings, *chargers, config.api, config.mqtt, config.forecast]
+    sections = [config.meter.settings, *chargers, config.api, config.mqtt, config.forecast, config.tariff]
     return [
         value.reveal()
         for section in sections

@@ -78,6 +78,21 @@ class ChargePoint:
     phases: Literal[1, 3, "auto"] = setting(
         3, doc="1 or 3: the phases the charger charges on; auto: switch 1p/3p (needs a charger that can)"
     )
+    wake_up_attempts: int = setting(
+        2,
+        doc="wake-ups per plug-in for a car that does not start drawing (WARP: a control-pilot "
+        "disconnect; Easee: pause then resume); 0: never",
+        min=0,
+        max=10,
+    )
+    wake_up_after_s: float = setting(
+        60.0,
+        doc="a car offered current that draws under 100 W for this long after a start gets a wake-up; "
+        "also the least time between two wake-ups",
+        unit="s",
+        min=5,
+        max=3600,
+    )
 
     def __post_init__(self) -> None:
         if self.min_current_a > self.max_current_a:
