@@ -172,6 +172,18 @@ class _Health:
         return recovered
 
 
+def _one_charger(config: Config) -> None:
+    """Raises ConfigError: ``loadpoints:``, which check-config validates but the daemon does not drive
+    yet (it would drive the first charger only, without its mode, priority and vehicle)."""
+    if config.loadpoints:
+        raise ConfigError(
+            config.path,
+            "loadpoints",
+            "not driven by pvcharge run yet (this release checks it; the daemon drives a single charger: "
+            "section); use charger: for now",
+        )
+
+
 class Daemon:
     """Runs the control loop for one meter and one charger.
 
@@ -180,7 +192,8 @@ class Daemon:
         meter, charger: the drivers (the daemon closes them when :meth:`run` ends).
 
     Raises:
-        ConfigError: ``charger.phases: auto`` with a charger that cannot switch phases.
+        ConfigError: ``charger.phases: auto`` with a charger that cannot switch phases; a
+            ``loadpoints:`` section (not driven yet).
         clock: returns now in s (default ``time.time``); also the drivers' clock.
         sleep: sleeps a number of clock seconds (default ``asyncio.sleep``).
         on_cycle: called after every cycle with a :class:`Cycle`.
@@ -203,6 +216,7 @@ class Daemon:
         self.clock = clock
         self.sleep = sleep
         self.on_cycle = on_cycle
+        _one_charger(config)
         check_charger(config, self.charger)
         self.controller = Controller(
             config.control, config.charge_point, config.site, capabilities=charger.capabilities
@@ -253,6 +267,7 @@ class Daemon:
                     f"changed; a new {section} section needs a restart (systemctl restart pvcharge); "
                     "the old config stays in force",
                 )
+        _one_charger(config)
         check_charger(config, self.charger)
         self._pending_config = config
 

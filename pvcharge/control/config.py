@@ -20,6 +20,25 @@ CLOUD_FILTER_S: dict[str, float] = {"off": 0.0, "weak": 120.0, "medium": 240.0, 
 
 
 @dataclass(frozen=True)
+class Circuit:
+    """One item of ``site.circuits``: a feed with its own current limit per phase (a garage
+    sub-distribution, a second meter's breaker) that serves some loadpoints."""
+
+    name: str = setting(doc="the circuit's name, for messages (e.g. garage)")
+    max_current_a: float = setting(
+        doc="limit per phase: the commands of its loadpoints never add up to more on any phase",
+        unit="A",
+        min=6,
+        max=1000,
+    )
+    loadpoints: tuple[str, ...] = setting(doc="names of the loadpoints this circuit feeds")
+
+    def __post_init__(self) -> None:
+        if not self.loadpoints:
+            raise SettingError("loadpoints", "empty; name the loadpoints this circuit feeds")
+
+
+@dataclass(frozen=True)
 class SiteConfig:
     """The ``site:`` section."""
 
@@ -34,6 +53,11 @@ class SiteConfig:
         unit="A",
         min=6,
         max=1000,
+    )
+    circuits: tuple[Circuit, ...] = setting(
+        (),
+        doc="sub-circuits, each with name, max_current_a and the loadpoints it feeds: the sum of their "
+        "commands per phase stays within its limit",
     )
 
 

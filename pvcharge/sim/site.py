@@ -130,6 +130,9 @@ class SiteModel:
         max_step_s: integration step in s (the battery lag needs <= 1 s).
         clock: if given, :meth:`state` and :meth:`offer` first advance the model to ``clock()``, so
             emulators answer for the present moment of a (possibly compressed) simulated clock.
+        extra_load_w: if given, called every step for the power in W of further loads behind the grid
+            meter (other chargers' cars, e.g. the two-car replay's): the battery and the grid see it,
+            and the tally counts it as house load.
     """
 
     trace: Trace
@@ -139,6 +142,7 @@ class SiteModel:
     voltage_v: float = 230.0
     max_step_s: float = 1.0
     clock: Callable[[], float] | None = None
+    extra_load_w: Callable[[], float] | None = None
 
     def __post_init__(self) -> None:
         if self.t_s is None:
@@ -241,6 +245,8 @@ class SiteModel:
         car = self._car
         car_w = car.current_a * car.phases * self.voltage_v
         pv_w, house_w = self.trace.at(now)
+        if self.extra_load_w is not None:
+            house_w += self.extra_load_w()
         net_w = house_w + car_w - pv_w  # > 0: the site needs power
         bat = self.battery
         if bat is not None:
@@ -279,6 +285,8 @@ class SiteModel:
 
     def _update_grid(self) -> None:
         pv_w, house_w = self.trace.at(self.now)
+        if self.extra_load_w is not None:
+            house_w += self.extra_load_w()
         car_w = self._car.current_a * self._car.phases * self.voltage_v
         self._grid_w = house_w + car_w - pv_w - self._battery_w
 
