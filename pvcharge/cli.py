@@ -185,12 +185,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         recorder = open_recorder(config)
         if recorder is not None:
             daemon.listeners.append(recorder)
-        services = Services(daemon, sessions=recorder)
         plans = None  # plans: need a restart to change
         if plans_wanted(config):  # the planner's modules only for a config that plans
             from pvcharge.planning.service import build_service
 
             plans = build_service(config, daemon, clock=daemon.clock)
+        services = Services(daemon, sessions=recorder, plans=plans)
         if plans is not None:
             plans.attach()
             plan_task = asyncio.create_task(plans.run(stop, daemon.clock))
@@ -344,7 +344,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
 #: ``pvcharge emulate``'s devices and their default TCP ports: fixed, so that a config written once keeps
 #: working (``--port 0`` picks a free one).  Huawei's own port, 502, is below 1024: root only.  For ocpp the
 #: port is the central system's (8887, as evcc's): the charge point connects to it.
-EMULATE_PORTS = {"huawei": 5502, "senec": 8443, "alphaess": 8081, "easee": 8082, "warp": 8080, "ocpp": 8887}
+EMULATE_PORTS = {
+    "huawei": 5502,
+    "senec": 8443,
+    "alphaess": 8081,
+    "easee": 8082,
+    "warp": 8080,
+    "ocpp": 8887,
+    "tibber": 8083,
+}
 
 
 def _time_of_day_s(text: str) -> float:

@@ -86,12 +86,22 @@ def check_charger(config: Config, charger: Charger) -> None:
     at every reload, and ``pvcharge check-config``, through :func:`check_devices`).
 
     Raises:
-        ConfigError: ``charger.phases: auto`` with a charger that cannot switch phases.
+        ConfigError: ``charger.phases: auto`` (or ``loadpoints[0].charger.phases``) with a charger that
+            cannot switch phases.
     """
-    if config.charge_point.phases == "auto" and not charger.capabilities.phase_switching:
+    _check_phases(config, 0, charger)
+
+
+def _check_phases(config: Config, index: int, charger: Charger) -> None:
+    """Loadpoint ``index`` of ``config`` (:meth:`Config.all_loadpoints`) has ``phases: auto`` only with
+    a charger that can switch phases. Raises ConfigError naming its key."""
+    if (
+        config.all_loadpoints()[index].charge_point.phases == "auto"
+        and not charger.capabilities.phase_switching
+    ):
         raise ConfigError(
             config.path,
-            "charger.phases",
+            f"loadpoints[{index}].charger.phases" if config.loadpoints else "charger.phases",
             f"auto needs a charger that can switch between 1 and 3 phases; {charger.name} cannot "
             "(set 1 or 3)",
         )
@@ -99,7 +109,7 @@ def check_charger(config: Config, charger: Charger) -> None:
 
 async def check_devices(config: Config, *, clock: Callable[[], float]) -> None:
     """Build the drivers of ``config`` as ``pvcharge run`` does (no I/O), check what needs them
-    (:func:`check_charger`) and close them again.
+    (:func:`check_charger`, for every loadpoint's charger) and close them again.
 
     Raises:
         ConfigError: as :func:`check_charger`.
@@ -107,6 +117,14 @@ async def check_devices(config: Config, *, clock: Callable[[], float]) -> None:
     meter, charger = create_devices(config, clock=clock)
     try:
         check_charger(config, charger)
+        account = shared_account(config, clock=clock)
+        options = {} if account is None else {"account": account}
+        for index, lp in enumerate(config.loadpoints[1:], start=1):
+            more = lp.charger.create(name=f"charger {lp.name} {lp.charger.type}", clock=clock, **options)
+            try:
+                _check_phases(config, index, more)
+            finally:
+                await more.close()
     finally:
         await charger.close()
         await meter.close()

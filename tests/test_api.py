@@ -237,6 +237,7 @@ async def test_status_has_the_readings_command_mode_health_uptime_and_version_in
         "phases": 1,
         "iec_state": None,
         "phase_currents_a": None,  # the fake charger meters no phase currents
+        "vehicle_soc_pct": None,  # nor the car's SoC
         "timestamp_s": clock.t - 5,
     }
     assert site["grid_currents_a"] is None  # nor does the fake meter
@@ -361,6 +362,7 @@ async def test_the_openapi_document_is_served_and_names_the_bearer_scheme_only_w
         "/api/sessions.csv",
         "/api/energy",
         "/api/power",
+        "/api/forecast",
         "/metrics",
     }
 

@@ -10,6 +10,8 @@ Routes (the OpenAPI document at ``/api/openapi.json`` describes them, :mod:`pvch
 ``GET /api/openapi.json``   the OpenAPI document
 ``GET /api/sessions…``      the session history: sessions, CSV, energy per day, power per minute
                             (:mod:`pvcharge.api.history`)
+``GET /api/forecast``       the plan chart: PV forecast, prices and the plan per 15-min slot
+                            (:mod:`pvcharge.api.plan_chart`)
 ``GET /metrics``            Prometheus metrics (:mod:`pvcharge.api.metrics`)
 ==========================  =======================================================================
 
@@ -51,6 +53,7 @@ from aiohttp import web
 from pvcharge.api import url_for
 from pvcharge.api.history import HISTORY_QUERY_PARAMETERS, HistoryRoutes, page_with_history
 from pvcharge.api.openapi import openapi_document
+from pvcharge.api.plan_chart import PlanRoutes, page_with_plan
 from pvcharge.config import ApiConfig, secret_values, to_dict
 from pvcharge.control.config import MODES
 from pvcharge.errors import PvchargeError
@@ -60,6 +63,7 @@ if TYPE_CHECKING:
     from prometheus_client.registry import CollectorRegistry
 
     from pvcharge.daemon import Daemon
+    from pvcharge.planning.service import PlanService
     from pvcharge.sessions import SessionRecorder
 
 log = structlog.get_logger("pvcharge.api")
@@ -144,7 +148,13 @@ def _dumps(data: Any) -> str:
 class _Api:
     """The handlers and the guard of one server."""
 
-    def __init__(self, daemon: Daemon, config: ApiConfig, sessions: SessionRecorder | None = None) -> None:
+    def __init__(
+        self,
+        daemon: Daemon,
+        config: ApiConfig,
+        sessions: SessionRecorder | None = None,
+        plans: PlanService | None = None,
+    ) -> None:
         self.daemon = daemon
         self.sessions = sessions
         self.token: bytes | None = config.token.reveal().encode("utf-8") if config.token is not None else None
@@ -153,6 +163,9 @@ class _Api:
         self.page = resources.files("pvcharge.api").joinpath("static/index.html").read_text("utf-8")
         if sessions is not None:
             self.page = page_with_history(self.page)
+        if plans is not None:
+            self.page = page_with_plan(self.page)
+        self.plan_chart = PlanRoutes(plans, daemon.clock, self.json, daemon.config.tariff.currency)
         self.history = HistoryRoutes(
             sessions, daemon.clock, self.json, lambda text: mask_secrets(text, self.secrets())
         )
@@ -307,10 +320,15 @@ class _Api:
         return web.Response(body=encoder(self._registry), headers={"Content-Type": content_type})
 
 
-def build_app(daemon: Daemon, config: ApiConfig, sessions: SessionRecorder | None = None) -> web.Application:
-    """The aiohttp application serving ``daemon`` and its ``sessions`` (no socket yet; :func:`start_api`
-    binds it)."""
-    api = _Api(daemon, config, sessions)
+def build_app(
+    daemon: Daemon,
+    config: ApiConfig,
+    sessions: SessionRecorder | None = None,
+    plans: PlanService | None = None,
+) -> web.Application:
+    """The aiohttp application serving ``daemon``, its ``sessions`` and its ``plans`` (no socket yet;
+    :func:`start_api` binds it)."""
+    api = _Api(daemon, config, sessions, plans)
     app = web.Application(middlewares=[api.guard], client_max_size=MAX_BODY_BYTES)
     app.router.add_get("/", api.index)
     app.router.add_get("/api/status", api.get_status)
@@ -318,6 +336,7 @@ def build_app(daemon: Daemon, config: ApiConfig, sessions: SessionRecorder | Non
     app.router.add_get("/api/config", api.get_config)
     app.router.add_get("/api/openapi.json", api.get_openapi)
     api.history.add_routes(app.router)
+    api.plan_chart.add_routes(app.router)
     app.router.add_get("/metrics", api.metrics)
     return app
 
@@ -343,9 +362,15 @@ class ApiServer:
             log.info("api_stopped", url=self.url)
 
 
-async def start_api(daemon: Daemon, config: ApiConfig, sessions: SessionRecorder | None = None) -> ApiServer:
+async def start_api(
+    daemon: Daemon,
+    config: ApiConfig,
+    sessions: SessionRecorder | None = None,
+    plans: PlanService | None = None,
+) -> ApiServer:
     """Serve the API for ``daemon`` on ``config.listen:config.port`` (port 0: a free one); ``sessions``:
-    the recorder behind ``/api/sessions`` and ``/api/energy`` (``None``: they answer 404).
+    the recorder behind ``/api/sessions`` and ``/api/energy`` (``None``: they answer 404); ``plans``:
+    the plan service behind ``/api/forecast`` (``None``: 404).
 
     With ``api.enabled: false`` nothing listens and the returned server's ``url`` is ``None``.
 
@@ -360,7 +385,9 @@ async def start_api(daemon: Daemon, config: ApiConfig, sessions: SessionRecorder
         log.warning(
             "api_token_short", length=len(config.token.reveal()), action="use 32 random hex digits or more"
         )
-    runner = web.AppRunner(build_app(daemon, config, sessions), access_log=None, shutdown_timeout=SHUTDOWN_S)
+    runner = web.AppRunner(
+        build_app(daemon, config, sessions, plans), access_log=None, shutdown_timeout=SHUTDOWN_S
+    )
     await runner.setup()
     site = web.TCPSite(runner, config.listen, config.port)
     try:

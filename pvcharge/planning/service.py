@@ -5,9 +5,19 @@ through :meth:`pvcharge.daemon.Daemon.set_mode`; when the slot ends it puts back
 had. Everything else stays with the control loop (PV surplus charging in ``pv``/``minpv``).
 
 Energy towards a plan is counted from the car's measured power (the charger's reading in each cycle)
-since the car connected, and starts again at 0 after a deadline or when the car leaves. A plan given
-as ``soc_pct`` needs the vehicle's SoC, which no charger driver reads yet: such plans are skipped
-with a log line.
+since the car connected, and starts again at 0 after a deadline or when the car leaves.
+
+A plan given as ``soc_pct`` plans the energy at the charger from the car's SoC
+(:attr:`~pvcharge.readings.ChargerReading.vehicle_soc_pct`, e.g. an OCPP box's ``SoC``)::
+
+    need_kwh = (soc_pct - vehicle_soc_pct) / 100 * capacity_kwh / CHARGE_EFFICIENCY
+
+with :data:`CHARGE_EFFICIENCY` 0.9 (charger to battery: on-board charger and battery losses), as evcc
+does (``core/soc/estimator.go``: ``ChargeEfficiency = 0.9``, remaining energy = SoC gap × capacity /
+0.9). Without a SoC reading the car is taken as empty, as evcc's estimator does before its first SoC
+(its SoC starts at 0): the plan asks for ``soc_pct / 100 × capacity_kwh / 0.9`` less what the car took
+since it connected, and says so in its notes. That may buy more grid energy than needed, never less;
+the car stops by itself when full.
 """
 
 from __future__ import annotations
@@ -17,7 +27,7 @@ import contextlib
 import os
 import time as wallclock
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,7 +39,15 @@ from pvcharge.planning import wanted
 from pvcharge.planning.config import PlanConfig
 from pvcharge.planning.forecast import PvCorrection
 from pvcharge.planning.forecast import surplus as surplus_of
-from pvcharge.planning.planner import SLOT_S, ChargeLimits, Plan, next_deadline, plan_charge, slot_start
+from pvcharge.planning.planner import (
+    SLOT_S,
+    ChargeLimits,
+    Plan,
+    energy_to_add_kwh,
+    next_deadline,
+    plan_charge,
+    slot_start,
+)
 from pvcharge.planning.source import CachedSource
 
 if TYPE_CHECKING:
@@ -40,15 +58,34 @@ log = structlog.get_logger("pvcharge.planning")
 
 #: a gap between two cycles longer than this is not integrated (a restart, a long outage), in s.
 MAX_GAP_S = 120.0
+#: share of the energy at the charger that reaches the car's battery (evcc's ``soc.ChargeEfficiency``).
+CHARGE_EFFICIENCY = 0.9
+NO_SOC_NOTE = "no vehicle SoC: planned from 0 %"
 
 
 @dataclass(frozen=True)
 class Target:
-    """The plan in force: its config entry, its next deadline (Unix s) and the energy it asks for."""
+    """The plan in force: its config entry, its next deadline (Unix s) and the energy it asks for at
+    the charger (kWh; for a ``soc_pct`` plan, from an empty battery: see :func:`need_kwh`)."""
 
     plan: PlanConfig
     deadline_s: float
     energy_kwh: float
+
+
+def need_kwh(target: Target, charged_kwh: float, vehicle_soc_pct: float | None) -> tuple[float, str | None]:
+    """The energy still to add at the charger (kWh) and, for a ``soc_pct`` plan without a SoC, the
+    note that says it was planned from 0 %.
+
+    An ``energy_kwh`` plan: what is left after ``charged_kwh``. A ``soc_pct`` plan with the car's SoC:
+    the SoC gap × ``capacity_kwh`` / :data:`CHARGE_EFFICIENCY` (what was charged shows in the SoC);
+    without: ``target.energy_kwh`` (from 0 %) less ``charged_kwh``.
+    """
+    plan = target.plan
+    if plan.soc_pct is not None and plan.capacity_kwh is not None and vehicle_soc_pct is not None:
+        return energy_to_add_kwh(plan.soc_pct, vehicle_soc_pct, plan.capacity_kwh) / CHARGE_EFFICIENCY, None
+    note = NO_SOC_NOTE if plan.soc_pct is not None else None
+    return max(0.0, target.energy_kwh - charged_kwh), note
 
 
 def local_zone() -> ZoneInfo:
@@ -71,15 +108,20 @@ def local_zone() -> ZoneInfo:
 
 
 def next_target(plans: Sequence[PlanConfig], now_s: float) -> Target | None:
-    """The energy plan with the nearest next deadline (``soc_pct`` plans are skipped), or ``None``."""
+    """The plan with the nearest next deadline, or ``None``; a ``soc_pct`` plan's ``energy_kwh`` is
+    the energy from an empty battery (``soc_pct / 100 × capacity_kwh / CHARGE_EFFICIENCY``)."""
     best: Target | None = None
     for entry in plans:
-        if entry.energy_kwh is None:
-            continue
+        if entry.energy_kwh is not None:
+            energy_kwh = entry.energy_kwh
+        elif entry.soc_pct is not None and entry.capacity_kwh is not None:
+            energy_kwh = entry.soc_pct / 100 * entry.capacity_kwh / CHARGE_EFFICIENCY
+        else:
+            continue  # (PlanConfig refuses such an entry)
         zone = ZoneInfo(entry.timezone) if entry.timezone else local_zone()
         deadline_s = next_deadline(now_s, entry.deadline_time(), zone, entry.days())
         if best is None or deadline_s < best.deadline_s:
-            best = Target(entry, deadline_s, entry.energy_kwh)
+            best = Target(entry, deadline_s, energy_kwh)
     return best
 
 
@@ -100,6 +142,8 @@ class PlanService:
         plan: the last plan made, ``None`` before the first or without a plan in force.
         target: the plan entry in force and its deadline.
         charged_kwh: energy the car took since it connected (or since the last deadline).
+        vehicle_soc_pct: the car's SoC from the last reading that had one while it is connected (%),
+            else ``None``.
     """
 
     def __init__(
@@ -131,6 +175,7 @@ class PlanService:
         self.plan: Plan | None = None
         self.target: Target | None = None
         self.charged_kwh = 0.0
+        self.vehicle_soc_pct: float | None = None
         self.connected = False
         self._last_cycle_s: float | None = None
         self._user_mode: Any = None  # the mode to put back after a grid slot; None: not overriding
@@ -152,10 +197,13 @@ class PlanService:
             if cycle.site is not None:
                 self.correction.measured(cycle.now, cycle.site.pv_power_w, gap_s)
         self._last_cycle_s = cycle.now
+        if reading is not None and connected and reading.vehicle_soc_pct is not None:
+            self.vehicle_soc_pct = reading.vehicle_soc_pct
         if connected != self.connected:
             self.connected = connected
             if not connected:
                 self.charged_kwh = 0.0
+                self.vehicle_soc_pct = None
                 self._restore("car disconnected")
             self._wake.set()
 
@@ -189,8 +237,9 @@ class PlanService:
                 )
                 self.pv_factor_today = self.correction.factor(now_s, midnight.timestamp())
                 surplus = surplus_of(pv, self.base_load_w, self.pv_factor_today)
+            need, soc_note = need_kwh(target, self.charged_kwh, self.vehicle_soc_pct)
             self.plan = plan_charge(
-                need_kwh=max(0.0, target.energy_kwh - self.charged_kwh),
+                need_kwh=need,
                 deadline_s=target.deadline_s,
                 now_s=now_s,
                 limits=self.limits,
@@ -200,6 +249,8 @@ class PlanService:
                 feed_in_per_kwh=self.feed_in_per_kwh,
                 pv_factor=self.pv_factor,
             )
+            if soc_note is not None:
+                self.plan = replace(self.plan, notes=(*self.plan.notes, soc_note))
             log.info(
                 "plan_made",
                 need_kwh=round(self.plan.need_kwh, 2),
@@ -211,6 +262,7 @@ class PlanService:
                 grid_slots=len(self.plan.grid_slots),
                 notes=list(self.plan.notes),
                 pv_correction=round(self.pv_factor_today, 2),
+                vehicle_soc_pct=self.vehicle_soc_pct,
             )
         if self.plan is not None and self.plan.power_at(now_s) > 0:
             self._override("plan")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -58,6 +58,22 @@ def spread(start_s: float, end_s: float, value: float, into: SlotValues) -> None
         t += SLOT_S
 
 
+def spread_steps(
+    starts_s: Sequence[float], values: Sequence[float | None], into: SlotValues, *, max_s: float = math.inf
+) -> None:
+    """:func:`spread` a step function: each value lasts from its start until the next one's (at most
+    ``max_s``), the last as long as the one before (one slot alone); ``None`` values are left out.
+    ``starts_s`` ascending, as long as ``values``."""
+    for i, (start_s, value) in enumerate(zip(starts_s, values, strict=True)):
+        if value is None:
+            continue
+        if i + 1 < len(starts_s):
+            end_s = starts_s[i + 1]
+        else:
+            end_s = start_s + (start_s - starts_s[i - 1] if i > 0 else SLOT_S)
+        spread(start_s, min(end_s, start_s + max_s), value, into)
+
+
 class JsonGetter:
     """GET a JSON document from a public API: ``1 + retries`` tries on timeouts, connection errors and
     HTTP 5xx; an HTTP 429 raises :class:`RateLimited` with its ``Retry-After``.
@@ -97,6 +113,29 @@ class JsonGetter:
             RateLimited: HTTP 429 (``retry_after_s`` from its header, else 600 s).
             DeviceProtocolError: another HTTP error, a TLS failure, a body that is not JSON.
         """
+        return await self._request("GET", url, params=params, shown_url=shown_url)
+
+    async def post(self, url: str, body: Any, *, headers: Mapping[str, str] | None = None) -> Any:
+        """The parsed JSON answer to ``POST url`` with the JSON ``body`` (a GraphQL query);
+        ``headers`` (e.g. a bearer token) never reach a message or a log line. A 4xx answer (but 429)
+        with a JSON body is returned too: GraphQL servers put their ``errors`` there.
+
+        Raises:
+            DeviceUnavailable, RateLimited, DeviceProtocolError: as :meth:`get`.
+        """
+        return await self._request("POST", url, json_body=body, headers=headers, json_errors=True)
+
+    async def _request(
+        self,
+        method: str,
+        url: str,
+        *,
+        params: Mapping[str, str | int | float] | None = None,
+        json_body: Any = None,
+        headers: Mapping[str, str] | None = None,
+        shown_url: str | None = None,
+        json_errors: bool = False,
+    ) -> Any:
         if self._client is None:
             self._client = httpx.AsyncClient(  # one shared TLS context (clients/tls.py)
                 timeout=self._timeout_s, transport=self._transport, verify=verified_context()
@@ -115,25 +154,31 @@ class JsonGetter:
         try:
             async for attempt in retrying:
                 with attempt:
-                    response = await client.get(real_url, params=params)
+                    response = await client.request(
+                        method, real_url, params=params, json=json_body, headers=headers
+                    )
                     if response.status_code >= 500:
                         raise ServerError.of(response)
         except (httpx.HTTPError, ServerError) as exc:
             # a timeout keeps its httpx name (ReadTimeout, ConnectTimeout): None
-            raise request_failed(self.name, f"GET {url}", exc, attempts=attempts, timeout_s=None) from exc
+            what = f"{method} {url}"
+            raise request_failed(self.name, what, exc, attempts=attempts, timeout_s=None) from exc
         if response.status_code == 429:
             wait_s = retry_after_s(response.headers.get("Retry-After"), self._clock(), DEFAULT_RETRY_AFTER_S)
             raise RateLimited(
-                self.name, f"GET {url}: HTTP 429, asked to wait {wait_s:g} s", retry_after_s=wait_s
+                self.name, f"{method} {url}: HTTP 429, asked to wait {wait_s:g} s", retry_after_s=wait_s
             )
-        if response.status_code != 200:
+        if response.status_code != 200 and not (json_errors and 400 <= response.status_code < 500):
             raise DeviceProtocolError(
-                self.name, f"GET {url}: HTTP {response.status_code} {response.text.strip()[:200]}"
+                self.name, f"{method} {url}: HTTP {response.status_code} {response.text.strip()[:200]}"
             )
         try:
             return response.json()
         except ValueError as exc:
-            raise DeviceProtocolError(self.name, f"GET {url}: {not_json(response.text)}") from exc
+            status = f"HTTP {response.status_code}, " if response.status_code != 200 else ""
+            raise DeviceProtocolError(
+                self.name, f"{method} {url}: {status}{not_json(response.text)}"
+            ) from exc
 
     async def close(self) -> None:
         """Close the connection pool. Safe to call twice."""
