@@ -185,11 +185,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         recorder = open_recorder(config)
         if recorder is not None:
             daemon.listeners.append(recorder)
-        services = Services(daemon, sessions=recorder)
         plans = build_service(config, daemon, clock=daemon.clock)  # plans: need a restart to change
-        if plans is not None:
-            plans.attach()
-            plan_task = asyncio.create_task(plans.run(stop, daemon.clock))
+        plans.attach()
+        plan_task = asyncio.create_task(plans.run(stop, daemon.clock))
+        services = Services(daemon, sessions=recorder, plans=plans)
         reloads: set[asyncio.Task[None]] = set()  # service restarts under way (held: tasks are weak refs)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -200,10 +199,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             await daemon.run(stop)
         finally:
             await asyncio.gather(*reloads, return_exceptions=True)
-            if plans is not None:
-                stop.set()
-                await asyncio.gather(plan_task, return_exceptions=True)
-                await plans.close()
+            stop.set()
+            await asyncio.gather(plan_task, return_exceptions=True)
+            await plans.close()
             await services.stop()
             if recorder is not None:
                 recorder.close(daemon.clock())

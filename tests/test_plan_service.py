@@ -162,11 +162,16 @@ async def test_car_leaving_ends_the_grid_slot(tmp_path: Path) -> None:
     assert await service.step(clock()) is None
 
 
-async def test_no_plans_no_service(tmp_path: Path) -> None:
+async def test_without_plans_the_service_is_idle(tmp_path: Path) -> None:
+    """Always built (a plan may be set at run time), it fetches nothing and leaves the mode alone."""
     config = parse_config(CONFIG_TEXT.split("plans:")[0], environ={})
-    clock = FakeClock(utc(7, 22))
+    clock = FakeClock(utc(8, 2))
     daemon = Daemon(config, Meter(clock), Charger(clock), clock=clock)  # type: ignore[arg-type]
-    assert build_service(config, daemon, clock=clock) is None
+    idle = build_service(config, daemon, clock=clock)
+    idle.attach()
+    await daemon.cycle()
+    assert idle.connected and await idle.step(clock()) is None
+    assert daemon.mode == "pv" and idle.prices is not None and idle.prices.values is None  # nothing fetched
     with_plans = parse_config(CONFIG_TEXT, environ={})
     service = build_service(with_plans, daemon, clock=clock)
     assert service is not None and service.limits.max_power_w == pytest.approx(11040)

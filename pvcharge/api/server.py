@@ -10,6 +10,8 @@ Routes (the OpenAPI document at ``/api/openapi.json`` describes them, :mod:`pvch
 ``GET /api/openapi.json``   the OpenAPI document
 ``GET /api/sessions…``      the session history: sessions, CSV, energy per day, power per minute
                             (:mod:`pvcharge.api.history`)
+``GET /api/plans``          the charge plans in force and the last plan made (:mod:`pvcharge.api.plans`)
+``PUT|DELETE /api/plans/next``  set or clear the plan set at run time
 ``GET /metrics``            Prometheus metrics (:mod:`pvcharge.api.metrics`)
 ==========================  =======================================================================
 
@@ -30,8 +32,9 @@ Security:
 - no route takes a query parameter but the page's ``token`` and the history's ``from``, ``to`` and
   ``loadpoint``: any other is a ``400`` (``/api/mode?mode=fast`` would otherwise be silently ignored).
 
-The handlers only read the daemon's state and call :meth:`Daemon.set_mode`; none of them awaits a
-device, so a client polling the API never holds up a control cycle (measured in ``tests/test_api.py``).
+The handlers only read the daemon's state and call :meth:`Daemon.set_mode` (or set and clear the
+run-time plan; those wait for the plan service's own task to re-plan); none of them awaits a device, so
+a client polling the API never holds up a control cycle (measured in ``tests/test_api.py``).
 """
 
 from __future__ import annotations
@@ -53,6 +56,7 @@ from pvcharge.api import url_for
 from pvcharge.api.history import HISTORY_QUERY_PARAMETERS, HistoryRoutes, page_with_history
 from pvcharge.api.metrics import metrics_registry
 from pvcharge.api.openapi import openapi_document
+from pvcharge.api.plans import PlanRoutes
 from pvcharge.config import ApiConfig, secret_values, to_dict
 from pvcharge.control.config import MODES
 from pvcharge.errors import PvchargeError
@@ -60,6 +64,7 @@ from pvcharge.settings import is_loopback, mask_secrets
 
 if TYPE_CHECKING:
     from pvcharge.daemon import Daemon
+    from pvcharge.planning.service import PlanService
     from pvcharge.sessions import SessionRecorder
 
 log = structlog.get_logger("pvcharge.api")
@@ -144,7 +149,13 @@ def _dumps(data: Any) -> str:
 class _Api:
     """The handlers and the guard of one server."""
 
-    def __init__(self, daemon: Daemon, config: ApiConfig, sessions: SessionRecorder | None = None) -> None:
+    def __init__(
+        self,
+        daemon: Daemon,
+        config: ApiConfig,
+        sessions: SessionRecorder | None = None,
+        plans: PlanService | None = None,
+    ) -> None:
         self.daemon = daemon
         self.sessions = sessions
         self.token: bytes | None = config.token.reveal().encode("utf-8") if config.token is not None else None
@@ -156,6 +167,7 @@ class _Api:
         self.history = HistoryRoutes(
             sessions, daemon.clock, self.json, lambda text: mask_secrets(text, self.secrets())
         )
+        self.plans = PlanRoutes(plans, self.json)
         self.page_csp = content_security_policy(self.page)
         self.login = {rejected: _login_page(rejected) for rejected in (False, True)}
         self.login_csp = content_security_policy(self.login[False])
@@ -299,10 +311,15 @@ class _Api:
         return web.Response(body=encoder(self.registry), headers={"Content-Type": content_type})
 
 
-def build_app(daemon: Daemon, config: ApiConfig, sessions: SessionRecorder | None = None) -> web.Application:
-    """The aiohttp application serving ``daemon`` and its ``sessions`` (no socket yet; :func:`start_api`
-    binds it)."""
-    api = _Api(daemon, config, sessions)
+def build_app(
+    daemon: Daemon,
+    config: ApiConfig,
+    sessions: SessionRecorder | None = None,
+    plans: PlanService | None = None,
+) -> web.Application:
+    """The aiohttp application serving ``daemon``, its ``sessions`` and its ``plans`` (no socket yet;
+    :func:`start_api` binds it)."""
+    api = _Api(daemon, config, sessions, plans)
     app = web.Application(middlewares=[api.guard], client_max_size=MAX_BODY_BYTES)
     app.router.add_get("/", api.index)
     app.router.add_get("/api/status", api.get_status)
@@ -310,6 +327,7 @@ def build_app(daemon: Daemon, config: ApiConfig, sessions: SessionRecorder | Non
     app.router.add_get("/api/config", api.get_config)
     app.router.add_get("/api/openapi.json", api.get_openapi)
     api.history.add_routes(app.router)
+    api.plans.add_routes(app.router)
     app.router.add_get("/metrics", api.metrics)
     return app
 
@@ -335,9 +353,15 @@ class ApiServer:
             log.info("api_stopped", url=self.url)
 
 
-async def start_api(daemon: Daemon, config: ApiConfig, sessions: SessionRecorder | None = None) -> ApiServer:
+async def start_api(
+    daemon: Daemon,
+    config: ApiConfig,
+    sessions: SessionRecorder | None = None,
+    plans: PlanService | None = None,
+) -> ApiServer:
     """Serve the API for ``daemon`` on ``config.listen:config.port`` (port 0: a free one); ``sessions``:
-    the recorder behind ``/api/sessions`` and ``/api/energy`` (``None``: they answer 404).
+    the recorder behind ``/api/sessions`` and ``/api/energy`` (``None``: they answer 404); ``plans``: the
+    plan service behind ``/api/plans`` (``None``: it answers 404).
 
     With ``api.enabled: false`` nothing listens and the returned server's ``url`` is ``None``.
 
@@ -352,7 +376,9 @@ async def start_api(daemon: Daemon, config: ApiConfig, sessions: SessionRecorder
         log.warning(
             "api_token_short", length=len(config.token.reveal()), action="use 32 random hex digits or more"
         )
-    runner = web.AppRunner(build_app(daemon, config, sessions), access_log=None, shutdown_timeout=SHUTDOWN_S)
+    runner = web.AppRunner(
+        build_app(daemon, config, sessions, plans), access_log=None, shutdown_timeout=SHUTDOWN_S
+    )
     await runner.setup()
     site = web.TCPSite(runner, config.listen, config.port)
     try:
