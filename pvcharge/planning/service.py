@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 import os
 import time as wallclock
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -161,6 +161,7 @@ class PlanService:
         self.connected = False
         self._last_cycle_s: float | None = None
         self._user_mode: Any = None  # the mode to put back after a grid slot; None: not overriding
+        self._plan_fast = False  # fast because of a grid slot of the plan (not a cheap price)
         self._wake = asyncio.Event()
         self._replanned: list[asyncio.Event] = []  # set after the next step (request_replan)
         self.plan_at_s: float | None = None  #: when :attr:`plan` was made (Unix s)
@@ -182,6 +183,8 @@ class PlanService:
             if cycle.site is not None:
                 self.correction.measured(cycle.now, cycle.site.pv_power_w, gap_s)
         self._last_cycle_s = cycle.now
+        if self._plan_fast and self.target is not None and self.charged_kwh >= self.target.energy_kwh:
+            self._restore("target reached")  # (not on to the end of the slot: the plan met, no more grid)
         if connected != self.connected:
             self.connected = connected
             if not connected:
@@ -233,6 +236,11 @@ class PlanService:
         log.info("plan_cleared", source=source)
         self._wake.set()
         return True
+
+    @property
+    def grid_charging(self) -> bool:
+        """The service holds the daemon's mode at ``fast`` now (a grid slot, or a cheap price)."""
+        return self._user_mode is not None
 
     def request_replan(self) -> asyncio.Event:
         """Ask :meth:`run` for a step now; the event is set once it is done."""
@@ -310,7 +318,7 @@ class PlanService:
             },
             "plan": result,
             "car_connected": self.connected,
-            "grid_charging": self._user_mode is not None,
+            "grid_charging": self.grid_charging,
         }
 
     # --- steering --------------------------------------------------------------------------------
@@ -376,16 +384,29 @@ class PlanService:
                 notes=list(self.plan.notes),
                 pv_correction=round(self.pv_factor_today, 2),
             )
-        if self.plan is not None and self.plan.power_at(now_s) > 0:
+        if self.plan is not None and self.plan.power_at(now_s) > 0 and self.plan.need_kwh > 0:
             self._override("plan")
+            self._plan_fast = self._user_mode is not None
         elif cheap:
             self._override(f"plan: price {price_now:g} at or below smart_cost_limit")
+            self._plan_fast = False
         else:
             self._restore("slot without grid charging")
         return self.plan
 
-    async def run(self, stop: asyncio.Event, clock: Callable[[], float] = wallclock.time) -> None:
-        """:meth:`step` at every slot start and when the car connects or leaves, until ``stop``."""
+    async def run(
+        self,
+        stop: asyncio.Event,
+        clock: Callable[[], float] = wallclock.time,
+        sleep_until: Callable[[float], Awaitable[None]] | None = None,
+    ) -> None:
+        """:meth:`step` at every slot start and when the car connects or leaves, until ``stop``;
+        ``sleep_until(t_s)`` returns once ``clock`` reads ``t_s`` (default: an ``asyncio.sleep``; the
+        demo's simulated clock has its own)."""
+
+        async def until(t_s: float) -> None:
+            await asyncio.sleep(t_s - clock())
+
         while not stop.is_set():
             try:
                 await self.step(clock())
@@ -394,10 +415,14 @@ class PlanService:
             waiting, self._replanned = self._replanned, []
             for done in waiting:
                 done.set()
-            wait_s = slot_start(clock()) + SLOT_S - clock() + 1.0
+            next_s = max(clock() + 1.0, slot_start(clock()) + SLOT_S + 1.0)
             self._wake.clear()
-            waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._wake.wait())]
-            await asyncio.wait(waiters, timeout=max(1.0, wait_s), return_when=asyncio.FIRST_COMPLETED)
+            waiters = [
+                asyncio.ensure_future(stop.wait()),
+                asyncio.ensure_future(self._wake.wait()),
+                asyncio.ensure_future((sleep_until or until)(next_s)),
+            ]
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
             for waiter in waiters:
                 waiter.cancel()
 
@@ -416,6 +441,7 @@ class PlanService:
             self._user_mode = None  # the user chose another mode meanwhile: theirs stands
 
     def _restore(self, why: str) -> None:
+        self._plan_fast = False
         if self._user_mode is None:
             return
         mode, self._user_mode = self._user_mode, None
