@@ -15,6 +15,7 @@ controller (:mod:`pvcharge.planning.loopscore`), on a 3-phase 6–16 A charge po
 from __future__ import annotations
 
 import argparse
+import functools
 from pathlib import Path
 
 from pvcharge.control.config import ChargePoint
@@ -65,30 +66,19 @@ def day_scores(
         hours, minutes = divmod(round(by_h * 60), 60)
         plan = PlanConfig(deadline=f"{hours:02d}:{minutes:02d}", energy_kwh=kwh, timezone=zone_name(trace))
         first, *others = seeds
-        runs = [
-            score_day_loop(
-                trace,
-                plan=plan,
-                arrive_s=arrive_s,
-                deadline_s=deadline_s,
-                charge_point=LOOP_CHARGE_POINT,
-                prices=prices,
-                seed=first,
-                pv_factor=pv_factor,
-            )
-        ]
+        day = functools.partial(
+            score_day_loop,
+            trace,
+            plan=plan,
+            arrive_s=arrive_s,
+            deadline_s=deadline_s,
+            charge_point=LOOP_CHARGE_POINT,
+            prices=prices,
+            pv_factor=pv_factor,
+        )
+        runs = [day(seed=first)]
         for seed in others:  # (the baselines do not depend on the forecast)
-            planner = score_day_loop(
-                trace,
-                plan=plan,
-                arrive_s=arrive_s,
-                deadline_s=deadline_s,
-                charge_point=LOOP_CHARGE_POINT,
-                prices=prices,
-                seed=seed,
-                pv_factor=pv_factor,
-                with_baselines=False,
-            )
+            planner = day(seed=seed, with_baselines=False)
             runs.append(planner + runs[0][1:])
         return runs
     return [

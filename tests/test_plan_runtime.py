@@ -21,7 +21,7 @@ from structlog.testing import capture_logs
 from test_api import loopback
 from test_mqtt import Watcher, mqtt_config, running
 from test_mqtt import broker as broker  # (the fixture)
-from test_plan_service import LIMITS, Prices, make, utc
+from test_plan_service import LIMITS, evening_site, make, run_config, service_of, utc
 
 from pvcharge.api.server import start_api
 from pvcharge.daemon import Daemon
@@ -29,12 +29,8 @@ from pvcharge.mqtt import MqttBridge, discovery_messages
 from pvcharge.planning import runtime
 from pvcharge.planning.cli import add_command
 from pvcharge.planning.service import PlanService
-from pvcharge.planning.source import CachedSource
 from pvcharge.settings import SettingError
-from pvcharge.sim.demo import SimClock
 from pvcharge.sim.huawei import HuaweiEmulator
-from pvcharge.sim.site import SiteModel
-from pvcharge.sim.trace import bundled_trace
 from pvcharge.sim.warp import WarpEmulator
 from pvcharge.state import load_mode, save_mode
 
@@ -108,15 +104,7 @@ async def test_a_one_off_plan_steers_like_a_configured_one_and_is_dropped_after_
 
     # a restart finds it again, and it still steers
     restarted = Daemon(daemon.config, daemon.meter, daemon.charger, clock=clock, state_file=daemon.state_file)
-    again = PlanService(
-        restarted,
-        (),
-        limits=LIMITS,
-        prices=CachedSource(Prices(), refresh_s=3600, max_age_s=86400),
-        forecast=None,
-        fallback_price_per_kwh=0.30,
-    )
-    again.attach()
+    again = service_of(restarted)
     assert again.runtime == set_
     await restarted.cycle()
     clock.t_s = utc(8, 2)
@@ -324,10 +312,7 @@ async def test_mqtt_plan_set_and_clear_round_trip(tmp_path: Path, broker: Any) -
 
 
 async def test_pvcharge_run_keeps_a_plan_set_over_the_api_across_a_restart(tmp_path: Path) -> None:
-    trace = bundled_trace()
-    site = SiteModel(trace, t_s=trace.start_s + 17 * 3600)
-    site.advance(120)
-    site.clock = SimClock(site.now, 1.0).now
+    site = evening_site()
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     deadline = datetime.fromtimestamp(time.time() + 7200, UTC).strftime("%H:%M")
@@ -343,14 +328,7 @@ async def test_pvcharge_run_keeps_a_plan_set_over_the_api_across_a_restart(tmp_p
         return answer.status_code == 200
 
     async with HuaweiEmulator(site) as meter, WarpEmulator(site) as charger:
-        path = tmp_path / "config.yaml"
-        path.write_text(
-            f"meter: {{type: huawei, host: 127.0.0.1, port: {meter.port}, timeout_s: 2}}\n"
-            f"charger: {{type: warp, url: '{charger.url}', timeout_s: 2, phases: 1}}\n"
-            "control: {interval_s: 1, cloud_filter: 'off', max_age_s: 10}\n"
-            f"state: {{file: {tmp_path / 'state.json'}}}\n"
-            f"sessions: {{enabled: false}}\napi: {{port: {port}}}\n"
-        )
+        path = run_config(tmp_path, meter, charger, f"api: {{port: {port}}}\n")
 
         def set_then_planned() -> bool:  # (a plan is made once the daemon has seen the car)
             if not answers:
