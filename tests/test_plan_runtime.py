@@ -32,7 +32,7 @@ from pvcharge.planning.service import PlanService
 from pvcharge.settings import SettingError
 from pvcharge.sim.huawei import HuaweiEmulator
 from pvcharge.sim.warp import WarpEmulator
-from pvcharge.state import load_mode, save_mode
+from pvcharge.state import load_mode, load_plan, save_mode, save_plan
 
 
 @pytest.fixture(autouse=True)
@@ -145,6 +145,23 @@ async def test_a_repeating_plan_stays_until_cleared(tmp_path: Path) -> None:
     assert service.clear_plan(source="api") and not service.clear_plan(source="api")
     await service.step(clock())
     assert service.target is None and service.plan is None
+
+
+def test_the_state_file_keeps_mode_and_plan_side_by_side(tmp_path: Path) -> None:
+    path = tmp_path / "state.json"
+    assert save_plan(path, {"energy_kwh": 5.0, "deadline": "07:00"}) and load_mode(path) is None
+    assert save_mode(path, "fast", 1.0) and load_plan(path) == {"energy_kwh": 5.0, "deadline": "07:00"}
+    assert save_plan(path, None) and load_mode(path) == "fast" and load_plan(path) is None
+
+
+async def test_a_damaged_saved_plan_is_ignored_with_a_warning(tmp_path: Path) -> None:
+    daemon, *_ = make(tmp_path, utc(7, 22))
+    save_plan(tmp_path / "state.json", {"energy_kwh": "lots", "deadline": "07:00"})
+    with capture_logs() as logs:
+        again = service_of(daemon)
+    assert again.runtime is None
+    [warning] = [e for e in logs if e["event"] == "plan_unreadable"]
+    assert warning["error"].startswith("energy_kwh: expected a number")
 
 
 # --- the API -------------------------------------------------------------------------------------

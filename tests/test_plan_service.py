@@ -322,3 +322,24 @@ async def test_measured_pv_corrects_the_forecast(tmp_path: Path) -> None:
     plan = await service.step(clock())
     assert service.pv_factor_today == pytest.approx(0.75, abs=0.01)
     assert plan is not None and plan.slots[0].pv_kwh == pytest.approx(4560 / 4000, rel=0.02)
+
+
+async def test_grid_charging_ends_when_the_target_is_reached_not_at_the_end_of_the_slot(
+    tmp_path: Path,
+) -> None:
+    """fast charges at full power, the planner's last slot may be a partial one: once the energy is
+    there, the user's mode is back at once."""
+    daemon, service, clock, charger = make(tmp_path, utc(8, 2, 30))
+    await daemon.cycle()
+    await service.step(clock())
+    assert daemon.mode == "fast"
+    service.charged_kwh = 11.0  # (of 11.04)
+    charger.power_w = 11040.0
+    for _ in range(2):  # 11.0 + 2 × 15.3 Wh
+        clock.advance(5)
+        await daemon.cycle()
+        assert daemon.mode == "fast"
+    clock.advance(5)
+    await daemon.cycle()
+    assert service.charged_kwh >= 11.04 and daemon.mode == "pv" and clock() < utc(8, 2, 45)
+    assert not service.grid_charging
