@@ -29,7 +29,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from aiohttp import web
 
@@ -52,6 +52,9 @@ from pvcharge.sim.senec import SenecEmulator
 from pvcharge.sim.site import CarParams, EnergyTally, SiteModel
 from pvcharge.sim.trace import Trace
 from pvcharge.sim.warp import WarpEmulator
+
+if TYPE_CHECKING:
+    from pvcharge.planning.service import PlanService
 
 
 class SimClock:
@@ -106,9 +109,11 @@ class SimClock:
 
 
 #: what runs beside the demo's daemon: ``beside(daemon, clock, site, stop)`` is entered before the
-#: daemon's first cycle and left after its last (see :func:`run_demo`)
+#: daemon's first cycle and left after its last (see :func:`run_demo`); it gives the plan service the
+#: API serves (``/api/plans``), or ``None``
 Beside = Callable[
-    [Daemon, SimClock, SiteModel, asyncio.Event], contextlib.AbstractAsyncContextManager[object]
+    [Daemon, SimClock, SiteModel, asyncio.Event],
+    contextlib.AbstractAsyncContextManager["PlanService | None"],
 ]
 
 
@@ -511,18 +516,17 @@ async def run_demo(
 
         stopper = asyncio.create_task(stop_at_end())
         server = None
-        if api is not None and api.enabled:
-            from pvcharge.api.server import start_api
-
-            try:
-                server = await start_api(daemon, api, recorder)
-                out.write(f"Status page: {server.url}/ (live while the demo runs)\n\n")
-            except PvchargeError as exc:
-                out.write(f"(no status page: {exc})\n\n")
         try:
             async with contextlib.AsyncExitStack() as stack:
-                if beside is not None:
-                    await stack.enter_async_context(beside(daemon, clock, site, stop))
+                plans = await stack.enter_async_context(beside(daemon, clock, site, stop)) if beside else None
+                if api is not None and api.enabled:
+                    from pvcharge.api.server import start_api
+
+                    try:
+                        server = await start_api(daemon, api, recorder, plans)
+                        out.write(f"Status page: {server.url}/ (live while the demo runs)\n\n")
+                    except PvchargeError as exc:
+                        out.write(f"(no status page: {exc})\n\n")
                 stats = await daemon.run(stop)
         finally:
             stopper.cancel()
