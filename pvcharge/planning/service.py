@@ -250,76 +250,11 @@ class PlanService:
         return done
 
     def describe(self) -> dict[str, Any]:
-        """The plans in force and the last plan made, for the API and MQTT (shape: ``PlanState`` in
-        :mod:`pvcharge.api.openapi_plans`; times Unix s, energy kWh, power W, prices currency/kWh)."""
-        from pvcharge.planning.cli import summary
+        """The plans in force and the last plan made, for the API and MQTT
+        (:func:`pvcharge.planning.view.plan_state`)."""
+        from pvcharge.planning.view import plan_state
 
-        now_s = self.daemon.clock()
-        plans: list[dict[str, Any]] = []
-        for entry in self.plans:
-            deadline_s = next_deadline(now_s, entry.deadline_time(), zone_of(entry), entry.days())
-            plans.append(
-                {
-                    **runtime.entry_json(entry),
-                    "text": runtime.as_text(entry, repeating=True),
-                    "source": "config",
-                    "once": False,
-                    "next_deadline_s": deadline_s,
-                }
-            )
-        if self.runtime is not None:
-            plans.append(
-                {
-                    **runtime.entry_json(self.runtime.entry),
-                    "text": runtime.as_text(self.runtime.entry, repeating=not self.runtime.once),
-                    "source": self.runtime.source,
-                    "once": self.runtime.once,
-                    "next_deadline_s": self.runtime.next_deadline_s(now_s, zone_of),
-                }
-            )
-        target = self.target
-        plan = self.plan
-        result: dict[str, Any] | None = None
-        if plan is not None and target is not None:
-            result = {
-                "made_at_s": self.plan_at_s,
-                "need_kwh": plan.need_kwh,
-                "deadline_s": plan.deadline_s,
-                "met": plan.met,
-                "expected_kwh": plan.expected_kwh,
-                "shortfall_kwh": plan.shortfall_kwh,
-                "pv_kwh": plan.pv_kwh,
-                "grid_kwh": plan.grid_kwh,
-                "cost": plan.cost,
-                "latest_start_s": plan.latest_start_s,
-                "notes": list(plan.notes),
-                "summary": summary(plan, target.plan.deadline, zone_of(target.plan), self.currency),
-                "slots": [
-                    {
-                        "start_s": s.start_s,
-                        "end_s": s.end_s,
-                        "power_w": s.power_w,
-                        "pv_kwh": s.pv_kwh,
-                        "grid_kwh": s.grid_kwh,
-                        "price_per_kwh": s.price_per_kwh,
-                    }
-                    for s in plan.slots
-                ],
-            }
-        return {
-            "plans": plans,
-            "target": None
-            if target is None
-            else {
-                "source": target.source,
-                "deadline_s": target.deadline_s,
-                "energy_kwh": target.energy_kwh,
-                "charged_kwh": self.charged_kwh,
-            },
-            "plan": result,
-            "car_connected": self.connected,
-            "grid_charging": self.grid_charging,
-        }
+        return plan_state(self)
 
     # --- steering --------------------------------------------------------------------------------
 
