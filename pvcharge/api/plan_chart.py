@@ -26,7 +26,7 @@ def page_with_plan(page: str) -> str:
     return inline_chart_library(page.replace('id="plan" data-plan="0"', 'id="plan" data-plan="1"', 1))
 
 
-class PlanRoutes:
+class ChartRoutes:
     """The plan chart's handler.
 
     Args:
