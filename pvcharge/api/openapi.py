@@ -239,8 +239,8 @@ def _json(schema_ref: str, description: str) -> dict[str, Any]:
 
 def openapi_document(*, token_required: bool) -> dict[str, Any]:
     """The OpenAPI document of the server; ``token_required``: a bearer token is configured."""
-    from pvcharge.api.openapi_history import HISTORY_SCHEMAS, history_paths  # (it imports the helpers here)
     from pvcharge.api.openapi_forecast import FORECAST_SCHEMAS, forecast_paths
+    from pvcharge.api.openapi_history import HISTORY_SCHEMAS, history_paths  # (it imports the helpers here)
     from pvcharge.api.openapi_plans import PLAN_SCHEMAS, plan_paths
 
     guard: dict[str, Any] = {
