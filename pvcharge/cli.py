@@ -32,6 +32,7 @@ from pvcharge.sessions.cli import add_command as add_sessions_command
 
 if TYPE_CHECKING:
     from pvcharge.daemon import Cycle
+    from pvcharge.sim.trace import Trace
 
 
 def _load(path: str) -> Config:
@@ -83,7 +84,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from pvcharge.devices import create_devices
     from pvcharge.health import Heartbeat, heartbeat_path, stale_after_s
     from pvcharge.notify import Notifier
-    from pvcharge.planning import wanted as plans_wanted
+    from pvcharge.planning.service import build_service
     from pvcharge.services import Services
 
     log = structlog.get_logger("pvcharge.cli")
@@ -185,15 +186,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         recorder = open_recorder(config)
         if recorder is not None:
             daemon.listeners.append(recorder)
-        plans = None  # plans: need a restart to change
-        if plans_wanted(config):  # the planner's modules only for a config that plans
-            from pvcharge.planning.service import build_service
-
-            plans = build_service(config, daemon, clock=daemon.clock)
+        plans = build_service(config, daemon, clock=daemon.clock)  # plans: need a restart to change
+        plans.attach()
+        plan_task = asyncio.create_task(plans.run(stop, daemon.clock))
         services = Services(daemon, sessions=recorder, plans=plans)
-        if plans is not None:
-            plans.attach()
-            plan_task = asyncio.create_task(plans.run(stop, daemon.clock))
         reloads: set[asyncio.Task[None]] = set()  # service restarts under way (held: tasks are weak refs)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -204,10 +200,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             await daemon.run(stop)
         finally:
             await asyncio.gather(*reloads, return_exceptions=True)
-            if plans is not None:
-                stop.set()
-                await asyncio.gather(plan_task, return_exceptions=True)
-                await plans.close()
+            stop.set()
+            await asyncio.gather(plan_task, return_exceptions=True)
+            await plans.close()
             await services.stop()
             if recorder is not None:
                 recorder.close(daemon.clock())
@@ -304,6 +299,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         )
     configure_logging(args.log_level or "warning", "console")
     trace = load_trace(args.trace) if args.trace else bundled_trace()
+    if args.plan is not None:
+        return _demo_plan(args, trace, base)
     start_s, end_s = trace.daylight()
     speed = args.speed or max(1.0, (end_s - start_s) / args.seconds)
     cp = base.charge_point if base else None
@@ -338,6 +335,40 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if record is not None:
         print(f"\nSessions recorded in {record} (pvcharge sessions lists them; times local to the trace):")
         print(sessions_table(list(result.sessions), trace_tz(trace)) if result.sessions else "  none")
+    return 0
+
+
+def _demo_plan(args: argparse.Namespace, trace: Trace, base: Config | None) -> int:
+    """``pvcharge demo --plan TEXT``: the night demo (:mod:`pvcharge.sim.plandemo`); not recorded."""
+    from pvcharge.settings import SettingError
+    from pvcharge.sim.demo import summary, trace_tz
+    from pvcharge.sim.plandemo import run_plan_demo
+
+    print(
+        f"pvcharge {__version__} demo: plan {args.plan!r} across the night of {trace.name}, in about "
+        f"{args.seconds:g} s.\nEmulated {DEMO_METERS[args.meter]}, {DEMO_CHARGERS[args.charger]}, aWATTar "
+        "day-ahead prices and an Open-Meteo forecast on 127.0.0.1; the car is plugged in all night.\n"
+    )
+    try:
+        result, run, night = asyncio.run(
+            run_plan_demo(
+                trace,
+                args.plan,
+                seconds=args.seconds,
+                base_config=base,
+                meter=args.meter,
+                charger=args.charger,
+                api=base.api if base else ApiConfig(),
+            )
+        )
+    except SettingError as exc:
+        print(f"pvcharge: demo --plan: {exc.problem}", file=sys.stderr)
+        return 2
+    from pvcharge.sim.plandemo import plan_line
+
+    print()
+    print(summary(result, night))
+    print(plan_line(run, trace_tz(trace)))
     return 0
 
 
@@ -566,6 +597,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="do not record the demo's session (default: recorded where pvcharge sessions finds it, "
         "the state directory or sessions.database of --config)",
+    )
+    p.add_argument(
+        "--plan",
+        help='run across a night with this plan instead of the day, e.g. "20 kWh by 07:00" (emulated '
+        "day-ahead prices and forecast; not recorded)",
     )
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     p.set_defaults(func=cmd_demo)

@@ -33,7 +33,7 @@ class Services:
     Args:
         daemon: the daemon they serve (status, mode switching).
         sessions: the session recorder, for the API's and the bridge's history (``None``: none).
-        plans: the plan service, for the API's plan chart (``None``: none).
+        plans: the plan service, for the API's plans and plan chart and the bridge's plans (``None``: none).
 
     Use: ``await start(config)`` once, ``await apply(new_config)`` on each accepted reload,
     ``await stop()`` at exit.  Calls are serialized: a reload arriving while another is being applied
@@ -121,7 +121,7 @@ class Services:
             return
         from pvcharge.mqtt import MqttBridge
 
-        self.bridge = MqttBridge(self.daemon, config, sessions=self.sessions)
+        self.bridge = MqttBridge(self.daemon, config, sessions=self.sessions, plans=self.plans)
         await self.bridge.start()
 
     async def _stop_mqtt(self) -> None:

@@ -32,7 +32,8 @@ from pvcharge.cli import main
 sys.exit(main(["run", "--config", sys.argv[1]]))
 """
 
-#: what no Huawei + WARP config needs: other vendors, the simulation, plans, MQTT, OCPP
+#: what no Huawei + WARP config needs: other vendors, the simulation, MQTT, OCPP, plan scoring (the plan
+#: service itself runs always: plans can be set at run time)
 NEVER_FOR_HUAWEI_WARP = {
     "pvcharge.sim",
     "pvcharge.meters.senec",
@@ -43,18 +44,14 @@ NEVER_FOR_HUAWEI_WARP = {
     "pvcharge.clients.alphaess",
     "pvcharge.clients.easee",
     "pvcharge.clients.ocpp",
-    "pvcharge.planning.service",
-    "pvcharge.planning.forecast",
-    "pvcharge.planning.source",
-    "pvcharge.planning.sources",
-    "pvcharge.planning.tariffs",
     "pvcharge.mqtt",
+    "pvcharge.planning.score",
+    "pvcharge.planning.loopscore",
     "aiomqtt",
     "paho",
     "ocpp",
     "websockets",
     "trustme",
-    "zoneinfo",  # only a plan's time zone needs it
 }
 
 

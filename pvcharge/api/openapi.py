@@ -7,7 +7,8 @@ the tests.  Units are in the key names (``_w``, ``_a``, ``_pct``, ``_s``) and in
 signs follow the project's convention (``grid_power_w`` > 0 imports, ``battery_power_w`` > 0
 discharges).
 
-The session history's schemas and paths are in :mod:`pvcharge.api.openapi_history`.
+The session history's schemas and paths are in :mod:`pvcharge.api.openapi_history`, the plans' in
+:mod:`pvcharge.api.openapi_plans`.
 
 The document follows the server it describes: with a token configured every operation needs the
 bearer scheme (``401`` otherwise); without one, requests whose ``Host`` is not a loopback name are
@@ -238,8 +239,9 @@ def _json(schema_ref: str, description: str) -> dict[str, Any]:
 
 def openapi_document(*, token_required: bool) -> dict[str, Any]:
     """The OpenAPI document of the server; ``token_required``: a bearer token is configured."""
+    from pvcharge.api.openapi_forecast import FORECAST_SCHEMAS, forecast_paths
     from pvcharge.api.openapi_history import HISTORY_SCHEMAS, history_paths  # (it imports the helpers here)
-    from pvcharge.api.openapi_plan import PLAN_SCHEMAS, plan_paths
+    from pvcharge.api.openapi_plans import PLAN_SCHEMAS, plan_paths
 
     guard: dict[str, Any] = {
         "400": _json("Error", "a query parameter the operation does not take, or a malformed from/to")
@@ -335,6 +337,7 @@ def openapi_document(*, token_required: bool) -> dict[str, Any]:
             },
             **history_paths(guard),
             **plan_paths(guard),
+            **forecast_paths(guard),
             "/metrics": {
                 "get": {
                     "operationId": "getMetrics",
@@ -361,6 +364,7 @@ def openapi_document(*, token_required: bool) -> dict[str, Any]:
                 "Config": CONFIG,
                 **HISTORY_SCHEMAS,
                 **PLAN_SCHEMAS,
+                **FORECAST_SCHEMAS,
             },
         },
     }

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from pvcharge.api.history import inline_chart_library
+from pvcharge.planning.chart import chart_data
 
 if TYPE_CHECKING:
     from pvcharge.planning.service import PlanService
@@ -25,7 +26,7 @@ def page_with_plan(page: str) -> str:
     return inline_chart_library(page.replace('id="plan" data-plan="0"', 'id="plan" data-plan="1"', 1))
 
 
-class PlanRoutes:
+class ChartRoutes:
     """The plan chart's handler.
 
     Args:
@@ -53,7 +54,4 @@ class PlanRoutes:
     async def get_forecast(self, request: web.Request) -> web.Response:
         if self.plans is None:
             raise web.HTTPNotFound(reason=NO_PLANS)
-        # (imported here: the planner's modules stay out of a daemon without plans, docs/development.md)
-        from pvcharge.planning.chart import chart_data
-
         return self.json(chart_data(self.plans, self.clock(), currency=self.currency))

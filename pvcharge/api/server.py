@@ -12,6 +12,8 @@ Routes (the OpenAPI document at ``/api/openapi.json`` describes them, :mod:`pvch
                             (:mod:`pvcharge.api.history`)
 ``GET /api/forecast``       the plan chart: PV forecast, prices and the plan per 15-min slot
                             (:mod:`pvcharge.api.plan_chart`)
+``GET /api/plans``          the charge plans in force and the last plan made (:mod:`pvcharge.api.plans`)
+``PUT|DELETE /api/plans/next``  set or clear the plan set at run time
 ``GET /metrics``            Prometheus metrics (:mod:`pvcharge.api.metrics`)
 ==========================  =======================================================================
 
@@ -32,8 +34,9 @@ Security:
 - no route takes a query parameter but the page's ``token`` and the history's ``from``, ``to`` and
   ``loadpoint``: any other is a ``400`` (``/api/mode?mode=fast`` would otherwise be silently ignored).
 
-The handlers only read the daemon's state and call :meth:`Daemon.set_mode`; none of them awaits a
-device, so a client polling the API never holds up a control cycle (measured in ``tests/test_api.py``).
+The handlers only read the daemon's state and call :meth:`Daemon.set_mode` (or set and clear the
+run-time plan; those wait for the plan service's own task to re-plan); none of them awaits a device, so
+a client polling the API never holds up a control cycle (measured in ``tests/test_api.py``).
 """
 
 from __future__ import annotations
@@ -53,7 +56,8 @@ from aiohttp import web
 from pvcharge.api import url_for
 from pvcharge.api.history import HISTORY_QUERY_PARAMETERS, HistoryRoutes, page_with_history
 from pvcharge.api.openapi import openapi_document
-from pvcharge.api.plan_chart import PlanRoutes, page_with_plan
+from pvcharge.api.plan_chart import ChartRoutes, page_with_plan
+from pvcharge.api.plans import PlanRoutes
 from pvcharge.config import ApiConfig, secret_values, to_dict
 from pvcharge.control.config import MODES
 from pvcharge.errors import PvchargeError
@@ -165,10 +169,11 @@ class _Api:
             self.page = page_with_history(self.page)
         if plans is not None:
             self.page = page_with_plan(self.page)
-        self.plan_chart = PlanRoutes(plans, daemon.clock, self.json, daemon.config.tariff.currency)
+        self.plan_chart = ChartRoutes(plans, daemon.clock, self.json, daemon.config.tariff.currency)
         self.history = HistoryRoutes(
             sessions, daemon.clock, self.json, lambda text: mask_secrets(text, self.secrets())
         )
+        self.plans = PlanRoutes(plans, self.json)
         self.page_csp = content_security_policy(self.page)
         self.login = {rejected: _login_page(rejected) for rejected in (False, True)}
         self.login_csp = content_security_policy(self.login[False])
@@ -337,6 +342,7 @@ def build_app(
     app.router.add_get("/api/openapi.json", api.get_openapi)
     api.history.add_routes(app.router)
     api.plan_chart.add_routes(app.router)
+    api.plans.add_routes(app.router)
     app.router.add_get("/metrics", api.metrics)
     return app
 
@@ -369,8 +375,8 @@ async def start_api(
     plans: PlanService | None = None,
 ) -> ApiServer:
     """Serve the API for ``daemon`` on ``config.listen:config.port`` (port 0: a free one); ``sessions``:
-    the recorder behind ``/api/sessions`` and ``/api/energy`` (``None``: they answer 404); ``plans``:
-    the plan service behind ``/api/forecast`` (``None``: 404).
+    the recorder behind ``/api/sessions`` and ``/api/energy`` (``None``: they answer 404); ``plans``: the
+    plan service behind ``/api/plans`` and ``/api/forecast`` (``None``: they answer 404).
 
     With ``api.enabled: false`` nothing listens and the returned server's ``url`` is ``None``.
 

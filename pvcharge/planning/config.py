@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import time
 from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pvcharge.planning.planner import WEEKDAYS
 from pvcharge.settings import Secret, SettingError, setting
@@ -49,9 +50,6 @@ class PlanConfig:
         if unknown or not self.days():
             raise SettingError("weekdays", f"expected some of {','.join(WEEKDAYS)}, got {self.weekdays!r}")
         if self.timezone is not None:
-            # (zoneinfo reads sysconfig, ~0.7 MB resident: only for a config that names a zone)
-            from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
             try:
                 ZoneInfo(self.timezone)
             except (ZoneInfoNotFoundError, ValueError) as exc:

@@ -36,12 +36,9 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
-from typing import TYPE_CHECKING
+from zoneinfo import ZoneInfo
 
 from pvcharge.control.config import ChargePoint
-
-if TYPE_CHECKING:
-    from zoneinfo import ZoneInfo
 
 #: slot length in s: the day-ahead markets' and Open-Meteo's 15-min grid.
 SLOT_S = 900

@@ -88,10 +88,10 @@ FORECAST = _closed(
     "the PV forecast, the prices and the plan per 15-min slot, for the status page's chart",
 )
 
-PLAN_SCHEMAS = {"Forecast": FORECAST}
+FORECAST_SCHEMAS = {"Forecast": FORECAST}
 
 
-def plan_paths(guard: dict[str, Any]) -> dict[str, Any]:
+def forecast_paths(guard: dict[str, Any]) -> dict[str, Any]:
     """The plan chart's path; ``guard``: the answers every operation may give (400, 401 or 403)."""
     return {
         "/api/forecast": {
