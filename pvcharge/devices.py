@@ -17,12 +17,23 @@ process, e.g. tests on different clocks, never share anything.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pvcharge.chargers import Charger
-from pvcharge.clients.alphaess import OpenApiAccount, OpenApiSettings
 from pvcharge.config import Config
 from pvcharge.errors import ConfigError
+
+if TYPE_CHECKING:
+    from pvcharge.clients.alphaess import OpenApiAccount
+
+
+def _open_api(settings: object) -> bool:
+    """Whether ``settings`` extend ``pvcharge.clients.alphaess.OpenApiSettings``, told without importing
+    that module (and httpx's AlphaESS client with it) for a config without an Open API device."""
+    return any(
+        cls.__module__ == "pvcharge.clients.alphaess" and cls.__name__ == "OpenApiSettings"
+        for cls in type(settings).__mro__
+    )
 
 
 def shared_account(config: Config, *, clock: Callable[[], float]) -> OpenApiAccount | None:
@@ -33,8 +44,10 @@ def shared_account(config: Config, *, clock: Callable[[], float]) -> OpenApiAcco
     pool and the backoff is shared: their requests differ).
     """
     meter, charger = config.meter.settings, config.charger.settings
-    if not (isinstance(meter, OpenApiSettings) and isinstance(charger, OpenApiSettings)):
+    if not (_open_api(meter) and _open_api(charger)):
         return None
+    from pvcharge.clients.alphaess import OpenApiAccount
+
     account = OpenApiAccount.of(meter, clock=clock)
     return account if account.holds(charger) else None
 

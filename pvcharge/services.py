@@ -46,7 +46,7 @@ class Services:
         self.daemon = daemon
         self.sessions = sessions
         self.plans = plans
-        self.server: ApiServer | None = None  #: None: the API could not start (or is not started yet)
+        self.server: ApiServer | None = None  #: None: disabled, could not start, or not started yet
         self.bridge: MqttBridge | None = None  #: None: no ``mqtt:`` section
         self._api: ApiConfig | None = None
         self._mqtt: MqttConfig | None = None
@@ -94,6 +94,11 @@ class Services:
             await self._stop_api()
 
     async def _start_api(self, config: ApiConfig) -> bool:
+        if not config.enabled:  # nothing listens: aiohttp (~9 MB resident) is not even imported
+            log.info("api_disabled")
+            self.server = None
+            self._api = config
+            return True
         from pvcharge.api.server import start_api
 
         try:

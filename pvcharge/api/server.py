@@ -52,11 +52,9 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 from aiohttp import web
-from prometheus_client.exposition import choose_encoder
 
 from pvcharge.api import url_for
 from pvcharge.api.history import HISTORY_QUERY_PARAMETERS, HistoryRoutes, page_with_history
-from pvcharge.api.metrics import metrics_registry
 from pvcharge.api.openapi import openapi_document
 from pvcharge.api.plan_chart import ChartRoutes, page_with_plan
 from pvcharge.api.plans import PlanRoutes
@@ -66,6 +64,8 @@ from pvcharge.errors import PvchargeError
 from pvcharge.settings import is_loopback, mask_secrets
 
 if TYPE_CHECKING:
+    from prometheus_client.registry import CollectorRegistry
+
     from pvcharge.daemon import Daemon
     from pvcharge.planning.service import PlanService
     from pvcharge.sessions import SessionRecorder
@@ -163,7 +163,7 @@ class _Api:
         self.sessions = sessions
         self.token: bytes | None = config.token.reveal().encode("utf-8") if config.token is not None else None
         self._token_secret = [config.token.reveal()] if config.token is not None else []
-        self.registry = metrics_registry(self.status, sessions.totals if sessions is not None else None)
+        self._registry: CollectorRegistry | None = None  #: built at the first scrape (prometheus_client)
         self.page = resources.files("pvcharge.api").joinpath("static/index.html").read_text("utf-8")
         if sessions is not None:
             self.page = page_with_history(self.page)
@@ -313,8 +313,16 @@ class _Api:
         return self.json(self.openapi)
 
     async def metrics(self, request: web.Request) -> web.Response:
+        # prometheus_client (and the http.server, wsgiref, gzip it imports) only once /metrics is scraped
+        from prometheus_client.exposition import choose_encoder
+
+        if self._registry is None:
+            from pvcharge.api.metrics import metrics_registry
+
+            totals = self.sessions.totals if self.sessions is not None else None
+            self._registry = metrics_registry(self.status, totals)
         encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
-        return web.Response(body=encoder(self.registry), headers={"Content-Type": content_type})
+        return web.Response(body=encoder(self._registry), headers={"Content-Type": content_type})
 
 
 def build_app(

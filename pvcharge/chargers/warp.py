@@ -57,6 +57,7 @@ from typing import Any
 import httpx
 import structlog
 
+from pvcharge.clients.tls import verify_for
 from pvcharge.errors import DeviceProtocolError, DeviceUnavailable, RateLimited, WriteDeferred
 from pvcharge.readings import (
     ChargerCapabilities,
@@ -766,6 +767,7 @@ class WarpCharger:
                 auth=auth,
                 timeout=self._config.timeout_s,
                 transport=self._transport,
+                verify=verify_for(self._base_url, trust_env=False),  # one shared context (clients/tls.py)
                 trust_env=False,  # the charger is on the LAN: no proxies from the environment
             )
         return self._client

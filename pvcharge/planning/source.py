@@ -19,6 +19,7 @@ from typing import Any, Protocol
 import httpx
 import structlog
 
+from pvcharge.clients.tls import verified_context
 from pvcharge.errors import DeviceError, DeviceProtocolError, RateLimited
 from pvcharge.planning.planner import SLOT_S
 from pvcharge.retry import (
@@ -136,7 +137,9 @@ class JsonGetter:
         json_errors: bool = False,
     ) -> Any:
         if self._client is None:
-            self._client = httpx.AsyncClient(timeout=self._timeout_s, transport=self._transport)
+            self._client = httpx.AsyncClient(  # one shared TLS context (clients/tls.py)
+                timeout=self._timeout_s, transport=self._transport, verify=verified_context()
+            )
         client = self._client
         real_url, url = url, shown_url or url
         attempts = 1 + self._retries
