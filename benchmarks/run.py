@@ -3,6 +3,7 @@
     python -m benchmarks.run                       # ../shared/traces, markdown table
     python -m benchmarks.run --traces DIR --json
     python -m benchmarks.run --sweep               # trade-offs: cloud filter, battery weight, phases
+    python -m benchmarks.run --cars 2              # two cars on one site (benchmarks.twocars)
 
 Every policy runs on the same reference site (``pvcharge.sim.replay.ReplaySite``: 10 kWh battery, 60 kWh
 car plugged in 08:00–18:00, 6–16 A at 1 or 3 phases) and is called every 5 s; totals are over all days.
@@ -103,7 +104,16 @@ def main() -> int:
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--sweep", action="store_true", help="pvcharge per cloud filter and battery weight")
     parser.add_argument("--jobs", type=int, default=2, help="policies replayed in parallel (default 2)")
+    parser.add_argument(
+        "--cars", type=int, choices=(1, 2), default=1, help="2: two cars (benchmarks.twocars)"
+    )
     args = parser.parse_args()
+    if args.cars == 2:
+        from benchmarks import twocars
+
+        return twocars.main(
+            ["--traces", args.traces, "--jobs", str(args.jobs), *(["--json"] if args.json else [])]
+        )
     paths = sorted(str(p) for p in Path(args.traces).glob("*.csv"))
     if not paths:
         parser.error(f"no *.csv traces in {args.traces}")

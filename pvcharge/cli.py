@@ -32,6 +32,7 @@ from pvcharge.sessions.cli import add_command as add_sessions_command
 
 if TYPE_CHECKING:
     from pvcharge.daemon import Cycle
+    from pvcharge.sim.trace import Trace
 
 
 def _load(path: str) -> Config:
@@ -185,11 +186,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         recorder = open_recorder(config)
         if recorder is not None:
             daemon.listeners.append(recorder)
-        services = Services(daemon, sessions=recorder)
         plans = build_service(config, daemon, clock=daemon.clock)  # plans: need a restart to change
-        if plans is not None:
-            plans.attach()
-            plan_task = asyncio.create_task(plans.run(stop, daemon.clock))
+        plans.attach()
+        plan_task = asyncio.create_task(plans.run(stop, daemon.clock))
+        services = Services(daemon, sessions=recorder, plans=plans)
         reloads: set[asyncio.Task[None]] = set()  # service restarts under way (held: tasks are weak refs)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -200,10 +200,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             await daemon.run(stop)
         finally:
             await asyncio.gather(*reloads, return_exceptions=True)
-            if plans is not None:
-                stop.set()
-                await asyncio.gather(plan_task, return_exceptions=True)
-                await plans.close()
+            stop.set()
+            await asyncio.gather(plan_task, return_exceptions=True)
+            await plans.close()
             await services.stop()
             if recorder is not None:
                 recorder.close(daemon.clock())
@@ -300,6 +299,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         )
     configure_logging(args.log_level or "warning", "console")
     trace = load_trace(args.trace) if args.trace else bundled_trace()
+    if args.plan is not None:
+        return _demo_plan(args, trace, base)
     start_s, end_s = trace.daylight()
     speed = args.speed or max(1.0, (end_s - start_s) / args.seconds)
     cp = base.charge_point if base else None
@@ -337,10 +338,52 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _demo_plan(args: argparse.Namespace, trace: Trace, base: Config | None) -> int:
+    """``pvcharge demo --plan TEXT``: the night demo (:mod:`pvcharge.sim.plandemo`); not recorded."""
+    from pvcharge.settings import SettingError
+    from pvcharge.sim.demo import summary, trace_tz
+    from pvcharge.sim.plandemo import run_plan_demo
+
+    print(
+        f"pvcharge {__version__} demo: plan {args.plan!r} across the night of {trace.name}, in about "
+        f"{args.seconds:g} s.\nEmulated {DEMO_METERS[args.meter]}, {DEMO_CHARGERS[args.charger]}, aWATTar "
+        "day-ahead prices and an Open-Meteo forecast on 127.0.0.1; the car is plugged in all night.\n"
+    )
+    try:
+        result, run, night = asyncio.run(
+            run_plan_demo(
+                trace,
+                args.plan,
+                seconds=args.seconds,
+                base_config=base,
+                meter=args.meter,
+                charger=args.charger,
+                api=base.api if base else ApiConfig(),
+            )
+        )
+    except SettingError as exc:
+        print(f"pvcharge: demo --plan: {exc.problem}", file=sys.stderr)
+        return 2
+    from pvcharge.sim.plandemo import plan_line
+
+    print()
+    print(summary(result, night))
+    print(plan_line(run, trace_tz(trace)))
+    return 0
+
+
 #: ``pvcharge emulate``'s devices and their default TCP ports: fixed, so that a config written once keeps
 #: working (``--port 0`` picks a free one).  Huawei's own port, 502, is below 1024: root only.  For ocpp the
 #: port is the central system's (8887, as evcc's): the charge point connects to it.
-EMULATE_PORTS = {"huawei": 5502, "senec": 8443, "alphaess": 8081, "easee": 8082, "warp": 8080, "ocpp": 8887}
+EMULATE_PORTS = {
+    "huawei": 5502,
+    "senec": 8443,
+    "alphaess": 8081,
+    "easee": 8082,
+    "warp": 8080,
+    "ocpp": 8887,
+    "tibber": 8083,
+}
 
 
 def _time_of_day_s(text: str) -> float:
@@ -554,6 +597,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="do not record the demo's session (default: recorded where pvcharge sessions finds it, "
         "the state directory or sessions.database of --config)",
+    )
+    p.add_argument(
+        "--plan",
+        help='run across a night with this plan instead of the day, e.g. "20 kWh by 07:00" (emulated '
+        "day-ahead prices and forecast; not recorded)",
     )
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     p.set_defaults(func=cmd_demo)

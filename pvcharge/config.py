@@ -2,9 +2,11 @@
 
 Layout of the file (every key is documented in ``config.example.yaml``)::
 
-    site:    {voltage_v}
+    site:    {voltage_v, max_grid_current_a, circuits}
     meter:   {type: huawei, <the huawei driver's keys>}
     charger: {type: warp, min_current_a, max_current_a, phases, <the warp driver's keys>}
+    loadpoints: [{name, priority, mode, charger, vehicle}, ...]   (instead of charger:, see
+             pvcharge.loadpoints_config)
     control: {mode, interval_s, grid_target_w, start_delay_s, stop_delay_s, max_age_s}
     log:     {level, format}
     api, mqtt, state, sessions, tariff, forecast, plans: see config.example.yaml
@@ -36,9 +38,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pvcharge.chargers import CHARGER_TYPES
 from pvcharge.control.config import ChargePoint, ControlConfig, SiteConfig
 from pvcharge.errors import ConfigError
+from pvcharge.loadpoints_config import MAIN, LoadpointConfig, check_circuits, parse_charger, parse_loadpoints
 from pvcharge.meters import METER_TYPES
 from pvcharge.planning.config import ForecastConfig, PlanConfig
 from pvcharge.settings import Secret, SettingError, is_loopback, setting
@@ -152,10 +154,10 @@ class TariffConfig:
     )
     feed_in_per_kwh: float = setting(0.0, doc="paid for 1 kWh exported, in currency", min=0)
     currency: str = setting("EUR", doc="currency of the prices (a label: EUR, CHF, ...)")
-    source: Literal["fixed", "awattar", "energy-charts"] = setting(
+    source: Literal["fixed", "awattar", "energy-charts", "tibber"] = setting(
         "fixed",
         doc="fixed: grid_price_per_kwh at all hours; awattar or energy-charts: day-ahead market prices "
-        "(no key) with charges_per_kwh and vat_pct",
+        "(no key) with charges_per_kwh and vat_pct; tibber: Tibber's prices (VAT included) with token",
     )
     charges_per_kwh: float = setting(
         0.0,
@@ -179,6 +181,20 @@ class TariffConfig:
         min=-10,
         max=10,
     )
+    token: Secret | None = setting(None, doc="tibber: the personal access token; or token_file: PATH")
+    home_id: str | None = setting(None, doc="tibber: the home's id (default: the first with a subscription)")
+
+    def __post_init__(self) -> None:
+        if self.source == "tibber":
+            if self.token is None:
+                raise SettingError(
+                    "token", "source tibber needs token (or token_file), from developer.tibber.com"
+                )
+            if self.vat_pct != 0:
+                raise SettingError("vat_pct", "Tibber's prices include VAT already: leave vat_pct at 0")
+        elif self.token is not None or self.home_id is not None:
+            key = "token" if self.token is not None else "home_id"
+            raise SettingError(key, "only used with source: tibber")
 
 
 @dataclass(frozen=True)
@@ -217,15 +233,25 @@ class Config:
     tariff: TariffConfig = TariffConfig()
     forecast: ForecastConfig = ForecastConfig()  # noqa: RUF009 (frozen, so immutable)
     plans: tuple[PlanConfig, ...] = ()
+    #: the ``loadpoints:`` section as given (empty with a ``charger:`` section); ``charger`` and
+    #: ``charge_point`` are then the first loadpoint's.  See :meth:`all_loadpoints`.
+    loadpoints: tuple[LoadpointConfig, ...] = ()
     #: things that work but should be fixed, e.g. a secret in a file others can read; the daemon logs
     #: each as a ``config_warning`` at start-up
     warnings: tuple[str, ...] = ()
 
+    def all_loadpoints(self) -> tuple[LoadpointConfig, ...]:
+        """Every loadpoint: the ``loadpoints:`` section, or the ``charger:`` section as one loadpoint
+        named ``main`` (mode ``control.mode``, priority 0, no vehicle profile)."""
+        return self.loadpoints or (LoadpointConfig(MAIN, self.charger, self.charge_point),)
+
 
 #: the file's top-level sections, in :class:`Config`'s order (its fields but the path, the charger's limits,
-#: which live in ``charger:``, and the warnings)
+#: which live in ``charger:``, the loadpoints, which replace ``charger:``, and the warnings)
 SECTIONS = tuple(
-    f.name for f in dataclasses.fields(Config) if f.name not in ("path", "charge_point", "warnings")
+    f.name
+    for f in dataclasses.fields(Config)
+    if f.name not in ("path", "charge_point", "loadpoints", "warnings")
 )
 
 
@@ -277,17 +303,21 @@ def parse_config(text: str, path: str = "<config>", environ: Mapping[str, str] |
     """Validate config ``text``; ``path`` is used in messages and to resolve ``*_file`` keys."""
     loader = _Loader(path, os.environ if environ is None else environ)
     data = _top_mapping(load_yaml_text(text, path), path)
-    loader.check_keys(data, "", list(SECTIONS))
+    loader.check_keys(data, "", [*SECTIONS, "loadpoints"])
+    if "charger" in data and "loadpoints" in data:
+        raise ConfigError(path, "loadpoints", "give either charger: (one charger) or loadpoints:, not both")
     for required in ("meter", "charger"):
-        if required not in data:
+        if required not in data and not (required == "charger" and "loadpoints" in data):
             raise ConfigError(path, required, "missing section (expected a mapping with at least 'type')")
     site = loader.dataclass(SiteConfig, data.get("site"), "site")
     meter = loader.device(data["meter"], "meter", METER_TYPES, extra=None)
-    charge_point_keys = [f.name for f in dataclasses.fields(ChargePoint)]
-    charger = loader.device(data["charger"], "charger", CHARGER_TYPES, extra=charge_point_keys)
-    charger_map: dict[str, Any] = data["charger"]
-    cp_data = {k: v for k, v in charger_map.items() if k in charge_point_keys}
-    charge_point = loader.dataclass(ChargePoint, cp_data, "charger")
+    loadpoints: tuple[LoadpointConfig, ...] = ()
+    if "loadpoints" in data:
+        loadpoints = parse_loadpoints(loader, data["loadpoints"])
+        charger, charge_point = loadpoints[0].charger, loadpoints[0].charge_point
+    else:
+        charger, charge_point = parse_charger(loader, data["charger"], "charger")
+    check_circuits(loader, site.circuits, [lp.name for lp in loadpoints] or [MAIN])
     control = loader.dataclass(ControlConfig, data.get("control"), "control")
     log = loader.dataclass(LogConfig, data.get("log"), "log")
     api = loader.dataclass(ApiConfig, data.get("api"), "api")
@@ -320,6 +350,7 @@ def parse_config(text: str, path: str = "<config>", environ: Mapping[str, str] |
         tariff,
         forecast,
         plans,
+        loadpoints,
         warnings=loader.warnings(),
     )
 
@@ -485,6 +516,10 @@ class _Loader:
             if not isinstance(raw, list):
                 raise self.error(key, f"expected a list (items starting with '- '), got {_kind(raw)}")
             return tuple(self.dataclass(args[0], item, f"{key}[{i}]") for i, item in enumerate(raw))
+        if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
+            if not isinstance(raw, list):
+                raise self.error(key, f"expected a list, got {_kind(raw)}")
+            return tuple(self.value(f"{key}[{i}]", item, args[0], meta) for i, item in enumerate(raw))
         if hint is Secret:
             if not isinstance(raw, str | int) or isinstance(raw, bool):
                 raise self.error(key, f"expected a string, got {_kind(raw)}")
@@ -529,9 +564,11 @@ def _is_secret(hint: Any) -> bool:
 
 
 def secret_values(config: Config) -> list[str]:
-    """Every secret value in ``config`` (drivers, API token, MQTT password), for masking in logs and
-    answers; values shorter than 3 characters are left out (masking them would garble everything)."""
-    sections = [config.meter.settings, config.charger.settings, config.api, config.mqtt, config.forecast]
+    """Every secret value in ``config`` (drivers, every loadpoint's charger, API token, MQTT password,
+    the forecast's key, the tariff's token), for masking in logs and answers; values shorter than 3
+    characters are left out (masking them would garble everything)."""
+    chargers = [lp.charger.settings for lp in config.all_loadpoints()]
+    sections = [config.meter.settings, *chargers, config.api, config.mqtt, config.forecast, config.tariff]
     return [
         value.reveal()
         for section in sections
@@ -553,16 +590,28 @@ def to_dict(config: Config) -> dict[str, Any]:
             return [plain(item) for item in obj]
         return obj
 
+    def charger(device: DeviceConfig, charge_point: ChargePoint) -> dict[str, Any]:
+        return {"type": device.type, **plain(charge_point), **plain(device.settings)}
+
     devices = {
         "meter": {"type": config.meter.type, **plain(config.meter.settings)},
-        "charger": {
-            "type": config.charger.type,
-            **plain(config.charge_point),
-            **plain(config.charger.settings),
-        },
+        "charger": charger(config.charger, config.charge_point),
     }
-    return {
+    result = {
         section: devices[section] if section in devices else plain(getattr(config, section))
         for section in SECTIONS
         if getattr(config, section) is not None  # no mqtt: section
     }
+    if config.loadpoints:  # the file has loadpoints: instead of charger:
+        del result["charger"]
+        result["loadpoints"] = [
+            {
+                "name": lp.name,
+                "priority": lp.priority,
+                "mode": lp.mode,
+                "charger": charger(lp.charger, lp.charge_point),
+                "vehicle": plain(lp.vehicle),
+            }
+            for lp in config.loadpoints
+        ]
+    return result

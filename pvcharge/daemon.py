@@ -15,7 +15,9 @@ One cycle (every ``control.interval_s``):
    lost it); a failed write is retried next cycle (logged once per outage and on recovery), a write
    the driver defers for its rate limit is offered again next cycle, and after ``WritesBlocked``
    nothing more is sent;
-4. one structured log event ``decision`` with the numbers behind it: at info level when the command
+4. resume recovery (:class:`~pvcharge.resume.CarWaker`): a car offered current that does not start
+   gets the charger's wake-up, if it has one (``charger.wake_up_attempts``);
+5. one structured log event ``decision`` with the numbers behind it: at info level when the command
    changes, at debug level otherwise.
 
 Clock and sleep are injected (``time.time``/``asyncio.sleep`` by default) so the demo can run the
@@ -44,6 +46,7 @@ from pvcharge.devices import check_charger
 from pvcharge.errors import ConfigError, DeviceError, WriteDeferred, WritesBlocked
 from pvcharge.meters import Meter
 from pvcharge.readings import ChargerCommand, ChargerReading, SiteReading, as_dict
+from pvcharge.resume import CarWaker
 from pvcharge.retry import AttemptNote, attempt_note
 from pvcharge.state import load_mode, save_mode
 
@@ -169,6 +172,18 @@ class _Health:
         return recovered
 
 
+def _one_charger(config: Config) -> None:
+    """Raises ConfigError: ``loadpoints:``, which check-config validates but the daemon does not drive
+    yet (it would drive the first charger only, without its mode, priority and vehicle)."""
+    if config.loadpoints:
+        raise ConfigError(
+            config.path,
+            "loadpoints",
+            "not driven by pvcharge run yet (this release checks it; the daemon drives a single charger: "
+            "section); use charger: for now",
+        )
+
+
 class Daemon:
     """Runs the control loop for one meter and one charger.
 
@@ -177,7 +192,8 @@ class Daemon:
         meter, charger: the drivers (the daemon closes them when :meth:`run` ends).
 
     Raises:
-        ConfigError: ``charger.phases: auto`` with a charger that cannot switch phases.
+        ConfigError: ``charger.phases: auto`` with a charger that cannot switch phases; a
+            ``loadpoints:`` section (not driven yet).
         clock: returns now in s (default ``time.time``); also the drivers' clock.
         sleep: sleeps a number of clock seconds (default ``asyncio.sleep``).
         on_cycle: called after every cycle with a :class:`Cycle`.
@@ -200,6 +216,7 @@ class Daemon:
         self.clock = clock
         self.sleep = sleep
         self.on_cycle = on_cycle
+        _one_charger(config)
         check_charger(config, self.charger)
         self.controller = Controller(
             config.control, config.charge_point, config.site, capabilities=charger.capabilities
@@ -229,6 +246,7 @@ class Daemon:
         self._values_since: float | None = None
         self._frozen = False
         self._pending_config: Config | None = None  # a reloaded config, applied at the next cycle
+        self._waker = CarWaker(charger, config.charge_point)
 
     def reload(self, config: Config) -> None:
         """Take a new, already validated config from the next cycle on (SIGHUP).
@@ -249,6 +267,7 @@ class Daemon:
                     f"changed; a new {section} section needs a restart (systemctl restart pvcharge); "
                     "the old config stays in force",
                 )
+        _one_charger(config)
         check_charger(config, self.charger)
         self._pending_config = config
 
@@ -287,7 +306,9 @@ class Daemon:
         ``power_w``, ``current_a``, ``phases``, ``iec_state``, ``phase_currents_a``, ``timestamp_s``; or
         ``None``) — both :func:`pvcharge.readings.as_dict`, ``devices`` (``meter``/``charger``:
         ``name``, ``ok``, ``last_success_s``, ``last_error``, ``last_error_s``, ``consecutive_failures``,
-        ``failures``), ``writes_blocked``, ``stats`` (the counters of :class:`Stats`).
+        ``failures``), ``writes_blocked``, ``wake_up`` (resume recovery: ``attempts`` this plug-in,
+        ``max_attempts``, ``last_at_s``, ``available``, ``failures``, ``last_error``; see
+        :meth:`pvcharge.resume.CarWaker.as_dict`), ``stats`` (the counters of :class:`Stats`).
         """
         now = self.clock()
         c = self.last_cycle
@@ -313,6 +334,7 @@ class Daemon:
             "charger": charger,
             "devices": {"meter": self._meter_health.as_dict(), "charger": self._charger_health.as_dict()},
             "writes_blocked": self._writes_blocked,
+            "wake_up": self._waker.as_dict(),
             "stats": dataclasses.asdict(self.stats),
         }
 
@@ -321,6 +343,7 @@ class Daemon:
         config_mode_changed = config.control.mode != self.config.control.mode
         self.config = config
         self.controller.reconfigure(config.control, config.charge_point, config.site)
+        self._waker.reconfigure(config.charge_point)
         if config_mode_changed:  # the user edited control.mode: it wins over a mode set over the API
             if self.state_file is not None:
                 save_mode(self.state_file, config.control.mode, self.clock())
@@ -441,6 +464,9 @@ class Daemon:
         now = self.clock()
         decision = self.controller.step(now, self._last_site, charger)
         written = await self._apply(decision)
+        held = None if self._writes_blocked else self._applied
+        if await self._waker.cycle(now, held, charger, timeout_s=self.config.control.max_age_s):
+            self._reassert("wake-up failed")
         self.stats.cycles += 1
         self._log(now, self._last_site, charger, decision, written)
         result = Cycle(now, self._last_site, charger, decision, written)

@@ -17,12 +17,23 @@ process, e.g. tests on different clocks, never share anything.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pvcharge.chargers import Charger
-from pvcharge.clients.alphaess import OpenApiAccount, OpenApiSettings
 from pvcharge.config import Config
 from pvcharge.errors import ConfigError
+
+if TYPE_CHECKING:
+    from pvcharge.clients.alphaess import OpenApiAccount
+
+
+def _open_api(settings: object) -> bool:
+    """Whether ``settings`` extend ``pvcharge.clients.alphaess.OpenApiSettings``, told without importing
+    that module (and httpx's AlphaESS client with it) for a config without an Open API device."""
+    return any(
+        cls.__module__ == "pvcharge.clients.alphaess" and cls.__name__ == "OpenApiSettings"
+        for cls in type(settings).__mro__
+    )
 
 
 def shared_account(config: Config, *, clock: Callable[[], float]) -> OpenApiAccount | None:
@@ -33,8 +44,10 @@ def shared_account(config: Config, *, clock: Callable[[], float]) -> OpenApiAcco
     pool and the backoff is shared: their requests differ).
     """
     meter, charger = config.meter.settings, config.charger.settings
-    if not (isinstance(meter, OpenApiSettings) and isinstance(charger, OpenApiSettings)):
+    if not (_open_api(meter) and _open_api(charger)):
         return None
+    from pvcharge.clients.alphaess import OpenApiAccount
+
     account = OpenApiAccount.of(meter, clock=clock)
     return account if account.holds(charger) else None
 
@@ -73,12 +86,22 @@ def check_charger(config: Config, charger: Charger) -> None:
     at every reload, and ``pvcharge check-config``, through :func:`check_devices`).
 
     Raises:
-        ConfigError: ``charger.phases: auto`` with a charger that cannot switch phases.
+        ConfigError: ``charger.phases: auto`` (or ``loadpoints[0].charger.phases``) with a charger that
+            cannot switch phases.
     """
-    if config.charge_point.phases == "auto" and not charger.capabilities.phase_switching:
+    _check_phases(config, 0, charger)
+
+
+def _check_phases(config: Config, index: int, charger: Charger) -> None:
+    """Loadpoint ``index`` of ``config`` (:meth:`Config.all_loadpoints`) has ``phases: auto`` only with
+    a charger that can switch phases. Raises ConfigError naming its key."""
+    if (
+        config.all_loadpoints()[index].charge_point.phases == "auto"
+        and not charger.capabilities.phase_switching
+    ):
         raise ConfigError(
             config.path,
-            "charger.phases",
+            f"loadpoints[{index}].charger.phases" if config.loadpoints else "charger.phases",
             f"auto needs a charger that can switch between 1 and 3 phases; {charger.name} cannot "
             "(set 1 or 3)",
         )
@@ -86,7 +109,7 @@ def check_charger(config: Config, charger: Charger) -> None:
 
 async def check_devices(config: Config, *, clock: Callable[[], float]) -> None:
     """Build the drivers of ``config`` as ``pvcharge run`` does (no I/O), check what needs them
-    (:func:`check_charger`) and close them again.
+    (:func:`check_charger`, for every loadpoint's charger) and close them again.
 
     Raises:
         ConfigError: as :func:`check_charger`.
@@ -94,6 +117,14 @@ async def check_devices(config: Config, *, clock: Callable[[], float]) -> None:
     meter, charger = create_devices(config, clock=clock)
     try:
         check_charger(config, charger)
+        account = shared_account(config, clock=clock)
+        options = {} if account is None else {"account": account}
+        for index, lp in enumerate(config.loadpoints[1:], start=1):
+            more = lp.charger.create(name=f"charger {lp.name} {lp.charger.type}", clock=clock, **options)
+            try:
+                _check_phases(config, index, more)
+            finally:
+                await more.close()
     finally:
         await charger.close()
         await meter.close()

@@ -18,6 +18,7 @@ Topics (``P`` = ``mqtt.prefix``, default ``pvcharge``; ``D`` = ``mqtt.discovery_
                           published last, so a later run knows what to remove
     D/<component>/N/<object_id>/config   Home Assistant discovery, retained, QoS 1
     D/status              Home Assistant's birth message: on "online" the discovery is sent again
+    P/plan, P/plan/set, P/plan/clear   the charge plans (:mod:`pvcharge.mqtt_plans`), with a plan service
 
 Home Assistant entities, all in one device (identifiers ``[N]``, name "pvcharge", sw_version), all
 available while ``P/availability`` is "online", all reading ``P/status`` through a ``value_template``
@@ -29,6 +30,7 @@ measurement), ``battery_soc`` (%, battery), ``car_current`` and ``offered_curren
 ``P/mode/set``).  With a session history also ``today_car_energy`` and ``last_session_energy`` (kWh,
 device_class energy, state_class total_increasing) and ``today_solar_share`` and
 ``last_session_solar_share`` (%: PV and home battery over the car's energy), reading ``P/energy``.
+With a plan service also the plan's entities (:data:`pvcharge.mqtt_plans.PLAN_ENTITIES`).
 
 Removal: every connect reads the retained record ``P/discovery`` (subscribe, then a marker message
 through the broker proves every retained message has arrived) and publishes an empty retained
@@ -65,9 +67,11 @@ import structlog
 from pvcharge import __version__
 from pvcharge.config import MqttConfig
 from pvcharge.control.config import MODES
+from pvcharge.mqtt_plans import PLAN_ENTITIES, entity_topics, plan_command, plan_topics
 
 if TYPE_CHECKING:
     from pvcharge.daemon import Cycle, Daemon
+    from pvcharge.planning.service import PlanService
     from pvcharge.sessions import SessionRecorder
 
 log = structlog.get_logger("pvcharge.mqtt")
@@ -260,9 +264,12 @@ ENERGY_ENTITIES: tuple[tuple[str, str, dict[str, Any]], ...] = (
 )
 
 
-def discovery_messages(config: MqttConfig, *, history: bool = False) -> dict[str, dict[str, Any]]:
+def discovery_messages(
+    config: MqttConfig, *, history: bool = False, plans: bool = False
+) -> dict[str, dict[str, Any]]:
     """Home Assistant discovery: config topic → payload, for every entity of :data:`ENTITIES` and, with
-    ``history`` (a session recorder), of :data:`ENERGY_ENTITIES`."""
+    ``history`` (a session recorder), of :data:`ENERGY_ENTITIES`, with ``plans`` (a plan service), of
+    :data:`pvcharge.mqtt_plans.PLAN_ENTITIES`."""
     topics = Topics.of(config)
     device = {
         "identifiers": [topics.node],
@@ -272,7 +279,8 @@ def discovery_messages(config: MqttConfig, *, history: bool = False) -> dict[str
         "sw_version": __version__,
     }
     out: dict[str, dict[str, Any]] = {}
-    for component, object_id, fields in ENTITIES + (ENERGY_ENTITIES if history else ()):
+    entities = ENTITIES + (ENERGY_ENTITIES if history else ()) + (PLAN_ENTITIES if plans else ())
+    for component, object_id, fields in entities:
         payload: dict[str, Any] = {
             **fields,
             "unique_id": f"{topics.node}_{object_id}",
@@ -284,6 +292,8 @@ def discovery_messages(config: MqttConfig, *, history: bool = False) -> dict[str
         }
         if component == "select":
             payload.update(state_topic=topics.mode, command_topic=topics.mode_set)
+        elif (component, object_id, fields) in PLAN_ENTITIES:
+            payload.update(entity_topics(object_id, config.prefix))
         elif (component, object_id, fields) in ENERGY_ENTITIES:
             payload["state_topic"] = topics.energy
         else:
@@ -419,6 +429,7 @@ class MqttBridge:
             max; a connection that held longer than max resets it (tests shorten both).
         keepalive_s: MQTT keepalive.
         sessions: the session recorder: ``P/energy`` and its Home Assistant sensors (``None``: neither).
+        plans: the plan service: ``P/plan``, its commands and entities (``None``: none).
 
     :meth:`start` returns at once (connecting is the bridge task's job); :meth:`stop` publishes
     "offline" and disconnects cleanly, so the last will is not sent.
@@ -433,10 +444,14 @@ class MqttBridge:
         reconnect_max_s: float = RECONNECT_MAX_S,
         keepalive_s: int = KEEPALIVE_S,
         sessions: SessionRecorder | None = None,
+        plans: PlanService | None = None,
     ) -> None:
         self.daemon = daemon
         self.config = config
         self.sessions = sessions
+        self.plans = plans
+        self.plan_topics = plan_topics(config.prefix)
+        self._published_plan: str | None = None
         self.topics = Topics.of(config)
         self.reconnect_min_s = reconnect_min_s
         self.reconnect_max_s = reconnect_max_s
@@ -559,15 +574,19 @@ class MqttBridge:
         # subscribe first: a command or Home Assistant's birth message sent while the discovery goes
         # out is not lost (the broker has acknowledged both subscriptions before anything is announced)
         await client.subscribe(self.topics.mode_set, qos=1)
+        if self.plans is not None:
+            await client.subscribe([(self.plan_topics["plan_set"], 1), (self.plan_topics["plan_clear"], 1)])
         if self.config.discovery:
             await client.subscribe(self.topics.ha_status, qos=1)
         await self._announce(client)
         self._published_mode = None
+        self._published_plan = None
         self._energy_at = None
         while not self._stopping.is_set():
             self._wake.clear()
             await self._publish_state(client)
             await self._publish_energy(client)
+            await self._publish_plan(client)
             if self._rediscover:
                 self._rediscover = False
                 for topic, payload in self._discovery().items():
@@ -608,7 +627,18 @@ class MqttBridge:
             self._published_mode = mode
 
     def _discovery(self) -> dict[str, dict[str, Any]]:
-        return discovery_messages(self.config, history=self.sessions is not None)
+        return discovery_messages(
+            self.config, history=self.sessions is not None, plans=self.plans is not None
+        )
+
+    async def _publish_plan(self, client: aiomqtt.Client) -> None:
+        """``P/plan`` when it differs from the last one published on this connection."""
+        if self.plans is None:
+            return
+        payload = json.dumps(self.plans.describe())
+        if payload != self._published_plan:
+            await client.publish(self.plan_topics["plan"], payload, qos=0, retain=True)
+            self._published_plan = payload
 
     async def _publish_energy(self, client: aiomqtt.Client) -> None:
         """``P/energy`` at connect, when the last session changes (opens, closes) and at most once per
@@ -632,6 +662,17 @@ class MqttBridge:
             return
         if topic == self.topics.mode_set:
             self._command(payload, retained=retained)
+        elif self.plans is not None and topic in (
+            self.plan_topics["plan_set"],
+            self.plan_topics["plan_clear"],
+        ):
+            if retained:
+                log.warning(
+                    "mqtt_command_ignored", topic=topic, reason="retained message; publish without retain"
+                )
+            else:
+                plan_command(self.plans, topic, payload, clear=topic == self.plan_topics["plan_clear"])
+            self._wake.set()
         elif topic == self.topics.ha_status and payload == ONLINE.encode() and not retained:
             log.info("mqtt_home_assistant_online", action="discovery sent again")
             self._rediscover = True
@@ -685,8 +726,9 @@ async def remove_all(config: MqttConfig, *, timeout_s: float = 15.0) -> list[str
         ) as client:
             reader = _RecordReader(topics)
             previous = await _racing(client, lambda t, p, _r: reader.feed(t, p), reader.read(client)) or []
-            cleared = sorted({*previous, *discovery_messages(config, history=True)})
+            cleared = sorted({*previous, *discovery_messages(config, history=True, plans=True)})
             cleared += [topics.record, topics.status, topics.mode, topics.energy, topics.availability]
+            cleared.append(plan_topics(config.prefix)["plan"])
             await _clear(client, cleared)
     log.info("mqtt_removed", topics=len(cleared), prefix=config.prefix)
     return cleared

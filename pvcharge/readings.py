@@ -98,9 +98,12 @@ class ChargerReading:
         timestamp_s: when the values were received, seconds on the daemon's clock.
         iec_state: the IEC 61851 state where the charger reports it.
         phase_currents_a: measured L1–L3 currents in A where the charger meters them.
+        vehicle_soc_pct: the car's battery state of charge in % (0–100) where the charger learns it
+            from the car (ISO 15118, CHAdeMO, an OCPP box's ``SoC`` measurand); ``None`` otherwise.
 
     Raises:
-        ValueError: a value is not finite or negative, or ``phases`` is not 0, 1, 2 or 3.
+        ValueError: a value is not finite or negative, ``phases`` is not 0, 1, 2 or 3, or
+            ``vehicle_soc_pct`` is outside 0–100.
     """
 
     connected: bool
@@ -111,10 +114,15 @@ class ChargerReading:
     timestamp_s: float
     iec_state: IecState | None = None
     phase_currents_a: tuple[float, float, float] | None = None
+    vehicle_soc_pct: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("power_w", "current_a", "timestamp_s"):
             _finite(name, getattr(self, name))
+        if self.vehicle_soc_pct is not None:
+            _finite("vehicle_soc_pct", self.vehicle_soc_pct)
+            if not 0.0 <= self.vehicle_soc_pct <= 100.0:
+                raise ValueError(f"vehicle_soc_pct must be within 0–100 %, got {self.vehicle_soc_pct!r}")
         if self.power_w < 0:
             raise ValueError(f"power_w must be >= 0, got {self.power_w!r}")
         if self.current_a < 0:

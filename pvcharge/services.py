@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from pvcharge.api.server import ApiServer
     from pvcharge.daemon import Daemon
     from pvcharge.mqtt import MqttBridge
+    from pvcharge.planning.service import PlanService
     from pvcharge.sessions import SessionRecorder
 
 log = structlog.get_logger("pvcharge.services")
@@ -32,16 +33,20 @@ class Services:
     Args:
         daemon: the daemon they serve (status, mode switching).
         sessions: the session recorder, for the API's and the bridge's history (``None``: none).
+        plans: the plan service, for the API's plans and plan chart and the bridge's plans (``None``: none).
 
     Use: ``await start(config)`` once, ``await apply(new_config)`` on each accepted reload,
     ``await stop()`` at exit.  Calls are serialized: a reload arriving while another is being applied
     waits for it.
     """
 
-    def __init__(self, daemon: Daemon, *, sessions: SessionRecorder | None = None) -> None:
+    def __init__(
+        self, daemon: Daemon, *, sessions: SessionRecorder | None = None, plans: PlanService | None = None
+    ) -> None:
         self.daemon = daemon
         self.sessions = sessions
-        self.server: ApiServer | None = None  #: None: the API could not start (or is not started yet)
+        self.plans = plans
+        self.server: ApiServer | None = None  #: None: disabled, could not start, or not started yet
         self.bridge: MqttBridge | None = None  #: None: no ``mqtt:`` section
         self._api: ApiConfig | None = None
         self._mqtt: MqttConfig | None = None
@@ -89,10 +94,15 @@ class Services:
             await self._stop_api()
 
     async def _start_api(self, config: ApiConfig) -> bool:
+        if not config.enabled:  # nothing listens: aiohttp (~9 MB resident) is not even imported
+            log.info("api_disabled")
+            self.server = None
+            self._api = config
+            return True
         from pvcharge.api.server import start_api
 
         try:
-            self.server = await start_api(self.daemon, config, self.sessions)
+            self.server = await start_api(self.daemon, config, self.sessions, self.plans)
         except PvchargeError as exc:  # charging control goes on without the API, and says so
             log.error("api_unavailable", error=str(exc), action="control runs on without the API")
             self.server = None
@@ -111,7 +121,7 @@ class Services:
             return
         from pvcharge.mqtt import MqttBridge
 
-        self.bridge = MqttBridge(self.daemon, config, sessions=self.sessions)
+        self.bridge = MqttBridge(self.daemon, config, sessions=self.sessions, plans=self.plans)
         await self.bridge.start()
 
     async def _stop_mqtt(self) -> None:

@@ -1,7 +1,9 @@
-"""What pvcharge keeps across restarts: the mode last chosen over the API or MQTT.
+"""What pvcharge keeps across restarts: the mode last chosen over the API or MQTT, and the plan set at
+run time (:mod:`pvcharge.planning.runtime`).
 
-A small JSON file, ``{"mode": "fast", "changed_at_s": 1700000000.0}``, written atomically (a temporary
-file in the same directory, then ``os.replace``), so a power cut never leaves half a file.  Where it
+A small JSON file, ``{"mode": "fast", "changed_at_s": 1700000000.0, "plan": {...}}``, written atomically
+(a temporary file in the same directory, then ``os.replace``), so a power cut never leaves half a file;
+each writer replaces only its own keys.  Where it
 lives: ``state.file`` from the config; else ``$STATE_DIRECTORY/state.json`` (systemd's
 ``StateDirectory=pvcharge``); else ``$XDG_STATE_HOME/pvcharge/state.json`` (``~/.local/state``).
 """
@@ -13,7 +15,7 @@ import os
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import structlog
 
@@ -44,6 +46,8 @@ def load_mode(path: Path) -> Mode | None:
         log.warning("state_unreadable", path=str(path), error=str(exc), action="using the config's mode")
         return None
     mode = data.get("mode") if isinstance(data, dict) else None
+    if isinstance(data, dict) and "mode" not in data:
+        return None  # (only a plan saved so far)
     if mode not in MODES:
         log.warning("state_unreadable", path=str(path), error=f"no valid mode in it: {mode!r}")
         return None
@@ -68,11 +72,42 @@ def write_json_atomic(path: Path, data: object) -> None:
         raise
 
 
-def save_mode(path: Path, mode: Mode, now_s: float) -> bool:
-    """Write the mode atomically; False (and a warning) if the file cannot be written."""
+def _saved(path: Path) -> dict[str, Any]:
+    """The state file's object; ``{}`` when missing, damaged or not an object (it is rewritten whole)."""
     try:
-        write_json_atomic(path, {"mode": mode, "changed_at_s": now_s})
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def save_mode(path: Path, mode: Mode, now_s: float) -> bool:
+    """Write the mode atomically (the file's other keys kept); False (and a warning) if the file cannot
+    be written."""
+    try:
+        write_json_atomic(path, {**_saved(path), "mode": mode, "changed_at_s": now_s})
     except OSError as exc:
         log.warning("state_not_saved", path=str(path), error=str(exc), action="the mode holds until restart")
+        return False
+    return True
+
+
+def load_plan(path: Path) -> dict[str, Any] | None:
+    """The saved run-time plan (the ``plan`` key, as :func:`save_plan` wrote it), or ``None``."""
+    plan = _saved(path).get("plan")
+    return plan if isinstance(plan, dict) else None
+
+
+def save_plan(path: Path, plan: Mapping[str, Any] | None) -> bool:
+    """Write the run-time plan atomically (``None``: remove it; the file's other keys kept); False (and
+    a warning) if the file cannot be written."""
+    data = _saved(path)
+    data.pop("plan", None)
+    if plan is not None:
+        data["plan"] = dict(plan)
+    try:
+        write_json_atomic(path, data)
+    except OSError as exc:
+        log.warning("state_not_saved", path=str(path), error=str(exc), action="the plan holds until restart")
         return False
     return True

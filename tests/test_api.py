@@ -237,6 +237,7 @@ async def test_status_has_the_readings_command_mode_health_uptime_and_version_in
         "phases": 1,
         "iec_state": None,
         "phase_currents_a": None,  # the fake charger meters no phase currents
+        "vehicle_soc_pct": None,  # nor the car's SoC
         "timestamp_s": clock.t - 5,
     }
     assert site["grid_currents_a"] is None  # nor does the fake meter
@@ -361,6 +362,9 @@ async def test_the_openapi_document_is_served_and_names_the_bearer_scheme_only_w
         "/api/sessions.csv",
         "/api/energy",
         "/api/power",
+        "/api/forecast",
+        "/api/plans",
+        "/api/plans/next",
         "/metrics",
     }
 
@@ -369,6 +373,7 @@ async def test_the_openapi_document_is_served_and_names_the_bearer_scheme_only_w
 
 ROUTES = [("GET", "/"), ("GET", "/api/status"), ("GET", "/api/config"), ("GET", "/api/openapi.json")]
 ROUTES += [("GET", "/metrics"), ("PUT", "/api/mode"), ("GET", "/favicon.ico")]
+ROUTES += [("GET", "/api/plans"), ("PUT", "/api/plans/next"), ("DELETE", "/api/plans/next")]
 
 
 def test_an_address_off_loopback_needs_a_token() -> None:
@@ -399,7 +404,8 @@ async def test_with_a_token_every_route_wants_it_and_answers_401_without() -> No
                 assert challenge.startswith("Bearer realm=")
                 assert ('error="invalid_token"' in challenge) is given
             response = await client.request(method, path, json=body, headers=bearer())
-            assert response.status_code == (404 if path == "/favicon.ico" else 200), (method, path)
+            missing = path == "/favicon.ico" or path.startswith("/api/plans")  # (no plan service here)
+            assert response.status_code == (404 if missing else 200), (method, path)
         assert daemon.mode == "fast"  # only the PUT with the token went through
         # the page (only the page) also takes ?token= so a browser can open it
         assert (await client.get("/", params={"token": TOKEN})).status_code == 200

@@ -32,6 +32,8 @@ from pvcharge.api.server import ApiServer, start_api
 from pvcharge.config import ApiConfig
 from pvcharge.control.config import MODES
 from pvcharge.daemon import Daemon
+from pvcharge.planning.planner import ChargeLimits
+from pvcharge.planning.service import PlanService
 from pvcharge.sessions import SessionRecorder
 from pvcharge.sessions.store import SessionStore
 from pvcharge.sessions.tally import DayTotals, Session, Tariff
@@ -68,8 +70,18 @@ class Running:
                     [DayTotals("2025-06-15", pv_wh=20000, car_wh=7000, car_pv_wh=5000)],
                 )
                 self.daemon.listeners.append(recorder)
-            self.server = await start_api(self.daemon, config, recorder)
+            plans = PlanService(
+                self.daemon,
+                (),
+                limits=ChargeLimits(1380, 3680),
+                prices=None,
+                forecast=None,
+                fallback_price_per_kwh=0.3,
+            )
+            plans.attach()
+            self.server = await start_api(self.daemon, config, recorder, plans)
             self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
+            plan_task = asyncio.create_task(plans.run(self._stop, self.daemon.clock))
         except BaseException as exc:
             self._error = exc
             raise
@@ -78,6 +90,8 @@ class Running:
         try:
             await self.daemon.run(self._stop)
         finally:
+            self._stop.set()
+            await plan_task
             await self.server.stop()
 
     def __enter__(self) -> Running:

@@ -185,7 +185,9 @@ def test_example_config_documents_every_key_with_default_and_unit() -> None:
 
     from pvcharge.chargers import CHARGER_TYPES
     from pvcharge.config import LogConfig
-    from pvcharge.control.config import ChargePoint, ControlConfig, SiteConfig
+    from pvcharge.control.config import ChargePoint, Circuit, ControlConfig, SiteConfig
+    from pvcharge.control.vehicle import Vehicle
+    from pvcharge.loadpoints_config import LoadpointSettings
     from pvcharge.meters import METER_TYPES
 
     text = (ROOT / "config.example.yaml").read_text()
@@ -200,6 +202,8 @@ def test_example_config_documents_every_key_with_default_and_unit() -> None:
     from pvcharge.config import ApiConfig, MqttConfig, SessionsConfig, StateConfig, TariffConfig
 
     mqtt_block = re.search(r"^# mqtt:.*\n((?:#.*\n)*)", text, re.MULTILINE)
+    loadpoints_block = re.search(r"^# loadpoints:.*\n((?:#.*\n)*)", text, re.MULTILINE)
+    loadpoints = loadpoints_block.group(0) if loadpoints_block else ""
     classes = [
         (ApiConfig, blocks.get("api", "")),
         (MqttConfig, mqtt_block.group(0) if mqtt_block else ""),
@@ -210,6 +214,9 @@ def test_example_config_documents_every_key_with_default_and_unit() -> None:
         (ChargePoint, blocks.get("charger", "")),
         (ControlConfig, blocks.get("control", "")),
         (LogConfig, blocks.get("log", "")),
+        (Circuit, blocks.get("site", "")),
+        (LoadpointSettings, loadpoints),
+        (Vehicle, loadpoints),
     ]
     classes += [(importlib.import_module(m).Config, driver_block("meter", k)) for k, m in METER_TYPES.items()]
     classes += [
@@ -219,7 +226,7 @@ def test_example_config_documents_every_key_with_default_and_unit() -> None:
     for cls, block in classes:
         hints = typing.get_type_hints(cls)
         for f in dataclasses.fields(cls):
-            line = re.search(rf"^\s*#?\s*{f.name}:.*$", block, re.MULTILINE)
+            line = re.search(rf"^\s*#?\s*(?:- )?{f.name}:.*$", block, re.MULTILINE)
             if line is None:
                 missing.append(f"{cls.__module__}.{cls.__name__}.{f.name}: not in the example")
                 continue

@@ -566,8 +566,10 @@ async def test_remove_all_clears_every_retained_topic(broker: Broker) -> None:
         await ha.wait(lambda: "pvcharge/discovery" in ha.latest)
     cleared = await remove_all(mqtt_config(broker.port))
     assert "pvcharge/status" in cleared and "pvcharge/energy" in cleared
-    # the discovery topics with the session history's sensors; record, status, mode, energy, availability
-    assert len(cleared) == len(discovery_messages(mqtt_config(1), history=True)) + 5
+    # the discovery topics with the session history's and the plans' entities; record, status, mode,
+    # energy, availability, plan
+    assert len(cleared) == len(discovery_messages(mqtt_config(1), history=True, plans=True)) + 6
+    assert "pvcharge/plan" in cleared and "homeassistant/text/pvcharge/plan/config" in cleared
     async with Watcher(broker.port) as ha:
         assert ha.retained("") == set()
 

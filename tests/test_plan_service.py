@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sitestub import FakeClock, run_daemon
@@ -12,6 +13,7 @@ from sitestub import FakeClock, run_daemon
 from pvcharge.config import parse_config
 from pvcharge.daemon import Daemon
 from pvcharge.errors import DeviceUnavailable
+from pvcharge.planning.config import PlanConfig
 from pvcharge.planning.forecast import Array, ForecastSolarForecast
 from pvcharge.planning.planner import SLOT_S, ChargeLimits, slot_start
 from pvcharge.planning.service import PlanService, build_service
@@ -95,20 +97,27 @@ class Prices:
         return prices
 
 
+def service_of(daemon: Daemon, plans: tuple[PlanConfig, ...] = (), **options: Any) -> PlanService:
+    """A plan service on :class:`Prices`, without a forecast, listening to ``daemon``."""
+    service = PlanService(
+        daemon,
+        plans,
+        limits=LIMITS,
+        prices=CachedSource(Prices(), refresh_s=3600, max_age_s=86400),
+        forecast=None,
+        fallback_price_per_kwh=0.30,
+        **options,
+    )
+    service.attach()
+    return service
+
+
 def make(tmp_path: Path, start_s: float) -> tuple[Daemon, PlanService, FakeClock, Charger]:
     clock = FakeClock(start_s)
     charger = Charger(clock)
     config = parse_config(CONFIG_TEXT, environ={})
     daemon = Daemon(config, Meter(clock), charger, clock=clock, state_file=tmp_path / "state.json")  # type: ignore[arg-type]
-    service = PlanService(
-        daemon,
-        config.plans,
-        limits=LIMITS,
-        prices=CachedSource(Prices(), refresh_s=3600, max_age_s=86400),
-        forecast=None,
-        fallback_price_per_kwh=0.30,
-    )
-    service.attach()
+    service = service_of(daemon, config.plans)
     return daemon, service, clock, charger
 
 
@@ -162,11 +171,16 @@ async def test_car_leaving_ends_the_grid_slot(tmp_path: Path) -> None:
     assert await service.step(clock()) is None
 
 
-async def test_no_plans_no_service(tmp_path: Path) -> None:
+async def test_without_plans_the_service_is_idle(tmp_path: Path) -> None:
+    """Always built (a plan may be set at run time), it fetches nothing and leaves the mode alone."""
     config = parse_config(CONFIG_TEXT.split("plans:")[0], environ={})
-    clock = FakeClock(utc(7, 22))
+    clock = FakeClock(utc(8, 2))
     daemon = Daemon(config, Meter(clock), Charger(clock), clock=clock)  # type: ignore[arg-type]
-    assert build_service(config, daemon, clock=clock) is None
+    idle = build_service(config, daemon, clock=clock)
+    idle.attach()
+    await daemon.cycle()
+    assert idle.connected and await idle.step(clock()) is None
+    assert daemon.mode == "pv" and idle.prices is not None and idle.prices.values is None  # nothing fetched
     with_plans = parse_config(CONFIG_TEXT, environ={})
     service = build_service(with_plans, daemon, clock=clock)
     assert service is not None and service.limits.max_power_w == pytest.approx(11040)
@@ -190,24 +204,37 @@ async def test_forecast_solar_key_never_in_messages() -> None:
     assert emulator.received[0].path.startswith("/s3cr3t-key/estimate/")
 
 
-async def test_run_with_an_impossible_plan_charges_fast_and_says_so(tmp_path: Path) -> None:
-    """``pvcharge run`` with a plan of 60 kWh due in 30 min: flagged as not met, fast from now: 16 A on
-    the emulated WARP at 17:00 on the bundled day, when pv mode would not charge at all."""
+def evening_site() -> SiteModel:
+    """The bundled day at 17:00 on the real clock's pace (the car plugged in, little PV)."""
     trace = bundled_trace()
     site = SiteModel(trace, t_s=trace.start_s + 17 * 3600)
     site.advance(120)
     site.clock = SimClock(site.now, 1.0).now
+    return site
+
+
+def run_config(tmp_path: Path, meter: HuaweiEmulator, charger: WarpEmulator, more: str) -> Path:
+    """A config for ``pvcharge run`` against the emulators, its state file in ``tmp_path``."""
+    path = tmp_path / "config.yaml"
+    path.write_text(
+        f"meter: {{type: huawei, host: 127.0.0.1, port: {meter.port}, timeout_s: 2}}\n"
+        f"charger: {{type: warp, url: '{charger.url}', timeout_s: 2, phases: 1}}\n"
+        "control: {interval_s: 1, cloud_filter: 'off', max_age_s: 10}\n"
+        f"state: {{file: {tmp_path / 'state.json'}}}\nsessions: {{enabled: false}}\n" + more
+    )
+    return path
+
+
+async def test_run_with_an_impossible_plan_charges_fast_and_says_so(tmp_path: Path) -> None:
+    """``pvcharge run`` with a plan of 60 kWh due in 30 min: flagged as not met, fast from now: 16 A on
+    the emulated WARP at 17:00 on the bundled day, when pv mode would not charge at all."""
+    site = evening_site()
     deadline = datetime.fromtimestamp(time.time() + 1800, UTC).strftime("%H:%M")
     async with HuaweiEmulator(site) as meter, WarpEmulator(site) as charger:
-        path = tmp_path / "config.yaml"
-        path.write_text(
-            f"meter: {{type: huawei, host: 127.0.0.1, port: {meter.port}, timeout_s: 2}}\n"
-            f"charger: {{type: warp, url: '{charger.url}', timeout_s: 2, phases: 1}}\n"
-            "control: {interval_s: 1, cloud_filter: 'off', max_age_s: 10}\n"
-            f"state: {{file: {tmp_path / 'state.json'}}}\n"
-            "sessions: {enabled: false}\napi: {enabled: false}\n"
-            f'plans: [{{deadline: "{deadline}", energy_kwh: 60, timezone: UTC}}]\n'
+        more = (
+            f'api: {{enabled: false}}\nplans: [{{deadline: "{deadline}", energy_kwh: 60, timezone: UTC}}]\n'
         )
+        path = run_config(tmp_path, meter, charger, more)
         at_16_a, code, log = await run_daemon(
             path, until=lambda: site.state().offered_current_a == 16, polls=300
         )
@@ -227,16 +254,7 @@ async def test_smart_cost_limit_charges_fast_while_cheap_without_a_plan(tmp_path
     daemon = Daemon(config, Meter(clock), Charger(clock), clock=clock)  # type: ignore[arg-type]
     built = build_service(config, daemon, clock=clock)
     assert built is not None and built.smart_cost_limit == 0.15 and built.plans == ()
-    service = PlanService(
-        daemon,
-        (),
-        limits=LIMITS,
-        prices=CachedSource(Prices(), refresh_s=3600, max_age_s=86400),
-        forecast=None,
-        fallback_price_per_kwh=0.30,
-        smart_cost_limit=0.15,
-    )
-    service.attach()
+    service = service_of(daemon, smart_cost_limit=0.15)
     await daemon.cycle()
     assert await service.step(clock()) is None and daemon.mode == "pv"  # 0.30 at 01:45
     clock.t_s = utc(8, 2)
@@ -304,3 +322,24 @@ async def test_measured_pv_corrects_the_forecast(tmp_path: Path) -> None:
     plan = await service.step(clock())
     assert service.pv_factor_today == pytest.approx(0.75, abs=0.01)
     assert plan is not None and plan.slots[0].pv_kwh == pytest.approx(4560 / 4000, rel=0.02)
+
+
+async def test_grid_charging_ends_when_the_target_is_reached_not_at_the_end_of_the_slot(
+    tmp_path: Path,
+) -> None:
+    """fast charges at full power, the planner's last slot may be a partial one: once the energy is
+    there, the user's mode is back at once."""
+    daemon, service, clock, charger = make(tmp_path, utc(8, 2, 30))
+    await daemon.cycle()
+    await service.step(clock())
+    assert daemon.mode == "fast"
+    service.charged_kwh = 11.0  # (of 11.04)
+    charger.power_w = 11040.0
+    for _ in range(2):  # 11.0 + 2 × 15.3 Wh
+        clock.advance(5)
+        await daemon.cycle()
+        assert daemon.mode == "fast"
+    clock.advance(5)
+    await daemon.cycle()
+    assert service.charged_kwh >= 11.04 and daemon.mode == "pv" and clock() < utc(8, 2, 45)
+    assert not service.grid_charging

@@ -106,8 +106,8 @@ def test_forecast_needs_arrays_and_respects_forecast_solar_limit() -> None:
 
 
 def test_tariff_source_is_checked() -> None:
-    assert "tariff.source: expected one of 'fixed', 'awattar', 'energy-charts'" in error_of(
-        MINIMAL + "tariff: {source: tibber}\n"
+    assert "tariff.source: expected one of 'fixed', 'awattar', 'energy-charts', 'tibber'" in error_of(
+        MINIMAL + "tariff: {source: octopus}\n"
     )
 
 

@@ -163,6 +163,11 @@ def format_status(s: dict[str, Any]) -> str:
         if not d["ok"] and d["consecutive_failures"] == 0:
             health = "no answer yet"
         lines.append(f"{role:9} {d['name']}: {health}")
+    wake = s.get("wake_up")
+    if wake and wake["attempts"]:
+        last = "" if wake["last_error"] is None else f"; the last failure: {wake['last_error']}"
+        sent = f"{wake['attempts']} of {wake['max_attempts']}"
+        lines.append(f"wake-up   {sent} sent to a car that did not start{last}")
     if s.get("writes_blocked"):
         lines.append("WARNING   the charger refuses all writes; pvcharge sends it nothing until restarted")
     return "\n".join(lines)

@@ -41,8 +41,15 @@ CHART_PLACEHOLDER = "<!-- chart library: inlined by the server with a session hi
 
 def page_with_history(page: str) -> str:
     """The status page marked to show the history (without the mark it never asks for it: no 404s)
-    with the chart library inline, so the page's CSP hashes cover it and it needs no token of its own."""
-    page = page.replace('<body data-history="0">', '<body data-history="1">', 1)
+    with the chart library inline."""
+    return inline_chart_library(page.replace('<body data-history="0">', '<body data-history="1">', 1))
+
+
+def inline_chart_library(page: str) -> str:
+    """The page with the chart library inline (once), so the page's CSP hashes cover it and it needs
+    no token of its own."""
+    if CHART_PLACEHOLDER not in page:
+        return page
     css, js = (resources.files("pvcharge.api").joinpath(f).read_text("utf-8") for f in CHART_FILES)
     return page.replace(CHART_PLACEHOLDER, f"<style>{css}</style><script>{js}</script>", 1)
 

@@ -7,7 +7,8 @@ the tests.  Units are in the key names (``_w``, ``_a``, ``_pct``, ``_s``) and in
 signs follow the project's convention (``grid_power_w`` > 0 imports, ``battery_power_w`` > 0
 discharges).
 
-The session history's schemas and paths are in :mod:`pvcharge.api.openapi_history`.
+The session history's schemas and paths are in :mod:`pvcharge.api.openapi_history`, the plans' in
+:mod:`pvcharge.api.openapi_plans`.
 
 The document follows the server it describes: with a token configured every operation needs the
 bearer scheme (``401`` otherwise); without one, requests whose ``Host`` is not a loopback name are
@@ -97,6 +98,12 @@ CHARGER = _closed(
             "description": "IEC 61851 state where the charger reports it (A no car, B connected, C charging)",
         },
         "phase_currents_a": _phase_currents("measured L1–L3 currents in A where the charger meters them"),
+        "vehicle_soc_pct": {
+            "type": ["number", "null"],
+            "minimum": 0,
+            "maximum": 100,
+            "description": "the car's state of charge in % (0–100) where the charger learns it; else null",
+        },
         "timestamp_s": _num(f"when the reading was received, {_CLOCK}"),
     },
     "the charger's reading of the last cycle; null when it did not answer",
@@ -141,6 +148,18 @@ STATS = _closed(
     "counters since start",
 )
 
+WAKE_UP = _closed(
+    {
+        "attempts": _int("wake-ups sent to a car that did not start, since it was plugged in"),
+        "max_attempts": _int("wake-ups allowed per plug-in (charger.wake_up_attempts; 0: off)"),
+        "last_at_s": _num(f"time of the last wake-up since the plug-in, {_CLOCK}; null: none", nullable=True),
+        "available": {"type": "boolean", "description": "the charger can wake a car (WARP, Easee)"},
+        "failures": _int("wake-ups that failed, since start"),
+        "last_error": {"type": ["string", "null"], "description": "why the last failed wake-up failed"},
+    },
+    "resume recovery: a car offered current that stays in state B gets the charger's wake-up",
+)
+
 MODE = {
     "type": "string",
     "enum": list(MODES),
@@ -175,6 +194,7 @@ STATUS = _closed(
             "type": "boolean",
             "description": "the charger refused all writes (e.g. Easee 'IP blocked'); nothing more is sent",
         },
+        "wake_up": WAKE_UP,
         "stats": STATS,
     },
     "what the daemon sees and does now",
@@ -219,7 +239,9 @@ def _json(schema_ref: str, description: str) -> dict[str, Any]:
 
 def openapi_document(*, token_required: bool) -> dict[str, Any]:
     """The OpenAPI document of the server; ``token_required``: a bearer token is configured."""
+    from pvcharge.api.openapi_forecast import FORECAST_SCHEMAS, forecast_paths
     from pvcharge.api.openapi_history import HISTORY_SCHEMAS, history_paths  # (it imports the helpers here)
+    from pvcharge.api.openapi_plans import PLAN_SCHEMAS, plan_paths
 
     guard: dict[str, Any] = {
         "400": _json("Error", "a query parameter the operation does not take, or a malformed from/to")
@@ -314,6 +336,8 @@ def openapi_document(*, token_required: bool) -> dict[str, Any]:
                 }
             },
             **history_paths(guard),
+            **plan_paths(guard),
+            **forecast_paths(guard),
             "/metrics": {
                 "get": {
                     "operationId": "getMetrics",
@@ -339,6 +363,8 @@ def openapi_document(*, token_required: bool) -> dict[str, Any]:
                 "Error": ERROR,
                 "Config": CONFIG,
                 **HISTORY_SCHEMAS,
+                **PLAN_SCHEMAS,
+                **FORECAST_SCHEMAS,
             },
         },
     }

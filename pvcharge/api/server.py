@@ -10,6 +10,10 @@ Routes (the OpenAPI document at ``/api/openapi.json`` describes them, :mod:`pvch
 ``GET /api/openapi.json``   the OpenAPI document
 ``GET /api/sessions…``      the session history: sessions, CSV, energy per day, power per minute
                             (:mod:`pvcharge.api.history`)
+``GET /api/forecast``       the plan chart: PV forecast, prices and the plan per 15-min slot
+                            (:mod:`pvcharge.api.plan_chart`)
+``GET /api/plans``          the charge plans in force and the last plan made (:mod:`pvcharge.api.plans`)
+``PUT|DELETE /api/plans/next``  set or clear the plan set at run time
 ``GET /metrics``            Prometheus metrics (:mod:`pvcharge.api.metrics`)
 ==========================  =======================================================================
 
@@ -30,8 +34,9 @@ Security:
 - no route takes a query parameter but the page's ``token`` and the history's ``from``, ``to`` and
   ``loadpoint``: any other is a ``400`` (``/api/mode?mode=fast`` would otherwise be silently ignored).
 
-The handlers only read the daemon's state and call :meth:`Daemon.set_mode`; none of them awaits a
-device, so a client polling the API never holds up a control cycle (measured in ``tests/test_api.py``).
+The handlers only read the daemon's state and call :meth:`Daemon.set_mode` (or set and clear the
+run-time plan; those wait for the plan service's own task to re-plan); none of them awaits a device, so
+a client polling the API never holds up a control cycle (measured in ``tests/test_api.py``).
 """
 
 from __future__ import annotations
@@ -47,19 +52,22 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 from aiohttp import web
-from prometheus_client.exposition import choose_encoder
 
 from pvcharge.api import url_for
 from pvcharge.api.history import HISTORY_QUERY_PARAMETERS, HistoryRoutes, page_with_history
-from pvcharge.api.metrics import metrics_registry
 from pvcharge.api.openapi import openapi_document
+from pvcharge.api.plan_chart import ChartRoutes, page_with_plan
+from pvcharge.api.plans import PlanRoutes
 from pvcharge.config import ApiConfig, secret_values, to_dict
 from pvcharge.control.config import MODES
 from pvcharge.errors import PvchargeError
 from pvcharge.settings import is_loopback, mask_secrets
 
 if TYPE_CHECKING:
+    from prometheus_client.registry import CollectorRegistry
+
     from pvcharge.daemon import Daemon
+    from pvcharge.planning.service import PlanService
     from pvcharge.sessions import SessionRecorder
 
 log = structlog.get_logger("pvcharge.api")
@@ -144,18 +152,28 @@ def _dumps(data: Any) -> str:
 class _Api:
     """The handlers and the guard of one server."""
 
-    def __init__(self, daemon: Daemon, config: ApiConfig, sessions: SessionRecorder | None = None) -> None:
+    def __init__(
+        self,
+        daemon: Daemon,
+        config: ApiConfig,
+        sessions: SessionRecorder | None = None,
+        plans: PlanService | None = None,
+    ) -> None:
         self.daemon = daemon
         self.sessions = sessions
         self.token: bytes | None = config.token.reveal().encode("utf-8") if config.token is not None else None
         self._token_secret = [config.token.reveal()] if config.token is not None else []
-        self.registry = metrics_registry(self.status, sessions.totals if sessions is not None else None)
+        self._registry: CollectorRegistry | None = None  #: built at the first scrape (prometheus_client)
         self.page = resources.files("pvcharge.api").joinpath("static/index.html").read_text("utf-8")
         if sessions is not None:
             self.page = page_with_history(self.page)
+        if plans is not None:
+            self.page = page_with_plan(self.page)
+        self.plan_chart = ChartRoutes(plans, daemon.clock, self.json, daemon.config.tariff.currency)
         self.history = HistoryRoutes(
             sessions, daemon.clock, self.json, lambda text: mask_secrets(text, self.secrets())
         )
+        self.plans = PlanRoutes(plans, self.json)
         self.page_csp = content_security_policy(self.page)
         self.login = {rejected: _login_page(rejected) for rejected in (False, True)}
         self.login_csp = content_security_policy(self.login[False])
@@ -295,14 +313,27 @@ class _Api:
         return self.json(self.openapi)
 
     async def metrics(self, request: web.Request) -> web.Response:
+        # prometheus_client (and the http.server, wsgiref, gzip it imports) only once /metrics is scraped
+        from prometheus_client.exposition import choose_encoder
+
+        if self._registry is None:
+            from pvcharge.api.metrics import metrics_registry
+
+            totals = self.sessions.totals if self.sessions is not None else None
+            self._registry = metrics_registry(self.status, totals)
         encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
-        return web.Response(body=encoder(self.registry), headers={"Content-Type": content_type})
+        return web.Response(body=encoder(self._registry), headers={"Content-Type": content_type})
 
 
-def build_app(daemon: Daemon, config: ApiConfig, sessions: SessionRecorder | None = None) -> web.Application:
-    """The aiohttp application serving ``daemon`` and its ``sessions`` (no socket yet; :func:`start_api`
-    binds it)."""
-    api = _Api(daemon, config, sessions)
+def build_app(
+    daemon: Daemon,
+    config: ApiConfig,
+    sessions: SessionRecorder | None = None,
+    plans: PlanService | None = None,
+) -> web.Application:
+    """The aiohttp application serving ``daemon``, its ``sessions`` and its ``plans`` (no socket yet;
+    :func:`start_api` binds it)."""
+    api = _Api(daemon, config, sessions, plans)
     app = web.Application(middlewares=[api.guard], client_max_size=MAX_BODY_BYTES)
     app.router.add_get("/", api.index)
     app.router.add_get("/api/status", api.get_status)
@@ -310,6 +341,8 @@ def build_app(daemon: Daemon, config: ApiConfig, sessions: SessionRecorder | Non
     app.router.add_get("/api/config", api.get_config)
     app.router.add_get("/api/openapi.json", api.get_openapi)
     api.history.add_routes(app.router)
+    api.plan_chart.add_routes(app.router)
+    api.plans.add_routes(app.router)
     app.router.add_get("/metrics", api.metrics)
     return app
 
@@ -335,9 +368,15 @@ class ApiServer:
             log.info("api_stopped", url=self.url)
 
 
-async def start_api(daemon: Daemon, config: ApiConfig, sessions: SessionRecorder | None = None) -> ApiServer:
+async def start_api(
+    daemon: Daemon,
+    config: ApiConfig,
+    sessions: SessionRecorder | None = None,
+    plans: PlanService | None = None,
+) -> ApiServer:
     """Serve the API for ``daemon`` on ``config.listen:config.port`` (port 0: a free one); ``sessions``:
-    the recorder behind ``/api/sessions`` and ``/api/energy`` (``None``: they answer 404).
+    the recorder behind ``/api/sessions`` and ``/api/energy`` (``None``: they answer 404); ``plans``: the
+    plan service behind ``/api/plans`` and ``/api/forecast`` (``None``: they answer 404).
 
     With ``api.enabled: false`` nothing listens and the returned server's ``url`` is ``None``.
 
@@ -352,7 +391,9 @@ async def start_api(daemon: Daemon, config: ApiConfig, sessions: SessionRecorder
         log.warning(
             "api_token_short", length=len(config.token.reveal()), action="use 32 random hex digits or more"
         )
-    runner = web.AppRunner(build_app(daemon, config, sessions), access_log=None, shutdown_timeout=SHUTDOWN_S)
+    runner = web.AppRunner(
+        build_app(daemon, config, sessions, plans), access_log=None, shutdown_timeout=SHUTDOWN_S
+    )
     await runner.setup()
     site = web.TCPSite(runner, config.listen, config.port)
     try:

@@ -14,7 +14,7 @@ Drivers convert vendor units (mA, kW) to canonical ones, describe what the hardw
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from pvcharge.readings import ChargerCapabilities, ChargerCommand, ChargerReading
 
@@ -63,3 +63,26 @@ class Charger(Protocol):
     async def close(self) -> None:
         """Release connections. Safe to call twice."""
         ...
+
+
+@runtime_checkable
+class WakesCar(Protocol):
+    """A charger that can wake a car which does not start drawing when offered current (evcc's
+    ``api.Resurrector``): an optional capability, used by the daemon's :class:`pvcharge.resume.CarWaker`
+    when :mod:`pvcharge.control.wakeup` says so.  Implemented by WARP (a control-pilot disconnect) and
+    Easee (pause then resume); OCPP and the AlphaESS wallbox have none."""
+
+    async def wake_up(self) -> None:
+        """Make the car see an unplug and plug-in (or its charger's equivalent) and leave the charger
+        holding the command it held before, never more.
+
+        Raises: ``WriteDeferred`` (nothing sent now, rate limit; asked for again later),
+        ``DeviceUnavailable`` or ``DeviceProtocolError`` (failed: the charger may hold less than the
+        command, e.g. paused, never more; the daemon sends the command again).
+        """
+        ...
+
+
+def can_wake(charger: object) -> bool:
+    """``charger`` has the :class:`WakesCar` capability."""
+    return isinstance(charger, WakesCar)

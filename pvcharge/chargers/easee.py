@@ -45,6 +45,20 @@ counts no command as taken and sends it again):
   (their budget spent, or HTTP 429) goes through the charger setting instead, which Easee limits
   separately; a cloud that refuses that setting (400/404/405) is told once, and decreases then wait for
   the commands (``WriteDeferred`` with the time).
+
+**Waking a car that does not start** (:meth:`EaseeCharger.wake_up`; issue #15: "Easee: pause then
+resume"; ``pause_charging``/``resume_charging`` as §1.4 describes them): the charger's own pause command,
+then a resume, under the same guarantee:
+
+- ``circuit_current``: ``pause_charging`` then ``resume_charging``; the circuit current the driver holds
+  (the command) caps the 32 A the resume sets.
+- ``charger_current``: ``pause_charging`` then the resume by ``set_dynamic_charger_current`` with the
+  current held before (``resume_charging`` would run the car at 32 A until a second command got through).
+- Both commands go only when the command budget carries both now and a decrease can still go right
+  after (``charger_current``: by the charger setting; ``circuit_current``: by the circuit settings), and
+  not within ``min_write_interval_s`` of the last write; otherwise ``WriteDeferred``.  That a resume
+  from ``pause_charging`` wakes a sleeping car as a control-pilot interruption does is the issue's
+  reading, not verified on hardware.
 """
 
 from __future__ import annotations
@@ -62,7 +76,13 @@ import structlog
 from pvcharge.chargers import Clock
 from pvcharge.clients.budget import BudgetSpent
 from pvcharge.clients.easee import DEFAULT_URL, EaseeClient, IpBlocked
-from pvcharge.errors import DeviceProtocolError, DeviceUnavailable, WriteDeferred, WritesBlocked
+from pvcharge.errors import (
+    DeviceProtocolError,
+    DeviceUnavailable,
+    RateLimited,
+    WriteDeferred,
+    WritesBlocked,
+)
 from pvcharge.readings import ChargerCapabilities, ChargerCommand, ChargerReading, IecState, charging_power_w
 from pvcharge.settings import Secret, SettingError, setting
 
@@ -414,6 +434,7 @@ class EaseeCharger:
         self._state_path = f"/state/{charger}/observations?ids={','.join(str(i) for i in OBSERVATIONS)}"
         self._dcc_path = f"/api/chargers/{charger}/commands/set_dynamic_charger_current"
         self._resume_path = f"/api/chargers/{charger}/commands/resume_charging"
+        self._pause_path = f"/api/chargers/{charger}/commands/pause_charging"
         self._settings_path = f"/api/chargers/{charger}/settings"
         self._circuit_path = f"/api/sites/{config.site_id}/circuits/{config.circuit_id}/settings"
 
@@ -518,6 +539,55 @@ class EaseeCharger:
         for write in writes:
             await self._send_write(write)
         self._log.debug("easee.applied", current_a=amps, phases=command.phases, requests=len(writes))
+
+    async def wake_up(self) -> None:
+        """Wake a car that does not start: the charger's pause, then a resume to the current it held
+        (see the module docstring: ``pause_charging``, then ``resume_charging`` under the circuit current
+        or ``set_dynamic_charger_current``).  Never above the command held before; a failure leaves the
+        charger paused or at that command.
+
+        Raises:
+            WriteDeferred: not sent now: the current held is unknown or 0 A (the next apply sends it),
+                ``min_write_interval_s`` since the last write, the command budget cannot carry both
+                commands, or a decrease could not follow (its budget spent, or the charger setting was
+                refused); ``retry_after_s`` says when it may go (0: unknown); nothing was sent.
+            RateLimited: (a ``DeviceUnavailable``) HTTP 429 on the resume: the charger is left paused.
+            WritesBlocked: Easee blocked this IP (HTTP 403).
+            DeviceUnavailable, DeviceProtocolError: as :meth:`apply`; the charger holds 0 A or the
+                command, the driver no longer knows which.
+        """
+        if self._client.blocked is not None:
+            raise WritesBlocked(self.name, self._client.blocked)
+        held = self._held
+        circuit = self._config.control == "circuit_current"
+        amps = (max(held.circuit_a) if held.circuit_a is not None else None) if circuit else held.dcc_a
+        if not amps:
+            raise WriteDeferred(self.name, "no wake-up: the current the charger holds is unknown or 0 A", 0.0)
+        now = self._clock()
+        waits = {
+            "min_write_interval_s": self._last_write_s + self._config.min_write_interval_s - now,
+            "command budget": self._client.wait_s("commands", 2),
+            "decrease budget": self._client.wait_s("circuit_settings") if circuit else self._setting_wait_s(),
+        }
+        if (wait_s := max(waits.values())) > 0:
+            why = ", ".join(k for k, w in waits.items() if w > 0)
+            retry_s = 0.0 if math.isinf(wait_s) else wait_s
+            why = f"no wake-up now: {why} (pause and resume take 2 commands)"
+            raise WriteDeferred(self.name, why, retry_s)
+        self._last_write_s = now
+        if circuit:
+            pause = _Write("commands", self._pause_path, None, replace(held, resumed=False))
+            resume = _Write("commands", self._resume_path, None, replace(held, resumed=True))
+        else:
+            pause = _Write("commands", self._pause_path, None, replace(held, dcc_a=0))
+            resume = _Write("commands", self._dcc_path, {"amps": amps, "minutes": 0}, held)
+        await self._send_write(pause)
+        try:
+            await self._send_write(resume)
+        except WriteDeferred as exc:  # HTTP 429 on the resume: the charger is paused, not left as it was
+            why = f"wake-up: paused, but the resume was not taken ({exc.message})"
+            raise RateLimited(self.name, why, retry_after_s=exc.retry_after_s) from exc
+        self._log.debug("easee.woken", current_a=amps, control=self._config.control)
 
     def forget(self) -> None:
         """Forget the current and pause believed held: the next apply sends them again (Easee clears

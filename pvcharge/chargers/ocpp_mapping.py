@@ -226,7 +226,10 @@ def reading_from_state(
         ``power_w`` from Power.Active.Import (else the sum of its phases, else 0), 0 outside a
         transaction and while not charging; ``phases`` while charging: the phases whose Current.Import
         is above :data:`PHASE_ACTIVE_A` (where the box sends per-phase currents), else ``limit_phases``
-        or 3; ``phase_currents_a`` where any phase current was sent.
+        or 3; ``phase_currents_a`` where any phase current was sent; ``vehicle_soc_pct`` from the
+        ``SoC`` measurand (OCPP 1.6 Measurand enumeration, unit Percent; boxes that learn it from the
+        car over ISO 15118 or CHAdeMO send it) in a transaction with a car plugged in, ``None`` when
+        not sent or outside 0–100.
 
     Raises:
         ValueError: an unknown status, Power.Active.Import further than
@@ -254,8 +257,10 @@ def reading_from_state(
         else:
             phases = limit_phases or 3
     offered = samples.get("Current.Offered")
+    connected = iec in (IecState.B, IecState.C, IecState.D)
+    soc_pct = samples.get("SoC") if connected else None
     return ChargerReading(
-        connected=iec in (IecState.B, IecState.C, IecState.D),
+        connected=connected,
         charging=charging,
         power_w=power_w,
         current_a=offered if offered is not None and offered >= 0 else limit_a,
@@ -263,4 +268,5 @@ def reading_from_state(
         timestamp_s=timestamp_s,
         iec_state=iec,
         phase_currents_a=phase_currents,
+        vehicle_soc_pct=soc_pct if soc_pct is not None and 0 <= soc_pct <= 100 else None,
     )

@@ -36,20 +36,28 @@ W-evcc ``charger/warp-ws.go``):
   single-phase car) or on a *different* request mid-switch; the same request while busy is ignored.
 - After a reconnect evcc sends the last ``phases_wanted`` again (a rebooted box may have lost it).
 
+Waking a car that does not start (:meth:`WarpCharger.wake_up`; warp-charger ``api_doc_generator/evse.py``
+``control_pilot_disconnect``, W-fw ``evse_v2``/``control_pilot_backend``): with the feature
+``cp_disconnect`` in ``info/features`` (WARP2 and later), ``evse/control_pilot_disconnect`` ``{"disconnect":
+bool}`` is R/W through ``evse/control_pilot_disconnect_update``; true fakes an unplugged cable.  The box
+ignores the write while ``evse/management_enabled`` is on (its charge manager owns the CP).
+
 Without ``phase_switching`` the driver reports ``phase_switching=False`` and ignores
 ``ChargerCommand.phases``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
 import httpx
 import structlog
 
+from pvcharge.clients.tls import verify_for
 from pvcharge.errors import DeviceProtocolError, DeviceUnavailable, RateLimited, WriteDeferred
 from pvcharge.readings import (
     ChargerCapabilities,
@@ -88,6 +96,11 @@ CAPABILITIES = ChargerCapabilities(
 #: a refused switch is retried later, never in a loop (firmware that silently ignores a request is
 #: covered too).
 PHASE_REQUEST_INTERVAL_S = 60.0
+
+#: how long a wake-up holds the control pilot disconnected, in s: openWB's hardware driver holds CP at
+#: -12 V "for at least 3 seconds" (EV40 specification), evcc's ABL driver 3 s (evcc ``charger/openwb-hw.go``,
+#: ``charger/abl-evcc.go``).
+CP_DISCONNECT_S = 3.0
 
 #: ``info/name.type`` values of boxes that switch phases themselves (chargers.md §3.4: WARP2 switches
 #: only through a WARP Energy Manager, WARP1 not at all).
@@ -437,6 +450,7 @@ class WarpCharger:
         self._next_phase_request_s = -math.inf  # no phases_wanted request before this clock time
         self._unavailable_logged: int | None = None  # external_control code last logged as refusal
         self._quiet_until = -math.inf  # an HTTP 429 asked for no request before this clock time
+        self._sleep: Callable[[float], Awaitable[object]] = asyncio.sleep  # the CP disconnect's wait
         self._log = _log.bind(device=name)
 
     async def read(self) -> ChargerReading:
@@ -544,6 +558,51 @@ class WarpCharger:
             )
         self._log.debug("warp.applied", current_ma=current_ma)
         return deferred
+
+    async def wake_up(self) -> None:
+        """Wake a car that does not start: disconnect the control pilot for :data:`CP_DISCONNECT_S` (the
+        car sees an unplug and a plug-in), then connect it again.
+
+        GET ``info/features`` (must list ``cp_disconnect``), POST ``evse/control_pilot_disconnect_update
+        {"disconnect": true}``, GET ``evse/control_pilot_disconnect`` to see that the box did it, wait,
+        POST ``{"disconnect": false}`` (also when the wait is cancelled or the check fails).  Slot 8 is
+        not touched: the car is offered what it was offered before, never more.
+
+        Raises:
+            WriteDeferred: HTTP 429, or still waiting for its ``Retry-After``.
+            DeviceUnavailable: no answer after retries (the CP may be left disconnected: the car draws
+                nothing; the next wake-up connects it again).
+            DeviceProtocolError: no ``cp_disconnect`` feature (a WARP1), or the box ignored the
+                disconnect (``evse/management_enabled`` on); other refusals as :meth:`apply`.
+        """
+        try:
+            features = await self._get_json("info/features")
+            if not isinstance(features, list) or "cp_disconnect" not in features:
+                raise DeviceProtocolError(
+                    self.name,
+                    "a wake-up needs a control-pilot disconnect, but 'cp_disconnect' is not in info/features "
+                    "(a WARP1 has none); set charger.wake_up_attempts: 0",
+                )
+            await self._set_cp_disconnect(True)
+            try:
+                state = await self._get_json("evse/control_pilot_disconnect")
+                if not isinstance(state, dict) or state.get("disconnect") is not True:
+                    raise DeviceProtocolError(
+                        self.name,
+                        "the box did not disconnect the control pilot (evse/control_pilot_disconnect: "
+                        f"{state!r}); it ignores the request while evse/management_enabled is on",
+                    )
+                await self._sleep(CP_DISCONNECT_S)
+            finally:
+                await self._set_cp_disconnect(False)
+        except RateLimited as exc:
+            raise WriteDeferred(self.name, exc.message, retry_after_s=exc.retry_after_s) from exc
+        self._log.debug("warp.woken", cp_disconnect_s=CP_DISCONNECT_S)
+
+    async def _set_cp_disconnect(self, disconnect: bool) -> None:
+        path = "evse/control_pilot_disconnect_update"
+        if await self._request("POST", path, {"disconnect": disconnect}) is None:
+            raise DeviceProtocolError(self.name, f"POST {self._base_url}{path}: not found (HTTP 404)")
 
     def forget(self) -> None:
         """Send ``external_enabled`` and the last ``phases_wanted`` again with the next apply."""
@@ -708,6 +767,7 @@ class WarpCharger:
                 auth=auth,
                 timeout=self._config.timeout_s,
                 transport=self._transport,
+                verify=verify_for(self._base_url, trust_env=False),  # one shared context (clients/tls.py)
                 trust_env=False,  # the charger is on the LAN: no proxies from the environment
             )
         return self._client

@@ -53,6 +53,7 @@ from pvcharge.clients.alphaess_api import (
     sign,
 )
 from pvcharge.clients.budget import BudgetSpent, RequestBudget
+from pvcharge.clients.tls import verify_for
 from pvcharge.errors import DeviceError, DeviceProtocolError, DeviceUnavailable, RateLimited
 from pvcharge.retry import (
     ServerError,
@@ -253,7 +254,8 @@ class OpenApiAccount:
     def http(self) -> httpx.AsyncClient:
         """The connection pool, opened on first use (again after :meth:`close`)."""
         if self.http_client is None:
-            self.http_client = httpx.AsyncClient(base_url=self.base_url)
+            # one shared TLS context (clients/tls.py)
+            self.http_client = httpx.AsyncClient(base_url=self.base_url, verify=verify_for(self.base_url))
         return self.http_client
 
     def _forget(self, flight: _Flight) -> None:

@@ -38,6 +38,7 @@ import httpx
 import structlog
 
 from pvcharge.clients.budget import BudgetSpent, RequestBudget
+from pvcharge.clients.tls import verify_for
 from pvcharge.errors import DeviceError, DeviceProtocolError
 from pvcharge.retry import (
     ServerError,
@@ -331,6 +332,7 @@ class EaseeClient:
                 base_url=self.base_url,
                 timeout=self._timeout_s,
                 transport=self._transport,
+                verify=verify_for(self.base_url),  # one shared context (clients/tls.py)
                 headers={"Accept": "application/json"},
             )
         return self._client

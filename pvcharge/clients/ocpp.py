@@ -178,6 +178,8 @@ class _Session(ChargePoint):  # type: ignore[misc]  # the ocpp library has no ty
                 state.charging_since_s = central.clock()
             if status == "Available" and state.transaction_id is not None:
                 state.transaction_id = None  # unplugged: any transaction is over (evcc does the same)
+            if status == "Available":
+                state.samples.pop("SoC", None)  # the next car's SoC is not this one's
             state.status, state.error_code, state.info = status, error_code, kwargs.get("info")
             central.status_event.set()
             central.log.debug("ocpp.status", status=status, error_code=error_code)

@@ -20,6 +20,25 @@ CLOUD_FILTER_S: dict[str, float] = {"off": 0.0, "weak": 120.0, "medium": 240.0, 
 
 
 @dataclass(frozen=True)
+class Circuit:
+    """One item of ``site.circuits``: a feed with its own current limit per phase (a garage
+    sub-distribution, a second meter's breaker) that serves some loadpoints."""
+
+    name: str = setting(doc="the circuit's name, for messages (e.g. garage)")
+    max_current_a: float = setting(
+        doc="limit per phase: the commands of its loadpoints never add up to more on any phase",
+        unit="A",
+        min=6,
+        max=1000,
+    )
+    loadpoints: tuple[str, ...] = setting(doc="names of the loadpoints this circuit feeds")
+
+    def __post_init__(self) -> None:
+        if not self.loadpoints:
+            raise SettingError("loadpoints", "empty; name the loadpoints this circuit feeds")
+
+
+@dataclass(frozen=True)
 class SiteConfig:
     """The ``site:`` section."""
 
@@ -34,6 +53,11 @@ class SiteConfig:
         unit="A",
         min=6,
         max=1000,
+    )
+    circuits: tuple[Circuit, ...] = setting(
+        (),
+        doc="sub-circuits, each with name, max_current_a and the loadpoints it feeds: the sum of their "
+        "commands per phase stays within its limit",
     )
 
 
@@ -53,6 +77,21 @@ class ChargePoint:
     )
     phases: Literal[1, 3, "auto"] = setting(
         3, doc="1 or 3: the phases the charger charges on; auto: switch 1p/3p (needs a charger that can)"
+    )
+    wake_up_attempts: int = setting(
+        2,
+        doc="wake-ups per plug-in for a car that does not start drawing (WARP: a control-pilot "
+        "disconnect; Easee: pause then resume); 0: never",
+        min=0,
+        max=10,
+    )
+    wake_up_after_s: float = setting(
+        60.0,
+        doc="a car offered current that draws under 100 W for this long after a start gets a wake-up; "
+        "also the least time between two wake-ups",
+        unit="s",
+        min=5,
+        max=3600,
     )
 
     def __post_init__(self) -> None:

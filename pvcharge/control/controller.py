@@ -68,6 +68,7 @@ from collections import deque
 from dataclasses import dataclass
 
 from pvcharge.control.config import ChargePoint, ControlConfig, Mode, SiteConfig
+from pvcharge.control.vehicle import Vehicle, narrow
 from pvcharge.control.window import TimeWindow
 from pvcharge.readings import ChargerCapabilities, ChargerCommand, ChargerReading, SiteReading
 
@@ -109,9 +110,12 @@ class Controller:
             narrows the charge point's; an ``on_off_only`` charger charges at a fixed current
             (``max_current_a``), so it starts only when the surplus covered that fixed power for the last
             ``start_fraction`` of the cloud window and stops when it was short of it for the whole window.
+        vehicle: the car's profile (:mod:`pvcharge.control.vehicle`): its 3-phase minimum, the phases it
+            allows (they narrow the charge point's), ``never_stop``, ``no_phase_switch``.
 
-    Call :meth:`step` once per cycle.  The object keeps timers and filters between calls; it is not
-    thread-safe and not shared between charge points.
+    Call :meth:`step` once per cycle (or :meth:`propose` then :meth:`commit`, as
+    :class:`pvcharge.control.site.SiteController` does).  The object keeps timers and filters between
+    calls; it is not thread-safe and not shared between charge points.
     """
 
     def __init__(
@@ -120,8 +124,11 @@ class Controller:
         charge_point: ChargePoint,
         site: SiteConfig | None = None,
         capabilities: ChargerCapabilities | None = None,
+        vehicle: Vehicle | None = None,
     ) -> None:
         self._caps = capabilities or ChargerCapabilities()
+        self.vehicle = vehicle or Vehicle()
+        self._vehicle_one_phase = False  # a 1-phase vehicle on a 3-phase charge point
         # the surplus, W: the cloud window and the shorter or longer spans read from its end (a start's
         # start_window_s, RECENT_S, up_hold_s)
         self._surplus = TimeWindow(_surplus_span_s(control))
@@ -144,14 +151,22 @@ class Controller:
         self._fuse_window = TimeWindow(FUSE_RELEASE_S)  # fuse headroom per phase, A
         self._fuse_t = -math.inf
         self.mode: Mode = control.mode
-        self.reconfigure(control, charge_point, site)
+        self.reconfigure(control, charge_point, site, self.vehicle)
 
     def reconfigure(
-        self, control: ControlConfig, charge_point: ChargePoint, site: SiteConfig | None = None
+        self,
+        control: ControlConfig,
+        charge_point: ChargePoint,
+        site: SiteConfig | None = None,
+        vehicle: Vehicle | None = None,
     ) -> None:
         """Take new settings (a reloaded config) without losing the session: a charging car goes on
         charging, the filters keep their samples (their windows take the new lengths), the mode becomes
-        ``control.mode``.  The charger's capabilities stay."""
+        ``control.mode``.  The charger's capabilities stay; so does the vehicle unless one is given."""
+        if vehicle is not None:
+            self.vehicle = vehicle
+        charge_point, self._vehicle_one_phase = narrow(charge_point, self.vehicle)
+        self._one_phase_car = self._one_phase_car or self._vehicle_one_phase
         self.control = control
         self.charge_point = charge_point
         self.site = site or SiteConfig()
@@ -159,6 +174,10 @@ class Controller:
         #: the current range both the installation and the charger allow, in A
         self.min_current_a = max(charge_point.min_current_a, caps.min_current_a)
         self.max_current_a = max(self.min_current_a, min(charge_point.max_current_a, caps.max_current_a))
+        #: the lowest current per phase on 3 phases (the vehicle's, e.g. 8 A for a Renault Zoe), in A
+        self.min_current_3p_a = min(
+            max(self.min_current_a, self.vehicle.min_current_3p_a or 0.0), self.max_current_a
+        )
         #: a charger that can only start and stop charges at a fixed current: max_current_a
         self.on_off_only = caps.on_off_only
         self.auto_phases = charge_point.phases == "auto"
@@ -169,7 +188,7 @@ class Controller:
         self.set_mode(control.mode)
 
         v = self.site.voltage_v
-        min_3p = 3 * self.min_current_a * v
+        min_3p = 3 * self.min_current_3p_a * v
         max_1p = self.max_current_a * v
         #: a session starts on 3 phases only if the surplus covered this (W) for as long as a start looks
         self.phase_up_w = min_3p if max_1p < min_3p else min_3p + 3 * v
@@ -220,15 +239,22 @@ class Controller:
 
     @property
     def lowest_a(self) -> float:
-        """The lowest current a charging car is offered: min current, or the fixed one (on/off only)."""
-        return self.max_current_a if self.on_off_only else self.min_current_a
+        """The lowest current a charging car is offered at its phases now: min current (on 3 phases the
+        vehicle's ``min_current_3p_a``), or the fixed one (on/off only)."""
+        return self.lowest_current_a(self._eff_phases())
+
+    def lowest_current_a(self, phases: int) -> float:
+        """The lowest current per phase a charging car is offered on ``phases``, in A."""
+        if self.on_off_only:
+            return self.max_current_a
+        return self.min_current_3p_a if phases == 3 else self.min_current_a
 
     def _fit(self, available_w: float, phases: int) -> float:
         """Whole amps per phase that fit ``available_w``, clamped to the charge point's limits."""
         if self.on_off_only:
             return float(self.max_current_a)
         raw = math.floor(available_w / (phases * self.site.voltage_v) + 1e-9)
-        return float(min(max(raw, self.min_current_a), self.max_current_a))
+        return float(min(max(raw, self.lowest_current_a(phases)), self.max_current_a))
 
     def _decision(self, current_a: float, reason: str) -> Decision:
         return Decision(ChargerCommand(current_a, self._phases), reason, self.mode, self._available_w)
@@ -280,12 +306,38 @@ class Controller:
             charger: the latest charger reading, or ``None`` if the charger did not answer; the car
                 power is then taken as 0 W (which can only lower the surplus).
         """
-        decision = self._fuse(now, site, charger, self._step(now, site, charger))
+        return self.commit(now, self.propose(now, site, charger))
+
+    def propose(
+        self,
+        now: float,
+        site: SiteReading | None,
+        charger: ChargerReading | None,
+        *,
+        extra_w: float = 0.0,
+    ) -> Decision:
+        """The first half of :meth:`step`: the decision before the site's limits; :meth:`commit` it in
+        the same cycle.
+
+        Args:
+            extra_w: power in W the site adds to this car's surplus beyond the meter's (> 0: other cars'
+                power it may take, < 0: power other cars were just given); see
+                :mod:`pvcharge.control.site`.
+        """
+        return self._fuse(now, site, charger, self._step(now, site, charger, extra_w))
+
+    def commit(self, now: float, decision: Decision, cap_a: float = math.inf, why: str = "") -> Decision:
+        """The second half of :meth:`step`: cap ``decision`` at ``cap_a`` per phase (a site limit: the
+        fuse or a circuit shared with other loadpoints, ``why`` says which) the way the fuse caps it, and
+        take the result as the command sent."""
+        decision = self._cap(now, decision, cap_a, why)
         if decision.command != self._last_command:
             self._last_command, self._changed_at = decision.command, now
         return decision
 
-    def _step(self, now: float, site: SiteReading | None, charger: ChargerReading | None) -> Decision:
+    def _step(
+        self, now: float, site: SiteReading | None, charger: ChargerReading | None, extra_w: float = 0.0
+    ) -> Decision:
         if self.mode == "off":
             self._stop_session(-math.inf)
             self._available_w = None
@@ -293,7 +345,7 @@ class Controller:
         if charger is not None and not charger.connected:
             self._reset_session()
             self._off_since = -math.inf  # a newly plugged car need not wait out min_off_s
-            self._one_phase_car, self._one_phase_seen = False, 0
+            self._one_phase_car, self._one_phase_seen = self._vehicle_one_phase, 0
         elif charger is not None and charger.charging:
             self._detect_one_phase_car(charger)
 
@@ -318,6 +370,7 @@ class Controller:
                 and self._phases != 3
                 and not self._one_phase_car
                 and self._switch_allowed(now)
+                and not (self.vehicle.no_phase_switch and charger is not None and charger.charging)
             ):
                 self._switch_to(now, 3)
             return self._decision(
@@ -337,7 +390,7 @@ class Controller:
             gap_s = site.timestamp_s - self._last_reading_t
             self._dt_s = min(gap_s, 2 * self.control.interval_s)
             self._last_reading_t = site.timestamp_s
-            self._available_w = self.available_w(site, charger)
+            self._available_w = self.available_w(site, charger) + extra_w
             self._surplus.add(site.timestamp_s, self._available_w)
             if self.auto_phases:
                 self._phase_wh += self.phase_gain_w(self._available_w) * self._dt_s / 3600.0
@@ -380,14 +433,19 @@ class Controller:
         if site.grid_currents_a is None:
             other_a = max(0.0, site.grid_power_w - car_w) / v
             return limit - other_a
-        if charger is not None and charger.phase_currents_a is not None:
-            car_a = charger.phase_currents_a
-        else:
-            n = charger.phases if charger is not None and charger.phases in (1, 3) else self._eff_phases()
-            each = car_w / (n * v)
-            car_a = (each, each if n == 3 else 0.0, each if n == 3 else 0.0)
+        car_a = self.car_currents_a(charger)
         others = [grid - car for grid, car in zip(site.grid_currents_a, car_a, strict=True)]
         return limit - max(others[:phases])
+
+    def car_currents_a(self, charger: ChargerReading | None) -> tuple[float, float, float]:
+        """The car's own current on L1–L3 in A: the charger's phase currents, else its power spread over
+        the phases it draws on, L1 first (no charger reading: 0 A)."""
+        if charger is not None and charger.phase_currents_a is not None:
+            return charger.phase_currents_a
+        car_w = charger.power_w if charger is not None else 0.0
+        n = charger.phases if charger is not None and charger.phases in (1, 3) else self._eff_phases()
+        each = car_w / (n * self.site.voltage_v)
+        return (each, each if n == 3 else 0.0, each if n == 3 else 0.0)
 
     def _fuse(
         self, now: float, site: SiteReading | None, charger: ChargerReading | None, decision: Decision
@@ -401,16 +459,21 @@ class Controller:
             self._fuse_t = site.timestamp_s
             self._fuse_window.add(site.timestamp_s, self.fuse_headroom_a(site, charger, command.phases))
         headroom = self._fuse_window.min
-        cap = math.floor(headroom + 1e-9)
+        limit = self.site.max_grid_current_a
+        why = f"fuse limit: {limit:g} A per phase leaves the car {max(headroom, 0):.1f} A"
+        return self._cap(now, decision, headroom, why)
+
+    def _cap(self, now: float, decision: Decision, cap_a: float, why: str) -> Decision:
+        """``decision`` lowered to the whole amps within ``cap_a``; below the lowest current the car
+        pauses (its session stops, so ``min_off_s`` applies)."""
+        command = decision.command
+        cap = math.floor(cap_a + 1e-9) if math.isfinite(cap_a) else cap_a
         if command.current_a <= cap:
             return decision
         current = float(cap) if cap >= self.lowest_a and not self.on_off_only else 0.0
         if current == 0.0 and self._on:
             self._stop_session(now)
-        reason = (
-            f"fuse limit: {self.site.max_grid_current_a:g} A per phase leaves the car "
-            f"{max(headroom, 0):.1f} A ({decision.reason})"
-        )
+        reason = f"{why} ({decision.reason})"
         return Decision(ChargerCommand(current, command.phases), reason, decision.mode, decision.available_w)
 
     def _detect_one_phase_car(self, charger: ChargerReading) -> None:
@@ -433,7 +496,8 @@ class Controller:
             phases = self._phases
             if self.auto_phases and self._switch_allowed(now):
                 phases = 3 if start_min_w >= self.phase_up_w and not self._one_phase_car else 1
-            need_w = self.power_w(self.lowest_a, 1 if self._one_phase_car else phases)
+            n = 1 if self._one_phase_car else phases
+            need_w = self.power_w(self.lowest_current_a(n), n)
             if start_min_w < need_w:
                 return self._decision(
                     0.0,
@@ -459,22 +523,34 @@ class Controller:
             self._import_since = self._import_since if self._import_since is not None else now
         else:
             self._import_since = None
-        lowest_w = self.power_w(self.lowest_a, 1 if self.auto_phases else p)
+        n = 1 if self.auto_phases and not self.vehicle.no_phase_switch else p
+        lowest_w = self.power_w(self.lowest_current_a(n), n)
         if self._import_since is not None and now - self._import_since >= c.grid_tolerance_s:
             self._import_since = None
             if available < min_w:
-                if self._phases == 3 and available >= lowest_w and self._switch_allowed(now):
+                if (
+                    self._phases == 3
+                    and available >= lowest_w
+                    and self._switch_allowed(now)
+                    and not self.vehicle.no_phase_switch
+                ):
                     self._switch_to(now, 1)
                     self._level_a = self._fit(available, 1)
                     return self._decision(
                         self._level_a, f"switch to 1p: importing from the grid for {c.grid_tolerance_s:g} s"
+                    )
+                if self.vehicle.never_stop:
+                    self._level_a = self.lowest_a
+                    return self._decision(
+                        self._level_a,
+                        f"never_stop: importing from the grid for {c.grid_tolerance_s:g} s, min",
                     )
                 self._stop_session(now)
                 return self._decision(0.0, f"stop: importing from the grid for {c.grid_tolerance_s:g} s")
 
         # stop for lack of surplus (the lowest power this charge point can offer)
         window_max_w = s.max_over(c.window_s)
-        if window_max_w < lowest_w:
+        if window_max_w < lowest_w and not self.vehicle.never_stop:
             on_s = now - self._on_since
             if on_s >= c.min_on_s:
                 self._stop_session(now)
@@ -505,6 +581,8 @@ class Controller:
         hourly cap."""
         pg, c = self._phase_gain, self.control
         if not (self.auto_phases and pg.count and self._switch_allowed(now)):
+            return None
+        if self.vehicle.no_phase_switch:  # the phases were chosen at the start
             return None
         growth = c.phase_switch_gain_growth ** len(self._switches)
         if self._phases == 3 and 0 < c.phase_down_deficit_wh <= self._deficit_wh:

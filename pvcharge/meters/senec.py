@@ -50,6 +50,7 @@ from typing import Literal
 import httpx
 import structlog
 
+from pvcharge.clients.tls import verify_for
 from pvcharge.errors import DeviceError, DeviceProtocolError, DeviceUnavailable, RateLimited
 from pvcharge.readings import SiteReading
 from pvcharge.retry import (
@@ -549,7 +550,7 @@ class SenecMeter:
     def _http(self) -> httpx.AsyncClient:
         if self._client is None:
             self._client = httpx.AsyncClient(
-                verify=self._ssl if self._ssl is not None else True,
+                verify=self._ssl if self._ssl is not None else verify_for(self._url, trust_env=False),
                 timeout=self._config.timeout_s,
                 limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
                 transport=self._transport,

@@ -1,22 +1,29 @@
-"""``pvcharge plan``: the plan pvcharge would make now, from the config's tariff and forecast sources
-(fetched once), in one line and a list of grid windows.
+"""``pvcharge plan``: the charge plans of the running daemon, set and cleared at run time, and what-if
+plans computed here.
 
-    pvcharge plan --config /etc/pvcharge/config.yaml                 # the next plan of plans:
-    pvcharge plan --config FILE --kwh 20 --by 07:00 [--charged-kwh 3] [--now 2026-12-07T22:00+01:00]
+    pvcharge plan                                  # the daemon's plans and its last plan (GET /api/plans)
+    pvcharge plan set "20 kWh by 07:00"            # a one-off for the next 07:00 (PUT /api/plans/next)
+    pvcharge plan set "15 kWh by 18:00 on mon,wed" # repeating until cleared
+    pvcharge plan clear                            # clear it (DELETE /api/plans/next)
+    pvcharge plan --local [--kwh 20 --by 07:00] [--charged-kwh 3] [--now 2026-12-07T22:00+01:00]
 
-It does not ask the running daemon (which re-plans every 15 min by the same rules); it shows what those
-rules give with the prices and the forecast as they are now. Exit codes: 0 the target can be met, 1 it
-cannot, 2 a config or usage error, or no plan to show.
+The first three talk to the running daemon's API as ``pvcharge mode`` does (address and token from the
+config's ``api:`` section, or ``--url``). ``--local`` (implied by ``--kwh``, ``--by``, ``--now``,
+``--charged-kwh``) does not ask the daemon: it shows the plan the same rules give with the config's
+tariff and forecast sources as they are now (fetched once). Exit codes: 0 the target can be met (or
+the command was done), 1 it cannot (or the daemon did not answer), 2 a config or usage error, or no
+plan to show.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import sys
 import time as wallclock
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 if TYPE_CHECKING:  # imported where used: every pvcharge command builds this parser, few plan
@@ -24,16 +31,93 @@ if TYPE_CHECKING:  # imported where used: every pvcharge command builds this par
 
 
 def add_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("plan", help="show the charge plan for the next deadline (prices, forecast)")
-    p.add_argument("--config", required=True, help="the config file (its tariff:, forecast:, plans:)")
-    p.add_argument("--kwh", type=float, help="energy to add (default: the next plan of plans:)")
-    p.add_argument("--by", help="deadline HH:MM local time (with --kwh)")
-    p.add_argument("--charged-kwh", type=float, default=0.0, help="energy already added towards it")
-    p.add_argument("--now", help="plan as if it were this time (ISO 8601 with offset), e.g. for a what-if")
+    p = sub.add_parser(
+        "plan", help="show, set or clear the running daemon's charge plan; or a what-if plan (--local)"
+    )
+    p.add_argument(
+        "action", nargs="?", choices=("show", "set", "clear"), default="show", help="default: show"
+    )
+    p.add_argument("text", nargs="?", help='with set: e.g. "20 kWh by 07:00" or "15 kWh by 18:00 on mon,wed"')
+    p.add_argument(
+        "--config",
+        "-c",
+        help="the config file (its api: section; with --local its tariff:, forecast:, plans:)",
+    )
+    p.add_argument("--url", help="the daemon's API, e.g. http://127.0.0.1:7080 (default: from the config)")
+    p.add_argument("--json", action="store_true", help="print the daemon's JSON answer")
+    p.add_argument("--local", action="store_true", help="compute the plan here instead of asking the daemon")
+    p.add_argument("--kwh", type=float, help="--local: energy to add (default: the next plan of plans:)")
+    p.add_argument("--by", help="--local: deadline HH:MM local time (with --kwh)")
+    p.add_argument("--charged-kwh", type=float, help="--local: energy already added towards it")
+    p.add_argument("--now", help="--local: plan as if it were this time (ISO 8601 with offset)")
     p.set_defaults(func=cmd_plan)
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
+    local = args.local or any(v is not None for v in (args.kwh, args.by, args.now, args.charged_kwh))
+    if local:
+        if args.action != "show":
+            print(f"pvcharge: plan {args.action}: talks to the daemon; not with --local", file=sys.stderr)
+            return 2
+        return _local(args)
+    return _remote(args)
+
+
+def format_plans(state: dict[str, Any]) -> str:
+    """``GET /api/plans`` in a few lines: the plans in force, then the last plan and its notes."""
+    lines = []
+    for entry in state["plans"]:
+        deadline_s = entry["next_deadline_s"]
+        when = (
+            "" if deadline_s is None else datetime.fromtimestamp(deadline_s).strftime(" (next: %a %d %H:%M)")
+        )
+        kind = "once" if entry["once"] else "repeating"
+        lines.append(f"{entry['source']:7} {entry['text']}, {kind}{when}")
+    if not lines:
+        lines.append('no plans (set one: pvcharge plan set "20 kWh by 07:00")')
+    plan, target = state["plan"], state["target"]
+    if plan is not None:
+        lines.append(plan["summary"])
+        lines.extend(f"  note: {note}" for note in plan["notes"])
+        if target is not None:
+            lines.append(f"  charged so far: {target['charged_kwh']:.1f} kWh")
+    elif target is not None:
+        lines.append(
+            "no plan made now: " + ("waiting for the car" if not state["car_connected"] else "pending")
+        )
+    return "\n".join(lines)
+
+
+def _remote(args: argparse.Namespace) -> int:
+    from pvcharge.api.cli import _Failed, _request
+    from pvcharge.planning.runtime import parse_text
+    from pvcharge.settings import SettingError
+
+    try:
+        if args.action == "set":
+            if not args.text:
+                print('pvcharge: plan set: give the plan, e.g. "20 kWh by 07:00"', file=sys.stderr)
+                return 2
+            try:
+                body = parse_text(args.text)
+            except SettingError as exc:
+                print(f"pvcharge: plan set: {exc.problem}", file=sys.stderr)
+                return 2
+            state = _request(args, "PUT", "/api/plans/next", body)
+        elif args.action == "clear":
+            state = _request(args, "DELETE", "/api/plans/next")
+        else:
+            state = _request(args, "GET", "/api/plans")
+    except _Failed as exc:
+        print(f"pvcharge: {exc}", file=sys.stderr)
+        return exc.code
+    print(json.dumps(state, indent=2) if args.json else format_plans(state))
+    plan = state["plan"]
+    return 1 if plan is not None and not plan["met"] else 0
+
+
+def _local(args: argparse.Namespace) -> int:
+    from pvcharge.api.cli import DEFAULT_CONFIG
     from pvcharge.cli import _load
     from pvcharge.planning.config import PlanConfig
     from pvcharge.planning.forecast import surplus as surplus_of
@@ -42,7 +126,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from pvcharge.planning.sources import forecast_source, tariff_source
     from pvcharge.settings import SettingError
 
-    config = _load(args.config)
+    config = _load(args.config or DEFAULT_CONFIG)
     now_s = datetime.fromisoformat(args.now).timestamp() if args.now else wallclock.time()
     if args.kwh is not None:
         if args.by is None:
@@ -80,7 +164,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     pv, prices = asyncio.run(fetch())
     surplus = surplus_of(pv, config.forecast.base_load_w) if pv is not None else None
     plan = plan_charge(
-        need_kwh=max(0.0, need_kwh - args.charged_kwh),
+        need_kwh=max(0.0, need_kwh - (args.charged_kwh or 0.0)),
         deadline_s=deadline_s,
         now_s=now_s,
         limits=ChargeLimits.of(config.charge_point, config.site.voltage_v),

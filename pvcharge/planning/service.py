@@ -4,10 +4,26 @@ start (and when the car connects) and, in the plan's grid slots (or while the pr
 through :meth:`pvcharge.daemon.Daemon.set_mode`; when the slot ends it puts back the mode the user
 had. Everything else stays with the control loop (PV surplus charging in ``pv``/``minpv``).
 
+Beside the config's ``plans:`` one plan may be set at run time (:mod:`pvcharge.planning.runtime`, over
+the API, MQTT or ``pvcharge plan set``): :meth:`PlanService.set_plan` / :meth:`PlanService.clear_plan`.
+It is kept in the daemon's state file (key ``plan``, :func:`pvcharge.state.save_plan`) so it survives a
+restart; a one-off is dropped once its deadline has passed. :meth:`PlanService.describe` gives the plans
+in force and the last plan made, as the API and MQTT publish them.
+
 Energy towards a plan is counted from the car's measured power (the charger's reading in each cycle)
-since the car connected, and starts again at 0 after a deadline or when the car leaves. A plan given
-as ``soc_pct`` needs the vehicle's SoC, which no charger driver reads yet: such plans are skipped
-with a log line.
+since the car connected, and starts again at 0 after a deadline or when the car leaves.
+
+A plan given as ``soc_pct`` plans the energy at the charger from the car's SoC
+(:attr:`~pvcharge.readings.ChargerReading.vehicle_soc_pct`, e.g. an OCPP box's ``SoC``)::
+
+    need_kwh = (soc_pct - vehicle_soc_pct) / 100 * capacity_kwh / CHARGE_EFFICIENCY
+
+with :data:`CHARGE_EFFICIENCY` 0.9 (charger to battery: on-board charger and battery losses), as evcc
+does (``core/soc/estimator.go``: ``ChargeEfficiency = 0.9``, remaining energy = SoC gap × capacity /
+0.9). Without a SoC reading the car is taken as empty, as evcc's estimator does before its first SoC
+(its SoC starts at 0): the plan asks for ``soc_pct / 100 × capacity_kwh / 0.9`` less what the car took
+since it connected, and says so in its notes. That may buy more grid energy than needed, never less;
+the car stops by itself when full.
 """
 
 from __future__ import annotations
@@ -16,8 +32,8 @@ import asyncio
 import contextlib
 import os
 import time as wallclock
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,11 +41,22 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import structlog
 
+from pvcharge.planning import runtime
 from pvcharge.planning.config import PlanConfig
 from pvcharge.planning.forecast import PvCorrection
 from pvcharge.planning.forecast import surplus as surplus_of
-from pvcharge.planning.planner import SLOT_S, ChargeLimits, Plan, next_deadline, plan_charge, slot_start
+from pvcharge.planning.planner import (
+    SLOT_S,
+    ChargeLimits,
+    Plan,
+    energy_to_add_kwh,
+    next_deadline,
+    plan_charge,
+    slot_start,
+)
 from pvcharge.planning.source import CachedSource
+from pvcharge.settings import SettingError
+from pvcharge.state import load_plan, save_plan
 
 if TYPE_CHECKING:
     from pvcharge.config import Config
@@ -39,15 +66,36 @@ log = structlog.get_logger("pvcharge.planning")
 
 #: a gap between two cycles longer than this is not integrated (a restart, a long outage), in s.
 MAX_GAP_S = 120.0
+#: share of the energy at the charger that reaches the car's battery (evcc's ``soc.ChargeEfficiency``).
+CHARGE_EFFICIENCY = 0.9
+NO_SOC_NOTE = "no vehicle SoC: planned from 0 %"
 
 
 @dataclass(frozen=True)
 class Target:
-    """The plan in force: its config entry, its next deadline (Unix s) and the energy it asks for."""
+    """The plan in force: its entry, its next deadline (Unix s), the energy it asks for at the charger
+    (kWh; for a ``soc_pct`` plan, from an empty battery: see :func:`need_kwh`) and where it comes from
+    (``config``, or who set it at run time: ``api``, ``mqtt``)."""
 
     plan: PlanConfig
     deadline_s: float
     energy_kwh: float
+    source: str = "config"
+
+
+def need_kwh(target: Target, charged_kwh: float, vehicle_soc_pct: float | None) -> tuple[float, str | None]:
+    """The energy still to add at the charger (kWh) and, for a ``soc_pct`` plan without a SoC, the
+    note that says it was planned from 0 %.
+
+    An ``energy_kwh`` plan: what is left after ``charged_kwh``. A ``soc_pct`` plan with the car's SoC:
+    the SoC gap × ``capacity_kwh`` / :data:`CHARGE_EFFICIENCY` (what was charged shows in the SoC);
+    without: ``target.energy_kwh`` (from 0 %) less ``charged_kwh``.
+    """
+    plan = target.plan
+    if plan.soc_pct is not None and plan.capacity_kwh is not None and vehicle_soc_pct is not None:
+        return energy_to_add_kwh(plan.soc_pct, vehicle_soc_pct, plan.capacity_kwh) / CHARGE_EFFICIENCY, None
+    note = NO_SOC_NOTE if plan.soc_pct is not None else None
+    return max(0.0, target.energy_kwh - charged_kwh), note
 
 
 def local_zone() -> ZoneInfo:
@@ -69,16 +117,35 @@ def local_zone() -> ZoneInfo:
         return ZoneInfo("UTC")
 
 
-def next_target(plans: Sequence[PlanConfig], now_s: float) -> Target | None:
-    """The energy plan with the nearest next deadline (``soc_pct`` plans are skipped), or ``None``."""
+def zone_of(entry: PlanConfig) -> ZoneInfo:
+    """The time zone of ``entry``'s deadline: its ``timezone``, else the system's."""
+    return ZoneInfo(entry.timezone) if entry.timezone else local_zone()
+
+
+def next_target(
+    plans: Sequence[PlanConfig], now_s: float, extra: runtime.RuntimePlan | None = None
+) -> Target | None:
+    """The plan with the nearest next deadline among ``plans`` and the run-time plan ``extra`` (a
+    one-off whose deadline has passed is skipped), or ``None``; a ``soc_pct`` plan's ``energy_kwh`` is
+    the energy from an empty battery (``soc_pct / 100 × capacity_kwh / CHARGE_EFFICIENCY``)."""
     best: Target | None = None
-    for entry in plans:
-        if entry.energy_kwh is None:
-            continue
-        zone = ZoneInfo(entry.timezone) if entry.timezone else local_zone()
-        deadline_s = next_deadline(now_s, entry.deadline_time(), zone, entry.days())
+    candidates = [
+        (entry, next_deadline(now_s, entry.deadline_time(), zone_of(entry), entry.days()), "config")
+        for entry in plans
+    ]
+    if extra is not None:
+        deadline_s = extra.next_deadline_s(now_s, zone_of)
+        if deadline_s is not None:
+            candidates.append((extra.entry, deadline_s, extra.source))
+    for entry, deadline_s, source in candidates:
+        if entry.energy_kwh is not None:
+            energy_kwh = entry.energy_kwh
+        elif entry.soc_pct is not None and entry.capacity_kwh is not None:
+            energy_kwh = entry.soc_pct / 100 * entry.capacity_kwh / CHARGE_EFFICIENCY
+        else:
+            continue  # (PlanConfig refuses such an entry)
         if best is None or deadline_s < best.deadline_s:
-            best = Target(entry, deadline_s, entry.energy_kwh)
+            best = Target(entry, deadline_s, energy_kwh, source)
     return best
 
 
@@ -92,6 +159,7 @@ class PlanService:
         prices, forecast: the cached sources (``None``: none configured: flat price, no PV).
         fallback_price_per_kwh, feed_in_per_kwh, pv_factor: for :func:`plan_charge`.
         base_load_w: taken off the forecast PV power to give the surplus (W).
+        currency: the prices' currency, for :meth:`describe`'s summary.
         smart_cost_limit: charge at full power whenever the slot's price (currency/kWh) is at or
             below it, plan or not (``None``: off); a slot without a price never counts as cheap.
 
@@ -99,6 +167,8 @@ class PlanService:
         plan: the last plan made, ``None`` before the first or without a plan in force.
         target: the plan entry in force and its deadline.
         charged_kwh: energy the car took since it connected (or since the last deadline).
+        vehicle_soc_pct: the car's SoC from the last reading that had one while it is connected (%),
+            else ``None``.
     """
 
     def __init__(
@@ -114,6 +184,7 @@ class PlanService:
         pv_factor: float = 0.8,
         smart_cost_limit: float | None = None,
         base_load_w: float = 0.0,
+        currency: str = "EUR",
     ) -> None:
         self.daemon = daemon
         self.plans = tuple(plans)
@@ -125,15 +196,21 @@ class PlanService:
         self.pv_factor = pv_factor
         self.smart_cost_limit = smart_cost_limit
         self.base_load_w = base_load_w
+        self.currency = currency
         self.correction = PvCorrection()
         self.pv_factor_today = 1.0
         self.plan: Plan | None = None
         self.target: Target | None = None
         self.charged_kwh = 0.0
+        self.vehicle_soc_pct: float | None = None
         self.connected = False
         self._last_cycle_s: float | None = None
         self._user_mode: Any = None  # the mode to put back after a grid slot; None: not overriding
+        self._plan_fast = False  # fast because of a grid slot of the plan (not a cheap price)
         self._wake = asyncio.Event()
+        self._replanned: list[asyncio.Event] = []  # set after the next step (request_replan)
+        self.plan_at_s: float | None = None  #: when :attr:`plan` was made (Unix s)
+        self.runtime: runtime.RuntimePlan | None = self._load_runtime()
 
     def attach(self) -> None:
         """Listen to the daemon's cycles."""
@@ -151,17 +228,96 @@ class PlanService:
             if cycle.site is not None:
                 self.correction.measured(cycle.now, cycle.site.pv_power_w, gap_s)
         self._last_cycle_s = cycle.now
+        if reading is not None and connected and reading.vehicle_soc_pct is not None:
+            self.vehicle_soc_pct = reading.vehicle_soc_pct
+        if (
+            self._plan_fast
+            and self.target is not None
+            and need_kwh(self.target, self.charged_kwh, self.vehicle_soc_pct)[0] <= 0
+        ):
+            self._restore("target reached")  # (not on to the end of the slot: the plan met, no more grid)
         if connected != self.connected:
             self.connected = connected
             if not connected:
                 self.charged_kwh = 0.0
+                self.vehicle_soc_pct = None
                 self._restore("car disconnected")
             self._wake.set()
+
+    # --- the plan set at run time ------------------------------------------------------------------
+
+    def _load_runtime(self) -> runtime.RuntimePlan | None:
+        path = self.daemon.state_file
+        saved = load_plan(path) if path is not None else None
+        if saved is None:
+            return None
+        try:
+            plan = runtime.from_saved(saved)
+        except (SettingError, ValueError) as exc:
+            log.warning("plan_unreadable", path=str(path), error=str(exc), action="ignored; set it again")
+            return None
+        if plan.once and plan.next_deadline_s(self.daemon.clock(), zone_of) is None:
+            log.info("plan_expired", deadline_s=plan.deadline_s, action="dropped")
+            self._save(None)
+            return None
+        log.info("plan_restored", **runtime.entry_json(plan.entry), deadline_s=plan.deadline_s)
+        return plan
+
+    def _save(self, plan: runtime.RuntimePlan | None) -> None:
+        if self.daemon.state_file is not None:
+            save_plan(self.daemon.state_file, plan.as_json() if plan is not None else None)
+
+    def set_plan(self, entry: PlanConfig, *, source: str, repeating: bool = False) -> runtime.RuntimePlan:
+        """Set the run-time plan (replacing the last one), keep it in the state file and re-plan soon.
+        ``repeating``: on ``entry.weekdays`` until cleared; else a one-off for the next deadline."""
+        plan = runtime.make(
+            entry, now_s=self.daemon.clock(), zone=local_zone(), source=source, repeating=repeating
+        )
+        self.runtime = plan
+        self._save(plan)
+        log.info("plan_set", source=source, **runtime.entry_json(entry), deadline_s=plan.deadline_s)
+        self._wake.set()
+        return plan
+
+    def clear_plan(self, *, source: str) -> bool:
+        """Clear the run-time plan (the config's stay); False if there was none."""
+        if self.runtime is None:
+            return False
+        self.runtime = None
+        self._save(None)
+        log.info("plan_cleared", source=source)
+        self._wake.set()
+        return True
+
+    @property
+    def grid_charging(self) -> bool:
+        """The service holds the daemon's mode at ``fast`` now (a grid slot, or a cheap price)."""
+        return self._user_mode is not None
+
+    def request_replan(self) -> asyncio.Event:
+        """Ask :meth:`run` for a step now; the event is set once it is done."""
+        done = asyncio.Event()
+        self._replanned.append(done)
+        self._wake.set()
+        return done
+
+    def describe(self) -> dict[str, Any]:
+        """The plans in force and the last plan made, for the API and MQTT
+        (:func:`pvcharge.planning.view.plan_state`)."""
+        from pvcharge.planning.view import plan_state
+
+        return plan_state(self)
+
+    # --- steering --------------------------------------------------------------------------------
 
     async def step(self, now_s: float) -> Plan | None:
         """Re-plan and set the daemon's mode for the slot holding ``now_s``: ``fast`` in a grid slot
         of the plan, or while the price is at or below ``smart_cost_limit``; else the user's mode."""
-        target = next_target(self.plans, now_s)
+        if self.runtime is not None and self.runtime.next_deadline_s(now_s, zone_of) is None:
+            log.info("plan_expired", deadline_s=self.runtime.deadline_s, action="dropped")
+            self.runtime = None
+            self._save(None)
+        target = next_target(self.plans, now_s, self.runtime)
         if self.target is not None and (target is None or target.deadline_s != self.target.deadline_s):
             self.charged_kwh = 0.0  # the deadline passed: the next plan counts from here
         self.target = target
@@ -173,23 +329,28 @@ class PlanService:
         if not self.connected:
             self._restore("no car")
             return None
+        if target is None and self.smart_cost_limit is None:
+            self._restore("no plan")
+            return None  # (nothing to fetch prices for)
         prices = await self.prices.latest(now_s) if self.prices is not None else None
         price_now = prices.get(slot_start(now_s)) if prices is not None else None
         cheap = (
             self.smart_cost_limit is not None and price_now is not None and price_now <= self.smart_cost_limit
         )
         if target is not None:
+            self.plan_at_s = now_s
             pv = await self.forecast.latest(now_s) if self.forecast is not None else None
             surplus = None
             if pv is not None:
-                zone = ZoneInfo(target.plan.timezone) if target.plan.timezone else local_zone()
+                zone = zone_of(target.plan)
                 midnight = datetime.fromtimestamp(now_s, zone).replace(
                     hour=0, minute=0, second=0, microsecond=0
                 )
                 self.pv_factor_today = self.correction.factor(now_s, midnight.timestamp())
                 surplus = surplus_of(pv, self.base_load_w, self.pv_factor_today)
+            need, soc_note = need_kwh(target, self.charged_kwh, self.vehicle_soc_pct)
             self.plan = plan_charge(
-                need_kwh=max(0.0, target.energy_kwh - self.charged_kwh),
+                need_kwh=need,
                 deadline_s=target.deadline_s,
                 now_s=now_s,
                 limits=self.limits,
@@ -199,6 +360,8 @@ class PlanService:
                 feed_in_per_kwh=self.feed_in_per_kwh,
                 pv_factor=self.pv_factor,
             )
+            if soc_note is not None:
+                self.plan = replace(self.plan, notes=(*self.plan.notes, soc_note))
             log.info(
                 "plan_made",
                 need_kwh=round(self.plan.need_kwh, 2),
@@ -210,26 +373,47 @@ class PlanService:
                 grid_slots=len(self.plan.grid_slots),
                 notes=list(self.plan.notes),
                 pv_correction=round(self.pv_factor_today, 2),
+                vehicle_soc_pct=self.vehicle_soc_pct,
             )
-        if self.plan is not None and self.plan.power_at(now_s) > 0:
+        if self.plan is not None and self.plan.power_at(now_s) > 0 and self.plan.need_kwh > 0:
             self._override("plan")
+            self._plan_fast = self._user_mode is not None
         elif cheap:
             self._override(f"plan: price {price_now:g} at or below smart_cost_limit")
+            self._plan_fast = False
         else:
             self._restore("slot without grid charging")
         return self.plan
 
-    async def run(self, stop: asyncio.Event, clock: Callable[[], float] = wallclock.time) -> None:
-        """:meth:`step` at every slot start and when the car connects or leaves, until ``stop``."""
+    async def run(
+        self,
+        stop: asyncio.Event,
+        clock: Callable[[], float] = wallclock.time,
+        sleep_until: Callable[[float], Awaitable[None]] | None = None,
+    ) -> None:
+        """:meth:`step` at every slot start and when the car connects or leaves, until ``stop``;
+        ``sleep_until(t_s)`` returns once ``clock`` reads ``t_s`` (default: an ``asyncio.sleep``; the
+        demo's simulated clock has its own)."""
+
+        async def until(t_s: float) -> None:
+            await asyncio.sleep(t_s - clock())
+
         while not stop.is_set():
             try:
                 await self.step(clock())
             except Exception as exc:  # a planning bug must never stop charging
                 log.error("plan_failed", error=repr(exc), exc_info=True)
-            wait_s = slot_start(clock()) + SLOT_S - clock() + 1.0
+            waiting, self._replanned = self._replanned, []
+            for done in waiting:
+                done.set()
+            next_s = max(clock() + 1.0, slot_start(clock()) + SLOT_S + 1.0)
             self._wake.clear()
-            waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._wake.wait())]
-            await asyncio.wait(waiters, timeout=max(1.0, wait_s), return_when=asyncio.FIRST_COMPLETED)
+            waiters = [
+                asyncio.ensure_future(stop.wait()),
+                asyncio.ensure_future(self._wake.wait()),
+                asyncio.ensure_future((sleep_until or until)(next_s)),
+            ]
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
             for waiter in waiters:
                 waiter.cancel()
 
@@ -248,6 +432,7 @@ class PlanService:
             self._user_mode = None  # the user chose another mode meanwhile: theirs stands
 
     def _restore(self, why: str) -> None:
+        self._plan_fast = False
         if self._user_mode is None:
             return
         mode, self._user_mode = self._user_mode, None
@@ -255,12 +440,10 @@ class PlanService:
             self.daemon.set_mode(mode, source=f"plan: {why}", persist=False)
 
 
-def build_service(config: Config, daemon: Daemon, *, clock: Callable[[], float]) -> PlanService | None:
-    """The service for ``config.plans`` and ``tariff.smart_cost_limit`` with the configured sources
-    (their last answers cached in ``prices.json`` and ``forecast.json`` beside the state file), or
-    ``None`` with neither."""
-    if not config.plans and config.tariff.smart_cost_limit is None:
-        return None
+def build_service(config: Config, daemon: Daemon, *, clock: Callable[[], float]) -> PlanService:
+    """The service for ``config.plans``, ``tariff.smart_cost_limit`` and the plans set at run time, with
+    the configured sources (their last answers cached in ``prices.json`` and ``forecast.json`` beside
+    the state file; nothing is fetched while there is neither a plan nor a cost limit and no car)."""
     from pvcharge.planning.sources import forecast_source, tariff_source
     from pvcharge.state import state_path
 
@@ -278,4 +461,5 @@ def build_service(config: Config, daemon: Daemon, *, clock: Callable[[], float])
         pv_factor=config.forecast.pv_factor,
         smart_cost_limit=config.tariff.smart_cost_limit,
         base_load_w=config.forecast.base_load_w,
+        currency=config.tariff.currency,
     )

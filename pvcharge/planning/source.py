@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
 import httpx
 import structlog
 
+from pvcharge.clients.tls import verified_context
 from pvcharge.errors import DeviceError, DeviceProtocolError, RateLimited
 from pvcharge.planning.planner import SLOT_S
 from pvcharge.retry import (
@@ -55,6 +56,22 @@ def spread(start_s: float, end_s: float, value: float, into: SlotValues) -> None
     while t < end_s:
         into[t] = value
         t += SLOT_S
+
+
+def spread_steps(
+    starts_s: Sequence[float], values: Sequence[float | None], into: SlotValues, *, max_s: float = math.inf
+) -> None:
+    """:func:`spread` a step function: each value lasts from its start until the next one's (at most
+    ``max_s``), the last as long as the one before (one slot alone); ``None`` values are left out.
+    ``starts_s`` ascending, as long as ``values``."""
+    for i, (start_s, value) in enumerate(zip(starts_s, values, strict=True)):
+        if value is None:
+            continue
+        if i + 1 < len(starts_s):
+            end_s = starts_s[i + 1]
+        else:
+            end_s = start_s + (start_s - starts_s[i - 1] if i > 0 else SLOT_S)
+        spread(start_s, min(end_s, start_s + max_s), value, into)
 
 
 class JsonGetter:
@@ -96,8 +113,33 @@ class JsonGetter:
             RateLimited: HTTP 429 (``retry_after_s`` from its header, else 600 s).
             DeviceProtocolError: another HTTP error, a TLS failure, a body that is not JSON.
         """
+        return await self._request("GET", url, params=params, shown_url=shown_url)
+
+    async def post(self, url: str, body: Any, *, headers: Mapping[str, str] | None = None) -> Any:
+        """The parsed JSON answer to ``POST url`` with the JSON ``body`` (a GraphQL query);
+        ``headers`` (e.g. a bearer token) never reach a message or a log line. A 4xx answer (but 429)
+        with a JSON body is returned too: GraphQL servers put their ``errors`` there.
+
+        Raises:
+            DeviceUnavailable, RateLimited, DeviceProtocolError: as :meth:`get`.
+        """
+        return await self._request("POST", url, json_body=body, headers=headers, json_errors=True)
+
+    async def _request(
+        self,
+        method: str,
+        url: str,
+        *,
+        params: Mapping[str, str | int | float] | None = None,
+        json_body: Any = None,
+        headers: Mapping[str, str] | None = None,
+        shown_url: str | None = None,
+        json_errors: bool = False,
+    ) -> Any:
         if self._client is None:
-            self._client = httpx.AsyncClient(timeout=self._timeout_s, transport=self._transport)
+            self._client = httpx.AsyncClient(  # one shared TLS context (clients/tls.py)
+                timeout=self._timeout_s, transport=self._transport, verify=verified_context()
+            )
         client = self._client
         real_url, url = url, shown_url or url
         attempts = 1 + self._retries
@@ -112,25 +154,31 @@ class JsonGetter:
         try:
             async for attempt in retrying:
                 with attempt:
-                    response = await client.get(real_url, params=params)
+                    response = await client.request(
+                        method, real_url, params=params, json=json_body, headers=headers
+                    )
                     if response.status_code >= 500:
                         raise ServerError.of(response)
         except (httpx.HTTPError, ServerError) as exc:
             # a timeout keeps its httpx name (ReadTimeout, ConnectTimeout): None
-            raise request_failed(self.name, f"GET {url}", exc, attempts=attempts, timeout_s=None) from exc
+            what = f"{method} {url}"
+            raise request_failed(self.name, what, exc, attempts=attempts, timeout_s=None) from exc
         if response.status_code == 429:
             wait_s = retry_after_s(response.headers.get("Retry-After"), self._clock(), DEFAULT_RETRY_AFTER_S)
             raise RateLimited(
-                self.name, f"GET {url}: HTTP 429, asked to wait {wait_s:g} s", retry_after_s=wait_s
+                self.name, f"{method} {url}: HTTP 429, asked to wait {wait_s:g} s", retry_after_s=wait_s
             )
-        if response.status_code != 200:
+        if response.status_code != 200 and not (json_errors and 400 <= response.status_code < 500):
             raise DeviceProtocolError(
-                self.name, f"GET {url}: HTTP {response.status_code} {response.text.strip()[:200]}"
+                self.name, f"{method} {url}: HTTP {response.status_code} {response.text.strip()[:200]}"
             )
         try:
             return response.json()
         except ValueError as exc:
-            raise DeviceProtocolError(self.name, f"GET {url}: {not_json(response.text)}") from exc
+            status = f"HTTP {response.status_code}, " if response.status_code != 200 else ""
+            raise DeviceProtocolError(
+                self.name, f"{method} {url}: {status}{not_json(response.text)}"
+            ) from exc
 
     async def close(self) -> None:
         """Close the connection pool. Safe to call twice."""

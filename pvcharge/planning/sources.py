@@ -24,6 +24,7 @@ from pvcharge.planning.tariffs import (
     FixedTariff,
     PriceFormula,
 )
+from pvcharge.planning.tibber import TIBBER_URL, TibberTariff
 
 if TYPE_CHECKING:
     from pvcharge.config import TariffConfig
@@ -41,15 +42,24 @@ def _key(config: object) -> str:
 def tariff_source(
     config: TariffConfig, *, clock: Callable[[], float], cache_dir: Path | None = None
 ) -> CachedSource:
-    """Prices per slot as ``tariff:`` says (fixed, aWATTar or Energy-Charts); with ``cache_dir`` the
-    last prices are kept in ``prices.json`` there across restarts."""
+    """Prices per slot as ``tariff:`` says (fixed, aWATTar, Energy-Charts or Tibber); with
+    ``cache_dir`` the last prices are kept in ``prices.json`` there across restarts."""
     if config.source == "fixed":
         return CachedSource(FixedTariff(config.grid_price_per_kwh), refresh_s=900, max_age_s=PRICES_MAX_AGE_S)
     formula = PriceFormula(config.charges_per_kwh, config.vat_pct)
     getter = JsonGetter(f"tariff {config.source}", clock=clock)
+    source: AwattarTariff | EnergyChartsTariff | TibberTariff
     if config.source == "awattar":
-        source: AwattarTariff | EnergyChartsTariff = AwattarTariff(
-            getter, formula, url=config.url or AWATTAR_URL
+        source = AwattarTariff(getter, formula, url=config.url or AWATTAR_URL)
+    elif config.source == "tibber":
+        assert config.token is not None  # TariffConfig checks it
+        source = TibberTariff(
+            getter,
+            config.token,
+            home_id=config.home_id,
+            currency=config.currency,
+            charges_per_kwh=config.charges_per_kwh,
+            url=config.url or TIBBER_URL,
         )
     else:
         source = EnergyChartsTariff(

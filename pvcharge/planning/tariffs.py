@@ -34,8 +34,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pvcharge.errors import DeviceProtocolError
-from pvcharge.planning.planner import SLOT_S, slot_start
-from pvcharge.planning.source import HttpSource, JsonGetter, SlotValues, spread
+from pvcharge.planning.planner import slot_start
+from pvcharge.planning.source import HttpSource, JsonGetter, SlotValues, spread, spread_steps
 
 AWATTAR_URL = "https://api.awattar.de/v1/marketdata"
 ENERGY_CHARTS_URL = "https://api.energy-charts.info/price"
@@ -168,15 +168,10 @@ def parse_energy_charts(body: Any, formula: PriceFormula, name: str = "tariff en
         raise DeviceProtocolError(name, "expected lists unix_seconds and price of the same length")
     if unit.replace(" ", "").lower() != "eur/mwh":
         raise DeviceProtocolError(name, f"expected prices in EUR / MWh, got {unit!r}")
-    prices: SlotValues = {}
     for i, (start_s, market) in enumerate(zip(times, values, strict=True)):
-        if market is None:
-            continue
-        if not isinstance(start_s, int | float) or not isinstance(market, int | float):
+        if not isinstance(start_s, int | float) or not (market is None or isinstance(market, int | float)):
             raise DeviceProtocolError(name, f"entry {i}: expected numbers, got {start_s!r}, {market!r}")
-        if i + 1 < len(times):
-            end_s = times[i + 1]
-        else:
-            end_s = start_s + (start_s - times[i - 1] if i > 0 else SLOT_S)
-        spread(start_s, end_s, formula.price_per_kwh(float(market)), prices)
+    prices: SlotValues = {}
+    customer = [None if market is None else formula.price_per_kwh(float(market)) for market in values]
+    spread_steps(times, customer, prices)
     return prices

@@ -25,11 +25,11 @@ import json
 import sys
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from aiohttp import web
 
@@ -49,9 +49,12 @@ from pvcharge.sim.huawei import HuaweiEmulator
 from pvcharge.sim.ocpp import OcppChargePointEmulator, OcppTraffic
 from pvcharge.sim.sections import EASEE_USERNAME, alphaess_account, easee_account
 from pvcharge.sim.senec import SenecEmulator
-from pvcharge.sim.site import EnergyTally, SiteModel
+from pvcharge.sim.site import CarParams, EnergyTally, SiteModel
 from pvcharge.sim.trace import Trace
 from pvcharge.sim.warp import WarpEmulator
+
+if TYPE_CHECKING:
+    from pvcharge.planning.service import PlanService
 
 
 class SimClock:
@@ -103,6 +106,15 @@ class SimClock:
         """Return once the simulated time has reached ``sim_t`` (however long the clock was held)."""
         while (left := sim_t - self.now()) > 0:
             await self.sleep(left)
+
+
+#: what runs beside the demo's daemon: ``beside(daemon, clock, site, stop)`` is entered before the
+#: daemon's first cycle and left after its last (see :func:`run_demo`); it gives the plan service the
+#: API serves (``/api/plans``), or ``None``
+Beside = Callable[
+    [Daemon, SimClock, SiteModel, asyncio.Event],
+    contextlib.AbstractAsyncContextManager["PlanService | None"],
+]
 
 
 @dataclass
@@ -444,6 +456,8 @@ async def run_demo(
     charger: str = "warp",
     api: ApiConfig | None = None,
     record: Path | None = None,
+    car: CarParams | None = None,
+    beside: Beside | None = None,
 ) -> DemoResult:
     """Run the daemon against the emulators from ``start_s`` to ``end_s`` (Unix s, simulated).
 
@@ -455,7 +469,10 @@ async def run_demo(
     With ``api`` the daemon also serves its HTTP API and status page, as ``pvcharge run`` does; a port
     in use only costs the page (a line on ``out`` says so).  With ``record`` (a SQLite file) the
     sessions are recorded there as ``pvcharge run`` records them (loadpoint ``demo-<charger>``, days in
-    the trace's time zone); the session still open at the end is closed with it.
+    the trace's time zone); the session still open at the end is closed with it. ``car``: the car and
+    its plug-in window (default 08:00–18:00). ``beside``: what runs beside the daemon while it runs (the
+    plan demo's plan service, :mod:`pvcharge.sim.plandemo`), entered with the daemon, the clock, the
+    site model and the stop event.
 
     Returns the daemon's counters, the site model's energy tally and, for a cloud charger, what its
     emulator answered.
@@ -468,7 +485,7 @@ async def run_demo(
         raise ValueError(f"unknown demo meter {meter!r}; expected one of {', '.join(METERS)}")
     out = out or sys.stdout
     clock = SimClock(start_s, speed, paced=True)
-    site = SiteModel(trace, t_s=start_s, clock=clock.now)
+    site = SiteModel(trace, t_s=start_s, clock=clock.now, car=car or CarParams())
     wall0 = time.monotonic()
     charge_point = base_config.charge_point if base_config else DEMO_CHARGE_POINT
     async with _emulators(meter, charger, site, clock, charge_point) as emulated:
@@ -499,16 +516,18 @@ async def run_demo(
 
         stopper = asyncio.create_task(stop_at_end())
         server = None
-        if api is not None and api.enabled:
-            from pvcharge.api.server import start_api
-
-            try:
-                server = await start_api(daemon, api, recorder)
-                out.write(f"Status page: {server.url}/ (live while the demo runs)\n\n")
-            except PvchargeError as exc:
-                out.write(f"(no status page: {exc})\n\n")
         try:
-            stats = await daemon.run(stop)
+            async with contextlib.AsyncExitStack() as stack:
+                plans = await stack.enter_async_context(beside(daemon, clock, site, stop)) if beside else None
+                if api is not None and api.enabled:
+                    from pvcharge.api.server import start_api
+
+                    try:
+                        server = await start_api(daemon, api, recorder, plans)
+                        out.write(f"Status page: {server.url}/ (live while the demo runs)\n\n")
+                    except PvchargeError as exc:
+                        out.write(f"(no status page: {exc})\n\n")
+                stats = await daemon.run(stop)
         finally:
             stopper.cancel()
             if server is not None:

@@ -49,6 +49,11 @@ Emulated (reference ``chargers.md`` §1 and its checklist §1.8; sources [E-auth
 - ``chargerOpMode``: 1 no car; 3 the car draws; 2 AwaitingStart when offered < 6 A (paused or limited);
   4 Completed when the car is full; 6 ReadyToCharge otherwise (§1.2 table).
 
+- A sleeping car (``CarParams(sleepy=True)``) wakes when the charger resumes from its own pause: after
+  ``pause_charging``, the first write that offers 6 A or more again (``resume_charging``, or a dynamic
+  charger current) calls :meth:`SiteModel.wake_car` — the wake-up sequence pvcharge's driver sends
+  (issue #15: "Easee: pause then resume"; a modelling choice, unverified on hardware).  A pause by a
+  dynamic current of 0 A, as the controller pauses, wakes nothing.
 - :attr:`offers` records what the charger ran at: every change of the offered current, on ``clock``.
 
 Not emulated: SignalR, TTLs, the reset of a pause on a new car connection, schedules, sessions, cloud
@@ -235,6 +240,7 @@ class EaseeEmulator(LoopbackHttpServer):
         self.circuit_a = (MAX_CHARGER_A, MAX_CHARGER_A, MAX_CHARGER_A)
         self.settings = dict(CHARGER_SETTINGS)
         self.offers: list[tuple[float, float, int]] = []
+        self._paused_by_command = False  # pause_charging since the last offer of 6 A or more
         self._username = username
         self._password = password
         self._access: dict[str, float] = {}  # access token → expiry on clock
@@ -437,6 +443,7 @@ class EaseeEmulator(LoopbackHttpServer):
             self.dynamic_charger_a = amps
         elif command == "pause_charging":
             self.dynamic_charger_a = 0.0
+            self._paused_by_command = True
         elif command == "resume_charging":
             self.dynamic_charger_a = float(MAX_CHARGER_A)
         self.writes += 1
@@ -678,6 +685,9 @@ class EaseeEmulator(LoopbackHttpServer):
         current, phases = self._limit()
         if not self.offers or self.offers[-1][1:] != (current, phases):
             self.offers.append((self.clock(), current, phases))
+        if self._paused_by_command and current >= MIN_CURRENT_A:  # resumed from its own pause
+            self._paused_by_command = False
+            self.site.wake_car()
         self.site.offer(current, phases)
 
     def _observed(self) -> dict[int, tuple[int, object]]:

@@ -16,6 +16,7 @@ Digest without replay protection, a certificate for loopback names).
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +25,7 @@ import yaml
 
 from pvcharge.settings import is_loopback
 from pvcharge.sim.alphaess import AlphaEssEmulator
+from pvcharge.sim.dayahead import DayAheadMarket
 from pvcharge.sim.demo import DEMO_ALPHAESS_SECRET, DEMO_EASEE_PASSWORD, SimClock
 from pvcharge.sim.easee import EaseeEmulator
 from pvcharge.sim.huawei import HuaweiEmulator
@@ -31,11 +33,12 @@ from pvcharge.sim.ocpp import OcppChargePointEmulator
 from pvcharge.sim.sections import alphaess_account, easee_account
 from pvcharge.sim.senec import SenecEmulator
 from pvcharge.sim.site import SiteModel
+from pvcharge.sim.tibber import TibberEmulator
 from pvcharge.sim.trace import Trace
 from pvcharge.sim.warp import WarpEmulator
 
 #: the emulators :func:`emulator` runs
-KINDS = ("huawei", "senec", "alphaess", "easee", "warp", "ocpp")
+KINDS = ("huawei", "senec", "alphaess", "easee", "warp", "ocpp", "tibber")
 #: the emulators' throwaway credentials, the demo's (they print, that is the point: a user types them into
 #: a client)
 EASEE_PASSWORD = DEMO_EASEE_PASSWORD
@@ -145,9 +148,10 @@ def _describe_ocpp(host: str, port: int, url: str, phase_switch: bool) -> Emulat
     )
 
 
-def _build(
-    kind: str, site: SiteModel, port: int, phase_switch: bool
-) -> HuaweiEmulator | SenecEmulator | AlphaEssEmulator | EaseeEmulator | WarpEmulator:
+Built = HuaweiEmulator | SenecEmulator | AlphaEssEmulator | EaseeEmulator | WarpEmulator | TibberEmulator
+
+
+def _build(kind: str, site: SiteModel, port: int, phase_switch: bool) -> Built:
     if kind == "huawei":
         return HuaweiEmulator(site, host=_LOOPBACK, port=port)
     if kind == "senec":
@@ -157,12 +161,13 @@ def _build(
         return AlphaEssEmulator(site, host=_LOOPBACK, port=port, app_secret=ALPHAESS_SECRET)
     if kind == "easee":
         return EaseeEmulator(site, host=_LOOPBACK, port=port, password=EASEE_PASSWORD)
+    if kind == "tibber":
+        # prices for today and tomorrow by the wall clock, as the planner asks for them
+        return TibberEmulator(DayAheadMarket(), host=_LOOPBACK, port=port, clock=time.time)
     return WarpEmulator(site, host=_LOOPBACK, port=port, phase_switch=phase_switch)
 
 
-def _describe(
-    emu: HuaweiEmulator | SenecEmulator | AlphaEssEmulator | EaseeEmulator | WarpEmulator, phase_switch: bool
-) -> Emulated:
+def _describe(emu: Built, phase_switch: bool) -> Emulated:
     if isinstance(emu, HuaweiEmulator):
         return Emulated(
             "Huawei SUN2000 with power meter and LUNA2000 battery (Modbus TCP)",
@@ -205,6 +210,13 @@ def _describe(
                 f"({'all commands together' if emu.commands_share_budget else 'each command on its own'}); "
                 "more answer HTTP 429.",
             ],
+        )
+    if isinstance(emu, TibberEmulator):
+        return Emulated(
+            "Tibber's GraphQL API with one home's prices, today's and tomorrow's from 13:00 (HTTP)",
+            emu.url,
+            {"tariff": {"source": "tibber", "token": emu.token, "url": emu.url}},
+            ["The token is Tibber's public demo token; any other is refused (UNAUTHENTICATED)."],
         )
     section: dict[str, Any] = {"type": "warp", "url": emu.url}
     if phase_switch:

@@ -7,7 +7,10 @@ This is the physics behind every emulator, the demo and replays.  Defaults are p
   toward 0 W with a first-order lag of 3 s;
 - a car plugged in 08:00–18:00 local time, 60 kWh, SoC 20 % → 100 %, drawing the offered current
   (6–32 A, 1 or 3 phases, 230 V) 5 s after a change, 15 s after a start from pause, and pausing
-  30 s around a phase switch.
+  30 s around a phase switch.  A *sleepy* car (``CarParams(sleepy=True)``, like a VW ID or a Dacia
+  Spring) falls asleep when a pause stops it, and is asleep when the model starts (plugged in earlier,
+  its charge paused): asleep it stays in state B drawing 0 W whatever is offered, until the charger's
+  wake-up sequence calls :meth:`SiteModel.wake_car`.
 
 Signs follow ``pvcharge.readings``: grid > 0 imports, battery > 0 discharges.
 
@@ -53,6 +56,8 @@ class CarParams:
     follow_delay_s: float = 5.0  #: a new current takes effect after this
     start_delay_s: float = 15.0  #: from pause to drawing
     phase_switch_pause_s: float = 30.0
+    sleepy: bool = False  #: asleep at the start and after every pause, until :meth:`SiteModel.wake_car`
+    wakeable: bool = True  #: False: a sleepy car no charger's wake-up reaches (only its own app would)
 
 
 @dataclass(frozen=True)
@@ -72,6 +77,7 @@ class SiteState:
     car_soc_pct: float
     offered_current_a: float  #: the charger's current limit (0 = paused)
     offered_phases: int  #: 1 or 3, the charger's phase setting
+    car_asleep: bool = False  #: a sleepy car that ignores the offered current until woken
 
 
 @dataclass
@@ -109,6 +115,7 @@ class _Car:
     target_a: float = 0.0  #: what the car will draw once its delay has passed
     target_since_s: float = -math.inf
     resume_after_s: float = -math.inf  #: no draw before this (phase switch pause)
+    asleep: bool = False  #: a sleepy car after a pause: draws nothing until woken
 
 
 @dataclass
@@ -123,6 +130,9 @@ class SiteModel:
         max_step_s: integration step in s (the battery lag needs <= 1 s).
         clock: if given, :meth:`state` and :meth:`offer` first advance the model to ``clock()``, so
             emulators answer for the present moment of a (possibly compressed) simulated clock.
+        extra_load_w: if given, called every step for the power in W of further loads behind the grid
+            meter (other chargers' cars, e.g. the two-car replay's): the battery and the grid see it,
+            and the tally counts it as house load.
     """
 
     trace: Trace
@@ -132,6 +142,7 @@ class SiteModel:
     voltage_v: float = 230.0
     max_step_s: float = 1.0
     clock: Callable[[], float] | None = None
+    extra_load_w: Callable[[], float] | None = None
 
     def __post_init__(self) -> None:
         if self.t_s is None:
@@ -139,7 +150,8 @@ class SiteModel:
         self.energy = EnergyTally()
         self._battery_w = 0.0
         self._battery_soc = self.battery.soc_start_pct if self.battery else 0.0
-        self._car = _Car(soc_pct=self.car.soc_start_pct)
+        self._car = _Car(soc_pct=self.car.soc_start_pct, asleep=self.car.sleepy)
+        self.wake_ups: list[float] = []  #: site times of :meth:`wake_car` calls
         self._offered_a = 0.0
         self._offered_phases = 3
         self._grid_w = 0.0
@@ -163,6 +175,16 @@ class SiteModel:
                 self._car.resume_after_s = now + self.car.phase_switch_pause_s
         self._offered_a = max(0.0, float(current_a))
         self._retarget(now)
+
+    def wake_car(self) -> None:
+        """The charger's wake-up sequence (a control-pilot interruption) reached the car: a sleeping car
+        wakes (unless ``car.wakeable`` is False) and follows the offered current again, after
+        ``car.start_delay_s`` from now.  Recorded in :attr:`wake_ups`."""
+        self._follow_clock()
+        self.wake_ups.append(self.now)
+        if self._car.asleep and self.car.wakeable:
+            self._car.asleep = False
+            self._car.target_since_s = self.now
 
     @property
     def now(self) -> float:
@@ -205,12 +227,14 @@ class SiteModel:
             car.target_a, car.target_since_s = 0.0, now
             return
         self._retarget(now)
-        if now < car.resume_after_s:
+        if now < car.resume_after_s or car.asleep:
             return
         delay = p.follow_delay_s if car.current_a > 0 else p.start_delay_s
         if car.target_a == 0.0:
             delay = p.follow_delay_s
         if car.current_a != car.target_a and now - car.target_since_s >= delay:
+            # a pause stops the car: a sleepy one falls asleep
+            car.asleep = p.sleepy and car.current_a > 0 and car.target_a == 0
             car.current_a = car.target_a
         car.phases = min(self._offered_phases, p.max_phases) if car.current_a > 0 else 0
 
@@ -221,6 +245,8 @@ class SiteModel:
         car = self._car
         car_w = car.current_a * car.phases * self.voltage_v
         pv_w, house_w = self.trace.at(now)
+        if self.extra_load_w is not None:
+            house_w += self.extra_load_w()
         net_w = house_w + car_w - pv_w  # > 0: the site needs power
         bat = self.battery
         if bat is not None:
@@ -259,6 +285,8 @@ class SiteModel:
 
     def _update_grid(self) -> None:
         pv_w, house_w = self.trace.at(self.now)
+        if self.extra_load_w is not None:
+            house_w += self.extra_load_w()
         car_w = self._car.current_a * self._car.phases * self.voltage_v
         self._grid_w = house_w + car_w - pv_w - self._battery_w
 
@@ -282,4 +310,5 @@ class SiteModel:
             car_soc_pct=car.soc_pct,
             offered_current_a=self._offered_a,
             offered_phases=self._offered_phases,
+            car_asleep=car.asleep,
         )

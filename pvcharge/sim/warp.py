@@ -38,6 +38,16 @@ Phase switching (``phase_switch=True``; chargers.md §3.3, §3.4): ``info/featur
   (``SiteModel.state().t_s``) and is brought up to date whenever a request arrives, so the site sees
   the new phases at the first request after the walk ended.
 
+Control-pilot disconnect (chargers.md §3.2's ``cp_disconnect`` feature; warp-charger
+``api_doc_generator/evse.py`` ``control_pilot_disconnect``; W-fw ``evse_v2``): ``info/features`` lists
+``cp_disconnect`` and ``evse/control_pilot_disconnect`` ``{"disconnect": bool}`` is R/W.  While it is true
+the car is offered 0 A (it sees an unplugged cable); setting it back to false offers the allowed current
+again and wakes a sleeping car (:meth:`SiteModel.wake_car`) — the wake-up evcc and openWB send.
+
+Knobs: ``cp_disconnect_supported = False`` leaves ``cp_disconnect`` out of ``info/features`` (a WARP1);
+``management_enabled = True`` answers CP writes 200 but ignores them, as the firmware does while its
+charge management is on.
+
 Not emulated: WebSocket ``/ws``, automatic phase switching, ``clear_on_disconnect``, other slots and
 endpoints.
 HTTP Digest follows RFC 7616 with MD5 and ``qop=auth`` only; one nonce serves the emulator's
@@ -157,11 +167,14 @@ class WarpEmulator(LoopbackHttpServer):
         phases_info_single_phase_car: ``phases_info`` bit 0 is set and a request for 3 phases answers 400.
         meter_phases: ``False`` answers ``meter/phases`` 404, like a box whose meter does not report
             the phases (``meter/values`` still answers).
+        cp_disconnect_supported: ``False`` leaves ``cp_disconnect`` out of ``info/features``.
+        management_enabled: ``True`` ignores writes to ``evse/control_pilot_disconnect`` (answered 200).
 
     Attributes:
         request_log: the last 256 requests that reached the emulator, as ``(method, path)`` (those
             answered by a fault of :attr:`faults` are only in :attr:`received`).
         switch_log: every phase switch started, as ``(site time in s, phases switched to)``.
+        cp_log: every change of ``evse/control_pilot_disconnect``, as ``(site time in s, disconnect)``.
 
     Raises:
         ValueError: ``host`` is not a loopback address, only one of username/password is set, or
@@ -195,8 +208,12 @@ class WarpEmulator(LoopbackHttpServer):
         self.external_control_unavailable = False
         self.phases_info_single_phase_car = False
         self.meter_phases = True
+        self.cp_disconnect_supported = True
+        self.management_enabled = False
         self.request_log: deque[tuple[str, str]] = deque(maxlen=256)
         self.switch_log: list[tuple[float, int]] = []
+        self.cp_log: list[tuple[float, bool]] = []
+        self._cp_disconnected = False
         self._username = username
         self._password = password
         self._nonce = secrets.token_hex(16)
@@ -222,7 +239,14 @@ class WarpEmulator(LoopbackHttpServer):
                 "display_type": "WARP3 Charger (pvcharge emulator)",
                 "uid": "emu",
             },
-            "info/features": lambda: ["evse", "meter", "meters", *(["phase_switch"] if phase_switch else [])],
+            "info/features": lambda: [
+                "evse",
+                "meter",
+                "meters",
+                *(["cp_disconnect"] if self.cp_disconnect_supported else []),
+                *(["phase_switch"] if phase_switch else []),
+            ],
+            "evse/control_pilot_disconnect": lambda: {"disconnect": self._cp_disconnected},
             "evse/low_level_state": self._low_level_state,
             "evse/phase_auto_switch": lambda: {"enabled": self._phase_auto_switch},
         }
@@ -230,6 +254,7 @@ class WarpEmulator(LoopbackHttpServer):
             "evse/external_current": _Writable(("current",), self._store_external_current),
             "evse/external_enabled": _Writable(("enabled",), self._store_external_enabled),
             "evse/phase_auto_switch": _Writable(("enabled",), self._store_phase_auto_switch),
+            "evse/control_pilot_disconnect": _Writable(("disconnect",), self._store_cp_disconnect),
         }
         if phase_switch:
             self._readers["power_manager/state"] = lambda: {
@@ -351,6 +376,16 @@ class WarpEmulator(LoopbackHttpServer):
             self._external_ma = MAX_CURRENT_MA  # since Nov 2024: "false" sets slot 8 to 32 A
         self._offer()
 
+    def _store_cp_disconnect(self, body: dict[str, Any]) -> None:
+        disconnect = _bool(body, "disconnect")
+        if disconnect == self._cp_disconnected or self.management_enabled:
+            return
+        self._cp_disconnected = disconnect
+        self.cp_log.append((self.site.now, disconnect))
+        if not disconnect:
+            self.site.wake_car()  # the car saw an unplug and a plug-in
+        self._offer()
+
     def _active_slots(self) -> dict[int, int]:
         """Active slot index → its ``max_current`` in mA."""
         return {
@@ -378,7 +413,8 @@ class WarpEmulator(LoopbackHttpServer):
     def _offer(self) -> None:
         """Offer the site the allowed current on the current phases; not during a phase switch."""
         if self._switch is None:
-            self.site.offer(self._allowed_ma() / 1000, self._phases_current)
+            current_a = 0.0 if self._cp_disconnected else self._allowed_ma() / 1000
+            self.site.offer(current_a, self._phases_current)
 
     def _evse_state(self) -> object:
         state = self._state()
