@@ -380,6 +380,12 @@ def test_a_car_drawing_on_one_phase_is_treated_as_1p() -> None:
         d = ctl.step(t, site(t, grid=car_w - 6000.0, pv=6000.0), car(t, car_w, phases=1))
     assert d is not None and d.command.phases == 3
     assert d.command.current_a == 16  # 6000 W on one phase: as much as 16 A allows, not 8 A
+    for _ in range(60):  # a shade to 2000 W: the 1-phase car follows it, no deficit of 3 phases
+        t += 5
+        car_w = d.command.current_a * V
+        d = ctl.step(t, site(t, grid=car_w - 2000.0, pv=2000.0), car(t, car_w, phases=1))
+        assert "beyond the surplus" not in d.reason
+    assert d.command.current_a == 8
 
 
 # -- modes and stale data -----------------------------------------------------------------------------

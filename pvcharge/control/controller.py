@@ -566,9 +566,10 @@ class Controller:
 
     def _track_deficit(self, available_w: float) -> None:
         """Add what a car at min current on 3 phases draws beyond the surplus (Wh) since the surplus last
-        covered that power; 0 when it does, or when the car is not charging on 3 phases."""
-        short_w = self.power_w(self.lowest_a, 3) - available_w
-        if self._on and self._phases == 3 and short_w > 0:
+        covered that power; 0 when it does, or when the car is not charging on 3 phases (a 1-phase car
+        on a 3-phase setting draws 1-phase power: no deficit of 3)."""
+        short_w = self.power_w(self.lowest_current_a(3), 3) - available_w
+        if self._on and self._eff_phases() == 3 and short_w > 0:
             self._deficit_wh += short_w * self._dt_s / 3600.0
         else:
             self._deficit_wh = 0.0
