@@ -3,6 +3,7 @@
     pip install -e '.[bench]'
     python -m benchmarks.devset                         # pvcharge, evcc-like, WARP-like: all kept days
     python -m benchmarks.devset --policy pvcharge --set phase_window_s=600 --every 2
+    python -m benchmarks.devset --policy pvcharge --every 2 --offset 1   # the other half
     python -m benchmarks.devset --json out.json         # per-day scores as well
 
 One process, one day after the other (the benchmark machine is shared); every policy runs on the same
@@ -64,6 +65,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--classes", default=",".join(CLASSES), help="comma-separated day classes")
     parser.add_argument("--every", type=int, default=1, help="every n-th day only (quick tuning)")
+    parser.add_argument(
+        "--offset", type=int, default=0, help="with --every n: start at the offset-th day (0: days 1, 1+n, …)"
+    )
     parser.add_argument("--json", metavar="FILE", help="write per-day scores here")
     args = parser.parse_args(argv)
     control = {k: parse_value(v) for k, v in (item.split("=", 1) for item in args.set)}
@@ -73,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     cpu_s = dict.fromkeys(names, 0.0)
     n_days = 0
     try:
-        for info, trace in load_days(tuple(args.classes.split(",")), args.every):
+        for info, trace in load_days(tuple(args.classes.split(",")), args.every, args.offset):
             n_days += 1
             for name in names:
                 start = time.process_time()
@@ -81,7 +85,10 @@ def main(argv: list[str] | None = None) -> int:
                 cpu_s[name] += time.process_time() - start
     except DatasetError as exc:
         parser.error(str(exc))
-    print(f"{n_days} Graz days (every {args.every}), pvcharge settings {control or 'default'}")
+    print(
+        f"{n_days} Graz days (every {args.every}, offset {args.offset}), "
+        f"pvcharge settings {control or 'default'}"
+    )
     print(f"machine: {machine()}\n")
     for name in names:
         print(class_table(name, by_class[name]))

@@ -347,14 +347,17 @@ def write_day_list(infos: list[DayInfo], path: Path = DAY_LIST) -> None:
             writer.writerow(info.row())
 
 
-def load_days(classes: tuple[str, ...] = CLASSES, every: int = 1) -> Iterator[tuple[DayInfo, Trace]]:
-    """The kept days of the committed list (of these classes; every ``every``-th), as 1-s traces, one
-    at a time (a 1-s day takes ~6 MB); the cache is built first if a file is missing.
+def load_days(
+    classes: tuple[str, ...] = CLASSES, every: int = 1, offset: int = 0
+) -> Iterator[tuple[DayInfo, Trace]]:
+    """The kept days of the committed list (of these classes; every ``every``-th, from the ``offset``-th
+    on), as 1-s traces, one at a time (a 1-s day takes ~6 MB); the cache is built first if a file is
+    missing.
 
     Raises:
         DatasetError: the source is missing, or a rebuilt day's class differs from the list.
     """
-    infos = [i for i in read_day_list() if i.kept and i.day_class in classes][::every]
+    infos = [i for i in read_day_list() if i.kept and i.day_class in classes][offset::every]
     folder = cache_dir()
     if any(not (folder / day_file(i)).is_file() for i in infos):
         built = {i.day: i for i in build(folder)}

@@ -201,12 +201,28 @@ def test_a_rise_waits_for_its_energy_and_goes_to_the_level_supported_all_along()
 
 def test_up_hold_s_takes_a_one_amp_rise_on_one_phase_once_the_surplus_held_it() -> None:
     """1 A on one phase is 230 W: 12 Wh of up_energy_wh take 188 s; with up_hold_s a higher level the
-    surplus held that long is evidence enough."""
+    surplus held that long is evidence enough (with up_hold_min_w 0: by default only rises of 690 W)."""
     for hold_s, earliest, latest in ((0.0, 600 + 185, 600 + 195), (30.0, 600 + 30, 600 + 40)):
-        log = Sim(make(cloud_filter=60, up_hold_s=hold_s), lambda t: 2100.0 if t < 600 else 2350.0).run(900)
+        ctl = make(cloud_filter=60, up_hold_s=hold_s, up_hold_min_w=0)
+        log = Sim(ctl, lambda t: 2100.0 if t < 600 else 2350.0).run(900)
         assert currents(log, 550, 600) == [9] * 11
         t_up = min(t for t, d in log if d.command.current_a == 10)
         assert earliest <= t_up <= latest, (hold_s, t_up)
+
+
+def test_up_hold_min_w_leaves_small_rises_to_up_energy_wh() -> None:
+    """With up_hold_min_w 690 W, a 1 A rise on one phase (230 W) waits for its energy (12 Wh: 188 s)
+    although the surplus held it for up_hold_s; a 1 A rise on three phases (690 W) does not."""
+    for phases, before, after, earliest, latest in (
+        (1, 2100.0, 2350.0, 600 + 185, 600 + 195),
+        (3, 6300.0, 7000.0, 600 + 30, 600 + 40),
+    ):
+        ctl = make(phases=phases, cloud_filter=60, up_hold_s=30, up_hold_min_w=690)
+        log = Sim(ctl, lambda t, b=before, a=after: b if t < 600 else a).run(900)
+        level = currents(log, 550, 600)
+        assert len(set(level)) == 1
+        t_up = min(t for t, d in log if t > 600 and d.command.current_a == level[0] + 1)
+        assert earliest <= t_up <= latest, (phases, t_up)
 
 
 def test_writes_are_rare_on_a_noisy_surplus() -> None:
@@ -271,7 +287,7 @@ def test_a_large_gain_right_after_a_switch_is_not_held_back_by_the_clock() -> No
     """13:36 in issue 13: after a switch to 1p the sun came back, 3p "would have done 1059 Wh better",
     and a 15-min switch interval kept the car on 1p for 40 min.  Now the evidence decides: back on 3p
     within minutes of the sun's return, however recent the last switch."""
-    ctl = make(phases="auto", cloud_filter=60)
+    ctl = make(phases="auto", cloud_filter=60, phase_down_deficit_wh=0)  # the evidence rule alone
     log = Sim(ctl, lambda t: 2000.0 if 1200 <= t < 2100 else 9000.0, battery=True).run(3000)
     (t_down, down), (t_up, up) = switches(log)[-2:]
     # one switch (the start's) in the last hour: 200 Wh × 1.5 at 1p's 3210 W advantage: 336 s
@@ -286,7 +302,9 @@ def test_switching_to_1p_needs_more_evidence_than_switching_to_3p() -> None:
     < 200 Wh) is ridden out on 3p; a 6-minute peak to 5500 W on 1p (3p would do 1150 W better: 115 Wh
     > 100 Wh) is taken on 3p."""
     dip = Sim(
-        make(phases="auto", cloud_filter=60), lambda t: 3000.0 if 4000 <= t < 4360 else 9000.0, battery=True
+        make(phases="auto", cloud_filter=60, phase_down_deficit_wh=0),  # the evidence rule alone
+        lambda t: 3000.0 if 4000 <= t < 4360 else 9000.0,
+        battery=True,
     )
     assert [d.command.phases for _, d in switches(dip.run(4800))] == [3]  # the start's switch only
     peak = Sim(
@@ -297,8 +315,26 @@ def test_switching_to_1p_needs_more_evidence_than_switching_to_3p() -> None:
     assert [(d.command.phases, 4000 < t < 4360) for t, d in switches(log)] == [(3, True)]
 
 
+def test_a_start_on_3p_after_a_dark_pause_is_not_switched_to_1p_by_the_pause() -> None:
+    """Issue 13: a paused car at a surplus of 0 W "would have done better" on 1 phase (min current on 3
+    phases overdraws 4140 W, on 1 phase 1380 W); that is no evidence once it starts.  A new day's
+    sunrise straight to 8 kW restarts on 3p (where the last day ended) and stays there (before: a
+    switch to 1p within a minute of the start, "1p would have done 1035 Wh better", and back later)."""
+    ctl = make(phases="auto", cloud_filter=60)
+    log = Sim(ctl, lambda t: 0.0 if 3600 <= t < 3 * 3600 else 8000.0, battery=True).run(4 * 3600)
+    assert {d.command.phases for t, d in log if 1800 <= t < 3600} == {3}
+    assert set(currents(log, 2 * 3600, 3 * 3600 - 1)) == {0.0}  # stopped for the night, still on 3p
+    assert {d.command.phases for t, d in log if t >= 3 * 3600} == {3}
+
+
 def test_the_evidence_a_switch_needs_grows_with_the_switches_of_the_last_hour() -> None:
-    ctl = make(phases="auto", cloud_filter=60, phase_switch_interval_s=0, phase_switches_per_hour=60)
+    ctl = make(
+        phases="auto",
+        cloud_filter=60,
+        phase_switch_interval_s=0,
+        phase_switches_per_hour=60,
+        phase_down_deficit_wh=0,  # the evidence rule alone
+    )
     log = Sim(ctl, lambda t: 9000.0 if int(t // 900) % 2 == 0 else 1500.0, battery=True).run(4 * 3600)
     times = [t for t, _ in switches(log)]
     assert len(times) >= 6
@@ -307,6 +343,31 @@ def test_the_evidence_a_switch_needs_grows_with_the_switches_of_the_last_hour() 
         base = 100.0 if d.command.phases == 3 else 200.0
         assert f"(needed {base * 1.5**earlier:.0f} Wh)" in d.reason, d.reason
     assert max(sum(1 for u in times if t - 3600 < u <= t) for t in times) >= 3
+
+
+def test_min_current_on_3p_through_a_shade_goes_to_1p_once_its_deficit_adds_up() -> None:
+    """Issue 13: holding 6 A on 3 phases (4140 W) through a shade costs the home battery 2.7 kW more
+    than 1 phase would.  After three switches in the hour the evidence rule wants 200 Wh × 1.5³ (1p
+    would do 1710 W better at a 3000 W surplus: 14 min); phase_down_deficit_wh switches once the car
+    drew that much beyond the surplus (1140 W), however many switches came before."""
+    deficit_wh = 100.0
+    ctl = make(phases="auto", cloud_filter=60, phase_down_deficit_wh=deficit_wh, phase_switch_interval_s=0)
+
+    def surplus(t: float) -> float:
+        if t < 2400:  # two short shades: 3p, 1p, 3p, 1p, 3p
+            return 1500.0 if 900 <= t < 1500 else 9000.0
+        return 3000.0 if t >= 3000 else 9000.0
+
+    log = Sim(ctl, surplus, battery=True).run(3600)
+    ups_downs = switches(log)
+    t_last, last = ups_downs[-1]
+    assert last.command.phases == 1 and "drew 101 Wh beyond the surplus" in last.reason, last.reason
+    expected_s = deficit_wh / (4140.0 - 3000.0) * 3600.0  # 316 s
+    assert 3000 + expected_s - 10 <= t_last <= 3000 + expected_s + 10, t_last
+    assert sum(1 for t, _ in ups_downs if t_last - 3600 < t < t_last) >= 3
+    # without the deficit rule the car holds 3p through the shade's first 10 minutes
+    old = make(phases="auto", cloud_filter=60, phase_down_deficit_wh=0, phase_switch_interval_s=0)
+    assert {d.command.phases for t, d in Sim(old, surplus, battery=True).run(3600) if 3000 <= t < 3600} == {3}
 
 
 def test_a_car_drawing_on_one_phase_is_treated_as_1p() -> None:
@@ -319,6 +380,12 @@ def test_a_car_drawing_on_one_phase_is_treated_as_1p() -> None:
         d = ctl.step(t, site(t, grid=car_w - 6000.0, pv=6000.0), car(t, car_w, phases=1))
     assert d is not None and d.command.phases == 3
     assert d.command.current_a == 16  # 6000 W on one phase: as much as 16 A allows, not 8 A
+    for _ in range(60):  # a shade to 2000 W: the 1-phase car follows it, no deficit of 3 phases
+        t += 5
+        car_w = d.command.current_a * V
+        d = ctl.step(t, site(t, grid=car_w - 2000.0, pv=2000.0), car(t, car_w, phases=1))
+        assert "beyond the surplus" not in d.reason
+    assert d.command.current_a == 8
 
 
 # -- modes and stale data -----------------------------------------------------------------------------

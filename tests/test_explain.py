@@ -46,6 +46,12 @@ def decision(reason: str, current_a: float = 10.0, phases: int = 1) -> Decision:
             "Switched to 6 A on 3 phases",
         ),
         ("fuse limit: 25 A per phase leaves the car 8.0 A (pv: ...)", 8, 3, "to stay within the main fuse"),
+        (
+            "switch to 1p: min current on 3p drew 161 Wh beyond the surplus (phase_down_deficit_wh 160 Wh)",
+            13,
+            1,
+            "the least current on 3 phases was above the surplus",
+        ),
     ],
 )
 def test_a_reason_in_words_has_no_internal_numbers(

@@ -194,12 +194,21 @@ class ControlConfig:
         max=1000,
     )
     up_hold_s: float = setting(
-        0.0,
-        doc="also raise the current once the surplus held a higher level for this whole time (0: off, only "
-        "up_energy_wh); captures more on variable days and writes the charger more often",
+        30.0,
+        doc="also raise the current once the surplus held a level at least up_hold_min_w higher for this "
+        "whole time (0: off, only up_energy_wh); captures more on variable days and writes the charger more "
+        "often",
         unit="s",
         min=0,
         max=3600,
+    )
+    up_hold_min_w: float = setting(
+        690.0,
+        doc="up_hold_s raises the current only by at least this much (smaller rises wait for up_energy_wh: "
+        "each is a charger write for little energy)",
+        unit="W",
+        min=0,
+        max=10000,
     )
     max_step_up_a: float = setting(
         16.0, doc="slew limit: the most one change raises the current", unit="A", min=1, max=80
@@ -233,6 +242,14 @@ class ControlConfig:
         doc="phases: auto: switch to 1 phase when it would have done this much better than 3 over a recent "
         "stretch (more than phase_switch_gain_wh: a dip on 3 phases costs some battery, a peak on 1 phase "
         "is lost)",
+        unit="Wh",
+        min=0,
+        max=10000,
+    )
+    phase_down_deficit_wh: float = setting(
+        160.0,
+        doc="phases: auto: also switch to 1 phase once min current on 3 phases drew this much beyond the "
+        "surplus since the surplus last covered it (not multiplied by phase_switch_gain_growth; 0: off)",
         unit="Wh",
         min=0,
         max=10000,

@@ -18,32 +18,37 @@ that long) and ``min_off_s`` has passed; a charging car stops only if the window
 its minimum power (short the whole window) and ``min_on_s`` has passed.  In between it holds min current.
 
 **Following.** Inside a session the current is the whole amps that fit the surplus, damped by energy
-rather than by time: it falls once the car has drawn ``down_energy_wh`` more than the surplus (a drop
-of several kW acts on the next reading, a 1 A excess after a few minutes), and rises once a higher current
+rather than by time: it falls once the car has drawn ``down_energy_wh`` more than the surplus (a drop of
+several kW acts on the next reading, a 1 A excess after a few minutes), and rises once a higher current
 would have taken ``up_energy_wh`` more, or once the surplus held a higher level for the whole last
-``up_hold_s`` (a 1 A rise on one phase would otherwise wait 3 minutes for its energy), to what the
-surplus supported all that while, over the last 30 s or over ``up_hold_s`` (at most ``max_step_up_a``
-per change).  So the charger is written rarely, the car does not hunt around an amp boundary, and it
-draws little from the battery.  If the car imports from the grid (battery empty or at its limit) for
-``grid_tolerance_s``, it is turned down or paused whatever the cloud filter says.
+``up_hold_s`` by at least ``up_hold_min_w`` (a 1 A rise on three phases would otherwise wait a minute for
+its energy; smaller rises are not worth a write each), to what the surplus supported all that while, over
+the last 30 s or over ``up_hold_s`` (at most ``max_step_up_a`` per change). So the charger is written
+rarely, the car does not hunt around an amp boundary, and it draws little from the battery. If the car
+imports from the grid (battery empty or at its limit) for ``grid_tolerance_s``, it is turned down or
+paused whatever the cloud filter says.
 
-**Phases** (``phases: auto``).  With 16 A, one phase tops out at 3680 W and three phases start at
-4140 W: a dead band, where neither fits and every threshold on the instantaneous surplus flaps.  So
-pvcharge compares outcomes instead: for each reading it scores what the best whole-amp current on 3
-phases and on 1 phase would have achieved (PV captured minus ``battery_weight`` × energy drawn beyond the
-surplus) and sums the difference.  The evidence for the other phase count is what it would have gained
-over the recent stretch where it did best (ending now, at most ``phase_window_s`` long, and only since
-the last switch, so what favoured that switch never counts against it).  It switches to 3 phases when
-that passes ``phase_switch_gain_wh`` and to 1 phase when it passes ``phase_down_gain_wh`` (more: a dip
-on 3 phases costs some battery, a peak on 1 phase is lost for good), each multiplied by
-``phase_switch_gain_growth`` for every switch in the last hour, so a large gain acts within minutes while
-flapping weather makes switching dearer.  On top, switches are at least ``phase_switch_interval_s``
-apart and at most ``phase_switches_per_hour``.  A session starts on 3 phases only if the surplus
-covered their minimum for as long as a start looks (pv: the last ``start_fraction`` of the cloud window;
-minpv: all of it).  A car seen drawing on one phase while offered three is treated as a 1-phase car
-until it is unplugged.  A switch is one command (new phases and the current for them); pausing the car
-around it is the charger's sequence (WARP3 stops charging, switches its contactors and reconnects the
-car; the simulated car pauses 30 s), so a switch costs no extra start.
+**Phases** (``phases: auto``). With 16 A, one phase tops out at 3680 W and three phases start at 4140 W: a
+dead band, where neither fits and every threshold on the instantaneous surplus flaps. So pvcharge compares
+outcomes instead: for each reading it scores what the best whole-amp current on 3 phases and on 1 phase
+would have achieved (PV captured minus ``battery_weight`` × energy drawn beyond the surplus) and sums the
+difference. The evidence for the other phase count is what it would have gained over the recent stretch
+where it did best (ending now, at most ``phase_window_s`` long, and only since the last switch, so what
+favoured that switch never counts against it). It switches to 3 phases when that passes
+``phase_switch_gain_wh`` and to 1 phase when it passes ``phase_down_gain_wh`` (more: a dip on 3 phases
+costs some battery, a peak on 1 phase is lost for good), each multiplied by ``phase_switch_gain_growth``
+for every switch in the last hour, so a large gain acts within minutes while flapping weather makes
+switching dearer. A shade on 3 phases has a cheaper way down: once min current on 3 phases has drawn
+``phase_down_deficit_wh`` beyond the surplus since the surplus last covered it, the car goes to 1 phase,
+however many switches came before (the battery pays for every minute on 3 phases; the way back up still
+needs the growing evidence). A session start forgets the evidence gathered while paused (a paused car without
+surplus "would have done better" on 1 phase). On top, switches are at least ``phase_switch_interval_s`` apart
+and at most ``phase_switches_per_hour``. A session starts on 3 phases only if the surplus covered their
+minimum for as long as a start looks (pv: the last ``start_fraction`` of the cloud window; minpv: all of
+it). A car seen drawing on one phase while offered three is treated as a 1-phase car until it is
+unplugged. A switch is one command (new phases and the current for them); pausing the car around it is the
+charger's sequence (WARP3 stops charging, switches its contactors and reconnects the car; the simulated
+car pauses 30 s), so a switch costs no extra start.
 
 **Stale data.** A meter reading older than ``max_age_s`` (or none) sends the car to the safe state at
 once (pause; ``min_current`` keeps min current in ``minpv`` and ``fast``), clears the filters, and says
@@ -131,6 +136,7 @@ class Controller:
         # rise from the window's minimum is the evidence for 3p, its fall from the maximum that for 1p
         self._phase_wh = 0.0
         self._phase_gain = TimeWindow(control.phase_window_s)
+        self._deficit_wh = 0.0  # min current on 3p beyond the surplus since it last covered it, Wh
         self._dt_s = 0.0  # seconds the newest reading stands for (its distance to the previous one)
         self._phases = 1 if charge_point.phases == "auto" else int(charge_point.phases)
         self._switches: deque[float] = deque()  # times of phase switches in the last hour
@@ -280,7 +286,12 @@ class Controller:
     def _switch_to(self, now: float, phases: int) -> None:
         self._phases = phases
         self._switches.append(now)
+        self._deficit_wh = 0.0
         # the evidence for the next switch starts here: what favoured this one cannot count against it
+        self._restart_evidence()
+
+    def _restart_evidence(self) -> None:
+        """Forget the phase evidence so far (after a switch or at a session start)."""
         self._phase_gain.clear()
         if self._last_reading_t > -math.inf:
             self._phase_gain.add(self._last_reading_t, self._phase_wh)
@@ -384,6 +395,7 @@ class Controller:
             if self.auto_phases:
                 self._phase_wh += self.phase_gain_w(self._available_w) * self._dt_s / 3600.0
                 self._phase_gain.add(site.timestamp_s, self._phase_wh)
+                self._track_deficit(self._available_w)
         else:
             self._dt_s = 0.0  # the same reading again (a slow meter): it counts once
         available = self._available_w
@@ -493,6 +505,8 @@ class Controller:
                 )
             if phases != self._phases:
                 self._switch_to(now, phases)
+            # what a paused car "would have done" (min current through the night) is no evidence
+            self._restart_evidence()
             self._on, self._on_since = True, now
             self._level_a = self._fit(self._surplus.min_over(RECENT_S), self._eff_phases())
             return self._decision(
@@ -550,6 +564,16 @@ class Controller:
             return switched
         return self._follow(now, available)
 
+    def _track_deficit(self, available_w: float) -> None:
+        """Add what a car at min current on 3 phases draws beyond the surplus (Wh) since the surplus last
+        covered that power; 0 when it does, or when the car is not charging on 3 phases (a 1-phase car
+        on a 3-phase setting draws 1-phase power: no deficit of 3)."""
+        short_w = self.power_w(self.lowest_current_a(3), 3) - available_w
+        if self._on and self._eff_phases() == 3 and short_w > 0:
+            self._deficit_wh += short_w * self._dt_s / 3600.0
+        else:
+            self._deficit_wh = 0.0
+
     def _switch_phases(self, now: float) -> Decision | None:
         """Switch phases when the other phase count would have done better, over the stretch ending now
         (within the phase window and since the last switch) where it did best, by more than
@@ -562,6 +586,15 @@ class Controller:
         if self.vehicle.no_phase_switch:  # the phases were chosen at the start
             return None
         growth = c.phase_switch_gain_growth ** len(self._switches)
+        if self._phases == 3 and 0 < c.phase_down_deficit_wh <= self._deficit_wh:
+            deficit_wh = self._deficit_wh
+            self._switch_to(now, 1)
+            self._level_a = self._fit(self._surplus.min_over(RECENT_S), 1)
+            return self._decision(
+                self._level_a,
+                f"switch to 1p: min current on 3p drew {deficit_wh:.0f} Wh beyond the surplus "
+                f"(phase_down_deficit_wh {c.phase_down_deficit_wh:g} Wh)",
+            )
         if self._phases == 3:
             phases, better_wh, need_wh = 1, pg.max - self._phase_wh, c.phase_down_gain_wh * growth
         elif not self._one_phase_car:
@@ -602,10 +635,11 @@ class Controller:
         if target > level:
             self._run_min_w = min(self._run_min_w, available)
             self._gain_wh += (self.power_w(target, p) - self.power_w(level, p)) * hours
-            # a higher level the surplus held for the whole last up_hold_s counts as enough evidence too, so
-            # a 1 A rise on 1 phase (230 W) does not wait minutes for up_energy_wh
+            # a level at least up_hold_min_w higher that the surplus held for the whole last up_hold_s
+            # counts as enough evidence too, so a 1 A rise on 3 phases (690 W) does not wait a minute
             s, hold_s = self._surplus, c.up_hold_s
-            held = hold_s > 0 and s.spans(hold_s) and self._fit(s.min_over(hold_s), p) > level
+            held_a = self._fit(s.min_over(hold_s), p) if hold_s > 0 and s.spans(hold_s) else 0.0
+            held = held_a > level and self.power_w(held_a - level, p) >= c.up_hold_min_w
             if self._gain_wh >= c.up_energy_wh or held:
                 # supported all the run, or the last 30 s (or all of up_hold_s)
                 floor_w = max(self._run_min_w, s.min_over(RECENT_S))
@@ -631,6 +665,7 @@ class Controller:
                 phases = 3 if s.spans(window_s) and s.min_over(window_s) >= self.phase_up_w else 1
                 if phases != self._phases:
                     self._switch_to(now, phases)
+            self._restart_evidence()
             self._level_a = self._fit(available, self._eff_phases())
             return self._decision(self._level_a, f"minpv: start at {self._level_a:g} A on {self._phases}p")
         switched = self._switch_phases(now)

@@ -95,6 +95,8 @@ def in_words(decision: Decision) -> str:
     if kind in ("switch to 1p", "switch to 3p"):
         if "grid" in reason:
             return f"Switched to {_amps(decision)}: the car was drawing from the grid."
+        if "beyond the surplus" in reason:
+            return f"Switched to {_amps(decision)}: the least current on 3 phases was above the surplus."
         return f"Switched to {_amps(decision)}: that uses the surplus better."
     if kind == "down":
         return f"Less surplus: current lowered to {_amps(decision)}."
