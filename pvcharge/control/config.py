@@ -247,7 +247,7 @@ class ControlConfig:
         max=10000,
     )
     phase_down_deficit_wh: float = setting(
-        160.0,
+        200.0,
         doc="phases: auto: also switch to 1 phase once min current on 3 phases drew this much beyond the "
         "surplus since the surplus last covered it (not multiplied by phase_switch_gain_growth; 0: off)",
         unit="Wh",
