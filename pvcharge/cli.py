@@ -81,7 +81,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     log_format = args.log_format or config.log.format
     configure_logging(args.log_level or config.log.level, log_format, stream=sys.stdout)
     from pvcharge.daemon import Daemon
-    from pvcharge.devices import create_devices
+    from pvcharge.devices import create_devices, create_more_chargers
     from pvcharge.health import Heartbeat, heartbeat_path, stale_after_s
     from pvcharge.notify import Notifier
     from pvcharge.planning.service import build_service
@@ -115,7 +115,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         heartbeat.clear()  # an old heartbeat must not pass for this process's
 
     async def main() -> None:
-        meter, charger = create_devices(config, clock=time.time)
+        named = f"charger {config.loadpoints[0].name} {config.charger.type}" if config.loadpoints else None
+        meter, charger = create_devices(config, clock=time.time, charger_name=named)
+        chargers = [charger, *create_more_chargers(config, clock=time.time)]
         stop = asyncio.Event()
         ready = False
         status = "starting: first control cycle"
@@ -182,7 +184,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             finally:
                 notifier.ready(status)
 
-        daemon = Daemon(config, meter, charger, on_cycle=on_cycle, state_file=state_path(config.state))
+        daemon = Daemon(config, meter, chargers, on_cycle=on_cycle, state_file=state_path(config.state))
         recorder = open_recorder(config)
         if recorder is not None:
             daemon.listeners.append(recorder)
