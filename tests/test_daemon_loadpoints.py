@@ -178,3 +178,67 @@ async def test_pvcharge_run_drives_two_warps_by_priority_under_the_fuse(tmp_path
     assert "'carport', 'garage'" in log, log  # the started line names both
     # both paused on the way out
     assert all(c.state().offered_current_a == 0 for c in cars.values())
+
+
+async def test_mode_and_status_per_loadpoint_over_the_api_and_the_cli(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import argparse
+    import asyncio
+
+    import httpx
+    import jsonschema
+
+    from pvcharge.api.cli import add_commands
+    from pvcharge.api.server import start_api
+    from pvcharge.config import ApiConfig
+
+    clock = Clock()
+    daemon, _, _, garage = two_loadpoints(clock)
+    await run(daemon, clock, 3)
+    server = await start_api(daemon, ApiConfig(listen="127.0.0.1", port=0))
+    assert server.url is not None
+
+    def cli(*argv: str) -> int:
+        parser = argparse.ArgumentParser(prog="pvcharge")
+        add_commands(parser.add_subparsers(dest="command", required=True))
+        args = parser.parse_args([*argv, "--url", str(server.url)])
+        result: int = args.func(args)
+        return result
+
+    try:
+        async with httpx.AsyncClient(base_url=server.url) as client:
+            status = (await client.get("/api/status")).json()
+            schema = (await client.get("/api/openapi.json")).json()["components"]["schemas"]["Status"]
+            jsonschema.validate(status, schema)  # two loadpoints, as documented
+            answer = await client.put("/api/loadpoints/garage/mode", json={"mode": "off"})
+            assert answer.status_code == 200
+            modes = [(lp["name"], lp["mode"]) for lp in answer.json()["loadpoints"]]
+            assert modes == [("carport", "fast"), ("garage", "off")]
+            assert answer.json()["mode"] == "fast"  # the old key: the first loadpoint's
+            missing = await client.put("/api/loadpoints/shed/mode", json={"mode": "off"})
+            assert missing.status_code == 404 and missing.json()["loadpoints"] == ["carport", "garage"]
+            bad = await client.put("/api/loadpoints/garage/mode", json={"mode": "turbo"})
+            assert bad.status_code == 422
+            assert (await client.put("/api/mode", json={"mode": "pv"})).json()["mode"] == "pv"
+        assert daemon.loadpoint("carport").controller.mode == "pv"
+        assert daemon.loadpoint("garage").controller.mode == "off"
+        await run(daemon, clock, 1)
+        assert offered(garage) == 0.0  # the mode took effect at the next cycle
+        assert await asyncio.to_thread(cli, "mode", "garage", "minpv") == 0
+        assert "garage: mode minpv (from the next control cycle)" in capsys.readouterr().out
+        assert await asyncio.to_thread(cli, "mode", "fast") == 0
+        assert daemon.loadpoint("carport").controller.mode == "fast"
+        assert daemon.loadpoint("garage").controller.mode == "minpv"
+        assert await asyncio.to_thread(cli, "mode", "shed", "fast") == 1
+        assert "HTTP 404: no loadpoint 'shed'" in capsys.readouterr().err
+        assert await asyncio.to_thread(cli, "mode", "garage", "turbo") == 2
+        await run(daemon, clock, 1)
+        assert await asyncio.to_thread(cli, "status") == 0
+        lines = capsys.readouterr().out.splitlines()
+        mine = [line for line in lines if line.startswith("loadpoint ")]
+        assert len(mine) == 2, lines
+        assert mine[0].startswith("loadpoint carport (priority 1): mode fast, 16 A on 3p")
+        assert mine[1].startswith("loadpoint garage (priority 0): mode minpv")
+    finally:
+        await server.stop()
