@@ -303,6 +303,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     trace = load_trace(args.trace) if args.trace else bundled_trace()
     if args.plan is not None:
         return _demo_plan(args, trace, base)
+    if args.loadpoints == 2:
+        return _demo_loadpoints(args, trace, base)
     start_s, end_s = trace.daylight()
     speed = args.speed or max(1.0, (end_s - start_s) / args.seconds)
     cp = base.charge_point if base else None
@@ -337,6 +339,43 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if record is not None:
         print(f"\nSessions recorded in {record} (pvcharge sessions lists them; times local to the trace):")
         print(sessions_table(list(result.sessions), trace_tz(trace)) if result.sessions else "  none")
+    return 0
+
+
+def _demo_loadpoints(args: argparse.Namespace, trace: Trace, base: Config | None) -> int:
+    """``pvcharge demo --loadpoints 2``: two WARP emulators on one site (:mod:`pvcharge.sim.lpdemo`);
+    not recorded."""
+    from pvcharge.sim.lpdemo import DEMO_FUSE_A, run_loadpoints_demo
+
+    if args.meter != "huawei" or args.charger != "warp" or args.plan is not None:
+        print(
+            "pvcharge: demo --loadpoints 2 runs a Huawei meter and two WARPs (no --meter, --charger, --plan)"
+        )
+        return 2
+    start_s, end_s = trace.daylight()
+    speed = args.speed or max(1.0, (end_s - start_s) / args.seconds)
+    fuse = base.site.max_grid_current_a if base else DEMO_FUSE_A
+    print(
+        f"pvcharge {__version__} demo: {trace.name}, simulated {speed:.0f}x faster than real time.\n"
+        f"Emulated {DEMO_METERS['huawei']} and two {DEMO_CHARGERS['warp']}s on 127.0.0.1 (1p 6–16 A each, "
+        f"fuse {'none' if fuse is None else f'{fuse:g} A'}): carport (priority 1) plugged in 08:00–13:00, "
+        "garage 10:00–18:00.\n"
+    )
+    from pvcharge.sim.lpdemo import loadpoints_summary
+
+    result = asyncio.run(
+        run_loadpoints_demo(
+            trace,
+            speed=speed,
+            start_s=start_s,
+            end_s=end_s,
+            base_config=base,
+            out=sys.stdout,
+            api=base.api if base else ApiConfig(),
+        )
+    )
+    print()
+    print(loadpoints_summary(result, trace))
     return 0
 
 
@@ -604,6 +643,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--plan",
         help='run across a night with this plan instead of the day, e.g. "20 kWh by 07:00" (emulated '
         "day-ahead prices and forecast; not recorded)",
+    )
+    p.add_argument(
+        "--loadpoints",
+        type=int,
+        choices=[1, 2],
+        default=1,
+        help="2: two WARPs on one site, by priority under one fuse, a summary line per loadpoint "
+        "(not recorded)",
     )
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     p.set_defaults(func=cmd_demo)
