@@ -345,7 +345,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def _demo_loadpoints(args: argparse.Namespace, trace: Trace, base: Config | None) -> int:
     """``pvcharge demo --loadpoints 2``: two WARP emulators on one site (:mod:`pvcharge.sim.lpdemo`);
     not recorded."""
-    from pvcharge.sim.lpdemo import DEMO_FUSE_A, run_loadpoints_demo
+    from pvcharge.sim.lpdemo import DEMO_FUSE_A, loadpoints_summary, run_loadpoints_demo
 
     if args.meter != "huawei" or args.charger != "warp" or args.plan is not None:
         print(
@@ -361,8 +361,6 @@ def _demo_loadpoints(args: argparse.Namespace, trace: Trace, base: Config | None
         f"fuse {'none' if fuse is None else f'{fuse:g} A'}): carport (priority 1) plugged in 08:00–13:00, "
         "garage 10:00–18:00.\n"
     )
-    from pvcharge.sim.lpdemo import loadpoints_summary
-
     result = asyncio.run(
         run_loadpoints_demo(
             trace,

@@ -14,7 +14,6 @@ meter's other loads, exceed the fuse on a phase (``fuse_violations``, which must
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import dataclasses
 import time
@@ -24,7 +23,6 @@ from typing import TextIO
 from pvcharge.config import ApiConfig, Config, parse_config
 from pvcharge.daemon import Cycle, Daemon
 from pvcharge.devices import create_devices, create_more_chargers
-from pvcharge.errors import PvchargeError
 from pvcharge.sessions.tally import split_car_power
 from pvcharge.sim.demo import (
     DEMO_LIMITS,
@@ -34,6 +32,8 @@ from pvcharge.sim.demo import (
     _local,
     _pace_lines,
     huawei_meter,
+    status_page,
+    stopping_at,
 )
 from pvcharge.sim.demo import warp_charger as warp_keys
 from pvcharge.sim.huawei import HuaweiEmulator
@@ -181,28 +181,8 @@ async def run_loadpoints_demo(
             on_cycle=LivePrinter(trace, out),
         )
         daemon.listeners.append(sampler)
-        stop = asyncio.Event()
-
-        async def stop_at_end() -> None:
-            await clock.sleep_until(end_s)
-            stop.set()
-
-        stopper = asyncio.create_task(stop_at_end())
-        server = None
-        try:
-            if api is not None and api.enabled:
-                from pvcharge.api.server import start_api
-
-                try:
-                    server = await start_api(daemon, api)
-                    out.write(f"Status page: {server.url}/ (live while the demo runs)\n\n")
-                except PvchargeError as exc:
-                    out.write(f"(no status page: {exc})\n\n")
+        async with stopping_at(clock, end_s) as stop, status_page(daemon, api, out):
             stats = await daemon.run(stop)
-        finally:
-            stopper.cancel()
-            if server is not None:
-                await server.stop()
     now = clock.now()
     site.advance_to(now)
     for name, car in cars.items():
