@@ -242,3 +242,22 @@ async def test_mode_and_status_per_loadpoint_over_the_api_and_the_cli(
         assert mine[1].startswith("loadpoint garage (priority 0): mode minpv")
     finally:
         await server.stop()
+
+
+async def test_a_reload_keeps_modes_set_over_the_api_unless_the_configured_mode_changed() -> None:
+    from pvcharge.errors import ConfigError
+
+    clock = Clock()
+    daemon = two_loadpoints(clock)[0]
+    await run(daemon, clock, 2)
+    daemon.set_mode("pv", source="test", loadpoint="carport")
+    daemon.set_mode("minpv", source="test", loadpoint="garage")
+    changed = TWO.replace("  - {name: garage, mode: fast,", "  - {name: garage, mode: off, priority: 2,")
+    assert changed != TWO
+    daemon.reload(parse_config(changed, environ={}))
+    await run(daemon, clock, 1)
+    assert daemon.loadpoint("carport").controller.mode == "pv"  # its configured mode did not change
+    assert daemon.loadpoint("garage").controller.mode == "off"  # the edited config wins
+    assert daemon.status()["loadpoints"][1]["priority"] == 2
+    with pytest.raises(ConfigError, match="loadpoints: changed names or chargers"):
+        daemon.reload(parse_config(TWO.replace("http://127.0.0.2", "http://127.0.0.3"), environ={}))
