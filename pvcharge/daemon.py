@@ -259,9 +259,16 @@ class Loadpoint:
             new <= old for new, old in zip(_phase_currents_a(command), _phase_currents_a(held), strict=True)
         )
 
-    def holds(self, command: ChargerCommand) -> bool:
-        """The charger took ``command`` (this cycle or before) and takes writes."""
-        return command == self.applied and not self.writes_blocked
+    def may_exceed(self, command: ChargerCommand) -> bool:
+        """The charger may hold more than ``command`` on some phase: it did not take it (a failed or
+        deferred write: what it holds is not known to be lower), or it refuses all writes and the last
+        command it took (if any) is above ``command``."""
+        if not self.writes_blocked:
+            return command != self.applied
+        held = self.acknowledged
+        return held is None or any(
+            old > new for old, new in zip(_phase_currents_a(held), _phase_currents_a(command), strict=True)
+        )
 
     def reassert(self, why: str) -> None:
         """Send the current command again next cycle, whatever the driver believes the charger holds."""
@@ -805,7 +812,7 @@ class Daemon:
         up = [lp for lp in self.loadpoints if lp not in down]
         done = await asyncio.gather(*(lp.apply(commands[lp.name], timeout_s) for lp in down))
         written = {lp.name: ok for lp, ok in zip(down, done, strict=True)}
-        refused = [lp.name for lp in down if not lp.holds(commands[lp.name])]
+        refused = [lp.name for lp in down if lp.may_exceed(commands[lp.name])]
         waiting = [lp for lp in up if commands[lp.name] != lp.applied and not lp.writes_blocked]
         if refused and waiting:
             self.stats.held_increases += len(waiting)

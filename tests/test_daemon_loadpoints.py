@@ -261,3 +261,34 @@ async def test_a_reload_keeps_modes_set_over_the_api_unless_the_configured_mode_
     assert daemon.status()["loadpoints"][1]["priority"] == 2
     with pytest.raises(ConfigError, match="loadpoints: changed names or chargers"):
         daemon.reload(parse_config(TWO.replace("http://127.0.0.2", "http://127.0.0.3"), environ={}))
+
+
+async def test_a_charger_that_refuses_all_writes_holds_the_others_only_while_it_may_draw_more() -> None:
+    from pvcharge.errors import WritesBlocked
+
+    clock = Clock()
+    daemon, _, carport, garage = two_loadpoints(clock)
+    await run(daemon, clock, 3)
+    daemon.set_mode("off", source="test", loadpoint="carport")
+    carport.errors = [WritesBlocked("charger carport", "IP blocked")]
+    await run(daemon, clock, 3)
+    assert offered(carport) == 16.0 and offered(garage) == 9.0  # carport may still draw its 16 A
+    assert daemon.stats.held_increases == 3
+
+
+async def test_a_paused_charger_that_refuses_all_writes_does_not_hold_the_others() -> None:
+    from pvcharge.errors import WritesBlocked
+
+    clock = Clock()
+    daemon, _, carport, garage = two_loadpoints(clock)
+    await run(daemon, clock, 3)
+    daemon.set_mode("off", source="test", loadpoint="carport")
+    await run(daemon, clock, 1)
+    assert (offered(carport), offered(garage)) == (0.0, 16.0)
+    daemon.set_mode("fast", source="test", loadpoint="carport")
+    carport.errors = [WritesBlocked("charger carport", "IP blocked")]
+    await run(daemon, clock, 1)  # carport's 16 A refused for good: it holds its pause
+    assert offered(carport) == 0.0 and offered(garage) == 9.0  # (the site counts carport's 16 A)
+    daemon.set_mode("off", source="test", loadpoint="carport")
+    await run(daemon, clock, 1)
+    assert offered(garage) == 16.0 and daemon.stats.held_increases == 0
