@@ -81,7 +81,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     log_format = args.log_format or config.log.format
     configure_logging(args.log_level or config.log.level, log_format, stream=sys.stdout)
     from pvcharge.daemon import Daemon
-    from pvcharge.devices import create_devices
+    from pvcharge.devices import create_devices, create_more_chargers
     from pvcharge.health import Heartbeat, heartbeat_path, stale_after_s
     from pvcharge.notify import Notifier
     from pvcharge.planning.service import build_service
@@ -115,7 +115,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         heartbeat.clear()  # an old heartbeat must not pass for this process's
 
     async def main() -> None:
-        meter, charger = create_devices(config, clock=time.time)
+        named = f"charger {config.loadpoints[0].name} {config.charger.type}" if config.loadpoints else None
+        meter, charger = create_devices(config, clock=time.time, charger_name=named)
+        chargers = [charger, *create_more_chargers(config, clock=time.time)]
         stop = asyncio.Event()
         ready = False
         status = "starting: first control cycle"
@@ -182,7 +184,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             finally:
                 notifier.ready(status)
 
-        daemon = Daemon(config, meter, charger, on_cycle=on_cycle, state_file=state_path(config.state))
+        daemon = Daemon(config, meter, chargers, on_cycle=on_cycle, state_file=state_path(config.state))
         recorder = open_recorder(config)
         if recorder is not None:
             daemon.listeners.append(recorder)
@@ -301,6 +303,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     trace = load_trace(args.trace) if args.trace else bundled_trace()
     if args.plan is not None:
         return _demo_plan(args, trace, base)
+    if args.loadpoints == 2:
+        return _demo_loadpoints(args, trace, base)
     start_s, end_s = trace.daylight()
     speed = args.speed or max(1.0, (end_s - start_s) / args.seconds)
     cp = base.charge_point if base else None
@@ -335,6 +339,41 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if record is not None:
         print(f"\nSessions recorded in {record} (pvcharge sessions lists them; times local to the trace):")
         print(sessions_table(list(result.sessions), trace_tz(trace)) if result.sessions else "  none")
+    return 0
+
+
+def _demo_loadpoints(args: argparse.Namespace, trace: Trace, base: Config | None) -> int:
+    """``pvcharge demo --loadpoints 2``: two WARP emulators on one site (:mod:`pvcharge.sim.lpdemo`);
+    not recorded."""
+    from pvcharge.sim.lpdemo import DEMO_FUSE_A, loadpoints_summary, run_loadpoints_demo
+
+    if args.meter != "huawei" or args.charger != "warp" or args.plan is not None:
+        print(
+            "pvcharge: demo --loadpoints 2 runs a Huawei meter and two WARPs (no --meter, --charger, --plan)"
+        )
+        return 2
+    start_s, end_s = trace.daylight()
+    speed = args.speed or max(1.0, (end_s - start_s) / args.seconds)
+    fuse = base.site.max_grid_current_a if base else DEMO_FUSE_A
+    print(
+        f"pvcharge {__version__} demo: {trace.name}, simulated {speed:.0f}x faster than real time.\n"
+        f"Emulated {DEMO_METERS['huawei']} and two {DEMO_CHARGERS['warp']}s on 127.0.0.1 (1p 6–16 A each, "
+        f"fuse {'none' if fuse is None else f'{fuse:g} A'}): carport (priority 1) plugged in 08:00–13:00, "
+        "garage 10:00–18:00.\n"
+    )
+    result = asyncio.run(
+        run_loadpoints_demo(
+            trace,
+            speed=speed,
+            start_s=start_s,
+            end_s=end_s,
+            base_config=base,
+            out=sys.stdout,
+            api=base.api if base else ApiConfig(),
+        )
+    )
+    print()
+    print(loadpoints_summary(result, trace))
     return 0
 
 
@@ -602,6 +641,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--plan",
         help='run across a night with this plan instead of the day, e.g. "20 kWh by 07:00" (emulated '
         "day-ahead prices and forecast; not recorded)",
+    )
+    p.add_argument(
+        "--loadpoints",
+        type=int,
+        choices=[1, 2],
+        default=1,
+        help="2: two WARPs on one site, by priority under one fuse, a summary line per loadpoint "
+        "(not recorded)",
     )
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     p.set_defaults(func=cmd_demo)

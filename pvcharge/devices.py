@@ -16,7 +16,7 @@ process, e.g. tests on different clocks, never share anything.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from pvcharge.chargers import Charger
@@ -92,6 +92,24 @@ def check_charger(config: Config, charger: Charger) -> None:
     _check_phases(config, 0, charger)
 
 
+def check_chargers(config: Config, chargers: Sequence[Charger]) -> None:
+    """:func:`check_charger` for every loadpoint: ``chargers`` in the order of
+    :meth:`Config.all_loadpoints`. Raises ConfigError as :func:`check_charger`, naming the loadpoint."""
+    for index, charger in enumerate(chargers):
+        _check_phases(config, index, charger)
+
+
+def create_more_chargers(config: Config, *, clock: Callable[[], float]) -> list[Charger]:
+    """The charger drivers of ``loadpoints[1:]`` (the first one comes from :func:`create_devices`), named
+    ``"charger <loadpoint> <type>"``; empty for a ``charger:`` config. No I/O yet."""
+    account = shared_account(config, clock=clock)
+    options = {} if account is None else {"account": account}
+    return [
+        lp.charger.create(name=f"charger {lp.name} {lp.charger.type}", clock=clock, **options)
+        for lp in config.loadpoints[1:]
+    ]
+
+
 def _check_phases(config: Config, index: int, charger: Charger) -> None:
     """Loadpoint ``index`` of ``config`` (:meth:`Config.all_loadpoints`) has ``phases: auto`` only with
     a charger that can switch phases. Raises ConfigError naming its key."""
@@ -116,15 +134,12 @@ async def check_devices(config: Config, *, clock: Callable[[], float]) -> None:
     """
     meter, charger = create_devices(config, clock=clock)
     try:
-        check_charger(config, charger)
-        account = shared_account(config, clock=clock)
-        options = {} if account is None else {"account": account}
-        for index, lp in enumerate(config.loadpoints[1:], start=1):
-            more = lp.charger.create(name=f"charger {lp.name} {lp.charger.type}", clock=clock, **options)
-            try:
-                _check_phases(config, index, more)
-            finally:
-                await more.close()
+        more = create_more_chargers(config, clock=clock)
+        try:
+            check_chargers(config, [charger, *more])
+        finally:
+            for driver in more:
+                await driver.close()
     finally:
         await charger.close()
         await meter.close()

@@ -356,6 +356,7 @@ async def test_the_openapi_document_is_served_and_names_the_bearer_scheme_only_w
         "/",
         "/api/status",
         "/api/mode",
+        "/api/loadpoints/{name}/mode",
         "/api/config",
         "/api/openapi.json",
         "/api/sessions",

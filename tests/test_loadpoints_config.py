@@ -127,13 +127,21 @@ def test_structural_errors() -> None:
     )
 
 
-def test_the_daemon_refuses_loadpoints_it_does_not_drive_yet() -> None:
-    from typing import Any, cast
-
+async def test_the_daemon_drives_every_loadpoint_with_its_own_driver() -> None:
     from pvcharge.daemon import Daemon
+    from pvcharge.devices import create_devices, create_more_chargers
 
-    with pytest.raises(ConfigError, match="loadpoints: not driven by pvcharge run yet"):
-        Daemon(parse_config(TWO, environ={}), cast(Any, None), cast(Any, None))
+    config = parse_config(TWO.replace("phases: auto}", "phases: auto, phase_switching: true}"), environ={})
+    meter, charger = create_devices(config, clock=lambda: 0.0)
+    daemon = Daemon(config, meter, [charger, *create_more_chargers(config, clock=lambda: 0.0)])
+    assert [(lp.name, lp.charger.name) for lp in daemon.loadpoints] == [
+        ("carport", "charger warp"),
+        ("garage", "charger garage warp"),
+    ]
+    assert daemon.loadpoint("garage").controller.mode == "fast"
+    for lp in daemon.loadpoints:
+        await lp.charger.close()
+    await meter.close()
 
 
 def test_the_effective_config_lists_the_loadpoints_with_secrets_masked() -> None:

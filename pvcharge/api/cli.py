@@ -1,4 +1,5 @@
-"""``pvcharge status`` and ``pvcharge mode MODE``: talk to the running daemon through its HTTP API.
+"""``pvcharge status`` and ``pvcharge mode [LOADPOINT] MODE``: talk to the running daemon through its
+HTTP API.
 
 The address and the token come from the ``api:`` section of the config (``--config``, default
 ``/etc/pvcharge/config.yaml``), or the address from ``--url``.  Only that section is read, so the
@@ -14,6 +15,7 @@ import json
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 from pvcharge.control.config import MODES
 
@@ -140,15 +142,26 @@ def car_in_words(car: dict[str, Any]) -> str:
     return f"{'plugged in' if car['connected'] else 'unplugged'}, not charging"
 
 
-def format_status(s: dict[str, Any]) -> str:
-    """The status as a few readable lines."""
-    lines = [f"pvcharge {s['version']}, up {_duration(s['uptime_s'])}, mode {s['mode']}"]
-    c = s.get("command")
-    command = (
-        "none yet"
-        if c is None
-        else ("paused" if c["current_a"] == 0 else f"{c['current_a']:g} A on {c['phases']}p")
+def _command(c: dict[str, Any] | None) -> str:
+    if c is None:
+        return "none yet"
+    return "paused" if c["current_a"] == 0 else f"{c['current_a']:g} A on {c['phases']}p"
+
+
+def loadpoint_in_words(lp: dict[str, Any]) -> str:
+    """One loadpoint of the status in a line: name, priority, mode, command, decision, car."""
+    car = lp.get("charger")
+    car_words = "charger not answering" if car is None else car_in_words(car)
+    return (
+        f"{lp['name']} (priority {lp['priority']}): mode {lp['mode']}, {_command(lp.get('command'))}: "
+        f"{lp.get('summary') or lp['reason']}; car {car_words}"
     )
+
+
+def format_status(s: dict[str, Any]) -> str:
+    """The status as a few readable lines (and one per loadpoint when there are several)."""
+    lines = [f"pvcharge {s['version']}, up {_duration(s['uptime_s'])}, mode {s['mode']}"]
+    command = _command(s.get("command"))
     lines.append(f"command   {command}: {s.get('summary') or s['reason']}")
     lines.append(f"surplus   {_power(s.get('available_w'))}")
     site = s.get("site")
@@ -170,6 +183,9 @@ def format_status(s: dict[str, Any]) -> str:
         lines.append(f"wake-up   {sent} sent to a car that did not start{last}")
     if s.get("writes_blocked"):
         lines.append("WARNING   the charger refuses all writes; pvcharge sends it nothing until restarted")
+    loadpoints = s.get("loadpoints") or []
+    if len(loadpoints) > 1:  # the lines above are the first one's
+        lines.extend(f"loadpoint {loadpoint_in_words(lp)}" for lp in loadpoints)
     return "\n".join(lines)
 
 
@@ -185,17 +201,39 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_mode(args: argparse.Namespace) -> int:
-    """``pvcharge mode MODE``."""
+    """``pvcharge mode MODE`` (the first loadpoint, the only one of a ``charger:`` config) or ``pvcharge
+    mode LOADPOINT MODE``."""
+    name, mode = args.loadpoint, args.mode
+    if mode not in MODES:
+        print(f"pvcharge: unknown mode {mode!r}; expected one of: {', '.join(MODES)}", file=sys.stderr)
+        return 2
+    path = "/api/mode" if name is None else f"/api/loadpoints/{quote(name, safe='')}/mode"
     try:
-        status = _request(args, "PUT", "/api/mode", {"mode": args.mode})
+        status = _request(args, "PUT", path, {"mode": mode})
     except _Failed as exc:
         print(f"pvcharge: {exc}", file=sys.stderr)
         return exc.code
     if args.json:
         print(json.dumps(status, indent=2))
-    else:
+    elif name is None:
         print(f"mode {status['mode']} (from the next control cycle)")
+    else:
+        now = next((lp["mode"] for lp in status.get("loadpoints", []) if lp["name"] == name), mode)
+        print(f"{name}: mode {now} (from the next control cycle)")
     return 0
+
+
+class _ThenMode(argparse.Action):
+    """``mode [LOADPOINT] MODE``: with two words the first is the loadpoint (``args.loadpoint``) and the
+    second the mode (``args.mode``); with one, ``args.loadpoint`` is None."""
+
+    def __call__(
+        self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any, option: Any = None
+    ) -> None:
+        if values is None:
+            namespace.loadpoint = None
+        else:
+            namespace.loadpoint, namespace.mode = namespace.mode, values
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -216,11 +254,23 @@ def add_commands(subparsers: Any) -> None:
     _common(p)
     p.set_defaults(func=cmd_status)
 
-    p = subparsers.add_parser("mode", help="switch the running daemon's mode (through its HTTP API)")
+    p = subparsers.add_parser(
+        "mode",
+        help="switch the running daemon's mode, or one loadpoint's (through its HTTP API)",
+        usage="%(prog)s [-h] [--config CONFIG] [--url URL] [--json] [LOADPOINT] MODE",
+    )
     p.add_argument(
         "mode",
-        choices=list(MODES),
-        help="off: never charge; pv: surplus only; minpv: minimum + surplus; fast: full",
+        metavar="LOADPOINT",
+        help="the loadpoint's name (leave out: the first loadpoint, the only one of a charger: config)",
+    )
+    p.add_argument(
+        "loadpoint",
+        nargs="?",
+        action=_ThenMode,
+        metavar="MODE",
+        help=f"{', '.join(MODES)} (off: never charge; pv: surplus only; minpv: minimum + surplus; fast: "
+        "full)",
     )
     _common(p)
     p.set_defaults(func=cmd_mode)

@@ -49,6 +49,10 @@ _COUNTERS = {
     "write_failures": ("pvcharge_write_failures", "Failed writes to the charger."),
     "deferred_writes": ("pvcharge_deferred_writes", "Writes a driver held back for its rate limit."),
     "late_reads": ("pvcharge_late_reads", "Reads still running at the end of a cycle."),
+    "held_increases": (
+        "pvcharge_held_increases",
+        "Increases not sent because another charger's decrease was not delivered.",
+    ),
 }
 
 

@@ -141,6 +141,7 @@ STATS = _closed(
         "charger_failures": _int("cycles without a charger reading"),
         "write_failures": _int("failed writes to the charger"),
         "deferred_writes": _int("writes the driver held back for its rate limit"),
+        "held_increases": _int("increases not sent because another charger's decrease was not delivered"),
         "late_reads": _int("reads still running at the end of a cycle"),
         "last_cycle_s": _num("wall time the last cycle took, in s", minimum=0),
         "max_cycle_s": _num("the longest cycle since start, in s", minimum=0),
@@ -166,6 +167,30 @@ MODE = {
     "description": "off: never charge; pv: PV surplus only; minpv: at least the minimum current, surplus on "
     "top; fast: the maximum current",
 }
+
+LOADPOINT = _closed(
+    {
+        "name": {"type": "string", "description": "the loadpoint's name ('main' for a charger: config)"},
+        "priority": _int("higher is served first", minimum=-100, maximum=100),
+        "mode": MODE,
+        "command": COMMAND,
+        "reason": {
+            "type": "string",
+            "description": "why the last command; 'starting' before the first cycle",
+        },
+        "summary": {"type": "string", "description": "the last decision in words; 'Starting.' before"},
+        "available_w": _num(
+            "the surplus this loadpoint's controller used, in W; null if none", nullable=True
+        ),
+        "charger": CHARGER,
+        "device": DEVICE,
+        "writes_blocked": {"type": "boolean", "description": "this charger refused all writes"},
+        "wake_up": WAKE_UP,
+        "writes": _int("commands this charger took since start"),
+        "starts": _int("commands to this charger that went from pause to a current > 0"),
+    },
+    "one loadpoint (a charger with its car)",
+)
 
 STATUS = _closed(
     {
@@ -196,6 +221,13 @@ STATUS = _closed(
         },
         "wake_up": WAKE_UP,
         "stats": STATS,
+        "loadpoints": {
+            "type": "array",
+            "items": LOADPOINT,
+            "minItems": 1,
+            "description": "every loadpoint in config order; the top-level mode, command, reason, summary, "
+            "available_w, charger, devices.charger, writes_blocked and wake_up are the first one's",
+        },
     },
     "what the daemon sees and does now",
 )
@@ -224,8 +256,13 @@ CONFIG = {
     "properties": {
         **{name: _SECTION for name in (*_SECTIONS, "mqtt")},
         "plans": {"type": "array", "items": _SECTION, "description": "the charge plans (plans:)"},
+        "loadpoints": {
+            "type": "array",
+            "items": _SECTION,
+            "description": "the loadpoints (instead of charger)",
+        },
     },
-    "required": [*_SECTIONS, "plans"],
+    "required": [name for name in (*_SECTIONS, "plans") if name != "charger"],
     "additionalProperties": False,
 }
 
@@ -234,6 +271,25 @@ def _json(schema_ref: str, description: str) -> dict[str, Any]:
     return {
         "description": description,
         "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema_ref}"}}},
+    }
+
+
+def _mode_put(operation_id: str, summary: str, more: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "put": {
+            "operationId": operation_id,
+            "summary": summary,
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ModeRequest"}}},
+            },
+            "responses": {
+                "200": _json("Status", "the status with the new mode"),
+                **more,
+                "413": _json("Error", "the body is larger than 64 KiB"),
+                "422": _json("ModeError", 'not a JSON object {"mode": <mode>}, or an unknown mode'),
+            },
+        }
     }
 
 
@@ -297,23 +353,28 @@ def openapi_document(*, token_required: bool) -> dict[str, Any]:
                     "responses": {"200": _json("Status", "the status"), **guard},
                 }
             },
-            "/api/mode": {
-                "put": {
-                    "operationId": "setMode",
-                    "summary": "switch the mode from the next control cycle on (kept across restarts)",
-                    "requestBody": {
+            "/api/mode": _mode_put(
+                "setMode",
+                "switch the mode (the first loadpoint's) from the next control cycle on (kept across "
+                "restarts)",
+                guard,
+            ),
+            "/api/loadpoints/{name}/mode": {
+                "parameters": [
+                    {
+                        "name": "name",
+                        "in": "path",
                         "required": True,
-                        "content": {
-                            "application/json": {"schema": {"$ref": "#/components/schemas/ModeRequest"}}
-                        },
-                    },
-                    "responses": {
-                        "200": _json("Status", "the status with the new mode"),
-                        "413": _json("Error", "the body is larger than 64 KiB"),
-                        "422": _json("ModeError", 'not a JSON object {"mode": <mode>}, or an unknown mode'),
-                        **guard,
-                    },
-                }
+                        "schema": {"type": "string"},
+                        "description": "the loadpoint's name ('main' for a charger: config)",
+                    }
+                ],
+                **_mode_put(
+                    "setLoadpointMode",
+                    "switch one loadpoint's mode from the next control cycle on (only the first "
+                    "loadpoint's is kept across restarts)",
+                    {"404": _json("LoadpointError", "no loadpoint of that name"), **guard},
+                ),
             },
             "/api/config": {
                 "get": {
@@ -358,6 +419,17 @@ def openapi_document(*, token_required: bool) -> dict[str, Any]:
         "components": {
             "schemas": {
                 "Status": STATUS,
+                "LoadpointError": _closed(
+                    {
+                        "error": {"type": "string", "description": "which name was not found"},
+                        "loadpoints": {
+                            "type": "array",
+                            "items": {"type": "string"},
+                            "description": "the names",
+                        },
+                    },
+                    "no loadpoint of that name",
+                ),
                 "ModeRequest": _closed({"mode": MODE}, "the mode to switch to"),
                 "ModeError": MODE_ERROR,
                 "Error": ERROR,

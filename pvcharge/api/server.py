@@ -6,6 +6,8 @@ Routes (the OpenAPI document at ``/api/openapi.json`` describes them, :mod:`pvch
 ``GET /``                   the status page (one static HTML file, polls ``/api/status``)
 ``GET /api/status``         ``Daemon.status()``: readings, command, reason, mode, device health
 ``PUT /api/mode``           ``{"mode": "off|pv|minpv|fast"}`` → ``Daemon.set_mode(mode, source="api")``
+                            (the first loadpoint's, the only one of a ``charger:`` config)
+``PUT /api/loadpoints/{name}/mode``  the same for one loadpoint (``404``: no such loadpoint)
 ``GET /api/config``         the effective config, secrets as ``***``
 ``GET /api/openapi.json``   the OpenAPI document
 ``GET /api/sessions…``      the session history: sessions, CSV, energy per day, power per minute
@@ -283,6 +285,17 @@ class _Api:
         return self.json(self.daemon.status())
 
     async def put_mode(self, request: web.Request) -> web.Response:
+        return await self._put_mode(request, None)
+
+    async def put_loadpoint_mode(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        names = [lp.name for lp in self.daemon.loadpoints]
+        if name not in names:
+            shown = repr(name) if len(repr(name)) <= 40 else repr(name)[:40] + "…"
+            return self.json({"error": f"no loadpoint {shown}", "loadpoints": names}, 404)
+        return await self._put_mode(request, name)
+
+    async def _put_mode(self, request: web.Request, loadpoint: str | None) -> web.Response:
         raw = await request.read()  # 413 above MAX_BODY_BYTES (client_max_size)
 
         def bad(problem: str) -> web.Response:
@@ -303,7 +316,7 @@ class _Api:
         if not isinstance(mode, str) or mode not in MODES:
             shown = repr(mode) if len(repr(mode)) <= 40 else repr(mode)[:40] + "…"
             return bad(f"unknown mode {shown}" if "mode" in body else "no mode given")
-        self.daemon.set_mode(mode, source="api")
+        self.daemon.set_mode(mode, source="api", loadpoint=loadpoint)
         return self.json(self.daemon.status())
 
     async def get_config(self, request: web.Request) -> web.Response:
@@ -338,6 +351,7 @@ def build_app(
     app.router.add_get("/", api.index)
     app.router.add_get("/api/status", api.get_status)
     app.router.add_put("/api/mode", api.put_mode)
+    app.router.add_put("/api/loadpoints/{name}/mode", api.put_loadpoint_mode)
     app.router.add_get("/api/config", api.get_config)
     app.router.add_get("/api/openapi.json", api.get_openapi)
     api.history.add_routes(app.router)

@@ -55,6 +55,7 @@ from pvcharge.sim.warp import WarpEmulator
 
 if TYPE_CHECKING:
     from pvcharge.planning.service import PlanService
+    from pvcharge.sessions import SessionRecorder
 
 
 class SimClock:
@@ -508,31 +509,13 @@ async def run_demo(
         )
         if recorder is not None:
             daemon.listeners.append(recorder)
-        stop = asyncio.Event()
-
-        async def stop_at_end() -> None:
-            await clock.sleep_until(end_s)
-            stop.set()
-
-        stopper = asyncio.create_task(stop_at_end())
-        server = None
+        recorded: tuple[Session, ...] = ()
         try:
-            async with contextlib.AsyncExitStack() as stack:
+            async with stopping_at(clock, end_s) as stop, contextlib.AsyncExitStack() as stack:
                 plans = await stack.enter_async_context(beside(daemon, clock, site, stop)) if beside else None
-                if api is not None and api.enabled:
-                    from pvcharge.api.server import start_api
-
-                    try:
-                        server = await start_api(daemon, api, recorder, plans)
-                        out.write(f"Status page: {server.url}/ (live while the demo runs)\n\n")
-                    except PvchargeError as exc:
-                        out.write(f"(no status page: {exc})\n\n")
+                await stack.enter_async_context(status_page(daemon, api, out, recorder, plans))
                 stats = await daemon.run(stop)
         finally:
-            stopper.cancel()
-            if server is not None:
-                await server.stop()
-            recorded: tuple[Session, ...] = ()
             if recorder is not None:
                 recorded = tuple(recorder.sessions(from_s=start_s, loadpoint=recorder.loadpoint))
                 recorder.close(clock.now(), end_session=True)
@@ -550,6 +533,48 @@ async def run_demo(
         clock.held_wall_s,
         recorded,
     )
+
+
+@contextlib.asynccontextmanager
+async def stopping_at(clock: SimClock, end_s: float) -> AsyncIterator[asyncio.Event]:
+    """An event set when ``clock`` reaches ``end_s`` (simulated Unix s), for :meth:`Daemon.run`."""
+    stop = asyncio.Event()
+
+    async def stop_at_end() -> None:
+        await clock.sleep_until(end_s)
+        stop.set()
+
+    stopper = asyncio.create_task(stop_at_end())
+    try:
+        yield stop
+    finally:
+        stopper.cancel()
+
+
+@contextlib.asynccontextmanager
+async def status_page(
+    daemon: Daemon,
+    api: ApiConfig | None,
+    out: TextIO,
+    recorder: SessionRecorder | None = None,
+    plans: PlanService | None = None,
+) -> AsyncIterator[None]:
+    """With ``api`` (enabled), the daemon's HTTP API and status page while the block runs, as ``pvcharge
+    run`` serves them; a port in use only costs the page (a line on ``out`` says so)."""
+    server = None
+    if api is not None and api.enabled:
+        from pvcharge.api.server import start_api
+
+        try:
+            server = await start_api(daemon, api, recorder, plans)
+            out.write(f"Status page: {server.url}/ (live while the demo runs)\n\n")
+        except PvchargeError as exc:
+            out.write(f"(no status page: {exc})\n\n")
+    try:
+        yield
+    finally:
+        if server is not None:
+            await server.stop()
 
 
 def trace_tz(trace: Trace) -> timezone:
