@@ -166,7 +166,9 @@ async def test_run_charges_logs_decisions_and_pauses_on_sigterm(emulators, tmp_p
 
 
 async def test_demo_runs_the_day_and_reports_energy_sources() -> None:
-    code, out, err = await pvcharge("demo", "--seconds", "8", limit_s=90)
+    # the demo slows its simulated clock rather than drop cycles on a busy machine (a run took 139 s under
+    # load, 49 s idle): the limit only guards against a hang, it is no speed requirement
+    code, out, err = await pvcharge("demo", "--seconds", "8", limit_s=600)
     assert code == 0, err
     assert "Summary: serf_east_2022-03-19.csv" in out
     charged = float(out.split("car charged")[1].split("kWh")[0])
