@@ -68,8 +68,13 @@ async def chromium() -> AsyncIterator[Browser]:
 
 
 @asynccontextmanager
-async def running(token: str | None = None) -> AsyncIterator[tuple[Daemon, ApiServer]]:
-    daemon, *_ = make_daemon(real_clock=True, interval_s=0.2)
+async def running(
+    token: str | None = None, daemon: Daemon | None = None
+) -> AsyncIterator[tuple[Daemon, ApiServer]]:
+    """``daemon`` (default: test_api's one charger on the fake site) running on the real clock, and
+    its API server on a free loopback port."""
+    if daemon is None:
+        daemon, *_ = make_daemon(real_clock=True, interval_s=0.2)
     server = await start_api(daemon, ApiConfig(port=0, token=Secret(token) if token else None))
     stop = asyncio.Event()
     loop = asyncio.create_task(daemon.run(stop))
@@ -93,24 +98,15 @@ loadpoints:
 """
 
 
-@asynccontextmanager
-async def running_two() -> AsyncIterator[tuple[Daemon, ApiServer]]:
+def two_loadpoints() -> Daemon:
+    """A daemon with :data:`TWO_TEXT` on the real clock: carport's car charges, garage's is unplugged."""
     clock = Clock(real=True)
     carport, garage = Charger(clock), Charger(clock)
     garage.name = "charger garage"  # type: ignore[misc]
     garage.connected = False
     config = parse_config(TWO_TEXT)
     config = dataclasses.replace(config, control=dataclasses.replace(config.control, interval_s=0.2))
-    daemon = Daemon(config, Meter(clock, carport), [carport, garage], clock=clock)
-    server = await start_api(daemon, ApiConfig(port=0))
-    stop = asyncio.Event()
-    loop = asyncio.create_task(daemon.run(stop))
-    try:
-        yield daemon, server
-    finally:
-        stop.set()
-        await loop
-        await server.stop()
+    return Daemon(config, Meter(clock, carport), [carport, garage], clock=clock)
 
 
 async def new_page(browser: Browser) -> tuple[Page, list[str]]:
@@ -346,7 +342,7 @@ async def test_the_surplus_is_not_offered_to_a_car_that_is_not_there() -> None:
 async def test_the_status_page_has_one_card_per_loadpoint_whose_buttons_switch_that_loadpoint() -> None:
     from playwright.async_api import expect
 
-    async with chromium() as browser, running_two() as (daemon, server):
+    async with chromium() as browser, running(daemon=two_loadpoints()) as (daemon, server):
         page, errors = await new_page(browser)
         await page.goto(f"{server.url}/")
         await expect(page.locator("#conn")).to_have_text("live")
