@@ -358,6 +358,9 @@ async def test_the_status_page_has_one_card_per_loadpoint_whose_buttons_switch_t
         await expect(carport.locator(".lp-car")).to_have_text("16 A × 1p · charging")
         await expect(carport.locator(".lp-power")).to_have_text("3.68 kW")
         await expect(garage.locator(".lp-car")).to_have_text(re.compile(r"· unplugged$"))
+        await expect(garage.locator(".lp-device .name")).to_have_text("charger garage")
+        await expect(garage.locator(".lp-device .state")).to_contain_text("ok")
+        await expect(page.locator("#dev-charger")).to_be_hidden()  # the first charger's: in its card
         await expect(carport.locator('button[data-mode="fast"]')).to_have_attribute("aria-pressed", "true")
         await expect(garage.locator('button[data-mode="pv"]')).to_have_attribute("aria-pressed", "true")
         await expect(page.locator("#car-current")).to_have_text("2 loadpoints")
