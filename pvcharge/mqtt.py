@@ -19,6 +19,9 @@ Topics (``P`` = ``mqtt.prefix``, default ``pvcharge``; ``D`` = ``mqtt.discovery_
     D/<component>/N/<object_id>/config   Home Assistant discovery, retained, QoS 1
     D/status              Home Assistant's birth message: on "online" the discovery is sent again
     P/plan, P/plan/set, P/plan/clear   the charge plans (:mod:`pvcharge.mqtt_plans`), with a plan service
+    P/loadpoints/<name>/...  with several loadpoints: each one's state and mode command, and one Home
+                          Assistant device per loadpoint (:mod:`pvcharge.mqtt_loadpoints`); the topics
+                          above keep meaning the first loadpoint
 
 Home Assistant entities, all in one device (identifiers ``[N]``, name "pvcharge", sw_version), all
 available while ``P/availability`` is "online", all reading ``P/status`` through a ``value_template``

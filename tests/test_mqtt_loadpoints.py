@@ -4,11 +4,10 @@ topics per loadpoint, mode commands per loadpoint, one Home Assistant device per
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from pathlib import Path
 
-import pytest
+import test_mqtt
 from structlog.testing import capture_logs
+from test_daemon_loadpoints import TWO
 from test_mqtt import (
     CONFIG_TEXT,
     Broker,
@@ -26,32 +25,15 @@ from pvcharge.config import parse_config
 from pvcharge.daemon import Daemon
 from pvcharge.mqtt import MqttBridge, discovery_messages, remove_all
 
-#: carport (priority 1) and garage share a 25 A fuse, both fast: carport 16 A, garage what is left
-TWO = (
-    "meter: {type: huawei, host: 127.0.0.1}\n"
-    "control: {cloud_filter: 'off', interval_s: 5, max_age_s: 30}\n"
-    "site: {max_grid_current_a: 25}\n"
-    "loadpoints:\n"
-    "  - {name: carport, priority: 1, mode: fast,\n"
-    "     charger: {type: warp, url: 'http://127.0.0.1', phases: 1}}\n"
-    "  - {name: garage, mode: fast, charger: {type: warp, url: 'http://127.0.0.2', phases: 1}}\n"
-)
 NAMES = ["carport", "garage"]
-
-
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Broker]:
-    b = Broker(tmp_path)
-    b.start()
-    yield b
-    b.kill()
+broker = test_mqtt.broker  # the fixture: a mosquitto of its own on 127.0.0.1
 
 
 def two_loadpoints() -> Daemon:
     clock = Clock()
     carport, garage = Charger(clock), Charger(clock)
-    carport.name, garage.name = "charger carport", "charger garage"  # type: ignore[misc]
-    return Daemon(parse_config(TWO, environ={}), Meter(clock), [carport, garage], clock=clock)  # type: ignore[list-item]
+    carport.name, garage.name = "charger carport", "charger garage"
+    return Daemon(parse_config(TWO, environ={}), Meter(clock), [carport, garage], clock=clock)
 
 
 def lp_topic(name: str, key: str) -> str:
@@ -75,8 +57,8 @@ async def test_state_per_loadpoint_and_the_old_topics_mean_the_first(broker: Bro
     assert parts["carport"] == json.loads(json.dumps(daemon.loadpoint("carport").status()))
     assert [parts[n]["command"]["current_a"] for n in NAMES] == [16.0, 9.0]  # the 25 A fuse, by priority
     assert plain == {
-        "carport": {"mode": "fast", "offered_current_a": "16.0", "phases": "1"},
-        "garage": {"mode": "fast", "offered_current_a": "9.0", "phases": "1"},
+        "carport": {"mode": "fast", "offered_current_a": "16.0", "phases": "3"},
+        "garage": {"mode": "fast", "offered_current_a": "9.0", "phases": "3"},
     }
     assert more["garage"] == {"power_w": str(9.0 * 230), "connected": "true", "charging": "true"}
     assert old[0]["command"] == parts["carport"]["command"] and old[1] == "fast"  # the first loadpoint
@@ -87,7 +69,10 @@ async def test_mode_set_per_loadpoint_reaches_that_loadpoint_only(broker: Broker
     await cycles(daemon, 1)
     async with Watcher(broker.port) as setup:  # a retained command left over from some tool: ignored
         await setup.publish(lp_topic("garage", "mode/set"), "off", retain=True)
-    modes = lambda: [daemon.loadpoint(n).controller.mode for n in NAMES]  # noqa: E731
+
+    def modes() -> list[str]:
+        return [daemon.loadpoint(n).controller.mode for n in NAMES]
+
     with capture_logs() as logs:
         async with running(MqttBridge(daemon, mqtt_config(broker.port))), Watcher(broker.port) as ha:
             await ha.wait(lambda: ha.text(lp_topic("garage", "mode")) == "fast")
@@ -166,5 +151,5 @@ def test_a_single_charger_publishes_the_same_discovery_as_before() -> None:
     config = mqtt_config(1)
     before = discovery_messages(config, history=True, plans=True)
     assert discovery_messages(config, history=True, plans=True, loadpoints=["main"]) == before
-    daemon = Daemon(parse_config(CONFIG_TEXT % 5), Meter(Clock()), Charger(Clock()))  # type: ignore[arg-type]
+    daemon = Daemon(parse_config(CONFIG_TEXT % 5), Meter(Clock()), Charger(Clock()))
     assert MqttBridge(daemon, config)._discovery() == discovery_messages(config)
