@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 
-import test_mqtt
 from structlog.testing import capture_logs
 from test_daemon_loadpoints import TWO
 from test_mqtt import (
@@ -20,13 +19,13 @@ from test_mqtt import (
     render,
     running,
 )
+from test_mqtt import broker as broker  # (the fixture: a mosquitto of its own on 127.0.0.1)
 
 from pvcharge.config import parse_config
 from pvcharge.daemon import Daemon
 from pvcharge.mqtt import MqttBridge, discovery_messages, remove_all
 
 NAMES = ["carport", "garage"]
-broker = test_mqtt.broker  # the fixture: a mosquitto of its own on 127.0.0.1
 
 
 def two_loadpoints() -> Daemon:
