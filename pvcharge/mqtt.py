@@ -19,6 +19,9 @@ Topics (``P`` = ``mqtt.prefix``, default ``pvcharge``; ``D`` = ``mqtt.discovery_
     D/<component>/N/<object_id>/config   Home Assistant discovery, retained, QoS 1
     D/status              Home Assistant's birth message: on "online" the discovery is sent again
     P/plan, P/plan/set, P/plan/clear   the charge plans (:mod:`pvcharge.mqtt_plans`), with a plan service
+    P/loadpoints/<name>/...  with several loadpoints: each one's state and mode command, and one Home
+                          Assistant device per loadpoint (:mod:`pvcharge.mqtt_loadpoints`); the topics
+                          above keep meaning the first loadpoint
 
 Home Assistant entities, all in one device (identifiers ``[N]``, name "pvcharge", sw_version), all
 available while ``P/availability`` is "online", all reading ``P/status`` through a ``value_template``
@@ -57,7 +60,7 @@ import random
 import re
 import secrets
 import time
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -65,6 +68,7 @@ import aiomqtt
 import structlog
 
 from pvcharge import __version__
+from pvcharge import mqtt_loadpoints as lp
 from pvcharge.config import MqttConfig
 from pvcharge.control.config import MODES
 from pvcharge.mqtt_plans import PLAN_ENTITIES, entity_topics, plan_command, plan_topics
@@ -265,11 +269,16 @@ ENERGY_ENTITIES: tuple[tuple[str, str, dict[str, Any]], ...] = (
 
 
 def discovery_messages(
-    config: MqttConfig, *, history: bool = False, plans: bool = False
+    config: MqttConfig,
+    *,
+    history: bool = False,
+    plans: bool = False,
+    loadpoints: Sequence[str] = (),
 ) -> dict[str, dict[str, Any]]:
     """Home Assistant discovery: config topic → payload, for every entity of :data:`ENTITIES` and, with
     ``history`` (a session recorder), of :data:`ENERGY_ENTITIES`, with ``plans`` (a plan service), of
-    :data:`pvcharge.mqtt_plans.PLAN_ENTITIES`."""
+    :data:`pvcharge.mqtt_plans.PLAN_ENTITIES`.  With more than one name in ``loadpoints`` the charger's
+    entities move to one device per loadpoint (:mod:`pvcharge.mqtt_loadpoints`)."""
     topics = Topics.of(config)
     device = {
         "identifiers": [topics.node],
@@ -278,18 +287,13 @@ def discovery_messages(
         "model": "PV surplus charging controller",
         "sw_version": __version__,
     }
+    several = len(loadpoints) > 1
     out: dict[str, dict[str, Any]] = {}
     entities = ENTITIES + (ENERGY_ENTITIES if history else ()) + (PLAN_ENTITIES if plans else ())
     for component, object_id, fields in entities:
-        payload: dict[str, Any] = {
-            **fields,
-            "unique_id": f"{topics.node}_{object_id}",
-            "availability_topic": topics.availability,
-            "payload_available": ONLINE,
-            "payload_not_available": OFFLINE,
-            "device": device,
-            "origin": {"name": "pvcharge", "sw_version": __version__},
-        }
+        if several and (component, object_id, fields) in ENTITIES and object_id not in lp.SITE_ENTITIES:
+            continue
+        payload = _entity(fields, f"{topics.node}_{object_id}", topics, device)
         if component == "select":
             payload.update(state_topic=topics.mode, command_topic=topics.mode_set)
         elif (component, object_id, fields) in PLAN_ENTITIES:
@@ -299,7 +303,33 @@ def discovery_messages(
         else:
             payload["state_topic"] = topics.status
         out[topics.config_topic(component, object_id)] = payload
+    for name in loadpoints if several else ():
+        lp_topics = lp.LoadpointTopics.of(config.prefix, name)
+        lp_device = lp.device(topics.node, name, __version__)
+        for component, entity, fields in ENTITIES:
+            if entity in lp.SITE_ENTITIES:
+                continue
+            oid = lp.object_id(name, entity)
+            payload = _entity(fields, f"{topics.node}_{oid}", topics, lp_device)
+            if component == "select":
+                payload.update(state_topic=lp_topics.mode, command_topic=lp_topics.mode_set)
+            else:
+                payload["state_topic"] = lp_topics.status
+            out[topics.config_topic(component, oid)] = payload
     return out
+
+
+def _entity(fields: dict[str, Any], unique_id: str, topics: Topics, device: dict[str, Any]) -> dict[str, Any]:
+    """One entity's discovery payload without its state and command topics."""
+    return {
+        **fields,
+        "unique_id": unique_id,
+        "availability_topic": topics.availability,
+        "payload_available": ONLINE,
+        "payload_not_available": OFFLINE,
+        "device": device,
+        "origin": {"name": "pvcharge", "sw_version": __version__},
+    }
 
 
 def _client(config: MqttConfig, *, client_id: str, will: bool, keepalive_s: int) -> aiomqtt.Client:
@@ -463,6 +493,7 @@ class MqttBridge:
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._published_mode: str | None = None
+        self._published_values: dict[str, dict[str, str]] = {}  # per loadpoint: value topic key → payload
         self._energy_at: tuple[float, object] | None = None  # monotonic s and session key of P/energy
         self._rediscover = False  # Home Assistant came back: send the discovery again
         self._reader = _RecordReader(self.topics)
@@ -574,12 +605,15 @@ class MqttBridge:
         # subscribe first: a command or Home Assistant's birth message sent while the discovery goes
         # out is not lost (the broker has acknowledged both subscriptions before anything is announced)
         await client.subscribe(self.topics.mode_set, qos=1)
+        if commands := self._loadpoint_commands():
+            await client.subscribe([(topic, 1) for topic in commands])
         if self.plans is not None:
             await client.subscribe([(self.plan_topics["plan_set"], 1), (self.plan_topics["plan_clear"], 1)])
         if self.config.discovery:
             await client.subscribe(self.topics.ha_status, qos=1)
         await self._announce(client)
         self._published_mode = None
+        self._published_values = {}
         self._published_plan = None
         self._energy_at = None
         while not self._stopping.is_set():
@@ -625,10 +659,35 @@ class MqttBridge:
         if mode != self._published_mode:
             await client.publish(self.topics.mode, mode, qos=1, retain=True)
             self._published_mode = mode
+        if len(self.daemon.loadpoints) > 1:
+            for part in status["loadpoints"]:
+                await self._publish_loadpoint(client, part)
+
+    async def _publish_loadpoint(self, client: aiomqtt.Client, part: dict[str, Any]) -> None:
+        """``P/loadpoints/L/status`` and the plain value topics that changed
+        (:mod:`pvcharge.mqtt_loadpoints`)."""
+        topics = lp.LoadpointTopics.of(self.config.prefix, part["name"])
+        await client.publish(topics.status, json.dumps(part, default=str), qos=0, retain=True)
+        published = self._published_values.setdefault(topics.name, {})
+        for key, payload in lp.values(part).items():
+            if published.get(key) != payload:
+                await client.publish(topics.value(key), payload, qos=1, retain=True)
+                published[key] = payload
+
+    def _loadpoint_commands(self) -> dict[str, str]:
+        """With several loadpoints: each one's ``mode/set`` topic → its name (else empty)."""
+        if len(self.daemon.loadpoints) < 2:
+            return {}
+        return {
+            lp.LoadpointTopics.of(self.config.prefix, x.name).mode_set: x.name for x in self.daemon.loadpoints
+        }
 
     def _discovery(self) -> dict[str, dict[str, Any]]:
         return discovery_messages(
-            self.config, history=self.sessions is not None, plans=self.plans is not None
+            self.config,
+            history=self.sessions is not None,
+            plans=self.plans is not None,
+            loadpoints=[x.name for x in self.daemon.loadpoints],
         )
 
     async def _publish_plan(self, client: aiomqtt.Client) -> None:
@@ -662,6 +721,8 @@ class MqttBridge:
             return
         if topic == self.topics.mode_set:
             self._command(payload, retained=retained)
+        elif (name := self._loadpoint_commands().get(topic)) is not None:
+            self._command(payload, retained=retained, loadpoint=name)
         elif self.plans is not None and topic in (
             self.plan_topics["plan_set"],
             self.plan_topics["plan_clear"],
@@ -677,14 +738,19 @@ class MqttBridge:
             log.info("mqtt_home_assistant_online", action="discovery sent again")
             self._rediscover = True
             self._published_mode = None
+            self._published_values = {}
             self._wake.set()
 
-    def _command(self, payload: bytes, *, retained: bool) -> None:
+    def _command(self, payload: bytes, *, retained: bool, loadpoint: str | None = None) -> None:
+        """A mode command for ``loadpoint`` (``None``: the first, from ``P/mode/set``)."""
         text = payload[:64].decode("utf-8", "replace").strip()
+        topic = self.topics.mode_set
+        if loadpoint is not None:
+            topic = lp.LoadpointTopics.of(self.config.prefix, loadpoint).mode_set
         if retained:
             log.warning(
                 "mqtt_command_ignored",
-                topic=self.topics.mode_set,
+                topic=topic,
                 payload=text,
                 reason="retained message; publish mode commands without the retain flag",
             )
@@ -693,28 +759,32 @@ class MqttBridge:
         if mode not in MODES:
             log.warning(
                 "mqtt_command_ignored",
-                topic=self.topics.mode_set,
+                topic=topic,
                 payload=text,
                 reason=f"unknown mode; expected one of: {', '.join(MODES)}",
             )
             self._published_mode = None  # a select that showed the bad value snaps back
+            self._published_values.pop(loadpoint or "", None)
             self._wake.set()
             return
-        if mode == self.daemon.mode:
-            log.debug("mqtt_command_unchanged", mode=mode)
+        if mode == self.daemon.loadpoint(loadpoint).controller.mode:
+            log.debug("mqtt_command_unchanged", mode=mode, **({"loadpoint": loadpoint} if loadpoint else {}))
         else:
             try:
-                self.daemon.set_mode(mode, source="mqtt")
+                self.daemon.set_mode(mode, source="mqtt", loadpoint=loadpoint)
             except Exception as exc:
                 log.error("mqtt_command_failed", mode=mode, error=repr(exc), exc_info=exc)
         self._wake.set()
 
 
-async def remove_all(config: MqttConfig, *, timeout_s: float = 15.0) -> list[str]:
+async def remove_all(
+    config: MqttConfig, *, timeout_s: float = 15.0, loadpoints: Sequence[str] = ()
+) -> list[str]:
     """Remove everything pvcharge left retained on the broker: the discovery topics of the record (and
     of this version's entities under the configured prefixes), the record, status, mode and
-    availability.  For uninstalling; stop the daemon first, or it publishes them again at its next
-    connect.  Returns the topics cleared.
+    availability, and with several ``loadpoints`` (their names) each one's state topics.  For
+    uninstalling; stop the daemon first, or it publishes them again at its next connect.
+    Returns the topics cleared.
 
     Raises:
         aiomqtt.MqttError: the broker cannot be reached, refused the login, or did not answer in time.
@@ -726,8 +796,11 @@ async def remove_all(config: MqttConfig, *, timeout_s: float = 15.0) -> list[str
         ) as client:
             reader = _RecordReader(topics)
             previous = await _racing(client, lambda t, p, _r: reader.feed(t, p), reader.read(client)) or []
-            cleared = sorted({*previous, *discovery_messages(config, history=True, plans=True)})
+            ours = discovery_messages(config, history=True, plans=True, loadpoints=loadpoints)
+            cleared = sorted({*previous, *ours})
             cleared += [topics.record, topics.status, topics.mode, topics.energy, topics.availability]
+            for name in loadpoints if len(loadpoints) > 1 else ():
+                cleared += lp.LoadpointTopics.of(config.prefix, name).all_state()
             cleared.append(plan_topics(config.prefix)["plan"])
             await _clear(client, cleared)
     log.info("mqtt_removed", topics=len(cleared), prefix=config.prefix)

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pvcharge.control import ChargePoint, ControlConfig, Controller, SiteConfig
-from pvcharge.control.controller import FUSE_RELEASE_S
+from pvcharge.control.fuse import FUSE_RELEASE_S
 from pvcharge.readings import ChargerReading, SiteReading
 
 V = 230.0

@@ -16,15 +16,8 @@ import httpx
 import pytest
 import structlog
 
-from pvcharge.chargers.warp import (
-    PHASE_REQUEST_INTERVAL_S,
-    Config,
-    PhaseSwitchState,
-    WarpCharger,
-    limit_current_ma,
-    parse_external_control,
-    parse_low_level_state,
-)
+from pvcharge.chargers.warp import PHASE_REQUEST_INTERVAL_S, Config, WarpCharger, limit_current_ma
+from pvcharge.clients.warp import PhaseSwitchState, parse_external_control, parse_low_level_state
 from pvcharge.config import parse_config
 from pvcharge.daemon import Cycle, Daemon
 from pvcharge.errors import DeviceProtocolError, DeviceUnavailable, WriteDeferred

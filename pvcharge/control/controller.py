@@ -28,53 +28,32 @@ rarely, the car does not hunt around an amp boundary, and it draws little from t
 imports from the grid (battery empty or at its limit) for ``grid_tolerance_s``, it is turned down or
 paused whatever the cloud filter says.
 
-**Phases** (``phases: auto``). With 16 A, one phase tops out at 3680 W and three phases start at 4140 W: a
-dead band, where neither fits and every threshold on the instantaneous surplus flaps. So pvcharge compares
-outcomes instead: for each reading it scores what the best whole-amp current on 3 phases and on 1 phase
-would have achieved (PV captured minus ``battery_weight`` × energy drawn beyond the surplus) and sums the
-difference. The evidence for the other phase count is what it would have gained over the recent stretch
-where it did best (ending now, at most ``phase_window_s`` long, and only since the last switch, so what
-favoured that switch never counts against it). It switches to 3 phases when that passes
-``phase_switch_gain_wh`` and to 1 phase when it passes ``phase_down_gain_wh`` (more: a dip on 3 phases
-costs some battery, a peak on 1 phase is lost for good), each multiplied by ``phase_switch_gain_growth``
-for every switch in the last hour, so a large gain acts within minutes while flapping weather makes
-switching dearer. A shade on 3 phases has a cheaper way down: once min current on 3 phases has drawn
-``phase_down_deficit_wh`` beyond the surplus since the surplus last covered it, the car goes to 1 phase,
-however many switches came before (the battery pays for every minute on 3 phases; the way back up still
-needs the growing evidence). A session start forgets the evidence gathered while paused (a paused car without
-surplus "would have done better" on 1 phase). On top, switches are at least ``phase_switch_interval_s`` apart
-and at most ``phase_switches_per_hour``. A session starts on 3 phases only if the surplus covered their
-minimum for as long as a start looks (pv: the last ``start_fraction`` of the cloud window; minpv: all of
-it). A car seen drawing on one phase while offered three is treated as a 1-phase car until it is
-unplugged. A switch is one command (new phases and the current for them); pausing the car around it is the
-charger's sequence (WARP3 stops charging, switches its contactors and reconnects the car; the simulated
-car pauses 30 s), so a switch costs no extra start.
+**Phases** (``phases: auto``): when to switch 1p/3p (the evidence score, the deficit switch, the switch
+clock and caps, the 1-phase car) is :mod:`pvcharge.control.phases`; the controller feeds it each reading
+and carries out its switches.
 
 **Stale data.** A meter reading older than ``max_age_s`` (or none) sends the car to the safe state at
 once (pause; ``min_current`` keeps min current in ``minpv`` and ``fast``), clears the filters, and says
 why; in every mode but ``off``, ``fast`` included.
 
-**Fuse.** With ``site.max_grid_current_a`` every command, in every mode, is capped so that no phase
-imports more than the fuse: the other loads per phase come from the meter's phase currents minus the
-car's own (or, without phase currents, all other import is assumed on the car's phase).  The cap acts
-on the next reading and is released only after the headroom stayed higher for ``FUSE_RELEASE_S``; below
-min current the car pauses.
+**Fuse.** With ``site.max_grid_current_a`` every command is capped so that no phase imports more than the
+fuse: :mod:`pvcharge.control.fuse`.
 """
 
 from __future__ import annotations
 
 import math
-from collections import deque
 from dataclasses import dataclass
 
 from pvcharge.control.config import ChargePoint, ControlConfig, Mode, SiteConfig
+from pvcharge.control.fuse import FuseWindow, car_currents_a, fuse_headroom_a
+from pvcharge.control.phases import PhaseSwitch, phase_gain_w
 from pvcharge.control.vehicle import Vehicle, narrow
 from pvcharge.control.window import TimeWindow
 from pvcharge.readings import ChargerCapabilities, ChargerCommand, ChargerReading, SiteReading
 
 CAR_SETTLE_MAX_S = 30.0  #: the longest a stale charger reading holds back new meter readings, in s
 RECENT_S = 30.0  #: the surplus minimum of this last span sets the current at a start or phase switch
-FUSE_RELEASE_S = 60.0  #: the fuse cap rises only after the headroom stayed higher this long, in s
 
 
 def _surplus_span_s(control: ControlConfig) -> float:
@@ -128,28 +107,19 @@ class Controller:
     ) -> None:
         self._caps = capabilities or ChargerCapabilities()
         self.vehicle = vehicle or Vehicle()
-        self._vehicle_one_phase = False  # a 1-phase vehicle on a 3-phase charge point
         # the surplus, W: the cloud window and the shorter or longer spans read from its end (a start's
         # start_window_s, RECENT_S, up_hold_s)
         self._surplus = TimeWindow(_surplus_span_s(control))
-        # the running sum of how much better 3p would have done than 1p (Wh), over the phase window: its
-        # rise from the window's minimum is the evidence for 3p, its fall from the maximum that for 1p
-        self._phase_wh = 0.0
-        self._phase_gain = TimeWindow(control.phase_window_s)
-        self._deficit_wh = 0.0  # min current on 3p beyond the surplus since it last covered it, Wh
         self._dt_s = 0.0  # seconds the newest reading stands for (its distance to the previous one)
-        self._phases = 1 if charge_point.phases == "auto" else int(charge_point.phases)
-        self._switches: deque[float] = deque()  # times of phase switches in the last hour
+        # the phases commanded, the evidence for the other count, the switch clock, the 1-phase car
+        self._phasing = PhaseSwitch(control, 1 if charge_point.phases == "auto" else int(charge_point.phases))
         self._last_reading_t = -math.inf
         self._available_w: float | None = None
-        self._one_phase_car = False
-        self._one_phase_seen = 0
         self._last_command: ChargerCommand | None = None
         self._changed_at = -math.inf  # when the command last changed
         self._reset_session()
         self._off_since = -math.inf
-        self._fuse_window = TimeWindow(FUSE_RELEASE_S)  # fuse headroom per phase, A
-        self._fuse_t = -math.inf
+        self._fuse_window = FuseWindow()  # fuse headroom per phase, A
         self.mode: Mode = control.mode
         self.reconfigure(control, charge_point, site, self.vehicle)
 
@@ -165,8 +135,8 @@ class Controller:
         ``control.mode``.  The charger's capabilities stay; so does the vehicle unless one is given."""
         if vehicle is not None:
             self.vehicle = vehicle
-        charge_point, self._vehicle_one_phase = narrow(charge_point, self.vehicle)
-        self._one_phase_car = self._one_phase_car or self._vehicle_one_phase
+        charge_point, vehicle_one_phase = narrow(charge_point, self.vehicle)
+        self._phasing.reconfigure(control, vehicle_one_phase)
         self.control = control
         self.charge_point = charge_point
         self.site = site or SiteConfig()
@@ -182,9 +152,8 @@ class Controller:
         self.on_off_only = caps.on_off_only
         self.auto_phases = charge_point.phases == "auto"
         if not self.auto_phases:
-            self._phases = int(charge_point.phases)
+            self._phasing.phases = int(charge_point.phases)
         self._surplus.length_s = _surplus_span_s(control)
-        self._phase_gain.length_s = control.phase_window_s
         self.set_mode(control.mode)
 
         v = self.site.voltage_v
@@ -196,13 +165,11 @@ class Controller:
     def phase_gain_w(self, surplus_w: float) -> float:
         """How much better 3 phases would do than 1 at this surplus: W of PV captured minus
         ``battery_weight`` × W drawn beyond the surplus, each at its best whole-amp current."""
-
-        def value(phases: int) -> float:
-            car_w = self.power_w(self._fit(surplus_w, phases), phases)
-            over_w = max(0.0, car_w - max(surplus_w, 0.0))
-            return min(car_w, max(surplus_w, 0.0)) - self.control.battery_weight * over_w
-
-        return value(3) - value(1)
+        return phase_gain_w(
+            surplus_w,
+            lambda phases: self.power_w(self._fit(surplus_w, phases), phases),
+            self.control.battery_weight,
+        )
 
     # -- small helpers ------------------------------------------------------------------------
     def _reset_session(self) -> None:
@@ -228,10 +195,10 @@ class Controller:
     @property
     def phases(self) -> int:
         """The phases currently commanded (1 or 3)."""
-        return self._phases
+        return self._phasing.phases
 
     def _eff_phases(self) -> int:
-        return 1 if self._one_phase_car else self._phases
+        return self._phasing.effective
 
     def power_w(self, current_a: float, phases: int) -> float:
         """Charging power in W at ``current_a`` per phase on ``phases``."""
@@ -257,7 +224,7 @@ class Controller:
         return float(min(max(raw, self.lowest_current_a(phases)), self.max_current_a))
 
     def _decision(self, current_a: float, reason: str) -> Decision:
-        return Decision(ChargerCommand(current_a, self._phases), reason, self.mode, self._available_w)
+        return Decision(ChargerCommand(current_a, self.phases), reason, self.mode, self._available_w)
 
     def available_w(self, site: SiteReading, charger: ChargerReading | None) -> float:
         """The surplus the car may take in W, under the battery policy (see the module docstring)."""
@@ -276,25 +243,12 @@ class Controller:
             battery_term = 0.0 if allowed else battery_w
         return car_w - grid_w - battery_term
 
-    def _switch_allowed(self, now: float) -> bool:
-        while self._switches and self._switches[0] <= now - 3600:
-            self._switches.popleft()
-        if len(self._switches) >= self.control.phase_switches_per_hour:
-            return False
-        return not self._switches or now - self._switches[-1] >= self.control.phase_switch_interval_s
-
     def _switch_to(self, now: float, phases: int) -> None:
-        self._phases = phases
-        self._switches.append(now)
-        self._deficit_wh = 0.0
-        # the evidence for the next switch starts here: what favoured this one cannot count against it
-        self._restart_evidence()
+        self._phasing.switch_to(now, phases, self._last_reading_t)
 
     def _restart_evidence(self) -> None:
         """Forget the phase evidence so far (after a switch or at a session start)."""
-        self._phase_gain.clear()
-        if self._last_reading_t > -math.inf:
-            self._phase_gain.add(self._last_reading_t, self._phase_wh)
+        self._phasing.restart_evidence(self._last_reading_t)
 
     # -- the decision -------------------------------------------------------------------------
     def step(self, now: float, site: SiteReading | None, charger: ChargerReading | None) -> Decision:
@@ -345,16 +299,16 @@ class Controller:
         if charger is not None and not charger.connected:
             self._reset_session()
             self._off_since = -math.inf  # a newly plugged car need not wait out min_off_s
-            self._one_phase_car, self._one_phase_seen = self._vehicle_one_phase, 0
+            self._phasing.unplugged()
         elif charger is not None and charger.charging:
-            self._detect_one_phase_car(charger)
+            self._phasing.detect_one_phase_car(charger)
 
         # fresh data? (in every mode but off: fast needs no surplus, but no full current on a dead meter)
         what = self._stale(now, site)
         if what:
             self._surplus.clear()
             self._fuse_window.clear()
-            self._phase_gain.clear()
+            self._phasing.clear()
             self._available_w = None
             self._last_reading_t = -math.inf
             if self.mode in ("minpv", "fast") and self.control.safe_state == "min_current":
@@ -367,14 +321,14 @@ class Controller:
             self._available_w = None
             if (
                 self.auto_phases
-                and self._phases != 3
-                and not self._one_phase_car
-                and self._switch_allowed(now)
+                and self._phasing.phases != 3
+                and not self._phasing.one_phase_car
+                and self._phasing.allowed(now)
                 and not (self.vehicle.no_phase_switch and charger is not None and charger.charging)
             ):
                 self._switch_to(now, 3)
             return self._decision(
-                self.max_current_a, f"mode fast: {self.max_current_a:g} A on {self._phases}p"
+                self.max_current_a, f"mode fast: {self.max_current_a:g} A on {self.phases}p"
             )
         assert site is not None  # not stale
         # A charger reading from before the last command change, next to a meter reading from after it,
@@ -393,9 +347,9 @@ class Controller:
             self._available_w = self.available_w(site, charger) + extra_w
             self._surplus.add(site.timestamp_s, self._available_w)
             if self.auto_phases:
-                self._phase_wh += self.phase_gain_w(self._available_w) * self._dt_s / 3600.0
-                self._phase_gain.add(site.timestamp_s, self._phase_wh)
-                self._track_deficit(self._available_w)
+                self._phasing.add(site.timestamp_s, self.phase_gain_w(self._available_w), self._dt_s)
+                short_w = self.power_w(self.lowest_current_a(3), 3) - self._available_w
+                self._phasing.track_deficit(short_w, self._on and self._eff_phases() == 3, self._dt_s)
         else:
             self._dt_s = 0.0  # the same reading again (a slow meter): it counts once
         available = self._available_w
@@ -419,33 +373,17 @@ class Controller:
 
     def fuse_headroom_a(self, site: SiteReading, charger: ChargerReading | None, phases: int) -> float:
         """The most current per phase the car may draw on ``phases`` so that no phase imports more
-        than ``site.max_grid_current_a`` (``inf`` without a limit).
-
-        Other loads per phase = meter phase current − the car's own current on it (from the charger's
-        phase currents, else its power spread over the phases it draws on, L1 first).  Without meter
-        phase currents all import beyond the car is assumed on one of the car's phases.
-        """
+        than ``site.max_grid_current_a`` (``inf`` without a limit); see
+        :func:`pvcharge.control.fuse.fuse_headroom_a`."""
         limit = self.site.max_grid_current_a
         if limit is None:
             return math.inf
-        v = self.site.voltage_v
-        car_w = charger.power_w if charger is not None else 0.0
-        if site.grid_currents_a is None:
-            other_a = max(0.0, site.grid_power_w - car_w) / v
-            return limit - other_a
-        car_a = self.car_currents_a(charger)
-        others = [grid - car for grid, car in zip(site.grid_currents_a, car_a, strict=True)]
-        return limit - max(others[:phases])
+        return fuse_headroom_a(limit, self.site.voltage_v, site, charger, phases, self._eff_phases())
 
     def car_currents_a(self, charger: ChargerReading | None) -> tuple[float, float, float]:
         """The car's own current on L1–L3 in A: the charger's phase currents, else its power spread over
         the phases it draws on, L1 first (no charger reading: 0 A)."""
-        if charger is not None and charger.phase_currents_a is not None:
-            return charger.phase_currents_a
-        car_w = charger.power_w if charger is not None else 0.0
-        n = charger.phases if charger is not None and charger.phases in (1, 3) else self._eff_phases()
-        each = car_w / (n * self.site.voltage_v)
-        return (each, each if n == 3 else 0.0, each if n == 3 else 0.0)
+        return car_currents_a(charger, self._eff_phases(), self.site.voltage_v)
 
     def _fuse(
         self, now: float, site: SiteReading | None, charger: ChargerReading | None, decision: Decision
@@ -455,10 +393,9 @@ class Controller:
         if self.site.max_grid_current_a is None or site is None or self._stale(now, site):
             return decision
         command = decision.command
-        if site.timestamp_s > self._fuse_t:
-            self._fuse_t = site.timestamp_s
-            self._fuse_window.add(site.timestamp_s, self.fuse_headroom_a(site, charger, command.phases))
-        headroom = self._fuse_window.min
+        if self._fuse_window.is_new(site):
+            self._fuse_window.add(site, self.fuse_headroom_a(site, charger, command.phases))
+        headroom = self._fuse_window.headroom_a
         limit = self.site.max_grid_current_a
         why = f"fuse limit: {limit:g} A per phase leaves the car {max(headroom, 0):.1f} A"
         return self._cap(now, decision, headroom, why)
@@ -476,14 +413,6 @@ class Controller:
         reason = f"{why} ({decision.reason})"
         return Decision(ChargerCommand(current, command.phases), reason, decision.mode, decision.available_w)
 
-    def _detect_one_phase_car(self, charger: ChargerReading) -> None:
-        if self._phases == 3 and charger.phases == 1:
-            self._one_phase_seen += 1
-            if self._one_phase_seen >= 3:
-                self._one_phase_car = True
-        else:
-            self._one_phase_seen = 0
-
     def _pv(self, now: float, site: SiteReading, available: float) -> Decision:
         c, s = self.control, self._surplus
         if not self._on:
@@ -493,17 +422,17 @@ class Controller:
             if not s.spans(c.start_window_s):
                 return self._decision(0.0, f"cloud filter filling: surplus {available:.0f} W")
             start_min_w = s.min_over(c.start_window_s)
-            phases = self._phases
-            if self.auto_phases and self._switch_allowed(now):
-                phases = 3 if start_min_w >= self.phase_up_w and not self._one_phase_car else 1
-            n = 1 if self._one_phase_car else phases
+            phases = self._phasing.phases
+            if self.auto_phases and self._phasing.allowed(now):
+                phases = 3 if start_min_w >= self.phase_up_w and not self._phasing.one_phase_car else 1
+            n = 1 if self._phasing.one_phase_car else phases
             need_w = self.power_w(self.lowest_current_a(n), n)
             if start_min_w < need_w:
                 return self._decision(
                     0.0,
                     f"waiting: surplus {available:.0f} W, window min {start_min_w:.0f} W < {need_w:.0f} W",
                 )
-            if phases != self._phases:
+            if phases != self._phasing.phases:
                 self._switch_to(now, phases)
             # what a paused car "would have done" (min current through the night) is no evidence
             self._restart_evidence()
@@ -512,7 +441,7 @@ class Controller:
             return self._decision(
                 self._level_a,
                 f"start: surplus >= {need_w:.0f} W for {c.start_window_s:g} s "
-                f"-> {self._level_a:g} A on {self._phases}p",
+                f"-> {self._level_a:g} A on {self.phases}p",
             )
 
         # charging: grid import beyond the tolerance overrides the cloud filter
@@ -529,9 +458,9 @@ class Controller:
             self._import_since = None
             if available < min_w:
                 if (
-                    self._phases == 3
+                    self._phasing.phases == 3
                     and available >= lowest_w
-                    and self._switch_allowed(now)
+                    and self._phasing.allowed(now)
                     and not self.vehicle.no_phase_switch
                 ):
                     self._switch_to(now, 1)
@@ -564,52 +493,20 @@ class Controller:
             return switched
         return self._follow(now, available)
 
-    def _track_deficit(self, available_w: float) -> None:
-        """Add what a car at min current on 3 phases draws beyond the surplus (Wh) since the surplus last
-        covered that power; 0 when it does, or when the car is not charging on 3 phases (a 1-phase car
-        on a 3-phase setting draws 1-phase power: no deficit of 3)."""
-        short_w = self.power_w(self.lowest_current_a(3), 3) - available_w
-        if self._on and self._eff_phases() == 3 and short_w > 0:
-            self._deficit_wh += short_w * self._dt_s / 3600.0
-        else:
-            self._deficit_wh = 0.0
-
     def _switch_phases(self, now: float) -> Decision | None:
-        """Switch phases when the other phase count would have done better, over the stretch ending now
-        (within the phase window and since the last switch) where it did best, by more than
-        ``phase_switch_gain_wh`` (to 3p) or ``phase_down_gain_wh`` (to 1p), times
-        ``phase_switch_gain_growth`` ** (switches in the last hour); within the switch interval and the
-        hourly cap."""
-        pg, c = self._phase_gain, self.control
-        if not (self.auto_phases and pg.count and self._switch_allowed(now)):
+        """Switch phases when :meth:`PhaseSwitch.due <pvcharge.control.phases.PhaseSwitch.due>` says so
+        and a switch is allowed now; the current is then what the surplus supported over ``RECENT_S``."""
+        if not (self.auto_phases and self._phasing.has_evidence and self._phasing.allowed(now)):
             return None
         if self.vehicle.no_phase_switch:  # the phases were chosen at the start
             return None
-        growth = c.phase_switch_gain_growth ** len(self._switches)
-        if self._phases == 3 and 0 < c.phase_down_deficit_wh <= self._deficit_wh:
-            deficit_wh = self._deficit_wh
-            self._switch_to(now, 1)
-            self._level_a = self._fit(self._surplus.min_over(RECENT_S), 1)
-            return self._decision(
-                self._level_a,
-                f"switch to 1p: min current on 3p drew {deficit_wh:.0f} Wh beyond the surplus "
-                f"(phase_down_deficit_wh {c.phase_down_deficit_wh:g} Wh)",
-            )
-        if self._phases == 3:
-            phases, better_wh, need_wh = 1, pg.max - self._phase_wh, c.phase_down_gain_wh * growth
-        elif not self._one_phase_car:
-            phases, better_wh, need_wh = 3, self._phase_wh - pg.min, c.phase_switch_gain_wh * growth
-        else:
+        due = self._phasing.due()
+        if due is None:
             return None
-        if better_wh <= need_wh:
-            return None
+        phases, why = due
         self._switch_to(now, phases)
         self._level_a = self._fit(self._surplus.min_over(RECENT_S), self._eff_phases())
-        return self._decision(
-            self._level_a,
-            f"switch to {phases}p: {phases}p would have done {better_wh:.0f} Wh better "
-            f"(needed {need_wh:.0f} Wh)",
-        )
+        return self._decision(self._level_a, f"switch to {phases}p: {why}")
 
     def _follow(self, now: float, available: float) -> Decision:
         """Damped tracking of the surplus at the current phases, by energy: the current falls once the
@@ -625,7 +522,7 @@ class Controller:
             if self._over_wh >= c.down_energy_wh:
                 self._level_a, self._over_wh = target, 0.0
                 return self._decision(
-                    target, f"down: surplus {available:.0f} W -> {target:g} A on {self._phases}p"
+                    target, f"down: surplus {available:.0f} W -> {target:g} A on {self.phases}p"
                 )
             return self._decision(
                 level,
@@ -650,24 +547,24 @@ class Controller:
                 if supported > level:
                     self._level_a = supported
                     return self._decision(
-                        supported, f"up: surplus {available:.0f} W -> {supported:g} A on {self._phases}p"
+                        supported, f"up: surplus {available:.0f} W -> {supported:g} A on {self.phases}p"
                     )
         else:
             self._gain_wh, self._run_min_w = 0.0, math.inf
-        return self._decision(level, f"pv: surplus {available:.0f} W, {level:g} A on {self._phases}p")
+        return self._decision(level, f"pv: surplus {available:.0f} W, {level:g} A on {self.phases}p")
 
     def _minpv(self, now: float, available: float) -> Decision:
         """At least min current, the surplus on top (same damping and phase rules as pv)."""
         if not self._on:
             self._on, self._on_since = True, now
-            if self.auto_phases and self._switch_allowed(now):
+            if self.auto_phases and self._phasing.allowed(now):
                 s, window_s = self._surplus, self.control.window_s
                 phases = 3 if s.spans(window_s) and s.min_over(window_s) >= self.phase_up_w else 1
-                if phases != self._phases:
+                if phases != self._phasing.phases:
                     self._switch_to(now, phases)
             self._restart_evidence()
             self._level_a = self._fit(available, self._eff_phases())
-            return self._decision(self._level_a, f"minpv: start at {self._level_a:g} A on {self._phases}p")
+            return self._decision(self._level_a, f"minpv: start at {self._level_a:g} A on {self.phases}p")
         switched = self._switch_phases(now)
         if switched is not None:
             return switched

@@ -32,7 +32,7 @@ as the bare :class:`~pvcharge.control.Controller`.
 (``site.max_grid_current_a``): the other loads per phase are the meter's phase currents minus every
 car's own current on that phase (without meter phase currents, all import beyond the cars on every
 phase); the headroom per phase is the fuse minus the other loads, at its minimum over the last
-:data:`~pvcharge.control.controller.FUSE_RELEASE_S` (down at once, up after it stayed higher).  Every
+:data:`~pvcharge.control.fuse.FUSE_RELEASE_S` (down at once, up after it stayed higher).  Every
 circuit: its ``max_current_a`` per phase for the sum of its loadpoints' commands.  A command of
 ``current_a`` on 3 phases uses every phase, on 1 phase L1 (the project's assumption: each charger's L1
 is the grid's L1).  Commands are capped in priority order (higher first), so lower priorities are cut
@@ -52,7 +52,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from pvcharge.control.config import ChargePoint, Circuit, ControlConfig, Mode, SiteConfig
-from pvcharge.control.controller import CAR_SETTLE_MAX_S, FUSE_RELEASE_S, Controller, Decision
+from pvcharge.control.controller import CAR_SETTLE_MAX_S, Controller, Decision
+from pvcharge.control.fuse import FUSE_RELEASE_S
 from pvcharge.control.vehicle import Vehicle
 from pvcharge.control.window import TimeWindow
 from pvcharge.readings import ChargerCapabilities, ChargerCommand, ChargerReading, SiteReading

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from pvcharge.planning.forecast import surplus as surplus_of
 from pvcharge.planning.planner import SLOT_S, slot_start
 from pvcharge.planning.service import CHARGE_EFFICIENCY
+from pvcharge.planning.view import outcome_json
 
 if TYPE_CHECKING:
     from pvcharge.planning.service import PlanService
@@ -93,16 +94,8 @@ def chart_data(service: PlanService, now_s: float, *, currency: str = "EUR") -> 
             "energy_kwh": entry.energy_kwh,
             "soc_pct": entry.soc_pct,
             "capacity_kwh": entry.capacity_kwh,
-            "need_kwh": plan.need_kwh,
             "charged_kwh": service.charged_kwh,
-            "expected_kwh": plan.expected_kwh,
-            "met": plan.met,
-            "shortfall_kwh": plan.shortfall_kwh,
-            "pv_kwh": plan.pv_kwh,
-            "grid_kwh": plan.grid_kwh,
-            "cost": plan.cost,
-            "latest_start_s": plan.latest_start_s,
-            "notes": list(plan.notes),
+            **outcome_json(plan),
             "vehicle_soc_pct": soc,
             "expected_soc_pct": expected_soc,
         }

@@ -8,11 +8,28 @@ from typing import TYPE_CHECKING, Any
 
 from pvcharge.planning import runtime
 from pvcharge.planning.cli import summary
-from pvcharge.planning.planner import next_deadline
+from pvcharge.planning.planner import Plan, next_deadline
 from pvcharge.planning.service import zone_of
 
 if TYPE_CHECKING:
     from pvcharge.planning.service import PlanService
+
+
+def outcome_json(plan: Plan) -> dict[str, Any]:
+    """What ``plan`` expects: ``need_kwh``, ``met``, ``expected_kwh``, ``shortfall_kwh``, ``pv_kwh``,
+    ``grid_kwh`` (kWh), ``cost`` (currency), ``latest_start_s`` (Unix s) and its ``notes`` (the fallbacks
+    in force), as ``GET /api/plans`` and the plan chart show them."""
+    return {
+        "need_kwh": plan.need_kwh,
+        "met": plan.met,
+        "expected_kwh": plan.expected_kwh,
+        "shortfall_kwh": plan.shortfall_kwh,
+        "pv_kwh": plan.pv_kwh,
+        "grid_kwh": plan.grid_kwh,
+        "cost": plan.cost,
+        "latest_start_s": plan.latest_start_s,
+        "notes": list(plan.notes),
+    }
 
 
 def plan_state(service: PlanService) -> dict[str, Any]:
@@ -47,16 +64,8 @@ def plan_state(service: PlanService) -> dict[str, Any]:
     if plan is not None and target is not None:
         result = {
             "made_at_s": service.plan_at_s,
-            "need_kwh": plan.need_kwh,
             "deadline_s": plan.deadline_s,
-            "met": plan.met,
-            "expected_kwh": plan.expected_kwh,
-            "shortfall_kwh": plan.shortfall_kwh,
-            "pv_kwh": plan.pv_kwh,
-            "grid_kwh": plan.grid_kwh,
-            "cost": plan.cost,
-            "latest_start_s": plan.latest_start_s,
-            "notes": list(plan.notes),
+            **outcome_json(plan),
             "summary": summary(plan, target.plan.deadline, zone_of(target.plan), service.currency),
             "slots": [
                 {
