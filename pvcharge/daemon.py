@@ -236,7 +236,7 @@ class Loadpoint:
         self.health = _Health(charger.name)
         self.write_health = _Health(charger.name, _WRITE_EVENTS)
         self.car_connected: bool | None = None  # from the last charger reading
-        self.waker = CarWaker(charger, config.charge_point)
+        self.waker = CarWaker(charger, config.charge_point, config.vehicle)
         self.last: LoadpointCycle | None = None
         self.last_reason_kind = ""
         self.writes = 0  #: commands this charger took
@@ -655,7 +655,7 @@ class Daemon:
         )
         for lp, lp_config in zip(self.loadpoints, configs, strict=True):
             lp.config = lp_config
-            lp.waker.reconfigure(lp_config.charge_point)
+            lp.waker.reconfigure(lp_config.charge_point, lp_config.vehicle)
             if (lp_config.mode or config.control.mode) != configured[lp.name]:
                 # the user edited the configured mode: it wins over a mode set over the API
                 if self.state_file is not None and lp is self.loadpoints[0]:

@@ -8,7 +8,7 @@ Layout (every key is documented in ``config.example.yaml``)::
         priority: 1                    # higher first; default 0
         mode: pv                       # default control.mode
         charger: {type: warp, url: ..., min_current_a, max_current_a, phases}   # as charger:
-        vehicle: {min_current_3p_a, phases, never_stop, no_phase_switch}
+        vehicle: {min_current_3p_a, phases, never_stop, no_phase_switch, wake_up}
 
 A file gives either ``charger:`` (one charger: one loadpoint named :data:`MAIN`) or ``loadpoints:``.
 Errors name the item, e.g. ``loadpoints[1].priority``.

@@ -22,6 +22,7 @@ import structlog
 
 from pvcharge.chargers import Charger, WakesCar, can_wake
 from pvcharge.control.config import ChargePoint
+from pvcharge.control.vehicle import Vehicle
 from pvcharge.control.wakeup import WakeUpDetector
 from pvcharge.errors import DeviceError, WriteDeferred
 from pvcharge.readings import ChargerCommand, ChargerReading
@@ -36,19 +37,21 @@ class CarWaker:
         charger: the charger driver; with a ``wake_up`` method (:class:`~pvcharge.chargers.WakesCar`)
             it can wake a car, without one the car is only reported.
         charge_point: ``wake_up_attempts`` (0: off) and ``wake_up_after_s`` are read from it.
+        vehicle: the loadpoint's vehicle profile; ``wake_up: false`` turns the wake-up off (as
+            ``wake_up_attempts: 0``).
     """
 
-    def __init__(self, charger: Charger, charge_point: ChargePoint) -> None:
+    def __init__(self, charger: Charger, charge_point: ChargePoint, vehicle: Vehicle = Vehicle()) -> None:  # noqa: B008 (frozen)
         self.charger = charger
         self.detector = WakeUpDetector(
-            charge_point.wake_up_attempts, charge_point.wake_up_after_s, available=can_wake(charger)
+            _attempts(charge_point, vehicle), charge_point.wake_up_after_s, available=can_wake(charger)
         )
         self.failures = 0  #: wake-ups that raised, since start
         self.last_error: str | None = None
 
-    def reconfigure(self, charge_point: ChargePoint) -> None:
+    def reconfigure(self, charge_point: ChargePoint, vehicle: Vehicle = Vehicle()) -> None:  # noqa: B008
         """Take a reloaded config's settings; the session's attempts stay counted."""
-        self.detector.reconfigure(charge_point.wake_up_attempts, charge_point.wake_up_after_s)
+        self.detector.reconfigure(_attempts(charge_point, vehicle), charge_point.wake_up_after_s)
 
     async def cycle(
         self,
@@ -120,3 +123,8 @@ class CarWaker:
         ``None``), ``available`` (the charger has a wake-up), ``failures`` (since start),
         ``last_error``."""
         return self.detector.as_dict() | {"failures": self.failures, "last_error": self.last_error}
+
+
+def _attempts(charge_point: ChargePoint, vehicle: Vehicle) -> int:
+    """Wake-ups allowed per plug-in: the charge point's, or 0 for a vehicle with ``wake_up: false``."""
+    return charge_point.wake_up_attempts if vehicle.wake_up else 0

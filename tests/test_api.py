@@ -517,6 +517,38 @@ async def test_metrics_are_read_from_the_status_at_scrape_time() -> None:
     assert openmetrics.text.rstrip().endswith("# EOF")
 
 
+async def test_metrics_have_one_series_per_loadpoint_labelled_with_its_name() -> None:
+    import test_daemon
+    from test_daemon_loadpoints import two_loadpoints
+
+    clock = test_daemon.Clock()
+    daemon, _, _, _ = two_loadpoints(clock)
+    await test_daemon.run(daemon, clock, 3)
+    daemon.set_mode("off", source="test", loadpoint="garage")
+    async with serving(daemon) as server, httpx.AsyncClient(base_url=server.url) as client:
+        m = _samples((await client.get("/metrics")).text)
+    lp = {"carport": (("loadpoint", "carport"),), "garage": (("loadpoint", "garage"),)}
+    # carport (priority 1) 16 A, garage what the 25 A fuse leaves
+    assert m[("pvcharge_command_current_amperes", lp["carport"])] == 16
+    assert m[("pvcharge_command_current_amperes", lp["garage"])] == 9
+    assert m[("pvcharge_command_phases", lp["garage"])] == 3
+    assert ("pvcharge_command_current_amperes", ()) not in m  # no unlabelled series beside them
+    assert m[("pvcharge_charger_writes_total", lp["carport"])] == 1
+    assert m[("pvcharge_starts_total", lp["garage"])] == 1
+    assert m[("pvcharge_writes_blocked", lp["garage"])] == 0
+    assert {
+        name: [mode for mode in MODES if m[("pvcharge_mode", (*lp[name], ("mode", mode)))] == 1]
+        for name in lp
+    } == {"carport": ["fast"], "garage": ["off"]}
+    status = daemon.status()
+    for each in status["loadpoints"]:
+        assert m[("pvcharge_car_connected", lp[each["name"]])] == float(each["charger"]["connected"])
+    garage_charger = (("device", "charger"), ("loadpoint", "garage"), ("name", "charger garage"))
+    assert m[("pvcharge_device_up", garage_charger)] == 1
+    assert m[("pvcharge_device_up", (("device", "meter"), ("loadpoint", ""), ("name", "meter fake")))] == 1
+    assert m[("pvcharge_cycles_total", ())] == 3  # the site's counters stay unlabelled
+
+
 async def test_two_servers_keep_their_metrics_apart_and_nothing_global_is_registered() -> None:
     first, _, _, clock1 = make_daemon()
     second, _, _, clock2 = make_daemon()

@@ -12,6 +12,7 @@ also writes the screenshot to ``docs/status-page.png``.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 import os
 import re
@@ -22,10 +23,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
-from test_api import TOKEN, make_daemon
+from test_api import TOKEN, Charger, Clock, Meter, make_daemon
 
 from pvcharge.api.server import ApiServer, start_api
-from pvcharge.config import ApiConfig
+from pvcharge.config import ApiConfig, parse_config
 from pvcharge.daemon import Daemon
 from pvcharge.settings import Secret
 
@@ -67,8 +68,13 @@ async def chromium() -> AsyncIterator[Browser]:
 
 
 @asynccontextmanager
-async def running(token: str | None = None) -> AsyncIterator[tuple[Daemon, ApiServer]]:
-    daemon, *_ = make_daemon(real_clock=True, interval_s=0.2)
+async def running(
+    token: str | None = None, daemon: Daemon | None = None
+) -> AsyncIterator[tuple[Daemon, ApiServer]]:
+    """``daemon`` (default: test_api's one charger on the fake site) running on the real clock, and
+    its API server on a free loopback port."""
+    if daemon is None:
+        daemon, *_ = make_daemon(real_clock=True, interval_s=0.2)
     server = await start_api(daemon, ApiConfig(port=0, token=Secret(token) if token else None))
     stop = asyncio.Event()
     loop = asyncio.create_task(daemon.run(stop))
@@ -78,6 +84,29 @@ async def running(token: str | None = None) -> AsyncIterator[tuple[Daemon, ApiSe
         stop.set()
         await loop
         await server.stop()
+
+
+#: two loadpoints on the fake site: carport fast (priority 1), garage on the surplus
+TWO_TEXT = """\
+meter: {type: huawei, host: 127.0.0.1}
+control: {cloud_filter: 'off', interval_s: 5, max_age_s: 30}
+site: {max_grid_current_a: 25}
+loadpoints:
+  - {name: carport, priority: 1, mode: fast,
+     charger: {type: warp, url: 'http://127.0.0.1', phases: 1, max_current_a: 16}}
+  - {name: garage, mode: pv, charger: {type: warp, url: 'http://127.0.0.2', phases: 1, max_current_a: 16}}
+"""
+
+
+def two_loadpoints() -> Daemon:
+    """A daemon with :data:`TWO_TEXT` on the real clock: carport's car charges, garage's is unplugged."""
+    clock = Clock(real=True)
+    carport, garage = Charger(clock), Charger(clock)
+    garage.name = "charger garage"  # type: ignore[misc]
+    garage.connected = False
+    config = parse_config(TWO_TEXT)
+    config = dataclasses.replace(config, control=dataclasses.replace(config.control, interval_s=0.2))
+    return Daemon(config, Meter(clock, carport), [carport, garage], clock=clock)
 
 
 async def new_page(browser: Browser) -> tuple[Page, list[str]]:
@@ -308,3 +337,44 @@ async def test_the_surplus_is_not_offered_to_a_car_that_is_not_there() -> None:
         await expect(page.locator("#car-state")).to_have_text("unplugged")
         await expect(page.locator("#available-sub")).to_have_text("no car plugged in")
         assert not errors, errors
+
+
+async def test_the_status_page_has_one_card_per_loadpoint_whose_buttons_switch_that_loadpoint() -> None:
+    from playwright.async_api import expect
+
+    async with chromium() as browser, running(daemon=two_loadpoints()) as (daemon, server):
+        page, errors = await new_page(browser)
+        await page.goto(f"{server.url}/")
+        await expect(page.locator("#conn")).to_have_text("live")
+        cards = page.locator("#lp-cards .lp-card")
+        await expect(cards).to_have_count(2)
+        await expect(page.locator("#loadpoints")).to_be_visible()
+        await expect(page.locator("#mode")).to_be_hidden()  # the single-loadpoint mode buttons
+        carport = page.locator('#lp-cards .lp-card[data-loadpoint="carport"]')
+        garage = page.locator('#lp-cards .lp-card[data-loadpoint="garage"]')
+        await expect(carport.locator(".lp-name")).to_have_text("carport")
+        await expect(carport.locator(".lp-priority")).to_have_text("priority 1")
+        await expect(carport.locator(".lp-command")).to_have_text("16 A on 1p")
+        await expect(carport.locator(".lp-car")).to_have_text("16 A × 1p · charging")
+        await expect(carport.locator(".lp-power")).to_have_text("3.68 kW")
+        await expect(garage.locator(".lp-car")).to_have_text(re.compile(r"· unplugged$"))
+        await expect(garage.locator(".lp-device .name")).to_have_text("charger garage")
+        await expect(garage.locator(".lp-device .state")).to_contain_text("ok")
+        await expect(page.locator("#dev-charger")).to_be_hidden()  # the first charger's: in its card
+        await expect(carport.locator('button[data-mode="fast"]')).to_have_attribute("aria-pressed", "true")
+        await expect(garage.locator('button[data-mode="pv"]')).to_have_attribute("aria-pressed", "true")
+        await expect(page.locator("#car-current")).to_have_text("2 loadpoints")
+
+        await garage.locator('button[data-mode="off"]').click()
+        await expect(garage.locator('button[data-mode="off"]')).to_have_attribute("aria-pressed", "true")
+        await expect(garage.locator(".lp-note")).to_have_text(
+            "Mode off: applies from the next control cycle."
+        )
+        assert [lp.controller.mode for lp in daemon.loadpoints] == ["fast", "off"]  # garage's, not carport's
+        await expect(carport.locator('button[data-mode="fast"]')).to_have_attribute("aria-pressed", "true")
+        await carport.locator('button[data-mode="pv"]').click()
+        await expect(carport.locator('button[data-mode="pv"]')).to_have_attribute("aria-pressed", "true")
+        assert [lp.controller.mode for lp in daemon.loadpoints] == ["pv", "off"]
+        # the decision in words, per card, from the next cycles on
+        await expect(garage.locator(".lp-summary")).to_contain_text("off", ignore_case=True)
+        assert errors == [], errors

@@ -214,3 +214,30 @@ async def test_a_charger_without_wake_up_says_once_that_the_car_does_not_start()
         "failures": 0,
         "last_error": None,
     }
+
+
+async def test_a_vehicle_with_wake_up_false_is_never_woken_and_a_reload_keeps_it_so() -> None:
+    """Two loadpoints whose cars never start: carport's gets its wake-up, garage's car has
+    ``vehicle: {wake_up: false}`` and gets none (not after a reload either)."""
+    text = (
+        "meter: {type: huawei, host: 127.0.0.1}\n"
+        "control: {interval_s: 5, max_age_s: 30}\n"
+        "site: {max_grid_current_a: 35}\n"
+        "loadpoints:\n"
+        "  - {name: carport, mode: fast, charger: {type: warp, url: 'http://127.0.0.1', phases: 1}}\n"
+        "  - {name: garage, mode: fast, charger: {type: warp, url: 'http://127.0.0.2', phases: 1},\n"
+        "     vehicle: {wake_up: false}}\n"
+    )
+    clock = Clock()
+    carport, garage = WakingCharger(clock), WakingCharger(clock)
+    garage.name = "charger garage"  # type: ignore[misc]
+    config = parse_config(text, environ={})
+    daemon = Daemon(config, FakeMeter(clock), [carport, garage], clock=clock)  # type: ignore[list-item]
+    await run_cycles(daemon, clock, 14)  # 65 s: carport's first wake-up is due
+    assert (carport.wake_ups, garage.wake_ups) == (1, 0)
+    assert len(garage.applied) == 1  # garage was offered current all along: it would have been due
+    daemon.reload(config)
+    await run_cycles(daemon, clock, 12)
+    assert (carport.wake_ups, garage.wake_ups) == (2, 0)
+    status = {lp["name"]: lp["wake_up"] for lp in daemon.status()["loadpoints"]}
+    assert status["garage"]["max_attempts"] == 0 and status["carport"]["max_attempts"] == 2

@@ -9,7 +9,7 @@ reading yet, no battery) is left out rather than exported as 0.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily, Metric
@@ -79,57 +79,59 @@ class StatusCollector(Collector):
         yield GaugeMetricFamily(
             "pvcharge_uptime_seconds", "Time since the daemon started.", value=status["uptime_s"]
         )
-        mode = GaugeMetricFamily(
-            "pvcharge_mode", "1 for the mode in force, 0 for the others.", labels=["mode"]
-        )
-        for each in MODES:
-            mode.add_metric([each], 1.0 if status["mode"] == each else 0.0)
-        yield mode
         site = status.get("site") or {}
         for key, (name, doc) in _SITE.items():
             metric = _gauge(name, doc, site.get(key))
             if metric is not None:
                 yield metric
-        charger = status.get("charger") or {}
-        for key, (name, doc) in _CHARGER.items():
-            metric = _gauge(name, doc, charger.get(key))
-            if metric is not None:
-                yield metric
-        command = status.get("command") or {}
-        for key, name, doc in (
-            ("current_a", "pvcharge_command_current_amperes", "Commanded current, A per phase (0 = paused)."),
-            ("phases", "pvcharge_command_phases", "Commanded phases (1 or 3)."),
-        ):
-            metric = _gauge(name, doc, command.get(key))
-            if metric is not None:
-                yield metric
-        available = _gauge(
-            "pvcharge_available_power_watts",
-            "Surplus the controller used in the last cycle, W.",
-            status["available_w"],
-        )
-        if available is not None:
-            yield available
-        yield GaugeMetricFamily(
-            "pvcharge_writes_blocked",
-            "1 if the charger refuses all writes.",
-            value=float(status["writes_blocked"]),
-        )
+        # one series per loadpoint, labelled with its name when there are several; a single loadpoint
+        # (a ``charger:`` config) keeps the unlabelled series of the top-level status
+        loadpoints = status.get("loadpoints") or []
+        parts: list[tuple[str | None, Mapping[str, Any]]]
+        if len(loadpoints) > 1:
+            parts = [(str(lp["name"]), lp) for lp in loadpoints]
+        else:
+            parts = [
+                (
+                    None,
+                    {
+                        "mode": status["mode"],
+                        "charger": status.get("charger"),
+                        "command": status.get("command"),
+                        "available_w": status["available_w"],
+                        "writes_blocked": status["writes_blocked"],
+                        "writes": status["stats"]["charger_writes"],
+                        "starts": status["stats"]["starts"],
+                    },
+                )
+            ]
+        yield from _loadpoint_metrics(parts)
         devices = status["devices"]
+        named = len(loadpoints) > 1
+        extra = ["loadpoint"] if named else []
         up = GaugeMetricFamily(
-            "pvcharge_device_up", "1 if the device answered its last read.", labels=["device", "name"]
+            "pvcharge_device_up", "1 if the device answered its last read.", labels=["device", "name", *extra]
         )
         consecutive = GaugeMetricFamily(
-            "pvcharge_device_consecutive_failures", "Failed reads in a row.", labels=["device", "name"]
+            "pvcharge_device_consecutive_failures",
+            "Failed reads in a row.",
+            labels=["device", "name", *extra],
         )
-        failures = CounterMetricFamily("pvcharge_device_failures", "Failed reads.", labels=["device", "name"])
+        failures = CounterMetricFamily(
+            "pvcharge_device_failures", "Failed reads.", labels=["device", "name", *extra]
+        )
         last_success = GaugeMetricFamily(
             "pvcharge_device_last_success_timestamp_seconds",
             "Unix time of the last good read.",
-            labels=["device", "name"],
+            labels=["device", "name", *extra],
         )
-        for role, health in devices.items():
-            labels = [role, str(health["name"])]
+        if named:  # the meter belongs to the site (loadpoint=""), each charger to its loadpoint
+            healths = [("meter", devices["meter"], "")]
+            healths += [("charger", lp["device"], str(lp["name"])) for lp in loadpoints]
+        else:
+            healths = [(role, health, "") for role, health in devices.items()]
+        for role, health, loadpoint in healths:
+            labels = [role, str(health["name"]), *([loadpoint] if named else [])]
             up.add_metric(labels, 1.0 if health["ok"] else 0.0)
             consecutive.add_metric(labels, float(health["consecutive_failures"]))
             failures.add_metric(labels, float(health["failures"]))
@@ -138,7 +140,8 @@ class StatusCollector(Collector):
         yield from (up, consecutive, failures, last_success)
         stats = status["stats"]
         for key, (name, doc) in _COUNTERS.items():
-            yield CounterMetricFamily(name, doc, value=float(stats[key]))
+            if key not in _LOADPOINT_COUNTERS:
+                yield CounterMetricFamily(name, doc, value=float(stats[key]))
         yield GaugeMetricFamily(
             "pvcharge_cycle_duration_seconds",
             "Wall time the last control cycle took.",
@@ -149,6 +152,73 @@ class StatusCollector(Collector):
             "The longest control cycle since start.",
             value=stats["max_cycle_s"],
         )
+
+
+#: Stats counters kept per loadpoint (its status' ``writes``, ``starts``)
+_LOADPOINT_COUNTERS = {"charger_writes": "writes", "starts": "starts"}
+
+_COMMAND = {
+    "current_a": ("pvcharge_command_current_amperes", "Commanded current, A per phase (0 = paused)."),
+    "phases": ("pvcharge_command_phases", "Commanded phases (1 or 3)."),
+}
+
+
+def _loadpoint_metrics(parts: Sequence[tuple[str | None, Mapping[str, Any]]]) -> Iterable[Metric]:
+    """The charger's gauges and counters, one series per ``(name, loadpoint status)`` of ``parts``:
+    labelled ``loadpoint=name``, or unlabelled for the one part named ``None`` (a single loadpoint).
+    A value a loadpoint does not have (no charger reading yet) is left out, as are families no
+    loadpoint has a value for."""
+    extra = [] if parts and parts[0][0] is None else ["loadpoint"]
+
+    def family(
+        kind: type[GaugeMetricFamily] | type[CounterMetricFamily],
+        name: str,
+        doc: str,
+        values: Iterable[tuple[str | None, Any]],
+        labels: Iterable[str] = (),
+    ) -> Metric | None:
+        metric = kind(name, doc, labels=[*labels, *extra])
+        for loadpoint, value in values:
+            if value is not None:
+                *head, v = value if isinstance(value, tuple) else (value,)
+                metric.add_metric([*head, *([str(loadpoint)] if extra else [])], float(v))
+        return metric if metric.samples else None
+
+    families: list[Metric | None] = [
+        family(
+            GaugeMetricFamily,
+            "pvcharge_mode",
+            "1 for the mode in force, 0 for the others.",
+            [(n, (m, 1.0 if lp["mode"] == m else 0.0)) for n, lp in parts for m in MODES],
+            labels=["mode"],
+        )
+    ]
+    for key, (name, doc) in _CHARGER.items():
+        values = [(n, (lp.get("charger") or {}).get(key)) for n, lp in parts]
+        families.append(family(GaugeMetricFamily, name, doc, values))
+    for key, (name, doc) in _COMMAND.items():
+        values = [(n, (lp.get("command") or {}).get(key)) for n, lp in parts]
+        families.append(family(GaugeMetricFamily, name, doc, values))
+    families.append(
+        family(
+            GaugeMetricFamily,
+            "pvcharge_available_power_watts",
+            "Surplus the controller used in the last cycle, W.",
+            [(n, lp["available_w"]) for n, lp in parts],
+        )
+    )
+    families.append(
+        family(
+            GaugeMetricFamily,
+            "pvcharge_writes_blocked",
+            "1 if the charger refuses all writes.",
+            [(n, float(lp["writes_blocked"])) for n, lp in parts],
+        )
+    )
+    for key, lp_key in _LOADPOINT_COUNTERS.items():
+        name, doc = _COUNTERS[key]
+        families.append(family(CounterMetricFamily, name, doc, [(n, lp[lp_key]) for n, lp in parts]))
+    yield from (f for f in families if f is not None)
 
 
 #: DayTotals fields → the ``flow`` label of pvcharge_site_energy_joules_total

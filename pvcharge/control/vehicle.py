@@ -4,7 +4,8 @@ loadpoint).
 Cars differ in ways a charger cannot see: a Renault Zoe will not charge on 3 phases below about 8 A,
 some cars must never be paused (they do not resume) or never switched between 1 and 3 phases while
 charging (openWB's per-vehicle ``prevent_charge_stop`` and ``prevent_phase_switch``; evcc issues
-#4127, #13543).  Pure dataclasses; :class:`pvcharge.control.Controller` takes one.
+#4127, #13543); resume recovery (:mod:`pvcharge.resume`) can be turned off per car.
+Pure dataclasses; :class:`pvcharge.control.Controller` takes one.
 """
 
 from __future__ import annotations
@@ -42,6 +43,11 @@ class Vehicle:
     no_phase_switch: bool = setting(
         False,
         doc="never switch phases while the car charges; the phases are chosen when a charge starts",
+    )
+    wake_up: bool = setting(
+        True,
+        doc="resume recovery for this car: false never sends the charger's wake-up (charger."
+        "wake_up_attempts) to a car that does not start, e.g. a car that a pilot disconnect upsets",
     )
 
 
