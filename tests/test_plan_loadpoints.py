@@ -1,0 +1,125 @@
+"""Plans per loadpoint (``plans[i].loadpoint``): the config check, one plan service per loadpoint with
+plans, and a plan on the second loadpoint steering only that loadpoint's mode."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import pytest
+from sitestub import FakeClock
+from test_api import loopback
+from test_plan_service import LIMITS, Charger, Meter, Prices, utc
+
+from pvcharge.api.server import start_api
+from pvcharge.config import parse_config
+from pvcharge.daemon import Daemon
+from pvcharge.errors import ConfigError
+from pvcharge.planning.service import PlanService, build_services, close_services
+from pvcharge.planning.source import CachedSource
+
+#: two loadpoints in pv, a plan on the second (garage)
+TWO = """
+meter: {type: huawei, host: 127.0.0.1}
+control: {cloud_filter: 'off', interval_s: 5, max_age_s: 30}
+loadpoints:
+  - {name: carport, priority: 1, charger: {type: warp, url: 'http://127.0.0.1', phases: 3}}
+  - {name: garage, charger: {type: warp, url: 'http://127.0.0.2', phases: 3}}
+plans:
+  - {deadline: "07:00", energy_kwh: 11.04, timezone: UTC, loadpoint: garage}
+"""
+
+
+def two_loadpoints(tmp_path: Path, text: str = TWO) -> tuple[Daemon, FakeClock, Charger, Charger]:
+    clock = FakeClock(utc(7, 22))
+    carport, garage = Charger(clock), Charger(clock)
+    daemon = Daemon(
+        parse_config(text, environ={}),
+        Meter(clock),  # type: ignore[arg-type]
+        [carport, garage],  # type: ignore[list-item]
+        clock=clock,
+        state_file=tmp_path / "state.json",
+    )
+    return daemon, clock, carport, garage
+
+
+def modes(daemon: Daemon) -> dict[str, str]:
+    return {lp.name: lp.controller.mode for lp in daemon.loadpoints}
+
+
+def test_an_unknown_loadpoint_is_a_config_error_naming_the_entry_and_the_names() -> None:
+    expected = r"plans\[0\]\.loadpoint: no loadpoint 'barn' \(expected one of carport, garage\)"
+    with pytest.raises(ConfigError, match=expected):
+        parse_config(TWO.replace("loadpoint: garage", "loadpoint: barn"), environ={})
+    single = (
+        "meter: {type: huawei, host: 127.0.0.1}\ncharger: {type: warp, url: 'http://127.0.0.1'}\nplans:\n"
+    )
+    plan = "  - {deadline: '07:00', energy_kwh: 5%s}\n"
+    with pytest.raises(ConfigError, match=r"plans\[1\]\.loadpoint: .*expected one of main"):
+        parse_config(single + plan % "" + plan % ", loadpoint: x", environ={})
+    assert parse_config(single + plan % ", loadpoint: main", environ={}).plans[0].loadpoint == "main"
+
+
+async def test_run_builds_a_service_per_loadpoint_with_plans_sharing_the_sources(tmp_path: Path) -> None:
+    config = parse_config(TWO, environ={})
+    daemon, clock, _, _ = two_loadpoints(tmp_path)
+    first, garage = build_services(config, daemon, clock=clock)
+    assert (first.loadpoint, first.plans, first.takes_runtime) == ("carport", (), True)
+    assert (garage.loadpoint, garage.plans, garage.takes_runtime) == ("garage", config.plans, False)
+    assert garage.prices is first.prices and garage.forecast is first.forecast
+    await close_services([first, garage])
+    on_first = parse_config(TWO.replace("loadpoint: garage", "loadpoint: carport"), environ={})
+    [only] = build_services(on_first, daemon, clock=clock)
+    assert (only.loadpoint, only.plans) == ("carport", on_first.plans)
+
+
+async def test_a_plan_on_the_second_loadpoint_raises_only_its_mode_in_its_grid_slot(tmp_path: Path) -> None:
+    daemon, clock, carport, garage = two_loadpoints(tmp_path)
+    config = daemon.config
+    service = PlanService(
+        daemon,
+        config.plans,
+        limits=LIMITS,
+        prices=CachedSource(Prices(), refresh_s=3600, max_age_s=86400),
+        forecast=None,
+        fallback_price_per_kwh=0.30,
+        loadpoint="garage",
+        takes_runtime=False,
+    )
+    service.attach()
+    carport.power_w = 11040.0  # the carport's car charges from PV: not the garage's energy
+    await daemon.cycle()
+    clock.t_s += 60
+    await daemon.cycle()
+    assert service.charged_kwh == 0.0 and service.connected
+    garage.power_w = 3600.0
+    clock.t_s += 60
+    await daemon.cycle()
+    assert service.charged_kwh == pytest.approx(3600 * 60 / 3.6e6)
+    service.charged_kwh = 0.0
+    plan = await service.step(clock())
+    assert plan is not None and plan.met
+    assert [datetime.fromtimestamp(s.start_s, UTC).hour for s in plan.grid_slots] == [2] * 4
+    assert modes(daemon) == {"carport": "pv", "garage": "pv"}
+    clock.t_s = utc(8, 2)
+    await service.step(clock())
+    assert modes(daemon) == {"carport": "pv", "garage": "fast"}
+    assert daemon.mode == "pv" and not (tmp_path / "state.json").exists()
+    clock.t_s = utc(8, 3)
+    await service.step(clock())
+    assert modes(daemon) == {"carport": "pv", "garage": "pv"}
+
+
+async def test_get_plans_names_the_loadpoint(tmp_path: Path) -> None:
+    daemon, clock, _, _ = two_loadpoints(tmp_path)
+    [first, _garage] = build_services(daemon.config, daemon, clock=clock)
+    server = await start_api(daemon, loopback(), plans=first)
+    assert server.url is not None
+    try:
+        async with httpx.AsyncClient(base_url=server.url) as client:
+            answer = (await client.get("/api/plans")).json()
+        assert answer["loadpoint"] == "carport" and answer["plans"] == []
+    finally:
+        await server.stop()
+        await close_services([first, _garage])
