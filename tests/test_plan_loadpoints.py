@@ -3,6 +3,7 @@ plans, and a plan on the second loadpoint steering only that loadpoint's mode.""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from pvcharge.config import parse_config
 from pvcharge.daemon import Daemon
 from pvcharge.errors import ConfigError
 from pvcharge.planning.service import PlanService, build_services, close_services
-from pvcharge.planning.source import CachedSource
+from pvcharge.planning.source import CachedSource, SlotValues
 
 #: two loadpoints in pv, a plan on the second (garage)
 TWO = """
@@ -123,3 +124,43 @@ async def test_get_plans_names_the_loadpoint(tmp_path: Path) -> None:
     finally:
         await server.stop()
         await close_services([first, _garage])
+
+
+class SlowPrices(Prices):
+    """:class:`Prices` that yields to the loop while it fetches, counting its fetches."""
+
+    def __init__(self) -> None:
+        self.fetches = 0
+
+    async def fetch(self, now_s: float) -> SlotValues:
+        self.fetches += 1
+        await asyncio.sleep(0)
+        return await super().fetch(now_s)
+
+
+async def test_services_stepping_together_share_one_fetch_of_the_prices(tmp_path: Path) -> None:
+    daemon, clock, _, _ = two_loadpoints(tmp_path)
+    source = SlowPrices()
+    prices = CachedSource(source, refresh_s=3600, max_age_s=86400)
+    plans = (daemon.config.plans[0],)
+    services = [
+        PlanService(
+            daemon,
+            plans,
+            limits=LIMITS,
+            prices=prices,
+            forecast=None,
+            fallback_price_per_kwh=0.30,
+            loadpoint=name,
+            takes_runtime=False,
+        )
+        for name in ("carport", "garage")
+    ]
+    for service in services:
+        service.attach()
+    await daemon.cycle()  # both see their car
+    made = await asyncio.gather(*(service.step(clock()) for service in services))
+    assert source.fetches == 1
+    for plan in made:  # both planned with the prices: the cheap hour, not the flat fallback
+        assert plan is not None
+        assert [datetime.fromtimestamp(s.start_s, UTC).hour for s in plan.grid_slots] == [2] * 4
