@@ -11,7 +11,7 @@ import httpx
 import pytest
 from sitestub import FakeClock
 from test_api import loopback
-from test_plan_service import LIMITS, Charger, Meter, Prices, utc
+from test_plan_service import LIMITS, Charger, Meter, Prices, service_of, utc
 
 from pvcharge.api.server import start_api
 from pvcharge.config import parse_config
@@ -77,18 +77,7 @@ async def test_run_builds_a_service_per_loadpoint_with_plans_sharing_the_sources
 
 async def test_a_plan_on_the_second_loadpoint_raises_only_its_mode_in_its_grid_slot(tmp_path: Path) -> None:
     daemon, clock, carport, garage = two_loadpoints(tmp_path)
-    config = daemon.config
-    service = PlanService(
-        daemon,
-        config.plans,
-        limits=LIMITS,
-        prices=CachedSource(Prices(), refresh_s=3600, max_age_s=86400),
-        forecast=None,
-        fallback_price_per_kwh=0.30,
-        loadpoint="garage",
-        takes_runtime=False,
-    )
-    service.attach()
+    service = service_of(daemon, daemon.config.plans, loadpoint="garage", takes_runtime=False)
     carport.power_w = 11040.0  # the carport's car charges from PV: not the garage's energy
     await daemon.cycle()
     clock.t_s += 60
