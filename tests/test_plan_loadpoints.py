@@ -4,13 +4,15 @@ plans, and a plan on the second loadpoint steering only that loadpoint's mode.""
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 import pytest
-from sitestub import FakeClock
+from sitestub import FakeClock, run_daemon
 from test_api import loopback
+from test_daemon_loadpoints import night_with_two_cars, two_warps
 from test_plan_service import LIMITS, Charger, Meter, Prices, service_of, utc
 
 from pvcharge.api.server import start_api
@@ -19,6 +21,7 @@ from pvcharge.daemon import Daemon
 from pvcharge.errors import ConfigError
 from pvcharge.planning.service import PlanService, build_services, close_services
 from pvcharge.planning.source import CachedSource, SlotValues
+from pvcharge.sim.site import CarParams
 
 #: two loadpoints in pv, a plan on the second (garage)
 TWO = """
@@ -153,3 +156,34 @@ async def test_services_stepping_together_share_one_fetch_of_the_prices(tmp_path
     for plan in made:  # both planned with the prices: the cheap hour, not the flat fallback
         assert plan is not None
         assert [datetime.fromtimestamp(s.start_s, UTC).hour for s in plan.grid_slots] == [2] * 4
+
+
+async def test_pvcharge_run_with_an_impossible_plan_on_the_garage_charges_only_the_garage(
+    tmp_path: Path,
+) -> None:
+    """``pvcharge run`` with two WARPs in pv at night (no PV) and 60 kWh due in 30 min on the garage:
+    the garage's plan service switches the garage to fast (16 A), the carport stays paused in pv."""
+    site, cars = night_with_two_cars(CarParams(plug_in_s=0.0, plug_out_s=23 * 3600.0))  # in all night
+    deadline = datetime.fromtimestamp(time.time() + 1800, UTC).strftime("%H:%M")
+    async with two_warps(site, cars) as (head, url):
+        path = tmp_path / "pvcharge.yaml"
+        path.write_text(
+            head + f"state: {{file: {tmp_path / 'state.json'}}}\nsessions: {{enabled: false}}\n"
+            "api: {enabled: false}\n"
+            "loadpoints:\n"
+            f"  - {{name: carport, priority: 1, charger: {{type: warp, url: '{url['carport']}'}}}}\n"
+            f"  - {{name: garage, charger: {{type: warp, url: '{url['garage']}'}}}}\n"
+            f'plans: [{{deadline: "{deadline}", energy_kwh: 60, timezone: UTC, loadpoint: garage}}]\n'
+        )
+        offers: dict[str, float] = {}
+
+        def garage_at_16_a() -> bool:
+            offers.update({n: c.state().offered_current_a for n, c in cars.items()})
+            return offers["garage"] == 16.0
+
+        held, code, log = await run_daemon(path, until=garage_at_16_a, polls=300)
+    assert code == 0, log
+    assert held, log
+    assert offers["carport"] == 0.0, offers
+    assert "mode_changed" in log and "loadpoint=garage" in log and "source=plan" in log, log
+    assert "loadpoint=carport" not in [line for line in log.splitlines() if "mode_changed" in line], log
