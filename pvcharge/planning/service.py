@@ -4,13 +4,18 @@ start (and when the car connects) and, in the plan's grid slots (or while the pr
 through :meth:`pvcharge.daemon.Daemon.set_mode`; when the slot ends it puts back the mode the user
 had. Everything else stays with the control loop (PV surplus charging in ``pv``/``minpv``).
 
+One service steers one loadpoint (its ``loadpoint``; ``plans[i].loadpoint`` in the config, unset: the
+first): it counts that loadpoint's charger reading and switches that loadpoint's mode only.
+:func:`build_services` gives ``pvcharge run`` one per loadpoint with plans (the first loadpoint's always),
+sharing the price and forecast sources.
+
 Beside the config's ``plans:`` one plan may be set at run time (:mod:`pvcharge.planning.runtime`, over
 the API, MQTT or ``pvcharge plan set``): :meth:`PlanService.set_plan` / :meth:`PlanService.clear_plan`.
 It is kept in the daemon's state file (key ``plan``, :func:`pvcharge.state.save_plan`) so it survives a
 restart; a one-off is dropped once its deadline has passed. :meth:`PlanService.describe` gives the plans
 in force and the last plan made, as the API and MQTT publish them.
 
-Energy towards a plan is counted from the car's measured power (the charger's reading in each cycle)
+Energy towards a plan is counted from the car's measured power (its charger's reading in each cycle)
 since the car connected, and starts again at 0 after a deadline or when the car leaves.
 
 A plan given as ``soc_pct`` plans the energy at the charger from the car's SoC
@@ -166,6 +171,10 @@ class PlanService:
             ``None``: the first (the only one of a ``charger:`` config).
         takes_runtime: whether the plan set at run time (API, MQTT, ``pvcharge plan``) is this
             service's (kept in the state file); ``pvcharge run`` gives it to the first loadpoint's.
+
+    Raises:
+        KeyError: ``loadpoint`` names no loadpoint of the daemon (the config loader refuses such a
+            ``plans[i].loadpoint`` first).
 
     Attributes:
         plan: the last plan made, ``None`` before the first or without a plan in force.
