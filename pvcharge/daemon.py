@@ -4,8 +4,10 @@ each charger only when its command changes.
 It drives every loadpoint of the config (:meth:`Config.all_loadpoints`: the ``loadpoints:`` section, or
 the ``charger:`` section as one loadpoint named ``main``) through one
 :class:`~pvcharge.control.site.SiteController`; each has a :class:`Loadpoint` (its driver, its last
-decision, its write state, its :class:`~pvcharge.resume.CarWaker`).  With one loadpoint the site
-controller decides exactly as the bare controller, so a ``charger:`` config runs as before.
+decision, its write state, its :class:`~pvcharge.resume.CarWaker`; in :mod:`pvcharge.loadpoint`).
+With one loadpoint the site controller decides exactly as the bare controller, so a ``charger:`` config
+runs as before.  The reads that roll over, the frozen-value check and the outage log are in
+:mod:`pvcharge.reads`.
 
 One cycle (every ``control.interval_s``):
 
@@ -50,47 +52,16 @@ from pvcharge.chargers import Charger
 from pvcharge.config import Config
 from pvcharge.control import Controller, Decision
 from pvcharge.control.config import MODES, Mode
-from pvcharge.control.explain import in_words, kind_of
 from pvcharge.control.site import SiteController
 from pvcharge.devices import check_chargers
-from pvcharge.errors import ConfigError, DeviceError, WriteDeferred, WritesBlocked
-from pvcharge.loadpoints_config import LoadpointConfig
+from pvcharge.errors import ConfigError
+from pvcharge.loadpoint import Loadpoint, LoadpointCycle, Stats
 from pvcharge.meters import Meter
 from pvcharge.readings import ChargerCommand, ChargerReading, SiteReading, as_dict
-from pvcharge.resume import CarWaker
-from pvcharge.retry import AttemptNote, attempt_note
+from pvcharge.reads import FrozenValues, Health, Reads
 from pvcharge.state import load_mode, save_mode
 
 log = structlog.get_logger("pvcharge.daemon")
-
-#: the longest the pause on the way out may take, in s, a driver's rate-limit wait included: what is
-#: left of the stop timeout (``TimeoutStopSec=90s`` in deploy/pvcharge.service, systemd's default, and
-#: ``stop_grace_period: 90s`` in deploy/docker-compose.yml) after the last cycle and closing
-SHUTDOWN_WRITE_S = 60.0
-PAUSE_RETRY_S = 1.0  #: the least wait before offering a deferred pause on the way out again, in s
-
-
-def _describe(command: ChargerCommand | None) -> str:
-    if command is None:
-        return "none sent"
-    return "paused" if command.paused else f"{command.current_a:g} A on {command.phases}p"
-
-
-@dataclass
-class Stats:
-    """Counters since start."""
-
-    cycles: int = 0
-    charger_writes: int = 0
-    starts: int = 0  #: commands going from pause to a current > 0
-    meter_failures: int = 0
-    charger_failures: int = 0
-    write_failures: int = 0
-    deferred_writes: int = 0  #: writes a driver held back for its rate limit (sent in a later cycle)
-    held_increases: int = 0  #: increases not sent because a decrease of another charger was not delivered
-    late_reads: int = 0  #: reads still running at the end of a cycle (their result is used next cycle)
-    last_cycle_s: float = 0.0  #: wall time the last cycle took (reads, decision, write), s
-    max_cycle_s: float = 0.0  #: the longest cycle so far, s
 
 
 @dataclass(frozen=True)
@@ -104,347 +75,6 @@ class Cycle:
     written: bool
     #: every loadpoint's part (the first one's is also ``charger``, ``decision``, ``written``)
     loadpoints: tuple[LoadpointCycle, ...] = ()
-
-
-@dataclass(frozen=True)
-class LoadpointCycle:
-    """What one cycle saw and did at one loadpoint."""
-
-    name: str
-    charger: ChargerReading | None
-    decision: Decision
-    written: bool
-
-
-@dataclass
-class _Read:
-    """A device read still running: its task, when it started (clock s), and its failed attempts."""
-
-    task: asyncio.Future[Any]
-    started_s: float
-    note: AttemptNote
-
-
-@dataclass(frozen=True)
-class _OutageEvents:
-    """The log events of one kind of outage: its start (warning), each further failure (debug), its end
-    (info)."""
-
-    failed: str
-    still_failing: str
-    recovered: str
-
-
-_READ_EVENTS = _OutageEvents("device_unavailable", "device_still_unavailable", "device_recovered")
-_WRITE_EVENTS = _OutageEvents(
-    "charger_write_failed", "charger_write_still_failing", "charger_write_recovered"
-)
-
-
-class _Health:
-    """Tracks one device's outages (its reads, or the charger's writes with ``events=_WRITE_EVENTS``) so
-    each is logged once when it starts and once when it ends, with the failures it took."""
-
-    def __init__(self, device: str, events: _OutageEvents = _READ_EVENTS) -> None:
-        self.device = device
-        self.events = events
-        self.failing_since: float | None = None
-        self.failures = 0
-        self.consecutive_failures = 0
-        self.last_success_s: float | None = None
-        self.last_error: str | None = None
-        self.last_error_s: float | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        """Health for the status API: name, last success/error (clock s), consecutive failures."""
-        return {
-            "name": self.device,
-            "ok": self.failing_since is None and self.last_success_s is not None,
-            "last_success_s": self.last_success_s,
-            "last_error": self.last_error,
-            "last_error_s": self.last_error_s,
-            "consecutive_failures": self.consecutive_failures,
-            "failures": self.failures,
-        }
-
-    def failed(self, now: float, error: str, **context: Any) -> None:
-        """Record a failure; ``context`` (e.g. ``current_a``) goes into its log line."""
-        self.failures += 1
-        self.consecutive_failures += 1
-        self.last_error, self.last_error_s = error, now
-        if self.failing_since is None:
-            self.failing_since = now
-            log.warning(self.events.failed, device=self.device, error=error, **context)
-        else:
-            log.debug(
-                self.events.still_failing, device=self.device, error=error, failures=self.failures, **context
-            )
-
-    def ok(self, now: float) -> bool:
-        """Record a success; True if it ends an outage."""
-        recovered = self.failing_since is not None
-        if self.failing_since is not None:
-            log.info(
-                self.events.recovered,
-                device=self.device,
-                outage_s=round(now - self.failing_since, 1),
-                failures=self.consecutive_failures,
-            )
-        self.consecutive_failures = 0
-        self.last_success_s = now
-        self.failing_since = None
-        return recovered
-
-
-def _phase_currents_a(command: ChargerCommand) -> tuple[float, float, float]:
-    """What a command offers per grid phase, A: all three on 3 phases, L1 on 1 phase (as
-    :mod:`pvcharge.control.site` counts it)."""
-    a = max(0.0, command.current_a)
-    return (a, a, a) if command.phases == 3 else (a, 0.0, 0.0)
-
-
-class Loadpoint:
-    """One charger the daemon drives: its driver, its controller (held by the daemon's
-    :class:`~pvcharge.control.site.SiteController`), what it last decided and wrote, its health and its
-    resume recovery.
-
-    Args:
-        config: the loadpoint's part of the config (name, charge point, mode, priority, vehicle).
-        charger: its driver.
-        site: the daemon's site controller (which holds this loadpoint's controller by name).
-        stats: the daemon's counters; writes, starts and failures of every loadpoint add up there.
-        clock: now in s.
-    """
-
-    def __init__(
-        self,
-        config: LoadpointConfig,
-        charger: Charger,
-        site: SiteController,
-        stats: Stats,
-        clock: Callable[[], float],
-    ) -> None:
-        self.config = config
-        self.name = config.name
-        self.charger = charger
-        self.site = site
-        self.stats = stats
-        self.clock = clock
-        self.applied: ChargerCommand | None = None  # last command applied; None after a failed write
-        self.acknowledged: ChargerCommand | None = None  # last command the charger took, ever
-        self.writes_blocked = False  # the charger refuses all writes (WritesBlocked)
-        self.health = _Health(charger.name)
-        self.write_health = _Health(charger.name, _WRITE_EVENTS)
-        self.car_connected: bool | None = None  # from the last charger reading
-        self.waker = CarWaker(charger, config.charge_point, config.vehicle)
-        self.last: LoadpointCycle | None = None
-        self.last_reason_kind = ""
-        self.writes = 0  #: commands this charger took
-        self.starts = 0  #: commands going from pause to a current > 0 at this charger
-
-    @property
-    def controller(self) -> Controller:
-        """This loadpoint's controller (mode, session, filters)."""
-        return self.site.controllers[self.name]
-
-    def lowers(self, command: ChargerCommand) -> bool:
-        """``command`` offers no phase more than the charger last took: a pause, or less or equal current
-        on phases it already had.  Unknown (nothing taken yet): only a pause lowers."""
-        if command.current_a <= 0:
-            return True
-        held = self.acknowledged
-        if held is None:
-            return False
-        return all(
-            new <= old for new, old in zip(_phase_currents_a(command), _phase_currents_a(held), strict=True)
-        )
-
-    def may_exceed(self, command: ChargerCommand) -> bool:
-        """The charger may hold more than ``command`` on some phase: it did not take it (a failed or
-        deferred write: what it holds is not known to be lower), or it refuses all writes and the last
-        command it took (if any) is above ``command``."""
-        if not self.writes_blocked:
-            return command != self.applied
-        held = self.acknowledged
-        return held is None or any(
-            old > new for old, new in zip(_phase_currents_a(held), _phase_currents_a(command), strict=True)
-        )
-
-    def reassert(self, why: str) -> None:
-        """Send the current command again next cycle, whatever the driver believes the charger holds."""
-        self.applied = None
-        try:
-            self.charger.forget()
-        except Exception as exc:  # a driver bug must not end the loop
-            log.error("driver_error", device=self.charger.name, what="forget", error=repr(exc))
-        log.info("command_reasserted", device=self.charger.name, why=why)
-
-    def saw(self, charger: ChargerReading | None) -> None:
-        """Take this cycle's charger reading (``None``: no answer)."""
-        if charger is None:
-            self.stats.charger_failures += 1
-            return
-        if charger.connected and self.car_connected is False:
-            # Easee, for one, clears its pause and dynamic current when a car is plugged in
-            self.reassert("vehicle connected")
-        self.car_connected = charger.connected
-
-    async def apply(self, command: ChargerCommand, timeout_s: float) -> bool:
-        """Write ``command`` unless the charger holds it already; True if it was written."""
-        if command == self.applied or self.writes_blocked:
-            return False
-        try:
-            await asyncio.wait_for(self.charger.apply(command), timeout=timeout_s)
-        except WriteDeferred as exc:  # rate limit: offered again next cycle, not a failure
-            self.stats.deferred_writes += 1
-            log.debug(
-                "charger_write_deferred",
-                device=self.charger.name,
-                current_a=command.current_a,
-                reason=exc.message,
-                retry_after_s=exc.retry_after_s,
-            )
-            return False
-        except WritesBlocked as exc:
-            self.writes_blocked = True
-            log.error(
-                "charger_writes_blocked",
-                device=self.charger.name,
-                error=exc.message,
-                action="pvcharge sends this charger nothing more until it is restarted",
-            )
-            return False
-        except (DeviceError, TimeoutError) as exc:
-            self.stats.write_failures += 1
-            self.applied = None
-            error = getattr(exc, "message", None) or "timeout"
-            self.write_health.failed(self.clock(), error, current_a=command.current_a)
-            return False
-        except Exception as exc:
-            self.stats.write_failures += 1
-            self.applied = None
-            log.error("driver_error", device=self.charger.name, what="apply", error=repr(exc), exc_info=True)
-            return False
-        self.write_health.ok(self.clock())
-        if command.current_a > 0 and (self.acknowledged is None or self.acknowledged.current_a == 0):
-            self.stats.starts += 1
-            self.starts += 1
-        self.applied = self.acknowledged = command
-        self.stats.charger_writes += 1
-        self.writes += 1
-        return True
-
-    def status(self) -> dict[str, Any]:
-        """This loadpoint for the status API: ``name``, ``priority``, ``mode``, ``command``
-        (``current_a``, ``phases``; or ``None`` before the first cycle), ``reason``, ``summary``,
-        ``available_w`` (W or ``None``), ``charger`` (:func:`pvcharge.readings.as_dict` of its last
-        reading, or ``None``), ``device`` (its health, as ``devices.charger``), ``writes_blocked``,
-        ``wake_up`` (:meth:`pvcharge.resume.CarWaker.as_dict`), ``writes``, ``starts``."""
-        c = self.last
-        return {
-            "name": self.name,
-            "priority": self.config.priority,
-            "mode": self.controller.mode,
-            "command": (
-                {"current_a": c.decision.command.current_a, "phases": c.decision.command.phases}
-                if c is not None
-                else None
-            ),
-            "reason": c.decision.reason if c is not None else "starting",
-            "summary": in_words(c.decision) if c is not None else "Starting.",
-            "available_w": c.decision.available_w if c is not None else None,
-            "charger": as_dict(c.charger) if c is not None and c.charger is not None else None,
-            "device": self.health.as_dict(),
-            "writes_blocked": self.writes_blocked,
-            "wake_up": self.waker.as_dict(),
-            "writes": self.writes,
-            "starts": self.starts,
-        }
-
-    def log_decision(
-        self,
-        now: float,
-        site: SiteReading | None,
-        charger: ChargerReading | None,
-        decision: Decision,
-        written: bool,
-        *,
-        named: bool,
-    ) -> None:
-        """The ``decision`` event (info when written or the reason's kind changes); ``named`` adds
-        ``loadpoint``."""
-        fields: dict[str, Any] = {"loadpoint": self.name} if named else {}
-        fields.update(
-            mode=decision.mode,
-            current_a=decision.command.current_a,
-            phases=decision.command.phases,
-            reason=decision.reason,
-            written=written,
-        )
-        if decision.available_w is not None:
-            fields["available_w"] = round(decision.available_w)
-        if site is not None:
-            fields.update(
-                grid_power_w=round(site.grid_power_w),
-                pv_power_w=round(site.pv_power_w),
-                battery_power_w=round(site.battery_power_w),
-                battery_soc_pct=site.battery_soc_pct,
-                meter_age_s=round(now - site.timestamp_s, 1),
-            )
-        if charger is not None:
-            fields.update(car_connected=charger.connected, car_power_w=round(charger.power_w))
-        if self.writes_blocked:
-            fields["writes_blocked"] = True
-        kind = kind_of(decision.reason)
-        if written or kind != self.last_reason_kind:
-            log.info("decision", **fields)
-        else:
-            log.debug("decision", **fields)
-        self.last_reason_kind = kind
-
-    async def pause_on_exit(self, sleep: Callable[[float], Awaitable[Any]]) -> None:
-        """Send a pause, waiting out the driver's deferrals within ``SHUTDOWN_WRITE_S``; say how it went."""
-        pause = ChargerCommand(0.0, self.controller.phases)
-        deadline_s = self.clock() + SHUTDOWN_WRITE_S
-        while True:
-            try:
-                left_s = max(0.0, deadline_s - self.clock())
-                await asyncio.wait_for(self.charger.apply(pause), timeout=left_s)
-            except WriteDeferred as exc:
-                wait_s = max(PAUSE_RETRY_S, exc.retry_after_s)  # (0: the driver does not know when)
-                if self.clock() + wait_s < deadline_s:
-                    log.info(
-                        "pause_waiting", device=self.charger.name, wait_s=round(wait_s, 1), why=exc.message
-                    )
-                    await sleep(wait_s)
-                    continue
-                error = f"{exc.message} (no sooner than in {wait_s:.0f} s)"
-            except TimeoutError:
-                error = f"no answer within the {SHUTDOWN_WRITE_S:g} s the pause may take"
-            except Exception as exc:
-                error = getattr(exc, "message", None) or repr(exc)
-            else:
-                log.info("stopped", charger_left="paused")
-                return
-            log.error(
-                "stopped",
-                charger_left="unknown: pause failed",
-                device=self.charger.name,
-                error=error,
-                action=f"{self.charger.name} may still be charging: pause it in its app or at the wallbox",
-            )
-            return
-
-    async def stop(self, exit_state: str, sleep: Callable[[float], Awaitable[Any]]) -> None:
-        """Leave the charger in ``exit_state`` (see :meth:`Daemon._shutdown`)."""
-        if exit_state == "leave":
-            log.info("stopped", charger_left="as it was", command=_describe(self.acknowledged))
-        elif self.writes_blocked:
-            log.info("stopped", charger_left="as it was: writes blocked")
-        elif self.applied is not None and self.applied.current_a == 0:
-            log.info("stopped", charger_left="paused")
-        else:
-            await self.pause_on_exit(sleep)
 
 
 class Daemon:
@@ -509,11 +139,9 @@ class Daemon:
                 log.info("mode_restored", mode=saved, config_mode=self.controller.mode, path=str(state_file))
                 self.controller.set_mode(saved)
         self._last_site: SiteReading | None = None
-        self._meter_health = _Health(meter.name)
-        self._inflight: dict[str, _Read] = {}  # reads still running from an earlier cycle
-        self._values: tuple[float | None, ...] = ()  # the meter's last values and since when
-        self._values_since: float | None = None
-        self._frozen = False
+        self._meter_health = Health(meter.name)
+        self._reads = Reads(clock)
+        self._frozen = FrozenValues(meter.name)
         self._pending_config: Config | None = None  # a reloaded config, applied at the next cycle
         self._holding = False  # increases held back last cycle (logged once per episode)
 
@@ -674,81 +302,18 @@ class Daemon:
         self,
         what: str,
         read: Callable[[], Awaitable[Any]],
-        health: _Health,
+        health: Health,
         loadpoint: Loadpoint | None = None,
     ) -> Any:
-        """One device's reading for this cycle, or ``None`` (``loadpoint``: the charger's).
-
-        The read runs as a task of its own: if it has not finished within ``interval_s`` the cycle goes
-        on without it (so a slow meter never delays the charger's command, nor the other way round) and
-        the task is awaited again next cycle; after ``max_age_s`` it is cancelled and counts as failed.
-        """
-        c = self.config.control
-        running = self._inflight.get(what)
-        if running is None:
-            note = AttemptNote()
-
-            async def noted() -> Any:
-                attempt_note.set(note)  # this task's own context: the driver's retries report here
-                return await read()
-
-            running = _Read(asyncio.ensure_future(noted()), self.clock(), note)
-            self._inflight[what] = running
-        task = running.task
-        done, _ = await asyncio.wait({task}, timeout=min(c.interval_s, c.max_age_s))
-        if not done:
-            waited_s = self.clock() - running.started_s
-            if waited_s < c.max_age_s:
-                self.stats.late_reads += 1
-                log.debug("device_late", device=health.device, waited_s=round(waited_s, 1))
-                return None
-            task.cancel()
-            del self._inflight[what]
-            note = running.note
-            why = f" (attempt {note.attempts} failed: {note.text})" if note.text else ""
-            health.failed(self.clock(), f"no answer within {c.max_age_s:g} s{why}")
-            return None
-        del self._inflight[what]
-        try:
-            result = task.result()
-        except asyncio.CancelledError:  # cancelled from elsewhere: no reading, not the loop's end
-            health.failed(self.clock(), "read cancelled")
-            return None
-        except DeviceError as exc:
-            health.failed(self.clock(), exc.message)
-            return None
-        except Exception as exc:  # a driver bug must not end the loop
-            log.error("driver_error", device=health.device, what=what, error=repr(exc), exc_info=exc)
-            health.failed(self.clock(), repr(exc))
-            return None
-        if health.ok(self.clock()) and loadpoint is not None:
+        """One device's reading for this cycle, or ``None`` (``loadpoint``: the charger's); see
+        :meth:`Reads.read`."""
+        result, outcome = await self._reads.read(what, read, health, self.config.control)
+        if outcome == "late":
+            self.stats.late_reads += 1
+        elif outcome == "recovered" and loadpoint is not None:
             # a charger that was unreachable may have rebooted and lost its command: send it again
             loadpoint.reassert("charger back after an outage")
         return result
-
-    def _unfreeze(self, site: SiteReading) -> SiteReading:
-        """A reading whose values have not changed for ``control.frozen_s`` keeps the timestamp of when
-        they first appeared, so the controller sees it stale: a meter answering with frozen values is
-        as dead as a silent one (real meters never repeat grid power to the watt for minutes)."""
-        values = (site.grid_power_w, site.pv_power_w, site.battery_power_w, site.battery_soc_pct)
-        frozen_s = self.config.control.frozen_s
-        if values != self._values or self._values_since is None:
-            self._values, self._values_since = values, site.timestamp_s
-            if self._frozen:
-                log.info("meter_values_moving_again", device=self.meter.name)
-                self._frozen = False
-            return site
-        if frozen_s <= 0 or site.timestamp_s - self._values_since <= frozen_s:
-            return site
-        if not self._frozen:
-            log.warning(
-                "meter_values_frozen",
-                device=self.meter.name,
-                unchanged_s=round(site.timestamp_s - self._values_since),
-                action="treated as stale until they change",
-            )
-            self._frozen = True
-        return dataclasses.replace(site, timestamp_s=self._values_since)
 
     def _reassert(self, why: str) -> None:
         """Send every loadpoint's command again next cycle, whatever the drivers believe the chargers
@@ -769,7 +334,7 @@ class Daemon:
         if site is None:
             self.stats.meter_failures += 1
         else:
-            self._last_site = self._unfreeze(site)
+            self._last_site = self._frozen.check(site, self.config.control.frozen_s)
         for lp, reading in zip(self.loadpoints, readings, strict=True):
             lp.saw(reading)
         if self._pending_config is not None:
@@ -867,17 +432,15 @@ class Daemon:
         """Leave every charger in ``control.exit_state`` and close the drivers.
 
         ``pause``: one pause command per charger (all at once), unless it already holds one (or refuses
-        all writes), awaited to the end (at most ``SHUTDOWN_WRITE_S``) so nothing is left half-written;
-        ``leave``: nothing is sent, each charger keeps its last command.  A pause the driver defers for
-        its rate limit (``WriteDeferred``, e.g. a cloud's backoff) is sent again when the driver says, if
-        that is within ``SHUTDOWN_WRITE_S``; a pause that cannot be delivered is an error naming the
-        charger.
+        all writes), awaited to the end (at most :data:`~pvcharge.loadpoint.SHUTDOWN_WRITE_S`) so
+        nothing is left half-written; ``leave``: nothing is sent, each charger keeps its last command.
+        A pause the driver defers for its rate limit (``WriteDeferred``, e.g. a cloud's backoff) is sent
+        again when the driver says, if that is within ``SHUTDOWN_WRITE_S``; a pause that cannot be
+        delivered is an error naming the charger.
         """
         exit_state = self.config.control.exit_state
         await asyncio.gather(*(lp.stop(exit_state, self.sleep) for lp in self.loadpoints))
-        for running in self._inflight.values():
-            running.task.cancel()
-        self._inflight.clear()
+        self._reads.cancel()
         devices: list[Meter | Charger] = [self.meter, *(lp.charger for lp in self.loadpoints)]
         for device in devices:
             try:

@@ -24,9 +24,10 @@ from structlog.testing import capture_logs
 from pvcharge.clients.alphaess import OpenApiAccount
 from pvcharge.clients.budget import BudgetSpent, RequestBudget
 from pvcharge.config import parse_config
-from pvcharge.daemon import SHUTDOWN_WRITE_S, Cycle, Daemon
+from pvcharge.daemon import Cycle, Daemon
 from pvcharge.devices import create_devices
 from pvcharge.errors import RateLimited
+from pvcharge.loadpoint import SHUTDOWN_WRITE_S
 from pvcharge.settings import Secret
 from pvcharge.sim.alphaess import AlphaEssEmulator
 from pvcharge.sim.site import SiteModel

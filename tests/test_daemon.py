@@ -299,7 +299,7 @@ async def test_a_hanging_meter_never_holds_up_the_cycle_and_is_cut_off_after_max
     assert hung.is_set() and daemon.stats.late_reads >= 2
     assert cycle.decision.command.current_a == 0 and "stale" in cycle.decision.reason
     assert any(e["event"] == "device_unavailable" and "no answer within 3 s" in e["error"] for e in logs)
-    assert not daemon._inflight or not daemon._inflight["meter"].task.done()
+    assert not daemon._reads.inflight or not daemon._reads.inflight["meter"].task.done()
 
 
 async def test_a_mode_set_over_the_api_survives_a_restart_until_changed(tmp_path: Any) -> None:

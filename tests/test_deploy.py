@@ -35,8 +35,8 @@ from test_notify import (
     stop,
 )
 
-from pvcharge.daemon import SHUTDOWN_WRITE_S
 from pvcharge.health import Heartbeat, check, heartbeat_path, stale_after_s
+from pvcharge.loadpoint import SHUTDOWN_WRITE_S
 from pvcharge.sim.huawei import HuaweiEmulator
 from pvcharge.sim.site import SiteModel
 from pvcharge.sim.warp import WarpEmulator

@@ -365,7 +365,7 @@ async def test_daemon_cutting_off_a_slow_meter_says_which_attempt_failed_and_why
         r"no answer within 1 s \(attempt [12] failed: .*reading 32064×2: no answer within 0\.4 s\)",
         failed[0]["error"],
     ), failed[0]
-    assert not daemon._inflight  # cancelled, not left running
+    assert not daemon._reads.inflight  # cancelled, not left running
     await slow.close()
 
 

@@ -35,9 +35,10 @@ from aiohttp import web
 
 from pvcharge.config import ApiConfig, Config, parse_config, secret_values
 from pvcharge.control import ChargePoint
-from pvcharge.daemon import Cycle, Daemon, Stats
+from pvcharge.daemon import Cycle, Daemon
 from pvcharge.devices import create_devices
 from pvcharge.errors import PvchargeError
+from pvcharge.loadpoint import Stats
 from pvcharge.logs import register_secrets
 from pvcharge.sessions import open_recorder
 from pvcharge.sessions.tally import Session
