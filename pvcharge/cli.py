@@ -84,7 +84,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from pvcharge.devices import create_devices, create_more_chargers
     from pvcharge.health import Heartbeat, heartbeat_path, stale_after_s
     from pvcharge.notify import Notifier
-    from pvcharge.planning.service import build_service
+    from pvcharge.planning.service import build_services, close_services
     from pvcharge.services import Services
 
     log = structlog.get_logger("pvcharge.cli")
@@ -188,9 +188,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         recorder = open_recorder(config)
         if recorder is not None:
             daemon.listeners.append(recorder)
-        plans = build_service(config, daemon, clock=daemon.clock)  # plans: need a restart to change
-        plans.attach()
-        plan_task = asyncio.create_task(plans.run(stop, daemon.clock))
+        # one plan service per loadpoint with plans, the first loadpoint's first (it takes the plans set
+        # at run time and is the API's and MQTT's); plans: need a restart to change
+        plan_services = build_services(config, daemon, clock=daemon.clock)
+        plans = plan_services[0]
+        for service in plan_services:
+            service.attach()
+        plan_tasks = [asyncio.create_task(service.run(stop, daemon.clock)) for service in plan_services]
         services = Services(daemon, sessions=recorder, plans=plans)
         reloads: set[asyncio.Task[None]] = set()  # service restarts under way (held: tasks are weak refs)
         loop = asyncio.get_running_loop()
@@ -203,8 +207,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         finally:
             await asyncio.gather(*reloads, return_exceptions=True)
             stop.set()
-            await asyncio.gather(plan_task, return_exceptions=True)
-            await plans.close()
+            await asyncio.gather(*plan_tasks, return_exceptions=True)
+            await close_services(plan_services)
             await services.stop()
             if recorder is not None:
                 recorder.close(daemon.clock())

@@ -327,6 +327,14 @@ def parse_config(text: str, path: str = "<config>", environ: Mapping[str, str] |
     tariff = loader.dataclass(TariffConfig, data.get("tariff"), "tariff")
     forecast = loader.dataclass(ForecastConfig, data.get("forecast"), "forecast")
     plans = loader.value("plans", data.get("plans") or [], tuple[PlanConfig, ...], {})
+    names = [lp.name for lp in loadpoints] or [MAIN]
+    for i, entry in enumerate(plans):
+        if entry.loadpoint is not None and entry.loadpoint not in names:
+            raise ConfigError(
+                path,
+                f"plans[{i}].loadpoint",
+                f"no loadpoint {entry.loadpoint!r} (expected one of {', '.join(names)})",
+            )
     update_s = float(getattr(meter.settings, "update_interval_s", 0.0))
     if control.max_age_s < update_s:
         raise ConfigError(

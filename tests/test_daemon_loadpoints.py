@@ -3,6 +3,8 @@ the write order and stale data, and ``pvcharge run`` against two WARP emulators 
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -136,32 +138,47 @@ async def test_a_charger_config_is_one_loadpoint_named_main() -> None:
         daemon.set_mode("fast", source="test", loadpoint="garage")
 
 
-async def test_pvcharge_run_drives_two_warps_by_priority_under_the_fuse(tmp_path: Path) -> None:
-    """``pvcharge run`` as a user runs it, with a ``loadpoints:`` config: both WARPs get their
-    commands, the higher priority its full 16 A, the lower what the 25 A fuse leaves (in fast mode, at
-    night)."""
+def night_with_two_cars(car: CarParams) -> tuple[SiteModel, dict[str, SiteModel]]:
+    """The bundled day at 01:00 (no PV: the house's import counts against the fuse) and a car model per
+    loadpoint (carport, garage) whose draw the house's meter sees."""
     trace = bundled_trace()
-    night = trace.start_s + 3600  # no PV: the house's import counts against the fuse
-    cars = {n: SiteModel(trace, t_s=night, battery=None, car=CarParams()) for n in ("carport", "garage")}
+    night = trace.start_s + 3600
+    cars = {n: SiteModel(trace, t_s=night, battery=None, car=car) for n in ("carport", "garage")}
     site = SiteModel(
         trace,
         t_s=night,
         car=CarParams(plug_in_s=0.0, plug_out_s=0.0),
         extra_load_w=lambda: sum(c.state().car_power_w for c in cars.values()),
     )
+    return site, cars
+
+
+@contextlib.asynccontextmanager
+async def two_warps(site: SiteModel, cars: dict[str, SiteModel]) -> AsyncIterator[tuple[str, dict[str, str]]]:
+    """The Huawei meter of ``site`` and a WARP per car on loopback: the config's ``meter:`` and
+    ``control:`` lines, and each loadpoint's WARP URL."""
     async with (
         HuaweiEmulator(site) as meter,
         WarpEmulator(cars["carport"]) as carport,
         WarpEmulator(cars["garage"]) as garage,
     ):
+        head = f"meter: {huawei_meter(meter.port)}\ncontrol: {{interval_s: 1, max_age_s: 10}}\n"
+        yield head, {"carport": carport.url, "garage": garage.url}
+
+
+async def test_pvcharge_run_drives_two_warps_by_priority_under_the_fuse(tmp_path: Path) -> None:
+    """``pvcharge run`` as a user runs it, with a ``loadpoints:`` config: both WARPs get their
+    commands, the higher priority its full 16 A, the lower what the 25 A fuse leaves (in fast mode, at
+    night)."""
+    site, cars = night_with_two_cars(CarParams())
+    async with two_warps(site, cars) as (head, url):
         path = tmp_path / "pvcharge.yaml"
         path.write_text(
-            f"meter: {huawei_meter(meter.port)}\n"
-            "control: {interval_s: 1, max_age_s: 10}\n"
-            "site: {max_grid_current_a: 25}\n"
+            head + "site: {max_grid_current_a: 25}\n"
             "loadpoints:\n"
-            f"  - {{name: carport, priority: 1, mode: fast, charger: {{type: warp, url: '{carport.url}'}}}}\n"
-            f"  - {{name: garage, mode: fast, charger: {{type: warp, url: '{garage.url}'}}}}\n"
+            "  - {name: carport, priority: 1, mode: fast,\n"
+            f"     charger: {{type: warp, url: '{url['carport']}'}}}}\n"
+            f"  - {{name: garage, mode: fast, charger: {{type: warp, url: '{url['garage']}'}}}}\n"
         )
 
         offers: dict[str, float] = {}

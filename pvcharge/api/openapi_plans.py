@@ -130,6 +130,7 @@ PLAN_STATE = _closed(
         "plan": {"$ref": "#/components/schemas/PlanResult"},
         "car_connected": {"type": "boolean", "description": "a car is plugged in"},
         "grid_charging": {"type": "boolean", "description": "the plan has raised the mode to fast right now"},
+        "loadpoint": _text("the name of the loadpoint the plans charge (the first; main: a charger: config)"),
     },
     "the charge plans in force and the last plan made",
 )

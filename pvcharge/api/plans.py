@@ -3,7 +3,8 @@
 ==============================  ===================================================================
 ``GET /api/plans``              the plans in force (``plans:`` and the one set at run time) and the
                                 last plan made: slots from PV and from the grid, energy expected by
-                                the deadline, met or not, the fallbacks in force
+                                the deadline, met or not, the fallbacks in force; all of the first
+                                loadpoint, whose name is ``loadpoint``
 ``PUT /api/plans/next``         set the run-time plan: ``{"energy_kwh": 20, "deadline": "07:00"}``
                                 (or ``soc_pct`` with ``capacity_kwh``; ``weekdays``: repeating;
                                 ``timezone``), :func:`pvcharge.planning.runtime.parse_json`
@@ -21,7 +22,7 @@ import asyncio
 import contextlib
 import json
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -32,6 +33,12 @@ if TYPE_CHECKING:
     from pvcharge.planning.service import PlanService
 
 REPLAN_WAIT_S = 3.0  #: how long PUT/DELETE wait for the re-plan before answering, s
+
+
+def state_of(service: PlanService) -> dict[str, Any]:
+    """``service``'s :meth:`~PlanService.describe` (MQTT's ``P/plan``) and ``loadpoint``, the name of the
+    loadpoint it steers."""
+    return {**service.describe(), "loadpoint": service.loadpoint}
 
 
 class PlanRoutes:
@@ -59,10 +66,10 @@ class PlanRoutes:
     async def _replanned(self, service: PlanService) -> web.Response:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(service.request_replan().wait(), REPLAN_WAIT_S)
-        return self.json(service.describe())
+        return self.json(state_of(service))
 
     async def get_plans(self, request: web.Request) -> web.Response:
-        return self.json(self._service().describe())
+        return self.json(state_of(self._service()))
 
     async def put_next(self, request: web.Request) -> web.Response:
         service = self._service()

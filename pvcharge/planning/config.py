@@ -39,6 +39,9 @@ class PlanConfig:
         "mon,tue,wed,thu,fri,sat,sun", doc="comma-separated days the plan applies to (mon ... sun)"
     )
     timezone: str | None = setting(None, doc="IANA time zone of the deadline (default: the system's)")
+    loadpoint: str | None = setting(
+        None, doc="name of the loadpoint the plan charges (loadpoints:); default the first"
+    )
 
     def __post_init__(self) -> None:
         self.deadline_time()

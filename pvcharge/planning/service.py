@@ -4,13 +4,18 @@ start (and when the car connects) and, in the plan's grid slots (or while the pr
 through :meth:`pvcharge.daemon.Daemon.set_mode`; when the slot ends it puts back the mode the user
 had. Everything else stays with the control loop (PV surplus charging in ``pv``/``minpv``).
 
+One service steers one loadpoint (its ``loadpoint``; ``plans[i].loadpoint`` in the config, unset: the
+first): it counts that loadpoint's charger reading and switches that loadpoint's mode only.
+:func:`build_services` gives ``pvcharge run`` one per loadpoint with plans (the first loadpoint's always),
+sharing the price and forecast sources.
+
 Beside the config's ``plans:`` one plan may be set at run time (:mod:`pvcharge.planning.runtime`, over
 the API, MQTT or ``pvcharge plan set``): :meth:`PlanService.set_plan` / :meth:`PlanService.clear_plan`.
 It is kept in the daemon's state file (key ``plan``, :func:`pvcharge.state.save_plan`) so it survives a
 restart; a one-off is dropped once its deadline has passed. :meth:`PlanService.describe` gives the plans
 in force and the last plan made, as the API and MQTT publish them.
 
-Energy towards a plan is counted from the car's measured power (the charger's reading in each cycle)
+Energy towards a plan is counted from the car's measured power (its charger's reading in each cycle)
 since the car connected, and starts again at 0 after a deadline or when the car leaves.
 
 A plan given as ``soc_pct`` plans the energy at the charger from the car's SoC
@@ -162,6 +167,14 @@ class PlanService:
         currency: the prices' currency, for :meth:`describe`'s summary.
         smart_cost_limit: charge at full power whenever the slot's price (currency/kWh) is at or
             below it, plan or not (``None``: off); a slot without a price never counts as cheap.
+        loadpoint: the name of the loadpoint the service steers (its charger's reading, its mode);
+            ``None``: the first (the only one of a ``charger:`` config).
+        takes_runtime: whether the plan set at run time (API, MQTT, ``pvcharge plan``) is this
+            service's (kept in the state file); ``pvcharge run`` gives it to the first loadpoint's.
+
+    Raises:
+        KeyError: ``loadpoint`` names no loadpoint of the daemon (the config loader refuses such a
+            ``plans[i].loadpoint`` first).
 
     Attributes:
         plan: the last plan made, ``None`` before the first or without a plan in force.
@@ -185,8 +198,12 @@ class PlanService:
         smart_cost_limit: float | None = None,
         base_load_w: float = 0.0,
         currency: str = "EUR",
+        loadpoint: str | None = None,
+        takes_runtime: bool = True,
     ) -> None:
         self.daemon = daemon
+        self.loadpoint = daemon.loadpoint(loadpoint).name  # (KeyError: no such loadpoint)
+        self.takes_runtime = takes_runtime
         self.plans = tuple(plans)
         self.limits = limits
         self.prices = prices
@@ -210,7 +227,7 @@ class PlanService:
         self._wake = asyncio.Event()
         self._replanned: list[asyncio.Event] = []  # set after the next step (request_replan)
         self.plan_at_s: float | None = None  #: when :attr:`plan` was made (Unix s)
-        self.runtime: runtime.RuntimePlan | None = self._load_runtime()
+        self.runtime: runtime.RuntimePlan | None = self._load_runtime() if takes_runtime else None
 
     def attach(self) -> None:
         """Listen to the daemon's cycles."""
@@ -220,6 +237,9 @@ class PlanService:
         """Count the car's energy; a car that connects asks for a plan at once, one that leaves ends
         the plan's grid charging."""
         reading = cycle.charger
+        for part in cycle.loadpoints:  # (a cycle without parts: the first loadpoint's is ``charger``)
+            if part.name == self.loadpoint:
+                reading = part.charger
         connected = bool(reading is not None and reading.connected)
         gap_s = cycle.now - self._last_cycle_s if self._last_cycle_s is not None else 0.0
         if 0 < gap_s <= MAX_GAP_S:
@@ -423,11 +443,16 @@ class PlanService:
             if cached is not None:
                 await cached.source.close()
 
+    @property
+    def mode(self) -> Any:
+        """The mode of the service's loadpoint now."""
+        return self.daemon.loadpoint(self.loadpoint).controller.mode
+
     def _override(self, why: str) -> None:
-        mode = self.daemon.mode
+        mode = self.mode
         if self._user_mode is None and mode in ("pv", "minpv"):
             self._user_mode = mode
-            self.daemon.set_mode("fast", source=why, persist=False)
+            self.daemon.set_mode("fast", source=why, persist=False, loadpoint=self.loadpoint)
         elif self._user_mode is not None and mode != "fast":
             self._user_mode = None  # the user chose another mode meanwhile: theirs stands
 
@@ -436,30 +461,59 @@ class PlanService:
         if self._user_mode is None:
             return
         mode, self._user_mode = self._user_mode, None
-        if self.daemon.mode == "fast":  # (else the user changed it meanwhile: leave theirs)
-            self.daemon.set_mode(mode, source=f"plan: {why}", persist=False)
+        if self.mode == "fast":  # (else the user changed it meanwhile: leave theirs)
+            self.daemon.set_mode(mode, source=f"plan: {why}", persist=False, loadpoint=self.loadpoint)
 
 
-def build_service(config: Config, daemon: Daemon, *, clock: Callable[[], float]) -> PlanService:
-    """The service for ``config.plans``, ``tariff.smart_cost_limit`` and the plans set at run time, with
-    the configured sources (their last answers cached in ``prices.json`` and ``forecast.json`` beside
-    the state file; nothing is fetched while there is neither a plan nor a cost limit and no car)."""
+def build_services(config: Config, daemon: Daemon, *, clock: Callable[[], float]) -> list[PlanService]:
+    """One service per loadpoint that has plans (``plans[i].loadpoint``; unset: the first) and the first
+    loadpoint's always, first in the list (it takes the plans set at run time); each applies
+    ``tariff.smart_cost_limit`` to its loadpoint. The configured sources are
+    built once and shared (their last answers cached in ``prices.json`` and ``forecast.json`` beside
+    the state file; nothing is fetched while there is neither a plan nor a cost limit and no car).
+    Close them with :func:`close_services`."""
     from pvcharge.planning.sources import forecast_source, tariff_source
     from pvcharge.state import state_path
 
     cache_dir = state_path(config.state).parent  # beside the state file
     tariff = tariff_source(config.tariff, clock=clock, cache_dir=cache_dir)
     forecast = forecast_source(config.forecast, clock=clock, cache_dir=cache_dir)
-    return PlanService(
-        daemon,
-        config.plans,
-        limits=ChargeLimits.of(config.charge_point, config.site.voltage_v),
-        prices=tariff,
-        forecast=forecast,
-        fallback_price_per_kwh=config.tariff.grid_price_per_kwh,
-        feed_in_per_kwh=config.tariff.feed_in_per_kwh,
-        pv_factor=config.forecast.pv_factor,
-        smart_cost_limit=config.tariff.smart_cost_limit,
-        base_load_w=config.forecast.base_load_w,
-        currency=config.tariff.currency,
-    )
+    first = daemon.loadpoints[0]
+    services: list[PlanService] = []
+    for lp in daemon.loadpoints:
+        plans = [p for p in config.plans if (p.loadpoint or first.name) == lp.name]
+        if lp is not first and not plans:
+            continue
+        services.append(
+            PlanService(
+                daemon,
+                plans,
+                limits=ChargeLimits.of(lp.config.charge_point, config.site.voltage_v),
+                prices=tariff,
+                forecast=forecast,
+                fallback_price_per_kwh=config.tariff.grid_price_per_kwh,
+                feed_in_per_kwh=config.tariff.feed_in_per_kwh,
+                pv_factor=config.forecast.pv_factor,
+                smart_cost_limit=config.tariff.smart_cost_limit,
+                base_load_w=config.forecast.base_load_w,
+                currency=config.tariff.currency,
+                loadpoint=lp.name,
+                takes_runtime=lp is first,
+            )
+        )
+    return services
+
+
+def build_service(config: Config, daemon: Daemon, *, clock: Callable[[], float]) -> PlanService:
+    """The first loadpoint's service of :func:`build_services` (the only one of a ``charger:`` config)."""
+    return build_services(config, daemon, clock=clock)[0]
+
+
+async def close_services(services: Sequence[PlanService]) -> None:
+    """Close the sources of ``services``, each once (they share them)."""
+    closed: set[int] = set()
+    for service in services:
+        for cached in (service.prices, service.forecast):
+            if cached is not None and id(cached) not in closed:
+                closed.add(id(cached))
+                await cached.source.close()

@@ -10,6 +10,7 @@ the first one): the planner's fallback rules (no PV, flat price) take over from 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 from collections.abc import Callable, Mapping, Sequence
@@ -227,6 +228,7 @@ class CachedSource:
         self.fetched_s = -math.inf
         self.last_error: str | None = None
         self._next_try_s = -math.inf
+        self._fetching = asyncio.Lock()  # plan services that share the source fetch once
         self._cache_file = cache_file
         self._cache_key = f"{source.name}|{cache_key}"
         if cache_file is not None:
@@ -261,20 +263,22 @@ class CachedSource:
     async def latest(self, now_s: float) -> SlotValues | None:
         """Refresh if due (``refresh_s`` after a success, ``retry_s`` after a failure, never before a
         429's ``Retry-After``) and return the answer, or ``None`` when there is none younger than
-        ``max_age_s``. Never raises a source's error: it is logged and kept in :attr:`last_error`."""
-        if now_s >= self._next_try_s:
-            self._next_try_s = now_s + self.refresh_s
-            try:
-                self.values = await self.source.fetch(now_s)
-            except RateLimited as exc:
-                self._next_try_s = now_s + max(exc.retry_after_s, self.retry_s)
-                self._failed(exc)
-            except DeviceError as exc:
-                self._next_try_s = now_s + self.retry_s
-                self._failed(exc)
-            else:
-                self.fetched_s, self.last_error = now_s, None
-                self._save()
+        ``max_age_s``. Never raises a source's error: it is logged and kept in :attr:`last_error`.
+        Callers at the same time (the plan services of several loadpoints) wait for one fetch."""
+        async with self._fetching:
+            if now_s >= self._next_try_s:
+                self._next_try_s = now_s + self.refresh_s
+                try:
+                    self.values = await self.source.fetch(now_s)
+                except RateLimited as exc:
+                    self._next_try_s = now_s + max(exc.retry_after_s, self.retry_s)
+                    self._failed(exc)
+                except DeviceError as exc:
+                    self._next_try_s = now_s + self.retry_s
+                    self._failed(exc)
+                else:
+                    self.fetched_s, self.last_error = now_s, None
+                    self._save()
         if self.values is None or now_s - self.fetched_s > self.max_age_s:
             return None
         return self.values
