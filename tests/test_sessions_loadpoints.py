@@ -3,12 +3,15 @@ site's PV, battery and grid in proportion to their power (the daemon on a fake c
 
 from __future__ import annotations
 
+import csv
+import io
 from pathlib import Path
 
 import pytest
 from test_daemon import Charger, Clock, run
 from test_daemon_loadpoints import TWO
 
+from pvcharge.cli import main
 from pvcharge.config import parse_config
 from pvcharge.daemon import Daemon
 from pvcharge.readings import ChargerReading, SiteReading
@@ -47,7 +50,9 @@ class Site:
         pass
 
 
-async def test_two_cars_are_recorded_per_loadpoint_sharing_the_sites_sources(tmp_path: Path) -> None:
+async def test_two_cars_are_recorded_per_loadpoint_sharing_the_sites_sources(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     clock = Clock()
     carport, garage = Car(clock), Car(clock)
     config = parse_config(TWO, environ={})
@@ -56,6 +61,11 @@ async def test_two_cars_are_recorded_per_loadpoint_sharing_the_sites_sources(tmp
     assert recorder is not None
     daemon.listeners.append(recorder)
     await run(daemon, clock, 20)  # 16 A and 9 A (the 25 A fuse) from the first cycle's writes on
+    live = recorder.sessions()  # the API's answer: both open sessions, by name
+    assert [(s.loadpoint, s.end_s) for s in live] == [("carport", None), ("garage", None)]
+    assert recorder.sessions(loadpoint="garage") == [live[1]]
+    last = recorder.last_session()
+    assert last is not None and last.loadpoint == "carport"
     carport.connected = garage.connected = False
     await run(daemon, clock, 1)
     recorder.close(clock())
@@ -83,6 +93,14 @@ async def test_two_cars_are_recorded_per_loadpoint_sharing_the_sites_sources(tmp
     assert day.car_pv_wh == pytest.approx(sessions["carport"].pv_wh + sessions["garage"].pv_wh)
     assert day.pv_wh == pytest.approx(PV_W * 100 / 3600)  # the site's, once: 20 intervals
     assert sessions["carport"].pv_wh / sessions["garage"].pv_wh == pytest.approx(16 / 9)
+
+    capsys.readouterr()  # (the daemon's log lines)
+    assert main(["sessions", "--database", str(tmp_path / "sessions.db"), "--csv"]) == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert [(r["loadpoint"], r["energy_kwh"]) for r in rows] == [
+        ("carport", f"{carport_w * hours / 1000:.3f}"),
+        ("garage", f"{garage_w * hours / 1000:.3f}"),
+    ]
 
 
 def test_a_charger_config_records_under_the_chargers_type(tmp_path: Path) -> None:

@@ -221,8 +221,11 @@ class SessionRecorder:
         return result
 
     def last_session(self) -> Session | None:
-        """The latest session, open or closed, from memory (the MQTT bridge asks after every cycle)."""
-        return self.tally.session if self.tally.session is not None else self._last_closed
+        """The latest session, open or closed, from memory (the MQTT bridge asks after every cycle): an
+        open one (with several loadpoints the first open one in the daemon's order), else the latest
+        closed one of any loadpoint."""
+        open_ = self._open_sessions()
+        return open_[0] if open_ else self._last_closed
 
     def days(self, *, from_day: str | None = None, to_day: str | None = None) -> list[DayTotals]:
         """The site's energy per local day ``from_day``..``to_day`` (``YYYY-MM-DD``, both included;

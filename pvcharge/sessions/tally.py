@@ -20,7 +20,9 @@ Attribution of the car's power (the same as the replay's, :meth:`pvcharge.sim.si
 PV serves the house first, then the car; the rest of the car's power comes from battery discharge and
 grid import in proportion to what each supplies (all of it from the grid when neither supplies).  The
 house without the car is ``pv + grid + battery − car`` (readings' signs: grid > 0 imports, battery > 0
-discharges).
+discharges).  With several loadpoints (one :class:`Tally` each, ``cars_w`` in :meth:`Tally.step`) "the
+car" is every car together, and each car gets its part of each source in proportion to its power
+(:func:`car_share`); only one tally (``site=True``) keeps the site's daily energy and power per minute.
 
 Money, per interval, with the tariff in force (``tariff:`` in the config):
 
@@ -110,7 +112,7 @@ class Session:
     """One charging session of a loadpoint.
 
     Attributes:
-        loadpoint: the loadpoint's name (today: the charger's).
+        loadpoint: the loadpoint's name (a ``charger:`` config's: the charger's type).
         start_s: plug-in (or first power) time, Unix s.
         end_s: unplug time, Unix s; ``None`` while open.
         updated_s: the last time integrated into it, Unix s.
@@ -211,6 +213,8 @@ class Tally:
         max_age_s: a site reading older than this (at the cycle's time) is not used, s.
         max_gap_s: a longer interval between two usable samples is not integrated, s.
         session: an open session to continue (from the store, after a restart).
+        site: keep the site's daily energy and power per minute (one tally per site; with several
+            loadpoints the first's).
     """
 
     def __init__(
