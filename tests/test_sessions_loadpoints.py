@@ -111,3 +111,25 @@ def test_a_charger_config_records_under_the_chargers_type(tmp_path: Path) -> Non
     assert isinstance(recorder, SessionRecorder)
     assert list(recorder.tallies) == ["warp"] and recorder.tally.site
     recorder.close(0.0)
+
+
+async def test_a_restart_continues_each_loadpoints_open_session(tmp_path: Path) -> None:
+    clock = Clock()
+    carport, garage = Car(clock), Car(clock)
+    config = parse_config(TWO, environ={})
+    path = tmp_path / "sessions.db"
+    for _ in range(2):  # two runs of the daemon on one file, the cars plugged in throughout
+        daemon = Daemon(config, Site(clock, [carport, garage]), [carport, garage], clock=clock)  # type: ignore[list-item]
+        recorder = open_recorder(config, path=path)
+        assert recorder is not None
+        daemon.listeners.append(recorder)
+        await run(daemon, clock, 5)
+        recorder.close(clock())
+    store = SessionStore(path)
+    found = store.sessions()
+    store.close()
+    assert [(s.loadpoint, s.end_s) for s in found] == [("carport", None), ("garage", None)]
+    # the first run ramps up (2.5 s) then draws for 15 s; the second draws at once, for 4 intervals (the
+    # gap between the runs is not integrated): both runs' energy in one session per loadpoint
+    for session, amps in zip(found, (16, 9), strict=True):
+        assert session.energy_wh == pytest.approx(amps * 690.0 * (17.5 + 20) / 3600)
