@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import tzinfo
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -62,7 +62,8 @@ def open_recorder(
 ) -> SessionRecorder | None:
     """The recorder for ``config``, or ``None`` with ``sessions.enabled: false`` or when the database
     cannot be opened (logged as ``sessions_unavailable``: charging goes on without a history).  ``path``
-    overrides :func:`database_path`, ``loadpoint`` the loadpoint's name (default: the charger's type)."""
+    overrides :func:`database_path`, ``loadpoint`` the loadpoint's name (default: the charger's type,
+    or with a ``loadpoints:`` section every loadpoint's name, each with its own sessions)."""
     if not config.sessions.enabled:
         return None
     try:
@@ -73,7 +74,7 @@ def open_recorder(
     log.info("sessions_recording", path=str(store.path))
     return SessionRecorder(
         store,
-        loadpoint or config.charger.type,
+        loadpoint or [lp.name for lp in config.loadpoints] or config.charger.type,
         tariff_of(config.tariff),
         tz=tz,
         max_age_s=config.control.max_age_s,
@@ -85,7 +86,10 @@ class SessionRecorder:
 
     Args:
         store: the open database (closed by :meth:`close`).
-        loadpoint: the loadpoint's name (the charger's).
+        loadpoint: the loadpoint's name (the charger's), or every loadpoint's name in the daemon's order
+            (``Cycle.loadpoints``): each gets its own sessions (:attr:`tallies`), the first also keeps
+            the site's daily energy and power per minute, and the cars share the site's PV, battery
+            and grid in proportion to their power (:func:`~pvcharge.sessions.tally.car_share`).
         tariff: prices for cost and savings.
         tz: the time zone of the days (``None``: the system's).
         max_age_s: the daemon's ``control.max_age_s``: older site readings are not integrated.
@@ -99,25 +103,34 @@ class SessionRecorder:
     def __init__(
         self,
         store: SessionStore,
-        loadpoint: str,
+        loadpoint: str | Sequence[str],
         tariff: Tariff,
         *,
         tz: tzinfo | None = None,
         max_age_s: float = 30.0,
         checkpoint_s: float = CHECKPOINT_S,
     ) -> None:
+        names = [loadpoint] if isinstance(loadpoint, str) else list(loadpoint)
+        if not names:
+            raise ValueError("a session recorder needs at least one loadpoint")
         self.store = store
-        self.loadpoint = loadpoint
+        self.loadpoint = names[0]
         self.tz = tz
         self.checkpoint_s = checkpoint_s
-        self.tally = Tally(
-            loadpoint,
-            tariff,
-            tz=tz,
-            max_age_s=max_age_s,
-            max_gap_s=max(checkpoint_s, 2 * max_age_s),
-            session=store.open_session(loadpoint),
-        )
+        #: one tally per loadpoint, by name, in the daemon's order; the first keeps the site's energy
+        self.tallies = {
+            name: Tally(
+                name,
+                tariff,
+                tz=tz,
+                max_age_s=max_age_s,
+                max_gap_s=max(checkpoint_s, 2 * max_age_s),
+                session=store.open_session(name),
+                site=i == 0,
+            )
+            for i, name in enumerate(names)
+        }
+        self.tally = self.tallies[names[0]]  #: the first loadpoint's (the only one of a ``charger:`` config)
         self.writes = 0  #: transactions committed
         self._last_write_s: float | None = None
         self._pending_closed: list[Session] = []
@@ -128,26 +141,37 @@ class SessionRecorder:
 
     def __call__(self, cycle: Cycle) -> None:
         """The daemon's cycle listener."""
-        self.tally.step(cycle.now, cycle.site, cycle.charger, cycle.decision.command, cycle.written)
-        closed = bool(self.tally.closed)
+        if len(self.tallies) == 1:
+            self.tally.step(cycle.now, cycle.site, cycle.charger, cycle.decision.command, cycle.written)
+        else:
+            cars_w = sum(max(0.0, lp.charger.power_w) for lp in cycle.loadpoints if lp.charger is not None)
+            for lp in cycle.loadpoints:
+                tally = self.tallies.get(lp.name)
+                if tally is not None:
+                    tally.step(cycle.now, cycle.site, lp.charger, lp.decision.command, lp.written, cars_w)
+        closed = any(t.closed for t in self.tallies.values())
         if closed or self._last_write_s is None or cycle.now - self._last_write_s >= self.checkpoint_s:
             self.flush(cycle.now)
 
     def set_tariff(self, tariff: Tariff) -> None:
         """Prices from now on (a reloaded config)."""
-        self.tally.tariff = tariff
+        for tally in self.tallies.values():
+            tally.tariff = tariff
+
+    def _open_sessions(self) -> list[Session]:
+        return [t.session for t in self.tallies.values() if t.session is not None]
 
     def flush(self, now_s: float) -> bool:
         """Write what is pending: closed sessions, the open session, the daily energy.  False (logged)
         if the write failed; it is then tried again at the next flush."""
-        closed = self.tally.take_closed()
+        closed = [s for t in self.tallies.values() for s in t.take_closed()]
         if closed:
-            self._last_closed = closed[-1]
+            self._last_closed = max(closed, key=lambda s: s.end_s or s.start_s)
         self._pending_closed += closed
         for day in self.tally.take_days():
             self._pending_days.setdefault(day.day, DayTotals(day.day)).add(day)
         _add_power(self._pending_power, self.tally.take_power())
-        sessions = [*self._pending_closed, *([self.tally.session] if self.tally.session else [])]
+        sessions = [*self._pending_closed, *self._open_sessions()]
         self._last_write_s = now_s
         try:
             self.store.write(sessions, list(self._pending_days.values()), self._pending_power)
@@ -174,7 +198,8 @@ class SessionRecorder:
         """Write the open session as it stands and close the file.  The session stays open, to be
         continued after a restart, unless ``end_session`` (the demo: its car leaves with it)."""
         if end_session:
-            self.tally.end()
+            for tally in self.tallies.values():
+                tally.end()
         self.flush(now_s)
         self.store.close()
 
@@ -185,7 +210,7 @@ class SessionRecorder:
     ) -> list[Session]:
         """Sessions started in ``[from_s, to_s)``, oldest first, the open one with its latest values."""
         stored = self.store.sessions(from_s=from_s, to_s=to_s, loadpoint=loadpoint)
-        live = [*self._pending_closed, *([self.tally.session] if self.tally.session else [])]
+        live = [*self._pending_closed, *self._open_sessions()]
         by_id = {s.id: s for s in live if s.id is not None}
         result = [by_id.get(s.id, s) if s.id is not None else s for s in stored]
         for s in live:
@@ -196,8 +221,11 @@ class SessionRecorder:
         return result
 
     def last_session(self) -> Session | None:
-        """The latest session, open or closed, from memory (the MQTT bridge asks after every cycle)."""
-        return self.tally.session if self.tally.session is not None else self._last_closed
+        """The latest session, open or closed, from memory (the MQTT bridge asks after every cycle): an
+        open one (with several loadpoints the first open one in the daemon's order), else the latest
+        closed one of any loadpoint."""
+        open_ = self._open_sessions()
+        return open_[0] if open_ else self._last_closed
 
     def days(self, *, from_day: str | None = None, to_day: str | None = None) -> list[DayTotals]:
         """The site's energy per local day ``from_day``..``to_day`` (``YYYY-MM-DD``, both included;

@@ -78,7 +78,9 @@ def add_command(subparsers: Any) -> None:
         "--from", dest="from_", metavar="DATE", help="sessions started on or after DATE (YYYY-MM-DD)"
     )
     p.add_argument("--to", metavar="DATE", help="sessions started on or before DATE (YYYY-MM-DD, included)")
-    p.add_argument("--loadpoint", help="only this loadpoint (the charger type, e.g. warp)")
+    p.add_argument(
+        "--loadpoint", help="only this loadpoint (its name in loadpoints:, or the charger type, e.g. warp)"
+    )
     p.add_argument(
         "--csv",
         action="store_true",

@@ -20,7 +20,9 @@ Attribution of the car's power (the same as the replay's, :meth:`pvcharge.sim.si
 PV serves the house first, then the car; the rest of the car's power comes from battery discharge and
 grid import in proportion to what each supplies (all of it from the grid when neither supplies).  The
 house without the car is ``pv + grid + battery − car`` (readings' signs: grid > 0 imports, battery > 0
-discharges).
+discharges).  With several loadpoints (one :class:`Tally` each, ``cars_w`` in :meth:`Tally.step`) "the
+car" is every car together, and each car gets its part of each source in proportion to its power
+(:func:`car_share`); only one tally (``site=True``) keeps the site's daily energy and power per minute.
 
 Money, per interval, with the tariff in force (``tariff:`` in the config):
 
@@ -90,6 +92,15 @@ def attribute(site: SiteReading, car_power_w: float) -> Split:
     )
 
 
+def car_share(split: Split, car_w: float) -> Split:
+    """One car's part of every car's ``split`` (several loadpoints): each source in proportion to the
+    car's power ``car_w`` (W) over all cars' ``split.car``; nothing when no car draws."""
+    if split.car <= 0:
+        return Split()
+    k = min(max(0.0, car_w) / split.car, 1.0)
+    return Split(split.car * k, split.pv * k, split.battery * k, split.grid * k)
+
+
 def solar_share(pv_wh: float, battery_wh: float, car_wh: float) -> float | None:
     """The car's energy ``car_wh`` from the sun, straight from PV or through the home battery:
     ``(pv_wh + battery_wh) / car_wh`` (0–1), ``None`` before any energy."""
@@ -101,7 +112,7 @@ class Session:
     """One charging session of a loadpoint.
 
     Attributes:
-        loadpoint: the loadpoint's name (today: the charger's).
+        loadpoint: the loadpoint's name (a ``charger:`` config's: the charger's type).
         start_s: plug-in (or first power) time, Unix s.
         end_s: unplug time, Unix s; ``None`` while open.
         updated_s: the last time integrated into it, Unix s.
@@ -179,7 +190,8 @@ ENERGY_FIELDS = tuple(f.name for f in dataclasses.fields(DayTotals) if f.name !=
 @dataclass(frozen=True)
 class _Sample:
     t_s: float
-    split: Split
+    split: Split  #: every car's power by source (the site's)
+    own: Split  #: this loadpoint's car's part of it
     pv_w: float
     grid_w: float
     battery_w: float
@@ -201,6 +213,8 @@ class Tally:
         max_age_s: a site reading older than this (at the cycle's time) is not used, s.
         max_gap_s: a longer interval between two usable samples is not integrated, s.
         session: an open session to continue (from the store, after a restart).
+        site: keep the site's daily energy and power per minute (one tally per site; with several
+            loadpoints the first's).
     """
 
     def __init__(
@@ -212,8 +226,10 @@ class Tally:
         max_age_s: float = 30.0,
         max_gap_s: float = 60.0,
         session: Session | None = None,
+        site: bool = True,
     ) -> None:
         self.loadpoint = loadpoint
+        self.site = site  #: whether this tally keeps the site's daily energy and power per minute
         self.tariff = tariff
         self.tz = tz
         self.max_age_s = max_age_s
@@ -234,11 +250,14 @@ class Tally:
         charger: ChargerReading | None,
         command: ChargerCommand | None = None,
         written: bool = False,
+        cars_w: float | None = None,
     ) -> None:
-        """Take one cycle at ``now_s`` (Unix s); readings that are missing or stale are a gap."""
+        """Take one cycle at ``now_s`` (Unix s); readings that are missing or stale are a gap.
+        ``cars_w``: every loadpoint's car power together (W; ``None``: this car's alone), see
+        :func:`car_share`."""
         if charger is not None:
             self._open(now_s, charger)
-        self._integrate_cycle(now_s, site, charger)
+        self._integrate_cycle(now_s, site, charger, cars_w)
         if charger is not None and self.session is not None:
             self._close_if_done(now_s, charger, self.session)
         session = self.session
@@ -251,21 +270,22 @@ class Tally:
             session.last_command = command
 
     def _integrate_cycle(
-        self, now_s: float, site: SiteReading | None, charger: ChargerReading | None
+        self, now_s: float, site: SiteReading | None, charger: ChargerReading | None, cars_w: float | None
     ) -> None:
         session = self.session
         if site is None or charger is None or now_s - site.timestamp_s > self.max_age_s:
             return
-        sample = _Sample(
-            now_s, attribute(site, charger.power_w), site.pv_power_w, site.grid_power_w, site.battery_power_w
-        )
-        minute = self.power.setdefault(int(now_s // 60) * 60, [0.0] * (1 + len(POWER_FIELDS)))
-        car_w = charger.power_w
-        for i, value in enumerate(
-            (site.pv_power_w, site.house_power_w - car_w, car_w, site.grid_power_w, site.battery_power_w)
-        ):
-            minute[1 + i] += value
-        minute[0] += 1
+        car_w = charger.power_w if cars_w is None else cars_w
+        split = attribute(site, car_w)
+        own = split if cars_w is None else car_share(split, charger.power_w)
+        sample = _Sample(now_s, split, own, site.pv_power_w, site.grid_power_w, site.battery_power_w)
+        if self.site:
+            minute = self.power.setdefault(int(now_s // 60) * 60, [0.0] * (1 + len(POWER_FIELDS)))
+            for i, value in enumerate(
+                (site.pv_power_w, site.house_power_w - car_w, car_w, site.grid_power_w, site.battery_power_w)
+            ):
+                minute[1 + i] += value
+            minute[0] += 1
         if session is not None and charger.power_w > 0:
             session.peak_power_w = max(session.peak_power_w, charger.power_w)
             if charger.phases and charger.phases not in session.phases:
@@ -321,24 +341,25 @@ class Tally:
         def mean(x: float, y: float) -> float:
             return (x + y) / 2 * h
 
-        car = mean(a.split.car, b.split.car)
-        pv = mean(a.split.pv, b.split.pv)
-        battery = mean(a.split.battery, b.split.battery)
-        grid = mean(a.split.grid, b.split.grid)
-        day_name = local_day(b.t_s, self.tz)
-        day = self.days.setdefault(day_name, DayTotals(day_name))
-        day.pv_wh += mean(a.pv_w, b.pv_w)
-        day.import_wh += mean(max(a.grid_w, 0.0), max(b.grid_w, 0.0))
-        day.export_wh += mean(max(-a.grid_w, 0.0), max(-b.grid_w, 0.0))
-        day.battery_discharge_wh += mean(max(a.battery_w, 0.0), max(b.battery_w, 0.0))
-        day.battery_charge_wh += mean(max(-a.battery_w, 0.0), max(-b.battery_w, 0.0))
-        day.car_wh += car
-        day.car_pv_wh += pv
-        day.car_battery_wh += battery
-        day.car_grid_wh += grid
+        if self.site:
+            day_name = local_day(b.t_s, self.tz)
+            day = self.days.setdefault(day_name, DayTotals(day_name))
+            day.pv_wh += mean(a.pv_w, b.pv_w)
+            day.import_wh += mean(max(a.grid_w, 0.0), max(b.grid_w, 0.0))
+            day.export_wh += mean(max(-a.grid_w, 0.0), max(-b.grid_w, 0.0))
+            day.battery_discharge_wh += mean(max(a.battery_w, 0.0), max(b.battery_w, 0.0))
+            day.battery_charge_wh += mean(max(-a.battery_w, 0.0), max(-b.battery_w, 0.0))
+            day.car_wh += mean(a.split.car, b.split.car)
+            day.car_pv_wh += mean(a.split.pv, b.split.pv)
+            day.car_battery_wh += mean(a.split.battery, b.split.battery)
+            day.car_grid_wh += mean(a.split.grid, b.split.grid)
         session = self.session
         if session is None:
             return
+        car = mean(a.own.car, b.own.car)
+        pv = mean(a.own.pv, b.own.pv)
+        battery = mean(a.own.battery, b.own.battery)
+        grid = mean(a.own.grid, b.own.grid)
         t = self.tariff
         session.energy_wh += car
         session.pv_wh += pv
