@@ -59,23 +59,33 @@ class _Fixed:
 
 
 class _Steered:
-    """What :class:`PlanService` needs of a daemon: the mode (on the controller), listeners, a clock."""
+    """What :class:`PlanService` needs of a daemon: one loadpoint (``main``, its mode on the controller),
+    listeners, a clock."""
 
     state_file = None
+    name = "main"
 
     def __init__(self, controller: Controller) -> None:
         self.controller = controller
         self.listeners: list[Callable[[Cycle], None]] = []
         self.now = 0.0
+        self.loadpoints = [self]
 
     def clock(self) -> float:
         return self.now
+
+    def loadpoint(self, name: str | None = None) -> _Steered:
+        if name not in (None, self.name):
+            raise KeyError(name)
+        return self
 
     @property
     def mode(self) -> Mode:
         return self.controller.mode
 
-    def set_mode(self, mode: Mode, *, source: str, persist: bool = True) -> None:
+    def set_mode(
+        self, mode: Mode, *, source: str, persist: bool = True, loadpoint: str | None = None
+    ) -> None:
         self.controller.set_mode(mode)
 
 
