@@ -81,7 +81,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     log_format = args.log_format or config.log.format
     configure_logging(args.log_level or config.log.level, log_format, stream=sys.stdout)
     from pvcharge.daemon import Daemon
-    from pvcharge.devices import create_devices, create_more_chargers
+    from pvcharge.devices import create_site_devices
     from pvcharge.health import Heartbeat, heartbeat_path, stale_after_s
     from pvcharge.notify import Notifier
     from pvcharge.planning.service import build_services, close_services
@@ -116,8 +116,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     async def main() -> None:
         named = f"charger {config.loadpoints[0].name} {config.charger.type}" if config.loadpoints else None
-        meter, charger = create_devices(config, clock=time.time, charger_name=named)
-        chargers = [charger, *create_more_chargers(config, clock=time.time)]
+        meter, chargers = create_site_devices(config, clock=time.time, charger_name=named)
         stop = asyncio.Event()
         ready = False
         status = "starting: first control cycle"

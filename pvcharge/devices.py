@@ -36,20 +36,44 @@ def _open_api(settings: object) -> bool:
     )
 
 
+def _accounts(settings: Sequence[object], *, clock: Callable[[], float]) -> list[dict[str, Any]]:
+    """The extra ``create`` options of each device in ``settings``: ``{"account": ...}`` for the Open API
+    devices (settings extending ``OpenApiSettings``) that share an AlphaESS account with another device of
+    the list (same ``url`` up to a trailing ``/``, ``app_id`` and ``app_secret``; one ``OpenApiAccount``,
+    so one request budget, per account), ``{}`` for the others (a device alone on its account makes its
+    own client)."""
+    options: list[dict[str, Any]] = [{} for _ in settings]
+    open_api = [i for i, device in enumerate(settings) if _open_api(device)]
+    if len(open_api) < 2:
+        return options
+    from pvcharge.clients.alphaess import OpenApiAccount
+
+    groups: list[tuple[OpenApiAccount, list[int]]] = []
+    for i in open_api:
+        device: Any = settings[i]
+        group = next((g for g in groups if g[0].holds(device)), None)
+        if group is None:
+            groups.append((OpenApiAccount.of(device, clock=clock), [i]))
+        else:
+            group[1].append(i)
+    for account, members in groups:
+        if len(members) > 1:
+            for i in members:
+                options[i] = {"account": account}
+    return options
+
+
 def shared_account(config: Config, *, clock: Callable[[], float]) -> OpenApiAccount | None:
-    """The AlphaESS Open API account the meter and the charger share, or ``None`` if they do not.
+    """The AlphaESS Open API account the meter and the (first) charger share, or ``None`` if they do not.
 
     Both must be Open API devices (their settings extend ``OpenApiSettings``) with the same ``url`` (up
     to a trailing ``/``), ``app_id`` and ``app_secret``; the ``sys_sn`` may differ (then nothing but the
     pool and the backoff is shared: their requests differ).
     """
-    meter, charger = config.meter.settings, config.charger.settings
-    if not (_open_api(meter) and _open_api(charger)):
-        return None
-    from pvcharge.clients.alphaess import OpenApiAccount
-
-    account = OpenApiAccount.of(meter, clock=clock)
-    return account if account.holds(charger) else None
+    account: OpenApiAccount | None = _accounts([config.meter.settings, config.charger.settings], clock=clock)[
+        1
+    ].get("account")
+    return account
 
 
 def create_devices(
@@ -59,7 +83,7 @@ def create_devices(
     meter_name: str | None = None,
     charger_name: str | None = None,
 ) -> tuple[Any, Any]:
-    """Build the meter and the charger driver of ``config`` (no I/O yet).
+    """Build the meter and the (first loadpoint's) charger driver of ``config`` (no I/O yet).
 
     Args:
         config: the validated config.
@@ -73,12 +97,42 @@ def create_devices(
         one of them only closes the shared connection pool, which the other reopens on its next
         request.
     """
-    account = shared_account(config, clock=clock)
-    options = {} if account is None else {"account": account}
-    return (
-        config.meter.create(name=meter_name or f"meter {config.meter.type}", clock=clock, **options),
-        config.charger.create(name=charger_name or f"charger {config.charger.type}", clock=clock, **options),
-    )
+    meter, chargers = _create(config, clock, meter_name, charger_name, every_loadpoint=False)
+    return meter, chargers[0]
+
+
+def create_site_devices(
+    config: Config,
+    *,
+    clock: Callable[[], float],
+    meter_name: str | None = None,
+    charger_name: str | None = None,
+) -> tuple[Any, list[Any]]:
+    """:func:`create_devices` for every loadpoint: the meter and one charger per loadpoint in the order
+    of :meth:`Config.all_loadpoints` (the first named ``charger_name`` or ``"charger <type>"``, the others
+    ``"charger <loadpoint> <type>"``). All devices on one AlphaESS account share one ``OpenApiAccount``
+    (one request budget), whichever loadpoint they belong to. No I/O yet."""
+    return _create(config, clock, meter_name, charger_name, every_loadpoint=True)
+
+
+def _create(
+    config: Config,
+    clock: Callable[[], float],
+    meter_name: str | None,
+    charger_name: str | None,
+    *,
+    every_loadpoint: bool,
+) -> tuple[Any, list[Any]]:
+    more = config.loadpoints[1:] if every_loadpoint else []
+    chargers = [config.charger, *(lp.charger for lp in more)]
+    names = [charger_name or f"charger {config.charger.type}"]
+    names += [f"charger {lp.name} {lp.charger.type}" for lp in more]
+    options = _accounts([config.meter.settings, *(c.settings for c in chargers)], clock=clock)
+    meter = config.meter.create(name=meter_name or f"meter {config.meter.type}", clock=clock, **options[0])
+    return meter, [
+        section.create(name=name, clock=clock, **extra)
+        for section, name, extra in zip(chargers, names, options[1:], strict=True)
+    ]
 
 
 def check_charger(config: Config, charger: Charger) -> None:
@@ -97,17 +151,6 @@ def check_chargers(config: Config, chargers: Sequence[Charger]) -> None:
     :meth:`Config.all_loadpoints`. Raises ConfigError as :func:`check_charger`, naming the loadpoint."""
     for index, charger in enumerate(chargers):
         _check_phases(config, index, charger)
-
-
-def create_more_chargers(config: Config, *, clock: Callable[[], float]) -> list[Charger]:
-    """The charger drivers of ``loadpoints[1:]`` (the first one comes from :func:`create_devices`), named
-    ``"charger <loadpoint> <type>"``; empty for a ``charger:`` config. No I/O yet."""
-    account = shared_account(config, clock=clock)
-    options = {} if account is None else {"account": account}
-    return [
-        lp.charger.create(name=f"charger {lp.name} {lp.charger.type}", clock=clock, **options)
-        for lp in config.loadpoints[1:]
-    ]
 
 
 def _check_phases(config: Config, index: int, charger: Charger) -> None:
@@ -132,14 +175,10 @@ async def check_devices(config: Config, *, clock: Callable[[], float]) -> None:
     Raises:
         ConfigError: as :func:`check_charger`.
     """
-    meter, charger = create_devices(config, clock=clock)
+    meter, chargers = create_site_devices(config, clock=clock)
     try:
-        more = create_more_chargers(config, clock=clock)
-        try:
-            check_chargers(config, [charger, *more])
-        finally:
-            for driver in more:
-                await driver.close()
+        check_chargers(config, chargers)
     finally:
-        await charger.close()
+        for driver in chargers:
+            await driver.close()
         await meter.close()

@@ -19,7 +19,7 @@ from sitestub import FakeClock
 from pvcharge.chargers.alphaess import AlphaEssWallbox
 from pvcharge.clients.alphaess import AlphaEssClient, OpenApiAccount
 from pvcharge.config import Config, parse_config
-from pvcharge.devices import create_devices, shared_account
+from pvcharge.devices import create_devices, create_site_devices, shared_account
 from pvcharge.errors import DeviceUnavailable, RateLimited
 from pvcharge.meters.alphaess import AlphaEssMeter
 from pvcharge.meters.alphaess import Config as MeterConfig
@@ -408,3 +408,27 @@ async def test_another_meter_with_the_alphaess_wallbox_still_works(
         assert counts(emulator) == {POWER: 1, STATUS: 1, LIST: 1}
         await meter.close()
         await charger.close()
+
+
+def test_every_loadpoint_on_the_account_shares_it_and_other_chargers_get_no_account() -> None:
+    """Loadpoints: the meter and both AlphaESS wallboxes (first and third loadpoint) are one account, one
+    request budget; the WARP between them is built without one (before: the meter's account went to every
+    later charger, and a WARP's create failed on the unknown ``account``; the third wallbox got an account
+    of its own beside the meter's)."""
+    wallbox = (
+        f"{{type: alphaess, url: 'http://127.0.0.1:8080/api', sys_sn: {SYS_SN}, app_id: {APP_ID}, "
+        f"app_secret: {APP_SECRET}}}"
+    )
+    config = parse_config(
+        f"meter: {{type: alphaess, {alphaess('http://127.0.0.1:8080/api')}}}\n"
+        "loadpoints:\n"
+        f"  - {{name: carport, charger: {wallbox}}}\n"
+        "  - {name: garage, charger: {type: warp, url: 'http://127.0.0.1:8081'}}\n"
+        f"  - {{name: shed, charger: {wallbox}}}\n",
+        "<test>",
+    )
+    meter, chargers = create_site_devices(config, clock=lambda: 0.0)
+    first, warp, third = chargers
+    assert isinstance(first, AlphaEssWallbox) and isinstance(third, AlphaEssWallbox)
+    assert meter._client.account is first._client.account is third._client.account
+    assert warp.name == "charger garage warp" and third.name == "charger shed alphaess"

@@ -129,11 +129,11 @@ def test_structural_errors() -> None:
 
 async def test_the_daemon_drives_every_loadpoint_with_its_own_driver() -> None:
     from pvcharge.daemon import Daemon
-    from pvcharge.devices import create_devices, create_more_chargers
+    from pvcharge.devices import create_site_devices
 
     config = parse_config(TWO.replace("phases: auto}", "phases: auto, phase_switching: true}"), environ={})
-    meter, charger = create_devices(config, clock=lambda: 0.0)
-    daemon = Daemon(config, meter, [charger, *create_more_chargers(config, clock=lambda: 0.0)])
+    meter, chargers = create_site_devices(config, clock=lambda: 0.0)
+    daemon = Daemon(config, meter, chargers)
     assert [(lp.name, lp.charger.name) for lp in daemon.loadpoints] == [
         ("carport", "charger warp"),
         ("garage", "charger garage warp"),

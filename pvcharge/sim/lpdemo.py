@@ -22,7 +22,7 @@ from typing import TextIO
 
 from pvcharge.config import ApiConfig, Config, parse_config
 from pvcharge.daemon import Cycle, Daemon
-from pvcharge.devices import create_devices, create_more_chargers
+from pvcharge.devices import create_site_devices
 from pvcharge.sessions.tally import split_car_power
 from pvcharge.sim.demo import (
     DEMO_LIMITS,
@@ -168,10 +168,9 @@ async def run_loadpoints_demo(
         ]
         config = loadpoints_config(huawei_meter(meter.port), [w.url for w in warps], base_config)
         sampler.fuse_a = config.site.max_grid_current_a
-        meter_driver, charger = create_devices(
+        meter_driver, chargers = create_site_devices(
             config, clock=clock.now, meter_name="meter huawei (emulated)", charger_name="charger carport warp"
         )
-        chargers = [charger, *create_more_chargers(config, clock=clock.now)]
         daemon = Daemon(
             config,
             meter_driver,
