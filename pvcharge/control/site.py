@@ -53,9 +53,8 @@ from dataclasses import dataclass, field
 
 from pvcharge.control.config import ChargePoint, Circuit, ControlConfig, Mode, SiteConfig
 from pvcharge.control.controller import CAR_SETTLE_MAX_S, Controller, Decision
-from pvcharge.control.fuse import FUSE_RELEASE_S
+from pvcharge.control.fuse import FuseWindow
 from pvcharge.control.vehicle import Vehicle
-from pvcharge.control.window import TimeWindow
 from pvcharge.readings import ChargerCapabilities, ChargerCommand, ChargerReading, SiteReading
 
 #: a new command counts as planned but not yet drawn this long, in s (the charger follows within it)
@@ -129,8 +128,7 @@ class SiteController:
     ) -> None:
         self.controllers: dict[str, Controller] = {}
         self._last: dict[str, _Last] = {}
-        self._fuse_windows = [TimeWindow(FUSE_RELEASE_S) for _ in range(3)]
-        self._fuse_t = -math.inf
+        self._fuse_windows = [FuseWindow() for _ in range(3)]  # headroom on L1, L2, L3
         self.reconfigure(control, site, loadpoints, capabilities)
 
     def reconfigure(
@@ -286,10 +284,8 @@ class SiteController:
         ):
             for w in self._fuse_windows:
                 w.clear()
-            self._fuse_t = -math.inf
             return None
-        if site.timestamp_s > self._fuse_t:
-            self._fuse_t = site.timestamp_s
+        if self._fuse_windows[0].is_new(site):
             v = self.site.voltage_v
             if site.grid_currents_a is None:
                 cars_w = sum(c.power_w for c in chargers.values() if c is not None)
@@ -300,8 +296,12 @@ class SiteController:
                     car = ctl.car_currents_a(chargers.get(name))
                     others = (others[0] - car[0], others[1] - car[1], others[2] - car[2])
             for w, other in zip(self._fuse_windows, others, strict=True):
-                w.add(site.timestamp_s, limit - other)
-        return (self._fuse_windows[0].min, self._fuse_windows[1].min, self._fuse_windows[2].min)
+                w.add(site, limit - other)
+        return (
+            self._fuse_windows[0].headroom_a,
+            self._fuse_windows[1].headroom_a,
+            self._fuse_windows[2].headroom_a,
+        )
 
     def step(
         self, now: float, site: SiteReading | None, chargers: Mapping[str, ChargerReading | None]
