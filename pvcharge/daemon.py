@@ -134,10 +134,7 @@ class Daemon:
         self.listeners: list[Callable[[Cycle], None]] = []
         self.state_file = state_file
         if state_file is not None:
-            saved = load_mode(state_file)
-            if saved is not None and saved != self.controller.mode:
-                log.info("mode_restored", mode=saved, config_mode=self.controller.mode, path=str(state_file))
-                self.controller.set_mode(saved)
+            self._restore_modes(state_file)
         self._last_site: SiteReading | None = None
         self._meter_health = Health(meter.name)
         self._reads = Reads(clock)
@@ -218,10 +215,29 @@ class Daemon:
         lp = self.loadpoint(loadpoint)
         previous = lp.controller.mode
         self.site_controller.set_mode(lp.name, mode)
-        if self.state_file is not None and persist and lp is self.loadpoints[0]:
-            save_mode(self.state_file, mode, self.clock())
+        if persist:
+            self._save_mode(lp)
         named = {"loadpoint": lp.name} if len(self.loadpoints) > 1 else {}
         log.info("mode_changed", mode=mode, previous_mode=previous, source=source, **named)
+
+    def _restore_modes(self, state_file: Path) -> None:
+        """Each loadpoint's mode saved in ``state_file`` (set over the API or MQTT before a restart)
+        wins over its configured one."""
+        for lp in self.loadpoints:
+            first = lp is self.loadpoints[0]
+            saved = load_mode(state_file, lp.name, first=first)
+            if saved is not None and saved != lp.controller.mode:
+                named = {} if len(self.loadpoints) == 1 else {"loadpoint": lp.name}
+                log.info(
+                    "mode_restored", mode=saved, config_mode=lp.controller.mode, path=str(state_file), **named
+                )
+                self.site_controller.set_mode(lp.name, saved)
+
+    def _save_mode(self, lp: Loadpoint) -> None:
+        """Keep ``lp``'s mode in the state file (if there is one) for the next start."""
+        if self.state_file is not None:
+            first = lp is self.loadpoints[0]
+            save_mode(self.state_file, lp.controller.mode, self.clock(), lp.name, first=first)
 
     @property
     def mode(self) -> Mode:
@@ -286,8 +302,7 @@ class Daemon:
             lp.waker.reconfigure(lp_config.charge_point, lp_config.vehicle)
             if (lp_config.mode or config.control.mode) != configured[lp.name]:
                 # the user edited the configured mode: it wins over a mode set over the API
-                if self.state_file is not None and lp is self.loadpoints[0]:
-                    save_mode(self.state_file, lp.controller.mode, self.clock())
+                self._save_mode(lp)
             else:
                 self.site_controller.set_mode(lp.name, previous[lp.name])
         log.info(

@@ -1,7 +1,8 @@
-"""What pvcharge keeps across restarts: the mode last chosen over the API or MQTT, and the plan set at
-run time (:mod:`pvcharge.planning.runtime`).
+"""What pvcharge keeps across restarts: each loadpoint's mode last chosen over the API or MQTT, and the
+plan set at run time (:mod:`pvcharge.planning.runtime`).
 
-A small JSON file, ``{"mode": "fast", "changed_at_s": 1700000000.0, "plan": {...}}``, written atomically
+A small JSON file, ``{"mode": "fast", "changed_at_s": 1700000000.0, "loadpoints": {"garage": {"mode":
+"minpv", "changed_at_s": 1700000100.0}, ...}, "plan": {...}}``, written atomically
 (a temporary file in the same directory, then ``os.replace``), so a power cut never leaves half a file;
 each writer replaces only its own keys.  Where it
 lives: ``state.file`` from the config; else ``$STATE_DIRECTORY/state.json`` (systemd's
@@ -36,8 +37,11 @@ def state_path(config: StateConfig, environ: Mapping[str, str] | None = None) ->
     return base / "pvcharge" / "state.json"
 
 
-def load_mode(path: Path) -> Mode | None:
-    """The saved mode, or ``None`` when there is none; a damaged file is logged and ignored."""
+def load_mode(path: Path, loadpoint: str | None = None, *, first: bool = True) -> Mode | None:
+    """The saved mode of ``loadpoint`` (its entry under ``loadpoints``), or ``None`` when there is none;
+    the first loadpoint (``first``; ``loadpoint=None`` is the first) falls back to the top-level
+    ``mode``, which a ``charger:`` config and pvcharge before several loadpoints wrote.  A damaged file
+    is logged and ignored."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -45,11 +49,20 @@ def load_mode(path: Path) -> Mode | None:
     except (OSError, ValueError) as exc:
         log.warning("state_unreadable", path=str(path), error=str(exc), action="using the config's mode")
         return None
-    mode = data.get("mode") if isinstance(data, dict) else None
-    if isinstance(data, dict) and "mode" not in data:
-        return None  # (only a plan saved so far)
+    if not isinstance(data, dict):
+        action = "using the config's mode"
+        log.warning("state_unreadable", path=str(path), error="not a JSON object", action=action)
+        return None
+    entries = data.get("loadpoints")
+    entry = entries.get(loadpoint) if isinstance(entries, dict) and loadpoint is not None else None
+    if isinstance(entry, dict) and "mode" in entry:
+        mode, where = entry["mode"], f"loadpoints.{loadpoint}.mode"
+    elif first and "mode" in data:
+        mode, where = data["mode"], "mode"
+    else:
+        return None  # (nothing saved for it: only a plan, or other loadpoints' modes)
     if mode not in MODES:
-        log.warning("state_unreadable", path=str(path), error=f"no valid mode in it: {mode!r}")
+        log.warning("state_unreadable", path=str(path), error=f"no valid mode in {where}: {mode!r}")
         return None
     return cast(Mode, mode)
 
@@ -81,11 +94,22 @@ def _saved(path: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def save_mode(path: Path, mode: Mode, now_s: float) -> bool:
-    """Write the mode atomically (the file's other keys kept); False (and a warning) if the file cannot
-    be written."""
+def save_mode(
+    path: Path, mode: Mode, now_s: float, loadpoint: str | None = None, *, first: bool = True
+) -> bool:
+    """Write ``loadpoint``'s mode atomically under ``loadpoints`` (the file's other keys kept); the first
+    loadpoint's (``first``; ``loadpoint=None`` is the first) also as the top-level ``mode``, which older
+    versions read.  False (and a warning) if the file cannot be written."""
+    data = _saved(path)
+    if loadpoint is not None:
+        entries = data.get("loadpoints")
+        entries = dict(entries) if isinstance(entries, dict) else {}
+        entries[loadpoint] = {"mode": mode, "changed_at_s": now_s}
+        data["loadpoints"] = entries
+    if first:
+        data |= {"mode": mode, "changed_at_s": now_s}
     try:
-        write_json_atomic(path, {**_saved(path), "mode": mode, "changed_at_s": now_s})
+        write_json_atomic(path, data)
     except OSError as exc:
         log.warning("state_not_saved", path=str(path), error=str(exc), action="the mode holds until restart")
         return False

@@ -280,6 +280,43 @@ async def test_a_reload_keeps_modes_set_over_the_api_unless_the_configured_mode_
         daemon.reload(parse_config(TWO.replace("http://127.0.0.2", "http://127.0.0.3"), environ={}))
 
 
+async def test_each_loadpoints_mode_set_over_the_api_survives_a_restart(tmp_path: Path) -> None:
+    import json
+
+    state = tmp_path / "state.json"
+    state.write_text(json.dumps({"mode": "minpv", "changed_at_s": 1.0}))  # written before loadpoints
+    clock = Clock()
+
+    def restarted() -> Daemon:
+        chargers = [Charger(clock), Charger(clock)]
+        return Daemon(parse_config(TWO, environ={}), Meter(clock), chargers, clock=clock, state_file=state)  # type: ignore[arg-type]
+
+    daemon = restarted()
+    # the old file's one mode is the first loadpoint's; the garage keeps its configured mode
+    assert [lp.controller.mode for lp in daemon.loadpoints] == ["minpv", "fast"]
+    daemon.set_mode("off", source="api", loadpoint="garage")
+    daemon.set_mode("pv", source="api", loadpoint="carport")
+    daemon.set_mode("fast", source="plan", loadpoint="carport", persist=False)  # a plan's slot: not kept
+    with capture_logs() as logs:
+        again = restarted()
+    assert [lp.controller.mode for lp in again.loadpoints] == ["pv", "off"]
+    assert {e.get("loadpoint") for e in logs if e["event"] == "mode_restored"} == {"carport", "garage"}
+    saved = json.loads(state.read_text())
+    assert saved["mode"] == "pv"  # the first loadpoint's, for an older pvcharge reading this file
+    assert saved["loadpoints"]["garage"]["mode"] == "off"
+    # a reload that edits the garage's configured mode wins, and is what the next start restores
+    edited = TWO.replace("name: garage, mode: fast", "name: garage, mode: minpv")
+    again.reload(parse_config(edited, environ={}))
+    await run(again, clock, 1)
+    assert [lp.controller.mode for lp in restarted().loadpoints] == ["pv", "minpv"]
+    # a damaged entry: that loadpoint's configured mode and a warning naming the key
+    state.write_text(json.dumps({"mode": "pv", "loadpoints": {"garage": {"mode": "turbo"}}}))
+    with capture_logs() as logs:
+        assert [lp.controller.mode for lp in restarted().loadpoints] == ["pv", "fast"]
+    warned = [e.get("error", "") for e in logs if e["event"] == "state_unreadable"]
+    assert any("loadpoints.garage.mode" in error for error in warned)
+
+
 async def test_a_charger_that_refuses_all_writes_holds_the_others_only_while_it_may_draw_more() -> None:
     from pvcharge.errors import WritesBlocked
 
