@@ -15,7 +15,7 @@ every route answers ``404`` saying so.
 from __future__ import annotations
 
 from collections.abc import Callable
-from importlib import resources
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pvcharge.api.http import HTTPError, Request, Response, Router
@@ -33,8 +33,11 @@ HISTORY_QUERY_PARAMETERS = {
     "/api/energy": {"from", "to"},
     "/api/power": {"from", "to"},
 }
+#: the status page and the chart library (read as files, not through importlib.resources: its zip
+#: reader would load zipfile, 350 kB resident, into the daemon; pvcharge is installed as files)
+STATIC = Path(__file__).with_name("static")
 #: the chart library the page gets inline with a history (uPlot, MIT: static/uplot/LICENSE, SOURCE.md)
-CHART_FILES = ("static/uplot/uPlot.min.css", "static/uplot/uPlot.iife.min.js")
+CHART_FILES = ("uplot/uPlot.min.css", "uplot/uPlot.iife.min.js")
 CHART_PLACEHOLDER = "<!-- chart library: inlined by the server with a session history -->"
 
 
@@ -49,7 +52,7 @@ def inline_chart_library(page: str) -> str:
     no token of its own."""
     if CHART_PLACEHOLDER not in page:
         return page
-    css, js = (resources.files("pvcharge.api").joinpath(f).read_text("utf-8") for f in CHART_FILES)
+    css, js = ((STATIC / name).read_text("utf-8") for name in CHART_FILES)
     return page.replace(CHART_PLACEHOLDER, f"<style>{css}</style><script>{js}</script>", 1)
 
 

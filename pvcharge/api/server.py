@@ -49,13 +49,12 @@ import hashlib
 import hmac
 import json
 import re
-from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from pvcharge.api import url_for
-from pvcharge.api.history import HISTORY_QUERY_PARAMETERS, HistoryRoutes, page_with_history
+from pvcharge.api.history import HISTORY_QUERY_PARAMETERS, STATIC, HistoryRoutes, page_with_history
 from pvcharge.api.http import (
     MAX_CONNECTIONS,
     TIMEOUT_S,
@@ -173,7 +172,7 @@ class _Api:
         self.token: bytes | None = config.token.reveal().encode("utf-8") if config.token is not None else None
         self._token_secret = [config.token.reveal()] if config.token is not None else []
         self._registry: CollectorRegistry | None = None  #: built at the first scrape (prometheus_client)
-        self.page = resources.files("pvcharge.api").joinpath("static/index.html").read_text("utf-8")
+        self.page = (STATIC / "index.html").read_text("utf-8")
         if sessions is not None:
             self.page = page_with_history(self.page)
         if plans is not None:
