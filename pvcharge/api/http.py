@@ -1,21 +1,15 @@
 """A small HTTP/1.1 server on asyncio streams and h11 (python-hyper's sans-I/O HTTP/1.1 protocol,
 https://h11.readthedocs.io/), for the API of :mod:`pvcharge.api.server`.
 
-h11 parses and frames (request line, headers, Content-Length/chunked bodies, keep-alive, ``Connection:
-close``, ``Expect: 100-continue``); this module drives its state machine on a stream pair and adds what
-a server facing a LAN needs:
-
-- a router with ``{name}`` path parameters; a ``GET`` route answers ``HEAD`` (the same headers, no
-  body); an unknown path is a ``404``, a known path with another method a ``405`` with ``Allow``;
-- a request line plus headers of at most ``max_header_bytes`` (``431`` above, h11's
-  ``max_incomplete_event_size``), a body of at most ``max_body_bytes`` (``413``);
-- ``timeout_s``: a client must send a whole request head within it (after connecting, or after the
-  previous answer on a kept-alive connection) and each piece of a body within it, or is disconnected;
-- at most ``max_connections`` open connections (a further one is closed at once);
-- a malformed request is a ``400`` (h11's status hint) and the connection is closed, logged at debug
-  (no traceback); so is a client that disconnects mid-request;
-- :meth:`HttpServer.stop` closes the listener and idle connections at once and waits at most
-  ``shutdown_s`` for the requests being answered.
+h11 parses and frames (request line, headers, Content-Length/chunked bodies, keep-alive, ``Expect:
+100-continue``); this module drives its state machine on a stream pair and adds a router (``{name}``
+path parameters; ``GET`` routes answer ``HEAD``; ``404``; ``405`` with ``Allow``) and the limits of a
+server facing a LAN: a request head of at most ``max_header_bytes`` (``431``), a body of at most
+``max_body_bytes`` (``413``), ``timeout_s`` for a whole request head (after connecting or the previous
+answer) and for each piece of a body, at most ``max_connections`` open connections (a further one is
+closed at once).  A malformed request is a ``400`` (h11's status hint) on a closed connection, logged at
+debug like a client that disconnects mid-request.  :meth:`HttpServer.stop` closes the listener and the
+idle connections and waits at most ``shutdown_s`` for the requests being answered.
 
 No access log.  The answers carry ``Date`` and ``Content-Length``, no ``Server``.
 """
@@ -24,8 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import re
-import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping, MutableMapping
+from email.utils import formatdate  # (loaded anyway: http.client, pvcharge.retry)
 from http import HTTPStatus
 from urllib.parse import parse_qsl, unquote
 
@@ -39,8 +33,6 @@ TIMEOUT_S = 15.0  #: default: for a request head, and for each piece of a body, 
 MAX_CONNECTIONS = 64  #: default: open connections at most (a further one is closed at once)
 DRAIN_BYTES = 1024 * 1024  #: body left unread by a handler read and dropped to keep the connection
 _READ_BYTES = 64 * 1024
-_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
-_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 
 def phrase(status: int) -> str:
@@ -73,9 +65,6 @@ class Headers(MutableMapping[str, str]):
 
     def __len__(self) -> int:
         return len(self._items)
-
-    def __repr__(self) -> str:
-        return f"Headers({dict(self.items())!r})"
 
 
 class HTTPError(Exception):
@@ -202,26 +191,14 @@ def _raiser(error: HTTPError) -> Handler:
     return handler
 
 
-def _date() -> str:
-    """Now as an HTTP date (RFC 9110 IMF-fixdate), independent of the locale."""
-    t = time.gmtime()
-    return (
-        f"{_DAYS[t.tm_wday]}, {t.tm_mday:02d} {_MONTHS[t.tm_mon - 1]} {t.tm_year} "
-        f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d} GMT"
-    )
-
-
 def _plain_error(error: HTTPError) -> Response:
     return Response(text=error.reason, status=error.status, headers=error.headers)
 
 
 class HttpServer:
-    """Serves ``router`` (through ``middleware``, given the request and its resolved handler) once
-    :meth:`start` has bound it.  ``error_response`` makes the answer to a request that reached no
-    handler (malformed: ``400``/``431``/``501``; body too large when read).
-
-    A handler's :class:`HTTPError` without ``middleware`` becomes ``error_response``'s answer, any other
-    exception a logged ``500``."""
+    """Serves ``router`` through ``middleware`` (given the request and its resolved handler) once
+    :meth:`start` has bound it; ``error_response``: the answer to an :class:`HTTPError` no middleware
+    handled (a malformed request: ``400``/``431``/``501``); any other exception is a logged ``500``."""
 
     def __init__(
         self,
@@ -242,7 +219,7 @@ class HttpServer:
         self.timeout_s = timeout_s
         self.max_connections = max_connections
         self._server: asyncio.Server | None = None
-        self._connections: dict[asyncio.Task[None], bool] = {}  #: task → answering a request now
+        self._connections: dict[asyncio.Task[None], _Connection] = {}
         self._closing = False
 
     async def start(self, host: str, port: int) -> int:
@@ -260,8 +237,8 @@ class HttpServer:
         self._closing = True
         if self._server is not None:
             self._server.close()
-        for task, busy in list(self._connections.items()):
-            if not busy:
+        for task, connection in list(self._connections.items()):
+            if not connection.busy:
                 task.cancel()
         tasks = list(self._connections)
         if tasks:
@@ -281,9 +258,9 @@ class HttpServer:
             log.debug("api_connection_refused", remote=remote, open=len(self._connections))
             writer.close()
             return
-        self._connections[task] = False
+        self._connections[task] = connection = _Connection(self, reader, writer, remote)
         try:
-            await _Connection(self, task, reader, writer, remote).serve()
+            await connection.serve()
         except (ConnectionError, TimeoutError, h11.ProtocolError) as exc:
             log.debug("api_connection_dropped", remote=remote, error=repr(exc))
         except asyncio.CancelledError:
@@ -301,19 +278,18 @@ class _Connection:
     def __init__(
         self,
         server: HttpServer,
-        task: asyncio.Task[None],
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
         remote: str | None,
     ) -> None:
         self.server = server
-        self.task = task
         self.reader = reader
         self.writer = writer
         self.remote = remote
         self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=server.max_header_bytes)
         self.content_length = 0  #: the body size the request being answered announced
         self.keep_alive = True  #: False: close after this answer (its body could not be read)
+        self.busy = False  #: answering a request now (stop() waits for it)
 
     async def _next_event(self) -> h11.Event | None:
         """The client's next event (``None``: h11 is paused, the connection ends after this answer)."""
@@ -351,9 +327,9 @@ class _Connection:
                 return
             if not isinstance(event, h11.Request):
                 return  # ConnectionClosed (or PAUSED after a Connection: close)
-            self.server._connections[self.task] = True
+            self.busy = True
             await self._answer(event.method.decode("ascii"), await self._respond(event))
-            self.server._connections[self.task] = False
+            self.busy = False
             if not self.keep_alive:
                 return
             if self.h11.their_state is h11.SEND_BODY:
@@ -421,7 +397,7 @@ class _Connection:
         headers = [
             (name, value) for name, value in response.headers.items() if name.lower() != "content-length"
         ]
-        headers += [("Content-Length", str(len(response.body))), ("Date", _date())]
+        headers += [("Content-Length", str(len(response.body))), ("Date", formatdate(usegmt=True))]
         if self.server._closing or method is None or not self.keep_alive:
             headers.append(("Connection", "close"))
         await self._send(
