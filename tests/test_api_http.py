@@ -21,6 +21,7 @@ import pytest
 from structlog.testing import capture_logs
 from test_api import loopback, make_daemon
 
+from pvcharge.api.http import HttpServer, Request, Response, Router
 from pvcharge.api.server import ApiServer, start_api
 
 WAIT_S = 10.0  #: only bounds a failing test (a server that never answers or never closes)
@@ -278,3 +279,37 @@ async def test_stop_closes_idle_kept_alive_connections_without_waiting_for_their
         assert (await client.answer()).status == 200
         await server.stop()
         assert await client.until_closed() == b""
+
+
+async def test_stop_waits_for_a_request_being_answered_and_only_up_to_shutdown_s() -> None:
+    release = asyncio.Event()
+    entered = asyncio.Event()
+
+    async def slow(request: Request) -> Response:
+        entered.set()
+        await release.wait()
+        return Response(text="done")
+
+    router = Router()
+    router.add_get("/slow", slow)
+    for shutdown_s, released in [(60.0, True), (0.05, False)]:
+        entered.clear()
+        release.clear()
+        server = HttpServer(router)
+        port = await server.start("127.0.0.1", 0)
+        async with connect(port) as client:
+            await client.send(request("GET", "/slow"))
+            await entered.wait()
+            stopping = asyncio.create_task(server.stop(shutdown_s))
+            await asyncio.sleep(0)  # stop() has closed the listener and waits for the request
+            with pytest.raises(OSError):
+                await asyncio.open_connection("127.0.0.1", port)
+            if released:
+                release.set()
+                answer = await client.answer()
+                assert answer.status == 200 and answer.body == b"done"
+                assert answer.headers["connection"] == "close"
+            else:
+                assert await client.until_closed() == b""  # cut off after shutdown_s, no answer
+            async with asyncio.timeout(WAIT_S):
+                await stopping
