@@ -94,7 +94,7 @@ class Services:
             await self._stop_api()
 
     async def _start_api(self, config: ApiConfig) -> bool:
-        if not config.enabled:  # nothing listens: aiohttp (~9 MB resident) is not even imported
+        if not config.enabled:  # nothing listens: the API server is not even imported
             log.info("api_disabled")
             self.server = None
             self._api = config

@@ -1,5 +1,5 @@
 """The HTTP API, /metrics and the CLI's status/mode against a real daemon with small in-process drivers,
-served on loopback (port 0) by the real aiohttp server."""
+served on loopback (port 0) by the real server (h11 on asyncio streams, pvcharge.api.http)."""
 
 from __future__ import annotations
 

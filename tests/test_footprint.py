@@ -107,9 +107,11 @@ async def test_huawei_warp_with_the_api_imports_only_what_it_uses(site: SiteMode
         meter = f"{{type: huawei, host: 127.0.0.1, port: {huawei.port}, connect_delay_s: 0, timeout_s: 2}}"
         api = f"{{enabled: true, listen: 127.0.0.1, port: {free_port()}}}"
         modules = await modules_of_run(config_file(tmp_path, meter, warp.url, api), tmp_path)
-    used = {"pvcharge.meters.huawei", "pvcharge.chargers.warp", "pymodbus", "aiohttp.web", "sqlite3"}
+    used = {"pvcharge.meters.huawei", "pvcharge.chargers.warp", "pymodbus", "sqlite3", "h11"}
     assert loaded(modules, used | {"pvcharge.api.server"}) == used | {"pvcharge.api.server"}
     assert loaded(modules, NEVER_FOR_HUAWEI_WARP) == set()
+    # the API is served by h11 on asyncio streams (pvcharge.api.http): aiohttp (~10 MB) only for the emulators
+    assert loaded(modules, {"aiohttp", "multidict", "yarl"}) == set()
     # the metrics only once /metrics is scraped
     assert loaded(modules, {"prometheus_client", "pvcharge.api.metrics"}) == set()
 

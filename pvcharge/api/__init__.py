@@ -2,7 +2,7 @@
 page (:mod:`pvcharge.api.server`, ``start_api``); ``pvcharge status`` and ``pvcharge mode`` talk to it
 (:mod:`pvcharge.api.cli`).
 
-Nothing is imported here, so the command line loads :mod:`pvcharge.api.cli` without aiohttp and
+Nothing is imported here, so the command line loads :mod:`pvcharge.api.cli` without the server and
 prometheus_client.
 """
 

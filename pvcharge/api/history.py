@@ -15,11 +15,10 @@ every route answers ``404`` saying so.
 from __future__ import annotations
 
 from collections.abc import Callable
-from importlib import resources
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from aiohttp import web
-
+from pvcharge.api.http import HTTPError, Request, Response, Router
 from pvcharge.sessions.export import day_dict, parse_bound, session_dict, sessions_csv
 from pvcharge.sessions.tally import Session, local_day
 
@@ -34,8 +33,11 @@ HISTORY_QUERY_PARAMETERS = {
     "/api/energy": {"from", "to"},
     "/api/power": {"from", "to"},
 }
+#: the status page and the chart library (read as files, not through importlib.resources: its zip
+#: reader would load zipfile, 350 kB resident, into the daemon; pvcharge is installed as files)
+STATIC = Path(__file__).with_name("static")
 #: the chart library the page gets inline with a history (uPlot, MIT: static/uplot/LICENSE, SOURCE.md)
-CHART_FILES = ("static/uplot/uPlot.min.css", "static/uplot/uPlot.iife.min.js")
+CHART_FILES = ("uplot/uPlot.min.css", "uplot/uPlot.iife.min.js")
 CHART_PLACEHOLDER = "<!-- chart library: inlined by the server with a session history -->"
 
 
@@ -50,7 +52,7 @@ def inline_chart_library(page: str) -> str:
     no token of its own."""
     if CHART_PLACEHOLDER not in page:
         return page
-    css, js = (resources.files("pvcharge.api").joinpath(f).read_text("utf-8") for f in CHART_FILES)
+    css, js = ((STATIC / name).read_text("utf-8") for name in CHART_FILES)
     return page.replace(CHART_PLACEHOLDER, f"<style>{css}</style><script>{js}</script>", 1)
 
 
@@ -68,7 +70,7 @@ class HistoryRoutes:
         self,
         sessions: SessionRecorder | None,
         clock: Callable[[], float],
-        json: Callable[[Any], web.Response],
+        json: Callable[[Any], Response],
         mask: Callable[[str], str],
     ) -> None:
         self.sessions = sessions
@@ -76,7 +78,7 @@ class HistoryRoutes:
         self.json = json
         self.mask = mask
 
-    def add_routes(self, router: web.UrlDispatcher) -> None:
+    def add_routes(self, router: Router) -> None:
         router.add_get("/api/sessions", self.get_sessions)
         router.add_get("/api/sessions.csv", self.get_sessions_csv)
         router.add_get("/api/energy", self.get_energy)
@@ -84,41 +86,42 @@ class HistoryRoutes:
 
     def _recorder(self) -> SessionRecorder:
         if self.sessions is None:
-            raise web.HTTPNotFound(
-                reason="no session history: sessions.enabled is false or the database could not be opened "
-                "(see the daemon's log)"
+            raise HTTPError(
+                404,
+                "no session history: sessions.enabled is false or the database could not be opened "
+                "(see the daemon's log)",
             )
         return self.sessions
 
-    def _bounds(self, request: web.Request, recorder: SessionRecorder) -> tuple[float | None, float | None]:
+    def _bounds(self, request: Request, recorder: SessionRecorder) -> tuple[float | None, float | None]:
         bounds: list[float | None] = []
         for key in ("from", "to"):
             text = request.query.get(key)
             try:
                 bounds.append(parse_bound(text, recorder.tz, end=key == "to") if text is not None else None)
             except ValueError as exc:
-                raise web.HTTPBadRequest(reason=f"{key}: {exc}") from None
+                raise HTTPError(400, f"{key}: {exc}") from None
         return bounds[0], bounds[1]
 
-    def _sessions(self, request: web.Request) -> tuple[SessionRecorder, list[Session]]:
+    def _sessions(self, request: Request) -> tuple[SessionRecorder, list[Session]]:
         recorder = self._recorder()
         from_s, to_s = self._bounds(request, recorder)
         found = recorder.sessions(from_s=from_s, to_s=to_s, loadpoint=request.query.get("loadpoint"))
         return recorder, found
 
-    async def get_sessions(self, request: web.Request) -> web.Response:
+    async def get_sessions(self, request: Request) -> Response:
         recorder, found = self._sessions(request)
         return self.json({"sessions": [session_dict(s, recorder.tz) for s in found]})
 
-    async def get_sessions_csv(self, request: web.Request) -> web.Response:
+    async def get_sessions_csv(self, request: Request) -> Response:
         recorder, found = self._sessions(request)
-        return web.Response(
+        return Response(
             text=self.mask(sessions_csv(found, recorder.tz)),
             content_type="text/csv",
             headers={"Content-Disposition": 'attachment; filename="pvcharge-sessions.csv"'},
         )
 
-    async def get_energy(self, request: web.Request) -> web.Response:
+    async def get_energy(self, request: Request) -> Response:
         recorder = self._recorder()
         now_s = self.clock()
         from_s, to_s = self._bounds(request, recorder)
@@ -132,7 +135,7 @@ class HistoryRoutes:
             days.setdefault(today.day, today)  # (before any energy today)
         return self.json({"today": day_dict(today), "days": [day_dict(days[name]) for name in sorted(days)]})
 
-    async def get_power(self, request: web.Request) -> web.Response:
+    async def get_power(self, request: Request) -> Response:
         recorder = self._recorder()
         from_s, to_s = self._bounds(request, recorder)
         now_s = self.clock()

@@ -10,9 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from aiohttp import web
-
 from pvcharge.api.history import inline_chart_library
+from pvcharge.api.http import HTTPError, Request, Response, Router
 from pvcharge.planning.chart import chart_data
 
 if TYPE_CHECKING:
@@ -40,7 +39,7 @@ class ChartRoutes:
         self,
         plans: PlanService | None,
         clock: Callable[[], float],
-        json: Callable[[Any], web.Response],
+        json: Callable[[Any], Response],
         currency: str,
     ) -> None:
         self.plans = plans
@@ -48,10 +47,10 @@ class ChartRoutes:
         self.json = json
         self.currency = currency
 
-    def add_routes(self, router: web.UrlDispatcher) -> None:
+    def add_routes(self, router: Router) -> None:
         router.add_get("/api/forecast", self.get_forecast)
 
-    async def get_forecast(self, request: web.Request) -> web.Response:
+    async def get_forecast(self, request: Request) -> Response:
         if self.plans is None:
-            raise web.HTTPNotFound(reason=NO_PLANS)
+            raise HTTPError(404, NO_PLANS)
         return self.json(chart_data(self.plans, self.clock(), currency=self.currency))

@@ -24,8 +24,7 @@ import json
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from aiohttp import web
-
+from pvcharge.api.http import HTTPError, Request, Response, Router
 from pvcharge.planning import runtime
 from pvcharge.settings import SettingError
 
@@ -49,29 +48,29 @@ class PlanRoutes:
         json: the server's JSON answer (secrets masked).
     """
 
-    def __init__(self, plans: PlanService | None, json: Callable[..., web.Response]) -> None:
+    def __init__(self, plans: PlanService | None, json: Callable[..., Response]) -> None:
         self.plans = plans
         self.json = json
 
-    def add_routes(self, router: web.UrlDispatcher) -> None:
+    def add_routes(self, router: Router) -> None:
         router.add_get("/api/plans", self.get_plans)
         router.add_put("/api/plans/next", self.put_next)
         router.add_delete("/api/plans/next", self.delete_next)
 
     def _service(self) -> PlanService:
         if self.plans is None:
-            raise web.HTTPNotFound(reason="no plan service runs in this process")
+            raise HTTPError(404, "no plan service runs in this process")
         return self.plans
 
-    async def _replanned(self, service: PlanService) -> web.Response:
+    async def _replanned(self, service: PlanService) -> Response:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(service.request_replan().wait(), REPLAN_WAIT_S)
         return self.json(state_of(service))
 
-    async def get_plans(self, request: web.Request) -> web.Response:
+    async def get_plans(self, request: Request) -> Response:
         return self.json(state_of(self._service()))
 
-    async def put_next(self, request: web.Request) -> web.Response:
+    async def put_next(self, request: Request) -> Response:
         service = self._service()
         raw = await request.read()  # 413 above the server's MAX_BODY_BYTES
         try:
@@ -93,7 +92,7 @@ class PlanRoutes:
         service.set_plan(entry, source="api", repeating="weekdays" in body and body["weekdays"] is not None)
         return await self._replanned(service)
 
-    async def delete_next(self, request: web.Request) -> web.Response:
+    async def delete_next(self, request: Request) -> Response:
         service = self._service()
         service.clear_plan(source="api")
         return await self._replanned(service)

@@ -1,4 +1,5 @@
-"""The local HTTP API, the status page and ``/metrics``, served by the daemon's own event loop (aiohttp).
+"""The local HTTP API, the status page and ``/metrics``, served by the daemon's own event loop (h11 on
+asyncio streams: :mod:`pvcharge.api.http`; aiohttp is not imported).
 
 Routes (the OpenAPI document at ``/api/openapi.json`` describes them, :mod:`pvcharge.api.openapi`):
 
@@ -48,15 +49,22 @@ import hashlib
 import hmac
 import json
 import re
-from collections.abc import Awaitable, Callable
-from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 import structlog
-from aiohttp import web
 
 from pvcharge.api import url_for
-from pvcharge.api.history import HISTORY_QUERY_PARAMETERS, HistoryRoutes, page_with_history
+from pvcharge.api.history import HISTORY_QUERY_PARAMETERS, STATIC, HistoryRoutes, page_with_history
+from pvcharge.api.http import (
+    MAX_CONNECTIONS,
+    TIMEOUT_S,
+    Handler,
+    HTTPError,
+    HttpServer,
+    Request,
+    Response,
+    Router,
+)
 from pvcharge.api.openapi import openapi_document
 from pvcharge.api.plan_chart import ChartRoutes, page_with_plan
 from pvcharge.api.plans import PlanRoutes
@@ -82,8 +90,6 @@ QUERY_PARAMETERS = {
     "/": {"token"},
     **HISTORY_QUERY_PARAMETERS,
 }
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 class ApiError(PvchargeError):
@@ -166,7 +172,7 @@ class _Api:
         self.token: bytes | None = config.token.reveal().encode("utf-8") if config.token is not None else None
         self._token_secret = [config.token.reveal()] if config.token is not None else []
         self._registry: CollectorRegistry | None = None  #: built at the first scrape (prometheus_client)
-        self.page = resources.files("pvcharge.api").joinpath("static/index.html").read_text("utf-8")
+        self.page = (STATIC / "index.html").read_text("utf-8")
         if sessions is not None:
             self.page = page_with_history(self.page)
         if plans is not None:
@@ -188,10 +194,13 @@ class _Api:
         result: dict[str, Any] = mask_secrets(self.daemon.status(), self.secrets())
         return result
 
-    def json(self, data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    def json(self, data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
         """A JSON answer; every configured secret in it masked (even one a client sent)."""
-        return web.json_response(
-            mask_secrets(data, self.secrets()), status=status, headers=headers, dumps=_dumps
+        return Response(
+            text=_dumps(mask_secrets(data, self.secrets())),
+            status=status,
+            content_type="application/json",
+            headers=headers,
         )
 
     # --- the guard: host check, bearer token, errors as JSON, security headers -------------------
@@ -202,13 +211,13 @@ class _Api:
             return False
         return hmac.compare_digest(given.encode("utf-8", "surrogatepass"), self.token)
 
-    def _unauthorized(self, request: web.Request, given: bool) -> web.Response:
+    def _unauthorized(self, request: Request, given: bool) -> Response:
         challenge = 'Bearer realm="pvcharge"' + (', error="invalid_token"' if given else "")
         headers = {"WWW-Authenticate": challenge}
         log.debug("api_unauthorized", path=request.path, remote=request.remote, token_given=given)
         if request.path == "/" and request.method in ("GET", "HEAD"):
             rejected = "token" in request.query
-            response = web.Response(
+            response = Response(
                 text=self.login[rejected], status=401, content_type="text/html", headers=headers
             )
             response.headers["Content-Security-Policy"] = self.login_csp
@@ -217,27 +226,32 @@ class _Api:
             {"error": "a bearer token is needed: Authorization: Bearer <api.token>"}, 401, headers
         )
 
-    @web.middleware
-    async def guard(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+    async def guard(self, request: Request, handler: Handler) -> Response:
         try:
             response = await self._guarded(request, handler)
-        except web.HTTPException as exc:
-            if exc.status < 400:
-                raise
-            headers = {
-                k: v for k, v in exc.headers.items() if k.lower() not in ("content-type", "content-length")
-            }
-            response = self.json({"error": exc.reason}, exc.status, headers)
+        except HTTPError as exc:
+            return self.error_response(exc)
         except Exception as exc:
             log.error("api_error", path=request.path, error=repr(exc), exc_info=exc)
             response = self.json({"error": "internal error (see the daemon's log)"}, 500)
+        return self.secured(response)
+
+    def error_response(self, exc: HTTPError) -> Response:
+        """``exc`` as a JSON error (also the server's answer to a malformed request)."""
+        headers = {
+            k: v for k, v in exc.headers.items() if k.lower() not in ("content-type", "content-length")
+        }
+        return self.secured(self.json({"error": exc.reason}, exc.status, headers))
+
+    @staticmethod
+    def secured(response: Response) -> Response:
         response.headers.setdefault("Cache-Control", "no-store")
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("Referrer-Policy", "no-referrer")
         response.headers.setdefault("X-Frame-Options", "DENY")
         return response
 
-    async def _guarded(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+    async def _guarded(self, request: Request, handler: Handler) -> Response:
         if self.token is None:
             host = request.headers.get("Host")
             if host is not None and not is_loopback(_host_of(host)):
@@ -261,7 +275,7 @@ class _Api:
             return await self._checked(request, handler)
         return self._unauthorized(request, bool(bearer) or "token" in request.query)
 
-    async def _checked(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+    async def _checked(self, request: Request, handler: Handler) -> Response:
         """Only the query parameters of :data:`QUERY_PARAMETERS`: anything else is a mistake
         (``/api/mode?mode=fast`` would otherwise be silently ignored)."""
         allowed = QUERY_PARAMETERS.get(request.path, set())
@@ -276,18 +290,18 @@ class _Api:
 
     # --- the routes ------------------------------------------------------------------------------
 
-    async def index(self, request: web.Request) -> web.Response:
-        response = web.Response(text=self.page, content_type="text/html")
+    async def index(self, request: Request) -> Response:
+        response = Response(text=self.page, content_type="text/html")
         response.headers["Content-Security-Policy"] = self.page_csp
         return response
 
-    async def get_status(self, request: web.Request) -> web.Response:
+    async def get_status(self, request: Request) -> Response:
         return self.json(self.daemon.status())
 
-    async def put_mode(self, request: web.Request) -> web.Response:
+    async def put_mode(self, request: Request) -> Response:
         return await self._put_mode(request, None)
 
-    async def put_loadpoint_mode(self, request: web.Request) -> web.Response:
+    async def put_loadpoint_mode(self, request: Request) -> Response:
         name = request.match_info["name"]
         names = [lp.name for lp in self.daemon.loadpoints]
         if name not in names:
@@ -295,10 +309,10 @@ class _Api:
             return self.json({"error": f"no loadpoint {shown}", "loadpoints": names}, 404)
         return await self._put_mode(request, name)
 
-    async def _put_mode(self, request: web.Request, loadpoint: str | None) -> web.Response:
-        raw = await request.read()  # 413 above MAX_BODY_BYTES (client_max_size)
+    async def _put_mode(self, request: Request, loadpoint: str | None) -> Response:
+        raw = await request.read()  # 413 above MAX_BODY_BYTES
 
-        def bad(problem: str) -> web.Response:
+        def bad(problem: str) -> Response:
             return self.json(
                 {"error": f'{problem}; expected {{"mode": "<mode>"}}', "allowed": list(MODES)}, 422
             )
@@ -319,13 +333,13 @@ class _Api:
         self.daemon.set_mode(mode, source="api", loadpoint=loadpoint)
         return self.json(self.daemon.status())
 
-    async def get_config(self, request: web.Request) -> web.Response:
+    async def get_config(self, request: Request) -> Response:
         return self.json(to_dict(self.daemon.config))
 
-    async def get_openapi(self, request: web.Request) -> web.Response:
+    async def get_openapi(self, request: Request) -> Response:
         return self.json(self.openapi)
 
-    async def metrics(self, request: web.Request) -> web.Response:
+    async def metrics(self, request: Request) -> Response:
         # prometheus_client (and the http.server, wsgiref, gzip it imports) only once /metrics is scraped
         from prometheus_client.exposition import choose_encoder
 
@@ -335,50 +349,60 @@ class _Api:
             totals = self.sessions.totals if self.sessions is not None else None
             self._registry = metrics_registry(self.status, totals)
         encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
-        return web.Response(body=encoder(self._registry), headers={"Content-Type": content_type})
+        return Response(body=encoder(self._registry), headers={"Content-Type": content_type})
 
 
-def build_app(
+def build_server(
     daemon: Daemon,
     config: ApiConfig,
     sessions: SessionRecorder | None = None,
     plans: PlanService | None = None,
-) -> web.Application:
-    """The aiohttp application serving ``daemon``, its ``sessions`` and its ``plans`` (no socket yet;
-    :func:`start_api` binds it)."""
+    *,
+    timeout_s: float = TIMEOUT_S,
+    max_connections: int = MAX_CONNECTIONS,
+) -> HttpServer:
+    """The HTTP server serving ``daemon``, its ``sessions`` and its ``plans`` (no socket yet:
+    :func:`start_api` binds it); ``timeout_s`` and ``max_connections``: :class:`HttpServer`'s."""
     api = _Api(daemon, config, sessions, plans)
-    app = web.Application(middlewares=[api.guard], client_max_size=MAX_BODY_BYTES)
-    app.router.add_get("/", api.index)
-    app.router.add_get("/api/status", api.get_status)
-    app.router.add_put("/api/mode", api.put_mode)
-    app.router.add_put("/api/loadpoints/{name}/mode", api.put_loadpoint_mode)
-    app.router.add_get("/api/config", api.get_config)
-    app.router.add_get("/api/openapi.json", api.get_openapi)
-    api.history.add_routes(app.router)
-    api.plan_chart.add_routes(app.router)
-    api.plans.add_routes(app.router)
-    app.router.add_get("/metrics", api.metrics)
-    return app
+    router = Router()
+    router.add_get("/", api.index)
+    router.add_get("/api/status", api.get_status)
+    router.add_put("/api/mode", api.put_mode)
+    router.add_put("/api/loadpoints/{name}/mode", api.put_loadpoint_mode)
+    router.add_get("/api/config", api.get_config)
+    router.add_get("/api/openapi.json", api.get_openapi)
+    api.history.add_routes(router)
+    api.plan_chart.add_routes(router)
+    api.plans.add_routes(router)
+    router.add_get("/metrics", api.metrics)
+    return HttpServer(
+        router,
+        api.guard,
+        error_response=api.error_response,
+        max_body_bytes=MAX_BODY_BYTES,
+        timeout_s=timeout_s,
+        max_connections=max_connections,
+    )
 
 
 class ApiServer:
     """A running (or disabled) API server; :meth:`stop` closes it."""
 
-    def __init__(self, runner: web.AppRunner | None, host: str, port: int | None) -> None:
-        self._runner = runner
+    def __init__(self, server: HttpServer | None, host: str, port: int | None) -> None:
+        self._server = server
         self.host = host
         self.port = port  #: the bound port (the real one when api.port was 0); None when disabled
         self.url = url_for(host, port) if port is not None else None  #: http://host:port, None when disabled
 
     @property
     def enabled(self) -> bool:
-        return self._runner is not None
+        return self._server is not None
 
     async def stop(self) -> None:
         """Stop listening and close the open connections (waits at most ``SHUTDOWN_S``)."""
-        if self._runner is not None:
-            runner, self._runner = self._runner, None
-            await runner.cleanup()
+        if self._server is not None:
+            server, self._server = self._server, None
+            await server.stop(SHUTDOWN_S)
             log.info("api_stopped", url=self.url)
 
 
@@ -387,10 +411,14 @@ async def start_api(
     config: ApiConfig,
     sessions: SessionRecorder | None = None,
     plans: PlanService | None = None,
+    *,
+    timeout_s: float = TIMEOUT_S,
+    max_connections: int = MAX_CONNECTIONS,
 ) -> ApiServer:
     """Serve the API for ``daemon`` on ``config.listen:config.port`` (port 0: a free one); ``sessions``:
     the recorder behind ``/api/sessions`` and ``/api/energy`` (``None``: they answer 404); ``plans``: the
-    plan service behind ``/api/plans`` and ``/api/forecast`` (``None``: they answer 404).
+    plan service behind ``/api/plans`` and ``/api/forecast`` (``None``: they answer 404); ``timeout_s``
+    (for a request head, and each piece of a body) and ``max_connections``: :class:`HttpServer`'s limits.
 
     With ``api.enabled: false`` nothing listens and the returned server's ``url`` is ``None``.
 
@@ -405,20 +433,14 @@ async def start_api(
         log.warning(
             "api_token_short", length=len(config.token.reveal()), action="use 32 random hex digits or more"
         )
-    runner = web.AppRunner(
-        build_app(daemon, config, sessions, plans), access_log=None, shutdown_timeout=SHUTDOWN_S
-    )
-    await runner.setup()
-    site = web.TCPSite(runner, config.listen, config.port)
+    http = build_server(daemon, config, sessions, plans, timeout_s=timeout_s, max_connections=max_connections)
     try:
-        await site.start()
+        port = await http.start(config.listen, config.port)
     except OSError as exc:
-        await runner.cleanup()
         raise ApiError(
             f"api: cannot listen on {url_for(config.listen, config.port)}: {exc.strerror or exc} "
             "(another pvcharge running? change api.port or api.listen)"
         ) from exc
-    port = int(runner.addresses[0][1])
-    server = ApiServer(runner, config.listen, port)
+    server = ApiServer(http, config.listen, port)
     log.info("api_listening", url=server.url, token_required=config.token is not None)
     return server
