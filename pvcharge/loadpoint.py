@@ -110,7 +110,7 @@ class Loadpoint:
         self.health = Health(charger.name)
         self.write_health = Health(charger.name, WRITE_EVENTS)
         self.car_connected: bool | None = None  # from the last charger reading
-        self.waker = CarWaker(charger, config.charge_point, config.vehicle, on_end=self.reassert)
+        self.waker = CarWaker(charger, config.charge_point, config.vehicle, clock=clock, on_end=self.reassert)
         self.last: LoadpointCycle | None = None
         self.last_reason_kind = ""
         self.writes = 0  #: commands this charger took

@@ -22,6 +22,7 @@ no wake-up (a full car waiting in state B looks the same), warning when all atte
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -49,6 +50,7 @@ class CarWaker:
         charge_point: ``wake_up_attempts`` (0: off) and ``wake_up_after_s`` are read from it.
         vehicle: the loadpoint's vehicle profile; ``wake_up: false`` turns the wake-up off (as
             ``wake_up_attempts: 0``).
+        clock: now in s (the daemon's clock): when a wake-up ended.
         on_end: called with a reason when a wake-up that may have touched the charger ended (sent,
             failed, timed out or cancelled; not when the driver deferred it), before :attr:`running`
             turns false: the loadpoint sends its command again.
@@ -60,9 +62,11 @@ class CarWaker:
         charge_point: ChargePoint,
         vehicle: Vehicle = Vehicle(),  # noqa: B008 (frozen)
         *,
+        clock: Callable[[], float] = time.time,
         on_end: Callable[[str], None] | None = None,
     ) -> None:
         self.charger = charger
+        self.clock = clock
         self.detector = WakeUpDetector(
             _attempts(charge_point, vehicle), charge_point.wake_up_after_s, available=can_wake(charger)
         )
@@ -122,7 +126,7 @@ class CarWaker:
             return False
         self._running = True
         task = asyncio.get_running_loop().create_task(
-            self._wake(now_s, due, fields, timeout_s), name=f"wake-up {self.charger.name}"
+            self._wake(due, fields, timeout_s), name=f"wake-up {self.charger.name}"
         )
         task.add_done_callback(self._done)
         self._task = task
@@ -145,18 +149,27 @@ class CarWaker:
                 action=f"{self.charger.name} may be left mid-wake-up: check it in its app or at the wallbox",
             )
 
-    async def _wake(self, now_s: float, due: WakeUp, fields: dict[str, Any], timeout_s: float) -> None:
-        """The wake-up task: send it, log the outcome, then :meth:`_ended`."""
-        outcome: Outcome = "cancelled"
+    async def _wake(self, due: WakeUp, fields: dict[str, Any], timeout_s: float) -> None:
+        """The wake-up task: send it, log the outcome, then :meth:`_ended`.  It counts as an attempt at
+        the clock time it ended, so the next one waits ``wake_up_after_s`` from there (the car's time to
+        start after it; and however long a wake-up took, two are that far apart)."""
+        outcome: Outcome = "failed"
         try:
-            outcome = await self._send(now_s, due, fields, timeout_s)
+            outcome = await self._send(due, fields, timeout_s)
+        except asyncio.CancelledError:
+            outcome = "cancelled"
+            self.detector.attempted(self.clock())  # something may have been sent
+            log.info("car_wake_up_cancelled", **fields, attempt=due.attempt, of=due.of)
+            raise
+        except BaseException as exc:  # past the driver guard: a failed attempt, logged by _done
+            self.detector.attempted(self.clock())
+            self.failures += 1
+            self.last_error = repr(exc)
+            raise
         finally:
-            if outcome == "cancelled":
-                self.detector.attempted(now_s)  # something may have been sent
-                log.info("car_wake_up_cancelled", **fields, attempt=due.attempt, of=due.of)
             self._ended(outcome)
 
-    async def _send(self, now_s: float, due: WakeUp, fields: dict[str, Any], timeout_s: float) -> Outcome:
+    async def _send(self, due: WakeUp, fields: dict[str, Any], timeout_s: float) -> Outcome:
         assert isinstance(self.charger, WakesCar)
         try:
             async with asyncio.timeout(timeout_s):
@@ -170,10 +183,10 @@ class CarWaker:
             log.error("driver_error", device=self.charger.name, what="wake_up", error=repr(exc), exc_info=exc)
             error = repr(exc)
         else:
-            self.detector.attempted(now_s)
+            self.detector.attempted(self.clock())
             log.info("car_wake_up", **fields, attempt=due.attempt, of=due.of, why=due.why)
             return "sent"
-        self.detector.attempted(now_s)
+        self.detector.attempted(self.clock())
         self.failures += 1
         self.last_error = error
         log.warning(

@@ -5,6 +5,7 @@ releases it; every wait is on an event, the cycles are counted."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 from sitestub import eventually
 from structlog.testing import capture_logs
@@ -13,7 +14,20 @@ from test_daemon_loadpoints import TWO, offered
 
 from pvcharge.config import parse_config
 from pvcharge.daemon import Daemon
-from pvcharge.readings import ChargerCommand
+from pvcharge.readings import ChargerCommand, SiteReading
+
+
+class LiveMeter(Meter):
+    """The fake meter with a grid power that moves by 1 W each read, so it never looks frozen."""
+
+    def __init__(self, clock: Clock) -> None:
+        super().__init__(clock)
+        self.reads = 0
+
+    async def read(self) -> SiteReading:
+        reading = await super().read()
+        self.reads += 1
+        return dataclasses.replace(reading, grid_power_w=reading.grid_power_w - self.reads % 2)
 
 
 class BlockingWaker(Charger):
@@ -52,14 +66,16 @@ async def cycles(daemon: Daemon, clock: Clock, n: int, what: str) -> None:
         task.cancel()
 
 
-async def waking_carport(clock: Clock) -> tuple[Daemon, BlockingWaker, Charger]:
+async def waking_carport(
+    clock: Clock, kind: type[BlockingWaker] = BlockingWaker
+) -> tuple[Daemon, BlockingWaker, Charger]:
     """carport (16 A) and garage (9 A) under the 25 A fuse, neither car starts; after 13 cycles
     (60 s) carport's wake-up runs (garage's charger has none)."""
-    meter, carport, garage = Meter(clock), BlockingWaker(clock), Charger(clock)
+    meter, carport, garage = LiveMeter(clock), kind(clock), Charger(clock)
     carport.name, garage.name = "charger carport", "charger garage"  # type: ignore[misc]
     daemon = Daemon(parse_config(TWO, environ={}), meter, [carport, garage], clock=clock)  # type: ignore[list-item]
     await cycles(daemon, clock, 13, "13 cycles up to carport's wake-up")
-    assert carport.waking.is_set() and carport.order == ["apply 16", "wake-up"]
+    assert carport.waking.is_set() and carport.order[:2] == ["apply 16", "wake-up"]
     assert (offered(carport), offered(garage)) == (16.0, 9.0)
     return daemon, carport, garage
 
@@ -69,8 +85,11 @@ async def test_cycles_go_on_and_the_other_loadpoints_decrease_is_written_during_
     daemon, carport, garage = await waking_carport(clock)
     before = daemon.stats.cycles
     daemon.set_mode("off", source="test", loadpoint="garage")
-    await cycles(daemon, clock, 3, "3 cycles while carport's wake-up runs")
+    daemon.reload(parse_config(TWO, environ={}))  # a reload meanwhile is taken as ever
+    with capture_logs() as logs:
+        await cycles(daemon, clock, 3, "3 cycles while carport's wake-up runs")
     assert daemon.stats.cycles == before + 3
+    assert [e["event"] for e in logs].count("config_reloaded") == 1
     assert offered(garage) == 0.0  # garage's decrease went out
     assert carport.order == ["apply 16", "wake-up"]  # carport's wake-up still runs
     assert daemon.loadpoint("carport").waker.running
@@ -111,6 +130,21 @@ async def test_the_command_is_sent_again_after_a_wake_up() -> None:
     assert daemon.status()["wake_up"]["attempts"] == 1
 
 
+async def test_the_next_wake_up_waits_wake_up_after_s_from_the_end_of_the_last() -> None:
+    """A wake-up that ran 25 s (started at 1060 s, released at 1085 s): the next is due 60 s after its
+    end (1145 s), not after its start."""
+    clock = Clock()
+    daemon, carport, _ = await waking_carport(clock)
+    await cycles(daemon, clock, 4, "4 cycles while carport's wake-up runs")
+    carport.release.set()
+    await eventually(lambda: not daemon.loadpoint("carport").waker.running, "the wake-up's end")
+    assert daemon.status()["wake_up"]["last_at_s"] == clock() == 1085.0
+    await cycles(daemon, clock, 12, "the cycles up to 1140 s")
+    assert carport.order.count("wake-up") == 1
+    await cycles(daemon, clock, 1, "the cycle at 1145 s")
+    assert carport.order.count("wake-up") == 2
+
+
 async def test_shutdown_during_a_wake_up_ends_it_then_pauses_and_leaves_no_task() -> None:
     clock = Clock()
     meter, carport, garage = Meter(clock), BlockingWaker(clock), Charger(clock)
@@ -136,4 +170,29 @@ async def test_shutdown_during_a_wake_up_ends_it_then_pauses_and_leaves_no_task(
     assert carport.order == ["apply 16", "wake-up", "wake-up cancelled", "wake-up over", "apply 0"]
     assert (offered(carport), offered(garage)) == (0.0, 0.0)
     assert [e["attempt"] for e in logs if e["event"] == "car_wake_up_cancelled"] == [1]
+    assert [t for t in asyncio.all_tasks() if t is not asyncio.current_task()] == []
+
+
+class Boom(BaseException):
+    """Not an Exception: gets past the driver guard in CarWaker, so only the task's done-callback sees it."""
+
+
+class BoomWaker(BlockingWaker):
+    async def wake_up(self) -> None:
+        self.order.append("wake-up")
+        self.waking.set()
+        raise Boom("driver")
+
+
+async def test_a_wake_up_that_raises_past_the_driver_guard_is_logged_and_the_loop_goes_on() -> None:
+    clock = Clock()
+    with capture_logs() as logs:
+        daemon, carport, _ = await waking_carport(clock, BoomWaker)
+        await eventually(lambda: not daemon.loadpoint("carport").waker.running, "the wake-up's end")
+        await cycles(daemon, clock, 1, "the cycle after the wake-up")
+    [error] = [e for e in logs if e["event"] == "driver_error"]
+    assert error["what"] == "wake_up" and error["error"] == "Boom('driver')"
+    assert carport.forgotten == 1 and carport.order == ["apply 16", "wake-up", "apply 16"]  # sent again
+    status = daemon.status()["loadpoints"][0]["wake_up"]
+    assert (status["attempts"], status["failures"], status["last_error"]) == (1, 1, "Boom('driver')")
     assert [t for t in asyncio.all_tasks() if t is not asyncio.current_task()] == []
