@@ -27,7 +27,9 @@ One cycle (every ``control.interval_s``):
    outage and on recovery), a write the driver defers for its rate limit is offered again next
    cycle, and after ``WritesBlocked`` nothing more is sent to that charger;
 4. resume recovery (:class:`~pvcharge.resume.CarWaker`): a car offered current that does not start
-   gets the charger's wake-up, if it has one (``charger.wake_up_attempts``);
+   gets the charger's wake-up, if it has one (``charger.wake_up_attempts``), as a background task the
+   cycle never waits for; until it ends nothing is written to that charger (a decrease for it counts
+   as not delivered, so the others' increases wait), then its command is sent again;
 5. one structured log event ``decision`` with the numbers behind it: at info level when the command
    changes, at debug level otherwise.
 
@@ -359,10 +361,12 @@ class Daemon:
         chargers = {lp.name: reading for lp, reading in zip(self.loadpoints, readings, strict=True)}
         decisions = self.site_controller.step(now, self._last_site, chargers)
         written = await self._write({lp.name: decisions[lp.name].command for lp in self.loadpoints})
+        started = False
         for lp, reading in zip(self.loadpoints, readings, strict=True):
             held = None if lp.writes_blocked else lp.applied
-            if await lp.waker.cycle(now, held, reading, timeout_s=self.config.control.max_age_s):
-                lp.reassert("wake-up failed")
+            started |= lp.waker.cycle(now, held, reading, timeout_s=self.config.control.max_age_s)
+        if started:  # one step for a wake-up just started: its first request goes out in this cycle
+            await asyncio.sleep(0)
         self.stats.cycles += 1
         parts = []
         for lp, reading in zip(self.loadpoints, readings, strict=True):
@@ -412,8 +416,8 @@ class Daemon:
     async def run(self, stop: asyncio.Event | None = None, *, max_cycles: int | None = None) -> Stats:
         """Cycle every ``control.interval_s`` until ``stop`` is set (or ``max_cycles`` ran).
 
-        On the way out every charger is paused (the loop is no longer watching the surplus) and every
-        driver is closed.
+        On the way out a wake-up in flight is cancelled and awaited, then every charger is paused (the
+        loop is no longer watching the surplus) and every driver is closed.
         """
         stop = stop or asyncio.Event()
         named = {"loadpoints": [lp.name for lp in self.loadpoints]} if len(self.loadpoints) > 1 else {}
@@ -446,12 +450,13 @@ class Daemon:
     async def _shutdown(self) -> None:
         """Leave every charger in ``control.exit_state`` and close the drivers.
 
-        ``pause``: one pause command per charger (all at once), unless it already holds one (or refuses
-        all writes), awaited to the end (at most :data:`~pvcharge.loadpoint.SHUTDOWN_WRITE_S`) so
-        nothing is left half-written; ``leave``: nothing is sent, each charger keeps its last command.
-        A pause the driver defers for its rate limit (``WriteDeferred``, e.g. a cloud's backoff) is sent
-        again when the driver says, if that is within ``SHUTDOWN_WRITE_S``; a pause that cannot be
-        delivered is an error naming the charger.
+        A wake-up in flight is cancelled and awaited first (:meth:`Loadpoint.stop`).  ``pause``: one
+        pause command per charger (all at once), unless it already holds one (or refuses all writes),
+        awaited to the end (at most :data:`~pvcharge.loadpoint.SHUTDOWN_WRITE_S`, the wake-up's end
+        included) so nothing is left half-written; ``leave``: nothing is sent, each charger keeps its
+        last command.  A pause the driver defers for its rate limit (``WriteDeferred``, e.g. a cloud's
+        backoff) is sent again when the driver says, if that is within ``SHUTDOWN_WRITE_S``; a pause
+        that cannot be delivered is an error naming the charger.
         """
         exit_state = self.config.control.exit_state
         await asyncio.gather(*(lp.stop(exit_state, self.sleep) for lp in self.loadpoints))

@@ -31,6 +31,10 @@ log = structlog.get_logger("pvcharge.daemon")  # the daemon's events, under the 
 #: ``stop_grace_period: 90s`` in deploy/docker-compose.yml) after the last cycle and closing
 SHUTDOWN_WRITE_S = 60.0
 PAUSE_RETRY_S = 1.0  #: the least wait before offering a deferred pause on the way out again, in s
+#: the longest the way out waits for a cancelled wake-up to end before the pause, in s (loop time; part
+#: of ``SHUTDOWN_WRITE_S``): a WARP connects the control pilot again then, one request with its
+#: client's retries
+WAKE_UP_STOP_S = 15.0
 
 
 def _describe(command: ChargerCommand | None) -> str:
@@ -106,7 +110,7 @@ class Loadpoint:
         self.health = Health(charger.name)
         self.write_health = Health(charger.name, WRITE_EVENTS)
         self.car_connected: bool | None = None  # from the last charger reading
-        self.waker = CarWaker(charger, config.charge_point, config.vehicle)
+        self.waker = CarWaker(charger, config.charge_point, config.vehicle, clock=clock, on_end=self.reassert)
         self.last: LoadpointCycle | None = None
         self.last_reason_kind = ""
         self.writes = 0  #: commands this charger took
@@ -160,8 +164,15 @@ class Loadpoint:
         self.car_connected = charger.connected
 
     async def apply(self, command: ChargerCommand, timeout_s: float) -> bool:
-        """Write ``command`` unless the charger holds it already; True if it was written."""
+        """Write ``command`` unless the charger holds it already; True if it was written.  Nothing is
+        written while the charger's wake-up runs (it must not interleave with a command; the command is
+        sent again when the wake-up ends): like a deferred write, :meth:`may_exceed` then holds."""
         if command == self.applied or self.writes_blocked:
+            return False
+        if self.waker.running:
+            log.debug(
+                "charger_write_waits", device=self.charger.name, current_a=command.current_a, why="wake-up"
+            )
             return False
         try:
             await asyncio.wait_for(self.charger.apply(command), timeout=timeout_s)
@@ -272,10 +283,14 @@ class Loadpoint:
             log.debug("decision", **fields)
         self.last_reason_kind = kind
 
-    async def pause_on_exit(self, sleep: Callable[[float], Awaitable[Any]]) -> None:
-        """Send a pause, waiting out the driver's deferrals within ``SHUTDOWN_WRITE_S``; say how it went."""
+    async def pause_on_exit(
+        self, sleep: Callable[[float], Awaitable[Any]], deadline_s: float | None = None
+    ) -> None:
+        """Send a pause, waiting out the driver's deferrals until ``deadline_s`` (clock s; default
+        ``SHUTDOWN_WRITE_S`` from now); say how it went."""
         pause = ChargerCommand(0.0, self.controller.phases)
-        deadline_s = self.clock() + SHUTDOWN_WRITE_S
+        if deadline_s is None:
+            deadline_s = self.clock() + SHUTDOWN_WRITE_S
         while True:
             try:
                 left_s = max(0.0, deadline_s - self.clock())
@@ -306,7 +321,11 @@ class Loadpoint:
             return
 
     async def stop(self, exit_state: str, sleep: Callable[[float], Awaitable[Any]]) -> None:
-        """Leave the charger in ``exit_state`` (see :meth:`Daemon._shutdown`)."""
+        """Leave the charger in ``exit_state`` (see :meth:`Daemon._shutdown`), after cancelling a wake-up
+        in flight and waiting for it to end (at most :data:`WAKE_UP_STOP_S`, within the pause's
+        ``SHUTDOWN_WRITE_S``)."""
+        deadline_s = self.clock() + SHUTDOWN_WRITE_S
+        await self.waker.stop(WAKE_UP_STOP_S)
         if exit_state == "leave":
             log.info("stopped", charger_left="as it was", command=_describe(self.acknowledged))
         elif self.writes_blocked:
@@ -314,4 +333,4 @@ class Loadpoint:
         elif self.applied is not None and self.applied.current_a == 0:
             log.info("stopped", charger_left="paused")
         else:
-            await self.pause_on_exit(sleep)
+            await self.pause_on_exit(sleep, deadline_s)

@@ -191,10 +191,13 @@ async def test_a_deferred_wake_up_is_not_counted_and_goes_next_cycle() -> None:
     daemon = Daemon(FAST, FakeMeter(clock), charger, clock=clock)
     charger.wake_errors = [WriteDeferred(charger.name, "budget", 10.0)]
     with capture_logs() as logs:
-        await run_cycles(daemon, clock, 15)
+        await run_cycles(daemon, clock, 13)  # 60 s: the first wake-up is due, and deferred
+        assert charger.wake_ups == 1
+        assert charger.forgotten == 0  # nothing was sent by the deferred one: no need to send again
+        await run_cycles(daemon, clock, 2)
     assert charger.wake_ups == 2  # deferred once, sent the next cycle
     assert [e["attempt"] for e in logs if e["event"] == "car_wake_up"] == [1]
-    assert charger.forgotten == 0  # nothing was sent by the deferred one: no need to send again
+    assert charger.forgotten == 1  # a wake-up that went out: the command is sent again
     assert daemon.status()["wake_up"]["attempts"] == 1
 
 
