@@ -28,10 +28,10 @@ if TYPE_CHECKING:
 
 
 def _open_api(settings: object) -> bool:
-    """Whether ``settings`` extend ``pvcharge.clients.alphaess.OpenApiSettings``, told without importing
-    that module (and httpx's AlphaESS client with it) for a config without an Open API device."""
+    """Whether ``settings`` extend ``pvcharge.clients.alphaess_device.OpenApiSettings``, told without
+    importing that module (and httpx's AlphaESS client with it) for a config without an Open API device."""
     return any(
-        cls.__module__ == "pvcharge.clients.alphaess" and cls.__name__ == "OpenApiSettings"
+        cls.__module__ == "pvcharge.clients.alphaess_device" and cls.__name__ == "OpenApiSettings"
         for cls in type(settings).__mro__
     )
 

@@ -628,7 +628,7 @@ async def test_apply_during_a_slow_first_poll_waits_for_it_instead_of_polling_ag
 
 
 def test_next_poll_follows_the_start_but_rests_after_a_slow_poll() -> None:
-    from pvcharge.clients.alphaess import next_poll_s
+    from pvcharge.clients.alphaess_device import next_poll_s
 
     assert next_poll_s(100.0, 100.3, 100.3, 10.0) == 110.0  # a quick poll: one interval after its start
     assert next_poll_s(100.0, 100.3, 96.0, 10.0) == 106.0  # a reply the meter got at 96: in step with it

@@ -45,13 +45,8 @@ from typing import Any
 
 import structlog
 
-from pvcharge.clients.alphaess import (
-    REUSE_SHARE,
-    OpenApiAccount,
-    OpenApiSettings,
-    PolledOutcome,
-    client_for,
-)
+from pvcharge.clients.alphaess import OpenApiAccount
+from pvcharge.clients.alphaess_device import REUSE_SHARE, OpenApiSettings, PolledOutcome, client_for
 from pvcharge.clients.budget import BudgetSpent
 from pvcharge.errors import DeviceProtocolError, RateLimited, WriteDeferred
 from pvcharge.readings import ChargerCapabilities, ChargerCommand, ChargerReading, IecState

@@ -35,7 +35,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from pvcharge.clients.alphaess import REUSE_SHARE, OpenApiAccount, OpenApiSettings, PolledOutcome, client_for
+from pvcharge.clients.alphaess import OpenApiAccount
+from pvcharge.clients.alphaess_device import REUSE_SHARE, OpenApiSettings, PolledOutcome, client_for
 from pvcharge.errors import DeviceProtocolError
 from pvcharge.readings import SiteReading
 
