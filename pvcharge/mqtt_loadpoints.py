@@ -25,10 +25,10 @@ reading (numbers and flags are JSON).
 Home Assistant: the site's device (identifiers ``[N]``) keeps the site's sensors (grid, PV, home
 battery, house, battery SoC) and the session and plan entities (the first loadpoint's); each loadpoint
 is a device of its own (identifiers ``[N_lp_L]``, name ``pvcharge L``, ``via_device`` the site) with
-the charger's entities of :data:`pvcharge.mqtt.ENTITIES` (car power, surplus, car and offered current,
-phases, reason, car connected, charging, the mode select) reading ``P/loadpoints/L/status`` and
-``P/loadpoints/L/mode``.  Their object ids are ``lp_L_<id>`` under the site's node, so the discovery
-record and its removal cover them.
+the charger's entities of :data:`pvcharge.mqtt_discovery.ENTITIES` (car power, surplus, car and
+offered current, phases, reason, car connected, charging, the mode select) reading
+``P/loadpoints/L/status`` and ``P/loadpoints/L/mode``.  Their object ids are ``lp_L_<id>`` under the
+site's node, so the discovery record and its removal cover them.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-#: the entities of :data:`pvcharge.mqtt.ENTITIES` that belong to the site's device with several
+#: the entities of :data:`pvcharge.mqtt_discovery.ENTITIES` that belong to the site's device with several
 #: loadpoints; all others are per loadpoint
 SITE_ENTITIES = frozenset({"grid_power", "pv_power", "battery_power", "house_power", "battery_soc"})
 

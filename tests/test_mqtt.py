@@ -38,7 +38,8 @@ from pvcharge import __version__
 from pvcharge.config import MqttConfig, parse_config
 from pvcharge.control.config import MODES
 from pvcharge.daemon import Daemon
-from pvcharge.mqtt import MqttBridge, discovery_messages, remove_all
+from pvcharge.mqtt import MqttBridge, remove_all
+from pvcharge.mqtt_discovery import discovery_messages
 from pvcharge.readings import ChargerCapabilities, ChargerCommand, ChargerReading, SiteReading
 from pvcharge.sessions import SessionRecorder
 from pvcharge.sessions.store import SessionStore

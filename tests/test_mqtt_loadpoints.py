@@ -23,7 +23,8 @@ from test_mqtt import broker as broker  # (the fixture: a mosquitto of its own o
 
 from pvcharge.config import parse_config
 from pvcharge.daemon import Daemon
-from pvcharge.mqtt import MqttBridge, discovery_messages, remove_all
+from pvcharge.mqtt import MqttBridge, remove_all
+from pvcharge.mqtt_discovery import discovery_messages
 
 NAMES = ["carport", "garage"]
 

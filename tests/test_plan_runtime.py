@@ -25,7 +25,8 @@ from test_plan_service import LIMITS, evening_site, make, run_config, service_of
 
 from pvcharge.api.server import start_api
 from pvcharge.daemon import Daemon
-from pvcharge.mqtt import MqttBridge, discovery_messages
+from pvcharge.mqtt import MqttBridge
+from pvcharge.mqtt_discovery import discovery_messages
 from pvcharge.planning import runtime
 from pvcharge.planning.cli import add_command
 from pvcharge.planning.service import PlanService
