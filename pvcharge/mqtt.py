@@ -39,6 +39,8 @@ Network I/O never touches the control loop: the daemon's listener only sets an e
 connects, publishes the latest status when woken (older ones are simply skipped) and handles
 commands.  While the broker is away nothing queues up; reconnects back off from 1 s, doubling with
 jitter, to at most 30 s; the outage is logged once when it starts and once when it ends.
+The broker connection itself (login, TLS, last will, timeouts, the client's log lines) is
+:mod:`pvcharge.mqtt_client`.
 """
 
 from __future__ import annotations
@@ -46,20 +48,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import logging
 import random
 import re
 import secrets
 import time
-from collections.abc import Callable, Coroutine, Iterable, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import aiomqtt
 import structlog
 
+from pvcharge import mqtt_client
 from pvcharge import mqtt_loadpoints as lp
 from pvcharge.config import MqttConfig
 from pvcharge.control.config import MODES
+from pvcharge.mqtt_client import KEEPALIVE_S
 from pvcharge.mqtt_discovery import OFFLINE, ONLINE, Topics, discovery_messages
 from pvcharge.mqtt_plans import plan_command, plan_topics
 
@@ -69,49 +72,12 @@ if TYPE_CHECKING:
     from pvcharge.sessions import SessionRecorder
 
 log = structlog.get_logger("pvcharge.mqtt")
-T = TypeVar("T")
-
-
-class _ToStructlog(logging.Handler):
-    """paho's and aiomqtt's own log lines ("failed to receive on socket: ...") as structlog debug
-    events: the bridge logs every outage itself, once, with its cause."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            log.debug("mqtt_client_log", level=record.levelname.lower(), message=record.getMessage())
-        except Exception:  # a logging failure must not break the MQTT client's callbacks
-            self.handleError(record)
-
-
-#: the stdlib logger handed to aiomqtt (and so to paho); set it to DEBUG to see every MQTT packet
-CLIENT_LOG = logging.getLogger("pvcharge.mqtt.client")
-CLIENT_LOG.setLevel(logging.WARNING)
-CLIENT_LOG.propagate = False
-CLIENT_LOG.addHandler(_ToStructlog())
 
 RECONNECT_MIN_S = 1.0  #: first wait after a failed or lost connection, s
 RECONNECT_MAX_S = 30.0  #: ceiling of the doubling wait, s
 SYNC_TIMEOUT_S = 5.0  #: longest wait for the retained discovery record after subscribing, s
 STOP_TIMEOUT_S = 5.0  #: longest :meth:`MqttBridge.stop` waits for "offline" and a clean disconnect, s
-OPERATION_TIMEOUT_S = 10.0  #: CONNACK, SUBACK, PUBACK, s
-KEEPALIVE_S = 30  #: MQTT keepalive: a silently dead broker is noticed after 1.5 × this, s
 ENERGY_EVERY_S = 60.0  #: ``P/energy`` at most this often (monotonic s) while the session stays the same
-
-
-def _client(config: MqttConfig, *, client_id: str, will: bool, keepalive_s: int) -> aiomqtt.Client:
-    return aiomqtt.Client(
-        config.host,
-        config.port,
-        identifier=client_id,
-        username=config.username,
-        password=config.password.reveal() if config.password is not None else None,
-        will=aiomqtt.Will(Topics.of(config).availability, OFFLINE, qos=1, retain=True) if will else None,
-        tls_params=aiomqtt.TLSParameters(ca_certs=config.ca_file) if config.tls else None,
-        timeout=OPERATION_TIMEOUT_S,
-        keepalive=keepalive_s,
-        max_queued_incoming_messages=100,  # someone flooding the command topic costs no memory
-        logger=CLIENT_LOG,
-    )
 
 
 class _RecordReader:
@@ -159,42 +125,6 @@ class _RecordReader:
         return self.previous
 
 
-async def _until_disconnected(
-    client: aiomqtt.Client, on_message: Callable[[str, bytes, bool], object]
-) -> None:
-    """Hand every incoming message to ``on_message(topic, payload, retained)``.
-
-    Raises:
-        aiomqtt.MqttError: the connection broke (the only way this ends).
-    """
-    async for message in client.messages:
-        on_message(str(message.topic), message.payload, message.retain)
-
-
-async def _racing(
-    client: aiomqtt.Client, on_message: Callable[[str, bytes, bool], object], work: Coroutine[Any, Any, T]
-) -> T:
-    """Run ``work`` while receiving; a broken connection ends both at once.
-
-    aiomqtt's publish waits for its acknowledgement until its timeout even after the connection broke;
-    racing it against the receiver turns a dead broker into an immediate :class:`aiomqtt.MqttError`.
-    """
-    receiver = asyncio.create_task(_until_disconnected(client, on_message))
-    worker = asyncio.create_task(work)
-    try:
-        await asyncio.wait({receiver, worker}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in (receiver, worker):
-            task.cancel()
-        await asyncio.gather(receiver, worker, return_exceptions=True)
-    error = receiver.exception() if receiver.done() and not receiver.cancelled() else None
-    if error is not None:
-        raise error
-    if worker.cancelled():
-        raise aiomqtt.MqttError("connection closed")
-    return worker.result()
-
-
 def _parse_record(payload: bytes, node: str) -> list[str]:
     """The topics of a record; only discovery config topics of this node (``.../<component>/N/<id>/config``),
     so a record someone else wrote cannot make pvcharge clear other retained topics."""
@@ -208,11 +138,6 @@ def _parse_record(payload: bytes, node: str) -> list[str]:
         return []
     ours = re.compile(rf"[^#+]+/[a-z_]+/{re.escape(node)}/[A-Za-z0-9_-]+/config")
     return [t for t in recorded if isinstance(t, str) and ours.fullmatch(t)]
-
-
-async def _clear(client: aiomqtt.Client, topics: Iterable[str]) -> None:
-    for topic in topics:
-        await client.publish(topic, b"", qos=1, retain=True)
 
 
 class MqttBridge:
@@ -303,7 +228,7 @@ class MqttBridge:
         while not self._stopping.is_set():
             error: str | None = None
             try:
-                client = _client(
+                client = mqtt_client.client(
                     self.config, client_id=self.config.client_id, will=True, keepalive_s=self.keepalive_s
                 )
                 async with client:
@@ -363,7 +288,7 @@ class MqttBridge:
             aiomqtt.MqttError: the connection broke.
         """
         self._reader = _RecordReader(self.topics)
-        await _racing(client, self._on_message, self._work(client))
+        await mqtt_client.racing(client, self._on_message, self._work(client))
         # only a stop ends the work: say goodbye, so that the will is not needed
         await client.publish(self.topics.availability, OFFLINE, qos=1, retain=True, timeout=2.0)
 
@@ -405,7 +330,7 @@ class MqttBridge:
         current = self._discovery() if self.config.discovery else {}
         if previous is not None:
             stale = [t for t in previous if t not in current]
-            await _clear(client, stale)
+            await mqtt_client.clear(client, stale)
             if stale:
                 log.info("mqtt_discovery_removed", topics=len(stale))
         for topic, payload in current.items():
@@ -557,17 +482,20 @@ async def remove_all(
     """
     topics = Topics.of(config)
     async with asyncio.timeout(timeout_s):
-        async with _client(
+        async with mqtt_client.client(
             config, client_id=f"{config.client_id}-remove", will=False, keepalive_s=KEEPALIVE_S
         ) as client:
             reader = _RecordReader(topics)
-            previous = await _racing(client, lambda t, p, _r: reader.feed(t, p), reader.read(client)) or []
+            previous = (
+                await mqtt_client.racing(client, lambda t, p, _r: reader.feed(t, p), reader.read(client))
+                or []
+            )
             ours = discovery_messages(config, history=True, plans=True, loadpoints=loadpoints)
             cleared = sorted({*previous, *ours})
             cleared += [topics.record, topics.status, topics.mode, topics.energy, topics.availability]
             for name in loadpoints if len(loadpoints) > 1 else ():
                 cleared += lp.LoadpointTopics.of(config.prefix, name).all_state()
             cleared.append(plan_topics(config.prefix)["plan"])
-            await _clear(client, cleared)
+            await mqtt_client.clear(client, cleared)
     log.info("mqtt_removed", topics=len(cleared), prefix=config.prefix)
     return cleared

@@ -46,6 +46,7 @@ NEVER_FOR_HUAWEI_WARP = {
     "pvcharge.clients.easee",
     "pvcharge.clients.ocpp",
     "pvcharge.mqtt",
+    "pvcharge.mqtt_client",
     "pvcharge.mqtt_discovery",
     "pvcharge.planning.score",
     "pvcharge.planning.loopscore",
