@@ -44,7 +44,8 @@ from pvcharge.sessions import open_recorder
 from pvcharge.sessions.tally import Session
 from pvcharge.sim import free_port
 from pvcharge.sim.alphaess import AlphaEssEmulator
-from pvcharge.sim.easee import MAX_CHARGER_A, EaseeEmulator
+from pvcharge.sim.easee import EaseeEmulator
+from pvcharge.sim.easee_charger import MAX_CHARGER_A
 from pvcharge.sim.http import Handler, LoopbackHttpServer
 from pvcharge.sim.huawei import HuaweiEmulator
 from pvcharge.sim.ocpp import OcppChargePointEmulator, OcppTraffic

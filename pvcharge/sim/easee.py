@@ -22,10 +22,11 @@ Emulated (reference ``chargers.md`` §1 and its checklist §1.8; sources [E-auth
   accepted, not emulated); ``pause_charging`` sets it to 0, ``resume_charging`` back to 32 A (evcc waits
   for DCC = 32 after a resume [EV]); ``start_charging``/``stop_charging``/``toggle_charging`` are
   accepted without effect (authorization is not required here, §1.4 [GEN]).
-- ``POST /api/chargers/{id}/settings`` with ``ChargerSettings`` keys (:data:`CHARGER_SETTINGS`; any
-  other → 400): ``dynamicChargerCurrent`` (0–32 A) sets the dynamic charger current as the command does
-  (evcc's way [EV]), ``maxChargerCurrent`` caps the charger (6–32 A), the others are stored and shown in
-  ``config``; 202 ``[{"device", "commandId", "ticks"}]``, or 200 when nothing changed (§1.3, §1.8).
+- ``POST /api/chargers/{id}/settings`` with ``ChargerSettings`` keys
+  (:data:`~pvcharge.sim.easee_charger.CHARGER_SETTINGS`; any other → 400): ``dynamicChargerCurrent``
+  (0–32 A) sets the dynamic charger current as the command does (evcc's way [EV]),
+  ``maxChargerCurrent`` caps the charger (6–32 A), the others are stored and shown in ``config``;
+  202 ``[{"device", "commandId", "ticks"}]``, or 200 when nothing changed (§1.3, §1.8).
 - What pyeasee 0.8.21 reads in ordinary use [P]: ``GET /api/chargers`` (its ``get_chargers``),
   ``GET /api/chargers/{id}/config``, ``/site``, ``GET /api/sites``, ``/api/sites/{id}?detailed=true``,
   ``/api/sites/{id}/state``, ``/api/accounts/products``; and ``POST``/``GET
@@ -56,6 +57,9 @@ Emulated (reference ``chargers.md`` §1 and its checklist §1.8; sources [E-auth
   dynamic current of 0 A, as the controller pauses, wakes nothing.
 - :attr:`offers` records what the charger ran at: every change of the offered current, on ``clock``.
 
+The charger itself (its limits, settings, observations and records) is
+:class:`~pvcharge.sim.easee_charger.EaseeCharger`, which the emulator inherits and serves.
+
 Not emulated: SignalR, TTLs, the reset of a pause on a new car connection, schedules, sessions, cloud
 latency.
 """
@@ -75,13 +79,18 @@ from typing import Any
 
 from aiohttp import web
 
-from pvcharge.sim.faults import Fault
+from pvcharge.sim.easee_charger import (
+    CHARGER_SETTINGS,
+    MAX_CHARGER_A,
+    EaseeCharger,
+    as_amps,
+    check_number,
+    check_setting,
+)
 from pvcharge.sim.http import LoopbackHttpServer
-from pvcharge.sim.site import SiteModel, SiteState
+from pvcharge.sim.site import SiteModel
 
-MAX_CHARGER_A = 32  #: Easee Home/Charge maximum, A
 MAX_CIRCUIT_A = 80  #: highest circuit value accepted, A (80 A: Easee Charge after a restart, §1.3 [E-lb])
-MIN_CURRENT_A = 6  #: below this the car does not draw (IEC 61851)
 BLOCK_WINDOW_S = 300.0  #: "sustained abuse": block_after_429s 429 answers within this many seconds
 WINDOW_S = 60.0  #: rate-limit window, s
 #: HTTP 403 body once the IP is blocked (chargers.md §1.6 [evcc#3835; easee_hass#117]).
@@ -89,8 +98,6 @@ BLOCKED_TEXT = (
     "Too many requests, please check your error handling and backoff logic. "
     "Your IP is registered in our systems and is now blocked."
 )
-#: totalPower (kW) under ``GARBAGE``: well-formed, impossible (a charger does not feed 7.4 kW back).
-GARBAGE_TOTAL_POWER_KW = -7.4
 _CIRCUIT_KEYS = ("dynamicCircuitCurrentP1", "dynamicCircuitCurrentP2", "dynamicCircuitCurrentP3")
 _COMMANDS = (
     "set_dynamic_charger_current",
@@ -100,20 +107,6 @@ _COMMANDS = (
     "stop_charging",
     "toggle_charging",
 )
-#: ``ChargerSettings`` keys accepted by ``POST /api/chargers/{id}/settings`` (Easee OpenAPI [GEN];
-#: those pyeasee sends [P]) and their initial values, besides ``dynamicChargerCurrent`` (the live
-#: :attr:`EaseeEmulator.dynamic_charger_a`, which the commands change too).
-CHARGER_SETTINGS: dict[str, object] = {
-    "enabled": True,
-    "enableIdleCurrent": False,
-    "limitToSinglePhaseCharging": False,
-    "lockToSinglePhaseCharging": False,
-    "phaseMode": 2,
-    "smartButtonEnabled": False,
-    "smartCharging": False,
-    "ledStripBrightness": 50,
-    "maxChargerCurrent": 32,
-}
 #: the text of the cloud's 400 for a wrong login (unverified wording; the status is what clients act on).
 WRONG_LOGIN_TITLE = "Invalid username or password"
 
@@ -124,36 +117,7 @@ def _error(status: int, title: str, headers: dict[str, str] | None = None) -> we
     return web.json_response({"title": title, "status": status}, status=status, headers=headers)
 
 
-def _number(value: object, name: str, high: float, low: float = 0) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
-        raise ValueError(f"{name}: expected a number within {low:g}–{high:g}, got {json.dumps(value)}")
-    return float(value)
-
-
-def _amps(value: object) -> float:
-    """A current setting, checked by :func:`_setting`."""
-    assert isinstance(value, int | float)
-    return float(value)
-
-
-def _setting(key: str, value: object) -> object:
-    """A charger setting's value checked by its type (:data:`CHARGER_SETTINGS`); ``ValueError`` if not."""
-    if key == "dynamicChargerCurrent":
-        return _number(value, key, MAX_CHARGER_A)
-    if key == "maxChargerCurrent":
-        return _number(value, key, MAX_CHARGER_A, MIN_CURRENT_A)
-    if key == "ledStripBrightness":
-        return int(_number(value, key, 100))
-    if key == "phaseMode":
-        if value not in (1, 2, 3) or isinstance(value, bool):
-            raise ValueError(f"phaseMode: expected 1, 2 or 3, got {json.dumps(value)}")
-        return value
-    if not isinstance(value, bool):
-        raise ValueError(f"{key}: expected true or false, got {json.dumps(value)}")
-    return value
-
-
-class EaseeEmulator(LoopbackHttpServer):
+class EaseeEmulator(EaseeCharger, LoopbackHttpServer):
     """An HTTP server on loopback answering like the Easee cloud for one charger at the simulated site.
 
     Args:
@@ -177,7 +141,8 @@ class EaseeEmulator(LoopbackHttpServer):
     Fault knobs, settable at any time:
         faults: every fault of :data:`~pvcharge.sim.faults.HTTP_FAULTS` (see :mod:`pvcharge.sim.http`);
             ``STALE`` answers observations with the site state and timestamp of the moment it was set
-            (commands still act); ``GARBAGE`` reports totalPower (120) as :data:`GARBAGE_TOTAL_POWER_KW`.
+            (commands still act); ``GARBAGE`` reports totalPower (120) as
+            :data:`~pvcharge.sim.easee_charger.GARBAGE_TOTAL_POWER_KW`.
         reply_delay_s: seconds to wait before answering each request.
         fail_next: the next N requests answer HTTP 500.
 
@@ -217,17 +182,12 @@ class EaseeEmulator(LoopbackHttpServer):
         clock: Callable[[], float] = time.time,
         tls: bool = False,
     ) -> None:
-        super().__init__(host, port, what="Easee", tls=tls)
-        self.site = site
-        self.charger_id = charger_id
-        self.site_id = site_id
-        self.circuit_id = circuit_id
+        LoopbackHttpServer.__init__(self, host, port, what="Easee", tls=tls)
         self.token_lifetime_s = token_lifetime_s
         self.settings_per_min = settings_per_min
         self.commands_per_min = commands_per_min
         self.commands_share_budget = commands_share_budget
         self.block_after_429s = block_after_429s
-        self.clock = clock
         self.reply_delay_s = 0.0
         self.fail_next = 0
         self.requests = 0
@@ -236,11 +196,6 @@ class EaseeEmulator(LoopbackHttpServer):
         self.count_403 = 0
         self.request_log: deque[tuple[float, str, str, int]] = deque(maxlen=4096)
         self.issued_tokens: list[str] = []
-        self.dynamic_charger_a = float(MAX_CHARGER_A)
-        self.circuit_a = (MAX_CHARGER_A, MAX_CHARGER_A, MAX_CHARGER_A)
-        self.settings = dict(CHARGER_SETTINGS)
-        self.offers: list[tuple[float, float, int]] = []
-        self._paused_by_command = False  # pause_charging since the last offer of 6 A or more
         self._username = username
         self._password = password
         self._access: dict[str, float] = {}  # access token → expiry on clock
@@ -249,8 +204,9 @@ class EaseeEmulator(LoopbackHttpServer):
         self._recent_429: deque[float] = deque()
         self._blocked = False
         self._ids = itertools.count(1)
-        self._frozen: tuple[SiteState, float] | None = None  #: site state and its time under STALE
-        self._offer()
+        EaseeCharger.__init__(
+            self, site, charger_id=charger_id, site_id=site_id, circuit_id=circuit_id, clock=clock
+        )
 
     # -- lifecycle --------------------------------------------------------------------------------
 
@@ -436,8 +392,8 @@ class EaseeEmulator(LoopbackHttpServer):
                 body = await self._json(request)
                 if not isinstance(body, dict) or "amps" not in body:
                     raise ValueError('expected {"amps": A, "minutes": n}')
-                amps = _number(body["amps"], "amps", MAX_CHARGER_A)
-                _number(body.get("minutes", 0), "minutes", 60 * 24 * 365)
+                amps = check_number(body["amps"], "amps", MAX_CHARGER_A)
+                check_number(body.get("minutes", 0), "minutes", 60 * 24 * 365)
             except ValueError as exc:
                 return _error(400, str(exc))
             self.dynamic_charger_a = amps
@@ -458,11 +414,11 @@ class EaseeEmulator(LoopbackHttpServer):
             return refused
         try:
             body = await self._settings_body(request, [*CHARGER_SETTINGS, "dynamicChargerCurrent"])
-            changes = {key: _setting(key, value) for key, value in body.items()}
+            changes = {key: check_setting(key, value) for key, value in body.items()}
         except ValueError as exc:
             return _error(400, str(exc))
         self.writes += 1
-        dynamic_a = _amps(changes.pop("dynamicChargerCurrent", self.dynamic_charger_a))
+        dynamic_a = as_amps(changes.pop("dynamicChargerCurrent", self.dynamic_charger_a))
         if dynamic_a == self.dynamic_charger_a and all(self.settings[k] == v for k, v in changes.items()):
             return web.Response(status=200)
         self.settings.update(changes)
@@ -479,9 +435,9 @@ class EaseeEmulator(LoopbackHttpServer):
             if not isinstance(body, dict) or not {"phase1", "phase2", "phase3"} <= body.keys():
                 raise ValueError('expected {"phase1": A, "phase2": A, "phase3": A, "timeToLive": minutes}')
             p1, p2, p3 = (
-                math.floor(_number(body[k], k, MAX_CIRCUIT_A)) for k in ("phase1", "phase2", "phase3")
+                math.floor(check_number(body[k], k, MAX_CIRCUIT_A)) for k in ("phase1", "phase2", "phase3")
             )
-            _number(body.get("timeToLive", 0), "timeToLive", 60 * 24 * 365)
+            check_number(body.get("timeToLive", 0), "timeToLive", 60 * 24 * 365)
         except ValueError as exc:
             return _error(400, str(exc))
         return self._set_circuit((p1, p2, p3))
@@ -541,7 +497,7 @@ class EaseeEmulator(LoopbackHttpServer):
             return refused
         try:
             body = await self._settings_body(request, _CIRCUIT_KEYS)
-            p1, p2, p3 = (math.floor(_number(body.get(k, 0), k, MAX_CIRCUIT_A)) for k in _CIRCUIT_KEYS)
+            p1, p2, p3 = (math.floor(check_number(body.get(k, 0), k, MAX_CIRCUIT_A)) for k in _CIRCUIT_KEYS)
         except ValueError as exc:
             return _error(400, str(exc))
         return self._set_circuit((p1, p2, p3))
@@ -576,150 +532,6 @@ class EaseeEmulator(LoopbackHttpServer):
             return _error(404, "Circuit not found")
         return refused
 
-    # -- records (shapes as pyeasee reads them [P]) ---------------------------------------------------
-
-    def _charger_record(self) -> dict[str, Any]:
-        return {
-            "id": self.charger_id,
-            "name": self.charger_id,
-            "color": 1,
-            "createdOn": "2024-03-01T10:00:00Z",
-            "updatedOn": "2026-09-01T10:00:00Z",
-            "backPlate": {"id": "BP" + self.charger_id[2:], "masterBackPlateId": "BP" + self.charger_id[2:]},
-            "levelOfAccess": 1,
-            "productCode": 1,
-            "userRole": 1,
-            "isTemporary": False,
-        }
-
-    def _site_record(self, *, detailed: bool) -> dict[str, Any]:
-        site: dict[str, Any] = {
-            "id": self.site_id,
-            "siteKey": f"EMUL-{self.site_id:04d}",
-            "name": "pvcharge emulated site",
-            "levelOfAccess": 1,
-            "address": {"street": "Loopback 1", "zip": "12700", "area": "Localhost", "country": {"id": "DE"}},
-            "ratedCurrent": 35,
-            "createdOn": "2024-03-01T10:00:00Z",
-            "updatedOn": "2026-09-01T10:00:00Z",
-        }
-        if detailed:
-            circuit = {
-                "id": self.circuit_id,
-                "siteId": self.site_id,
-                "circuitPanelId": 1,
-                "panelName": "1",
-                "ratedCurrent": MAX_CHARGER_A,
-                "fuse": MAX_CHARGER_A,
-                "chargers": [self._charger_record()],
-            }
-            site.update(circuits=[circuit], equalizers=[])
-        return site
-
-    def _charger_config(self) -> dict[str, Any]:
-        settings = self.settings
-        return {
-            "isEnabled": settings["enabled"],
-            "lockCablePermanently": False,
-            "authorizationRequired": False,
-            "remoteStartRequired": False,
-            "smartButtonEnabled": settings["smartButtonEnabled"],
-            "wiFiSSID": "pvcharge-emulator",
-            "detectedPowerGridType": 1,
-            "offlineChargingMode": 0,
-            "circuitMaxCurrentP1": MAX_CHARGER_A,
-            "circuitMaxCurrentP2": MAX_CHARGER_A,
-            "circuitMaxCurrentP3": MAX_CHARGER_A,
-            "enableIdleCurrent": settings["enableIdleCurrent"],
-            "limitToSinglePhaseCharging": settings["limitToSinglePhaseCharging"],
-            "phaseMode": settings["phaseMode"],
-            "localNodeType": 1,  # Master
-            "localAuthorizationRequired": False,
-            "localRadioForAuthorizationRequired": False,
-            "localPreAuthorizeEnabled": False,
-            "localAuthorizeOfflineEnabled": False,
-            "allowOfflineTxForUnknownId": False,
-            "maxChargerCurrent": settings["maxChargerCurrent"],
-            "ledStripBrightness": settings["ledStripBrightness"],
-            "chargingSchedule": None,
-        }
-
-    def _state(self) -> dict[str, Any]:
-        """The former ``ChargerStateDTO`` (§1.2), as ``sites/{id}/state`` still carries it."""
-        observed = self._observed()
-        names = {
-            109: "chargerOpMode",
-            120: "totalPower",
-            114: "outputCurrent",
-            48: "dynamicChargerCurrent",
-            110: "outputPhase",
-            111: "dynamicCircuitCurrentP1",
-            112: "dynamicCircuitCurrentP2",
-            113: "dynamicCircuitCurrentP3",
-            183: "inCurrentT3",
-            184: "inCurrentT4",
-            185: "inCurrentT5",
-        }
-        state: dict[str, Any] = {name: observed[i][1] for i, name in names.items()}
-        offered, _ = self._limit()
-        reason = 0
-        if offered < MIN_CURRENT_A:  # chargers.md §1.2: 2 dynamic circuit limit, 52 dynamic charger limit
-            reason = 52 if self.dynamic_charger_a < MIN_CURRENT_A else 2
-        state.update(reasonForNoCurrent=reason, isOnline=True, cableRating=MAX_CHARGER_A, errorCode=0)
-        return state
-
-    # -- device state -----------------------------------------------------------------------------
-
     def _ticks(self) -> int:
         """.NET ticks (100 ns since 0001-01-01) of now, as in a ``CommandResponse`` (§1.4)."""
         return int((self.clock() + 62_135_596_800) * 10_000_000)
-
-    def _limit(self) -> tuple[float, int]:
-        """The offered current per phase in A and the phases: the lowest of the charger's limits."""
-        p1, p2, p3 = self.circuit_a
-        phases, circuit = (1, p1) if p2 == 0 and p3 == 0 else (3, min(p1, p2, p3))
-        max_a = _amps(self.settings["maxChargerCurrent"])
-        return min(self.dynamic_charger_a, circuit, max_a, MAX_CHARGER_A), phases
-
-    def _offer(self) -> None:
-        current, phases = self._limit()
-        if not self.offers or self.offers[-1][1:] != (current, phases):
-            self.offers.append((self.clock(), current, phases))
-        if self._paused_by_command and current >= MIN_CURRENT_A:  # resumed from its own pause
-            self._paused_by_command = False
-            self.site.wake_car()
-        self.site.offer(current, phases)
-
-    def _observed(self) -> dict[int, tuple[int, object]]:
-        """Observation id → (dataType, value) now, or frozen under ``STALE`` (chargers.md §1.2)."""
-        state = self._frozen[0] if self._frozen is not None else self.site.state()
-        offered, _ = self._limit()
-        drawing = state.car_connected and state.car_current_a > 0
-        if not state.car_connected:
-            op_mode = 1  # Disconnected
-        elif drawing:
-            op_mode = 3  # Charging
-        elif offered < MIN_CURRENT_A:
-            op_mode = 2  # AwaitingStart: paused or limited by the EVSE
-        elif state.car_soc_pct >= self.site.car.soc_target_pct:
-            op_mode = 4  # Completed
-        else:
-            op_mode = 6  # ReadyToCharge: waiting for the car
-        drawn = [state.car_current_a if i < state.car_phases else 0.0 for i in range(3)]
-        output_phase = {0: 0, 1: 10, 3: 30}.get(state.car_phases, 0)
-        p1, p2, p3 = self.circuit_a
-        power_kw = GARBAGE_TOTAL_POWER_KW if self.faults.active(Fault.GARBAGE) else state.car_power_w / 1000
-        return {
-            109: (4, op_mode),
-            120: (3, power_kw),  # kW
-            114: (3, offered if state.car_connected else 0.0),
-            48: (3, self.dynamic_charger_a),
-            38: (4, 2),
-            110: (4, output_phase),
-            111: (3, float(p1)),
-            112: (3, float(p2)),
-            113: (3, float(p3)),
-            183: (3, drawn[0]),
-            184: (3, drawn[1]),
-            185: (3, drawn[2]),
-        }
