@@ -26,13 +26,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from sitestub import FakeClock
 
-from pvcharge.chargers.easee import (
-    Config,
-    EaseeCharger,
-    create,
-    parse_observations,
-    reading_from_observations,
-)
+from pvcharge.chargers.easee import Config, EaseeCharger, create
+from pvcharge.chargers.easee_observations import parse_observations, reading_from_observations
 from pvcharge.clients.budget import RequestBudget
 from pvcharge.clients.easee import BUDGETS, COMMAND_WINDOW, EaseeClient, TokenBucket
 from pvcharge.config import parse_config

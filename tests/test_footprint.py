@@ -39,6 +39,7 @@ NEVER_FOR_HUAWEI_WARP = {
     "pvcharge.meters.senec",
     "pvcharge.meters.alphaess",
     "pvcharge.chargers.easee",
+    "pvcharge.chargers.easee_observations",
     "pvcharge.chargers.alphaess",
     "pvcharge.chargers.ocpp",
     "pvcharge.clients.alphaess",
