@@ -37,6 +37,7 @@ sys.exit(main(["run", "--config", sys.argv[1]]))
 NEVER_FOR_HUAWEI_WARP = {
     "pvcharge.sim",
     "pvcharge.meters.senec",
+    "pvcharge.meters.senec_lala",
     "pvcharge.meters.alphaess",
     "pvcharge.chargers.easee",
     "pvcharge.chargers.easee_observations",
@@ -127,4 +128,7 @@ async def test_a_config_without_modbus_or_api_imports_neither(site: SiteModel, t
     assert loaded(modules, {"pvcharge.meters.senec", "httpx"}) == {"pvcharge.meters.senec", "httpx"}
     assert loaded(modules, {"pymodbus", "pvcharge.clients.huawei", "pvcharge.meters.huawei"}) == set()
     assert loaded(modules, {"aiohttp", "pvcharge.api.server", "prometheus_client"}) == set()
-    assert loaded(modules, NEVER_FOR_HUAWEI_WARP - {"pvcharge.meters.senec"}) == set()
+    assert (
+        loaded(modules, NEVER_FOR_HUAWEI_WARP - {"pvcharge.meters.senec", "pvcharge.meters.senec_lala"})
+        == set()
+    )

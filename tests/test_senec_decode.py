@@ -16,7 +16,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from sitestub import meter_state
 
-from pvcharge.meters.senec import REQUEST_BODY, SENTINELS, decode_value, to_reading
+from pvcharge.meters.senec import to_reading
+from pvcharge.meters.senec_lala import REQUEST_BODY, SENTINELS, decode_value
 from pvcharge.sim.senec import IntKind, encode_float, encode_int, energy_section, stat_state
 from pvcharge.sim.site import SiteState
 

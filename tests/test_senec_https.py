@@ -22,7 +22,8 @@ import trustme
 from sitestub import FixedSite, meter_state
 
 from pvcharge.errors import DeviceProtocolError, DeviceUnavailable
-from pvcharge.meters.senec import MAX_FAILURE_PAUSE_S, REQUEST_BODY, Config, SenecMeter, create
+from pvcharge.meters.senec import MAX_FAILURE_PAUSE_S, Config, SenecMeter, create
+from pvcharge.meters.senec_lala import REQUEST_BODY
 from pvcharge.settings import SettingError
 from pvcharge.sim.senec import SenecEmulator, encode_float
 from pvcharge.sim.site import SiteModel, SiteState
