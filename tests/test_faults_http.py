@@ -543,14 +543,18 @@ async def test_cloud_drivers_trust_a_ca_added_through_ssl_cert_file(
 
 
 def test_no_driver_turns_tls_verification_off() -> None:
-    """Only the SENEC driver may skip verification, and only on ``verify: false``."""
+    """Only the SENEC driver's TLS trust may skip verification, and only on ``verify: false``."""
     root = Path(__file__).resolve().parent.parent / "pvcharge"
     for path in (
         root / "chargers" / "easee.py",
+        root / "chargers" / "easee_observations.py",
         root / "chargers" / "warp.py",
         root / "chargers" / "alphaess.py",
         root / "clients" / "alphaess.py",
+        root / "clients" / "alphaess_device.py",
         root / "meters" / "alphaess.py",
+        root / "meters" / "senec.py",
+        root / "meters" / "senec_lala.py",
     ):
         text = path.read_text()
         for forbidden in (
@@ -560,8 +564,8 @@ def test_no_driver_turns_tls_verification_off() -> None:
             "_create_unverified_context",
         ):
             assert forbidden not in text, f"{path.name}: {forbidden}"
-    senec = (root / "meters" / "senec.py").read_text()
-    assert senec.count("CERT_NONE") == 2  # the pinning context (checks the pin itself) and verify: false
+    senec_tls = (root / "meters" / "senec_tls.py").read_text()
+    assert senec_tls.count("CERT_NONE") == 2  # the pinning context (checks the pin itself) and verify: false
 
 
 def test_request_failed_words_every_kind_of_failure_as_the_drivers_do() -> None:

@@ -38,6 +38,7 @@ NEVER_FOR_HUAWEI_WARP = {
     "pvcharge.sim",
     "pvcharge.meters.senec",
     "pvcharge.meters.senec_lala",
+    "pvcharge.meters.senec_tls",
     "pvcharge.meters.alphaess",
     "pvcharge.chargers.easee",
     "pvcharge.chargers.easee_observations",
@@ -129,6 +130,10 @@ async def test_a_config_without_modbus_or_api_imports_neither(site: SiteModel, t
     assert loaded(modules, {"pymodbus", "pvcharge.clients.huawei", "pvcharge.meters.huawei"}) == set()
     assert loaded(modules, {"aiohttp", "pvcharge.api.server", "prometheus_client"}) == set()
     assert (
-        loaded(modules, NEVER_FOR_HUAWEI_WARP - {"pvcharge.meters.senec", "pvcharge.meters.senec_lala"})
+        loaded(
+            modules,
+            NEVER_FOR_HUAWEI_WARP
+            - {"pvcharge.meters.senec", "pvcharge.meters.senec_lala", "pvcharge.meters.senec_tls"},
+        )
         == set()
     )

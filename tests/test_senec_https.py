@@ -24,6 +24,7 @@ from sitestub import FixedSite, meter_state
 from pvcharge.errors import DeviceProtocolError, DeviceUnavailable
 from pvcharge.meters.senec import MAX_FAILURE_PAUSE_S, Config, SenecMeter, create
 from pvcharge.meters.senec_lala import REQUEST_BODY
+from pvcharge.meters.senec_tls import tls_message
 from pvcharge.settings import SettingError
 from pvcharge.sim.senec import SenecEmulator, encode_float
 from pvcharge.sim.site import SiteModel, SiteState
@@ -164,11 +165,11 @@ async def test_certificate_from_another_ca_says_how_to_fix_it(
 
 
 def test_hostname_mismatch_message_suggests_the_pin(tmp_path: Path) -> None:
-    meter = create(Config(host="192.0.2.7", ca_file=write_ca(tmp_path)), name=NAME, clock=Clock())
+    config = Config(host="192.0.2.7", ca_file=write_ca(tmp_path))
     error = ssl.SSLCertVerificationError(1, "certificate verify failed")
     error.verify_code = 64  # X509_V_ERR_IP_ADDRESS_MISMATCH
     error.verify_message = "IP address mismatch, certificate is not valid for '192.0.2.7'."
-    message = meter._tls_message(error)
+    message = tls_message(config, None, error)
     assert "not issued for '192.0.2.7'" in message and "fingerprint_sha256" in message
 
 

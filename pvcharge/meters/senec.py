@@ -18,7 +18,8 @@ marq24/ha-senec-v3 [S2], nobl/ioBroker.senec [S3], evcc ``senec-home.yaml`` [S4]
   17 PV + DISCHARGE [S1]) are read for the debug log only.
 - Firmware since ~17 Aug 2023 serves HTTPS only, on 443, with a certificate from SENEC's private
   "SenecGui-Root" CA (downloadable from mein-senec.de); older firmware serves plain HTTP (§2.1 [S3];
-  ioBroker.senec#164).  Hence the trust choice of :class:`Config`.
+  ioBroker.senec#164).  Hence the trust choice of :class:`Config` (as a TLS context:
+  :mod:`pvcharge.meters.senec_tls`).
 - The appliance is sensitive to traffic: over-polling can make it "restart, become unresponsive, or
   fail to synchronize" (§2.5 [S3]).  Hence at most one request per ``min_interval_s`` (ioBroker polls
   every 10 s with a 5 s timeout, ha-senec-v3 allows down to 1 s [S2, S3]) and a growing pause after
@@ -36,8 +37,6 @@ per read).
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import ipaddress
 import json
 import math
@@ -64,6 +63,7 @@ from pvcharge.meters.senec_lala import (
     DecodedValue,
     decode_value,
 )
+from pvcharge.meters.senec_tls import fingerprint_bytes, ssl_context, tls_message
 from pvcharge.readings import SiteReading
 from pvcharge.retry import (
     ServerError,
@@ -93,26 +93,6 @@ _CANONICAL = {
 }
 #: wait after an HTTP 429 without a usable ``Retry-After``, in s.
 DEFAULT_RETRY_AFTER_S = 60.0
-
-
-def _fingerprint_bytes(text: str) -> bytes:
-    """``text`` as a 32-byte SHA-256 digest: 64 hex digits, colons allowed, openssl's
-    ``SHA256 Fingerprint=`` prefix tolerated.
-
-    Raises:
-        ValueError: anything else.
-    """
-    digits = re.sub(r"^\s*sha-?256 fingerprint\s*=", "", text, flags=re.IGNORECASE).strip().replace(":", "")
-    if not re.fullmatch(r"[0-9A-Fa-f]{64}", digits):
-        raise ValueError(
-            f"expected a SHA-256 fingerprint: 64 hex digits, optionally separated by colons, got {text!r}"
-        )
-    return bytes.fromhex(digits)
-
-
-def _colon_hex(digest: bytes) -> str:
-    """``AB:CD:…``, as ``openssl x509 -fingerprint -sha256`` prints it."""
-    return ":".join(f"{b:02X}" for b in digest)
 
 
 @dataclass(frozen=True)
@@ -172,7 +152,7 @@ class Config:
         self._check_host()
         if self.fingerprint_sha256 is not None:
             try:
-                _fingerprint_bytes(self.fingerprint_sha256)
+                fingerprint_bytes(self.fingerprint_sha256)
             except ValueError as exc:
                 raise SettingError("fingerprint_sha256", str(exc)) from exc
         if self.scheme == "http":
@@ -301,55 +281,6 @@ def to_reading(energy: Mapping[str, object], timestamp_s: float) -> SiteReading:
     )
 
 
-# -- TLS ------------------------------------------------------------------------------------------
-
-
-class _PinMismatch(ssl.SSLError):
-    """The appliance presented a certificate other than the pinned one (raised during the handshake)."""
-
-    def __init__(self, seen: bytes | None) -> None:
-        self.seen = seen
-        super().__init__("certificate fingerprint mismatch")
-
-
-def _pinning_context(pin: bytes) -> ssl.SSLContext:
-    """A client context that skips CA verification but fails the handshake unless the peer's DER
-    certificate has SHA-256 ``pin``.
-
-    The check runs inside ``do_handshake`` of the context's ``sslobject_class`` (httpx over anyio
-    wraps the connection with ``SSLContext.wrap_bio``), so nothing is sent to an impostor.
-    """
-
-    class PinnedSSLObject(ssl.SSLObject):
-        def do_handshake(self) -> None:
-            super().do_handshake()
-            der = self.getpeercert(binary_form=True)
-            seen = hashlib.sha256(der).digest() if der else None
-            if seen is None or not hmac.compare_digest(seen, pin):
-                raise _PinMismatch(seen)
-
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    context.sslobject_class = PinnedSSLObject
-    return context
-
-
-def _ssl_context(config: Config, pin: bytes | None) -> ssl.SSLContext | None:
-    """The TLS context of the trust choice (``pin``: the parsed ``fingerprint_sha256``); ``None`` for
-    plain HTTP."""
-    if config.scheme == "http":
-        return None
-    if pin is not None:
-        return _pinning_context(pin)
-    if config.ca_file is not None:
-        return ssl.create_default_context(cafile=config.ca_file)
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # verify: false
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    return context
-
-
 class SenecMeter:
     """Reads grid, PV and battery from a SENEC.Home with one lala.cgi request per read.
 
@@ -393,8 +324,8 @@ class SenecMeter:
         port = f":{config.port}" if config.port is not None else ""
         self._url = f"{config.scheme}://{host}{port}/lala.cgi"
         fingerprint = config.fingerprint_sha256
-        self._pin = _fingerprint_bytes(fingerprint) if fingerprint is not None else None
-        self._ssl = _ssl_context(config, self._pin)
+        self._pin = fingerprint_bytes(fingerprint) if fingerprint is not None else None
+        self._ssl = ssl_context(config, self._pin)
         self._client: httpx.AsyncClient | None = None
         self._lock = asyncio.Lock()
         self._last_request_at: float | None = None  #: clock() when the last read asked the appliance
@@ -515,7 +446,7 @@ class SenecMeter:
                 attempts=attempts,
                 timeout_s=cfg.timeout_s,
                 note=hint,
-                tls_text=self._tls_message,
+                tls_text=lambda error: tls_message(cfg, self._pin, error),
             ) from exc
         received_s = self._clock()
         if response.status_code == 429:
@@ -559,35 +490,6 @@ class SenecMeter:
             soc_pct=reading.battery_soc_pct,
         )
         return reading
-
-    def _tls_message(self, error: ssl.SSLError) -> str:
-        cfg = self._config
-        where = f"{cfg.host}:{cfg.port or 443}"
-        if isinstance(error, _PinMismatch) and self._pin is not None:
-            seen = _colon_hex(error.seen) if error.seen else "no certificate"
-            return (
-                f"TLS: the certificate of {where} changed: it presents SHA-256 fingerprint {seen}, "
-                f"but fingerprint_sha256 pins {_colon_hex(self._pin)}; if you expected this (new appliance "
-                "or firmware), set fingerprint_sha256 to the new value"
-            )
-        if isinstance(error, ssl.SSLCertVerificationError):
-            reason = error.verify_message or str(error)
-            if error.verify_code in (62, 64):  # X509_V_ERR_HOSTNAME_MISMATCH / _IP_ADDRESS_MISMATCH
-                fix = (
-                    f"the certificate is valid, but not issued for {cfg.host!r}; set host to the name it "
-                    "is issued for, or pin it with fingerprint_sha256 instead of ca_file"
-                )
-            else:
-                fix = (
-                    f"the certificate of {where} is not signed by ca_file {cfg.ca_file!r}; set ca_file to "
-                    "the SenecGui-Root CA (PEM, from mein-senec.de), or pin the appliance's certificate "
-                    "with fingerprint_sha256, or (insecure) set verify: false"
-                )
-            return f"TLS certificate verification failed ({reason}): {fix}"
-        return (
-            f"TLS handshake with {where} failed ({error}); "
-            "appliances with firmware before Aug 2023 serve plain HTTP only: try scheme: http"
-        )
 
 
 def _optional(energy: Mapping[str, object], name: str) -> DecodedValue:
