@@ -11,7 +11,8 @@ import pytest
 
 from pvcharge.config import parse_config
 from pvcharge.daemon import Cycle, Daemon
-from pvcharge.sim.demo import SimClock, demo_config, huawei_meter
+from pvcharge.sim.demo import SimClock
+from pvcharge.sim.demo_devices import demo_config, huawei_meter
 from pvcharge.sim.huawei import HuaweiEmulator
 from pvcharge.sim.site import CarParams, SiteModel
 from pvcharge.sim.trace import load_trace

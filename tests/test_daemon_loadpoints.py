@@ -16,7 +16,7 @@ from test_daemon import Charger, Clock, Meter, run
 from pvcharge.config import parse_config
 from pvcharge.daemon import Daemon
 from pvcharge.errors import DeviceUnavailable
-from pvcharge.sim.demo import huawei_meter
+from pvcharge.sim.demo_devices import huawei_meter
 from pvcharge.sim.huawei import HuaweiEmulator
 from pvcharge.sim.site import CarParams, SiteModel
 from pvcharge.sim.trace import bundled_trace

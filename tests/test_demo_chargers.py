@@ -17,7 +17,8 @@ import sys
 
 import pytest
 
-from pvcharge.sim.demo import DEMO_ALPHAESS_SECRET, DEMO_EASEE_PASSWORD, run_demo
+from pvcharge.sim.demo import run_demo
+from pvcharge.sim.demo_devices import DEMO_ALPHAESS_SECRET, DEMO_EASEE_PASSWORD
 from pvcharge.sim.trace import bundled_trace
 
 

@@ -31,7 +31,8 @@ from pvcharge.daemon import Cycle, Daemon
 from pvcharge.errors import DeviceProtocolError, DeviceUnavailable
 from pvcharge.readings import ChargerCommand, ChargerReading, IecState
 from pvcharge.settings import Secret, SettingError
-from pvcharge.sim.demo import SimClock, demo_config_for, huawei_meter
+from pvcharge.sim.demo import SimClock
+from pvcharge.sim.demo_devices import demo_config_for, huawei_meter
 from pvcharge.sim.huawei import HuaweiEmulator
 from pvcharge.sim.ocpp import OcppChargePointEmulator
 from pvcharge.sim.site import CarParams, SiteModel

@@ -22,7 +22,8 @@ from pvcharge.daemon import Daemon
 from pvcharge.errors import DeviceProtocolError, RateLimited, WriteDeferred
 from pvcharge.readings import ChargerCommand
 from pvcharge.settings import Secret
-from pvcharge.sim.demo import SimClock, huawei_meter
+from pvcharge.sim.demo import SimClock
+from pvcharge.sim.demo_devices import huawei_meter
 from pvcharge.sim.easee import EaseeEmulator
 from pvcharge.sim.huawei import HuaweiEmulator
 from pvcharge.sim.sections import easee_account

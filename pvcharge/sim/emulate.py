@@ -26,7 +26,8 @@ import yaml
 from pvcharge.settings import is_loopback
 from pvcharge.sim.alphaess import AlphaEssEmulator
 from pvcharge.sim.dayahead import DayAheadMarket
-from pvcharge.sim.demo import DEMO_ALPHAESS_SECRET, DEMO_EASEE_PASSWORD, SimClock
+from pvcharge.sim.demo import SimClock
+from pvcharge.sim.demo_devices import DEMO_ALPHAESS_SECRET, DEMO_EASEE_PASSWORD
 from pvcharge.sim.easee import EaseeEmulator
 from pvcharge.sim.huawei import HuaweiEmulator
 from pvcharge.sim.ocpp import OcppChargePointEmulator

@@ -25,17 +25,16 @@ from pvcharge.daemon import Cycle, Daemon
 from pvcharge.devices import create_site_devices
 from pvcharge.sessions.tally import split_car_power
 from pvcharge.sim.demo import (
-    DEMO_LIMITS,
     DemoResult,
     LivePrinter,
     SimClock,
     _local,
     _pace_lines,
-    huawei_meter,
     status_page,
     stopping_at,
 )
-from pvcharge.sim.demo import warp_charger as warp_keys
+from pvcharge.sim.demo_devices import DEMO_LIMITS, huawei_meter
+from pvcharge.sim.demo_devices import warp_charger as warp_keys
 from pvcharge.sim.huawei import HuaweiEmulator
 from pvcharge.sim.site import CarParams, SiteModel
 from pvcharge.sim.trace import Trace
