@@ -40,10 +40,8 @@ wallbox, SMILE-EVCT11) with its checklist §2.3:
   ``evchargerSn`` gets, nor the answer to a start or stop in the wrong state (the HA integration only
   sends start in status 2, 4, 5 and stop in 3, 4, 5): all of these are the emulator's choices.
 
-``getLastPowerData`` follows ``site.state()`` (§3.3): ``ppv`` (all on string 1), ``pgrid`` (+ import,
-split evenly on ``pgridDetail.pmeterL1..3``), ``pbat`` (+ discharge), ``soc``, ``pload = ppv + pgrid +
-pbat``, ``pev`` = the car's power (on ``pevDetail.ev1Power``), ``prealL1..3`` = (ppv + pbat) / 3.
-Powers are whole watts as floats (``11.0``), SoC has one decimal, as in the reference example.
+``getLastPowerData`` follows ``site.state()`` (§3.3); the replies' ``data`` (field names, units,
+rounding) are :mod:`pvcharge.sim.alphaess_records`.
 
 The wallbox's ``evchargerStatus`` (chargers.md §2.1 table) follows ``remoteControlEvCharger`` and the
 simulated car: 1 (Available) while the car is unplugged, which also ends a started session; 2 (Preparing)
@@ -67,11 +65,20 @@ import math
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 from typing import Any, TypeGuard
 
 from aiohttp import web
 
+from pvcharge.sim.alphaess_records import (
+    day_wh,
+    ess_item,
+    one_date_energy,
+    one_day_power,
+    periods,
+    power_data,
+    sum_data,
+)
 from pvcharge.sim.faults import Fault
 from pvcharge.sim.http import LoopbackHttpServer
 from pvcharge.sim.site import SiteModel, SiteState
@@ -115,16 +122,6 @@ Params = Mapping[str, Any]
 def _envelope(code: int, data: Any = None, exp_msg: str | None = None) -> web.Response:
     msg = "Success" if code == 200 else MESSAGES[code]
     return web.json_response({"code": code, "msg": msg, "expMsg": exp_msg, "data": data, "extra": None})
-
-
-def _w(value: float) -> float:
-    """Whole watts as a float, like the cloud's ``11.0``."""
-    return float(round(value))
-
-
-def _kwh(wh: float) -> float:
-    """Wh as kWh with two decimals, like the cloud's ``14.41``."""
-    return round(wh / 1000, 2)
 
 
 def _is_int(value: Any) -> TypeGuard[int]:
@@ -358,49 +355,17 @@ class AlphaEssEmulator(LoopbackHttpServer):
         if error is not None:
             return error
         if self.null_data:
-            return _envelope(200, dict.fromkeys(self._power_data(), None))
-        data = self._power_data()
+            return _envelope(200, dict.fromkeys(power_data(self._state()), None))
+        data = power_data(self._state())
         if self.faults.active(Fault.GARBAGE):
             data |= GARBAGE_POWER_DATA
         return _envelope(200, data)
 
-    def _power_data(self) -> dict[str, Any]:
-        state = self._state()
-        ppv, pgrid, pbat = _w(state.pv_power_w), _w(state.grid_power_w), _w(state.battery_power_w)
-        pev = _w(state.car_power_w)
-        real_phase = _w((ppv + pbat) / 3)
-        grid_phase = _w(pgrid / 3)
-        return {
-            "ppv": ppv,
-            "ppvDetail": {"ppv1": ppv, "ppv2": 0.0, "ppv3": 0.0, "ppv4": 0.0, "pmeterDc": 0.0},
-            "soc": round(state.battery_soc_pct, 1),
-            "pev": pev,
-            "pevDetail": {"ev1Power": pev, "ev2Power": None, "ev3Power": None, "ev4Power": None},
-            "prealL1": real_phase,
-            "prealL2": real_phase,
-            "prealL3": real_phase,
-            "pgrid": pgrid,
-            "pgridDetail": {"pmeterL1": grid_phase, "pmeterL2": grid_phase, "pmeterL3": grid_phase},
-            "pload": ppv + pgrid + pbat,
-            "pbat": pbat,
-        }
-
     def _ess_list(self, params: Params) -> web.Response:
-        """One ``getEssList`` item (fields per meters.md §3.3; model names and sizes illustrative)."""
+        """One ``getEssList`` item (:func:`~pvcharge.sim.alphaess_records.ess_item`)."""
         state = self._state()
         capacity_kwh = self.site.battery.capacity_wh / 1000 if self.site.battery else 0.0
-        item = {
-            "sysSn": self.sys_sn,
-            "popv": 10.0,
-            "minv": "SMILE-G3-S5",
-            "poinv": 5.0,
-            "cobat": capacity_kwh,
-            "mbat": "SMILE-G3-BAT-10.1P",
-            "surplusCobat": round(capacity_kwh * state.battery_soc_pct / 100, 1),
-            "usCapacity": 100.0,
-            "emsStatus": "Normal",
-        }
-        return _envelope(200, [item])
+        return _envelope(200, [ess_item(self.sys_sn, state, capacity_kwh)])
 
     def _system_read(self, params: Params) -> web.Response | None:
         """:meth:`_system_error`, then 6042 while ``offline``, else None."""
@@ -423,78 +388,28 @@ class AlphaEssEmulator(LoopbackHttpServer):
     def _day_wh(self) -> dict[str, float]:
         """The simulated day's energy in Wh: the site model's tally since it started."""
         self._state()  # brings the model up to the clock
-        tally = self.site.energy
-        return {
-            "pv": tally.pv_wh,
-            "load": tally.house_wh,
-            "export": tally.grid_export_wh,
-            "import": tally.grid_import_wh,
-            "charge": tally.battery_charge_wh,
-            "discharge": tally.battery_discharge_wh,
-            "car": tally.car_wh,
-        }
+        return day_wh(self.site.energy)
 
     def _sum_data(self, params: Params) -> web.Response:
-        """Today's totals in kWh; lifetime, income and the rest ``null``, as on an account without a
-        tariff ([A2] ``docs/API.md``)."""
+        """Today's totals (:func:`~pvcharge.sim.alphaess_records.sum_data`)."""
         error = self._system_read(params)
         if error is not None:
             return error
-        day = self._day_wh()
-        data = {
-            "epvtoday": _kwh(day["pv"]),
-            "epvtotal": None,
-            "eload": _kwh(day["load"]),
-            "eoutput": _kwh(day["export"]),
-            "einput": _kwh(day["import"]),
-            "echarge": _kwh(day["charge"]),
-            "edischarge": _kwh(day["discharge"]),
-            "todayIncome": None,
-            "totalIncome": None,
-            "eselfConsumption": None,
-            "eselfSufficiency": None,
-            "treeNum": None,
-            "carbonNum": None,
-            "moneyType": None,
-        }
-        return _envelope(200, data)
+        return _envelope(200, sum_data(self._day_wh()))
 
     def _one_date_energy(self, params: Params) -> web.Response:
-        """The day's totals in kWh for any ``queryDate`` (the emulator keeps one day); no grid charging."""
+        """The day's totals for any ``queryDate`` (:func:`~pvcharge.sim.alphaess_records.one_date_energy`)."""
         error = self._day_error(params)
         if error is not None:
             return error
-        day = self._day_wh()
-        data = {
-            "sysSn": self.sys_sn,
-            "theDate": params["queryDate"],
-            "eCharge": _kwh(day["charge"]),
-            "epv": _kwh(day["pv"]),
-            "eOutput": _kwh(day["export"]),
-            "eInput": _kwh(day["import"]),
-            "eGridCharge": 0.0,
-            "eDischarge": _kwh(day["discharge"]),
-            "eChargingPile": _kwh(day["car"]),
-        }
-        return _envelope(200, data)
+        return _envelope(200, one_date_energy(self.sys_sn, params["queryDate"], self._day_wh()))
 
     def _one_day_power(self, params: Params) -> web.Response:
-        """One 5-minute sample, the present one (W, ``cbat`` in %; [A2] ``docs/API.md`` field names)."""
+        """One 5-minute sample, the present one (:func:`~pvcharge.sim.alphaess_records.one_day_power`)."""
         error = self._day_error(params)
         if error is not None:
             return error
-        state = self._state()
-        local = timezone(timedelta(seconds=self.site.trace.utc_offset_s))
-        sample = {
-            "sysSn": self.sys_sn,
-            "uploadTime": datetime.fromtimestamp(state.t_s, local).strftime("%Y-%m-%d %H:%M:%S"),
-            "ppv": _w(state.pv_power_w),
-            "load": _w(state.house_power_w + state.car_power_w),
-            "cbat": round(state.battery_soc_pct, 1),
-            "feedIn": _w(max(0.0, -state.grid_power_w)),
-            "gridCharge": _w(max(0.0, state.grid_power_w)),
-            "pchargingPile": _w(state.car_power_w),
-        }
+        sample = one_day_power(self.sys_sn, self._state(), self.site.trace.utc_offset_s)
         return _envelope(200, [sample])
 
     def _charge_config(self, params: Params) -> web.Response:
@@ -510,13 +425,11 @@ class AlphaEssEmulator(LoopbackHttpServer):
         return self._periods(params, "ctrDis", "timeDis", "batUseCap", low_pct)
 
     def _periods(self, params: Params, switch: str, prefix: str, soc_key: str, soc_pct: int) -> web.Response:
-        """``{switch: 0, <prefix>f1: "00:00", <prefix>e1, <prefix>f2, <prefix>e2, soc_key: soc_pct}``:
-        the switch off and both periods empty (f = from, e = end; [A2] ``docs/API.md``)."""
+        """The switch off and both periods empty (:func:`~pvcharge.sim.alphaess_records.periods`)."""
         error = self._system_read(params)
         if error is not None:
             return error
-        periods = {f"{prefix}{end}{n}": "00:00" for n in (1, 2) for end in "fe"}
-        return _envelope(200, {switch: 0} | periods | {soc_key: soc_pct})
+        return _envelope(200, periods(switch, prefix, soc_key, soc_pct))
 
     def _time_charge(self, params: Params) -> web.Response:
         """6017 (no operation permission): what [A2] saw on most systems."""
