@@ -10,9 +10,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import json
 import signal
 import sys
+from collections.abc import Callable
 from datetime import time as dt_time
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +24,34 @@ from pvcharge.logs import configure_logging
 
 if TYPE_CHECKING:
     from pvcharge.sim.trace import Trace
+
+
+#: what only the emulators import: absent where pvcharge was installed from deploy/requirements.txt
+#: (the Docker image, a lean Pi install), which holds the daemon's dependencies only
+EMULATOR_PACKAGES = ("aiohttp", "trustme", "cryptography")
+
+
+def needs_emulators(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """``command`` (``demo``, ``emulate``), answering with a clear error and exit code 2 instead of a
+    traceback when a package of :data:`EMULATOR_PACKAGES` is not installed."""
+
+    @functools.wraps(command)
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return command(args)
+        except ModuleNotFoundError as exc:
+            if (exc.name or "").split(".")[0] not in EMULATOR_PACKAGES:
+                raise
+            print(
+                f"pvcharge {command.__name__.removeprefix('cmd_')}: the emulators need {exc.name}, which is "
+                "not installed here (this install holds the daemon only, as deploy/requirements.txt and the "
+                "Docker image do); to run the demo and the emulators, install pvcharge with all its "
+                "dependencies: pip install from the source tree or its wheel (deploy/README.md)",
+                file=sys.stderr,
+            )
+            return 2
+
+    return run
 
 
 DEMO_METERS = {
@@ -363,7 +393,7 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         "(not recorded)",
     )
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
-    p.set_defaults(func=cmd_demo)
+    p.set_defaults(func=needs_emulators(cmd_demo))
 
     ports = ", ".join(f"{kind} {port}" for kind, port in EMULATE_PORTS.items())
     p = sub.add_parser(
@@ -405,4 +435,4 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         default="warning",
         help="log lines go to stderr (default warning)",
     )
-    p.set_defaults(func=cmd_emulate)
+    p.set_defaults(func=needs_emulators(cmd_emulate))

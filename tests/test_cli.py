@@ -364,3 +364,20 @@ async def test_emulate_ocpp_connects_to_the_printed_central_system() -> None:
             assert charger.central.boot is not None and charger.central.boot["vendor"] == "pvcharge"
         finally:
             await charger.close()
+
+
+@pytest.mark.parametrize("command", [["demo", "--seconds", "1"], ["emulate", "warp", "--port", "0"]])
+def test_demo_and_emulate_without_the_emulators_packages_say_what_to_install(command: list[str]) -> None:
+    """An install from deploy/requirements.txt (the Docker image) has no aiohttp: a clear error, exit 2."""
+    import subprocess
+
+    blocked = (
+        "import sys; sys.modules['aiohttp'] = None; "
+        "from pvcharge.cli import main; sys.exit(main(sys.argv[1:]))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", blocked, *command], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert f"pvcharge {command[0]}: the emulators need aiohttp" in proc.stderr
+    assert "Traceback" not in proc.stderr
