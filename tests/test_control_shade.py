@@ -4,10 +4,12 @@ comes back once the shade is over."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
+from test_control import Sim, make, switches
 
 from pvcharge.control.shade import BRIGHT_GAP_S, ShadeSpells
-from test_control import Sim, make, switches
 
 LEVEL_W = 4140.0  # 6 A on 3 phases at 230 V
 
@@ -54,18 +56,18 @@ def test_a_bright_flicker_does_not_split_a_spell_and_old_spells_are_forgotten() 
     assert shade.expected_rest_s(t) is None
 
 
-def shady_hour(shade_s: float) -> float:
+def shady_hour(shade_s: float) -> Callable[[float], float]:
     """9000 W, then shades of 1500 W (`shade_s` long, every 1200 s from t = 600) until t = 3000, then a
     shade of 600 s, then 9000 W again."""
 
     def surplus(t: float) -> float:
         if 3000 <= t < 3600:
             return 1500.0
-        if t < 3000 and t >= 600 and (t - 600) % 1200 < shade_s:
+        if 600 <= t < 3000 and (t - 600) % 1200 < shade_s:
             return 1500.0
         return 9000.0
 
-    return surplus  # type: ignore[return-value]
+    return surplus
 
 
 def test_after_an_hour_of_long_shades_min_current_on_3p_leaves_a_shade_early_and_returns_after_it() -> None:

@@ -30,7 +30,9 @@ paused whatever the cloud filter says.
 
 **Phases** (``phases: auto``): when to switch 1p/3p (the evidence score, the deficit switch, the switch
 clock and caps, the 1-phase car) is :mod:`pvcharge.control.phases`; the controller feeds it each reading
-and carries out its switches.
+and carries out its switches.  On top, the shade rule (:meth:`Controller._shade_due`): at min current on
+3 phases a shade that the last hour's shades say will be long (:mod:`pvcharge.control.shade`) sends the
+car to 1 phase before the deficit switch would, and it comes back once the shade is over.
 
 **Stale data.** A meter reading older than ``max_age_s`` (or none) sends the car to the safe state at
 once (pause; ``min_current`` keeps min current in ``minpv`` and ``fast``), clears the filters, and says
