@@ -360,7 +360,7 @@ class Controller:
                 min_3p_w = self.power_w(self.lowest_current_a(3), 3)
                 short_w = min_3p_w - self._available_w
                 self._phasing.track_deficit(short_w, self._on and self._eff_phases() == 3, self._dt_s)
-                self._shade.add(site.timestamp_s, self._available_w, min_3p_w, self._dt_s)
+                self._shade.add(site.timestamp_s, self._available_w, min_3p_w)
         else:
             self._dt_s = 0.0  # the same reading again (a slow meter): it counts once
         available = self._available_w

@@ -47,20 +47,18 @@ class ShadeSpells:
         self._ended: deque[tuple[float, float]] = deque()  # (end time, length) of ended spells, s
         self._dark_since: float | None = None  # first dark reading of the current spell
         self._last_dark_t = -math.inf  # last dark reading
-        self.short_wh = 0.0  #: energy below the level since the current spell began, Wh
 
     def clear(self) -> None:
         """Forget everything (stale data: the pattern has a hole)."""
         self._ended.clear()
-        self._dark_since, self._last_dark_t, self.short_wh = None, -math.inf, 0.0
+        self._dark_since, self._last_dark_t = None, -math.inf
 
-    def add(self, t_s: float, surplus_w: float, level_w: float, dt_s: float) -> None:
-        """One reading: ``surplus_w`` against the level ``level_w`` (W), standing for ``dt_s`` s."""
+    def add(self, t_s: float, surplus_w: float, level_w: float) -> None:
+        """One reading at ``t_s``: ``surplus_w`` against the level ``level_w`` (W)."""
         if surplus_w < level_w:
             if self._dark_since is None:
-                self._dark_since, self.short_wh = t_s, 0.0
+                self._dark_since = t_s
             self._last_dark_t = t_s
-            self.short_wh += (level_w - surplus_w) * dt_s / 3600.0
         elif self._dark_since is not None and t_s - self._last_dark_t >= BRIGHT_GAP_S:
             self._ended.append((self._last_dark_t, self._last_dark_t - self._dark_since))
             self._dark_since = None
