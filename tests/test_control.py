@@ -334,6 +334,7 @@ def test_the_evidence_a_switch_needs_grows_with_the_switches_of_the_last_hour() 
         phase_switch_interval_s=0,
         phase_switches_per_hour=60,
         phase_down_deficit_wh=0,  # the evidence rule alone
+        shade_switch_cost_wh=0,
     )
     log = Sim(ctl, lambda t: 9000.0 if int(t // 900) % 2 == 0 else 1500.0, battery=True).run(4 * 3600)
     times = [t for t, _ in switches(log)]

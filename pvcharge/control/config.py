@@ -254,6 +254,23 @@ class ControlConfig:
         min=0,
         max=10000,
     )
+    shade_switch_cost_wh: float = setting(
+        400.0,
+        doc="phases: auto: at min current on 3 phases, go to 1 phase once battery_weight × what 3-phase "
+        "minimum would draw beyond the surplus through the rest of the shade (expected from the last hour's "
+        "shade lengths) passes this, and back to 3 phases once the shade is over (0: off)",
+        unit="Wh",
+        min=0,
+        max=10000,
+    )
+    shade_switch_min_wh: float = setting(
+        120.0,
+        doc="phases: auto: shade_switch_cost_wh acts only once min current on 3 phases drew this much beyond "
+        "the surplus (phase_down_deficit_wh switches later whatever the shade's expected length)",
+        unit="Wh",
+        min=0,
+        max=10000,
+    )
     phase_switch_gain_growth: float = setting(
         1.5,
         doc="phases: auto: the evidence a switch needs is multiplied by this for every switch in the last "

@@ -30,7 +30,9 @@ paused whatever the cloud filter says.
 
 **Phases** (``phases: auto``): when to switch 1p/3p (the evidence score, the deficit switch, the switch
 clock and caps, the 1-phase car) is :mod:`pvcharge.control.phases`; the controller feeds it each reading
-and carries out its switches.
+and carries out its switches.  On top, the shade rule (:meth:`Controller._shade_due`): at min current on
+3 phases a shade that the last hour's shades say will be long (:mod:`pvcharge.control.shade`) sends the
+car to 1 phase before the deficit switch would, and it comes back once the shade is over.
 
 **Stale data.** A meter reading older than ``max_age_s`` (or none) sends the car to the safe state at
 once (pause; ``min_current`` keeps min current in ``minpv`` and ``fast``), clears the filters, and says
@@ -48,17 +50,19 @@ from dataclasses import dataclass
 from pvcharge.control.config import ChargePoint, ControlConfig, Mode, SiteConfig
 from pvcharge.control.fuse import FuseWindow, car_currents_a, fuse_headroom_a
 from pvcharge.control.phases import PhaseSwitch, phase_gain_w
+from pvcharge.control.shade import ShadeSpells
 from pvcharge.control.vehicle import Vehicle, narrow
 from pvcharge.control.window import TimeWindow
 from pvcharge.readings import ChargerCapabilities, ChargerCommand, ChargerReading, SiteReading
 
 CAR_SETTLE_MAX_S = 30.0  #: the longest a stale charger reading holds back new meter readings, in s
 RECENT_S = 30.0  #: the surplus minimum of this last span sets the current at a start or phase switch
+SHADE_OVER_S = 90.0  #: after a switch to 1p for a shade, 3p return once the surplus covered them this long, s
 
 
 def _surplus_span_s(control: ControlConfig) -> float:
     """How far back the controller reads the surplus, in s: the longest of its spans."""
-    return max(control.window_s, RECENT_S, control.up_hold_s)
+    return max(control.window_s, RECENT_S, control.up_hold_s, SHADE_OVER_S)
 
 
 @dataclass(frozen=True)
@@ -113,6 +117,9 @@ class Controller:
         self._dt_s = 0.0  # seconds the newest reading stands for (its distance to the previous one)
         # the phases commanded, the evidence for the other count, the switch clock, the 1-phase car
         self._phasing = PhaseSwitch(control, 1 if charge_point.phases == "auto" else int(charge_point.phases))
+        # the shades below min current on 3 phases: how long the current one will likely last
+        self._shade = ShadeSpells()
+        self._shade_switched = False  # the last phase switch was to 1p for a shade (_shade_due)
         self._last_reading_t = -math.inf
         self._available_w: float | None = None
         self._last_command: ChargerCommand | None = None
@@ -245,6 +252,7 @@ class Controller:
 
     def _switch_to(self, now: float, phases: int) -> None:
         self._phasing.switch_to(now, phases, self._last_reading_t)
+        self._shade_switched = False
 
     def _restart_evidence(self) -> None:
         """Forget the phase evidence so far (after a switch or at a session start)."""
@@ -309,6 +317,7 @@ class Controller:
             self._surplus.clear()
             self._fuse_window.clear()
             self._phasing.clear()
+            self._shade.clear()
             self._available_w = None
             self._last_reading_t = -math.inf
             if self.mode in ("minpv", "fast") and self.control.safe_state == "min_current":
@@ -348,8 +357,10 @@ class Controller:
             self._surplus.add(site.timestamp_s, self._available_w)
             if self.auto_phases:
                 self._phasing.add(site.timestamp_s, self.phase_gain_w(self._available_w), self._dt_s)
-                short_w = self.power_w(self.lowest_current_a(3), 3) - self._available_w
+                min_3p_w = self.power_w(self.lowest_current_a(3), 3)
+                short_w = min_3p_w - self._available_w
                 self._phasing.track_deficit(short_w, self._on and self._eff_phases() == 3, self._dt_s)
+                self._shade.add(site.timestamp_s, self._available_w, min_3p_w)
         else:
             self._dt_s = 0.0  # the same reading again (a slow meter): it counts once
         available = self._available_w
@@ -500,13 +511,56 @@ class Controller:
             return None
         if self.vehicle.no_phase_switch:  # the phases were chosen at the start
             return None
-        due = self._phasing.due()
+        shade = self._shade_due()
+        due = self._phasing.due() or shade or self._shade_over()
         if due is None:
             return None
         phases, why = due
         self._switch_to(now, phases)
+        self._shade_switched = due is shade
         self._level_a = self._fit(self._surplus.min_over(RECENT_S), self._eff_phases())
         return self._decision(self._level_a, f"switch to {phases}p: {why}")
+
+    def _shade_due(self) -> tuple[int, str] | None:
+        """To 1 phase when min current on 3 phases has drawn ``shade_switch_min_wh`` beyond the surplus
+        in this shade and the rest of the shade, as long as the last hour's shades suggest
+        (:mod:`pvcharge.control.shade`), would draw more beyond the surplus and beyond 1-phase minimum
+        than ``shade_switch_cost_wh`` is worth (× ``battery_weight``); ``None`` otherwise."""
+        c = self.control
+        if (
+            c.shade_switch_cost_wh <= 0
+            or self._phasing.phases != 3
+            or self._phasing.one_phase_car
+            or self._available_w is None
+            or self._level_a > self.lowest_current_a(3)
+            or self._phasing.deficit_wh < c.shade_switch_min_wh
+        ):
+            return None
+        rest_s = self._shade.expected_rest_s(self._last_reading_t)
+        if rest_s is None:
+            return None
+        covered_w = max(self._available_w, self.power_w(self.lowest_current_a(1), 1))
+        over_wh = (self.power_w(self.lowest_current_a(3), 3) - covered_w) * rest_s / 3600.0
+        if c.battery_weight * over_wh < c.shade_switch_cost_wh:
+            return None
+        return 1, (
+            f"the shade likely lasts {rest_s:.0f} s more: min current on 3p would draw {over_wh:.0f} Wh "
+            f"more than on 1p (shade_switch_cost_wh {c.shade_switch_cost_wh:g} Wh)"
+        )
+
+    def _shade_over(self) -> tuple[int, str] | None:
+        """Back to 3 phases after a switch for a shade (:meth:`_shade_due`) once the shade is over (the
+        surplus covered 3-phase minimum for :data:`pvcharge.control.shade.BRIGHT_GAP_S`) and covered a
+        start on 3 phases (``phase_up_w``) for ``SHADE_OVER_S``: the shade was the reason to leave 3
+        phases, so the way back needs no evidence beyond its end."""
+        s = self._surplus
+        if not self._shade_switched or self._phasing.phases != 1 or self._phasing.one_phase_car:
+            return None
+        if self._shade.dark:
+            return None
+        if not s.spans(SHADE_OVER_S) or s.min_over(SHADE_OVER_S) < self.phase_up_w:
+            return None
+        return 3, f"the shade is over: surplus >= {self.phase_up_w:.0f} W for {SHADE_OVER_S:g} s"
 
     def _follow(self, now: float, available: float) -> Decision:
         """Damped tracking of the surplus at the current phases, by energy: the current falls once the
