@@ -33,6 +33,7 @@ from pvcharge.readings import as_dict
 from pvcharge.sessions.cli import add_command as add_sessions_command
 
 if TYPE_CHECKING:
+    from pvcharge.control import Decision
     from pvcharge.daemon import Cycle
 
 
@@ -59,12 +60,20 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def _status_line(cycle: Cycle) -> str:
-    """One line for systemd's ``STATUS=`` and the heartbeat: mode, surplus, current, reason."""
-    d = cycle.decision
+    """One line for systemd's ``STATUS=`` and the heartbeat: mode, surplus, current, reason; with
+    several loadpoints that of each, ``; ``-separated and led by its name."""
+    if len(cycle.loadpoints) > 1:
+        return "; ".join(
+            f"{lp.name}: " + _loadpoint_status(lp.decision, lp.charger is None) for lp in cycle.loadpoints
+        )
+    return _loadpoint_status(cycle.decision, cycle.charger is None)
+
+
+def _loadpoint_status(d: Decision, charger_unavailable: bool) -> str:
     surplus = f"{d.available_w:.0f} W" if d.available_w is not None else "n/a"
     current = f"{d.command.current_a:g} A on {d.command.phases}p" if d.command.current_a > 0 else "paused"
     parts = [f"mode {d.mode}", f"surplus {surplus}", f"current {current}"]
-    if cycle.charger is None:
+    if charger_unavailable:
         parts.append("charger unavailable")
     return ", ".join(parts) + f" ({d.reason})"
 

@@ -346,3 +346,16 @@ async def test_a_paused_charger_that_refuses_all_writes_does_not_hold_the_others
     daemon.set_mode("off", source="test", loadpoint="carport")
     await run(daemon, clock, 1)
     assert offered(garage) == 16.0 and daemon.stats.held_increases == 0
+
+
+async def test_systemds_status_line_names_each_loadpoint() -> None:
+    from pvcharge.cli import _status_line
+
+    clock = Clock()
+    daemon, _, _, _ = two_loadpoints(clock)
+    await run(daemon, clock, 3)
+    assert daemon.last_cycle is not None
+    line = _status_line(daemon.last_cycle)
+    carport, garage = line.split("; ")
+    assert carport.startswith("carport: mode fast") and "current 16 A on 3p" in carport
+    assert garage.startswith("garage: mode fast") and "current 9 A on 3p" in garage
