@@ -92,7 +92,10 @@ class PlanRoutes:
             return service
         shown = repr(name) if len(repr(name)) <= 40 else repr(name)[:40] + "…"
         problem = "no plan service runs for loadpoint" if name in self.loadpoints else "no loadpoint"
-        return self.json({"error": f"{problem} {shown}", "loadpoints": self.loadpoints}, 404)
+        with_plans = [n for n in self.loadpoints if n in self.by_loadpoint]
+        hint = f"expected one of {', '.join(with_plans)}" if with_plans else "no plan service runs at all"
+        error = f"{problem} {shown} ({hint})"[:300]
+        return self.json({"error": error, "loadpoints": self.loadpoints}, 404)
 
     async def _replanned(self, service: PlanService) -> Response:
         with contextlib.suppress(TimeoutError):
