@@ -384,6 +384,7 @@ class MqttBridge:
             history=self.sessions is not None,
             plans=self.plans is not None,
             loadpoints=[x.name for x in self.daemon.loadpoints],
+            plan_loadpoints=self._plans.loadpoints,
         )
 
     async def _publish_energy(self, client: aiomqtt.Client) -> None:

@@ -13,8 +13,9 @@ Topics (``P`` = ``mqtt.prefix``), with a plan service (``pvcharge run`` always h
 
 Home Assistant: a ``text`` entity ``plan`` (the plan set at run time in words; type one to set it, an
 empty text clears it), a ``button`` ``clear_plan`` and a sensor ``plan_summary`` (the last plan in one
-line, e.g. ``plan 20 kWh by 07:00: met (...); from the grid: 02:00–04:00 at ...``), all on the first
-loadpoint's device (the others' plans: their topics, the API or ``pvcharge plan --loadpoint``).
+line, e.g. ``plan 20 kWh by 07:00: met (...); from the grid: 02:00–04:00 at ...``), on the site's
+device for the first loadpoint; with several loadpoints the same three on each loadpoint's device
+(object ids ``lp_<name>_plan``, ...) for its own plan.
 """
 
 from __future__ import annotations
@@ -74,9 +75,10 @@ def plan_topics(prefix: str, loadpoint: str | None = None) -> dict[str, str]:
     return {"plan": f"{prefix}/plan", "plan_set": f"{prefix}/plan/set", "plan_clear": f"{prefix}/plan/clear"}
 
 
-def entity_topics(object_id: str, prefix: str) -> dict[str, str]:
-    """The state/command topics of the plan entity ``object_id``."""
-    topics = plan_topics(prefix)
+def entity_topics(object_id: str, prefix: str, loadpoint: str | None = None) -> dict[str, str]:
+    """The state/command topics of the plan entity ``object_id`` (of ``loadpoint``: see
+    :func:`plan_topics`)."""
+    topics = plan_topics(prefix, loadpoint)
     if object_id == "plan":
         return {"state_topic": topics["plan"], "command_topic": topics["plan_set"]}
     if object_id == "clear_plan":
@@ -129,6 +131,7 @@ class PlanTopics:
         self.states: dict[str, PlanService] = {}  #: state topic → its service
         self.commands: dict[str, tuple[PlanService, bool]] = {}  #: command topic → (service, clear)
         self._published: dict[str, str] = {}
+        self.loadpoints: list[str] = []  #: the loadpoints with their own topics
         if plans is None:
             return
         pairs: list[tuple[str | None, PlanService]] = [(None, plans)]
@@ -136,6 +139,7 @@ class PlanTopics:
             pairs += [
                 (name, by_loadpoint[name]) for name in loadpoints if by_loadpoint and name in by_loadpoint
             ]
+        self.loadpoints = [name for name, _ in pairs if name is not None]
         for name, service in pairs:
             topics = plan_topics(prefix, name)
             self.states[topics["plan"]] = service

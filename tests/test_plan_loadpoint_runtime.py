@@ -27,6 +27,7 @@ from test_plan_service import service_of, utc
 from pvcharge.api.server import start_api
 from pvcharge.daemon import Daemon
 from pvcharge.mqtt import MqttBridge
+from pvcharge.mqtt_discovery import discovery_messages
 from pvcharge.planning.cli import add_command
 from pvcharge.planning.service import PlanService
 from pvcharge.sim.site import CarParams
@@ -271,9 +272,37 @@ async def test_mqtt_sets_and_clears_the_second_loadpoints_plan(tmp_path: Path, b
             assert ha.json("pvcharge/plan")["plans"] == []  # the old topic: the first loadpoint's
             await ha.publish(f"{topic}/clear", "")
             await ha.wait(lambda: services["garage"].runtime is None, what="the plan cleared")
+            entity = "homeassistant/text/pvcharge/lp_garage_plan/config"
+            await ha.wait(lambda: ha.json(entity) is not None, what="the garage's plan entity")
+            assert ha.json(entity)["command_topic"] == f"{topic}/set"
     finally:
         stop.set()
         await asyncio.gather(*tasks)
+
+
+def test_home_assistant_gets_the_plan_entities_on_each_loadpoints_device() -> None:
+    config = mqtt_config(1883)
+    messages = discovery_messages(config, plans=True, loadpoints=["carport", "garage"])
+    text = messages["homeassistant/text/pvcharge/lp_garage_plan/config"]
+    assert (text["state_topic"], text["command_topic"]) == (
+        "pvcharge/loadpoints/garage/plan",
+        "pvcharge/loadpoints/garage/plan/set",
+    )
+    assert (
+        text["device"]["identifiers"] == ["pvcharge_lp_garage"]
+        and text["unique_id"] == "pvcharge_lp_garage_plan"
+    )
+    button = messages["homeassistant/button/pvcharge/lp_garage_clear_plan/config"]
+    assert button["command_topic"] == "pvcharge/loadpoints/garage/plan/clear"
+    summary = messages["homeassistant/sensor/pvcharge/lp_garage_plan_summary/config"]
+    assert summary["state_topic"] == "pvcharge/loadpoints/garage/plan"
+    site = messages["homeassistant/text/pvcharge/plan/config"]  # the first's, on the site's device, as before
+    assert site["state_topic"] == "pvcharge/plan" and site["device"]["identifiers"] == ["pvcharge"]
+    only = discovery_messages(
+        config, plans=True, loadpoints=["carport", "garage"], plan_loadpoints=["garage"]
+    )
+    assert not any("lp_carport_plan" in topic for topic in only) and text in only.values()
+    assert not any("lp_" in topic for topic in discovery_messages(config, plans=True, loadpoints=["main"]))
 
 
 # --- pvcharge run --------------------------------------------------------------------------------
