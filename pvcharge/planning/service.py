@@ -355,7 +355,9 @@ class PlanService:
         """Re-plan and set the daemon's mode for the slot holding ``now_s``: ``fast`` in a grid slot
         of the plan, or while the price is at or below ``smart_cost_limit``; else the user's mode."""
         if self.runtime is not None and self.runtime.next_deadline_s(now_s, zone_of) is None:
-            log.info("plan_expired", deadline_s=self.runtime.deadline_s, action="dropped")
+            log.info(
+                "plan_expired", loadpoint=self.loadpoint, deadline_s=self.runtime.deadline_s, action="dropped"
+            )
             self.runtime = None
             self._save(None)
         target = next_target(self.plans, now_s, self.runtime)
