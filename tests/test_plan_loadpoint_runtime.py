@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import json
@@ -22,13 +21,13 @@ from test_daemon_loadpoints import night_with_two_cars, two_warps
 from test_mqtt import Watcher, mqtt_config, running
 from test_mqtt import broker as broker  # (the fixture)
 from test_plan_loadpoints import TWO, two_loadpoints
+from test_plan_runtime import _parse
 from test_plan_service import service_of, utc
 
 from pvcharge.api.server import start_api
 from pvcharge.daemon import Daemon
 from pvcharge.mqtt import MqttBridge
 from pvcharge.mqtt_discovery import discovery_messages
-from pvcharge.planning.cli import add_command
 from pvcharge.planning.service import PlanService
 from pvcharge.sim.site import CarParams
 from pvcharge.state import load_mode, load_plan, save_mode, save_plan
@@ -85,13 +84,7 @@ async def test_the_second_loadpoints_plan_is_back_after_a_restart_and_dropped_af
     set_ = garage.set_plan(_entry(11.04, "07:00"), source="api")
     assert set_.deadline_s == utc(8, 7) and carport.runtime is None
 
-    restarted = Daemon(
-        daemon.config,
-        daemon.meter,
-        [lp.charger for lp in daemon.loadpoints],
-        clock=clock,
-        state_file=daemon.state_file,
-    )
+    restarted = restart(daemon)
     again = {name: service_of(restarted, loadpoint=name) for name in ("carport", "garage")}
     assert again["garage"].runtime == set_ and again["carport"].runtime is None
     await restarted.cycle()
@@ -100,15 +93,15 @@ async def test_the_second_loadpoints_plan_is_back_after_a_restart_and_dropped_af
     assert again["carport"].target is None and await again["carport"].step(clock()) is None
 
     clock.t_s = utc(8, 7, 1)  # past its deadline: not restored, and gone from the file
-    later = Daemon(
-        daemon.config,
-        daemon.meter,
-        [lp.charger for lp in daemon.loadpoints],
-        clock=clock,
-        state_file=daemon.state_file,
-    )
+    later = restart(daemon)
     assert service_of(later, loadpoint="garage").runtime is None
     assert load_plan(tmp_path / "state.json", "garage", first=False) is None
+
+
+def restart(daemon: Daemon) -> Daemon:
+    """``daemon`` started again: the same config, devices, clock and state file."""
+    chargers = [lp.charger for lp in daemon.loadpoints]
+    return Daemon(daemon.config, daemon.meter, chargers, clock=daemon.clock, state_file=daemon.state_file)
 
 
 def _entry(energy_kwh: float, deadline: str) -> Any:
@@ -202,12 +195,6 @@ async def test_a_loadpoint_without_a_plan_service_is_a_404_saying_so(tmp_path: P
 
 
 # --- the CLI -------------------------------------------------------------------------------------
-
-
-def _parse(*argv: str) -> Any:
-    parser = argparse.ArgumentParser(prog="pvcharge")
-    add_command(parser.add_subparsers(dest="command", required=True))
-    return parser.parse_args(argv)
 
 
 async def test_cli_plan_loadpoint_sets_shows_and_clears_that_loadpoints_plan(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pvcharge.api.openapi import _closed, _json, _num
+from pvcharge.api.openapi import LOADPOINT_NAME, _closed, _json, _num
 from pvcharge.planning.runtime import DEADLINE_PATTERN, WEEKDAYS_PATTERN
 
 _NO_PLANS = "no plan service runs in this process"
@@ -178,17 +178,7 @@ def plan_paths(guard: dict[str, Any]) -> dict[str, Any]:
     """The plans' paths, the first loadpoint's and each loadpoint's; ``guard``: the answers every
     operation may give (400, 401 or 403)."""
     first = _plan_operations(guard, _json("Error", _NO_PLANS))
-    name = {
-        "parameters": [
-            {
-                "name": "name",
-                "in": "path",
-                "required": True,
-                "schema": {"type": "string"},
-                "description": "the loadpoint's name ('main' for a charger: config)",
-            }
-        ]
-    }
+    name = {"parameters": [LOADPOINT_NAME]}
     missing = _json("LoadpointError", "no loadpoint of that name, or no plan service runs for it")
     each = _plan_operations(guard, missing, suffix="OfLoadpoint")
     return {
