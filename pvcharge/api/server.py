@@ -424,7 +424,9 @@ async def start_api(
 ) -> ApiServer:
     """Serve the API for ``daemon`` on ``config.listen:config.port`` (port 0: a free one); ``sessions``:
     the recorder behind ``/api/sessions`` and ``/api/energy`` (``None``: they answer 404); ``plans``: the
-    plan service behind ``/api/plans`` and ``/api/forecast`` (``None``: they answer 404); ``timeout_s``
+    plan service behind ``/api/plans`` and ``/api/forecast`` (``None``: they answer 404);
+    ``loadpoint_plans``: each loadpoint's plan service by name, behind ``/api/loadpoints/{name}/plans``
+    (``None``: only ``plans``'s loadpoint has one); ``timeout_s``
     (for a request head, and each piece of a body) and ``max_connections``: :class:`HttpServer`'s limits.
 
     With ``api.enabled: false`` nothing listens and the returned server's ``url`` is ``None``.
