@@ -19,6 +19,7 @@ Topics (``P`` = ``mqtt.prefix``, default ``pvcharge``; ``D`` = ``mqtt.discovery_
     D/<component>/N/<object_id>/config   Home Assistant discovery, retained, QoS 1
     D/status              Home Assistant's birth message: on "online" the discovery is sent again
     P/plan, P/plan/set, P/plan/clear   the charge plans (:mod:`pvcharge.mqtt_plans`), with a plan service
+                          (each loadpoint's: P/loadpoints/<name>/plan...)
     P/loadpoints/<name>/...  with several loadpoints: each one's state and mode command, and one Home
                           Assistant device per loadpoint (:mod:`pvcharge.mqtt_loadpoints`); the topics
                           above keep meaning the first loadpoint
@@ -52,7 +53,7 @@ import random
 import re
 import secrets
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import aiomqtt
@@ -64,7 +65,7 @@ from pvcharge.config import MqttConfig
 from pvcharge.control.config import MODES
 from pvcharge.mqtt_client import KEEPALIVE_S
 from pvcharge.mqtt_discovery import OFFLINE, ONLINE, Topics, discovery_messages
-from pvcharge.mqtt_plans import plan_command, plan_topics
+from pvcharge.mqtt_plans import PlanTopics, plan_topics
 
 if TYPE_CHECKING:
     from pvcharge.daemon import Cycle, Daemon
@@ -151,6 +152,8 @@ class MqttBridge:
         keepalive_s: MQTT keepalive.
         sessions: the session recorder: ``P/energy`` and its Home Assistant sensors (``None``: neither).
         plans: the plan service: ``P/plan``, its commands and entities (``None``: none).
+        loadpoint_plans: each loadpoint's plan service by name: ``P/loadpoints/<name>/plan`` and its
+            commands, with several loadpoints (``None``: none).
 
     :meth:`start` returns at once (connecting is the bridge task's job); :meth:`stop` publishes
     "offline" and disconnects cleanly, so the last will is not sent.
@@ -166,13 +169,15 @@ class MqttBridge:
         keepalive_s: int = KEEPALIVE_S,
         sessions: SessionRecorder | None = None,
         plans: PlanService | None = None,
+        loadpoint_plans: Mapping[str, PlanService] | None = None,
     ) -> None:
         self.daemon = daemon
         self.config = config
         self.sessions = sessions
         self.plans = plans
         self.plan_topics = plan_topics(config.prefix)
-        self._published_plan: str | None = None
+        names = [x.name for x in daemon.loadpoints]
+        self._plans = PlanTopics(config.prefix, plans, loadpoint_plans, names)
         self.topics = Topics.of(config)
         self.reconnect_min_s = reconnect_min_s
         self.reconnect_max_s = reconnect_max_s
@@ -298,20 +303,20 @@ class MqttBridge:
         await client.subscribe(self.topics.mode_set, qos=1)
         if commands := self._loadpoint_commands():
             await client.subscribe([(topic, 1) for topic in commands])
-        if self.plans is not None:
-            await client.subscribe([(self.plan_topics["plan_set"], 1), (self.plan_topics["plan_clear"], 1)])
+        if plan_commands := self._plans.subscriptions():
+            await client.subscribe(plan_commands)
         if self.config.discovery:
             await client.subscribe(self.topics.ha_status, qos=1)
         await self._announce(client)
         self._published_mode = None
         self._published_values = {}
-        self._published_plan = None
+        self._plans.reset()
         self._energy_at = None
         while not self._stopping.is_set():
             self._wake.clear()
             await self._publish_state(client)
             await self._publish_energy(client)
-            await self._publish_plan(client)
+            await self._plans.publish(client)
             if self._rediscover:
                 self._rediscover = False
                 for topic, payload in self._discovery().items():
@@ -379,16 +384,8 @@ class MqttBridge:
             history=self.sessions is not None,
             plans=self.plans is not None,
             loadpoints=[x.name for x in self.daemon.loadpoints],
+            plan_loadpoints=self._plans.loadpoints,
         )
-
-    async def _publish_plan(self, client: aiomqtt.Client) -> None:
-        """``P/plan`` when it differs from the last one published on this connection."""
-        if self.plans is None:
-            return
-        payload = json.dumps(self.plans.describe())
-        if payload != self._published_plan:
-            await client.publish(self.plan_topics["plan"], payload, qos=0, retain=True)
-            self._published_plan = payload
 
     async def _publish_energy(self, client: aiomqtt.Client) -> None:
         """``P/energy`` at connect, when the last session changes (opens, closes) and at most once per
@@ -414,16 +411,7 @@ class MqttBridge:
             self._command(payload, retained=retained)
         elif (name := self._loadpoint_commands().get(topic)) is not None:
             self._command(payload, retained=retained, loadpoint=name)
-        elif self.plans is not None and topic in (
-            self.plan_topics["plan_set"],
-            self.plan_topics["plan_clear"],
-        ):
-            if retained:
-                log.warning(
-                    "mqtt_command_ignored", topic=topic, reason="retained message; publish without retain"
-                )
-            else:
-                plan_command(self.plans, topic, payload, clear=topic == self.plan_topics["plan_clear"])
+        elif self._plans.on_message(topic, payload, retained=retained):
             self._wake.set()
         elif topic == self.topics.ha_status and payload == ONLINE.encode() and not retained:
             log.info("mqtt_home_assistant_online", action="discovery sent again")
@@ -496,6 +484,9 @@ async def remove_all(
             for name in loadpoints if len(loadpoints) > 1 else ():
                 cleared += lp.LoadpointTopics.of(config.prefix, name).all_state()
             cleared.append(plan_topics(config.prefix)["plan"])
+            cleared += [
+                plan_topics(config.prefix, name)["plan"] for name in loadpoints if len(loadpoints) > 1
+            ]
             await mqtt_client.clear(client, cleared)
     log.info("mqtt_removed", topics=len(cleared), prefix=config.prefix)
     return cleared

@@ -20,7 +20,7 @@ keeps the record of what it published and removes what it no longer publishes.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -198,11 +198,15 @@ def discovery_messages(
     history: bool = False,
     plans: bool = False,
     loadpoints: Sequence[str] = (),
+    plan_loadpoints: Collection[str] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Home Assistant discovery: config topic → payload, for every entity of :data:`ENTITIES` and, with
     ``history`` (a session recorder), of :data:`ENERGY_ENTITIES`, with ``plans`` (a plan service), of
     :data:`pvcharge.mqtt_plans.PLAN_ENTITIES`.  With more than one name in ``loadpoints`` the charger's
-    entities move to one device per loadpoint (:mod:`pvcharge.mqtt_loadpoints`)."""
+    entities move to one device per loadpoint (:mod:`pvcharge.mqtt_loadpoints`), and with ``plans``
+    each loadpoint's device gets the plan entities too, reading and setting its own plan
+    (``P/loadpoints/<name>/plan``; ``plan_loadpoints``: only those loadpoints', ``None``: all); the
+    site's device keeps the first loadpoint's, as before."""
     topics = Topics.of(config)
     device = {
         "identifiers": [topics.node],
@@ -240,6 +244,12 @@ def discovery_messages(
             else:
                 payload["state_topic"] = lp_topics.status
             out[topics.config_topic(component, oid)] = payload
+        if plans and (plan_loadpoints is None or name in plan_loadpoints):
+            for component, entity, fields in PLAN_ENTITIES:
+                oid = lp.object_id(name, entity)
+                payload = _entity(fields, f"{topics.node}_{oid}", topics, lp_device)
+                payload.update(entity_topics(entity, config.prefix, name))
+                out[topics.config_topic(component, oid)] = payload
     return out
 
 

@@ -27,8 +27,9 @@ battery, house, battery SoC) and the session and plan entities (the first loadpo
 is a device of its own (identifiers ``[N_lp_L]``, name ``pvcharge L``, ``via_device`` the site) with
 the charger's entities of :data:`pvcharge.mqtt_discovery.ENTITIES` (car power, surplus, car and
 offered current, phases, reason, car connected, charging, the mode select) reading
-``P/loadpoints/L/status`` and ``P/loadpoints/L/mode``.  Their object ids are ``lp_L_<id>`` under the
-site's node, so the discovery record and its removal cover them.
+``P/loadpoints/L/status`` and ``P/loadpoints/L/mode``, and its plan's entities
+(:data:`pvcharge.mqtt_plans.PLAN_ENTITIES` on ``P/loadpoints/L/plan``).  Their object ids are
+``lp_L_<id>`` under the site's node, so the discovery record and its removal cover them.
 """
 
 from __future__ import annotations

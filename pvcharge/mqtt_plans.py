@@ -7,14 +7,21 @@ Topics (``P`` = ``mqtt.prefix``), with a plan service (``pvcharge run`` always h
     P/plan/set            command: a plan as text ("20 kWh by 07:00", "15 kWh by 18:00 on mon,wed") or
                           JSON ({"energy_kwh": 20, "deadline": "07:00"}); not retained
     P/plan/clear          command: clear the plan set at run time (any payload); not retained
+    P/loadpoints/<name>/plan, .../plan/set, .../plan/clear
+                          the same for each loadpoint, with several loadpoints (the topics above
+                          keep meaning the first)
 
 Home Assistant: a ``text`` entity ``plan`` (the plan set at run time in words; type one to set it, an
 empty text clears it), a ``button`` ``clear_plan`` and a sensor ``plan_summary`` (the last plan in one
-line, e.g. ``plan 20 kWh by 07:00: met (...); from the grid: 02:00–04:00 at ...``).
+line, e.g. ``plan 20 kWh by 07:00: met (...); from the grid: 02:00–04:00 at ...``), on the site's
+device for the first loadpoint; with several loadpoints the same three on each loadpoint's device
+(object ids ``lp_<name>_plan``, ...) for its own plan.
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -23,6 +30,8 @@ from pvcharge.planning.runtime import TEXT_FORMAT, parse_command
 from pvcharge.settings import SettingError
 
 if TYPE_CHECKING:
+    import aiomqtt
+
     from pvcharge.planning.service import PlanService
 
 log = structlog.get_logger("pvcharge.mqtt")
@@ -58,14 +67,18 @@ PLAN_ENTITIES: tuple[tuple[str, str, dict[str, Any]], ...] = (
 )
 
 
-def plan_topics(prefix: str) -> dict[str, str]:
-    """``plan``, ``plan_set``, ``plan_clear`` under ``prefix``."""
+def plan_topics(prefix: str, loadpoint: str | None = None) -> dict[str, str]:
+    """``plan``, ``plan_set``, ``plan_clear`` under ``prefix`` (with ``loadpoint``: under
+    ``prefix/loadpoints/<loadpoint>``)."""
+    if loadpoint is not None:
+        prefix = f"{prefix}/loadpoints/{loadpoint}"
     return {"plan": f"{prefix}/plan", "plan_set": f"{prefix}/plan/set", "plan_clear": f"{prefix}/plan/clear"}
 
 
-def entity_topics(object_id: str, prefix: str) -> dict[str, str]:
-    """The state/command topics of the plan entity ``object_id``."""
-    topics = plan_topics(prefix)
+def entity_topics(object_id: str, prefix: str, loadpoint: str | None = None) -> dict[str, str]:
+    """The state/command topics of the plan entity ``object_id`` (of ``loadpoint``: see
+    :func:`plan_topics`)."""
+    topics = plan_topics(prefix, loadpoint)
     if object_id == "plan":
         return {"state_topic": topics["plan"], "command_topic": topics["plan_set"]}
     if object_id == "clear_plan":
@@ -94,3 +107,70 @@ def plan_command(plans: PlanService, topic: str, payload: bytes, *, clear: bool)
         plans.set_plan(entry, source="mqtt", repeating=repeating)
     except Exception as exc:
         log.error("mqtt_command_failed", topic=topic, error=repr(exc), exc_info=exc)
+
+
+class PlanTopics:
+    """The bridge's plan topics: each state topic's and command topic's plan service, and what was
+    published on this connection.
+
+    Args:
+        prefix: ``mqtt.prefix``.
+        plans: the first loadpoint's service (``P/plan``; ``None``: no plan topics at all).
+        by_loadpoint: each loadpoint's service by name (``P/loadpoints/<name>/plan``, only with more
+            than one in ``loadpoints``).
+        loadpoints: the names of the daemon's loadpoints.
+    """
+
+    def __init__(
+        self,
+        prefix: str,
+        plans: PlanService | None,
+        by_loadpoint: Mapping[str, PlanService] | None,
+        loadpoints: Sequence[str],
+    ) -> None:
+        self.states: dict[str, PlanService] = {}  #: state topic → its service
+        self.commands: dict[str, tuple[PlanService, bool]] = {}  #: command topic → (service, clear)
+        self._published: dict[str, str] = {}
+        self.loadpoints: list[str] = []  #: the loadpoints with their own topics
+        if plans is None:
+            return
+        pairs: list[tuple[str | None, PlanService]] = [(None, plans)]
+        if len(loadpoints) > 1:
+            pairs += [
+                (name, by_loadpoint[name]) for name in loadpoints if by_loadpoint and name in by_loadpoint
+            ]
+        self.loadpoints = [name for name, _ in pairs if name is not None]
+        for name, service in pairs:
+            topics = plan_topics(prefix, name)
+            self.states[topics["plan"]] = service
+            self.commands[topics["plan_set"]] = (service, False)
+            self.commands[topics["plan_clear"]] = (service, True)
+
+    def subscriptions(self) -> list[tuple[str, int]]:
+        """The command topics at QoS 1."""
+        return [(topic, 1) for topic in self.commands]
+
+    def reset(self) -> None:
+        """A new connection: publish everything again."""
+        self._published = {}
+
+    async def publish(self, client: aiomqtt.Client) -> None:
+        """Each state topic whose ``describe()`` differs from the last published on this connection."""
+        for topic, service in self.states.items():
+            payload = json.dumps(service.describe())
+            if payload != self._published.get(topic):
+                await client.publish(topic, payload, qos=0, retain=True)
+                self._published[topic] = payload
+
+    def on_message(self, topic: str, payload: bytes, *, retained: bool) -> bool:
+        """Take a plan command (a retained one is refused with a warning); False: not a plan topic."""
+        if topic not in self.commands:
+            return False
+        service, clear = self.commands[topic]
+        if retained:
+            log.warning(
+                "mqtt_command_ignored", topic=topic, reason="retained message; publish without retain"
+            )
+        else:
+            plan_command(service, topic, payload, clear=clear)
+        return True

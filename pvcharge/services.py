@@ -10,6 +10,7 @@ cannot start is logged and the loop runs on without it.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 import structlog
@@ -34,6 +35,8 @@ class Services:
         daemon: the daemon they serve (status, mode switching).
         sessions: the session recorder, for the API's and the bridge's history (``None``: none).
         plans: the plan service, for the API's plans and plan chart and the bridge's plans (``None``: none).
+        loadpoint_plans: each loadpoint's plan service by name, for the API's and the bridge's plans
+            per loadpoint (``None``: only ``plans``, the first's).
 
     Use: ``await start(config)`` once, ``await apply(new_config)`` on each accepted reload,
     ``await stop()`` at exit.  Calls are serialized: a reload arriving while another is being applied
@@ -41,11 +44,17 @@ class Services:
     """
 
     def __init__(
-        self, daemon: Daemon, *, sessions: SessionRecorder | None = None, plans: PlanService | None = None
+        self,
+        daemon: Daemon,
+        *,
+        sessions: SessionRecorder | None = None,
+        plans: PlanService | None = None,
+        loadpoint_plans: Mapping[str, PlanService] | None = None,
     ) -> None:
         self.daemon = daemon
         self.sessions = sessions
         self.plans = plans
+        self.loadpoint_plans = loadpoint_plans
         self.server: ApiServer | None = None  #: None: disabled, could not start, or not started yet
         self.bridge: MqttBridge | None = None  #: None: no ``mqtt:`` section
         self._api: ApiConfig | None = None
@@ -102,7 +111,9 @@ class Services:
         from pvcharge.api.server import start_api
 
         try:
-            self.server = await start_api(self.daemon, config, self.sessions, self.plans)
+            self.server = await start_api(
+                self.daemon, config, self.sessions, self.plans, loadpoint_plans=self.loadpoint_plans
+            )
         except PvchargeError as exc:  # charging control goes on without the API, and says so
             log.error("api_unavailable", error=str(exc), action="control runs on without the API")
             self.server = None
@@ -121,7 +132,13 @@ class Services:
             return
         from pvcharge.mqtt import MqttBridge
 
-        self.bridge = MqttBridge(self.daemon, config, sessions=self.sessions, plans=self.plans)
+        self.bridge = MqttBridge(
+            self.daemon,
+            config,
+            sessions=self.sessions,
+            plans=self.plans,
+            loadpoint_plans=self.loadpoint_plans,
+        )
         await self.bridge.start()
 
     async def _stop_mqtt(self) -> None:

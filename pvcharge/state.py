@@ -1,8 +1,9 @@
-"""What pvcharge keeps across restarts: each loadpoint's mode last chosen over the API or MQTT, and the
-plan set at run time (:mod:`pvcharge.planning.runtime`).
+"""What pvcharge keeps across restarts: each loadpoint's mode last chosen over the API or MQTT, and
+each loadpoint's plan set at run time (:mod:`pvcharge.planning.runtime`); the first loadpoint's also
+top-level (``mode``, ``plan``), as pvcharge before several loadpoints wrote and reads them.
 
 A small JSON file, ``{"mode": "fast", "changed_at_s": 1700000000.0, "loadpoints": {"garage": {"mode":
-"minpv", "changed_at_s": 1700000100.0}, ...}, "plan": {...}}``, written atomically
+"minpv", "changed_at_s": 1700000100.0, "plan": {...}}, ...}, "plan": {...}}``, written atomically
 (a temporary file in the same directory, then ``os.replace``), so a power cut never leaves half a file;
 each writer replaces only its own keys.  Where it
 lives: ``state.file`` from the config; else ``$STATE_DIRECTORY/state.json`` (systemd's
@@ -104,7 +105,12 @@ def save_mode(
     if loadpoint is not None:
         entries = data.get("loadpoints")
         entries = dict(entries) if isinstance(entries, dict) else {}
-        entries[loadpoint] = {"mode": mode, "changed_at_s": now_s}
+        entry = entries.get(loadpoint)
+        entries[loadpoint] = {
+            **(entry if isinstance(entry, dict) else {}),
+            "mode": mode,
+            "changed_at_s": now_s,
+        }
         data["loadpoints"] = entries
     if first:
         data |= {"mode": mode, "changed_at_s": now_s}
@@ -116,19 +122,43 @@ def save_mode(
     return True
 
 
-def load_plan(path: Path) -> dict[str, Any] | None:
-    """The saved run-time plan (the ``plan`` key, as :func:`save_plan` wrote it), or ``None``."""
-    plan = _saved(path).get("plan")
+def load_plan(path: Path, loadpoint: str | None = None, *, first: bool = True) -> dict[str, Any] | None:
+    """The saved run-time plan of ``loadpoint`` (``loadpoints.<name>.plan``, as :func:`save_plan` wrote
+    it), or ``None``; the first loadpoint (``first``; ``loadpoint=None`` is the first) falls back to the
+    top-level ``plan``, which pvcharge before several loadpoints wrote."""
+    data = _saved(path)
+    entries = data.get("loadpoints")
+    entry = entries.get(loadpoint) if isinstance(entries, dict) and loadpoint is not None else None
+    if isinstance(entry, dict) and "plan" in entry:
+        plan = entry["plan"]
+    elif first:
+        plan = data.get("plan")
+    else:
+        return None
     return plan if isinstance(plan, dict) else None
 
 
-def save_plan(path: Path, plan: Mapping[str, Any] | None) -> bool:
-    """Write the run-time plan atomically (``None``: remove it; the file's other keys kept); False (and
-    a warning) if the file cannot be written."""
+def save_plan(
+    path: Path, plan: Mapping[str, Any] | None, loadpoint: str | None = None, *, first: bool = True
+) -> bool:
+    """Write ``loadpoint``'s run-time plan atomically under ``loadpoints`` (``None``: remove it; the
+    file's other keys kept); the first loadpoint's (``first``; ``loadpoint=None`` is the first) also as
+    the top-level ``plan``.  False (and a warning) if the file cannot be written."""
     data = _saved(path)
-    data.pop("plan", None)
-    if plan is not None:
-        data["plan"] = dict(plan)
+    if loadpoint is not None:
+        entries = data.get("loadpoints")
+        entries = dict(entries) if isinstance(entries, dict) else {}
+        entry = entries.get(loadpoint)
+        entry = dict(entry) if isinstance(entry, dict) else {}
+        entry.pop("plan", None)
+        if plan is not None:
+            entry["plan"] = dict(plan)
+        entries[loadpoint] = entry
+        data["loadpoints"] = entries
+    if first:
+        data.pop("plan", None)
+        if plan is not None:
+            data["plan"] = dict(plan)
     try:
         write_json_atomic(path, data)
     except OSError as exc:

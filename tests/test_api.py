@@ -366,6 +366,8 @@ async def test_the_openapi_document_is_served_and_names_the_bearer_scheme_only_w
         "/api/forecast",
         "/api/plans",
         "/api/plans/next",
+        "/api/loadpoints/{name}/plans",
+        "/api/loadpoints/{name}/plans/next",
         "/metrics",
     }
 

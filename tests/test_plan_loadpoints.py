@@ -1,5 +1,6 @@
-"""Plans per loadpoint (``plans[i].loadpoint``): the config check, one plan service per loadpoint with
-plans, and a plan on the second loadpoint steering only that loadpoint's mode."""
+"""Plans per loadpoint (``plans[i].loadpoint``): the config check, one plan service per loadpoint, a plan
+on the second loadpoint steering only that loadpoint's mode, and the plan set at run time for any
+loadpoint (API, MQTT, CLI, state file)."""
 
 from __future__ import annotations
 
@@ -65,17 +66,23 @@ def test_an_unknown_loadpoint_is_a_config_error_naming_the_entry_and_the_names()
     assert parse_config(single + plan % ", loadpoint: main", environ={}).plans[0].loadpoint == "main"
 
 
-async def test_run_builds_a_service_per_loadpoint_with_plans_sharing_the_sources(tmp_path: Path) -> None:
-    config = parse_config(TWO, environ={})
+async def test_run_builds_a_service_per_loadpoint_sharing_the_sources(tmp_path: Path) -> None:
+    config = parse_config(TWO.replace("plans:", "tariff: {smart_cost_limit: 0.1}\nplans:"), environ={})
     daemon, clock, _, _ = two_loadpoints(tmp_path)
     first, garage = build_services(config, daemon, clock=clock)
     assert (first.loadpoint, first.plans, first.takes_runtime) == ("carport", (), True)
-    assert (garage.loadpoint, garage.plans, garage.takes_runtime) == ("garage", config.plans, False)
+    assert (garage.loadpoint, garage.plans, garage.takes_runtime) == ("garage", config.plans, True)
+    assert first.smart_cost_limit == garage.smart_cost_limit == 0.1
     assert garage.prices is first.prices and garage.forecast is first.forecast
     await close_services([first, garage])
-    on_first = parse_config(TWO.replace("loadpoint: garage", "loadpoint: carport"), environ={})
-    [only] = build_services(on_first, daemon, clock=clock)
-    assert (only.loadpoint, only.plans) == ("carport", on_first.plans)
+    on_first = TWO.replace("loadpoint: garage", "loadpoint: carport")
+    on_first = parse_config(on_first.replace("plans:", "tariff: {smart_cost_limit: 0.1}\nplans:"), environ={})
+    carport, other = build_services(on_first, daemon, clock=clock)
+    assert (carport.loadpoint, carport.plans, carport.smart_cost_limit) == ("carport", on_first.plans, 0.1)
+    # (a service for run-time plans only: the cost limit stays with the loadpoints that have plans:)
+    assert (other.loadpoint, other.plans, other.smart_cost_limit) == ("garage", (), None)
+    assert other.prices is carport.prices
+    await close_services([carport, other])
 
 
 async def test_a_plan_on_the_second_loadpoint_raises_only_its_mode_in_its_grid_slot(tmp_path: Path) -> None:

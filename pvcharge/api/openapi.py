@@ -293,6 +293,16 @@ def _mode_put(operation_id: str, summary: str, more: dict[str, Any]) -> dict[str
     }
 
 
+#: the path parameter ``{name}`` of the ``/api/loadpoints/{name}/...`` routes
+LOADPOINT_NAME: dict[str, Any] = {
+    "name": "name",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string"},
+    "description": "the loadpoint's name ('main' for a charger: config)",
+}
+
+
 def openapi_document(*, token_required: bool) -> dict[str, Any]:
     """The OpenAPI document of the server; ``token_required``: a bearer token is configured."""
     from pvcharge.api.openapi_forecast import FORECAST_SCHEMAS, forecast_paths
@@ -360,15 +370,7 @@ def openapi_document(*, token_required: bool) -> dict[str, Any]:
                 guard,
             ),
             "/api/loadpoints/{name}/mode": {
-                "parameters": [
-                    {
-                        "name": "name",
-                        "in": "path",
-                        "required": True,
-                        "schema": {"type": "string"},
-                        "description": "the loadpoint's name ('main' for a charger: config)",
-                    }
-                ],
+                "parameters": [LOADPOINT_NAME],
                 **_mode_put(
                     "setLoadpointMode",
                     "switch one loadpoint's mode from the next control cycle on (only the first "

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pvcharge.api.openapi import _closed, _json, _num
+from pvcharge.api.openapi import LOADPOINT_NAME, _closed, _json, _num
 from pvcharge.planning.runtime import DEADLINE_PATTERN, WEEKDAYS_PATTERN
 
 _NO_PLANS = "no plan service runs in this process"
@@ -130,30 +130,27 @@ PLAN_STATE = _closed(
         "plan": {"$ref": "#/components/schemas/PlanResult"},
         "car_connected": {"type": "boolean", "description": "a car is plugged in"},
         "grid_charging": {"type": "boolean", "description": "the plan has raised the mode to fast right now"},
-        "loadpoint": _text("the name of the loadpoint the plans charge (the first; main: a charger: config)"),
+        "loadpoint": _text("the name of the loadpoint the plans charge (main: a charger: config)"),
     },
     "the charge plans in force and the last plan made",
 )
 
 
-def plan_paths(guard: dict[str, Any]) -> dict[str, Any]:
-    """The plans' paths; ``guard``: the answers every operation may give (400, 401 or 403)."""
+def _plan_operations(guard: dict[str, Any], not_found: dict[str, Any], *, suffix: str = "") -> dict[str, Any]:
+    """The GET of the plans and the PUT/DELETE of the run-time plan (``suffix`` to the operation ids,
+    ``not_found`` the 404); keyed ``plans`` and ``next``."""
     state = _json("PlanState", "the plans in force and the plan made after the change")
     return {
-        "/api/plans": {
+        "plans": {
             "get": {
-                "operationId": "getPlans",
+                "operationId": f"getPlans{suffix}",
                 "summary": "the charge plans in force and the last plan made (slots from PV and grid)",
-                "responses": {
-                    "200": _json("PlanState", "the plans"),
-                    "404": _json("Error", _NO_PLANS),
-                    **guard,
-                },
+                "responses": {"200": _json("PlanState", "the plans"), "404": not_found, **guard},
             }
         },
-        "/api/plans/next": {
+        "next": {
             "put": {
-                "operationId": "setPlan",
+                "operationId": f"setPlan{suffix}",
                 "summary": "set the plan at run time: a one-off for the next deadline, or repeating on "
                 "weekdays; kept across restarts",
                 "requestBody": {
@@ -162,18 +159,33 @@ def plan_paths(guard: dict[str, Any]) -> dict[str, Any]:
                 },
                 "responses": {
                     "200": state,
-                    "404": _json("Error", _NO_PLANS),
+                    "404": not_found,
                     "413": _json("Error", "the body is larger than 64 KiB"),
                     "422": _json("PlanError", "not a plan (the error names the key)"),
                     **guard,
                 },
             },
             "delete": {
-                "operationId": "clearPlan",
+                "operationId": f"clearPlan{suffix}",
                 "summary": "clear the plan set at run time (the config's plans stay)",
-                "responses": {"200": state, "404": _json("Error", _NO_PLANS), **guard},
+                "responses": {"200": state, "404": not_found, **guard},
             },
         },
+    }
+
+
+def plan_paths(guard: dict[str, Any]) -> dict[str, Any]:
+    """The plans' paths, the first loadpoint's and each loadpoint's; ``guard``: the answers every
+    operation may give (400, 401 or 403)."""
+    first = _plan_operations(guard, _json("Error", _NO_PLANS))
+    name = {"parameters": [LOADPOINT_NAME]}
+    missing = _json("LoadpointError", "no loadpoint of that name, or no plan service runs for it")
+    each = _plan_operations(guard, missing, suffix="OfLoadpoint")
+    return {
+        "/api/plans": first["plans"],
+        "/api/plans/next": first["next"],
+        "/api/loadpoints/{name}/plans": {**name, **each["plans"]},
+        "/api/loadpoints/{name}/plans/next": {**name, **each["next"]},
     }
 
 

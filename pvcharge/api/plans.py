@@ -1,19 +1,26 @@
 """The API's charge plans (:mod:`pvcharge.planning.service`): their routes.
 
-==============================  ===================================================================
-``GET /api/plans``              the plans in force (``plans:`` and the one set at run time) and the
-                                last plan made: slots from PV and from the grid, energy expected by
-                                the deadline, met or not, the fallbacks in force; all of the first
-                                loadpoint, whose name is ``loadpoint``
-``PUT /api/plans/next``         set the run-time plan: ``{"energy_kwh": 20, "deadline": "07:00"}``
-                                (or ``soc_pct`` with ``capacity_kwh``; ``weekdays``: repeating;
-                                ``timezone``), :func:`pvcharge.planning.runtime.parse_json`
-``DELETE /api/plans/next``      clear it (the config's plans stay)
-==============================  ===================================================================
+==========================================  =======================================================
+``GET /api/plans``                          the plans in force (``plans:`` and the one set at run
+                                            time) and the last plan made: slots from PV and from the
+                                            grid, energy expected by the deadline, met or not, the
+                                            fallbacks in force; all of the first loadpoint, whose
+                                            name is ``loadpoint``
+``PUT /api/plans/next``                     set the first loadpoint's run-time plan: ``{"energy_kwh":
+                                            20, "deadline": "07:00"}`` (or ``soc_pct`` with
+                                            ``capacity_kwh``; ``weekdays``: repeating; ``timezone``),
+                                            :func:`pvcharge.planning.runtime.parse_json`
+``DELETE /api/plans/next``                  clear it (the config's plans stay)
+``GET /api/loadpoints/{name}/plans``        the same for the loadpoint ``name``
+``PUT /api/loadpoints/{name}/plans/next``
+``DELETE /api/loadpoints/{name}/plans/next``
+==========================================  =======================================================
 
 ``PUT`` and ``DELETE`` answer with the plans after the re-plan they cause (waiting at most
 :data:`REPLAN_WAIT_S` for the plan service's task; the plan result is the previous one if it takes
-longer). Without a plan service every route answers ``404``.
+longer). Without a plan service every route answers ``404``; so does a ``{name}`` route for a
+loadpoint of no such name, or one without a plan service, with ``{"error": ..., "loadpoints": [the
+names]}``.
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from pvcharge.api.http import HTTPError, Request, Response, Router
@@ -44,23 +51,51 @@ class PlanRoutes:
     """The plans' handlers.
 
     Args:
-        plans: the plan service (``None``: every route answers 404).
+        plans: the first loadpoint's plan service (``None``: every route answers 404).
         json: the server's JSON answer (secrets masked).
+        by_loadpoint: each loadpoint's plan service by its name (``None``: only ``plans``'s).
+        loadpoints: the names of all loadpoints, for the 404 of an unknown one (default: those of
+            ``by_loadpoint``).
     """
 
-    def __init__(self, plans: PlanService | None, json: Callable[..., Response]) -> None:
+    def __init__(
+        self,
+        plans: PlanService | None,
+        json: Callable[..., Response],
+        by_loadpoint: Mapping[str, PlanService] | None = None,
+        loadpoints: Sequence[str] = (),
+    ) -> None:
         self.plans = plans
         self.json = json
+        if by_loadpoint is None:
+            by_loadpoint = {plans.loadpoint: plans} if plans is not None else {}
+        self.by_loadpoint = dict(by_loadpoint)
+        self.loadpoints = list(loadpoints) or list(self.by_loadpoint)
 
     def add_routes(self, router: Router) -> None:
         router.add_get("/api/plans", self.get_plans)
         router.add_put("/api/plans/next", self.put_next)
         router.add_delete("/api/plans/next", self.delete_next)
+        router.add_get("/api/loadpoints/{name}/plans", self.get_plans)
+        router.add_put("/api/loadpoints/{name}/plans/next", self.put_next)
+        router.add_delete("/api/loadpoints/{name}/plans/next", self.delete_next)
 
-    def _service(self) -> PlanService:
-        if self.plans is None:
-            raise HTTPError(404, "no plan service runs in this process")
-        return self.plans
+    def _service(self, request: Request) -> PlanService | Response:
+        """The service a route is for, or the 404 naming the loadpoints (for ``{name}``)."""
+        name = request.match_info.get("name")
+        if name is None:
+            if self.plans is None:
+                raise HTTPError(404, "no plan service runs in this process")
+            return self.plans
+        service = self.by_loadpoint.get(name)
+        if service is not None:
+            return service
+        shown = repr(name) if len(repr(name)) <= 40 else repr(name)[:40] + "…"
+        problem = "no plan service runs for loadpoint" if name in self.loadpoints else "no loadpoint"
+        with_plans = [n for n in self.loadpoints if n in self.by_loadpoint]
+        hint = f"expected one of {', '.join(with_plans)}" if with_plans else "no plan service runs at all"
+        error = f"{problem} {shown} ({hint})"[:300]
+        return self.json({"error": error, "loadpoints": self.loadpoints}, 404)
 
     async def _replanned(self, service: PlanService) -> Response:
         with contextlib.suppress(TimeoutError):
@@ -68,10 +103,13 @@ class PlanRoutes:
         return self.json(state_of(service))
 
     async def get_plans(self, request: Request) -> Response:
-        return self.json(state_of(self._service()))
+        service = self._service(request)
+        return service if isinstance(service, Response) else self.json(state_of(service))
 
     async def put_next(self, request: Request) -> Response:
-        service = self._service()
+        service = self._service(request)
+        if isinstance(service, Response):
+            return service
         raw = await request.read()  # 413 above the server's MAX_BODY_BYTES
         try:
             body = json.loads(raw)
@@ -93,6 +131,8 @@ class PlanRoutes:
         return await self._replanned(service)
 
     async def delete_next(self, request: Request) -> Response:
-        service = self._service()
+        service = self._service(request)
+        if isinstance(service, Response):
+            return service
         service.clear_plan(source="api")
         return await self._replanned(service)

@@ -15,7 +15,8 @@ Routes (the OpenAPI document at ``/api/openapi.json`` describes them, :mod:`pvch
                             (:mod:`pvcharge.api.history`)
 ``GET /api/forecast``       the plan chart: PV forecast, prices and the plan per 15-min slot
                             (:mod:`pvcharge.api.plan_chart`)
-``GET /api/plans``          the charge plans in force and the last plan made (:mod:`pvcharge.api.plans`)
+``GET /api/plans``          the charge plans in force and the last plan made (:mod:`pvcharge.api.plans`;
+                            each loadpoint's: ``/api/loadpoints/{name}/plans``)
 ``PUT|DELETE /api/plans/next``  set or clear the plan set at run time
 ``GET /metrics``            Prometheus metrics (:mod:`pvcharge.api.metrics`)
 ==========================  =======================================================================
@@ -49,6 +50,7 @@ import hashlib
 import hmac
 import json
 import re
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -166,6 +168,7 @@ class _Api:
         config: ApiConfig,
         sessions: SessionRecorder | None = None,
         plans: PlanService | None = None,
+        loadpoint_plans: Mapping[str, PlanService] | None = None,
     ) -> None:
         self.daemon = daemon
         self.sessions = sessions
@@ -181,7 +184,7 @@ class _Api:
         self.history = HistoryRoutes(
             sessions, daemon.clock, self.json, lambda text: mask_secrets(text, self.secrets())
         )
-        self.plans = PlanRoutes(plans, self.json)
+        self.plans = PlanRoutes(plans, self.json, loadpoint_plans, [lp.name for lp in daemon.loadpoints])
         self.page_csp = content_security_policy(self.page)
         self.login = {rejected: _login_page(rejected) for rejected in (False, True)}
         self.login_csp = content_security_policy(self.login[False])
@@ -358,12 +361,15 @@ def build_server(
     sessions: SessionRecorder | None = None,
     plans: PlanService | None = None,
     *,
+    loadpoint_plans: Mapping[str, PlanService] | None = None,
     timeout_s: float = TIMEOUT_S,
     max_connections: int = MAX_CONNECTIONS,
 ) -> HttpServer:
     """The HTTP server serving ``daemon``, its ``sessions`` and its ``plans`` (no socket yet:
-    :func:`start_api` binds it); ``timeout_s`` and ``max_connections``: :class:`HttpServer`'s."""
-    api = _Api(daemon, config, sessions, plans)
+    :func:`start_api` binds it); ``loadpoint_plans``: each loadpoint's plan service by name, behind
+    ``/api/loadpoints/{name}/plans`` (``None``: only ``plans``); ``timeout_s`` and ``max_connections``:
+    :class:`HttpServer`'s."""
+    api = _Api(daemon, config, sessions, plans, loadpoint_plans)
     router = Router()
     router.add_get("/", api.index)
     router.add_get("/api/status", api.get_status)
@@ -412,12 +418,15 @@ async def start_api(
     sessions: SessionRecorder | None = None,
     plans: PlanService | None = None,
     *,
+    loadpoint_plans: Mapping[str, PlanService] | None = None,
     timeout_s: float = TIMEOUT_S,
     max_connections: int = MAX_CONNECTIONS,
 ) -> ApiServer:
     """Serve the API for ``daemon`` on ``config.listen:config.port`` (port 0: a free one); ``sessions``:
     the recorder behind ``/api/sessions`` and ``/api/energy`` (``None``: they answer 404); ``plans``: the
-    plan service behind ``/api/plans`` and ``/api/forecast`` (``None``: they answer 404); ``timeout_s``
+    plan service behind ``/api/plans`` and ``/api/forecast`` (``None``: they answer 404);
+    ``loadpoint_plans``: each loadpoint's plan service by name, behind ``/api/loadpoints/{name}/plans``
+    (``None``: only ``plans``'s loadpoint has one); ``timeout_s``
     (for a request head, and each piece of a body) and ``max_connections``: :class:`HttpServer`'s limits.
 
     With ``api.enabled: false`` nothing listens and the returned server's ``url`` is ``None``.
@@ -433,7 +442,15 @@ async def start_api(
         log.warning(
             "api_token_short", length=len(config.token.reveal()), action="use 32 random hex digits or more"
         )
-    http = build_server(daemon, config, sessions, plans, timeout_s=timeout_s, max_connections=max_connections)
+    http = build_server(
+        daemon,
+        config,
+        sessions,
+        plans,
+        loadpoint_plans=loadpoint_plans,
+        timeout_s=timeout_s,
+        max_connections=max_connections,
+    )
     try:
         port = await http.start(config.listen, config.port)
     except OSError as exc:

@@ -5,10 +5,12 @@ plans computed here.
     pvcharge plan set "20 kWh by 07:00"            # a one-off for the next 07:00 (PUT /api/plans/next)
     pvcharge plan set "15 kWh by 18:00 on mon,wed" # repeating until cleared
     pvcharge plan clear                            # clear it (DELETE /api/plans/next)
+    pvcharge plan set "20 kWh by 07:00" --loadpoint garage   # another loadpoint's (as plan, plan clear)
     pvcharge plan --local [--kwh 20 --by 07:00] [--charged-kwh 3] [--now 2026-12-07T22:00+01:00]
 
 The first three talk to the running daemon's API as ``pvcharge mode`` does (address and token from the
-config's ``api:`` section, or ``--url``). ``--local`` (implied by ``--kwh``, ``--by``, ``--now``,
+config's ``api:`` section, or ``--url``), about the first loadpoint, or with ``--loadpoint NAME`` about
+that one (``/api/loadpoints/NAME/plans``). ``--local`` (implied by ``--kwh``, ``--by``, ``--now``,
 ``--charged-kwh``) does not ask the daemon: it shows the plan the same rules give with the config's
 tariff and forecast sources as they are now (fetched once). Exit codes: 0 the target can be met (or
 the command was done), 1 it cannot (or the daemon did not answer), 2 a config or usage error, or no
@@ -24,6 +26,7 @@ import sys
 import time as wallclock
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
 if TYPE_CHECKING:  # imported where used: every pvcharge command builds this parser, few plan
@@ -45,6 +48,7 @@ def add_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     )
     p.add_argument("--url", help="the daemon's API, e.g. http://127.0.0.1:7080 (default: from the config)")
     p.add_argument("--json", action="store_true", help="print the daemon's JSON answer")
+    p.add_argument("--loadpoint", "-l", help="the loadpoint's plans (default: the first loadpoint's)")
     p.add_argument("--local", action="store_true", help="compute the plan here instead of asking the daemon")
     p.add_argument("--kwh", type=float, help="--local: energy to add (default: the next plan of plans:)")
     p.add_argument("--by", help="--local: deadline HH:MM local time (with --kwh)")
@@ -56,8 +60,9 @@ def add_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
 def cmd_plan(args: argparse.Namespace) -> int:
     local = args.local or any(v is not None for v in (args.kwh, args.by, args.now, args.charged_kwh))
     if local:
-        if args.action != "show":
-            print(f"pvcharge: plan {args.action}: talks to the daemon; not with --local", file=sys.stderr)
+        if args.action != "show" or args.loadpoint is not None:
+            what = f"plan {args.action}" if args.action != "show" else "plan --loadpoint"
+            print(f"pvcharge: {what}: talks to the daemon; not with --local", file=sys.stderr)
             return 2
         return _local(args)
     return _remote(args)
@@ -93,6 +98,9 @@ def _remote(args: argparse.Namespace) -> int:
     from pvcharge.planning.runtime import parse_text
     from pvcharge.settings import SettingError
 
+    base = (
+        "/api/plans" if args.loadpoint is None else f"/api/loadpoints/{quote(args.loadpoint, safe='')}/plans"
+    )
     try:
         if args.action == "set":
             if not args.text:
@@ -103,11 +111,11 @@ def _remote(args: argparse.Namespace) -> int:
             except SettingError as exc:
                 print(f"pvcharge: plan set: {exc.problem}", file=sys.stderr)
                 return 2
-            state = _request(args, "PUT", "/api/plans/next", body)
+            state = _request(args, "PUT", f"{base}/next", body)
         elif args.action == "clear":
-            state = _request(args, "DELETE", "/api/plans/next")
+            state = _request(args, "DELETE", f"{base}/next")
         else:
-            state = _request(args, "GET", "/api/plans")
+            state = _request(args, "GET", base)
     except _Failed as exc:
         print(f"pvcharge: {exc}", file=sys.stderr)
         return exc.code

@@ -6,14 +6,15 @@ had. Everything else stays with the control loop (PV surplus charging in ``pv``/
 
 One service steers one loadpoint (its ``loadpoint``; ``plans[i].loadpoint`` in the config, unset: the
 first): it counts that loadpoint's charger reading and switches that loadpoint's mode only.
-:func:`build_services` gives ``pvcharge run`` one per loadpoint with plans (the first loadpoint's always),
-sharing the price and forecast sources.
+:func:`build_services` gives ``pvcharge run`` one per loadpoint, sharing the price and forecast sources.
 
-Beside the config's ``plans:`` one plan may be set at run time (:mod:`pvcharge.planning.runtime`, over
-the API, MQTT or ``pvcharge plan set``): :meth:`PlanService.set_plan` / :meth:`PlanService.clear_plan`.
-It is kept in the daemon's state file (key ``plan``, :func:`pvcharge.state.save_plan`) so it survives a
-restart; a one-off is dropped once its deadline has passed. :meth:`PlanService.describe` gives the plans
-in force and the last plan made, as the API and MQTT publish them.
+Beside the config's ``plans:`` one plan per loadpoint may be set at run time
+(:mod:`pvcharge.planning.runtime`, over the API, MQTT or ``pvcharge plan set``):
+:meth:`PlanService.set_plan` / :meth:`PlanService.clear_plan`. It is kept in the daemon's state file
+(key ``loadpoints.<name>.plan``, the first loadpoint's also ``plan``: :func:`pvcharge.state.save_plan`)
+so it survives a restart; a one-off is dropped once its deadline has passed.
+:meth:`PlanService.describe` gives the plans in force and the last plan made, as the API and MQTT
+publish them.
 
 Energy towards a plan is counted from the car's measured power (its charger's reading in each cycle)
 since the car connected, and starts again at 0 after a deadline or when the car leaves.
@@ -169,8 +170,9 @@ class PlanService:
             below it, plan or not (``None``: off); a slot without a price never counts as cheap.
         loadpoint: the name of the loadpoint the service steers (its charger's reading, its mode);
             ``None``: the first (the only one of a ``charger:`` config).
-        takes_runtime: whether the plan set at run time (API, MQTT, ``pvcharge plan``) is this
-            service's (kept in the state file); ``pvcharge run`` gives it to the first loadpoint's.
+        takes_runtime: whether the service takes a plan set at run time (API, MQTT, ``pvcharge plan``)
+            for its loadpoint, kept in the state file (``loadpoints.<name>.plan``; the first
+            loadpoint's also ``plan``); ``pvcharge run``'s all do.
 
     Raises:
         KeyError: ``loadpoint`` names no loadpoint of the daemon (the config loader refuses such a
@@ -204,6 +206,7 @@ class PlanService:
         self.daemon = daemon
         self.loadpoint = daemon.loadpoint(loadpoint).name  # (KeyError: no such loadpoint)
         self.takes_runtime = takes_runtime
+        self._first = self.loadpoint == daemon.loadpoint(None).name  # (its plan also the top-level one)
         self.plans = tuple(plans)
         self.limits = limits
         self.prices = prices
@@ -268,24 +271,36 @@ class PlanService:
 
     def _load_runtime(self) -> runtime.RuntimePlan | None:
         path = self.daemon.state_file
-        saved = load_plan(path) if path is not None else None
+        saved = load_plan(path, self.loadpoint, first=self._first) if path is not None else None
         if saved is None:
             return None
         try:
             plan = runtime.from_saved(saved)
         except (SettingError, ValueError) as exc:
-            log.warning("plan_unreadable", path=str(path), error=str(exc), action="ignored; set it again")
+            log.warning(
+                "plan_unreadable",
+                path=str(path),
+                loadpoint=self.loadpoint,
+                error=str(exc),
+                action="ignored; set it again",
+            )
             return None
         if plan.once and plan.next_deadline_s(self.daemon.clock(), zone_of) is None:
-            log.info("plan_expired", deadline_s=plan.deadline_s, action="dropped")
+            log.info("plan_expired", loadpoint=self.loadpoint, deadline_s=plan.deadline_s, action="dropped")
             self._save(None)
             return None
-        log.info("plan_restored", **runtime.entry_json(plan.entry), deadline_s=plan.deadline_s)
+        log.info(
+            "plan_restored",
+            loadpoint=self.loadpoint,
+            **runtime.entry_json(plan.entry),
+            deadline_s=plan.deadline_s,
+        )
         return plan
 
     def _save(self, plan: runtime.RuntimePlan | None) -> None:
         if self.daemon.state_file is not None:
-            save_plan(self.daemon.state_file, plan.as_json() if plan is not None else None)
+            saved = plan.as_json() if plan is not None else None
+            save_plan(self.daemon.state_file, saved, self.loadpoint, first=self._first)
 
     def set_plan(self, entry: PlanConfig, *, source: str, repeating: bool = False) -> runtime.RuntimePlan:
         """Set the run-time plan (replacing the last one), keep it in the state file and re-plan soon.
@@ -295,7 +310,13 @@ class PlanService:
         )
         self.runtime = plan
         self._save(plan)
-        log.info("plan_set", source=source, **runtime.entry_json(entry), deadline_s=plan.deadline_s)
+        log.info(
+            "plan_set",
+            loadpoint=self.loadpoint,
+            source=source,
+            **runtime.entry_json(entry),
+            deadline_s=plan.deadline_s,
+        )
         self._wake.set()
         return plan
 
@@ -305,7 +326,7 @@ class PlanService:
             return False
         self.runtime = None
         self._save(None)
-        log.info("plan_cleared", source=source)
+        log.info("plan_cleared", loadpoint=self.loadpoint, source=source)
         self._wake.set()
         return True
 
@@ -334,7 +355,9 @@ class PlanService:
         """Re-plan and set the daemon's mode for the slot holding ``now_s``: ``fast`` in a grid slot
         of the plan, or while the price is at or below ``smart_cost_limit``; else the user's mode."""
         if self.runtime is not None and self.runtime.next_deadline_s(now_s, zone_of) is None:
-            log.info("plan_expired", deadline_s=self.runtime.deadline_s, action="dropped")
+            log.info(
+                "plan_expired", loadpoint=self.loadpoint, deadline_s=self.runtime.deadline_s, action="dropped"
+            )
             self.runtime = None
             self._save(None)
         target = next_target(self.plans, now_s, self.runtime)
@@ -466,12 +489,17 @@ class PlanService:
 
 
 def build_services(config: Config, daemon: Daemon, *, clock: Callable[[], float]) -> list[PlanService]:
-    """One service per loadpoint that has plans (``plans[i].loadpoint``; unset: the first) and the first
-    loadpoint's always, first in the list (it takes the plans set at run time); each applies
-    ``tariff.smart_cost_limit`` to its loadpoint. The configured sources are
-    built once and shared (their last answers cached in ``prices.json`` and ``forecast.json`` beside
-    the state file; nothing is fetched while there is neither a plan nor a cost limit and no car).
-    Close them with :func:`close_services`."""
+    """One service per loadpoint, the first loadpoint's first, each taking its loadpoint's ``plans:``
+    (``plans[i].loadpoint``; unset: the first) and the plan set at run time for it.
+
+    All are built up front, not when a plan is first set: a service counts the energy its car took
+    since it connected from every cycle, which a plan set later needs, and a plan kept in the state
+    file is back at once after a restart. ``tariff.smart_cost_limit`` applies to the first loadpoint
+    and to each with ``plans:`` (as before loadpoints without plans took a run-time plan). The
+    configured sources are built once and shared (their last answers cached in ``prices.json`` and
+    ``forecast.json`` beside the state file; nothing is fetched while there is neither a plan nor a
+    cost limit and no car), so a service more polls nothing more. Close them with
+    :func:`close_services`."""
     from pvcharge.planning.sources import forecast_source, tariff_source
     from pvcharge.state import state_path
 
@@ -482,8 +510,6 @@ def build_services(config: Config, daemon: Daemon, *, clock: Callable[[], float]
     services: list[PlanService] = []
     for lp in daemon.loadpoints:
         plans = [p for p in config.plans if (p.loadpoint or first.name) == lp.name]
-        if lp is not first and not plans:
-            continue
         services.append(
             PlanService(
                 daemon,
@@ -494,11 +520,10 @@ def build_services(config: Config, daemon: Daemon, *, clock: Callable[[], float]
                 fallback_price_per_kwh=config.tariff.grid_price_per_kwh,
                 feed_in_per_kwh=config.tariff.feed_in_per_kwh,
                 pv_factor=config.forecast.pv_factor,
-                smart_cost_limit=config.tariff.smart_cost_limit,
+                smart_cost_limit=config.tariff.smart_cost_limit if lp is first or plans else None,
                 base_load_w=config.forecast.base_load_w,
                 currency=config.tariff.currency,
                 loadpoint=lp.name,
-                takes_runtime=lp is first,
             )
         )
     return services
