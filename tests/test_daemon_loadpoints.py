@@ -3,6 +3,7 @@ the write order and stale data, and ``pvcharge run`` against two WARP emulators 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -113,7 +114,14 @@ async def test_a_stale_meter_pauses_every_loadpoint() -> None:
 async def test_every_charger_is_paused_on_the_way_out() -> None:
     clock = Clock()
     daemon, _, carport, garage = two_loadpoints(clock)
+
+    async def sleep(delay_s: float) -> None:  # the fake clock's: no 5-s intervals in real time
+        clock.t += delay_s
+        await asyncio.sleep(0)
+
+    daemon.sleep = sleep
     await daemon.run(max_cycles=2)
+    assert daemon.stats.cycles == 2
     assert (offered(carport), offered(garage)) == (0.0, 0.0)
 
 
