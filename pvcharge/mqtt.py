@@ -10,7 +10,8 @@ Topics (``P`` = ``mqtt.prefix``, default ``pvcharge``; ``D`` = ``mqtt.discovery_
     P/energy              JSON {"today": ..., "last_session": ...} retained, QoS 0, with a session
                           history (``sessions:``): at connect, when a session opens or closes, and at
                           most once per ENERGY_EVERY_S otherwise
-                          (:meth:`pvcharge.sessions.SessionRecorder.summary`)
+                          (:meth:`pvcharge.sessions.SessionRecorder.summary`); always the site's
+                          (each loadpoint's: P/loadpoints/<name>/energy)
     P/mode/set            command: publish a mode (not retained); anything else is ignored with a
                           warning, and so is a retained message (it would switch the mode again at
                           every reconnect)
@@ -190,7 +191,8 @@ class MqttBridge:
         self._task: asyncio.Task[None] | None = None
         self._published_mode: str | None = None
         self._published_values: dict[str, dict[str, str]] = {}  # per loadpoint: value topic key → payload
-        self._energy_at: tuple[float, object] | None = None  # monotonic s and session key of P/energy
+        #: per energy topic: monotonic s and session key of its last publication
+        self._energy_at: dict[str, tuple[float, object]] = {}
         self._rediscover = False  # Home Assistant came back: send the discovery again
         self._reader = _RecordReader(self.topics)
         self._listener: Callable[[Cycle], None] = self._on_cycle
@@ -311,7 +313,7 @@ class MqttBridge:
         self._published_mode = None
         self._published_values = {}
         self._plans.reset()
-        self._energy_at = None
+        self._energy_at = {}
         while not self._stopping.is_set():
             self._wake.clear()
             await self._publish_state(client)
@@ -388,20 +390,33 @@ class MqttBridge:
         )
 
     async def _publish_energy(self, client: aiomqtt.Client) -> None:
-        """``P/energy`` at connect, when the last session changes (opens, closes) and at most once per
+        """``P/energy`` (the site's) and with several loadpoints each one's ``P/loadpoints/L/energy``:
+        at connect, when that last session changes (opens, closes) and at most once per
         ``ENERGY_EVERY_S`` otherwise."""
         if self.sessions is None:
             return
-        last = self.sessions.last_session()
+        sessions = self.sessions
+        await self._publish_summary(client, sessions, self.topics.energy, None)
+        if len(self.daemon.loadpoints) > 1:
+            for x in self.daemon.loadpoints:
+                if x.name in sessions.tallies:
+                    topic = lp.LoadpointTopics.of(self.config.prefix, x.name).energy
+                    await self._publish_summary(client, sessions, topic, x.name)
+
+    async def _publish_summary(
+        self, client: aiomqtt.Client, sessions: SessionRecorder, topic: str, loadpoint: str | None
+    ) -> None:
+        """One energy topic: :meth:`SessionRecorder.summary` of ``loadpoint`` (``None``: the site)."""
+        last = sessions.last_session(loadpoint)
         key = (last.id, last.start_s, last.end_s) if last is not None else None
         now = time.monotonic()
-        if self._energy_at is not None:
-            at, published_key = self._energy_at
+        if (previous := self._energy_at.get(topic)) is not None:
+            at, published_key = previous
             if published_key == key and now - at < ENERGY_EVERY_S:
                 return
-        payload = self.sessions.summary(self.daemon.clock())
-        await client.publish(self.topics.energy, json.dumps(payload), qos=0, retain=True)
-        self._energy_at = (now, key)
+        payload = sessions.summary(self.daemon.clock(), loadpoint)
+        await client.publish(topic, json.dumps(payload), qos=0, retain=True)
+        self._energy_at[topic] = (now, key)
 
     def _on_message(self, topic: str, payload: bytes, retained: bool) -> None:
         """Every incoming message (the receiving task; never awaits, never blocks)."""

@@ -11,7 +11,7 @@ measurement), ``battery_soc`` (%, battery), ``car_current`` and ``offered_curren
 device_class energy, state_class total_increasing) and ``today_solar_share`` and
 ``last_session_solar_share`` (%: PV and home battery over the car's energy), reading ``P/energy``.
 With a plan service also the plan's entities (:data:`pvcharge.mqtt_plans.PLAN_ENTITIES`); with several
-loadpoints one device per loadpoint (:mod:`pvcharge.mqtt_loadpoints`).
+loadpoints one device per loadpoint (:mod:`pvcharge.mqtt_loadpoints`), with its own energy entities.
 
 The topics (``P``, ``D``, ``N``) are listed in :mod:`pvcharge.mqtt`, which publishes these payloads,
 keeps the record of what it published and removes what it no longer publishes.
@@ -203,7 +203,9 @@ def discovery_messages(
     """Home Assistant discovery: config topic → payload, for every entity of :data:`ENTITIES` and, with
     ``history`` (a session recorder), of :data:`ENERGY_ENTITIES`, with ``plans`` (a plan service), of
     :data:`pvcharge.mqtt_plans.PLAN_ENTITIES`.  With more than one name in ``loadpoints`` the charger's
-    entities move to one device per loadpoint (:mod:`pvcharge.mqtt_loadpoints`), and with ``plans``
+    entities move to one device per loadpoint (:mod:`pvcharge.mqtt_loadpoints`), with ``history`` each
+    loadpoint's device gets the energy entities too (reading ``P/loadpoints/<name>/energy``; the site's
+    stay on ``P/energy``), and with ``plans``
     each loadpoint's device gets the plan entities too, reading and setting its own plan
     (``P/loadpoints/<name>/plan``; ``plan_loadpoints``: only those loadpoints', ``None``: all); the
     site's device keeps the first loadpoint's, as before."""
@@ -243,6 +245,11 @@ def discovery_messages(
                 payload.update(state_topic=lp_topics.mode, command_topic=lp_topics.mode_set)
             else:
                 payload["state_topic"] = lp_topics.status
+            out[topics.config_topic(component, oid)] = payload
+        for component, entity, fields in ENERGY_ENTITIES if history else ():
+            oid = lp.object_id(name, entity)
+            payload = _entity(fields, f"{topics.node}_{oid}", topics, lp_device)
+            payload["state_topic"] = lp_topics.energy
             out[topics.config_topic(component, oid)] = payload
         if plans and (plan_loadpoints is None or name in plan_loadpoints):
             for component, entity, fields in PLAN_ENTITIES:

@@ -18,6 +18,11 @@ meaning the first loadpoint.  Topics (``P`` = ``mqtt.prefix``, ``L`` = a loadpoi
     P/loadpoints/L/charging          true | false: the car is charging
     P/loadpoints/L/reason            the decision in words (the status' ``summary``)
     P/loadpoints/L/mode/set          command: a mode (not retained), as ``P/mode/set``
+    P/loadpoints/L/energy            with a session history: JSON {"today": ..., "last_session": ...} of
+                                     this loadpoint (:meth:`pvcharge.sessions.SessionRecorder.summary`
+                                     with its name: its car energy today, the site's keys null; its own
+                                     latest session, open or closed, or null), retained, QoS 0, on the
+                                     cadence of ``P/energy``
 
 The plain value topics are retained and published when they change; ``null`` while there is no
 reading (numbers and flags are JSON).
@@ -28,7 +33,9 @@ is a device of its own (identifiers ``[N_lp_L]``, name ``pvcharge L``, ``via_dev
 the charger's entities of :data:`pvcharge.mqtt_discovery.ENTITIES` (car power, surplus, car and
 offered current, phases, reason, car connected, charging, the mode select) reading
 ``P/loadpoints/L/status`` and ``P/loadpoints/L/mode``, and its plan's entities
-(:data:`pvcharge.mqtt_plans.PLAN_ENTITIES` on ``P/loadpoints/L/plan``).  Their object ids are
+(:data:`pvcharge.mqtt_plans.PLAN_ENTITIES` on ``P/loadpoints/L/plan``) and, with a session history,
+its energy entities (:data:`pvcharge.mqtt_discovery.ENERGY_ENTITIES` on ``P/loadpoints/L/energy``;
+the site's device keeps them on ``P/energy``, the site's).  Their object ids are
 ``lp_L_<id>`` under the site's node, so the discovery record and its removal cover them.
 """
 
@@ -66,13 +73,17 @@ class LoadpointTopics:
     def mode_set(self) -> str:
         return f"{self.base}/mode/set"
 
+    @property
+    def energy(self) -> str:
+        return f"{self.base}/energy"
+
     def value(self, key: str) -> str:
         """The plain value topic ``key`` (a key of :func:`values`)."""
         return f"{self.base}/{key}"
 
     def all_state(self) -> list[str]:
         """Every retained state topic (for removal)."""
-        return [self.status, *(self.value(key) for key in VALUE_KEYS)]
+        return [self.status, *(self.value(key) for key in VALUE_KEYS), self.energy]
 
 
 #: the plain value topics under ``P/loadpoints/L/`` (``mode`` included), in publishing order

@@ -1,10 +1,14 @@
 """The MQTT bridge with two loadpoints against a real mosquitto on loopback (see test_mqtt.py): state
-topics per loadpoint, mode commands per loadpoint, one Home Assistant device per loadpoint."""
+topics per loadpoint, mode commands per loadpoint, one Home Assistant device per loadpoint, each
+loadpoint's energy and last session."""
 
 from __future__ import annotations
 
 import json
+from datetime import UTC
+from pathlib import Path
 
+import pytest
 from structlog.testing import capture_logs
 from test_daemon_loadpoints import TWO
 from test_mqtt import (
@@ -15,6 +19,7 @@ from test_mqtt import (
     Meter,
     Watcher,
     cycles,
+    make_daemon,
     mqtt_config,
     render,
     running,
@@ -25,13 +30,28 @@ from pvcharge.config import parse_config
 from pvcharge.daemon import Daemon
 from pvcharge.mqtt import MqttBridge, remove_all
 from pvcharge.mqtt_discovery import discovery_messages
+from pvcharge.readings import ChargerReading
+from pvcharge.sessions import SessionRecorder
+from pvcharge.sessions.store import SessionStore
+from pvcharge.sessions.tally import Tariff
 
 NAMES = ["carport", "garage"]
 
 
+class Pluggable(Charger):
+    """The fake charger of test_mqtt with a plug: unplugged, no car and no power."""
+
+    connected = True
+
+    async def read(self) -> ChargerReading:
+        if self.connected:
+            return await super().read()
+        return ChargerReading(False, False, 0.0, 0.0, 0, self.clock())
+
+
 def two_loadpoints() -> Daemon:
     clock = Clock()
-    carport, garage = Charger(clock), Charger(clock)
+    carport, garage = Pluggable(clock), Pluggable(clock)
     carport.name, garage.name = "charger carport", "charger garage"
     return Daemon(parse_config(TWO, environ={}), Meter(clock), [carport, garage], clock=clock)
 
@@ -153,3 +173,90 @@ def test_a_single_charger_publishes_the_same_discovery_as_before() -> None:
     assert discovery_messages(config, history=True, plans=True, loadpoints=["main"]) == before
     daemon = Daemon(parse_config(CONFIG_TEXT % 5), Meter(Clock()), Charger(Clock()))
     assert MqttBridge(daemon, config)._discovery() == discovery_messages(config)
+
+
+ENERGY_IDS = ["last_session_energy", "last_session_solar_share", "today_car_energy", "today_solar_share"]
+
+
+async def test_each_loadpoint_publishes_its_own_energy_and_last_session(
+    broker: Broker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("pvcharge.mqtt.ENERGY_EVERY_S", 3600.0)  # only changed sessions are published
+    daemon = two_loadpoints()
+    recorder = SessionRecorder(SessionStore(tmp_path / "s.db"), NAMES, Tariff(), tz=UTC)
+    daemon.listeners.append(recorder)
+    expected = discovery_messages(mqtt_config(1), history=True, loadpoints=NAMES)
+
+    def energy(name: str) -> dict[str, object]:
+        return ha.json(lp_topic(name, "energy")) or {}
+
+    def last(name: str) -> dict[str, object]:
+        return energy(name).get("last_session") or {}  # type: ignore[return-value]
+
+    async with (
+        running(MqttBridge(daemon, mqtt_config(broker.port), sessions=recorder)),
+        Watcher(broker.port) as ha,
+    ):
+        await ha.wait(lambda: all(energy(n) for n in NAMES), what="each loadpoint's energy at connect")
+        assert [energy(n)["last_session"] for n in NAMES] == [None, None]
+        await cycles(daemon, 6)
+        await ha.wait(lambda: all(last(n).get("open") for n in NAMES), what="both sessions open")
+        garage = daemon.loadpoint("garage").charger
+        assert isinstance(garage, Pluggable)
+        garage.connected = False
+        await cycles(daemon, 2)
+        await ha.wait(lambda: last("garage").get("open") is False, what="the garage's session closed")
+        await ha.wait(lambda: len(ha.retained("homeassistant/")) == len(expected), what="discovery")
+        parts = {n: energy(n) for n in NAMES}
+        site = ha.json("pvcharge/energy")
+        configs = {t: ha.json(t) for t in ha.retained("homeassistant/")}
+    carport_s, garage_s = recorder.last_session("carport"), recorder.last_session("garage")
+    assert carport_s is not None and carport_s.end_s is None and carport_s.loadpoint == "carport"
+    assert garage_s is not None and garage_s.end_s is not None and garage_s.loadpoint == "garage"
+    for name, session in (("carport", carport_s), ("garage", garage_s)):
+        part = parts[name]
+        assert part["last_session"]["loadpoint"] == name  # type: ignore[index]
+        assert part["last_session"]["id"] == session.id  # type: ignore[index]
+        # today: this loadpoint's sessions only (one each, published when it last changed)
+        assert part["today"]["car_kwh"] == part["last_session"]["energy_kwh"] > 0  # type: ignore[index]
+        assert part["today"]["pv_kwh"] is None  # type: ignore[index]  # the site's, not the loadpoint's
+    # the closed one was published as it closed, with its final energy
+    assert parts["garage"]["last_session"]["energy_kwh"] == round(garage_s.energy_wh / 1000, 3)  # type: ignore[index]
+    assert parts["carport"]["last_session"]["open"] is True  # type: ignore[index]
+    # P/energy stays the site's: the first open session, and the site's keys
+    assert site["last_session"]["loadpoint"] == "carport" and site["last_session"]["open"]
+    assert site["today"]["pv_kwh"] is not None
+
+    # Home Assistant: each loadpoint's device has the energy sensors on its own topic
+    for name in NAMES:
+        mine = {
+            c["unique_id"].removeprefix(f"pvcharge_lp_{name}_"): c
+            for c in configs.values()
+            if c["device"]["identifiers"] == [f"pvcharge_lp_{name}"]
+            and c["unique_id"].endswith(("energy", "share"))
+        }
+        assert sorted(mine) == ENERGY_IDS
+        assert {c["state_topic"] for c in mine.values()} == {lp_topic(name, "energy")}
+        value = render(mine["last_session_energy"]["value_template"], parts[name])
+        assert value == str(parts[name]["last_session"]["energy_kwh"])  # type: ignore[index]
+    on_site = [c for c in configs.values() if c["device"]["identifiers"] == ["pvcharge"]]
+    assert {c["state_topic"] for c in on_site if c["unique_id"].endswith(("energy", "share"))} == {
+        "pvcharge/energy"
+    }
+    cleared = await remove_all(mqtt_config(broker.port), loadpoints=NAMES)
+    assert lp_topic("garage", "energy") in cleared
+
+
+async def test_a_charger_config_publishes_no_loadpoint_energy(broker: Broker, tmp_path: Path) -> None:
+    daemon, _ = make_daemon()
+    recorder = SessionRecorder(SessionStore(tmp_path / "s.db"), "warp", Tariff(), tz=UTC)
+    daemon.listeners.append(recorder)
+    async with (
+        running(MqttBridge(daemon, mqtt_config(broker.port), sessions=recorder)),
+        Watcher(broker.port) as ha,
+    ):
+        await cycles(daemon, 3)
+        await ha.wait(lambda: (ha.json("pvcharge/energy") or {}).get("last_session") is not None)
+        await ha.wait(lambda: "pvcharge/discovery" in ha.latest)
+        assert not ha.retained("pvcharge/loadpoints/")
+        assert not [t for t in ha.retained("homeassistant/") if "/lp_" in t]

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from pvcharge.config import Config, SessionsConfig, StateConfig, TariffConfig
-from pvcharge.sessions.export import day_dict, session_dict
+from pvcharge.sessions.export import day_dict, parse_bound, session_dict
 from pvcharge.sessions.store import SessionStore, StoreError
 from pvcharge.sessions.tally import POWER_FIELDS, DayTotals, Session, Tally, Tariff, local_day
 from pvcharge.state import state_path
@@ -31,6 +31,8 @@ if TYPE_CHECKING:
 log = structlog.get_logger("pvcharge.sessions")
 
 CHECKPOINT_S = 60.0  #: the open session and the daily energy are written at most this often, s
+#: the keys of :func:`~pvcharge.sessions.export.day_dict` a loadpoint's day has (the rest: the site's)
+_CAR_KEYS = frozenset({"day", "car_kwh", "car_pv_kwh", "car_battery_kwh", "car_grid_kwh", "solar_share"})
 
 __all__ = ["CHECKPOINT_S", "SessionRecorder", "database_path", "open_recorder", "tariff_of"]
 
@@ -137,6 +139,8 @@ class SessionRecorder:
         self._pending_days: dict[str, DayTotals] = {}
         self._pending_power: dict[int, list[float]] = {}
         self._last_closed = store.last_closed()  #: the latest closed session, for last_session()
+        #: each loadpoint's latest closed session, for last_session(loadpoint)
+        self._last_closed_of = {name: store.last_closed(name) for name in names}
         self._failing = False
 
     def __call__(self, cycle: Cycle) -> None:
@@ -167,6 +171,8 @@ class SessionRecorder:
         closed = [s for t in self.tallies.values() for s in t.take_closed()]
         if closed:
             self._last_closed = max(closed, key=lambda s: s.end_s or s.start_s)
+            for s in sorted(closed, key=lambda s: s.end_s or s.start_s):
+                self._last_closed_of[s.loadpoint] = s
         self._pending_closed += closed
         for day in self.tally.take_days():
             self._pending_days.setdefault(day.day, DayTotals(day.day)).add(day)
@@ -220,10 +226,18 @@ class SessionRecorder:
                 result.append(s)
         return result
 
-    def last_session(self) -> Session | None:
+    def last_session(self, loadpoint: str | None = None) -> Session | None:
         """The latest session, open or closed, from memory (the MQTT bridge asks after every cycle): an
         open one (with several loadpoints the first open one in the daemon's order), else the latest
-        closed one of any loadpoint."""
+        closed one of any loadpoint.  With ``loadpoint`` (a name of :attr:`tallies`): that loadpoint's
+        open session, else its latest closed one.
+
+        Raises:
+            KeyError: ``loadpoint`` is not one of this recorder's.
+        """
+        if loadpoint is not None:
+            open_one = self.tallies[loadpoint].session
+            return open_one if open_one is not None else self._last_closed_of.get(loadpoint)
         open_ = self._open_sessions()
         return open_[0] if open_ else self._last_closed
 
@@ -257,18 +271,44 @@ class SessionRecorder:
                 columns[name].append(round(total / samples))
         return columns
 
-    def summary(self, now_s: float) -> dict[str, Any]:
+    def loadpoint_day(self, now_s: float, loadpoint: str) -> DayTotals:
+        """The car energy (``car_wh`` and its sources) of ``loadpoint``'s sessions that started on the
+        local day of ``now_s``; the site's fields stay 0.  There are no daily totals per loadpoint: a
+        session across midnight counts whole on the day it started."""
+        name = local_day(now_s, self.tz)
+        totals = DayTotals(name)
+        start_s, end_s = parse_bound(name, self.tz), parse_bound(name, self.tz, end=True)
+        for s in self.sessions(from_s=start_s, to_s=end_s, loadpoint=loadpoint):
+            totals.car_wh += s.energy_wh
+            totals.car_pv_wh += s.pv_wh
+            totals.car_battery_wh += s.battery_wh
+            totals.car_grid_wh += s.grid_wh
+        return totals
+
+    def summary(self, now_s: float, loadpoint: str | None = None) -> dict[str, Any]:
         """Today's site energy and the last session (``None`` before any) as JSON-ready dicts
         (:mod:`pvcharge.sessions.export`), each with ``solar_share_pct``: PV and home battery over the
-        car's energy in %, ``None`` before any (MQTT ``P/energy``)."""
+        car's energy in %, ``None`` before any (MQTT ``P/energy``).  With ``loadpoint``: that
+        loadpoint's car energy today (:meth:`loadpoint_day`; the site's keys ``pv_kwh``,
+        ``export_kwh``, ``import_kwh``, ``battery_*_kwh`` are ``None``) and its last session
+        (:meth:`last_session`; MQTT ``P/loadpoints/<name>/energy``).
+
+        Raises:
+            KeyError: ``loadpoint`` is not one of this recorder's.
+        """
 
         def pct(share: float | None) -> float | None:
             return round(100 * share, 1) if share is not None else None
 
-        today = self.day(now_s)
-        last = self.last_session()
+        if loadpoint is None:
+            today = self.day(now_s)
+            today_dict = day_dict(today)
+        else:
+            today = self.loadpoint_day(now_s, loadpoint)
+            today_dict = {k: v if k in _CAR_KEYS else None for k, v in day_dict(today).items()}
+        last = self.last_session(loadpoint)
         return {
-            "today": {**day_dict(today), "solar_share_pct": pct(today.solar_share)},
+            "today": {**today_dict, "solar_share_pct": pct(today.solar_share)},
             "last_session": None
             if last is None
             else {**session_dict(last, self.tz), "solar_share_pct": pct(last.solar_share)},

@@ -203,10 +203,12 @@ class SessionStore:
         ).fetchone()
         return session_from_row(row) if row is not None else None
 
-    def last_closed(self) -> Session | None:
-        """The latest closed session (by its start) of any loadpoint."""
+    def last_closed(self, loadpoint: str | None = None) -> Session | None:
+        """The latest closed session (by its start) of ``loadpoint`` (``None``: of any loadpoint)."""
+        where, args = ("AND loadpoint = ? ", (loadpoint,)) if loadpoint is not None else ("", ())
         row = self._db.execute(
-            "SELECT * FROM sessions WHERE end_s IS NOT NULL ORDER BY start_s DESC, id DESC LIMIT 1"
+            f"SELECT * FROM sessions WHERE end_s IS NOT NULL {where}ORDER BY start_s DESC, id DESC LIMIT 1",
+            args,
         ).fetchone()
         return session_from_row(row) if row is not None else None
 
