@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+from datetime import UTC
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ from pvcharge.daemon import Daemon
 from pvcharge.readings import ChargerReading, SiteReading
 from pvcharge.sessions import SessionRecorder, open_recorder
 from pvcharge.sessions.store import SessionStore
+from pvcharge.sessions.tally import local_day
 
 PV_W, HOUSE_W, BATTERY_W = 8000.0, 1000.0, 2000.0  # the house without the cars; the battery discharges
 
@@ -133,3 +135,35 @@ async def test_a_restart_continues_each_loadpoints_open_session(tmp_path: Path) 
     # gap between the runs is not integrated): both runs' energy in one session per loadpoint
     for session, amps in zip(found, (16, 9), strict=True):
         assert session.energy_wh == pytest.approx(amps * 690.0 * (17.5 + 20) / 3600)
+
+
+async def test_each_loadpoints_last_session_and_today_also_after_a_restart(tmp_path: Path) -> None:
+    clock = Clock()
+    carport, garage = Car(clock), Car(clock)
+    config = parse_config(TWO, environ={})
+    daemon = Daemon(config, Site(clock, [carport, garage]), [carport, garage], clock=clock)  # type: ignore[list-item]
+    recorder = open_recorder(config, path=tmp_path / "sessions.db", tz=UTC)
+    assert recorder is not None
+    daemon.listeners.append(recorder)
+    assert recorder.last_session("garage") is None
+    await run(daemon, clock, 10)
+    carport.connected = False  # the first loadpoint's car leaves; the garage's keeps charging
+    await run(daemon, clock, 2)
+    carport_s, garage_s = recorder.last_session("carport"), recorder.last_session("garage")
+    assert carport_s is not None and carport_s.loadpoint == "carport" and carport_s.end_s is not None
+    assert garage_s is not None and garage_s.loadpoint == "garage" and garage_s.end_s is None
+    assert recorder.last_session() is garage_s  # the site's: the first open one
+    summary = recorder.summary(clock(), "carport")
+    assert summary["last_session"]["id"] == carport_s.id and summary["last_session"]["open"] is False
+    assert summary["today"]["car_kwh"] == round(carport_s.energy_wh / 1000, 3) > 0
+    assert summary["today"]["pv_kwh"] is None and summary["today"]["day"] == local_day(clock(), UTC)
+    site = recorder.summary(clock())["today"]
+    assert site["car_kwh"] > summary["today"]["car_kwh"] and site["pv_kwh"] > 0
+    with pytest.raises(KeyError):
+        recorder.last_session("shed")
+    recorder.close(clock())
+
+    again = open_recorder(config, path=tmp_path / "sessions.db", tz=UTC)  # the closed one from the file
+    assert again is not None
+    assert again.last_session("carport") == carport_s
+    again.close(clock())
