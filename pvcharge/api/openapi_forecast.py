@@ -1,4 +1,4 @@
-"""The OpenAPI document's part for the plan chart (:mod:`pvcharge.api.plan_chart`): its schema and path,
+"""The OpenAPI document's part for the plan chart (:mod:`pvcharge.api.plan_chart`): its schema and paths,
 merged into :func:`pvcharge.api.openapi.openapi_document`."""
 
 from __future__ import annotations
