@@ -367,6 +367,7 @@ async def test_the_openapi_document_is_served_and_names_the_bearer_scheme_only_w
         "/api/plans",
         "/api/plans/next",
         "/api/loadpoints/{name}/plans",
+        "/api/loadpoints/{name}/forecast",
         "/api/loadpoints/{name}/plans/next",
         "/metrics",
     }

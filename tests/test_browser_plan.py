@@ -1,7 +1,9 @@
 """The status page's plan section in a real headless browser (Debian's chromium through Playwright, as
 tests/test_browser.py): with a plan service the page shows the target, whether it is met, the grid
 windows with their prices, and a uPlot chart of the PV forecast, the planned charging and the price,
-fed by ``GET /api/forecast``. Without one the section stays hidden and the route is never asked."""
+fed by ``GET /api/forecast``. Without one the section stays hidden and the route is never asked. With
+several loadpoints a selector switches the section to another loadpoint's plan
+(``GET /api/loadpoints/{name}/forecast``)."""
 
 from __future__ import annotations
 
@@ -12,12 +14,16 @@ import os
 import re
 import shutil
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+import httpx
+import pytest
 from test_api import make_daemon
 from test_browser import SCREENSHOT as PAGE_SCREENSHOT
 from test_browser import chromium, new_page
+from test_plan_loadpoint_runtime import served
 
 from pvcharge.api.server import start_api
 from pvcharge.config import ApiConfig
@@ -92,6 +98,7 @@ async def test_the_page_shows_the_plan_and_its_chart(tmp_path: Path) -> None:
             page, errors = await new_page(browser)
             await page.goto(f"{server.url}/")
             await expect(page.locator("#plan")).to_be_visible()
+            await expect(page.locator("#plan-pick")).to_be_hidden()  # one loadpoint: no selector
             await expect(page.locator("#car-soc")).to_have_text(" · 55 %")  # the car tile shows the SoC
             await expect(page.locator("#plan-summary")).to_have_text(
                 re.compile(rf"^20\.0 kWh by {deadline}: on track \(2\d\.\d kWh expected\)$")
@@ -141,3 +148,47 @@ async def test_without_plans_the_section_stays_hidden() -> None:
             assert errors == []
     finally:
         await server.stop()
+
+
+@pytest.fixture
+def utc_zone(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Run-time plans are in the daemon's zone: UTC here."""
+    monkeypatch.setenv("TZ", "UTC")
+    yield
+
+
+async def test_the_selector_switches_the_plan_section_to_the_garages_plan(
+    tmp_path: Path, utc_zone: None
+) -> None:
+    from playwright.async_api import expect
+
+    async with served(tmp_path) as (url, _, _), httpx.AsyncClient(base_url=url) as client:
+        put = await client.put(
+            "/api/loadpoints/garage/plans/next", json={"energy_kwh": 11.04, "deadline": "07:00"}
+        )
+        assert put.status_code == 200 and put.json()["plan"]["met"], put.text
+        async with chromium() as browser:
+            page, errors = await new_page(browser)
+            asked: list[str] = []
+            page.on("request", lambda r: asked.append(r.url.removeprefix(url)))
+            await page.goto(f"{url}/")
+            await expect(page.locator("#plan")).to_be_visible()
+            picker = page.get_by_role("combobox", name="Loadpoint")  # the select, by its label
+            await expect(picker).to_be_visible()
+            await expect(picker.locator("option")).to_have_text(["carport", "garage"])
+            await expect(picker).to_have_value("carport")
+            await expect(page.locator("#plan-summary")).to_have_text(
+                "No plan in force (no car plugged in, or no plan)."
+            )
+            await picker.select_option("garage")
+            await expect(page.locator("#plan-summary")).to_have_text(
+                re.compile(r"^11\.0 kWh by 07:00: on track \(\d+\.\d kWh expected\)$")
+            )
+            assert "/api/loadpoints/garage/forecast" in asked
+            await expect(page.locator("#plan-chart .uplot canvas")).to_have_count(1)
+            await picker.select_option("carport")  # and back
+            await expect(page.locator("#plan-summary")).to_have_text(
+                "No plan in force (no car plugged in, or no plan)."
+            )
+            assert asked.count("/api/forecast") == 2  # (the first loadpoint's)
+            assert errors == []

@@ -1,5 +1,6 @@
 """The plan set at run time for any loadpoint, not only the first: the state file
-(``loadpoints.<name>.plan``), the API (``/api/loadpoints/{name}/plans``), MQTT
+(``loadpoints.<name>.plan``), the API (``/api/loadpoints/{name}/plans``, its chart
+``/api/loadpoints/{name}/forecast``), MQTT
 (``P/loadpoints/<name>/plan``), ``pvcharge plan --loadpoint`` and ``pvcharge run`` with two WARPs."""
 
 from __future__ import annotations
@@ -192,6 +193,58 @@ async def test_a_loadpoint_without_a_plan_service_is_a_404_saying_so(tmp_path: P
             assert (await client.get("/api/loadpoints/carport/plans")).json()["loadpoint"] == "carport"
     finally:
         await server.stop()
+
+
+async def test_each_loadpoints_forecast_shows_its_own_plan_the_first_stays_at_api_forecast(
+    tmp_path: Path,
+) -> None:
+    async with served(tmp_path) as (url, _, services), httpx.AsyncClient(base_url=url) as client:
+        put = await client.put(
+            "/api/loadpoints/garage/plans/next", json={"energy_kwh": 11.04, "deadline": "07:00"}
+        )
+        assert put.status_code == 200, put.text
+        garage = await client.get("/api/loadpoints/garage/forecast")
+        assert garage.status_code == 200, garage.text
+        plan = garage.json()["plan"]
+        assert (plan["energy_kwh"], plan["deadline"], plan["deadline_s"]) == (11.04, "07:00", utc(8, 7))
+        first = (await client.get("/api/forecast")).json()  # the carport's: no plan
+        assert first["plan"] is None and first["slots"]
+        assert (await client.get("/api/loadpoints/carport/forecast")).json() == first
+        assert services["carport"].runtime is None
+
+        unknown = await client.get("/api/loadpoints/barn/forecast")
+        assert unknown.status_code == 404
+        assert unknown.json() == {
+            "error": "no loadpoint 'barn' (expected one of carport, garage)",
+            "loadpoints": ["carport", "garage"],
+        }
+
+
+async def test_the_forecast_of_a_loadpoint_without_a_plan_service_is_a_404_saying_so(
+    tmp_path: Path,
+) -> None:
+    daemon, _, _, _ = two_loadpoints(tmp_path, NO_PLANS)
+    server = await start_api(daemon, loopback(), plans=service_of(daemon, loadpoint="carport"))
+    assert server.url is not None
+    try:
+        async with httpx.AsyncClient(base_url=server.url) as client:
+            answer = await client.get("/api/loadpoints/garage/forecast")
+            assert answer.status_code == 404
+            assert answer.json() == {
+                "error": "no plan service runs for loadpoint 'garage' (expected one of carport)",
+                "loadpoints": ["carport", "garage"],
+            }
+            assert (await client.get("/api/loadpoints/carport/forecast")).status_code == 200
+    finally:
+        await server.stop()
+    bare = await start_api(daemon, loopback())  # no plan service at all
+    assert bare.url is not None
+    try:
+        async with httpx.AsyncClient(base_url=bare.url) as client:
+            for path in ("/api/forecast", "/api/loadpoints/carport/forecast"):
+                assert (await client.get(path)).status_code == 404, path
+    finally:
+        await bare.stop()
 
 
 # --- the CLI -------------------------------------------------------------------------------------

@@ -1,11 +1,11 @@
-"""The OpenAPI document's part for the plan chart (:mod:`pvcharge.api.plan_chart`): its schema and path,
+"""The OpenAPI document's part for the plan chart (:mod:`pvcharge.api.plan_chart`): its schema and paths,
 merged into :func:`pvcharge.api.openapi.openapi_document`."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from pvcharge.api.openapi import _closed, _json, _num
+from pvcharge.api.openapi import LOADPOINT_NAME, _closed, _json, _num
 from pvcharge.api.plan_chart import NO_PLANS
 
 
@@ -91,18 +91,27 @@ FORECAST = _closed(
 FORECAST_SCHEMAS = {"Forecast": FORECAST}
 
 
-def forecast_paths(guard: dict[str, Any]) -> dict[str, Any]:
-    """The plan chart's path; ``guard``: the answers every operation may give (400, 401 or 403)."""
+def _forecast_operation(
+    guard: dict[str, Any], not_found: dict[str, Any], *, suffix: str = ""
+) -> dict[str, Any]:
+    """The GET of the plan chart (``suffix`` to the operation id, ``not_found`` the 404)."""
     return {
-        "/api/forecast": {
-            "get": {
-                "operationId": "getForecast",
-                "summary": "PV forecast, prices and the plan per 15-min slot (the status page's plan chart)",
-                "responses": {
-                    "200": _json("Forecast", "the chart's data"),
-                    "404": _json("Error", NO_PLANS),
-                    **guard,
-                },
-            }
+        "get": {
+            "operationId": f"getForecast{suffix}",
+            "summary": "PV forecast, prices and the plan per 15-min slot (the status page's plan chart)",
+            "responses": {"200": _json("Forecast", "the chart's data"), "404": not_found, **guard},
         }
+    }
+
+
+def forecast_paths(guard: dict[str, Any]) -> dict[str, Any]:
+    """The plan chart's paths, the first loadpoint's and each loadpoint's; ``guard``: the answers every
+    operation may give (400, 401 or 403)."""
+    missing = _json("LoadpointError", "no loadpoint of that name, or no plan service runs for it")
+    return {
+        "/api/forecast": _forecast_operation(guard, _json("Error", NO_PLANS)),
+        "/api/loadpoints/{name}/forecast": {
+            "parameters": [LOADPOINT_NAME],
+            **_forecast_operation(guard, missing, suffix="OfLoadpoint"),
+        },
     }

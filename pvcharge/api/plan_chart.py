@@ -1,8 +1,12 @@
 """The API's plan chart: ``GET /api/forecast`` (:func:`pvcharge.planning.chart.chart_data`: the PV
-forecast, prices and the plan per 15-min slot) and the status page's plan section.
+forecast, prices and the plan per 15-min slot, the first loadpoint's), ``GET
+/api/loadpoints/{name}/forecast`` (the same for the loadpoint ``name``) and the status page's plan
+section (with several loadpoints, a selector picks whose plan it shows).
 
-Without a plan service (no ``plans:`` and no ``tariff.smart_cost_limit``) the route answers ``404``
-saying so, and the page never asks for it.
+Without a plan service (no ``plans:`` and no ``tariff.smart_cost_limit``) ``/api/forecast`` answers
+``404`` saying so, and the page never asks for it. The ``{name}`` route answers ``404`` with ``{"error":
+..., "loadpoints": [the names]}`` for a loadpoint of no such name or one without a plan service (the
+same answer as ``/api/loadpoints/{name}/plans``, :meth:`pvcharge.api.plans.PlanRoutes.service_for`).
 """
 
 from __future__ import annotations
@@ -33,6 +37,8 @@ class ChartRoutes:
         clock: the daemon's clock (now in Unix s).
         json: the server's JSON answer (secrets masked).
         currency: ``tariff.currency``, the prices' unit.
+        service_for: the plan service of a ``{name}`` request, or the 404 naming the loadpoints
+            (:meth:`pvcharge.api.plans.PlanRoutes.service_for`).
     """
 
     def __init__(
@@ -41,16 +47,27 @@ class ChartRoutes:
         clock: Callable[[], float],
         json: Callable[[Any], Response],
         currency: str,
+        service_for: Callable[[Request], PlanService | Response],
     ) -> None:
         self.plans = plans
+        self.service_for = service_for
         self.clock = clock
         self.json = json
         self.currency = currency
 
     def add_routes(self, router: Router) -> None:
         router.add_get("/api/forecast", self.get_forecast)
+        router.add_get("/api/loadpoints/{name}/forecast", self.get_forecast)
 
-    async def get_forecast(self, request: Request) -> Response:
+    def _service(self, request: Request) -> PlanService | Response:
+        if "name" in request.match_info:
+            return self.service_for(request)
         if self.plans is None:
             raise HTTPError(404, NO_PLANS)
-        return self.json(chart_data(self.plans, self.clock(), currency=self.currency))
+        return self.plans
+
+    async def get_forecast(self, request: Request) -> Response:
+        service = self._service(request)
+        if isinstance(service, Response):
+            return service
+        return self.json(chart_data(service, self.clock(), currency=self.currency))

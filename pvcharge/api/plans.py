@@ -80,8 +80,13 @@ class PlanRoutes:
         router.add_put("/api/loadpoints/{name}/plans/next", self.put_next)
         router.add_delete("/api/loadpoints/{name}/plans/next", self.delete_next)
 
-    def _service(self, request: Request) -> PlanService | Response:
-        """The service a route is for, or the 404 naming the loadpoints (for ``{name}``)."""
+    def service_for(self, request: Request) -> PlanService | Response:
+        """The service a route is for (its ``{name}``, else the first loadpoint's), or the 404 naming the
+        loadpoints (for ``{name}``; also the plan chart's, :mod:`pvcharge.api.plan_chart`).
+
+        Raises:
+            HTTPError: 404 without ``{name}`` when no plan service runs.
+        """
         name = request.match_info.get("name")
         if name is None:
             if self.plans is None:
@@ -103,11 +108,11 @@ class PlanRoutes:
         return self.json(state_of(service))
 
     async def get_plans(self, request: Request) -> Response:
-        service = self._service(request)
+        service = self.service_for(request)
         return service if isinstance(service, Response) else self.json(state_of(service))
 
     async def put_next(self, request: Request) -> Response:
-        service = self._service(request)
+        service = self.service_for(request)
         if isinstance(service, Response):
             return service
         raw = await request.read()  # 413 above the server's MAX_BODY_BYTES
@@ -131,7 +136,7 @@ class PlanRoutes:
         return await self._replanned(service)
 
     async def delete_next(self, request: Request) -> Response:
-        service = self._service(request)
+        service = self.service_for(request)
         if isinstance(service, Response):
             return service
         service.clear_plan(source="api")

@@ -14,7 +14,8 @@ Routes (the OpenAPI document at ``/api/openapi.json`` describes them, :mod:`pvch
 ``GET /api/sessions…``      the session history: sessions, CSV, energy per day, power per minute
                             (:mod:`pvcharge.api.history`)
 ``GET /api/forecast``       the plan chart: PV forecast, prices and the plan per 15-min slot
-                            (:mod:`pvcharge.api.plan_chart`)
+                            (:mod:`pvcharge.api.plan_chart`; each loadpoint's:
+                            ``/api/loadpoints/{name}/forecast``)
 ``GET /api/plans``          the charge plans in force and the last plan made (:mod:`pvcharge.api.plans`;
                             each loadpoint's: ``/api/loadpoints/{name}/plans``)
 ``PUT|DELETE /api/plans/next``  set or clear the plan set at run time
@@ -180,11 +181,13 @@ class _Api:
             self.page = page_with_history(self.page)
         if plans is not None:
             self.page = page_with_plan(self.page)
-        self.plan_chart = ChartRoutes(plans, daemon.clock, self.json, daemon.config.tariff.currency)
         self.history = HistoryRoutes(
             sessions, daemon.clock, self.json, lambda text: mask_secrets(text, self.secrets())
         )
         self.plans = PlanRoutes(plans, self.json, loadpoint_plans, [lp.name for lp in daemon.loadpoints])
+        self.plan_chart = ChartRoutes(
+            plans, daemon.clock, self.json, daemon.config.tariff.currency, self.plans.service_for
+        )
         self.page_csp = content_security_policy(self.page)
         self.login = {rejected: _login_page(rejected) for rejected in (False, True)}
         self.login_csp = content_security_policy(self.login[False])
@@ -367,8 +370,8 @@ def build_server(
 ) -> HttpServer:
     """The HTTP server serving ``daemon``, its ``sessions`` and its ``plans`` (no socket yet:
     :func:`start_api` binds it); ``loadpoint_plans``: each loadpoint's plan service by name, behind
-    ``/api/loadpoints/{name}/plans`` (``None``: only ``plans``); ``timeout_s`` and ``max_connections``:
-    :class:`HttpServer`'s."""
+    ``/api/loadpoints/{name}/plans`` and ``/forecast`` (``None``: only ``plans``); ``timeout_s`` and
+    ``max_connections``: :class:`HttpServer`'s."""
     api = _Api(daemon, config, sessions, plans, loadpoint_plans)
     router = Router()
     router.add_get("/", api.index)
@@ -426,7 +429,7 @@ async def start_api(
     the recorder behind ``/api/sessions`` and ``/api/energy`` (``None``: they answer 404); ``plans``: the
     plan service behind ``/api/plans`` and ``/api/forecast`` (``None``: they answer 404);
     ``loadpoint_plans``: each loadpoint's plan service by name, behind ``/api/loadpoints/{name}/plans``
-    (``None``: only ``plans``'s loadpoint has one); ``timeout_s``
+    and ``/api/loadpoints/{name}/forecast`` (``None``: only ``plans``'s loadpoint has one); ``timeout_s``
     (for a request head, and each piece of a body) and ``max_connections``: :class:`HttpServer`'s limits.
 
     With ``api.enabled: false`` nothing listens and the returned server's ``url`` is ``None``.
