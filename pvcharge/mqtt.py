@@ -176,7 +176,6 @@ class MqttBridge:
         self.config = config
         self.sessions = sessions
         self.plans = plans
-        self.plan_topics = plan_topics(config.prefix)
         names = [x.name for x in daemon.loadpoints]
         self._plans = PlanTopics(config.prefix, plans, loadpoint_plans, names)
         self.topics = Topics.of(config)
