@@ -187,3 +187,15 @@ async def test_pvcharge_emulate_tibber_prints_a_tariff_section_that_works(tmp_pa
         prices = await source.latest(time.time())
         await source.source.close()
     assert prices is not None and slot_start(time.time()) in prices, source.last_error
+
+
+@pytest.mark.parametrize(
+    "home",
+    [
+        {"id": "h", "currentSubscription": "active"},
+        {"id": "h", "currentSubscription": {"priceInfo": ["today"]}},
+    ],
+)
+def test_a_subscription_or_price_info_of_another_shape_is_a_protocol_error(home: dict[str, object]) -> None:
+    with pytest.raises(DeviceProtocolError, match="priceInfo"):
+        parse_tibber({"data": {"viewer": {"homes": [home]}}})

@@ -104,6 +104,21 @@ def _graphql_error(errors: Any, name: str) -> DeviceProtocolError:
     return DeviceProtocolError(name, f"GraphQL error {code or 'without a code'}: {message}")
 
 
+def _price_info(home: dict[str, Any], name: str) -> dict[str, Any] | None:
+    """A home's ``currentSubscription.priceInfo`` (``None``: no subscription, or no price info).
+
+    Raises:
+        DeviceProtocolError: either is there but not a JSON object.
+    """
+    subscription = home.get("currentSubscription")
+    info = subscription.get("priceInfo") if isinstance(subscription, dict) else subscription
+    if info is not None and not isinstance(info, dict):
+        raise DeviceProtocolError(
+            name, f"expected currentSubscription.priceInfo as an object, got {str(subscription)[:80]!r}"
+        )
+    return info
+
+
 def parse_tibber(
     body: Any, *, home_id: str | None = None, currency: str | None = None, name: str = "tariff tibber"
 ) -> SlotValues:
@@ -125,11 +140,7 @@ def parse_tibber(
         homes = None
     if not isinstance(homes, list):
         raise DeviceProtocolError(name, f"expected data.viewer.homes, got {str(body)[:120]!r}")
-    infos = {
-        str(home.get("id")): (home.get("currentSubscription") or {}).get("priceInfo")
-        for home in homes
-        if isinstance(home, dict)
-    }
+    infos = {str(home.get("id")): _price_info(home, name) for home in homes if isinstance(home, dict)}
     if home_id is not None:
         info = infos.get(home_id)
         if info is None:
