@@ -148,6 +148,27 @@ async def test_energy_charged_counts_towards_the_plan(tmp_path: Path) -> None:
     assert plan is not None and plan.grid_slots == () and plan.need_kwh < 0.1
 
 
+async def test_a_plan_set_or_cleared_before_its_deadline_keeps_the_energy_charged(tmp_path: Path) -> None:
+    """Half an hour at 11.04 kW under the config's 07:00 plan, then a run-time plan for 06:00: the
+    energy since the car connected counts towards it (only a passed deadline starts again at 0)."""
+    daemon, service, clock, charger = make(tmp_path, utc(7, 12))
+    await daemon.cycle()
+    await service.step(clock())
+    assert service.target is not None and service.target.deadline_s == utc(8, 7)
+    charger.power_w = 11040.0
+    for _ in range(361):
+        clock.advance(5)
+        await daemon.cycle()
+    assert service.charged_kwh == pytest.approx(5.52, rel=0.01)
+    service.set_plan(PlanConfig(deadline="06:00", energy_kwh=11.04, timezone="UTC"), source="api")
+    plan = await service.step(clock())
+    assert service.target is not None and service.target.deadline_s == utc(8, 6)
+    assert plan is not None and plan.need_kwh == pytest.approx(5.52, rel=0.01)
+    service.clear_plan(source="api")
+    plan = await service.step(clock())
+    assert plan is not None and plan.need_kwh == pytest.approx(5.52, rel=0.01)
+
+
 async def test_a_user_choice_during_a_grid_slot_stands(tmp_path: Path) -> None:
     daemon, service, clock, _ = make(tmp_path, utc(8, 2))
     await daemon.cycle()

@@ -361,7 +361,7 @@ class PlanService:
             self.runtime = None
             self._save(None)
         target = next_target(self.plans, now_s, self.runtime)
-        if self.target is not None and (target is None or target.deadline_s != self.target.deadline_s):
+        if self.target is not None and now_s >= self.target.deadline_s:
             self.charged_kwh = 0.0  # the deadline passed: the next plan counts from here
         self.target = target
         self.plan = None
