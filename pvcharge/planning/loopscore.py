@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pvcharge.control import Controller, Decision
 from pvcharge.control.config import ChargePoint, ControlConfig, Mode
 from pvcharge.daemon import Cycle
-from pvcharge.planning.config import PlanConfig
+from pvcharge.planning.config import ForecastConfig, PlanConfig
 from pvcharge.planning.forecast import surplus as surplus_of
 from pvcharge.planning.planner import SLOT_S, ChargeLimits, plan_charge, slot_start
 from pvcharge.planning.score import PlanScore, noisy, slot_surplus
@@ -40,7 +40,8 @@ from pvcharge.sim.replay import ReplaySite, Sample, replay
 from pvcharge.sim.site import CarParams
 from pvcharge.sim.trace import Trace
 
-BASE_LOAD_W = 300.0  #: the planner's house load (``forecast.base_load_w``'s default), W
+#: the planner's house load: ``forecast.base_load_w``'s default, W
+BASE_LOAD_W = ForecastConfig().base_load_w
 
 
 class _Fixed:
