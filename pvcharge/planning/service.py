@@ -460,12 +460,6 @@ class PlanService:
             for waiter in waiters:
                 waiter.cancel()
 
-    async def close(self) -> None:
-        """Close the sources' connections."""
-        for cached in (self.prices, self.forecast):
-            if cached is not None:
-                await cached.source.close()
-
     @property
     def mode(self) -> Any:
         """The mode of the service's loadpoint now."""

@@ -38,7 +38,7 @@ from zoneinfo import ZoneInfo
 from pvcharge.config import ApiConfig, Config, TariffConfig, parse_config
 from pvcharge.planning.config import ArrayConfig, ForecastConfig, PlanConfig
 from pvcharge.planning.planner import ChargeLimits, Plan, next_deadline, slot_start
-from pvcharge.planning.service import PlanService
+from pvcharge.planning.service import PlanService, close_services
 from pvcharge.planning.sources import forecast_source, tariff_source
 from pvcharge.sim.dayahead import AwattarEmulator, DayAheadMarket, winter_day_eur_mwh
 from pvcharge.sim.demo import DemoResult, SimClock, run_demo
@@ -245,7 +245,7 @@ async def _plan_service(
             await task
             if service.prices is not None and service.prices.values is not None:
                 run.prices.update(service.prices.values)
-            await service.close()
+            await close_services([service])
 
 
 async def run_plan_demo(
