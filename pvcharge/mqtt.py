@@ -457,7 +457,8 @@ class MqttBridge:
                 reason=f"unknown mode; expected one of: {', '.join(MODES)}",
             )
             self._published_mode = None  # a select that showed the bad value snaps back
-            self._published_values.pop(loadpoint or "", None)
+            if loadpoint is not None:
+                self._published_values.pop(loadpoint, None)
             self._wake.set()
             return
         if mode == self.daemon.loadpoint(loadpoint).controller.mode:
