@@ -332,12 +332,6 @@ class Daemon:
             loadpoint.reassert("charger back after an outage")
         return result
 
-    def _reassert(self, why: str) -> None:
-        """Send every loadpoint's command again next cycle, whatever the drivers believe the chargers
-        hold."""
-        for lp in self.loadpoints:
-            lp.reassert(why)
-
     async def cycle(self) -> Cycle:
         """Run one control cycle and return what happened."""
         wall0 = time.perf_counter()

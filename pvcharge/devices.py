@@ -135,45 +135,32 @@ def _create(
     ]
 
 
-def check_charger(config: Config, charger: Charger) -> None:
-    """The checks of ``config`` that need the charger driver's capabilities (``pvcharge run`` at start and
-    at every reload, and ``pvcharge check-config``, through :func:`check_devices`).
+def check_chargers(config: Config, chargers: Sequence[Charger]) -> None:
+    """The checks of ``config`` that need the charger drivers' capabilities (``pvcharge run`` at start and
+    at every reload, and ``pvcharge check-config``, through :func:`check_devices`); ``chargers`` in the
+    order of :meth:`Config.all_loadpoints`.
 
     Raises:
-        ConfigError: ``charger.phases: auto`` (or ``loadpoints[0].charger.phases``) with a charger that
-            cannot switch phases.
+        ConfigError: ``phases: auto`` with a charger that cannot switch phases, naming the loadpoint's
+            key (``charger.phases`` or ``loadpoints[i].charger.phases``).
     """
-    _check_phases(config, 0, charger)
-
-
-def check_chargers(config: Config, chargers: Sequence[Charger]) -> None:
-    """:func:`check_charger` for every loadpoint: ``chargers`` in the order of
-    :meth:`Config.all_loadpoints`. Raises ConfigError as :func:`check_charger`, naming the loadpoint."""
+    loadpoints = config.all_loadpoints()
     for index, charger in enumerate(chargers):
-        _check_phases(config, index, charger)
-
-
-def _check_phases(config: Config, index: int, charger: Charger) -> None:
-    """Loadpoint ``index`` of ``config`` (:meth:`Config.all_loadpoints`) has ``phases: auto`` only with
-    a charger that can switch phases. Raises ConfigError naming its key."""
-    if (
-        config.all_loadpoints()[index].charge_point.phases == "auto"
-        and not charger.capabilities.phase_switching
-    ):
-        raise ConfigError(
-            config.path,
-            f"loadpoints[{index}].charger.phases" if config.loadpoints else "charger.phases",
-            f"auto needs a charger that can switch between 1 and 3 phases; {charger.name} cannot "
-            "(set 1 or 3)",
-        )
+        if loadpoints[index].charge_point.phases == "auto" and not charger.capabilities.phase_switching:
+            raise ConfigError(
+                config.path,
+                f"loadpoints[{index}].charger.phases" if config.loadpoints else "charger.phases",
+                f"auto needs a charger that can switch between 1 and 3 phases; {charger.name} cannot "
+                "(set 1 or 3)",
+            )
 
 
 async def check_devices(config: Config, *, clock: Callable[[], float]) -> None:
     """Build the drivers of ``config`` as ``pvcharge run`` does (no I/O), check what needs them
-    (:func:`check_charger`, for every loadpoint's charger) and close them again.
+    (:func:`check_chargers`) and close them again.
 
     Raises:
-        ConfigError: as :func:`check_charger`.
+        ConfigError: as :func:`check_chargers`.
     """
     meter, chargers = create_site_devices(config, clock=clock)
     try:

@@ -309,7 +309,7 @@ class Loadpoint:
             except Exception as exc:
                 error = getattr(exc, "message", None) or repr(exc)
             else:
-                log.info("stopped", charger_left="paused")
+                log.info("stopped", charger_left="paused", device=self.charger.name)
                 return
             log.error(
                 "stopped",
@@ -327,10 +327,15 @@ class Loadpoint:
         deadline_s = self.clock() + SHUTDOWN_WRITE_S
         await self.waker.stop(WAKE_UP_STOP_S)
         if exit_state == "leave":
-            log.info("stopped", charger_left="as it was", command=_describe(self.acknowledged))
+            log.info(
+                "stopped",
+                charger_left="as it was",
+                device=self.charger.name,
+                command=_describe(self.acknowledged),
+            )
         elif self.writes_blocked:
-            log.info("stopped", charger_left="as it was: writes blocked")
+            log.info("stopped", charger_left="as it was: writes blocked", device=self.charger.name)
         elif self.applied is not None and self.applied.current_a == 0:
-            log.info("stopped", charger_left="paused")
+            log.info("stopped", charger_left="paused", device=self.charger.name)
         else:
             await self.pause_on_exit(sleep, deadline_s)

@@ -41,7 +41,10 @@ CHARGE_POINT_KEYS = [f.name for f in dataclasses.fields(ChargePoint)]
 class LoadpointSettings:
     """The plain keys of one ``loadpoints:`` item (its ``charger:`` and ``vehicle:`` are sections)."""
 
-    name: str = setting(doc="unique name ([a-z0-9_-]), used in messages and, later, the API and MQTT")
+    name: str = setting(
+        doc="unique name ([a-z0-9_-]), used in messages, the API (/api/loadpoints/{name}/...) and MQTT "
+        "(<prefix>/loadpoints/<name>/...)"
+    )
     mode: Mode | None = setting(
         None, doc="this loadpoint's mode: off, pv, minpv or fast; unset: control.mode"
     )

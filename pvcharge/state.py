@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, cast
 
@@ -54,9 +54,8 @@ def load_mode(path: Path, loadpoint: str | None = None, *, first: bool = True) -
         action = "using the config's mode"
         log.warning("state_unreadable", path=str(path), error="not a JSON object", action=action)
         return None
-    entries = data.get("loadpoints")
-    entry = entries.get(loadpoint) if isinstance(entries, dict) and loadpoint is not None else None
-    if isinstance(entry, dict) and "mode" in entry:
+    entry = _entry(data, loadpoint)
+    if entry is not None and "mode" in entry:
         mode, where = entry["mode"], f"loadpoints.{loadpoint}.mode"
     elif first and "mode" in data:
         mode, where = data["mode"], "mode"
@@ -95,31 +94,50 @@ def _saved(path: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
+def _entry(data: Mapping[str, Any], loadpoint: str | None) -> dict[str, Any] | None:
+    """``loadpoint``'s entry under ``loadpoints`` in the state file's ``data``, or ``None``."""
+    entries = data.get("loadpoints")
+    entry = entries.get(loadpoint) if isinstance(entries, dict) and loadpoint is not None else None
+    return entry if isinstance(entry, dict) else None
+
+
+def _save(
+    path: Path, loadpoint: str | None, first: bool, update: Callable[[dict[str, Any]], None], what: str
+) -> bool:
+    """Apply ``update`` to ``loadpoint``'s entry under ``loadpoints`` (if named) and, for the first
+    loadpoint, to the top level, keeping the file's other keys; write it atomically.  False (and a
+    warning naming ``what`` holds until restart) if the file cannot be written."""
+    data = _saved(path)
+    if loadpoint is not None:
+        entries = data.get("loadpoints")
+        entries = dict(entries) if isinstance(entries, dict) else {}
+        entry = dict(_entry(data, loadpoint) or {})
+        update(entry)
+        entries[loadpoint] = entry
+        data["loadpoints"] = entries
+    if first:
+        update(data)
+    try:
+        write_json_atomic(path, data)
+    except OSError as exc:
+        log.warning(
+            "state_not_saved", path=str(path), error=str(exc), action=f"the {what} holds until restart"
+        )
+        return False
+    return True
+
+
 def save_mode(
     path: Path, mode: Mode, now_s: float, loadpoint: str | None = None, *, first: bool = True
 ) -> bool:
     """Write ``loadpoint``'s mode atomically under ``loadpoints`` (the file's other keys kept); the first
     loadpoint's (``first``; ``loadpoint=None`` is the first) also as the top-level ``mode``, which older
     versions read.  False (and a warning) if the file cannot be written."""
-    data = _saved(path)
-    if loadpoint is not None:
-        entries = data.get("loadpoints")
-        entries = dict(entries) if isinstance(entries, dict) else {}
-        entry = entries.get(loadpoint)
-        entries[loadpoint] = {
-            **(entry if isinstance(entry, dict) else {}),
-            "mode": mode,
-            "changed_at_s": now_s,
-        }
-        data["loadpoints"] = entries
-    if first:
-        data |= {"mode": mode, "changed_at_s": now_s}
-    try:
-        write_json_atomic(path, data)
-    except OSError as exc:
-        log.warning("state_not_saved", path=str(path), error=str(exc), action="the mode holds until restart")
-        return False
-    return True
+
+    def set_mode(d: dict[str, Any]) -> None:
+        d.update(mode=mode, changed_at_s=now_s)
+
+    return _save(path, loadpoint, first, set_mode, "mode")
 
 
 def load_plan(path: Path, loadpoint: str | None = None, *, first: bool = True) -> dict[str, Any] | None:
@@ -127,9 +145,8 @@ def load_plan(path: Path, loadpoint: str | None = None, *, first: bool = True) -
     it), or ``None``; the first loadpoint (``first``; ``loadpoint=None`` is the first) falls back to the
     top-level ``plan``, which pvcharge before several loadpoints wrote."""
     data = _saved(path)
-    entries = data.get("loadpoints")
-    entry = entries.get(loadpoint) if isinstance(entries, dict) and loadpoint is not None else None
-    if isinstance(entry, dict) and "plan" in entry:
+    entry = _entry(data, loadpoint)
+    if entry is not None and "plan" in entry:
         plan = entry["plan"]
     elif first:
         plan = data.get("plan")
@@ -144,24 +161,10 @@ def save_plan(
     """Write ``loadpoint``'s run-time plan atomically under ``loadpoints`` (``None``: remove it; the
     file's other keys kept); the first loadpoint's (``first``; ``loadpoint=None`` is the first) also as
     the top-level ``plan``.  False (and a warning) if the file cannot be written."""
-    data = _saved(path)
-    if loadpoint is not None:
-        entries = data.get("loadpoints")
-        entries = dict(entries) if isinstance(entries, dict) else {}
-        entry = entries.get(loadpoint)
-        entry = dict(entry) if isinstance(entry, dict) else {}
-        entry.pop("plan", None)
+
+    def set_plan(d: dict[str, Any]) -> None:
+        d.pop("plan", None)
         if plan is not None:
-            entry["plan"] = dict(plan)
-        entries[loadpoint] = entry
-        data["loadpoints"] = entries
-    if first:
-        data.pop("plan", None)
-        if plan is not None:
-            data["plan"] = dict(plan)
-    try:
-        write_json_atomic(path, data)
-    except OSError as exc:
-        log.warning("state_not_saved", path=str(path), error=str(exc), action="the plan holds until restart")
-        return False
-    return True
+            d["plan"] = dict(plan)
+
+    return _save(path, loadpoint, first, set_plan, "plan")

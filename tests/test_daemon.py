@@ -170,7 +170,7 @@ async def test_a_charger_refusing_writes_is_logged_once_per_outage_and_once_on_r
     assert (recovered[0]["failures"], recovered[0]["outage_s"]) == (failing, failing * 5.0)  # 5-s cycles
 
     charger.errors = [DeviceUnavailable(charger.name, "timeout")]  # a second outage is logged again
-    daemon._reassert("test")
+    daemon.loadpoint().reassert("test")
     with capture_logs() as logs:
         await run(daemon, clock, 2)
     assert [e["event"] for e in logs if e["event"].startswith("charger_write")] == [

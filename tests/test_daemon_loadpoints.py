@@ -99,6 +99,19 @@ async def test_decreases_are_written_before_increases() -> None:
     assert order == ["charger carport 0", "charger garage 16"]
 
 
+async def test_on_the_way_out_each_loadpoints_stopped_event_names_its_charger() -> None:
+    clock = Clock()
+    daemon, _, carport, garage = two_loadpoints(clock)
+    await run(daemon, clock, 3)
+    daemon.set_mode("off", source="test", loadpoint="carport")
+    await run(daemon, clock, 1)  # carport paused: left as it is; garage gets the pause on the way out
+    with capture_logs() as logs:
+        await daemon._shutdown()
+    assert (offered(carport), offered(garage)) == (0.0, 0.0)
+    stopped = sorted((e["device"], e["charger_left"]) for e in logs if e["event"] == "stopped")
+    assert stopped == [("charger carport", "paused"), ("charger garage", "paused")]
+
+
 async def test_a_stale_meter_pauses_every_loadpoint() -> None:
     clock = Clock()
     daemon, meter, carport, garage = two_loadpoints(clock)
