@@ -61,7 +61,7 @@ from pvcharge.loadpoint import Loadpoint, LoadpointCycle, Stats
 from pvcharge.meters import Meter
 from pvcharge.readings import ChargerCommand, ChargerReading, SiteReading, as_dict
 from pvcharge.reads import FrozenValues, Health, Reads
-from pvcharge.state import load_mode, save_mode
+from pvcharge.state import load_modes, save_mode
 
 log = structlog.get_logger("pvcharge.daemon")
 
@@ -225,9 +225,9 @@ class Daemon:
     def _restore_modes(self, state_file: Path) -> None:
         """Each loadpoint's mode saved in ``state_file`` (set over the API or MQTT before a restart)
         wins over its configured one."""
+        saved_modes = load_modes(state_file, [lp.name for lp in self.loadpoints])
         for lp in self.loadpoints:
-            first = lp is self.loadpoints[0]
-            saved = load_mode(state_file, lp.name, first=first)
+            saved = saved_modes.get(lp.name)
             if saved is not None and saved != lp.controller.mode:
                 named = {} if len(self.loadpoints) == 1 else {"loadpoint": lp.name}
                 log.info(

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -43,6 +43,22 @@ def load_mode(path: Path, loadpoint: str | None = None, *, first: bool = True) -
     the first loadpoint (``first``; ``loadpoint=None`` is the first) falls back to the top-level
     ``mode``, which a ``charger:`` config and pvcharge before several loadpoints wrote.  A damaged file
     is logged and ignored."""
+    data = _read_state(path)
+    return _mode_of(data, loadpoint, first, path) if data is not None else None
+
+
+def load_modes(path: Path, loadpoints: Sequence[str]) -> dict[str, Mode]:
+    """The saved mode of each of ``loadpoints`` that has one (the first falls back to the top-level
+    ``mode``, as :func:`load_mode`), from one read of the file; a damaged file is logged once."""
+    data = _read_state(path)
+    if data is None:
+        return {}
+    modes = {name: _mode_of(data, name, i == 0, path) for i, name in enumerate(loadpoints)}
+    return {name: mode for name, mode in modes.items() if mode is not None}
+
+
+def _read_state(path: Path) -> dict[str, Any] | None:
+    """The state file's object; ``None`` when there is none, or (logged) when it is damaged."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -54,6 +70,10 @@ def load_mode(path: Path, loadpoint: str | None = None, *, first: bool = True) -
         action = "using the config's mode"
         log.warning("state_unreadable", path=str(path), error="not a JSON object", action=action)
         return None
+    return data
+
+
+def _mode_of(data: dict[str, Any], loadpoint: str | None, first: bool, path: Path) -> Mode | None:
     entry = _entry(data, loadpoint)
     if entry is not None and "mode" in entry:
         mode, where = entry["mode"], f"loadpoints.{loadpoint}.mode"

@@ -336,6 +336,11 @@ async def test_each_loadpoints_mode_set_over_the_api_survives_a_restart(tmp_path
         assert [lp.controller.mode for lp in restarted().loadpoints] == ["pv", "fast"]
     warned = [e.get("error", "") for e in logs if e["event"] == "state_unreadable"]
     assert any("loadpoints.garage.mode" in error for error in warned)
+    # a file that is not JSON: read once at start, so one warning, not one per loadpoint
+    state.write_text("{not json")
+    with capture_logs() as logs:
+        assert [lp.controller.mode for lp in restarted().loadpoints] == ["fast", "fast"]
+    assert [e["event"] for e in logs].count("state_unreadable") == 1
 
 
 async def test_a_charger_that_refuses_all_writes_holds_the_others_only_while_it_may_draw_more() -> None:
