@@ -70,13 +70,6 @@ class LoadpointCycle:
     written: bool
 
 
-def _phase_currents_a(command: ChargerCommand) -> tuple[float, float, float]:
-    """What a command offers per grid phase, A: all three on 3 phases, L1 on 1 phase (as
-    :mod:`pvcharge.control.site` counts it)."""
-    a = max(0.0, command.current_a)
-    return (a, a, a) if command.phases == 3 else (a, 0.0, 0.0)
-
-
 class Loadpoint:
     """One charger the daemon drives: its driver, its controller (held by the daemon's
     :class:`~pvcharge.control.site.SiteController`), what it last decided and wrote, its health and its
@@ -130,7 +123,7 @@ class Loadpoint:
         if held is None:
             return False
         return all(
-            new <= old for new, old in zip(_phase_currents_a(command), _phase_currents_a(held), strict=True)
+            new <= old for new, old in zip(command.phase_currents_a, held.phase_currents_a, strict=True)
         )
 
     def may_exceed(self, command: ChargerCommand) -> bool:
@@ -141,7 +134,7 @@ class Loadpoint:
             return command != self.applied
         held = self.acknowledged
         return held is None or any(
-            old > new for old, new in zip(_phase_currents_a(held), _phase_currents_a(command), strict=True)
+            old > new for old, new in zip(held.phase_currents_a, command.phase_currents_a, strict=True)
         )
 
     def reassert(self, why: str) -> None:

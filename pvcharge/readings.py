@@ -181,6 +181,13 @@ class ChargerCommand:
         """True when the command stops the car from drawing (``current_a == 0``)."""
         return self.current_a == 0
 
+    @property
+    def phase_currents_a(self) -> tuple[float, float, float]:
+        """What the command offers on grid phases L1, L2, L3, A: ``current_a`` on all three on 3 phases,
+        on L1 alone on 1 phase (as the site's fuse and circuits count a 1-phase car)."""
+        a = self.current_a
+        return (a, a, a) if self.phases == 3 else (a, 0.0, 0.0)
+
 
 @dataclass(frozen=True, slots=True)
 class ChargerCapabilities:

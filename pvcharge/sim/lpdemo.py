@@ -104,11 +104,8 @@ class _Sampler:
                 tally.sampled_pv_wh += split.pv * w / total_w * dt_s / 3600
         if self.fuse_a is not None:
             other_a = (state.grid_power_w - total_w) / 3 / self.site.voltage_v
-            use = [0.0, 0.0, 0.0]
-            for part in c.loadpoints:
-                command = part.decision.command
-                for p in (0, 1, 2) if command.phases == 3 else (0,):
-                    use[p] += command.current_a
+            offered = [lp.decision.command.phase_currents_a for lp in c.loadpoints]
+            use = [sum(currents[p] for currents in offered) for p in range(3)]
             if any(other_a + u > self.fuse_a + 1e-6 for u in use):
                 self.violations += 1
 
