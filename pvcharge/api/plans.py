@@ -31,6 +31,7 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from pvcharge.api import shown
 from pvcharge.api.http import HTTPError, Request, Response, Router
 from pvcharge.planning import runtime
 from pvcharge.settings import SettingError
@@ -95,11 +96,10 @@ class PlanRoutes:
         service = self.by_loadpoint.get(name)
         if service is not None:
             return service
-        shown = repr(name) if len(repr(name)) <= 40 else repr(name)[:40] + "…"
         problem = "no plan service runs for loadpoint" if name in self.loadpoints else "no loadpoint"
         with_plans = [n for n in self.loadpoints if n in self.by_loadpoint]
         hint = f"expected one of {', '.join(with_plans)}" if with_plans else "no plan service runs at all"
-        error = f"{problem} {shown} ({hint})"[:300]
+        error = f"{problem} {shown(name)} ({hint})"[:300]
         return self.json({"error": error, "loadpoints": self.loadpoints}, 404)
 
     async def _replanned(self, service: PlanService) -> Response:
