@@ -40,6 +40,8 @@ if TYPE_CHECKING:
     from pvcharge.planning.service import PlanService
 
 REPLAN_WAIT_S = 3.0  #: how long PUT/DELETE wait for the re-plan before answering, s
+#: the 404 of /api/plans and /api/forecast without a plan service
+NO_PLANS = "no plan service: set plans: (or tariff.smart_cost_limit) in the config"
 
 
 def state_of(service: PlanService) -> dict[str, Any]:
@@ -91,7 +93,7 @@ class PlanRoutes:
         name = request.match_info.get("name")
         if name is None:
             if self.plans is None:
-                raise HTTPError(404, "no plan service runs in this process")
+                raise HTTPError(404, NO_PLANS)
             return self.plans
         service = self.by_loadpoint.get(name)
         if service is not None:

@@ -186,7 +186,7 @@ class _Api:
         )
         self.plans = PlanRoutes(plans, self.json, loadpoint_plans, [lp.name for lp in daemon.loadpoints])
         self.plan_chart = ChartRoutes(
-            plans, daemon.clock, self.json, daemon.config.tariff.currency, self.plans.service_for
+            daemon.clock, self.json, daemon.config.tariff.currency, self.plans.service_for
         )
         self.page_csp = content_security_policy(self.page)
         self.login = {rejected: _login_page(rejected) for rejected in (False, True)}
