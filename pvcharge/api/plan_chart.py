@@ -3,10 +3,11 @@ forecast, prices and the plan per 15-min slot, the first loadpoint's), ``GET
 /api/loadpoints/{name}/forecast`` (the same for the loadpoint ``name``) and the status page's plan
 section (with several loadpoints, a selector picks whose plan it shows).
 
-Without a plan service (no ``plans:`` and no ``tariff.smart_cost_limit``) ``/api/forecast`` answers
-``404`` saying so, and the page never asks for it. The ``{name}`` route answers ``404`` with ``{"error":
-..., "loadpoints": [the names]}`` for a loadpoint of no such name or one without a plan service (the
-same answer as ``/api/loadpoints/{name}/plans``, :meth:`pvcharge.api.plans.PlanRoutes.service_for`).
+Without a plan service (``pvcharge run`` always has one; the day demo has none) ``/api/forecast``
+answers ``404`` saying so, as ``/api/plans`` does, and the page never asks for it. The ``{name}``
+route answers ``404`` with ``{"error": ..., "loadpoints": [the names]}`` for a loadpoint of no such
+name or one without a plan service (the same answer as ``/api/loadpoints/{name}/plans``,
+:meth:`pvcharge.api.plans.PlanRoutes.service_for`).
 """
 
 from __future__ import annotations

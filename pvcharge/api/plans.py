@@ -40,8 +40,9 @@ if TYPE_CHECKING:
     from pvcharge.planning.service import PlanService
 
 REPLAN_WAIT_S = 3.0  #: how long PUT/DELETE wait for the re-plan before answering, s
-#: the 404 of /api/plans and /api/forecast without a plan service
-NO_PLANS = "no plan service: set plans: (or tariff.smart_cost_limit) in the config"
+#: the 404 of /api/plans and /api/forecast without a plan service (``pvcharge run`` builds one per
+#: loadpoint, :func:`pvcharge.planning.service.build_services`; the day demo runs none)
+NO_PLANS = "no plan service runs in this process"
 
 
 def state_of(service: PlanService) -> dict[str, Any]:
