@@ -76,6 +76,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from pvcharge.sim.trace import bundled_trace, load_trace
 
     base = _load(args.config) if args.config else None
+    configure_logging(args.log_level or "warning", "console")
+    trace = load_trace(args.trace) if args.trace else bundled_trace()
+    if args.loadpoints == 2:  # first: it refuses --plan
+        return _demo_loadpoints(args, trace, base)
+    if args.plan is not None:
+        return _demo_plan(args, trace, base)
     record = None
     if not args.no_record and (base is None or base.sessions.enabled):
         record = (
@@ -83,12 +89,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
             if base
             else database_path(SessionsConfig(), StateConfig())
         )
-    configure_logging(args.log_level or "warning", "console")
-    trace = load_trace(args.trace) if args.trace else bundled_trace()
-    if args.plan is not None:
-        return _demo_plan(args, trace, base)
-    if args.loadpoints == 2:
-        return _demo_loadpoints(args, trace, base)
     start_s, end_s = trace.daylight()
     speed = args.speed or max(1.0, (end_s - start_s) / args.seconds)
     cp = base.charge_point if base else None

@@ -820,6 +820,14 @@ async def test_a_reload_restarts_the_api_on_its_new_port_and_token_and_keeps_it_
             assert await _get(f"http://127.0.0.1:{second}", TOKEN) == 200
         assert services.differs(blocked)  # the next reload tries the config's address again
         assert not services.differs(moved)
+
+        off = dataclasses.replace(on, api=ApiConfig(enabled=False))  # switched off, and on again
+        assert await services.apply(off) == ["api"] and services.server is None
+        with pytest.raises(httpx.ConnectError):
+            await _get(f"http://127.0.0.1:{second}", TOKEN)
+        assert not services.differs(off) and await services.apply(off) == []
+        assert await services.apply(moved) == ["api"]
+        assert await _get(f"http://127.0.0.1:{second}", TOKEN) == 200
     finally:
         await services.stop()
     with pytest.raises(httpx.ConnectError):

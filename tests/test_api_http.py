@@ -168,6 +168,16 @@ async def test_a_known_path_with_another_method_is_a_405_naming_the_allowed_ones
     assert missing.status == 404 and missing.json["error"] == "no loadpoint 'no such'"
 
 
+async def test_a_long_loadpoint_name_or_mode_is_cut_short_in_the_error() -> None:
+    async with api() as server, connect(server.port or 0) as client:
+        await client.send(request("PUT", "/api/loadpoints/" + "x" * 500 + "/mode", b'{"mode": "pv"}'))
+        name = await client.answer()
+        await client.send(request("PUT", "/api/mode", b'{"mode": "' + b"y" * 500 + b'"}'))
+        mode = await client.answer()
+    assert name.status == 404 and name.json["error"] == "no loadpoint '" + "x" * 39 + "…"
+    assert mode.status == 422 and mode.json["error"].startswith("unknown mode '" + "y" * 39 + "…;")
+
+
 async def test_a_body_over_64_kib_is_a_413_announced_or_chunked_and_the_connection_goes_on() -> None:
     big = b"x" * 100_000
     chunked = b"".join(

@@ -40,3 +40,18 @@ def test_the_demo_command_takes_loadpoints_2_with_the_warp_only(capsys: pytest.C
     assert args.loadpoints == 2
     assert args.func(args) == 2
     assert "two WARPs" in capsys.readouterr().out
+
+
+def test_the_demo_command_refuses_loadpoints_2_with_a_plan(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--plan`` with ``--loadpoints 2`` is refused, not run as the one-loadpoint night demo."""
+    from pvcharge import cli_sim
+    from pvcharge.cli import build_parser
+
+    monkeypatch.setattr(cli_sim, "_demo_plan", lambda *_: pytest.fail("ran the plan demo"))
+    args = build_parser().parse_args(
+        ["demo", "--loadpoints", "2", "--plan", "20 kWh by 07:00", "--no-record"]
+    )
+    assert args.func(args) == 2
+    assert "two WARPs" in capsys.readouterr().out

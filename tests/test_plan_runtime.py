@@ -23,6 +23,7 @@ from test_mqtt import Watcher, mqtt_config, running
 from test_mqtt import broker as broker  # (the fixture)
 from test_plan_service import LIMITS, evening_site, make, run_config, service_of, utc
 
+from pvcharge.api.plans import NO_PLANS
 from pvcharge.api.server import start_api
 from pvcharge.daemon import Daemon
 from pvcharge.mqtt import MqttBridge
@@ -228,6 +229,9 @@ async def test_without_a_plan_service_the_plan_routes_answer_404(tmp_path: Path)
             path = "/api/plans" if method == "GET" else "/api/plans/next"
             answer = await client.request(method, path)
             assert answer.status_code == 404 and "no plan service" in answer.json()["error"]
+        # the plan chart says the same
+        errors = {(await client.get(path)).json()["error"] for path in ("/api/plans", "/api/forecast")}
+        assert errors == {NO_PLANS}
 
 
 # --- the CLI -------------------------------------------------------------------------------------

@@ -10,3 +10,10 @@ prometheus_client.
 def url_for(host: str, port: int) -> str:
     """``http://host:port``, with an IPv6 address in brackets."""
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def shown(value: object, limit: int = 40) -> str:
+    """``repr(value)`` for an error answer, cut to ``limit`` characters and ``…`` (a client's text can be
+    long)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "…"

@@ -133,7 +133,8 @@ class Request:
         """The whole body (``b""`` without one).
 
         Raises:
-            HTTPError: ``413``, the body is larger than the server's ``max_body_bytes``.
+            HTTPError: ``413``, the body is larger than the server's ``max_body_bytes``; ``408``, a piece
+                of it did not arrive within ``timeout_s``; ``400``, it is malformed (bad chunked framing).
         """
         if self._read is None:
             self._read = await self._body()

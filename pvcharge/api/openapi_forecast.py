@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from pvcharge.api.openapi import LOADPOINT_NAME, _closed, _json, _num
-from pvcharge.api.plan_chart import NO_PLANS
+from pvcharge.api.plans import NO_PLANS
 
 
 def _kwh(description: str) -> dict[str, Any]:

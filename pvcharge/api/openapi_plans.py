@@ -6,9 +6,9 @@ from __future__ import annotations
 from typing import Any
 
 from pvcharge.api.openapi import LOADPOINT_NAME, _closed, _json, _num
+from pvcharge.api.plans import NO_PLANS
 from pvcharge.planning.runtime import DEADLINE_PATTERN, WEEKDAYS_PATTERN
 
-_NO_PLANS = "no plan service runs in this process"
 _CLOCK = "Unix time in s, on the daemon's clock"
 
 
@@ -177,7 +177,7 @@ def _plan_operations(guard: dict[str, Any], not_found: dict[str, Any], *, suffix
 def plan_paths(guard: dict[str, Any]) -> dict[str, Any]:
     """The plans' paths, the first loadpoint's and each loadpoint's; ``guard``: the answers every
     operation may give (400, 401 or 403)."""
-    first = _plan_operations(guard, _json("Error", _NO_PLANS))
+    first = _plan_operations(guard, _json("Error", NO_PLANS))
     name = {"parameters": [LOADPOINT_NAME]}
     missing = _json("LoadpointError", "no loadpoint of that name, or no plan service runs for it")
     each = _plan_operations(guard, missing, suffix="OfLoadpoint")

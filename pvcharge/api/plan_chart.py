@@ -3,10 +3,11 @@ forecast, prices and the plan per 15-min slot, the first loadpoint's), ``GET
 /api/loadpoints/{name}/forecast`` (the same for the loadpoint ``name``) and the status page's plan
 section (with several loadpoints, a selector picks whose plan it shows).
 
-Without a plan service (no ``plans:`` and no ``tariff.smart_cost_limit``) ``/api/forecast`` answers
-``404`` saying so, and the page never asks for it. The ``{name}`` route answers ``404`` with ``{"error":
-..., "loadpoints": [the names]}`` for a loadpoint of no such name or one without a plan service (the
-same answer as ``/api/loadpoints/{name}/plans``, :meth:`pvcharge.api.plans.PlanRoutes.service_for`).
+Without a plan service (``pvcharge run`` always has one; the day demo has none) ``/api/forecast``
+answers ``404`` saying so, as ``/api/plans`` does, and the page never asks for it. The ``{name}``
+route answers ``404`` with ``{"error": ..., "loadpoints": [the names]}`` for a loadpoint of no such
+name or one without a plan service (the same answer as ``/api/loadpoints/{name}/plans``,
+:meth:`pvcharge.api.plans.PlanRoutes.service_for`).
 """
 
 from __future__ import annotations
@@ -15,13 +16,11 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from pvcharge.api.history import inline_chart_library
-from pvcharge.api.http import HTTPError, Request, Response, Router
+from pvcharge.api.http import Request, Response, Router
 from pvcharge.planning.chart import chart_data
 
 if TYPE_CHECKING:
     from pvcharge.planning.service import PlanService
-
-NO_PLANS = "no plan service: set plans: (or tariff.smart_cost_limit) in the config"
 
 
 def page_with_plan(page: str) -> str:
@@ -33,23 +32,21 @@ class ChartRoutes:
     """The plan chart's handler.
 
     Args:
-        plans: the plan service (``None``: 404).
         clock: the daemon's clock (now in Unix s).
         json: the server's JSON answer (secrets masked).
         currency: ``tariff.currency``, the prices' unit.
-        service_for: the plan service of a ``{name}`` request, or the 404 naming the loadpoints
-            (:meth:`pvcharge.api.plans.PlanRoutes.service_for`).
+        service_for: the plan service of a request (its ``{name}``'s, else the first loadpoint's), or
+            the 404 naming the loadpoints (:meth:`pvcharge.api.plans.PlanRoutes.service_for`; it raises
+            the 404 of no plan service).
     """
 
     def __init__(
         self,
-        plans: PlanService | None,
         clock: Callable[[], float],
         json: Callable[[Any], Response],
         currency: str,
         service_for: Callable[[Request], PlanService | Response],
     ) -> None:
-        self.plans = plans
         self.service_for = service_for
         self.clock = clock
         self.json = json
@@ -59,15 +56,8 @@ class ChartRoutes:
         router.add_get("/api/forecast", self.get_forecast)
         router.add_get("/api/loadpoints/{name}/forecast", self.get_forecast)
 
-    def _service(self, request: Request) -> PlanService | Response:
-        if "name" in request.match_info:
-            return self.service_for(request)
-        if self.plans is None:
-            raise HTTPError(404, NO_PLANS)
-        return self.plans
-
     async def get_forecast(self, request: Request) -> Response:
-        service = self._service(request)
+        service = self.service_for(request)
         if isinstance(service, Response):
             return service
         return self.json(chart_data(service, self.clock(), currency=self.currency))

@@ -31,6 +31,7 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from pvcharge.api import shown
 from pvcharge.api.http import HTTPError, Request, Response, Router
 from pvcharge.planning import runtime
 from pvcharge.settings import SettingError
@@ -39,6 +40,9 @@ if TYPE_CHECKING:
     from pvcharge.planning.service import PlanService
 
 REPLAN_WAIT_S = 3.0  #: how long PUT/DELETE wait for the re-plan before answering, s
+#: the 404 of /api/plans and /api/forecast without a plan service (``pvcharge run`` builds one per
+#: loadpoint, :func:`pvcharge.planning.service.build_services`; the day demo runs none)
+NO_PLANS = "no plan service runs in this process"
 
 
 def state_of(service: PlanService) -> dict[str, Any]:
@@ -90,16 +94,15 @@ class PlanRoutes:
         name = request.match_info.get("name")
         if name is None:
             if self.plans is None:
-                raise HTTPError(404, "no plan service runs in this process")
+                raise HTTPError(404, NO_PLANS)
             return self.plans
         service = self.by_loadpoint.get(name)
         if service is not None:
             return service
-        shown = repr(name) if len(repr(name)) <= 40 else repr(name)[:40] + "…"
         problem = "no plan service runs for loadpoint" if name in self.loadpoints else "no loadpoint"
         with_plans = [n for n in self.loadpoints if n in self.by_loadpoint]
         hint = f"expected one of {', '.join(with_plans)}" if with_plans else "no plan service runs at all"
-        error = f"{problem} {shown} ({hint})"[:300]
+        error = f"{problem} {shown(name)} ({hint})"[:300]
         return self.json({"error": error, "loadpoints": self.loadpoints}, 404)
 
     async def _replanned(self, service: PlanService) -> Response:

@@ -56,7 +56,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from pvcharge.api import url_for
+from pvcharge.api import shown, url_for
 from pvcharge.api.history import HISTORY_QUERY_PARAMETERS, STATIC, HistoryRoutes, page_with_history
 from pvcharge.api.http import (
     MAX_CONNECTIONS,
@@ -186,7 +186,7 @@ class _Api:
         )
         self.plans = PlanRoutes(plans, self.json, loadpoint_plans, [lp.name for lp in daemon.loadpoints])
         self.plan_chart = ChartRoutes(
-            plans, daemon.clock, self.json, daemon.config.tariff.currency, self.plans.service_for
+            daemon.clock, self.json, daemon.config.tariff.currency, self.plans.service_for
         )
         self.page_csp = content_security_policy(self.page)
         self.login = {rejected: _login_page(rejected) for rejected in (False, True)}
@@ -311,8 +311,7 @@ class _Api:
         name = request.match_info["name"]
         names = [lp.name for lp in self.daemon.loadpoints]
         if name not in names:
-            shown = repr(name) if len(repr(name)) <= 40 else repr(name)[:40] + "…"
-            return self.json({"error": f"no loadpoint {shown}", "loadpoints": names}, 404)
+            return self.json({"error": f"no loadpoint {shown(name)}", "loadpoints": names}, 404)
         return await self._put_mode(request, name)
 
     async def _put_mode(self, request: Request, loadpoint: str | None) -> Response:
@@ -334,8 +333,7 @@ class _Api:
             return bad(f"unknown key(s) {', '.join(repr(k[:40]) for k in extra[:5])}")
         mode = body.get("mode")
         if not isinstance(mode, str) or mode not in MODES:
-            shown = repr(mode) if len(repr(mode)) <= 40 else repr(mode)[:40] + "…"
-            return bad(f"unknown mode {shown}" if "mode" in body else "no mode given")
+            return bad(f"unknown mode {shown(mode)}" if "mode" in body else "no mode given")
         self.daemon.set_mode(mode, source="api", loadpoint=loadpoint)
         return self.json(self.daemon.status())
 
