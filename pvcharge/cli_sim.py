@@ -221,13 +221,9 @@ def _time_of_day_s(text: str) -> float:
     return float(of_day.hour * 3600 + of_day.minute * 60)
 
 
-def _hhmm(seconds_of_day: float) -> str:
-    return f"{int(seconds_of_day // 3600):02d}:{int(seconds_of_day % 3600 // 60):02d}"
-
-
 def cmd_emulate(args: argparse.Namespace) -> int:
     from pvcharge.sim.emulate import config_yaml, emulator, site_model
-    from pvcharge.sim.trace import bundled_trace, load_trace
+    from pvcharge.sim.trace import bundled_trace, hhmm, load_trace
 
     configure_logging(args.log_level, "console")  # to stderr: stdout is the config for the user
     trace = load_trace(args.trace) if args.trace else bundled_trace()
@@ -259,12 +255,12 @@ def cmd_emulate(args: argparse.Namespace) -> int:
                     file=sys.stderr,
                 )
                 return 2
-            hhmm = _hhmm(args.start)
+            start = hhmm(args.start)
             print(f"# pvcharge {__version__} emulates {emulated.title} at {emulated.address}")
             car = site.car
             print(
-                f"# The site: {trace.name}, in real time from {hhmm} local; the car is plugged in "
-                f"{_hhmm(car.plug_in_s)}–{_hhmm(car.plug_out_s)}."
+                f"# The site: {trace.name}, in real time from {start} local; the car is plugged in "
+                f"{hhmm(car.plug_in_s)}–{hhmm(car.plug_out_s)}."
             )
             for note in emulated.notes:
                 print(f"# {note}")

@@ -37,7 +37,7 @@ from pvcharge.sim.demo_devices import DEMO_LIMITS, huawei_meter
 from pvcharge.sim.demo_devices import warp_charger as warp_keys
 from pvcharge.sim.huawei import HuaweiEmulator
 from pvcharge.sim.site import CarParams, SiteModel
-from pvcharge.sim.trace import Trace
+from pvcharge.sim.trace import Trace, hhmm
 from pvcharge.sim.warp import WarpEmulator
 
 #: the demo's loadpoints: name, priority, the car's plug-in window (local s since midnight)
@@ -196,9 +196,6 @@ def loadpoints_summary(result: LoadpointsResult, trace: Trace) -> str:
     d = result.demo
     start, end = _local(d.start_s, trace), _local(d.end_s, trace)
     hours = (d.end_s - d.start_s) / 3600
-
-    def hhmm(s: float) -> str:
-        return f"{int(s // 3600):02d}:{int(s % 3600 // 60):02d}"
 
     lines = [
         f"Summary: {trace.name}, {start:%Y-%m-%d %H:%M}–{end:%H:%M} local ({hours:.1f} h simulated in "

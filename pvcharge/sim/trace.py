@@ -69,6 +69,11 @@ class Trace:
         return self.t_s[idx[0]], self.t_s[idx[-1]] + self.step_s
 
 
+def hhmm(seconds_of_day: float) -> str:
+    """A local time of day in s since midnight as ``HH:MM`` (``30600`` → ``08:30``)."""
+    return f"{int(seconds_of_day // 3600):02d}:{int(seconds_of_day % 3600 // 60):02d}"
+
+
 def load_trace(path: str | Path) -> Trace:
     """Read a trace CSV.
 
