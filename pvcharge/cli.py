@@ -197,15 +197,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         recorder = open_recorder(config)
         if recorder is not None:
             daemon.listeners.append(recorder)
-        # one plan service per loadpoint, the first loadpoint's first (the API's and MQTT's routes and
-        # topics without a loadpoint name); plans: need a restart to change
+        # one plan service per loadpoint (the first loadpoint's also behind the API's and MQTT's routes
+        # and topics without a loadpoint name); plans: need a restart to change
         plan_services = build_services(config, daemon, clock=daemon.clock)
-        plans = plan_services[0]
         loadpoint_plans = {service.loadpoint: service for service in plan_services}
         for service in plan_services:
             service.attach()
         plan_tasks = [asyncio.create_task(service.run(stop, daemon.clock)) for service in plan_services]
-        services = Services(daemon, sessions=recorder, plans=plans, loadpoint_plans=loadpoint_plans)
+        services = Services(daemon, sessions=recorder, loadpoint_plans=loadpoint_plans)
         reloads: set[asyncio.Task[None]] = set()  # service restarts under way (held: tasks are weak refs)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -152,9 +152,10 @@ class MqttBridge:
             max; a connection that held longer than max resets it (tests shorten both).
         keepalive_s: MQTT keepalive.
         sessions: the session recorder: ``P/energy`` and its Home Assistant sensors (``None``: neither).
-        plans: the plan service: ``P/plan``, its commands and entities (``None``: none).
-        loadpoint_plans: each loadpoint's plan service by name: ``P/loadpoints/<name>/plan`` and its
-            commands, with several loadpoints (``None``: none).
+        loadpoint_plans: each loadpoint's plan service by loadpoint name: the first loadpoint's on
+            ``P/plan``, its commands and entities, and with several loadpoints each one's on
+            ``P/loadpoints/<name>/plan`` and its commands (``None``, or without the first loadpoint's:
+            no plan topics).
 
     :meth:`start` returns at once (connecting is the bridge task's job); :meth:`stop` publishes
     "offline" and disconnects cleanly, so the last will is not sent.
@@ -169,15 +170,12 @@ class MqttBridge:
         reconnect_max_s: float = RECONNECT_MAX_S,
         keepalive_s: int = KEEPALIVE_S,
         sessions: SessionRecorder | None = None,
-        plans: PlanService | None = None,
         loadpoint_plans: Mapping[str, PlanService] | None = None,
     ) -> None:
         self.daemon = daemon
         self.config = config
         self.sessions = sessions
-        self.plans = plans
-        names = [x.name for x in daemon.loadpoints]
-        self._plans = PlanTopics(config.prefix, plans, loadpoint_plans, names)
+        self._plans = PlanTopics(config.prefix, loadpoint_plans, [x.name for x in daemon.loadpoints])
         self.topics = Topics.of(config)
         self.reconnect_min_s = reconnect_min_s
         self.reconnect_max_s = reconnect_max_s
@@ -383,7 +381,7 @@ class MqttBridge:
         return discovery_messages(
             self.config,
             history=self.sessions is not None,
-            plans=self.plans is not None,
+            plans=self._plans.first is not None,
             loadpoints=[x.name for x in self.daemon.loadpoints],
             plan_loadpoints=self._plans.loadpoints,
         )

@@ -115,16 +115,15 @@ class PlanTopics:
 
     Args:
         prefix: ``mqtt.prefix``.
-        plans: the first loadpoint's service (``P/plan``; ``None``: no plan topics at all).
-        by_loadpoint: each loadpoint's service by name (``P/loadpoints/<name>/plan``, only with more
-            than one in ``loadpoints``).
-        loadpoints: the names of the daemon's loadpoints.
+        by_loadpoint: each loadpoint's service by name (``None`` or without the first loadpoint's: no
+            plan topics at all); the first loadpoint's on ``P/plan``, and with more than one in
+            ``loadpoints`` each one's on ``P/loadpoints/<name>/plan``.
+        loadpoints: the names of the daemon's loadpoints, the first loadpoint's first.
     """
 
     def __init__(
         self,
         prefix: str,
-        plans: PlanService | None,
         by_loadpoint: Mapping[str, PlanService] | None,
         loadpoints: Sequence[str],
     ) -> None:
@@ -132,13 +131,14 @@ class PlanTopics:
         self.commands: dict[str, tuple[PlanService, bool]] = {}  #: command topic → (service, clear)
         self._published: dict[str, str] = {}
         self.loadpoints: list[str] = []  #: the loadpoints with their own topics
-        if plans is None:
+        by_loadpoint = by_loadpoint or {}
+        #: the first loadpoint's service, on ``P/plan`` (``None``: no plan topics)
+        self.first = by_loadpoint.get(loadpoints[0]) if loadpoints else None
+        if self.first is None:
             return
-        pairs: list[tuple[str | None, PlanService]] = [(None, plans)]
+        pairs: list[tuple[str | None, PlanService]] = [(None, self.first)]
         if len(loadpoints) > 1:
-            pairs += [
-                (name, by_loadpoint[name]) for name in loadpoints if by_loadpoint and name in by_loadpoint
-            ]
+            pairs += [(name, by_loadpoint[name]) for name in loadpoints if name in by_loadpoint]
         self.loadpoints = [name for name, _ in pairs if name is not None]
         for name, service in pairs:
             topics = plan_topics(prefix, name)

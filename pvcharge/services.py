@@ -34,9 +34,9 @@ class Services:
     Args:
         daemon: the daemon they serve (status, mode switching).
         sessions: the session recorder, for the API's and the bridge's history (``None``: none).
-        plans: the plan service, for the API's plans and plan chart and the bridge's plans (``None``: none).
-        loadpoint_plans: each loadpoint's plan service by name, for the API's and the bridge's plans
-            per loadpoint (``None``: only ``plans``, the first's).
+        loadpoint_plans: each loadpoint's plan service by loadpoint name, for the API's plans and plan
+            chart and the bridge's plans; the first loadpoint's also behind the routes and topics
+            without a loadpoint name (``None``: no plans).
 
     Use: ``await start(config)`` once, ``await apply(new_config)`` on each accepted reload,
     ``await stop()`` at exit.  Calls are serialized: a reload arriving while another is being applied
@@ -48,12 +48,10 @@ class Services:
         daemon: Daemon,
         *,
         sessions: SessionRecorder | None = None,
-        plans: PlanService | None = None,
         loadpoint_plans: Mapping[str, PlanService] | None = None,
     ) -> None:
         self.daemon = daemon
         self.sessions = sessions
-        self.plans = plans
         self.loadpoint_plans = loadpoint_plans
         self.server: ApiServer | None = None  #: None: disabled, could not start, or not started yet
         self.bridge: MqttBridge | None = None  #: None: no ``mqtt:`` section
@@ -111,9 +109,7 @@ class Services:
         from pvcharge.api.server import start_api
 
         try:
-            self.server = await start_api(
-                self.daemon, config, self.sessions, self.plans, loadpoint_plans=self.loadpoint_plans
-            )
+            self.server = await start_api(self.daemon, config, self.sessions, self.loadpoint_plans)
         except PvchargeError as exc:  # charging control goes on without the API, and says so
             log.error("api_unavailable", error=str(exc), action="control runs on without the API")
             self.server = None
@@ -136,7 +132,6 @@ class Services:
             self.daemon,
             config,
             sessions=self.sessions,
-            plans=self.plans,
             loadpoint_plans=self.loadpoint_plans,
         )
         await self.bridge.start()

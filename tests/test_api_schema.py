@@ -79,7 +79,7 @@ class Running:
                 fallback_price_per_kwh=0.3,
             )
             plans.attach()
-            self.server = await start_api(self.daemon, config, recorder, plans)
+            self.server = await start_api(self.daemon, config, recorder, {plans.loadpoint: plans})
             self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
             plan_task = asyncio.create_task(plans.run(self._stop, self.daemon.clock))
         except BaseException as exc:

@@ -90,7 +90,7 @@ async def test_the_page_shows_the_plan_and_its_chart(tmp_path: Path) -> None:
     await daemon.cycle()  # the car is plugged in
     plan = await service.step(time.time())
     assert plan is not None and plan.met and plan.grid_slots and plan.pv_kwh > 0
-    server = await start_api(daemon, ApiConfig(port=0), plans=service)
+    server = await start_api(daemon, ApiConfig(port=0), loadpoint_plans={service.loadpoint: service})
     stop = asyncio.Event()
     loop = asyncio.create_task(daemon.run(stop))
     try:

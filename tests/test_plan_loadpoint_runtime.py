@@ -122,7 +122,7 @@ async def served(tmp_path: Path) -> AsyncIterator[tuple[str, Daemon, dict[str, P
     await daemon.cycle()
     stop = asyncio.Event()
     tasks = [asyncio.create_task(service.run(stop, clock)) for service in services.values()]
-    server = await start_api(daemon, loopback(), plans=services["carport"], loadpoint_plans=services)
+    server = await start_api(daemon, loopback(), loadpoint_plans=services)
     assert server.url is not None
     try:
         yield server.url, daemon, services
@@ -180,7 +180,7 @@ async def test_an_unknown_loadpoint_is_a_404_naming_the_loadpoints(tmp_path: Pat
 async def test_a_loadpoint_without_a_plan_service_is_a_404_saying_so(tmp_path: Path) -> None:
     daemon, _, _, _ = two_loadpoints(tmp_path, NO_PLANS)
     first = service_of(daemon, loadpoint="carport")
-    server = await start_api(daemon, loopback(), plans=first)  # (no loadpoint_plans: the first's only)
+    server = await start_api(daemon, loopback(), loadpoint_plans={"carport": first})  # (the first's only)
     assert server.url is not None
     try:
         async with httpx.AsyncClient(base_url=server.url) as client:
@@ -224,7 +224,8 @@ async def test_the_forecast_of_a_loadpoint_without_a_plan_service_is_a_404_sayin
     tmp_path: Path,
 ) -> None:
     daemon, _, _, _ = two_loadpoints(tmp_path, NO_PLANS)
-    server = await start_api(daemon, loopback(), plans=service_of(daemon, loadpoint="carport"))
+    first = service_of(daemon, loadpoint="carport")
+    server = await start_api(daemon, loopback(), loadpoint_plans={"carport": first})
     assert server.url is not None
     try:
         async with httpx.AsyncClient(base_url=server.url) as client:
@@ -293,7 +294,7 @@ async def test_mqtt_sets_and_clears_the_second_loadpoints_plan(tmp_path: Path, b
     await daemon.cycle()
     stop = asyncio.Event()
     tasks = [asyncio.create_task(service.run(stop, clock)) for service in services.values()]
-    bridge = MqttBridge(daemon, mqtt_config(broker.port), plans=services["carport"], loadpoint_plans=services)
+    bridge = MqttBridge(daemon, mqtt_config(broker.port), loadpoint_plans=services)
     topic = "pvcharge/loadpoints/garage/plan"
     try:
         async with running(bridge), Watcher(broker.port) as ha:

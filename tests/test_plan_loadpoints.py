@@ -114,7 +114,7 @@ async def test_a_plan_on_the_second_loadpoint_raises_only_its_mode_in_its_grid_s
 async def test_get_plans_names_the_loadpoint(tmp_path: Path) -> None:
     daemon, clock, _, _ = two_loadpoints(tmp_path)
     [first, _garage] = build_services(daemon.config, daemon, clock=clock)
-    server = await start_api(daemon, loopback(), plans=first)
+    server = await start_api(daemon, loopback(), loadpoint_plans={first.loadpoint: first})
     assert server.url is not None
     try:
         async with httpx.AsyncClient(base_url=server.url) as client:

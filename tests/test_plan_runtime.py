@@ -176,7 +176,8 @@ async def served(tmp_path: Path, *, with_plans: bool = True) -> AsyncIterator[tu
     await daemon.cycle()
     stop = asyncio.Event()
     task = asyncio.create_task(service.run(stop, clock))
-    server = await start_api(daemon, loopback(), plans=service if with_plans else None)
+    plans = {service.loadpoint: service} if with_plans else None
+    server = await start_api(daemon, loopback(), loadpoint_plans=plans)
     assert server.url is not None
     try:
         yield server.url, service
@@ -294,7 +295,7 @@ async def test_mqtt_plan_set_and_clear_round_trip(tmp_path: Path, broker: Any) -
     await daemon.cycle()
     stop = asyncio.Event()
     task = asyncio.create_task(service.run(stop, clock))
-    bridge = MqttBridge(daemon, mqtt_config(broker.port), plans=service)
+    bridge = MqttBridge(daemon, mqtt_config(broker.port), loadpoint_plans={service.loadpoint: service})
     async with Watcher(broker.port) as setup:  # a retained command left over from some tool
         await setup.publish("pvcharge/plan/set", "5 kWh by 05:00", retain=True)
     try:

@@ -55,26 +55,24 @@ class PlanRoutes:
     """The plans' handlers.
 
     Args:
-        plans: the first loadpoint's plan service (``None``: every route answers 404).
+        by_loadpoint: each loadpoint's plan service by its name (``None`` or empty: every route answers
+            404); the routes without ``{name}`` act on the first loadpoint's (``loadpoints[0]``).
         json: the server's JSON answer (secrets masked).
-        by_loadpoint: each loadpoint's plan service by its name (``None``: only ``plans``'s).
-        loadpoints: the names of all loadpoints, for the 404 of an unknown one (default: those of
-            ``by_loadpoint``).
+        loadpoints: the names of all loadpoints, the first loadpoint's first, for the routes without
+            ``{name}`` and the 404 of an unknown one (default: those of ``by_loadpoint``).
     """
 
     def __init__(
         self,
-        plans: PlanService | None,
+        by_loadpoint: Mapping[str, PlanService] | None,
         json: Callable[..., Response],
-        by_loadpoint: Mapping[str, PlanService] | None = None,
         loadpoints: Sequence[str] = (),
     ) -> None:
-        self.plans = plans
         self.json = json
-        if by_loadpoint is None:
-            by_loadpoint = {plans.loadpoint: plans} if plans is not None else {}
-        self.by_loadpoint = dict(by_loadpoint)
+        self.by_loadpoint = dict(by_loadpoint or {})
         self.loadpoints = list(loadpoints) or list(self.by_loadpoint)
+        #: the first loadpoint's service: ``/api/plans`` (``None``: those routes answer 404)
+        self.first = self.by_loadpoint.get(self.loadpoints[0]) if self.loadpoints else None
 
     def add_routes(self, router: Router) -> None:
         router.add_get("/api/plans", self.get_plans)
@@ -93,9 +91,9 @@ class PlanRoutes:
         """
         name = request.match_info.get("name")
         if name is None:
-            if self.plans is None:
+            if self.first is None:
                 raise HTTPError(404, NO_PLANS)
-            return self.plans
+            return self.first
         service = self.by_loadpoint.get(name)
         if service is not None:
             return service

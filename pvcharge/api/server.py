@@ -168,7 +168,6 @@ class _Api:
         daemon: Daemon,
         config: ApiConfig,
         sessions: SessionRecorder | None = None,
-        plans: PlanService | None = None,
         loadpoint_plans: Mapping[str, PlanService] | None = None,
     ) -> None:
         self.daemon = daemon
@@ -179,12 +178,12 @@ class _Api:
         self.page = (STATIC / "index.html").read_text("utf-8")
         if sessions is not None:
             self.page = page_with_history(self.page)
-        if plans is not None:
-            self.page = page_with_plan(self.page)
         self.history = HistoryRoutes(
             sessions, daemon.clock, self.json, lambda text: mask_secrets(text, self.secrets())
         )
-        self.plans = PlanRoutes(plans, self.json, loadpoint_plans, [lp.name for lp in daemon.loadpoints])
+        self.plans = PlanRoutes(loadpoint_plans, self.json, [lp.name for lp in daemon.loadpoints])
+        if self.plans.first is not None:
+            self.page = page_with_plan(self.page)
         self.plan_chart = ChartRoutes(
             daemon.clock, self.json, daemon.config.tariff.currency, self.plans.service_for
         )
@@ -360,17 +359,15 @@ def build_server(
     daemon: Daemon,
     config: ApiConfig,
     sessions: SessionRecorder | None = None,
-    plans: PlanService | None = None,
-    *,
     loadpoint_plans: Mapping[str, PlanService] | None = None,
+    *,
     timeout_s: float = TIMEOUT_S,
     max_connections: int = MAX_CONNECTIONS,
 ) -> HttpServer:
-    """The HTTP server serving ``daemon``, its ``sessions`` and its ``plans`` (no socket yet:
-    :func:`start_api` binds it); ``loadpoint_plans``: each loadpoint's plan service by name, behind
-    ``/api/loadpoints/{name}/plans`` and ``/forecast`` (``None``: only ``plans``); ``timeout_s`` and
-    ``max_connections``: :class:`HttpServer`'s."""
-    api = _Api(daemon, config, sessions, plans, loadpoint_plans)
+    """The HTTP server serving ``daemon``, its ``sessions`` and its loadpoints' plan services
+    (``loadpoint_plans``, by loadpoint name; :func:`start_api`), no socket yet: :func:`start_api` binds
+    it; ``timeout_s`` and ``max_connections``: :class:`HttpServer`'s."""
+    api = _Api(daemon, config, sessions, loadpoint_plans)
     router = Router()
     router.add_get("/", api.index)
     router.add_get("/api/status", api.get_status)
@@ -417,17 +414,17 @@ async def start_api(
     daemon: Daemon,
     config: ApiConfig,
     sessions: SessionRecorder | None = None,
-    plans: PlanService | None = None,
-    *,
     loadpoint_plans: Mapping[str, PlanService] | None = None,
+    *,
     timeout_s: float = TIMEOUT_S,
     max_connections: int = MAX_CONNECTIONS,
 ) -> ApiServer:
     """Serve the API for ``daemon`` on ``config.listen:config.port`` (port 0: a free one); ``sessions``:
-    the recorder behind ``/api/sessions`` and ``/api/energy`` (``None``: they answer 404); ``plans``: the
-    plan service behind ``/api/plans`` and ``/api/forecast`` (``None``: they answer 404);
-    ``loadpoint_plans``: each loadpoint's plan service by name, behind ``/api/loadpoints/{name}/plans``
-    and ``/api/loadpoints/{name}/forecast`` (``None``: only ``plans``'s loadpoint has one); ``timeout_s``
+    the recorder behind ``/api/sessions`` and ``/api/energy`` (``None``: they answer 404);
+    ``loadpoint_plans``: each loadpoint's plan service by loadpoint name, behind
+    ``/api/loadpoints/{name}/plans`` and ``/api/loadpoints/{name}/forecast``, the first loadpoint's also
+    behind ``/api/plans`` and ``/api/forecast`` (``None``, or a loadpoint missing: its routes answer
+    404); ``timeout_s``
     (for a request head, and each piece of a body) and ``max_connections``: :class:`HttpServer`'s limits.
 
     With ``api.enabled: false`` nothing listens and the returned server's ``url`` is ``None``.
@@ -447,8 +444,7 @@ async def start_api(
         daemon,
         config,
         sessions,
-        plans,
-        loadpoint_plans=loadpoint_plans,
+        loadpoint_plans,
         timeout_s=timeout_s,
         max_connections=max_connections,
     )

@@ -307,7 +307,7 @@ async def status_page(
         from pvcharge.api.server import start_api
 
         try:
-            server = await start_api(daemon, api, recorder, plans)
+            server = await start_api(daemon, api, recorder, {plans.loadpoint: plans} if plans else None)
             out.write(f"Status page: {server.url}/ (live while the demo runs)\n\n")
         except PvchargeError as exc:
             out.write(f"(no status page: {exc})\n\n")
