@@ -75,6 +75,8 @@ MAX_GAP_S = 120.0
 #: share of the energy at the charger that reaches the car's battery (evcc's ``soc.ChargeEfficiency``).
 CHARGE_EFFICIENCY = 0.9
 NO_SOC_NOTE = "no vehicle SoC: planned from 0 %"
+#: the system's time zone without ``$TZ``: a link into the zone database, or a copy of a zone file
+LOCALTIME = Path("/etc/localtime")
 
 
 @dataclass(frozen=True)
@@ -104,20 +106,43 @@ def need_kwh(target: Target, charged_kwh: float, vehicle_soc_pct: float | None) 
     return max(0.0, target.energy_kwh - charged_kwh), note
 
 
+#: what :func:`local_zone` found last for :data:`LOCALTIME`: (its key, the zone)
+_localtime_zone: tuple[tuple[str, int, int, int] | None, ZoneInfo] | None = None
+
+
 def local_zone() -> ZoneInfo:
-    """The system's time zone: ``$TZ`` if set, else what ``/etc/localtime`` is (a link into the zone
-    database, or a zone file), else UTC."""
+    """The system's time zone: ``$TZ`` if set, else what :data:`LOCALTIME` is (a link into the zone
+    database, or a zone file), else UTC.
+
+    :data:`LOCALTIME` is read again only when it changed: the zone found last is kept with the link's
+    target and the file's inode, mtime and size (a ``stat``), so a new zone is picked up without a
+    restart but a zone file is not parsed at each call (the plan service and the MQTT plan topics ask
+    every cycle). A ``$TZ`` zone is cached by :mod:`zoneinfo` itself."""
+    global _localtime_zone
     name = os.environ.get("TZ", "").lstrip(":")
     if name:
         with contextlib.suppress(ZoneInfoNotFoundError, ValueError):
             return ZoneInfo(name)
-    localtime = Path("/etc/localtime")
-    target = str(localtime.resolve())
+    target = str(LOCALTIME.resolve())
+    try:
+        stat = os.stat(target)
+        key: tuple[str, int, int, int] | None = (target, stat.st_ino, stat.st_mtime_ns, stat.st_size)
+    except OSError:
+        key = None
+    if _localtime_zone is not None and key is not None and _localtime_zone[0] == key:
+        return _localtime_zone[1]
+    zone = _read_localtime(target)
+    _localtime_zone = (key, zone)
+    return zone
+
+
+def _read_localtime(target: str) -> ZoneInfo:
+    """The zone of :data:`LOCALTIME`, whose resolved path is ``target`` (UTC: none, or no zone file)."""
     if "zoneinfo/" in target:
         with contextlib.suppress(ZoneInfoNotFoundError, ValueError):
             return ZoneInfo(target.split("zoneinfo/", 1)[1])
     try:
-        with localtime.open("rb") as file:
+        with LOCALTIME.open("rb") as file:
             return ZoneInfo.from_file(file, key="localtime")
     except (OSError, ValueError):
         return ZoneInfo("UTC")
