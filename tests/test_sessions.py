@@ -16,6 +16,7 @@ from pvcharge.config import SessionsConfig, StateConfig, parse_config
 from pvcharge.daemon import Daemon
 from pvcharge.readings import ChargerCapabilities, ChargerCommand, ChargerReading, SiteReading
 from pvcharge.sessions import CHECKPOINT_S, SessionRecorder, database_path, open_recorder
+from pvcharge.sessions.site_energy import SiteTally
 from pvcharge.sessions.store import MIGRATIONS, SCHEMA_VERSION, SessionStore, StoreError
 from pvcharge.sessions.tally import IDLE_CLOSE_S, DayTotals, Session, Tally, Tariff, attribute
 from pvcharge.sim.site import SiteModel
@@ -86,7 +87,7 @@ def run(tally: Tally, steps: list[tuple[float, SiteReading | None, ChargerReadin
 
 def test_session_from_plug_in_to_unplug_with_energy_money_and_peak() -> None:
     tariff = Tariff(grid_price_per_kwh=0.40, feed_in_per_kwh=0.08, currency="CHF")
-    tally = Tally("warp", tariff, tz=UTC)
+    tally = Tally("warp", tariff)
     tally.step(T0, site(T0, pv=500, grid=-100), car(T0, 0, connected=False))
     assert tally.session is None
     t = T0 + 10
@@ -121,7 +122,7 @@ def test_session_from_plug_in_to_unplug_with_energy_money_and_peak() -> None:
 
 
 def test_gaps_and_stale_readings_are_not_integrated() -> None:
-    tally = Tally("warp", Tariff(), tz=UTC, max_age_s=30, max_gap_s=60)
+    tally = Tally("warp", Tariff(), max_age_s=30, max_gap_s=60)
     run(tally, [(T0, site(T0, pv=5000, grid=0), car(T0, 2300))])
     # the meter's last reading is 40 s old at the next cycles: not used
     run(tally, [(T0 + 40, site(T0, pv=5000, grid=0), car(T0 + 40, 2300))])
@@ -134,7 +135,7 @@ def test_gaps_and_stale_readings_are_not_integrated() -> None:
 
 
 def test_starts_and_phase_switches_count_written_commands() -> None:
-    tally = Tally("warp", Tariff(), tz=UTC)
+    tally = Tally("warp", Tariff())
     commands = [
         (0, 1, True),
         (6, 1, True),
@@ -153,7 +154,7 @@ def test_starts_and_phase_switches_count_written_commands() -> None:
 
 
 def test_a_charger_that_cannot_see_the_car_opens_at_first_power_and_closes_when_idle() -> None:
-    tally = Tally("alphaess", Tariff(), tz=UTC)
+    tally = Tally("alphaess", Tariff())
     run(tally, [(T0, site(T0, pv=3000, grid=0), car(T0, 0, connected=False))])
     assert tally.session is None
     run(tally, [(T0 + 5, site(T0 + 5, pv=3000, grid=0), car(T0 + 5, 2000, connected=False))])
@@ -170,10 +171,10 @@ def test_a_charger_that_cannot_see_the_car_opens_at_first_power_and_closes_when_
 def test_daily_totals_split_at_local_midnight() -> None:
     tz = UTC
     midnight = 1_750_032_000.0  # 2025-06-16 00:00 UTC
-    tally = Tally("warp", Tariff(), tz=tz)
+    tally = SiteTally(tz=tz)
     for i in range(-6, 7):
         now = midnight + 10 * i
-        tally.step(now, site(now, pv=1000, grid=-400, battery=-200), car(now, 0, connected=False))
+        tally.step(now, site(now, pv=1000, grid=-400, battery=-200), 0.0)
     days = {d.day: d for d in tally.take_days()}
     assert set(days) == {"2025-06-15", "2025-06-16"}
     # an interval is booked on the day of its end: the one ending at midnight on the new day
@@ -390,14 +391,14 @@ def test_kill_9_during_checkpoints_100_times_never_corrupts_and_loses_at_most_a_
 
 def test_a_stored_open_session_is_closed_when_the_car_is_gone_or_the_clock_went_back() -> None:
     stored = Session("warp", start_s=T0, updated_s=T0 + 600, energy_wh=500, id=7)
-    tally = Tally("warp", Tariff(), tz=UTC, session=stored)
+    tally = Tally("warp", Tariff(), session=stored)
     now = T0 + 3600
     tally.step(now, site(now, pv=0, grid=300), car(now, 0, connected=False))
     [closed] = tally.take_closed()
     assert (closed.id, closed.end_s, closed.energy_wh) == (7, T0 + 600, 500)
     # a demo replaying an earlier day: a new session, the stored one ends where it was left
     stored = Session("warp", start_s=T0, updated_s=T0 + 600, id=8)
-    tally = Tally("warp", Tariff(), tz=UTC, session=stored)
+    tally = Tally("warp", Tariff(), session=stored)
     tally.step(T0 - DAY_S, site(T0 - DAY_S, pv=3000, grid=0), car(T0 - DAY_S, 2300))
     [closed] = tally.take_closed()
     assert closed.id == 8 and tally.session is not None and tally.session.start_s == T0 - DAY_S

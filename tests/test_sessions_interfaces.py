@@ -17,7 +17,7 @@ from test_api import cycles, loopback, make_daemon
 
 from pvcharge.api.server import start_api
 from pvcharge.cli import main
-from pvcharge.readings import ChargerReading, SiteReading
+from pvcharge.readings import SiteReading
 from pvcharge.sessions import SessionRecorder
 from pvcharge.sessions.export import CSV_COLUMNS, parse_bound
 from pvcharge.sessions.store import SessionStore
@@ -129,8 +129,7 @@ async def test_energy_per_day_has_the_days_not_written_yet(
         site = SiteReading(
             grid_power_w=-2500, pv_power_w=3000, battery_power_w=0, battery_soc_pct=None, timestamp_s=t
         )
-        idle = ChargerReading(False, False, power_w=0, current_a=0, phases=0, timestamp_s=t)
-        recorder.tally.step(t, site, idle)
+        recorder.site_tally.step(t, site, 0.0)
     daemon.listeners.append(recorder)
     await cycles(daemon, clock, 2)
     assert recorder.writes == 0

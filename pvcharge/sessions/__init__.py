@@ -1,6 +1,7 @@
 """Charging sessions and the site's daily energy in SQLite (``sessions:`` and ``tariff:`` in the config).
 
-- :mod:`pvcharge.sessions.tally`: the pure part: sessions, attribution by source, daily totals, money;
+- :mod:`pvcharge.sessions.tally`: the pure part: sessions, attribution by source, money;
+- :mod:`pvcharge.sessions.site_energy`: the pure part of the site's daily energy and power per minute;
 - :mod:`pvcharge.sessions.store`: the SQLite file (WAL, versioned schema);
 - :mod:`pvcharge.sessions.export`: rows as JSON-ready dicts and CSV;
 - :class:`SessionRecorder` (here): the daemon's cycle listener that feeds the tally and writes the store:
@@ -21,6 +22,7 @@ import structlog
 
 from pvcharge.config import Config, SessionsConfig, StateConfig, TariffConfig
 from pvcharge.sessions.export import day_dict, parse_bound, session_dict
+from pvcharge.sessions.site_energy import SiteTally
 from pvcharge.sessions.store import SessionStore, StoreError
 from pvcharge.sessions.tally import POWER_FIELDS, DayTotals, Session, Tally, Tariff, local_day
 from pvcharge.state import state_path
@@ -89,9 +91,10 @@ class SessionRecorder:
     Args:
         store: the open database (closed by :meth:`close`).
         loadpoint: the loadpoint's name (the charger's), or every loadpoint's name in the daemon's order
-            (``Cycle.loadpoints``): each gets its own sessions (:attr:`tallies`), the first also keeps
-            the site's daily energy and power per minute, and the cars share the site's PV, battery
-            and grid in proportion to their power (:func:`~pvcharge.sessions.tally.car_share`).
+            (``Cycle.loadpoints``): each gets its own sessions (:attr:`tallies`), and the cars share the
+            site's PV, battery and grid in proportion to their power
+            (:func:`~pvcharge.sessions.tally.car_share`).  The site's daily energy and power per minute
+            (:attr:`site_tally`) come from the meter's reading each cycle, whatever the chargers answer.
         tariff: prices for cost and savings.
         tz: the time zone of the days (``None``: the system's).
         max_age_s: the daemon's ``control.max_age_s``: older site readings are not integrated.
@@ -119,19 +122,16 @@ class SessionRecorder:
         self.loadpoint = names[0]
         self.tz = tz
         self.checkpoint_s = checkpoint_s
-        #: one tally per loadpoint, by name, in the daemon's order; the first keeps the site's energy
+        max_gap_s = max(checkpoint_s, 2 * max_age_s)
+        #: one tally per loadpoint, by name, in the daemon's order
         self.tallies = {
             name: Tally(
-                name,
-                tariff,
-                tz=tz,
-                max_age_s=max_age_s,
-                max_gap_s=max(checkpoint_s, 2 * max_age_s),
-                session=store.open_session(name),
-                site=i == 0,
+                name, tariff, max_age_s=max_age_s, max_gap_s=max_gap_s, session=store.open_session(name)
             )
-            for i, name in enumerate(names)
+            for name in names
         }
+        #: the site's energy per day and power per minute
+        self.site_tally = SiteTally(tz=tz, max_age_s=max_age_s, max_gap_s=max_gap_s)
         self.tally = self.tallies[names[0]]  #: the first loadpoint's (the only one of a ``charger:`` config)
         self.writes = 0  #: transactions committed
         self._last_write_s: float | None = None
@@ -147,12 +147,14 @@ class SessionRecorder:
         """The daemon's cycle listener."""
         if len(self.tallies) == 1:
             self.tally.step(cycle.now, cycle.site, cycle.charger, cycle.decision.command, cycle.written)
+            cars_w = max(0.0, cycle.charger.power_w) if cycle.charger is not None else 0.0
         else:
             cars_w = sum(max(0.0, lp.charger.power_w) for lp in cycle.loadpoints if lp.charger is not None)
             for lp in cycle.loadpoints:
                 tally = self.tallies.get(lp.name)
                 if tally is not None:
                     tally.step(cycle.now, cycle.site, lp.charger, lp.decision.command, lp.written, cars_w)
+        self.site_tally.step(cycle.now, cycle.site, cars_w)
         closed = any(t.closed for t in self.tallies.values())
         if closed or self._last_write_s is None or cycle.now - self._last_write_s >= self.checkpoint_s:
             self.flush(cycle.now)
@@ -174,9 +176,9 @@ class SessionRecorder:
             for s in sorted(closed, key=lambda s: s.end_s or s.start_s):
                 self._last_closed_of[s.loadpoint] = s
         self._pending_closed += closed
-        for day in self.tally.take_days():
+        for day in self.site_tally.take_days():
             self._pending_days.setdefault(day.day, DayTotals(day.day)).add(day)
-        _add_power(self._pending_power, self.tally.take_power())
+        _add_power(self._pending_power, self.site_tally.take_power())
         sessions = [*self._pending_closed, *self._open_sessions()]
         self._last_write_s = now_s
         try:
@@ -246,7 +248,7 @@ class SessionRecorder:
         either open), oldest first: the store plus what is not written yet."""
         merged: dict[str, DayTotals] = {}
         stored = self.store.days(from_day=from_day, to_day=to_day)
-        for part in [*stored, *self._pending_days.values(), *self.tally.days.values()]:
+        for part in [*stored, *self._pending_days.values(), *self.site_tally.days.values()]:
             if (from_day is None or part.day >= from_day) and (to_day is None or part.day <= to_day):
                 merged.setdefault(part.day, DayTotals(part.day)).add(part)
         return [merged[name] for name in sorted(merged)]
@@ -262,7 +264,7 @@ class SessionRecorder:
         s) and each of POWER_FIELDS in W (house without the car), for the status page's chart."""
         minutes = self.store.power(from_s=from_s, to_s=to_s)
         _add_power(minutes, self._pending_power)
-        _add_power(minutes, self.tally.power)
+        _add_power(minutes, self.site_tally.power)
         columns: dict[str, list[float]] = {"t_s": [], **{f: [] for f in POWER_FIELDS}}
         for minute in sorted(m for m in minutes if from_s <= m < to_s):
             samples, *sums = minutes[minute]

@@ -1,20 +1,18 @@
-"""Charging sessions and daily site energy, integrated from the daemon's cycles: pure, no I/O, no clock.
+"""Charging sessions, integrated from the daemon's cycles, and the attribution of the car's power by
+source: pure, no I/O, no clock.
 
 :class:`Tally` is fed one sample per control cycle (the cycle's time, the site and charger readings,
-the command and whether it was written) and keeps
-
-- the **open session** of one loadpoint: from plug-in (``ChargerReading.connected``) to unplug; a
-  charger that never reports a car (``connected`` stays False) opens a session at the first power
-  drawn and closes it after :data:`IDLE_CLOSE_S` without power;
-- the **site's energy per local day** (PV, export, import, battery charge and discharge, car), as
-  deltas not yet handed to the store;
-- the **power per minute** (PV, house without the car, car, grid, battery: sums of the samples in
-  each minute, for the status page's chart), likewise.
+the command and whether it was written) and keeps the **open session** of one loadpoint: from plug-in
+(``ChargerReading.connected``) to unplug; a charger that never reports a car (``connected`` stays
+False) opens a session at the first power drawn and closes it after :data:`IDLE_CLOSE_S` without power.
+The site's energy per local day (PV, export, import, battery charge and discharge, car) and its power
+per minute are :class:`pvcharge.sessions.site_energy.SiteTally`'s, fed from the meter's reading each
+cycle whatever the chargers answer.
 
 Integration: trapezoids between two consecutive samples that both have fresh readings (a site reading
 at most ``max_age_s`` old).  An interval longer than ``max_gap_s`` (the daemon stalled or stopped, the
-meter was away) is not integrated: energy is never invented across a gap.  An interval is booked on the
-local day of its end.
+meter was away) is not integrated: energy is never invented across a gap.  (The site's energy: an
+interval is booked on the local day of its end.)
 
 Attribution of the car's power (the same as the replay's, :meth:`pvcharge.sim.site.SiteModel._tally`):
 PV serves the house first, then the car; the rest of the car's power comes from battery discharge and
@@ -22,7 +20,7 @@ grid import in proportion to what each supplies (all of it from the grid when ne
 house without the car is ``pv + grid + battery − car`` (readings' signs: grid > 0 imports, battery > 0
 discharges).  With several loadpoints (one :class:`Tally` each, ``cars_w`` in :meth:`Tally.step`) "the
 car" is every car together, and each car gets its part of each source in proportion to its power
-(:func:`car_share`); only one tally (``site=True``) keeps the site's daily energy and power per minute.
+(:func:`car_share`).
 
 Money, per interval, with the tariff in force (``tariff:`` in the config):
 
@@ -190,11 +188,7 @@ ENERGY_FIELDS = tuple(f.name for f in dataclasses.fields(DayTotals) if f.name !=
 @dataclass(frozen=True)
 class _Sample:
     t_s: float
-    split: Split  #: every car's power by source (the site's)
-    own: Split  #: this loadpoint's car's part of it
-    pv_w: float
-    grid_w: float
-    battery_w: float
+    own: Split  #: this loadpoint's car's power by source
 
 
 def local_day(t_s: float, tz: tzinfo | None) -> str:
@@ -204,17 +198,14 @@ def local_day(t_s: float, tz: tzinfo | None) -> str:
 
 
 class Tally:
-    """Integrates cycles into sessions and daily totals (see the module docstring).
+    """Integrates cycles into one loadpoint's sessions (see the module docstring).
 
     Args:
         loadpoint: the loadpoint's name.
         tariff: prices for cost and savings.
-        tz: the time zone of the days (``None``: the system's).
         max_age_s: a site reading older than this (at the cycle's time) is not used, s.
         max_gap_s: a longer interval between two usable samples is not integrated, s.
         session: an open session to continue (from the store, after a restart).
-        site: keep the site's daily energy and power per minute (one tally per site; with several
-            loadpoints the first's).
     """
 
     def __init__(
@@ -222,23 +213,16 @@ class Tally:
         loadpoint: str,
         tariff: Tariff,
         *,
-        tz: tzinfo | None = None,
         max_age_s: float = 30.0,
         max_gap_s: float = 60.0,
         session: Session | None = None,
-        site: bool = True,
     ) -> None:
         self.loadpoint = loadpoint
-        self.site = site  #: whether this tally keeps the site's daily energy and power per minute
         self.tariff = tariff
-        self.tz = tz
         self.max_age_s = max_age_s
         self.max_gap_s = max_gap_s
         self.session = session  #: the open session, if any
         self.closed: list[Session] = []  #: sessions closed since :meth:`take_closed`
-        self.days: dict[str, DayTotals] = {}  #: energy per day since :meth:`take_days`
-        #: per minute (its start, Unix s): [samples, then the sums of POWER_FIELDS] since :meth:`take_power`
-        self.power: dict[int, list[float]] = {}
         self.gap_s = 0.0  #: time not integrated because of gaps, s
         self._last: _Sample | None = None
         self._resumed = session is not None
@@ -278,14 +262,7 @@ class Tally:
         car_w = charger.power_w if cars_w is None else cars_w
         split = attribute(site, car_w)
         own = split if cars_w is None else car_share(split, charger.power_w)
-        sample = _Sample(now_s, split, own, site.pv_power_w, site.grid_power_w, site.battery_power_w)
-        if self.site:
-            minute = self.power.setdefault(int(now_s // 60) * 60, [0.0] * (1 + len(POWER_FIELDS)))
-            for i, value in enumerate(
-                (site.pv_power_w, site.house_power_w - car_w, car_w, site.grid_power_w, site.battery_power_w)
-            ):
-                minute[1 + i] += value
-            minute[0] += 1
+        sample = _Sample(now_s, own)
         if session is not None and charger.power_w > 0:
             session.peak_power_w = max(session.peak_power_w, charger.power_w)
             if charger.phases and charger.phases not in session.phases:
@@ -341,18 +318,6 @@ class Tally:
         def mean(x: float, y: float) -> float:
             return (x + y) / 2 * h
 
-        if self.site:
-            day_name = local_day(b.t_s, self.tz)
-            day = self.days.setdefault(day_name, DayTotals(day_name))
-            day.pv_wh += mean(a.pv_w, b.pv_w)
-            day.import_wh += mean(max(a.grid_w, 0.0), max(b.grid_w, 0.0))
-            day.export_wh += mean(max(-a.grid_w, 0.0), max(-b.grid_w, 0.0))
-            day.battery_discharge_wh += mean(max(a.battery_w, 0.0), max(b.battery_w, 0.0))
-            day.battery_charge_wh += mean(max(-a.battery_w, 0.0), max(-b.battery_w, 0.0))
-            day.car_wh += mean(a.split.car, b.split.car)
-            day.car_pv_wh += mean(a.split.pv, b.split.pv)
-            day.car_battery_wh += mean(a.split.battery, b.split.battery)
-            day.car_grid_wh += mean(a.split.grid, b.split.grid)
         session = self.session
         if session is None:
             return
@@ -373,13 +338,3 @@ class Tally:
         """The sessions closed since the last call (to store them)."""
         closed, self.closed = self.closed, []
         return closed
-
-    def take_power(self) -> dict[int, list[float]]:
-        """The power sums per minute since the last call (to add to the store)."""
-        power, self.power = self.power, {}
-        return power
-
-    def take_days(self) -> list[DayTotals]:
-        """The energy per day since the last call (to add to the store)."""
-        days, self.days = self.days, {}
-        return [d for d in days.values() if any(getattr(d, f) for f in ENERGY_FIELDS)]
