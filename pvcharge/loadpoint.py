@@ -297,8 +297,9 @@ class Loadpoint:
                     await sleep(wait_s)
                     continue
                 error = f"{exc.message} (no sooner than in {wait_s:.0f} s)"
-            except TimeoutError:
-                error = f"no answer within the {SHUTDOWN_WRITE_S:g} s the pause may take"
+            except TimeoutError:  # (a wake-up stopped and deferrals waited out took the rest)
+                left = f"{left_s:.3g} s left of the {SHUTDOWN_WRITE_S:g} s"
+                error = f"no answer within the {left} the pause may take"
             except Exception as exc:
                 error = getattr(exc, "message", None) or repr(exc)
             else:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from collections.abc import Awaitable, Callable
 
 from sitestub import eventually
 from structlog.testing import capture_logs
@@ -54,6 +55,16 @@ class BlockingWaker(Charger):
             raise
         finally:
             self.order.append("wake-up over")  # where a WARP connects the control pilot again
+
+
+def fake_sleep(clock: Clock) -> Callable[[float], Awaitable[None]]:
+    """The daemon's sleep on ``clock``: no wall time passes."""
+
+    async def sleep(delay_s: float) -> None:
+        clock.t += delay_s
+        await asyncio.sleep(0)
+
+    return sleep
 
 
 async def cycles(daemon: Daemon, clock: Clock, n: int, what: str) -> None:
@@ -150,12 +161,8 @@ async def test_shutdown_during_a_wake_up_ends_it_then_pauses_and_leaves_no_task(
     meter, carport, garage = Meter(clock), BlockingWaker(clock), Charger(clock)
     carport.name, garage.name = "charger carport", "charger garage"  # type: ignore[misc]
 
-    async def sleep(delay_s: float) -> None:  # the fake clock's: no wall time passes
-        clock.t += delay_s
-        await asyncio.sleep(0)
-
     config = parse_config(TWO, environ={})
-    daemon = Daemon(config, meter, [carport, garage], clock=clock, sleep=sleep)  # type: ignore[list-item]
+    daemon = Daemon(config, meter, [carport, garage], clock=clock, sleep=fake_sleep(clock))  # type: ignore[list-item]
     stop = asyncio.Event()
     running = asyncio.ensure_future(daemon.run(stop))
     try:
@@ -171,6 +178,47 @@ async def test_shutdown_during_a_wake_up_ends_it_then_pauses_and_leaves_no_task(
     assert (offered(carport), offered(garage)) == (0.0, 0.0)
     assert [e["attempt"] for e in logs if e["event"] == "car_wake_up_cancelled"] == [1]
     assert [t for t in asyncio.all_tasks() if t is not asyncio.current_task()] == []
+
+
+class SlowToStop(BlockingWaker):
+    """A waker whose cancelled wake-up takes 59.95 s of the fake clock to end (the WARP's control pilot
+    coming back slowly), and whose charger then never answers the pause."""
+
+    async def wake_up(self) -> None:
+        try:
+            await super().wake_up()
+        except asyncio.CancelledError:
+            self.clock.t += 59.95
+            raise
+
+    async def apply(self, command: ChargerCommand) -> None:
+        if command.current_a == 0:
+            self.order.append("apply 0 (no answer)")
+            await asyncio.Event().wait()
+        await super().apply(command)
+
+
+async def test_a_pause_timing_out_after_a_wake_up_names_the_time_it_had_left() -> None:
+    clock = Clock()
+    meter, carport, garage = Meter(clock), SlowToStop(clock), Charger(clock)
+    carport.name, garage.name = "charger carport", "charger garage"  # type: ignore[misc]
+
+    config = parse_config(TWO, environ={})
+    daemon = Daemon(config, meter, [carport, garage], clock=clock, sleep=fake_sleep(clock))  # type: ignore[list-item]
+    stop = asyncio.Event()
+    running = asyncio.ensure_future(daemon.run(stop))
+    try:
+        await eventually(carport.waking.is_set, "carport's wake-up")
+        stop.set()
+        with capture_logs() as logs:
+            await eventually(running.done, "the daemon's exit")
+        running.result()
+    finally:
+        running.cancel()
+    assert carport.order[-2:] == ["wake-up over", "apply 0 (no answer)"]
+    [failed] = [e for e in logs if e["event"] == "stopped" and e["device"] == "charger carport"]
+    assert failed["charger_left"] == "unknown: pause failed"
+    assert failed["error"] == "no answer within the 0.05 s left of the 60 s the pause may take"
 
 
 class Boom(BaseException):
