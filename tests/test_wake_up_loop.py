@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from sitestub import eventually
 from structlog.testing import capture_logs
@@ -156,11 +157,13 @@ async def test_the_next_wake_up_waits_wake_up_after_s_from_the_end_of_the_last()
     assert carport.order.count("wake-up") == 2
 
 
-async def test_shutdown_during_a_wake_up_ends_it_then_pauses_and_leaves_no_task() -> None:
-    clock = Clock()
-    meter, carport, garage = Meter(clock), BlockingWaker(clock), Charger(clock)
+async def stopped_while_waking(
+    clock: Clock, kind: type[BlockingWaker] = BlockingWaker
+) -> tuple[BlockingWaker, Charger, list[dict[str, Any]]]:
+    """carport (``kind``) and garage run by the daemon on ``clock`` (its sleep too: no wall time passes),
+    stopped once carport's wake-up runs; the two chargers and the log of the way out."""
+    meter, carport, garage = Meter(clock), kind(clock), Charger(clock)
     carport.name, garage.name = "charger carport", "charger garage"  # type: ignore[misc]
-
     config = parse_config(TWO, environ={})
     daemon = Daemon(config, meter, [carport, garage], clock=clock, sleep=fake_sleep(clock))  # type: ignore[list-item]
     stop = asyncio.Event()
@@ -173,6 +176,11 @@ async def test_shutdown_during_a_wake_up_ends_it_then_pauses_and_leaves_no_task(
         running.result()
     finally:
         running.cancel()
+    return carport, garage, logs
+
+
+async def test_shutdown_during_a_wake_up_ends_it_then_pauses_and_leaves_no_task() -> None:
+    carport, garage, logs = await stopped_while_waking(Clock())
     # the wake-up was cancelled and ran its finally before the pause went out
     assert carport.order == ["apply 16", "wake-up", "wake-up cancelled", "wake-up over", "apply 0"]
     assert (offered(carport), offered(garage)) == (0.0, 0.0)
@@ -199,22 +207,7 @@ class SlowToStop(BlockingWaker):
 
 
 async def test_a_pause_timing_out_after_a_wake_up_names_the_time_it_had_left() -> None:
-    clock = Clock()
-    meter, carport, garage = Meter(clock), SlowToStop(clock), Charger(clock)
-    carport.name, garage.name = "charger carport", "charger garage"  # type: ignore[misc]
-
-    config = parse_config(TWO, environ={})
-    daemon = Daemon(config, meter, [carport, garage], clock=clock, sleep=fake_sleep(clock))  # type: ignore[list-item]
-    stop = asyncio.Event()
-    running = asyncio.ensure_future(daemon.run(stop))
-    try:
-        await eventually(carport.waking.is_set, "carport's wake-up")
-        stop.set()
-        with capture_logs() as logs:
-            await eventually(running.done, "the daemon's exit")
-        running.result()
-    finally:
-        running.cancel()
+    carport, _, logs = await stopped_while_waking(Clock(), SlowToStop)
     assert carport.order[-2:] == ["wake-up over", "apply 0 (no answer)"]
     [failed] = [e for e in logs if e["event"] == "stopped" and e["device"] == "charger carport"]
     assert failed["charger_left"] == "unknown: pause failed"

@@ -15,7 +15,15 @@ from dataclasses import dataclass
 from datetime import tzinfo
 
 from pvcharge.readings import SiteReading
-from pvcharge.sessions.tally import ENERGY_FIELDS, POWER_FIELDS, DayTotals, Split, attribute, local_day
+from pvcharge.sessions.tally import (
+    ENERGY_FIELDS,
+    POWER_FIELDS,
+    DayTotals,
+    Split,
+    attribute,
+    interval,
+    local_day,
+)
 
 
 @dataclass(frozen=True)
@@ -61,13 +69,10 @@ class SiteTally:
             now_s, attribute(site, cars_w), site.pv_power_w, site.grid_power_w, site.battery_power_w
         )
         previous, self._last = self._last, sample
-        if previous is None or now_s <= previous.t_s:
-            return
-        dt_s = now_s - previous.t_s
-        if dt_s > self.max_gap_s:
-            self.gap_s += dt_s
-            return
-        self._integrate(previous, sample, dt_s / 3600.0)
+        dt_s, gap_s = interval(previous.t_s if previous is not None else None, now_s, self.max_gap_s)
+        self.gap_s += gap_s
+        if previous is not None and dt_s > 0:
+            self._integrate(previous, sample, dt_s / 3600.0)
 
     def _integrate(self, a: _SiteSample, b: _SiteSample, h: float) -> None:
         def mean(x: float, y: float) -> float:

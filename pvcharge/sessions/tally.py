@@ -191,6 +191,16 @@ class _Sample:
     own: Split  #: this loadpoint's car's power by source
 
 
+def interval(previous_s: float | None, now_s: float, max_gap_s: float) -> tuple[float, float]:
+    """``(dt_s, gap_s)`` from the last usable sample (at ``previous_s``, Unix s) to this one (at
+    ``now_s``): the interval to integrate, s, or the gap not integrated (longer than ``max_gap_s``), s;
+    both 0 at the first sample and when the clock went back."""
+    if previous_s is None or now_s <= previous_s:
+        return 0.0, 0.0
+    dt_s = now_s - previous_s
+    return (0.0, dt_s) if dt_s > max_gap_s else (dt_s, 0.0)
+
+
 def local_day(t_s: float, tz: tzinfo | None) -> str:
     """``YYYY-MM-DD`` of Unix time ``t_s`` in ``tz`` (``None``: the system's local time)."""
     moment = datetime.fromtimestamp(t_s, tz) if tz is not None else datetime.fromtimestamp(t_s).astimezone()
@@ -269,13 +279,10 @@ class Tally:
                 session.phases = sorted([*session.phases, charger.phases])
             session.last_power_s = now_s
         previous, self._last = self._last, sample
-        if previous is None or now_s <= previous.t_s:
-            return
-        dt_s = now_s - previous.t_s
-        if dt_s > self.max_gap_s:
-            self.gap_s += dt_s
-            return
-        self._integrate(previous, sample, dt_s)
+        dt_s, gap_s = interval(previous.t_s if previous is not None else None, now_s, self.max_gap_s)
+        self.gap_s += gap_s
+        if previous is not None and dt_s > 0:
+            self._integrate(previous, sample, dt_s)
 
     def _open(self, now_s: float, charger: ChargerReading) -> None:
         session = self.session
