@@ -2,6 +2,7 @@
 
     python -m benchmarks.limit                      # Graz development set, 3 starts and 5 switches a day
     python -m benchmarks.limit --starts 3 --switches 5 --every 4 --classes variable
+    python -m benchmarks.limit --phases --every 2 --offset 1   # also: pvcharge with hindsight phases
 
 Dynamic programming over 30-s steps of the car's plug-in window, knowing the whole day: in each step
 the car is off, or on 1 or 3 phases at the whole-amp current that is best for that step (PV captured
@@ -11,6 +12,10 @@ the car's start delay (15 s) and a phase switch its pause (30 s) of that step's 
 site model as every policy (``pvcharge.sim.replay``), so its numbers are the replay's own, next to
 pvcharge's defaults on the same days.  The car's capacity is ignored by the schedule (the replay
 honours it).
+
+``--phases`` adds a diagnostic: pvcharge's defaults with only the phase decision taken from the
+schedule (:class:`HindsightPhases`: its starts, stops and current following are pvcharge's own), i.e.
+what perfect foresight of the phase count alone would be worth to the controller.
 """
 
 from __future__ import annotations
@@ -24,7 +29,8 @@ import numpy as np
 from benchmarks.devset import class_table
 from benchmarks.graz import CLASSES, load_days
 from benchmarks.run import pvcharge_policy
-from pvcharge.control import Decision
+from pvcharge.control import ChargePoint, ControlConfig, Controller, Decision
+from pvcharge.control.controller import RECENT_S
 from pvcharge.readings import ChargerCommand, ChargerReading, SiteReading
 from pvcharge.sim.replay import DayScore, ReplaySite, replay
 from pvcharge.sim.trace import Trace
@@ -117,7 +123,40 @@ class Schedule:
         return Decision(ChargerCommand(0, phases), "schedule: unplugged", "pv")
 
 
-def limit_score(trace: Trace, max_starts: int, max_switches: int, battery_weight: float) -> DayScore:
+class HindsightPhases(Controller):
+    """pvcharge's controller (default config) whose phase count is dictated by a schedule's
+    (:func:`best_schedule`): at each cycle while charging it switches to the phases of the schedule's
+    step at hand (on or off there), with no switch interval or cap; the evidence, deficit and shade
+    rules are off.  Starts, stops and the current are the controller's own.  A diagnostic, not a policy
+    (it knows the day's future).
+
+    Args:
+        t0_s: the time of the schedule's first step, s.
+        path: the schedule's per-step states (``±1``, ``±3``), one per :data:`STEP_S` seconds.
+        lead_s: how far ahead of the latest meter reading the step is taken (its latency and the
+            charger's reaction), s.
+    """
+
+    def __init__(self, t0_s: float, path: list[int], lead_s: float = 6.0) -> None:
+        super().__init__(
+            ControlConfig(shade_switch_cost_wh=0.0, phase_down_deficit_wh=0.0), ChargePoint(phases="auto")
+        )
+        self.t0_s, self.path, self.lead_s = t0_s, path, lead_s
+
+    def _switch_phases(self, now: float) -> Decision | None:
+        k = int((self._last_reading_t + self.lead_s - self.t0_s) // STEP_S)
+        if not 0 <= k < len(self.path) or abs(self.path[k]) == self.phases:
+            return None
+        phases = abs(self.path[k])
+        self._switch_to(now, phases)
+        self._level_a = self._fit(self._surplus.min_over(RECENT_S), self._eff_phases())
+        return self._decision(self._level_a, f"switch to {phases}p: the hindsight schedule")
+
+
+def _schedule(
+    trace: Trace, max_starts: int, max_switches: int, battery_weight: float
+) -> tuple[float, list[int], np.ndarray]:
+    """The day's hindsight schedule: its first step's time (s), its per-step states and levels (A)."""
     car = SITE.car
     day0 = trace.start_s - trace.local_seconds_of_day(trace.start_s)
     t0, t1 = day0 + car.plug_in_s, day0 + car.plug_out_s
@@ -125,13 +164,17 @@ def limit_score(trace: Trace, max_starts: int, max_switches: int, battery_weight
     surplus = np.array([pv - house for pv, house in (trace.at(float(t)) for t in seconds)])
     values, levels = step_values(surplus, battery_weight)
     path = best_schedule(values, max_starts, max_switches, car.start_delay_s, car.phase_switch_pause_s)
-    commands = [
+    return t0, path, levels
+
+
+def _commands(path: list[int], levels: np.ndarray) -> list[ChargerCommand]:
+    """A schedule's per-step charger commands: its state's phases at that step's best level, or off."""
+    return [
         ChargerCommand(float(levels[k, 0 if state == 1 else 1]), state)
         if state > 0
         else ChargerCommand(0, -state)
         for k, state in enumerate(path)
     ]
-    return replay(trace, Schedule(t0, commands))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -143,19 +186,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--battery-weight", type=float, default=1.5)
     parser.add_argument("--classes", default=",".join(CLASSES))
     parser.add_argument("--every", type=int, default=1)
+    parser.add_argument("--offset", type=int, default=0, help="with --every n: start at this day")
+    parser.add_argument(
+        "--phases", action="store_true", help="also pvcharge with the schedule's phases (HindsightPhases)"
+    )
     args = parser.parse_args(argv)
     ours: dict[str, list[DayScore]] = {c: [] for c in CLASSES}
     best: dict[str, list[DayScore]] = {c: [] for c in CLASSES}
+    phased: dict[str, list[DayScore]] = {c: [] for c in CLASSES}
     start = time.process_time()
     n = 0
-    for info, trace in load_days(tuple(args.classes.split(",")), args.every):
+    for info, trace in load_days(tuple(args.classes.split(",")), args.every, args.offset):
         n += 1
-        best[info.day_class].append(limit_score(trace, args.starts, args.switches, args.battery_weight))
+        t0, path, levels = _schedule(trace, args.starts, args.switches, args.battery_weight)
+        best[info.day_class].append(replay(trace, Schedule(t0, _commands(path, levels))))
         ours[info.day_class].append(replay(trace, pvcharge_policy()()))
+        if args.phases:
+            phased[info.day_class].append(replay(trace, HindsightPhases(t0, path)))
     print(f"{n} Graz days; limit: {args.starts} starts, {args.switches} switches a day, 30-s steps\n")
     print(class_table(f"hindsight limit ({args.starts} starts, {args.switches} switches a day)", best))
     print()
     print(class_table("pvcharge, default config", ours))
+    if args.phases:
+        print()
+        print(class_table("pvcharge with the hindsight schedule's phases", phased))
     print(f"\n{(time.process_time() - start) / max(1, n):.1f} s CPU per day")
     return 0
 

@@ -7,6 +7,7 @@ from datetime import date
 
 import numpy as np
 import pytest
+from test_control import Sim, switches
 
 from benchmarks.baselines import WarpPolicy
 from benchmarks.graz import (
@@ -19,7 +20,7 @@ from benchmarks.graz import (
     trace_1s,
     variability,
 )
-from benchmarks.limit import best_schedule, step_values
+from benchmarks.limit import HindsightPhases, best_schedule, step_values
 from pvcharge.readings import ChargerReading, SiteReading
 
 
@@ -142,3 +143,15 @@ def test_limit_schedule_keeps_to_its_budget_of_starts_and_switches() -> None:
     assert best_schedule(values, 1, 1) == [-3] * 3 + [3] * 5 + [1] * 4
     assert best_schedule(values, 1, 0) == [-3] * 3 + [3] * 5 + [-3] * 4  # on 3p only
     assert best_schedule(values, 0, 3) == [-3] * 12  # no start: off, and not switched for nothing
+
+
+def test_hindsight_phases_switch_when_the_schedule_does_and_only_then() -> None:
+    """The diagnostic of ``benchmarks.limit --phases``: at 9000 W pvcharge alone stays on 3 phases; with
+    the schedule's phases it goes to 1 phase for the schedule's 1-phase steps (1200-2400 s, taken 6 s
+    ahead of the latest reading) and back, with no switch interval, and its current is its own."""
+    path = [3] * 40 + [1] * 40 + [3] * 40  # 30-s steps from t = 0
+    log = Sim(HindsightPhases(0.0, path), lambda t: 9000.0, battery=True).run(3600)
+    # the start at 150 s picks 3p itself (the surplus covered a 3-phase start)
+    assert [(t, d.command.phases) for t, d in switches(log)] == [(150.0, 3), (1195.0, 1), (2395.0, 3)]
+    assert {d.command.current_a for t, d in log if 1300 <= t < 2300} == {16.0}  # 1p: all it can take
+    assert {d.command.current_a for t, d in log if t >= 2500} == {13.0}  # 3p: 13 A = 8970 W
