@@ -25,6 +25,9 @@ What it does (OCPP 1.6 edition 2, §4–§5, §9):
   switches phases; else a ``numberPhases`` other than its wiring is Rejected).  Without a profile the
   box offers its ``max_current_a``.  Profiles survive a lost connection.
 
+The wallbox itself (its configuration keys, profiles, offer, status and meter samples) is
+:class:`~pvcharge.sim.ocpp_wallbox.OcppWallbox`, which the emulator inherits and connects.
+
 Not emulated: schedules with more than one period, stack levels and ``validTo`` (the newest profile
 wins), reservations, local authorization lists, firmware and diagnostics, security profiles 2 and 3.
 """
@@ -49,20 +52,8 @@ from websockets.headers import build_authorization_basic
 
 from pvcharge.clients.ocpp import SUBPROTOCOL, handles, utc_now
 from pvcharge.settings import is_loopback
+from pvcharge.sim.ocpp_wallbox import OcppWallbox
 from pvcharge.sim.site import SiteModel
-
-#: measurands the emulator can sample (§7.31).
-SUPPORTED_MEASURANDS = (
-    "Power.Active.Import",
-    "Current.Import",
-    "Current.Offered",
-    "Energy.Active.Import.Register",
-    "SoC",
-)
-#: the box's own default of MeterValuesSampledData (before a central system changes it).
-DEFAULT_MEASURANDS = "Energy.Active.Import.Register"
-#: below this offered current the car does not draw: status SuspendedEVSE (IEC 61851), in A.
-MIN_CURRENT_A = 6.0
 
 _Hook = TypeVar("_Hook", bound=Callable[..., Any])
 
@@ -173,7 +164,7 @@ class _Box(ChargePoint):  # type: ignore[misc]  # the ocpp library has no type i
         return call_result.RemoteStopTransaction(status=self._answer("RemoteStopTransaction", status))
 
 
-class OcppChargePointEmulator:
+class OcppChargePointEmulator(OcppWallbox):
     """An OCPP 1.6J wallbox at the simulated site, connecting to the central system at ``url``.
 
     Args:
@@ -234,43 +225,34 @@ class OcppChargePointEmulator:
             raise ValueError(f"expected ws://HOST:PORT/<charge point id>, got {url!r}")
         if not is_loopback(parts.hostname) and not allow_remote:
             raise ValueError(f"{parts.hostname} is not a loopback address; the emulator is a test double")
-        if phases_connected not in (1, 3):
-            raise ValueError(f"phases_connected must be 1 or 3, got {phases_connected}")
-        if rate_unit not in ("Current", "Power"):
-            raise ValueError(f"rate_unit must be Current or Power, got {rate_unit!r}")
-        self.site = site
         self.url = url
         self.charge_point_id = parts.path.rstrip("/").rpartition("/")[2]
         self.password = password
-        self.connector_id = connector_id
-        self.phases_connected = phases_connected
-        self.phase_switch = phase_switch
-        self.rate_unit = rate_unit
-        self.max_current_a = max_current_a
         self.id_tag = id_tag
         self.vendor = vendor
-        self.stack_level_zero = stack_level_zero
         self.tick_s = tick_s
         self.reconnect_s = reconnect_s
-        self.reject_profiles = False
         self.meter_values = True
         self._online = True
         self.traffic = OcppTraffic()
-        self.profiles: list[dict[str, Any]] = []
-        self.limit_a: float | None = None
-        self.phases = phases_connected
         self.connected = asyncio.Event()
         self.last_refusal: int | None = None
-        self.meter_interval_s = 60
-        self.measurands = DEFAULT_MEASURANDS
-        self.transaction_id: int | None = None
         self.remote_start_tag: str | None = None
         self.stop_requested = False
         self._sleep = sleep
         self._status: str | None = None
         self._box: _Box | None = None
         self._task: asyncio.Task[None] | None = None
-        self._offer()
+        OcppWallbox.__init__(
+            self,
+            site,
+            connector_id=connector_id,
+            phases_connected=phases_connected,
+            phase_switch=phase_switch,
+            rate_unit=rate_unit,
+            max_current_a=max_current_a,
+            stack_level_zero=stack_level_zero,
+        )
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -365,18 +347,6 @@ class OcppChargePointEmulator:
                 await self._send_meter_values()
             await self._sleep(self.tick_s)
 
-    def _wanted_status(self) -> str:
-        state = self.site.state()
-        if not state.car_connected:
-            return "Available"
-        if self.transaction_id is None:
-            return "Preparing"
-        if state.car_current_a > 0:
-            return "Charging"
-        if state.offered_current_a < MIN_CURRENT_A:
-            return "SuspendedEVSE"
-        return "SuspendedEV"
-
     async def _follow_car(self) -> None:
         plugged = self.site.state().car_connected
         if plugged and self.transaction_id is None and not self.stop_requested:
@@ -419,36 +389,6 @@ class OcppChargePointEmulator:
             )
         )
 
-    def _energy(self) -> float:
-        """The energy register in Wh: what the car took so far."""
-        return 1_000_000.0 + self.site.energy.car_wh
-
-    def _samples(self) -> list[dict[str, Any]]:
-        state = self.site.state()
-        wanted = {m.strip() for m in self.measurands.split(",")}
-        samples: list[dict[str, Any]] = []
-        if "Power.Active.Import" in wanted:
-            samples.append(
-                {"measurand": "Power.Active.Import", "unit": "W", "value": f"{state.car_power_w:.0f}"}
-            )
-        if "Current.Import" in wanted:
-            for i in range(1, 4):
-                current = state.car_current_a if i <= state.car_phases else 0.0
-                samples.append(
-                    {"measurand": "Current.Import", "phase": f"L{i}", "unit": "A", "value": f"{current:.1f}"}
-                )
-        if "Current.Offered" in wanted:
-            samples.append(
-                {"measurand": "Current.Offered", "unit": "A", "value": f"{state.offered_current_a:.1f}"}
-            )
-        if "Energy.Active.Import.Register" in wanted:
-            samples.append(
-                {"measurand": "Energy.Active.Import.Register", "unit": "Wh", "value": f"{self._energy():.0f}"}
-            )
-        if "SoC" in wanted:
-            samples.append({"measurand": "SoC", "unit": "Percent", "value": f"{state.car_soc_pct:.0f}"})
-        return samples
-
     async def _send_meter_values(self) -> None:
         if not self.meter_values:
             return
@@ -475,73 +415,3 @@ class OcppChargePointEmulator:
         await self._call(
             call.BootNotification(charge_point_model="OCPP emulator", charge_point_vendor=self.vendor)
         )
-
-    # -- what the box answers -------------------------------------------------------------------
-
-    def configuration(self) -> dict[str, tuple[str, bool]]:
-        """The configuration keys: name → (value, read-only)."""
-        return {
-            "MeterValueSampleInterval": (str(self.meter_interval_s), False),
-            "MeterValuesSampledData": (self.measurands, False),
-            "ChargingScheduleAllowedChargingRateUnit": (self.rate_unit, True),
-            "ConnectorSwitch3to1PhaseSupported": (str(self.phase_switch).lower(), True),
-            "ChargeProfileMaxStackLevel": ("8", True),
-            "NumberOfConnectors": ("1", True),
-            "SupportedFeatureProfiles": ("Core,SmartCharging,RemoteTrigger", True),
-            "HeartbeatInterval": ("60", False),
-        }
-
-    def change(self, key: str, value: str) -> str:
-        """ChangeConfiguration: the status to answer."""
-        if key == "MeterValueSampleInterval":
-            if not value.isdigit():
-                return "Rejected"
-            self.meter_interval_s = int(value)
-            return "Accepted"
-        if key == "MeterValuesSampledData":
-            measurands = [m.strip() for m in value.split(",")]
-            if not all(m in SUPPORTED_MEASURANDS for m in measurands):
-                return "Rejected"
-            self.measurands = ",".join(measurands)
-            return "Accepted"
-        if key == "HeartbeatInterval":
-            return "Accepted"
-        return "Rejected" if key in self.configuration() else "NotSupported"
-
-    def set_profile(self, connector_id: int, profile: dict[str, Any]) -> str:
-        """SetChargingProfile: check, apply to the site; the status to answer."""
-        if self.reject_profiles or connector_id not in (0, self.connector_id):
-            return "Rejected"
-        if profile.get("charging_profile_purpose") not in ("TxDefaultProfile", "TxProfile"):
-            return "Rejected"
-        if self.stack_level_zero and profile.get("stack_level") != 0:
-            return "Rejected"
-        schedule = profile.get("charging_schedule", {})
-        unit = {"A": "Current", "W": "Power"}.get(schedule.get("charging_rate_unit", ""))
-        if unit != self.rate_unit:
-            return "Rejected"
-        periods = schedule.get("charging_schedule_period") or []
-        if not periods:
-            return "Rejected"
-        first = periods[0]
-        phases = int(first.get("number_phases", self.phases_connected))
-        if phases not in (1, 3) or (phases != self.phases_connected and not self.phase_switch):
-            return "Rejected"
-        limit = float(first["limit"])
-        if unit == "Power":
-            limit = limit / (phases * self.site.voltage_v)
-        self.limit_a, self.phases = limit, min(phases, self.phases_connected)
-        self.profiles.append(profile)
-        self._offer()
-        return "Accepted"
-
-    def clear_profile(self) -> None:
-        self.limit_a, self.phases = None, self.phases_connected
-        self._offer()
-
-    def _offer(self) -> None:
-        """The site is offered the profile's limit (the box's maximum without one) during a transaction."""
-        limit = self.max_current_a if self.limit_a is None else min(self.limit_a, self.max_current_a)
-        if self.transaction_id is None:
-            limit = 0.0
-        self.site.offer(limit if limit >= MIN_CURRENT_A else 0.0, self.phases)
