@@ -44,7 +44,8 @@ from pvcharge.errors import (
 from pvcharge.readings import ChargerCommand, ChargerReading, IecState, SiteReading
 from pvcharge.retry import parse_retry_after
 from pvcharge.settings import Secret, SettingError
-from pvcharge.sim.easee import BLOCKED_TEXT, EaseeEmulator
+from pvcharge.sim.easee import EaseeEmulator
+from pvcharge.sim.easee_gate import BLOCKED_TEXT
 from pvcharge.sim.faults import Fault
 from pvcharge.sim.site import CarParams, SiteModel
 from pvcharge.sim.trace import Trace, bundled_trace

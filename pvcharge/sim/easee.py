@@ -4,13 +4,8 @@ a :class:`SiteModel`.
 Emulated (reference ``chargers.md`` §1 and its checklist §1.8; sources [E-auth], [E-limits], [GEN], [P],
 [EV] as keyed there):
 
-- ``POST /api/accounts/login {"userName", "password"}`` → 200 ``{"accessToken", "expiresIn",
-  "accessClaims", "tokenType": "Bearer", "refreshToken"}``; 400 for a wrong login (as the cloud answers
-  it: pyeasee raises ``BadRequestException``) or a malformed body.
-  ``POST /api/accounts/refresh_token {"accessToken", "refreshToken"}`` → a new pair (the old pair
-  stops working); 401 for an unknown, used or revoked pair (§1.1).
-- Every other call needs ``Authorization: Bearer <accessToken>``; 401 when it is missing, unknown or
-  older than ``token_lifetime_s``.
+- ``POST /api/accounts/login``, ``POST /api/accounts/refresh_token``; every other call needs
+  ``Authorization: Bearer <accessToken>`` (§1.1; the account and its tokens: :mod:`pvcharge.sim.easee_gate`).
 - ``GET /state/{chargerId}/observations?ids=…`` → ``{"observations": [{"id", "dataType", "value",
   "timestamp"}]}`` for the known ids asked for (others left out), from ``site.state()``: 109
   chargerOpMode, **120 totalPower in kW**, 114 outputCurrent (the offered current while a car is
@@ -43,10 +38,9 @@ Emulated (reference ``chargers.md`` §1 and its checklist §1.8; sources [E-auth
   circuit settings, circuit ``dynamicCurrent``; published 20/min [GEN]); ``commands_per_min`` for the
   commands, which Easee does not publish: by default all commands of a charger count together (the
   harsher reading), with ``commands_share_budget=False`` each command path on its own.
-  Over it: 429 with ``Retry-After`` in whole seconds until the window has room.
-  After ``block_after_429s`` 429 answers within :data:`BLOCK_WINDOW_S`, every request answers 403 with the
-  "IP blocked" text of §1.6 for the rest of the emulator's life.  Login and state reads are not limited
-  (no published limit).
+  Over it: 429 with ``Retry-After``; after ``block_after_429s`` 429 answers, 403 "IP blocked" for the
+  rest of the emulator's life (the windows and the block: :mod:`pvcharge.sim.easee_gate`).  Login and state
+  reads are not limited (no published limit).
 - ``chargerOpMode``: 1 no car; 3 the car draws; 2 AwaitingStart when offered < 6 A (paused or limited);
   4 Completed when the car is full; 6 ReadyToCharge otherwise (§1.2 table).
 
@@ -58,7 +52,8 @@ Emulated (reference ``chargers.md`` §1 and its checklist §1.8; sources [E-auth
 - :attr:`offers` records what the charger ran at: every change of the offered current, on ``clock``.
 
 The charger itself (its limits, settings, observations and records) is
-:class:`~pvcharge.sim.easee_charger.EaseeCharger`, which the emulator inherits and serves.
+:class:`~pvcharge.sim.easee_charger.EaseeCharger`, the login, tokens and rate windows are
+:class:`~pvcharge.sim.easee_gate.EaseeGate`; the emulator inherits both and serves them.
 
 Not emulated: SignalR, TTLs, the reset of a pause on a new car connection, schedules, sessions, cloud
 latency.
@@ -68,9 +63,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 import math
-import secrets
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Collection
@@ -87,17 +80,11 @@ from pvcharge.sim.easee_charger import (
     check_number,
     check_setting,
 )
+from pvcharge.sim.easee_gate import EaseeGate, error
 from pvcharge.sim.http import LoopbackHttpServer
 from pvcharge.sim.site import SiteModel
 
 MAX_CIRCUIT_A = 80  #: highest circuit value accepted, A (80 A: Easee Charge after a restart, §1.3 [E-lb])
-BLOCK_WINDOW_S = 300.0  #: "sustained abuse": block_after_429s 429 answers within this many seconds
-WINDOW_S = 60.0  #: rate-limit window, s
-#: HTTP 403 body once the IP is blocked (chargers.md §1.6 [evcc#3835; easee_hass#117]).
-BLOCKED_TEXT = (
-    "Too many requests, please check your error handling and backoff logic. "
-    "Your IP is registered in our systems and is now blocked."
-)
 _CIRCUIT_KEYS = ("dynamicCircuitCurrentP1", "dynamicCircuitCurrentP2", "dynamicCircuitCurrentP3")
 _COMMANDS = (
     "set_dynamic_charger_current",
@@ -107,17 +94,10 @@ _COMMANDS = (
     "stop_charging",
     "toggle_charging",
 )
-#: the text of the cloud's 400 for a wrong login (unverified wording; the status is what clients act on).
-WRONG_LOGIN_TITLE = "Invalid username or password"
-
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def _error(status: int, title: str, headers: dict[str, str] | None = None) -> web.Response:
-    return web.json_response({"title": title, "status": status}, status=status, headers=headers)
-
-
-class EaseeEmulator(EaseeCharger, LoopbackHttpServer):
+class EaseeEmulator(EaseeCharger, EaseeGate, LoopbackHttpServer):
     """An HTTP server on loopback answering like the Easee cloud for one charger at the simulated site.
 
     Args:
@@ -132,7 +112,8 @@ class EaseeEmulator(EaseeCharger, LoopbackHttpServer):
         commands_per_min: command requests per 60 s.
         commands_share_budget: all commands of the charger count in one window (default, the harsher
             reading of an unpublished limit); ``False``: each command path has its own.
-        block_after_429s: this many 429 answers within :data:`BLOCK_WINDOW_S` block the IP (403).
+        block_after_429s: this many 429 answers within
+            :data:`~pvcharge.sim.easee_gate.BLOCK_WINDOW_S` block the IP (403).
         clock: Unix seconds for tokens, rate windows and observation timestamps; share the driver's
             clock when it is simulated.
         tls: serve HTTPS with a throwaway certificate (see :class:`~pvcharge.sim.http.LoopbackHttpServer`),
@@ -183,26 +164,22 @@ class EaseeEmulator(EaseeCharger, LoopbackHttpServer):
         tls: bool = False,
     ) -> None:
         LoopbackHttpServer.__init__(self, host, port, what="Easee", tls=tls)
-        self.token_lifetime_s = token_lifetime_s
+        EaseeGate.__init__(
+            self,
+            username=username,
+            password=password,
+            token_lifetime_s=token_lifetime_s,
+            block_after_429s=block_after_429s,
+        )
         self.settings_per_min = settings_per_min
         self.commands_per_min = commands_per_min
         self.commands_share_budget = commands_share_budget
-        self.block_after_429s = block_after_429s
         self.reply_delay_s = 0.0
         self.fail_next = 0
         self.requests = 0
         self.writes = 0
-        self.count_429 = 0
         self.count_403 = 0
         self.request_log: deque[tuple[float, str, str, int]] = deque(maxlen=4096)
-        self.issued_tokens: list[str] = []
-        self._username = username
-        self._password = password
-        self._access: dict[str, float] = {}  # access token → expiry on clock
-        self._refresh: dict[str, str] = {}  # refresh token → its access token
-        self._windows: dict[str, deque[float]] = {}  # endpoint → times of requests let through
-        self._recent_429: deque[float] = deque()
-        self._blocked = False
         self._ids = itertools.count(1)
         EaseeCharger.__init__(
             self, site, charger_id=charger_id, site_id=site_id, circuit_id=circuit_id, clock=clock
@@ -241,11 +218,6 @@ class EaseeEmulator(EaseeCharger, LoopbackHttpServer):
     def _thaw(self) -> None:
         self._frozen = None
 
-    def expire_tokens(self) -> None:
-        """Invalidate every access and refresh token now: the next call answers 401."""
-        self._access.clear()
-        self._refresh.clear()
-
     # -- plumbing ---------------------------------------------------------------------------------
 
     @web.middleware
@@ -259,39 +231,16 @@ class EaseeEmulator(EaseeCharger, LoopbackHttpServer):
 
     async def _answer(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         if self._blocked:
-            return web.Response(status=403, text=BLOCKED_TEXT)
+            return self._blocked_reply()
         if self.reply_delay_s > 0:
             await asyncio.sleep(self.reply_delay_s)
         if self.fail_next > 0:
             self.fail_next -= 1
-            return _error(500, "injected fault")
+            return error(500, "injected fault")
         try:
             return await handler(request)
         except web.HTTPException as exc:  # the router's 404/405
-            return _error(exc.status, exc.reason)
-
-    def _authorized(self, request: web.Request) -> bool:
-        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-        expiry = self._access.get(token) if scheme.lower() == "bearer" else None
-        return expiry is not None and self.clock() < expiry
-
-    def _limited(self, endpoint: str, per_min: int) -> web.Response | None:
-        """Count a request in ``endpoint``'s sliding window; a 429 response when it is full."""
-        now = self.clock()
-        window = self._windows.setdefault(endpoint, deque())
-        while window and window[0] <= now - WINDOW_S:
-            window.popleft()
-        if len(window) < per_min:
-            window.append(now)
-            return None
-        self.count_429 += 1
-        self._recent_429.append(now)
-        while self._recent_429[0] <= now - BLOCK_WINDOW_S:
-            self._recent_429.popleft()
-        if len(self._recent_429) >= self.block_after_429s:
-            self._blocked = True
-        retry_after = max(1, math.ceil(window[0] + WINDOW_S - now))
-        return _error(429, "Too Many Requests", headers={"Retry-After": str(retry_after)})
+            return error(exc.status, exc.reason)
 
     async def _settings_body(self, request: web.Request, known: Collection[str]) -> dict[str, Any]:
         """A settings body: a JSON object of ``known`` keys (partial is fine); ``ValueError`` if not."""
@@ -303,60 +252,10 @@ class EaseeEmulator(EaseeCharger, LoopbackHttpServer):
             raise ValueError(f"unknown setting(s): {', '.join(unknown)}")
         return body
 
-    async def _json(self, request: web.Request) -> Any:
-        try:
-            return json.loads(await request.text())
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"malformed JSON: {exc.msg}") from exc
-
-    def _tokens(self) -> web.Response:
-        access, refresh = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
-        self._access[access] = self.clock() + self.token_lifetime_s
-        self._refresh[refresh] = access
-        self.issued_tokens += [access, refresh]
-        return web.json_response(
-            {
-                "accessToken": access,
-                "expiresIn": self.token_lifetime_s,
-                "accessClaims": ["User"],
-                "tokenType": "Bearer",
-                "refreshToken": refresh,
-            }
-        )
-
     # -- endpoints --------------------------------------------------------------------------------
 
-    async def _login(self, request: web.Request) -> web.Response:
-        try:
-            body = await self._json(request)
-        except ValueError as exc:
-            return _error(400, str(exc))
-        if not isinstance(body, dict) or not {"userName", "password"} <= body.keys():
-            return _error(400, "expected userName and password")
-        if body["userName"] != self._username or body["password"] != self._password:
-            return _error(400, WRONG_LOGIN_TITLE)
-        return self._tokens()
-
-    async def _refresh_token(self, request: web.Request) -> web.Response:
-        try:
-            body = await self._json(request)
-        except ValueError as exc:
-            return _error(400, str(exc))
-        if not isinstance(body, dict):
-            return _error(400, "expected accessToken and refreshToken")
-        refresh, access = body.get("refreshToken"), body.get("accessToken")
-        if (
-            not isinstance(refresh, str)
-            or not isinstance(access, str)
-            or self._refresh.get(refresh) != access
-        ):
-            return _error(401, "Invalid refresh token")
-        del self._refresh[refresh]
-        self._access.pop(access, None)
-        return self._tokens()
-
     async def _removed(self, request: web.Request) -> web.Response:
-        return _error(404, "Not Found: removed on 2026-09-01; use GET /state/{chargerId}/observations")
+        return error(404, "Not Found: removed on 2026-09-01; use GET /state/{chargerId}/observations")
 
     async def _observations(self, request: web.Request) -> web.Response:
         refused = self._refused(request)
@@ -365,7 +264,7 @@ class EaseeEmulator(EaseeCharger, LoopbackHttpServer):
         try:
             wanted = [int(i) for i in request.query.get("ids", "").split(",") if i.strip()]
         except ValueError:
-            return _error(400, "ids: expected comma-separated integers")
+            return error(400, "ids: expected comma-separated integers")
         known = self._observed()
         measured_s = self._frozen[1] if self._frozen is not None else self.clock()
         stamp = datetime.fromtimestamp(measured_s, UTC).isoformat().replace("+00:00", "Z")
@@ -382,7 +281,7 @@ class EaseeEmulator(EaseeCharger, LoopbackHttpServer):
             return refused
         command = request.match_info["command"]
         if command not in _COMMANDS:
-            return _error(404, "Not Found")
+            return error(404, "Not Found")
         budget = f"commands {self.charger_id}" if self.commands_share_budget else request.path
         limited = self._limited(budget, self.commands_per_min)
         if limited is not None:
@@ -395,7 +294,7 @@ class EaseeEmulator(EaseeCharger, LoopbackHttpServer):
                 amps = check_number(body["amps"], "amps", MAX_CHARGER_A)
                 check_number(body.get("minutes", 0), "minutes", 60 * 24 * 365)
             except ValueError as exc:
-                return _error(400, str(exc))
+                return error(400, str(exc))
             self.dynamic_charger_a = amps
         elif command == "pause_charging":
             self.dynamic_charger_a = 0.0
@@ -416,7 +315,7 @@ class EaseeEmulator(EaseeCharger, LoopbackHttpServer):
             body = await self._settings_body(request, [*CHARGER_SETTINGS, "dynamicChargerCurrent"])
             changes = {key: check_setting(key, value) for key, value in body.items()}
         except ValueError as exc:
-            return _error(400, str(exc))
+            return error(400, str(exc))
         self.writes += 1
         dynamic_a = as_amps(changes.pop("dynamicChargerCurrent", self.dynamic_charger_a))
         if dynamic_a == self.dynamic_charger_a and all(self.settings[k] == v for k, v in changes.items()):
@@ -439,7 +338,7 @@ class EaseeEmulator(EaseeCharger, LoopbackHttpServer):
             )
             check_number(body.get("timeToLive", 0), "timeToLive", 60 * 24 * 365)
         except ValueError as exc:
-            return _error(400, str(exc))
+            return error(400, str(exc))
         return self._set_circuit((p1, p2, p3))
 
     async def _get_dynamic_current(self, request: web.Request) -> web.Response:
@@ -466,7 +365,7 @@ class EaseeEmulator(EaseeCharger, LoopbackHttpServer):
         if refused is not None:
             return refused
         if request.match_info["site"] != str(self.site_id):
-            return _error(404, "Site not found")
+            return error(404, "Site not found")
         return web.json_response(self._site_record(detailed=True))
 
     async def _site_state(self, request: web.Request) -> web.Response:
@@ -474,7 +373,7 @@ class EaseeEmulator(EaseeCharger, LoopbackHttpServer):
         if refused is not None:
             return refused
         if request.match_info["site"] != str(self.site_id):
-            return _error(404, "Site not found")
+            return error(404, "Site not found")
         charger = {
             "chargerID": self.charger_id,
             "chargerState": self._state(),
@@ -499,7 +398,7 @@ class EaseeEmulator(EaseeCharger, LoopbackHttpServer):
             body = await self._settings_body(request, _CIRCUIT_KEYS)
             p1, p2, p3 = (math.floor(check_number(body.get(k, 0), k, MAX_CIRCUIT_A)) for k in _CIRCUIT_KEYS)
         except ValueError as exc:
-            return _error(400, str(exc))
+            return error(400, str(exc))
         return self._set_circuit((p1, p2, p3))
 
     def _set_circuit(self, circuit: tuple[int, int, int]) -> web.Response:
@@ -518,9 +417,9 @@ class EaseeEmulator(EaseeCharger, LoopbackHttpServer):
     def _refused(self, request: web.Request, *, charger: bool = True) -> web.Response | None:
         """401 without a valid token, 404 for another charger id; ``None`` when the request may go on."""
         if not self._authorized(request):
-            return _error(401, "Unauthorized", headers={"WWW-Authenticate": "Bearer"})
+            return error(401, "Unauthorized", headers={"WWW-Authenticate": "Bearer"})
         if charger and request.match_info["charger"] != self.charger_id:
-            return _error(404, "Charger not found")
+            return error(404, "Charger not found")
         return None
 
     def _refused_circuit(self, request: web.Request) -> web.Response | None:
@@ -529,7 +428,7 @@ class EaseeEmulator(EaseeCharger, LoopbackHttpServer):
             str(self.site_id),
             str(self.circuit_id),
         ):
-            return _error(404, "Circuit not found")
+            return error(404, "Circuit not found")
         return refused
 
     def _ticks(self) -> int:
