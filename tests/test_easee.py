@@ -28,8 +28,8 @@ from sitestub import FakeClock
 
 from pvcharge.chargers.easee import Config, EaseeCharger, create
 from pvcharge.chargers.easee_observations import parse_observations, reading_from_observations
-from pvcharge.clients.budget import RequestBudget
-from pvcharge.clients.easee import BUDGETS, COMMAND_WINDOW, EaseeClient, TokenBucket
+from pvcharge.clients.budget import RequestBudget, TokenBucket
+from pvcharge.clients.easee import BUDGETS, COMMAND_WINDOW, EaseeClient
 from pvcharge.config import parse_config
 from pvcharge.control import ChargePoint, ControlConfig, Controller
 from pvcharge.daemon import Daemon

@@ -23,6 +23,10 @@ sent, or for ``window_s + margin_s`` if it is not offered again, polls leave one
 that, polls that come as often as the window is long (a poll every 10 s for a window of 10 s) take every
 free slot as it frees, and a command offered after them never goes.
 
+A token bucket (:class:`TokenBucket`: a burst, then a steady rate) suits a server that publishes a rate
+rather than a window (the Easee cloud's settings and state reads); both meet :class:`Budget`, the
+protocol a client takes requests from.
+
 Pure: no I/O, no sleeping; time comes from ``clock`` (a clock stepping backwards counts as no time
 passing).
 """
@@ -31,6 +35,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Protocol
 
 from pvcharge.errors import RateLimited
 
@@ -145,3 +150,93 @@ class RequestBudget:
         spaced = [t_s + i * step_s for i in range(1, self.requests - len(known))]
         server = [t_s, *spaced, *known]
         self._held_until = sorted([*server, *held[: len(held) - len(known)]])[-self.requests :]
+
+
+class Budget(Protocol):
+    """A request budget on an injected clock (:class:`TokenBucket`, :class:`RequestBudget`): what a client
+    asks of it around each request."""
+
+    def wait_s(self, count: int = 1) -> float:
+        """Seconds until ``count`` requests may go (0 if they may now)."""
+        ...
+
+    def begin(self) -> None:
+        """A request is being sent (:meth:`wait_s` said it may): it takes from the budget."""
+        ...
+
+    def end(self) -> None:
+        """The request :meth:`begin` announced ended (answered, failed or cut off)."""
+        ...
+
+    def hold_until(self, t_s: float, *, refused: bool = False) -> None:
+        """Nothing before ``t_s`` (a server's ``Retry-After``); ``refused``: the request that ended last
+        drew it."""
+        ...
+
+
+class TokenBucket:
+    """A token bucket on an injected clock: at most ``capacity + per_minute × T / 60`` takes in any T s.
+
+    It starts full.  Pure: no I/O, no sleeping; time comes from ``clock`` (a clock stepping backwards
+    counts as no time passing).
+
+    Args:
+        capacity: the most tokens it holds (the burst), >= 1.
+        per_minute: refill rate in tokens per minute, > 0.
+        clock: seconds, e.g. ``time.time``.
+
+    Raises:
+        ValueError: capacity < 1 or per_minute <= 0.
+    """
+
+    def __init__(self, capacity: int, per_minute: float, clock: Callable[[], float]) -> None:
+        if capacity < 1 or not per_minute > 0:
+            raise ValueError(f"capacity must be >= 1 and per_minute > 0, got {capacity}, {per_minute}")
+        self.capacity = capacity
+        self.per_minute = per_minute
+        self._clock = clock
+        self._tokens = float(capacity)
+        self._at = clock()
+        self._not_before = -math.inf  # a server's Retry-After: no token before this time
+
+    @property
+    def max_per_minute(self) -> float:
+        """The most takes in any 60 s: ``capacity + per_minute``."""
+        return self.capacity + self.per_minute
+
+    def _refill(self) -> None:
+        now = self._clock()
+        if now > self._at:
+            self._tokens = min(float(self.capacity), self._tokens + (now - self._at) * self.per_minute / 60)
+        self._at = now
+
+    def wait_s(self, count: int = 1) -> float:
+        """Seconds until ``count`` tokens are there (0 if they are now)."""
+        self._refill()
+        held_s = self._not_before - self._at
+        missing = count - self._tokens
+        refill_s = 0.0 if missing <= 1e-9 else missing * 60 / self.per_minute
+        return max(refill_s, held_s) if held_s > 0 else refill_s
+
+    def try_take(self, count: int = 1) -> float:
+        """Take ``count`` tokens if they are there and return 0; otherwise take none and return the wait
+        in s."""
+        wait = self.wait_s(count)
+        if wait == 0.0:
+            self._tokens -= count
+        return wait
+
+    def begin(self) -> None:
+        """A request is being sent (:meth:`wait_s` said it may): it takes a token."""
+        self._refill()
+        self._tokens -= 1
+
+    def end(self) -> None:
+        """The request ended: nothing to do (a token is taken when it is sent)."""
+
+    def hold_until(self, t_s: float, *, refused: bool = False) -> None:
+        """No token before ``t_s`` (a server's ``Retry-After``); one token is there at ``t_s``.  The token
+        of a ``refused`` take is not given back: the hold covers it."""
+        self._refill()
+        self._tokens = min(self._tokens, 1.0 - (t_s - self._at) * self.per_minute / 60)
+        self._not_before = max(self._not_before, t_s)

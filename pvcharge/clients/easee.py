@@ -19,10 +19,11 @@ Device facts (reference ``chargers.md`` §1; sources as keyed there: [E-auth] Ea
   abuse gets the IP blocked: HTTP 403 "Too many requests, … Your IP is registered in our systems and is
   now blocked" [evcc#3835; easee_hass#117].  pyeasee throttles to 500 requests per 300 s overall [P].
 
-How this client stays inside them: one budget per endpoint class (:data:`BUDGETS`, and
-:data:`COMMAND_WINDOW` for the charger commands), taken for every HTTP attempt (retries included); a 429
-stops that endpoint class until ``Retry-After`` (and then counts its window as full, for the commands);
-a 403 "IP blocked" stops everything until restart.
+How this client stays inside them: one budget per endpoint class (:data:`BUDGETS`, token buckets, and
+:data:`COMMAND_WINDOW` for the charger commands; both kinds are in :mod:`pvcharge.clients.budget`),
+taken for every HTTP attempt (retries included); a 429 stops that endpoint class until ``Retry-After``
+(and then counts its window as full, for the commands); a 403 "IP blocked" stops everything until
+restart.
 Tokens and the password go only into request bodies and the ``Authorization`` header: never into a
 log line, an exception or a repr.
 """
@@ -32,12 +33,12 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
 import httpx
 import structlog
 
-from pvcharge.clients.budget import BudgetSpent, RequestBudget
+from pvcharge.clients.budget import Budget, BudgetSpent, RequestBudget, TokenBucket
 from pvcharge.clients.tls import verify_for
 from pvcharge.errors import DeviceError, DeviceProtocolError
 from pvcharge.retry import (
@@ -80,96 +81,6 @@ DEFAULT_RETRY_AFTER_S = 60.0  #: wait after a 429 without a usable ``Retry-After
 #: backoff between attempts after a timeout or 5xx: 0.2 s, 0.4 s … up to 2 s, each plus 0–0.2 s random.
 _BACKOFF_INITIAL_S = 0.2
 _BACKOFF_MAX_S = 2.0
-
-
-class Budget(Protocol):
-    """A request budget on an injected clock (:class:`TokenBucket`,
-    :class:`~pvcharge.clients.budget.RequestBudget`)."""
-
-    def wait_s(self, count: int = 1) -> float:
-        """Seconds until ``count`` requests may go (0 if they may now)."""
-        ...
-
-    def begin(self) -> None:
-        """A request is being sent (:meth:`wait_s` said it may): it takes from the budget."""
-        ...
-
-    def end(self) -> None:
-        """The request :meth:`begin` announced ended (answered, failed or cut off)."""
-        ...
-
-    def hold_until(self, t_s: float, *, refused: bool = False) -> None:
-        """Nothing before ``t_s`` (a server's ``Retry-After``); ``refused``: the request that ended last
-        drew it."""
-        ...
-
-
-class TokenBucket:
-    """A token bucket on an injected clock: at most ``capacity + per_minute × T / 60`` takes in any T s.
-
-    It starts full.  Pure: no I/O, no sleeping; time comes from ``clock`` (a clock stepping backwards
-    counts as no time passing).
-
-    Args:
-        capacity: the most tokens it holds (the burst), >= 1.
-        per_minute: refill rate in tokens per minute, > 0.
-        clock: seconds, e.g. ``time.time``.
-
-    Raises:
-        ValueError: capacity < 1 or per_minute <= 0.
-    """
-
-    def __init__(self, capacity: int, per_minute: float, clock: Clock) -> None:
-        if capacity < 1 or not per_minute > 0:
-            raise ValueError(f"capacity must be >= 1 and per_minute > 0, got {capacity}, {per_minute}")
-        self.capacity = capacity
-        self.per_minute = per_minute
-        self._clock = clock
-        self._tokens = float(capacity)
-        self._at = clock()
-        self._not_before = -math.inf  # a server's Retry-After: no token before this time
-
-    @property
-    def max_per_minute(self) -> float:
-        """The most takes in any 60 s: ``capacity + per_minute``."""
-        return self.capacity + self.per_minute
-
-    def _refill(self) -> None:
-        now = self._clock()
-        if now > self._at:
-            self._tokens = min(float(self.capacity), self._tokens + (now - self._at) * self.per_minute / 60)
-        self._at = now
-
-    def wait_s(self, count: int = 1) -> float:
-        """Seconds until ``count`` tokens are there (0 if they are now)."""
-        self._refill()
-        held_s = self._not_before - self._at
-        missing = count - self._tokens
-        refill_s = 0.0 if missing <= 1e-9 else missing * 60 / self.per_minute
-        return max(refill_s, held_s) if held_s > 0 else refill_s
-
-    def try_take(self, count: int = 1) -> float:
-        """Take ``count`` tokens if they are there and return 0; otherwise take none and return the wait
-        in s."""
-        wait = self.wait_s(count)
-        if wait == 0.0:
-            self._tokens -= count
-        return wait
-
-    def begin(self) -> None:
-        """A request is being sent (:meth:`wait_s` said it may): it takes a token."""
-        self._refill()
-        self._tokens -= 1
-
-    def end(self) -> None:
-        """The request ended: nothing to do (a token is taken when it is sent)."""
-
-    def hold_until(self, t_s: float, *, refused: bool = False) -> None:
-        """No token before ``t_s`` (a server's ``Retry-After``); one token is there at ``t_s``.  The token
-        of a ``refused`` take is not given back: the hold covers it."""
-        self._refill()
-        self._tokens = min(self._tokens, 1.0 - (t_s - self._at) * self.per_minute / 60)
-        self._not_before = max(self._not_before, t_s)
 
 
 class IpBlocked(Exception):
