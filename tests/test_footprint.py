@@ -42,6 +42,7 @@ NEVER_FOR_HUAWEI_WARP = {
     "pvcharge.meters.alphaess",
     "pvcharge.chargers.easee",
     "pvcharge.chargers.easee_observations",
+    "pvcharge.chargers.easee_writes",
     "pvcharge.chargers.alphaess",
     "pvcharge.chargers.ocpp",
     "pvcharge.clients.alphaess",

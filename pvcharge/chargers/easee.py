@@ -4,7 +4,8 @@ Device facts (reference ``chargers.md`` §1; sources as keyed there: [E-auth], [
 [E-enum], [E-amqp] Easee developer docs; [GEN] Easee OpenAPI endpoint descriptions; [P] pyeasee;
 [EV] evcc ``charger/easee*``).  Login, tokens, retries and the request budgets are
 :mod:`pvcharge.clients.easee`; decoding the observations into a reading is
-:mod:`pvcharge.chargers.easee_observations`.
+:mod:`pvcharge.chargers.easee_observations`; the requests a write or a wake-up sends, in their order, and
+what the charger holds after each are :mod:`pvcharge.chargers.easee_writes`.
 
 - State: ``GET /state/{chargerId}/observations?ids=…`` (no ``/api`` prefix) →
   ``{"observations": [{"id", "dataType", "value", "timestamp"}]}``; dataType 2 bool, 3 double, 4 int,
@@ -67,14 +68,15 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Literal
 
 import httpx
 import structlog
 
 from pvcharge.chargers import Clock
-from pvcharge.chargers.easee_observations import OBSERVATIONS, parse_observations, reading_from_observations
+from pvcharge.chargers.easee_observations import parse_observations, reading_from_observations
+from pvcharge.chargers.easee_writes import Held, Write, paths_for, plan, total_a, wake_up_writes
 from pvcharge.clients.budget import BudgetSpent
 from pvcharge.clients.easee import DEFAULT_URL, EaseeClient, IpBlocked
 from pvcharge.errors import (
@@ -179,28 +181,6 @@ def create(config: Config, *, name: str, clock: Clock) -> EaseeCharger:
     return EaseeCharger(config, name=name, clock=clock)
 
 
-# -- driver ---------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class _Held:
-    """What the charger holds as far as this driver knows; ``None`` = unknown (send it)."""
-
-    dcc_a: int | None = None  #: charger_current: dynamic charger current in A, 0 = paused
-    circuit_a: tuple[int, int, int] | None = None  #: circuit_current: dynamic circuit current P1..P3 in A
-    resumed: bool | None = None  #: circuit_current: ``resume_charging`` accepted since the state was lost
-
-
-@dataclass(frozen=True, slots=True)
-class _Write:
-    """One request of a write and what the charger holds once it is accepted."""
-
-    budget: str
-    path: str
-    body: dict[str, int] | None
-    after: _Held
-
-
 class EaseeCharger:
     """An Easee charger driven through the Easee cloud (see the module docstring for the protocol).
 
@@ -244,18 +224,12 @@ class EaseeCharger:
             clock=clock,
             transport=transport,
         )
-        self._held = _Held()
+        self._held = Held()
         self._setting_refused: str | None = None  # why the dynamicChargerCurrent setting is not used
         self._last_write_s = -math.inf
         self._cached: ChargerReading | None = None
         self._log = _log.bind(device=name)
-        charger = config.charger_id
-        self._state_path = f"/state/{charger}/observations?ids={','.join(str(i) for i in OBSERVATIONS)}"
-        self._dcc_path = f"/api/chargers/{charger}/commands/set_dynamic_charger_current"
-        self._resume_path = f"/api/chargers/{charger}/commands/resume_charging"
-        self._pause_path = f"/api/chargers/{charger}/commands/pause_charging"
-        self._settings_path = f"/api/chargers/{charger}/settings"
-        self._circuit_path = f"/api/sites/{config.site_id}/circuits/{config.circuit_id}/settings"
+        self._paths = paths_for(config.charger_id, config.site_id, config.circuit_id)
 
     def __repr__(self) -> str:
         return (
@@ -284,9 +258,9 @@ class EaseeCharger:
         fresh = cached is not None and self._clock() - cached.timestamp_s < self._config.poll_interval_s
         if self._client.blocked is None and cached is not None and fresh:
             return cached
-        where = self._client.where("GET", self._state_path)
+        where = self._client.where("GET", self._paths.state)
         try:
-            response = await self._client.request("state", "GET", self._state_path)
+            response = await self._client.request("state", "GET", self._paths.state)
         except IpBlocked as exc:
             raise DeviceUnavailable(self.name, str(exc)) from exc
         self._client.check(response, where)
@@ -329,11 +303,19 @@ class EaseeCharger:
             )
         if self._client.blocked is not None:
             raise WritesBlocked(self.name, self._client.blocked)
-        writes = self._plan(amps, command.phases)
+        writes = plan(
+            self._held,
+            amps,
+            command.phases,
+            control=self._config.control,
+            phase_switching=self._config.phase_switching,
+            paths=self._paths,
+        )
         if not writes:
             return
         now = self._clock()
-        lower = self._total_a(writes[-1].after) < self._total_a(self._held)
+        control = self._config.control
+        lower = total_a(writes[-1].after, control) < total_a(self._held, control)
         wait_s = self._last_write_s + self._config.min_write_interval_s - now
         if wait_s > 0 and not lower:
             raise WriteDeferred(
@@ -394,12 +376,7 @@ class EaseeCharger:
             why = f"no wake-up now: {why} (pause and resume take 2 commands)"
             raise WriteDeferred(self.name, why, retry_s)
         self._last_write_s = now
-        if circuit:
-            pause = _Write("commands", self._pause_path, None, replace(held, resumed=False))
-            resume = _Write("commands", self._resume_path, None, replace(held, resumed=True))
-        else:
-            pause = _Write("commands", self._pause_path, None, replace(held, dcc_a=0))
-            resume = _Write("commands", self._dcc_path, {"amps": amps, "minutes": 0}, held)
+        pause, resume = wake_up_writes(held, amps, control=self._config.control, paths=self._paths)
         await self._send_write(pause)
         try:
             await self._send_write(resume)
@@ -411,7 +388,7 @@ class EaseeCharger:
     def forget(self) -> None:
         """Forget the current and pause believed held: the next apply sends them again (Easee clears
         both on plug-in and on reboot)."""
-        self._held = _Held()
+        self._held = Held()
 
     async def close(self) -> None:
         """Close the HTTP connection pool; tokens and budgets are kept. Safe to call twice."""
@@ -423,30 +400,7 @@ class EaseeCharger:
     def _decrease_budget(self) -> str:
         return "commands" if self._config.control == "charger_current" else "circuit_settings"
 
-    def _plan(self, amps: int, phases: int) -> list[_Write]:
-        held = self._held
-        if self._config.control == "charger_current":
-            if held.dcc_a == amps:
-                return []
-            body = {"amps": amps, "minutes": 0}
-            return [_Write("commands", self._dcc_path, body, replace(held, dcc_a=amps))]
-        one_phase = self._config.phase_switching and phases == 1
-        circuit = (amps, 0, 0) if one_phase else (amps, amps, amps)
-        body = {f"dynamicCircuitCurrentP{i + 1}": a for i, a in enumerate(circuit)}
-        set_circuit = _Write("circuit_settings", self._circuit_path, body, replace(held, circuit_a=circuit))
-        if amps == 0 or held.resumed is True:
-            return [] if held.circuit_a == circuit else [set_circuit]
-        # the 32 A a resume sets stay capped by the circuit: resume first while the circuit held is no
-        # more than the command on every phase (e.g. 0 A, paused), so a circuit write refused after it
-        # leaves the charger as it was; otherwise the circuit first
-        resume = _Write("commands", self._resume_path, None, replace(held, resumed=True))
-        if held.circuit_a is not None and all(h <= c for h, c in zip(held.circuit_a, circuit, strict=True)):
-            after = replace(set_circuit.after, resumed=True)
-            resume_first = [resume, replace(set_circuit, after=after)]
-            return resume_first if held.circuit_a != circuit else [resume]
-        return [set_circuit, replace(resume, after=replace(set_circuit.after, resumed=True))]
-
-    async def _lower_current(self, amps: int, write: _Write) -> None:
+    async def _lower_current(self, amps: int, write: Write) -> None:
         """Send a decrease or pause of the dynamic charger current now: by command, or, when the command
         budget cannot carry it (spent, or HTTP 429), by the charger setting."""
         if self._client.wait_s("commands") == 0:
@@ -469,13 +423,13 @@ class EaseeCharger:
         self._log.debug("easee.decrease_by_setting", current_a=amps, why=why)
         self._last_write_s = self._clock()
         body = {"dynamicChargerCurrent": amps}
-        setting = _Write("charger_settings", self._settings_path, body, write.after)
+        setting = Write("charger_settings", self._paths.settings, body, write.after)
         refused = await self._send_write(setting, refusal_ok=True)
         if refused is not None:
             self._setting_refused = refused
             self._log.warning(
                 "easee.setting_refused",
-                request=f"POST {self._settings_path}",
+                request=f"POST {self._paths.settings}",
                 server_says=refused,
                 action="decreases wait for the command budget from now on",
             )
@@ -492,14 +446,7 @@ class EaseeCharger:
         """Seconds until the ``dynamicChargerCurrent`` setting may go; ``inf`` once it was refused."""
         return math.inf if self._setting_refused else self._client.wait_s("charger_settings")
 
-    def _total_a(self, held: _Held) -> float:
-        """Amps offered summed over phases (charger_current: per phase), ``inf`` when unknown."""
-        offered = held.dcc_a if self._config.control == "charger_current" else held.circuit_a
-        if offered is None:
-            return math.inf
-        return float(offered if isinstance(offered, int) else sum(offered))
-
-    async def _send_write(self, write: _Write, *, refusal_ok: bool = False) -> str | None:
+    async def _send_write(self, write: Write, *, refusal_ok: bool = False) -> str | None:
         """Send one request of a write; the charger holds ``write.after`` once it is accepted.
 
         Returns ``None``, or with ``refusal_ok`` the status and reason of a 400/404/405 (not applied).
@@ -512,7 +459,7 @@ class EaseeCharger:
         except IpBlocked as exc:
             raise WritesBlocked(self.name, str(exc)) from exc
         except BaseException:
-            self._held = _Held()  # it may have arrived: send everything next time
+            self._held = Held()  # it may have arrived: send everything next time
             raise
         if refusal_ok and response.status_code in (400, 404, 405):
             return f"HTTP {response.status_code}: {self._client.scrub(response.text)}"
@@ -520,7 +467,7 @@ class EaseeCharger:
             self._client.check(response, where)
             self._client.check_json(response, where)
         except DeviceProtocolError:
-            self._held = _Held()
+            self._held = Held()
             raise
         self._held = write.after
         self._log.debug("easee.sent", request=where, body=write.body, status=response.status_code)
