@@ -24,7 +24,8 @@ from pvcharge.errors import DeviceProtocolError, DeviceUnavailable, WriteDeferre
 from pvcharge.readings import ChargerCommand, SiteReading
 from pvcharge.sim.site import SiteModel
 from pvcharge.sim.trace import bundled_trace, load_trace
-from pvcharge.sim.warp import PHASE_STEP_S, WarpEmulator
+from pvcharge.sim.warp import WarpEmulator
+from pvcharge.sim.warp_charger import PHASE_STEP_S
 
 NAME = "charger warp-phases"
 NOON_S = 12 * 3600  # car plugged in 08:00–18:00 local
