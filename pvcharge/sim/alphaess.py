@@ -22,18 +22,13 @@ wallbox, SMILE-EVCT11) with its checklist §2.3:
 - Every reply is HTTP 200 with ``{"code", "msg", "expMsg", "data", "extra"}`` (meters.md §3.2), except the
   emulator's own: 500 for an injected fault, 404 for an unknown path, 405 for the wrong method (reads
   are GET, the two setters POST, signed the same way, with a JSON body).
-- Checks, in this order: headers ``appId`` (6012), ``timeStamp`` (6011), ``sign`` (6010) present; the
-  ``timeStamp`` a whole number within ±300 s of ``clock()`` (6006); ``sign`` = SHA-512 hex of appId +
-  appSecret + timeStamp with the configured appId and appSecret (6007; an unknown appId fails the same
-  way); the account's request budget (6053): at most ``requests_per_window`` requests, GETs and POSTs
-  together and the refused ones included, inside any ``window_s`` (a request arriving exactly
-  ``window_s`` after another still counts it), and, if set, POSTs at least ``min_write_interval_s``
-  apart; then the
-  parameters: a POST body that is not a JSON object, a missing ``sysSn`` or ``evchargerSn``, a
-  ``controlMode`` other than 0/1 or a ``currentsetting`` outside 6–32 A (6001); a ``sysSn`` other than the
-  configured one (6002, "SN not bound to the user"); an ``evchargerSn`` other than the configured one
-  (6038); ``offline`` (6042, on every endpoint of the system); a start or stop the wallbox's state does
-  not allow (6008, "Set failed").
+- Checks, in this order: the headers, the timestamp, the signature and the account's request budget
+  (6012, 6011, 6010, 6006, 6007, 6053: :mod:`pvcharge.sim.alphaess_gate`); then the parameters: a POST
+  body that is not a JSON object, a missing ``sysSn`` or ``evchargerSn``, a ``controlMode`` other than
+  0/1 or a ``currentsetting`` outside 6–32 A (6001); a ``sysSn`` other than the configured one (6002, "SN
+  not bound to the user"); an ``evchargerSn`` other than the configured one (6038); ``offline`` (6042,
+  on every endpoint of the system); a start or stop the wallbox's state does not allow (6008, "Set
+  failed").
   AlphaESS publishes neither the order, nor its rate limits (meters.md §3.4, chargers.md §2.1: none beyond
   6053; the HA integration paces POSTs at 30 s; a 2026 stress test saw more than 150 requests a minute
   pass, which the default budget allows), nor which of the two SN codes 6002/6038 a wrong
@@ -59,17 +54,15 @@ sends, its real rate limits, more than one wallbox, the history of ``getOneDayPo
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import math
 import time
-from collections import deque
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any, TypeGuard
 
 from aiohttp import web
 
+from pvcharge.sim.alphaess_gate import AlphaEssGate, envelope
 from pvcharge.sim.alphaess_records import (
     day_wh,
     ess_item,
@@ -83,26 +76,9 @@ from pvcharge.sim.faults import Fault
 from pvcharge.sim.http import LoopbackHttpServer
 from pvcharge.sim.site import SiteModel, SiteState
 
-MAX_CLOCK_SKEW_S = 300  #: accepted ``timeStamp`` window, ± s (meters.md §3.1 [A3])
 #: a stopped session shows status 6 (Finishing) at least this long, in s (the emulator's choice)
 FINISHING_S = 5.0
 WALLBOX_MODEL = "SMILE-EVCT11"  #: ``evchargerModel`` (chargers.md §2.1)
-
-#: ``msg`` of each error the emulator sends; 6053's is verbatim from alphaess-openAPI#7 (meters.md §3.2).
-MESSAGES: dict[int, str] = {
-    6001: "Parameter error",
-    6002: "SN not bound to the user",
-    6006: "Timestamp error",
-    6007: "Sign verification error",
-    6008: "Set failed",
-    6010: "Sign is empty",
-    6011: "timestamp is empty",
-    6012: "AppId is empty",
-    6017: "No operation permissions",
-    6038: "System SN does not exist",
-    6042: "System offline",
-    6053: "The maximum number of requests has been reached",
-}
 
 #: what ``GARBAGE`` puts into ``getLastPowerData``: well-formed JSON, impossible values (SoC 250 %, a
 #: negative charging power).
@@ -119,16 +95,11 @@ STOP_ALLOWED = frozenset({3, 4, 5})
 Params = Mapping[str, Any]
 
 
-def _envelope(code: int, data: Any = None, exp_msg: str | None = None) -> web.Response:
-    msg = "Success" if code == 200 else MESSAGES[code]
-    return web.json_response({"code": code, "msg": msg, "expMsg": exp_msg, "data": data, "extra": None})
-
-
 def _is_int(value: Any) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-class AlphaEssEmulator(LoopbackHttpServer):
+class AlphaEssEmulator(AlphaEssGate, LoopbackHttpServer):
     """An HTTP server on loopback that answers like the AlphaESS Open API for one system at ``site``.
 
     Args:
@@ -199,18 +170,21 @@ class AlphaEssEmulator(LoopbackHttpServer):
         clock: Callable[[], float] = time.time,
         tls: bool = False,
     ) -> None:
-        if requests_per_window < 1:
-            raise ValueError(f"requests_per_window must be >= 1, got {requests_per_window}")
+        AlphaEssGate.__init__(
+            self,
+            app_id=app_id,
+            app_secret=app_secret,
+            window_s=window_s,
+            requests_per_window=requests_per_window,
+            min_write_interval_s=min_write_interval_s,
+            clock=clock,
+        )
         if wallbox_phases not in (1, 3):
             raise ValueError(f"wallbox_phases must be 1 or 3, got {wallbox_phases}")
-        super().__init__(host, port, what="AlphaESS", tls=tls)
+        LoopbackHttpServer.__init__(self, host, port, what="AlphaESS", tls=tls)
         self.site = site
-        self.app_id = app_id
         self.sys_sn = sys_sn
         self.evcharger_sn = evcharger_sn
-        self.window_s = window_s
-        self.requests_per_window = requests_per_window
-        self.min_write_interval_s = min_write_interval_s
         self.wallbox_current_a = wallbox_current_a
         self.wallbox_phases = wallbox_phases
         self.household_current_a = 16
@@ -220,12 +194,6 @@ class AlphaEssEmulator(LoopbackHttpServer):
         self.fail_next = 0
         self.request_count = 0
         self.writes = 0
-        self.too_fast = 0
-        self.peak_in_window = 0
-        self._app_secret = app_secret
-        self._clock = clock
-        self._arrivals: deque[float] = deque()  #: arrival times of the requests inside the window
-        self._last_write_s = -math.inf
         self._started = False  #: a session was started and not stopped or ended by unplugging
         self._frozen: tuple[SiteState, int] | None = None  #: site state and wallbox status under STALE
         self._stopped_s = -math.inf  #: when the last session was stopped
@@ -298,44 +266,16 @@ class AlphaEssEmulator(LoopbackHttpServer):
         except ValueError:
             body = None
         if not isinstance(body, dict):
-            return _envelope(6001, exp_msg="the request body must be a JSON object")
+            return envelope(6001, exp_msg="the request body must be a JSON object")
         return handler(body)
-
-    def _check(self, request: web.Request) -> web.Response | None:
-        """The error envelope for a request failing the signature, timestamp or rate checks, else None."""
-        app_id = request.headers.get("appId", "")
-        timestamp = request.headers.get("timeStamp", "")
-        signature = request.headers.get("sign", "")
-        for code, value in ((6012, app_id), (6011, timestamp), (6010, signature)):
-            if not value:
-                return _envelope(code)
-        now = self._clock()
-        if not timestamp.isdigit() or abs(int(timestamp) - now) > MAX_CLOCK_SKEW_S:
-            return _envelope(6006)
-        expected = hashlib.sha512(f"{self.app_id}{self._app_secret}{timestamp}".encode()).hexdigest()
-        if app_id != self.app_id or not hmac.compare_digest(signature, expected):
-            return _envelope(6007)
-        arrivals = self._arrivals
-        while arrivals and now - arrivals[0] > self.window_s:
-            arrivals.popleft()
-        too_fast = len(arrivals) >= self.requests_per_window
-        arrivals.append(now)
-        self.peak_in_window = max(self.peak_in_window, len(arrivals))
-        if request.method == "POST":
-            too_fast |= now - self._last_write_s < self.min_write_interval_s
-            self._last_write_s = now
-        if too_fast:
-            self.too_fast += 1
-            return _envelope(6053)
-        return None
 
     def _system_error(self, params: Params) -> web.Response | None:
         """6001 without ``sysSn``, 6002 for another system's, else None."""
         sys_sn = params.get("sysSn")
         if not sys_sn:
-            return _envelope(6001, exp_msg="sysSn is required")
+            return envelope(6001, exp_msg="sysSn is required")
         if sys_sn != self.sys_sn:
-            return _envelope(6002)
+            return envelope(6002)
         return None
 
     def _wallbox_error(self, params: Params) -> web.Response | None:
@@ -345,9 +285,9 @@ class AlphaEssEmulator(LoopbackHttpServer):
             return error
         evcharger_sn = params.get("evchargerSn")
         if not evcharger_sn:
-            return _envelope(6001, exp_msg="evchargerSn is required")
+            return envelope(6001, exp_msg="evchargerSn is required")
         if evcharger_sn != self.evcharger_sn:
-            return _envelope(6038)
+            return envelope(6038)
         return None
 
     def _last_power_data(self, params: Params) -> web.Response:
@@ -355,24 +295,24 @@ class AlphaEssEmulator(LoopbackHttpServer):
         if error is not None:
             return error
         if self.null_data:
-            return _envelope(200, dict.fromkeys(power_data(self._state()), None))
+            return envelope(200, dict.fromkeys(power_data(self._state()), None))
         data = power_data(self._state())
         if self.faults.active(Fault.GARBAGE):
             data |= GARBAGE_POWER_DATA
-        return _envelope(200, data)
+        return envelope(200, data)
 
     def _ess_list(self, params: Params) -> web.Response:
         """One ``getEssList`` item (:func:`~pvcharge.sim.alphaess_records.ess_item`)."""
         state = self._state()
         capacity_kwh = self.site.battery.capacity_wh / 1000 if self.site.battery else 0.0
-        return _envelope(200, [ess_item(self.sys_sn, state, capacity_kwh)])
+        return envelope(200, [ess_item(self.sys_sn, state, capacity_kwh)])
 
     def _system_read(self, params: Params) -> web.Response | None:
         """:meth:`_system_error`, then 6042 while ``offline``, else None."""
         error = self._system_error(params)
         if error is not None:
             return error
-        return _envelope(6042) if self.offline else None
+        return envelope(6042) if self.offline else None
 
     def _day_error(self, params: Params) -> web.Response | None:
         """As :meth:`_system_read`, and 6001 without a ``queryDate`` of the form ``yyyy-MM-dd``."""
@@ -382,7 +322,7 @@ class AlphaEssEmulator(LoopbackHttpServer):
         try:
             datetime.strptime(str(params.get("queryDate", "")), "%Y-%m-%d")
         except ValueError:
-            return _envelope(6001, exp_msg="queryDate must be yyyy-MM-dd")
+            return envelope(6001, exp_msg="queryDate must be yyyy-MM-dd")
         return None
 
     def _day_wh(self) -> dict[str, float]:
@@ -395,14 +335,14 @@ class AlphaEssEmulator(LoopbackHttpServer):
         error = self._system_read(params)
         if error is not None:
             return error
-        return _envelope(200, sum_data(self._day_wh()))
+        return envelope(200, sum_data(self._day_wh()))
 
     def _one_date_energy(self, params: Params) -> web.Response:
         """The day's totals for any ``queryDate`` (:func:`~pvcharge.sim.alphaess_records.one_date_energy`)."""
         error = self._day_error(params)
         if error is not None:
             return error
-        return _envelope(200, one_date_energy(self.sys_sn, params["queryDate"], self._day_wh()))
+        return envelope(200, one_date_energy(self.sys_sn, params["queryDate"], self._day_wh()))
 
     def _one_day_power(self, params: Params) -> web.Response:
         """One 5-minute sample, the present one (:func:`~pvcharge.sim.alphaess_records.one_day_power`)."""
@@ -410,7 +350,7 @@ class AlphaEssEmulator(LoopbackHttpServer):
         if error is not None:
             return error
         sample = one_day_power(self.sys_sn, self._state(), self.site.trace.utc_offset_s)
-        return _envelope(200, [sample])
+        return envelope(200, [sample])
 
     def _charge_config(self, params: Params) -> web.Response:
         """Grid charging off, both periods 00:00–00:00 (off), charging up to the battery's maximum."""
@@ -429,11 +369,11 @@ class AlphaEssEmulator(LoopbackHttpServer):
         error = self._system_read(params)
         if error is not None:
             return error
-        return _envelope(200, periods(switch, prefix, soc_key, soc_pct))
+        return envelope(200, periods(switch, prefix, soc_key, soc_pct))
 
     def _time_charge(self, params: Params) -> web.Response:
         """6017 (no operation permission): what [A2] saw on most systems."""
-        return self._system_read(params) or _envelope(6017)
+        return self._system_read(params) or envelope(6017)
 
     # -- the wallbox ------------------------------------------------------------------------------
 
@@ -456,24 +396,24 @@ class AlphaEssEmulator(LoopbackHttpServer):
         error = self._system_read(params)
         if error is not None:
             return error
-        return _envelope(200, [{"evchargerSn": self.evcharger_sn, "evchargerModel": WALLBOX_MODEL}])
+        return envelope(200, [{"evchargerSn": self.evcharger_sn, "evchargerModel": WALLBOX_MODEL}])
 
     def _ev_charger_status(self, params: Params) -> web.Response:
         error = self._wallbox_error(params)
         if error is not None:
             return error
         if self.offline:
-            return _envelope(6042)
+            return envelope(6042)
         if self.faults.active(Fault.GARBAGE):
-            return _envelope(200, {"evchargerStatus": GARBAGE_STATUS})
+            return envelope(200, {"evchargerStatus": GARBAGE_STATUS})
         status = self._frozen[1] if self._frozen is not None else self.wallbox_status()
-        return _envelope(200, {"evchargerStatus": status})
+        return envelope(200, {"evchargerStatus": status})
 
     def _ev_charger_currents(self, params: Params) -> web.Response:
         error = self._system_read(params)
         if error is not None:
             return error
-        return _envelope(200, {"currentsetting": self.household_current_a})
+        return envelope(200, {"currentsetting": self.household_current_a})
 
     def _set_ev_charger_currents(self, body: Params) -> web.Response:
         """``{"sysSn", "currentsetting"}``: 6–32 A, as the HA integration allows (chargers.md §2.1)."""
@@ -482,11 +422,11 @@ class AlphaEssEmulator(LoopbackHttpServer):
             return error
         current = body.get("currentsetting")
         if not _is_int(current) or not 6 <= current <= 32:
-            return _envelope(6001, exp_msg="currentsetting must be a whole number of A within 6-32")
+            return envelope(6001, exp_msg="currentsetting must be a whole number of A within 6-32")
         if self.offline:
-            return _envelope(6042)
+            return envelope(6042)
         self.household_current_a = current
-        return _envelope(200)
+        return envelope(200)
 
     def _remote_control(self, body: Params) -> web.Response:
         """``{"sysSn", "evchargerSn", "controlMode"}``: 1 starts, 0 stops (chargers.md §2.1)."""
@@ -495,12 +435,12 @@ class AlphaEssEmulator(LoopbackHttpServer):
             return error
         mode = body.get("controlMode")
         if not _is_int(mode) or mode not in (0, 1):
-            return _envelope(6001, exp_msg="controlMode must be 1 (start) or 0 (stop)")
+            return envelope(6001, exp_msg="controlMode must be 1 (start) or 0 (stop)")
         if self.offline:
-            return _envelope(6042)
+            return envelope(6042)
         status = self.wallbox_status()
         if status not in (START_ALLOWED if mode == 1 else STOP_ALLOWED):
-            return _envelope(6008)
+            return envelope(6008)
         if mode == 1:
             self._started = True
             self.site.offer(self.wallbox_current_a, self.wallbox_phases)
@@ -508,4 +448,4 @@ class AlphaEssEmulator(LoopbackHttpServer):
             self._started = False
             self._stopped_s = self._clock()
             self.site.offer(0.0)
-        return _envelope(200)
+        return envelope(200)

@@ -8,7 +8,8 @@ pgrid + pbat``, ``pev`` = the car's power (on ``pevDetail.ev1Power``), ``prealL1
 Powers are whole watts as floats (``11.0``), SoC has one decimal, energies kWh with two decimals, as in
 the reference examples.  The day's energy is the site model's tally since it started (:func:`day_wh`).
 
-Pure functions; the server (signature, budget, errors, the wallbox) is :mod:`pvcharge.sim.alphaess`.
+Pure functions; the server (endpoints, errors, the wallbox) is :mod:`pvcharge.sim.alphaess`, its
+signature and budget checks :mod:`pvcharge.sim.alphaess_gate`.
 """
 
 from __future__ import annotations
