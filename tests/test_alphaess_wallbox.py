@@ -42,7 +42,8 @@ from pvcharge.meters.alphaess import Config as MeterConfig
 from pvcharge.meters.alphaess import create as create_meter
 from pvcharge.readings import ChargerCommand, IecState, SiteReading
 from pvcharge.settings import Secret, SettingError
-from pvcharge.sim.alphaess import FINISHING_S, AlphaEssEmulator
+from pvcharge.sim.alphaess import AlphaEssEmulator
+from pvcharge.sim.alphaess_wallbox import FINISHING_S
 from pvcharge.sim.faults import Fault
 from pvcharge.sim.site import BatteryParams, CarParams, SiteModel
 from pvcharge.sim.trace import Trace, bundled_trace

@@ -39,13 +39,7 @@ wallbox, SMILE-EVCT11) with its checklist §2.3:
 rounding) are :mod:`pvcharge.sim.alphaess_records`.
 
 The wallbox's ``evchargerStatus`` (chargers.md §2.1 table) follows ``remoteControlEvCharger`` and the
-simulated car: 1 (Available) while the car is unplugged, which also ends a started session; 2 (Preparing)
-plugged in and not started; a start (allowed in 2, 4, 5) offers ``wallbox_current_a`` on
-``wallbox_phases`` to the site (the current set in the AlphaESS app: the Open API cannot change it) and
-gives 3 (Charging) while the car draws and 5 (SuspendedEV) while it does not (not yet after the car's
-start delay, full, waiting); a stop (allowed in 3, 4, 5) offers 0 A and gives 6 (Finishing) while the car
-still draws and for at least ``FINISHING_S``, then 2.  4 (SuspendedEVSE) and 9 (Faulted) do not occur:
-the emulated wallbox has no load management of its own and no faults.
+simulated car: :class:`~pvcharge.sim.alphaess_wallbox.AlphaEssWallbox`, which the emulator inherits.
 
 Not emulated: the other endpoints (battery setting writes, binding), ``expMsg`` texts the real server
 sends, its real rate limits, more than one wallbox, the history of ``getOneDayPowerBySn``.
@@ -54,7 +48,6 @@ sends, its real rate limits, more than one wallbox, the history of ``getOneDayPo
 from __future__ import annotations
 
 import asyncio
-import math
 import time
 from collections.abc import Callable, Mapping
 from datetime import datetime
@@ -72,25 +65,16 @@ from pvcharge.sim.alphaess_records import (
     power_data,
     sum_data,
 )
+from pvcharge.sim.alphaess_wallbox import WALLBOX_MODEL, AlphaEssWallbox
 from pvcharge.sim.faults import Fault
 from pvcharge.sim.http import LoopbackHttpServer
 from pvcharge.sim.site import SiteModel, SiteState
-
-#: a stopped session shows status 6 (Finishing) at least this long, in s (the emulator's choice)
-FINISHING_S = 5.0
-WALLBOX_MODEL = "SMILE-EVCT11"  #: ``evchargerModel`` (chargers.md §2.1)
 
 #: what ``GARBAGE`` puts into ``getLastPowerData``: well-formed JSON, impossible values (SoC 250 %, a
 #: negative charging power).
 GARBAGE_POWER_DATA: dict[str, Any] = {"soc": 250.0, "pev": -7400.0}
 #: what ``GARBAGE`` answers as ``evchargerStatus``: no such code (chargers.md §2.1 documents 1–6, 9).
 GARBAGE_STATUS = 42
-
-#: ``evchargerStatus`` codes the emulator gives (chargers.md §2.1).
-AVAILABLE, PREPARING, CHARGING, SUSPENDED_EV, FINISHING = 1, 2, 3, 5, 6
-#: statuses in which the HA integration sends a start / a stop (chargers.md §2.1 [A-ha ``can_control_ev``]).
-START_ALLOWED = frozenset({2, 4, 5})
-STOP_ALLOWED = frozenset({3, 4, 5})
 
 Params = Mapping[str, Any]
 
@@ -99,7 +83,7 @@ def _is_int(value: Any) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-class AlphaEssEmulator(AlphaEssGate, LoopbackHttpServer):
+class AlphaEssEmulator(AlphaEssGate, AlphaEssWallbox, LoopbackHttpServer):
     """An HTTP server on loopback that answers like the AlphaESS Open API for one system at ``site``.
 
     Args:
@@ -179,14 +163,12 @@ class AlphaEssEmulator(AlphaEssGate, LoopbackHttpServer):
             min_write_interval_s=min_write_interval_s,
             clock=clock,
         )
-        if wallbox_phases not in (1, 3):
-            raise ValueError(f"wallbox_phases must be 1 or 3, got {wallbox_phases}")
+        AlphaEssWallbox.__init__(
+            self, site, wallbox_current_a=wallbox_current_a, wallbox_phases=wallbox_phases
+        )
         LoopbackHttpServer.__init__(self, host, port, what="AlphaESS", tls=tls)
-        self.site = site
         self.sys_sn = sys_sn
         self.evcharger_sn = evcharger_sn
-        self.wallbox_current_a = wallbox_current_a
-        self.wallbox_phases = wallbox_phases
         self.household_current_a = 16
         self.offline = False
         self.null_data = False
@@ -194,9 +176,7 @@ class AlphaEssEmulator(AlphaEssGate, LoopbackHttpServer):
         self.fail_next = 0
         self.request_count = 0
         self.writes = 0
-        self._started = False  #: a session was started and not stopped or ended by unplugging
         self._frozen: tuple[SiteState, int] | None = None  #: site state and wallbox status under STALE
-        self._stopped_s = -math.inf  #: when the last session was stopped
         #: path → (method, handler of the query or JSON body)
         self._endpoints: dict[str, tuple[str, Callable[[Params], web.Response]]] = {
             "api/getLastPowerData": ("GET", self._last_power_data),
@@ -377,21 +357,6 @@ class AlphaEssEmulator(AlphaEssGate, LoopbackHttpServer):
 
     # -- the wallbox ------------------------------------------------------------------------------
 
-    def wallbox_status(self) -> int:
-        """The ``evchargerStatus`` now (see the module docstring); unplugging ends a started session."""
-        state = self.site.state()
-        if not state.car_connected:
-            if self._started:
-                self._started = False
-                self.site.offer(0.0)
-            self._stopped_s = -math.inf
-            return AVAILABLE
-        if self._started:
-            return CHARGING if state.car_power_w > 0 else SUSPENDED_EV
-        if state.car_power_w > 0 or self._clock() - self._stopped_s < FINISHING_S:
-            return FINISHING
-        return PREPARING
-
     def _ev_charger_list(self, params: Params) -> web.Response:
         error = self._system_read(params)
         if error is not None:
@@ -438,14 +403,4 @@ class AlphaEssEmulator(AlphaEssGate, LoopbackHttpServer):
             return envelope(6001, exp_msg="controlMode must be 1 (start) or 0 (stop)")
         if self.offline:
             return envelope(6042)
-        status = self.wallbox_status()
-        if status not in (START_ALLOWED if mode == 1 else STOP_ALLOWED):
-            return envelope(6008)
-        if mode == 1:
-            self._started = True
-            self.site.offer(self.wallbox_current_a, self.wallbox_phases)
-        else:
-            self._started = False
-            self._stopped_s = self._clock()
-            self.site.offer(0.0)
-        return envelope(200)
+        return envelope(200) if self._control(mode) else envelope(6008)
