@@ -45,6 +45,7 @@ NEVER_FOR_HUAWEI_WARP = {
     "pvcharge.chargers.alphaess",
     "pvcharge.chargers.ocpp",
     "pvcharge.clients.alphaess",
+    "pvcharge.clients.alphaess_account",
     "pvcharge.clients.alphaess_device",
     "pvcharge.clients.easee",
     "pvcharge.clients.ocpp",
