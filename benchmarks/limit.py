@@ -30,7 +30,7 @@ from benchmarks.devset import class_table
 from benchmarks.graz import CLASSES, load_days
 from benchmarks.run import pvcharge_policy
 from pvcharge.control import ChargePoint, ControlConfig, Controller, Decision
-from pvcharge.control.controller import RECENT_S
+from pvcharge.control.following import RECENT_S
 from pvcharge.readings import ChargerCommand, ChargerReading, SiteReading
 from pvcharge.sim.replay import DayScore, ReplaySite, replay
 from pvcharge.sim.trace import Trace
@@ -149,8 +149,8 @@ class HindsightPhases(Controller):
             return None
         phases = abs(self.path[k])
         self._switch_to(now, phases)
-        self._level_a = self._fit(self._surplus.min_over(RECENT_S), self._eff_phases())
-        return self._decision(self._level_a, f"switch to {phases}p: the hindsight schedule")
+        self._following.level_a = self._fit(self._surplus.min_over(RECENT_S), self._eff_phases())
+        return self._decision(self._following.level_a, f"switch to {phases}p: the hindsight schedule")
 
 
 def _schedule(

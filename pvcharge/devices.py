@@ -4,7 +4,7 @@ Every place that runs both drivers (``pvcharge run``, ``pvcharge probe``, the de
 builds them here rather than with ``config.meter.create`` and ``config.charger.create`` one by one, so
 that two devices on one cloud account share one client state.  Today that is the AlphaESS Open API:
 an AlphaESS meter and an AlphaESS wallbox with the same ``url``, ``app_id`` and ``app_secret`` get one
-:class:`~pvcharge.clients.alphaess.OpenApiAccount` — one connection pool, one request budget for the
+:class:`~pvcharge.clients.alphaess_account.OpenApiAccount` — one connection pool, one request budget for the
 two devices' requests together, one 6053/429 backoff (a 6053 answered to either pauses both) and one
 ``getLastPowerData`` per poll instead of two — because the
 cloud publishes no rate limit and answers clients that ask too often with 6053 (meters.md §3.4).
@@ -24,7 +24,7 @@ from pvcharge.config import Config
 from pvcharge.errors import ConfigError
 
 if TYPE_CHECKING:
-    from pvcharge.clients.alphaess import OpenApiAccount
+    from pvcharge.clients.alphaess_account import OpenApiAccount
 
 
 def _open_api(settings: object) -> bool:
@@ -46,7 +46,7 @@ def _accounts(settings: Sequence[object], *, clock: Callable[[], float]) -> list
     open_api = [i for i, device in enumerate(settings) if _open_api(device)]
     if len(open_api) < 2:
         return options
-    from pvcharge.clients.alphaess import OpenApiAccount
+    from pvcharge.clients.alphaess_account import OpenApiAccount
 
     groups: list[tuple[OpenApiAccount, list[int]]] = []
     for i in open_api:

@@ -2,7 +2,7 @@
 
 Every config dataclass in pvcharge (the control core's, each driver's) declares its keys with
 :func:`setting`, which records the unit, the allowed range and a one-line description.  The config
-loader (``pvcharge.config``) validates against these, ``config.example.yaml`` is checked against
+loader (``pvcharge.config_loader``) validates against these, ``config.example.yaml`` is checked against
 them by the tests, and ``pvcharge check-config`` prints them.  This module imports nothing of
 pvcharge, so the pure control core may use it.
 """

@@ -21,7 +21,8 @@ import pytest
 from sitestub import FakeClock
 from structlog.testing import capture_logs
 
-from pvcharge.clients.alphaess import OpenApiAccount
+from pvcharge.clients.alphaess import AlphaEssClient
+from pvcharge.clients.alphaess_account import OpenApiAccount
 from pvcharge.clients.budget import BudgetSpent, RequestBudget
 from pvcharge.config import parse_config
 from pvcharge.daemon import Cycle, Daemon
@@ -149,7 +150,7 @@ async def test_a_retry_the_budget_has_no_room_for_ends_as_the_failure_not_as_not
     the budget has room (a ``RateLimited``: the wallbox defers a stop, the pause on exit waits for
     it); before, it read "not sent"."""
     account = OpenApiAccount(emulator.url, APP_ID, Secret(APP_SECRET), clock=clock, budget_requests=2)
-    client = account.client(name=CHARGER_NAME, retries=2, backoff_s=0.01)  # one ordinary slot
+    client = AlphaEssClient.of(account, name=CHARGER_NAME, retries=2, backoff_s=0.01)  # one ordinary slot
     emulator.fail_next = 1  # the first attempt: HTTP 500
     with pytest.raises(RateLimited) as err:
         await client.get("getEssList")

@@ -17,7 +17,8 @@ import pytest
 from sitestub import FakeClock
 
 from pvcharge.chargers.alphaess import AlphaEssWallbox
-from pvcharge.clients.alphaess import AlphaEssClient, OpenApiAccount
+from pvcharge.clients.alphaess import AlphaEssClient
+from pvcharge.clients.alphaess_account import OpenApiAccount
 from pvcharge.config import Config, parse_config
 from pvcharge.devices import create_devices, create_site_devices, shared_account
 from pvcharge.errors import DeviceUnavailable, RateLimited
@@ -115,8 +116,8 @@ def two_clients(
     account = OpenApiAccount(emulator.url, APP_ID, Secret(APP_SECRET), clock=clock)
     return (
         account,
-        account.client(name=METER_NAME, timeout_s=2),
-        account.client(name=CHARGER_NAME, timeout_s=2),
+        AlphaEssClient.of(account, name=METER_NAME, timeout_s=2),
+        AlphaEssClient.of(account, name=CHARGER_NAME, timeout_s=2),
     )
 
 

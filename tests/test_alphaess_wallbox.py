@@ -33,7 +33,7 @@ from pvcharge.chargers.alphaess import (
     pick_wallbox,
     to_reading,
 )
-from pvcharge.clients.alphaess import OpenApiAccount
+from pvcharge.clients.alphaess_account import OpenApiAccount
 from pvcharge.clients.alphaess_api import sign
 from pvcharge.config import parse_config
 from pvcharge.control import ChargePoint, ControlConfig, Controller

@@ -32,7 +32,7 @@ from sitestub import FakeClock
 from pvcharge.chargers import alphaess as wallbox_driver
 from pvcharge.chargers import easee as easee_driver
 from pvcharge.chargers import warp as warp_driver
-from pvcharge.clients.alphaess import OpenApiAccount
+from pvcharge.clients.alphaess_account import OpenApiAccount
 from pvcharge.errors import DeviceError, DeviceProtocolError, DeviceUnavailable, WriteDeferred
 from pvcharge.meters import alphaess as alphaess_meter
 from pvcharge.meters import senec as senec_meter

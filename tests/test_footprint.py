@@ -45,7 +45,9 @@ NEVER_FOR_HUAWEI_WARP = {
     "pvcharge.chargers.easee_writes",
     "pvcharge.chargers.alphaess",
     "pvcharge.chargers.ocpp",
+    "pvcharge.chargers.warp_phases",  # only with phase_switching, which these configs do not set
     "pvcharge.clients.alphaess",
+    "pvcharge.clients.alphaess_account",
     "pvcharge.clients.alphaess_device",
     "pvcharge.clients.easee",
     "pvcharge.clients.ocpp",

@@ -1,4 +1,4 @@
-"""``soc_pct`` plans (pvcharge.planning.service): the energy to add from the car's SoC, from the charger
+"""``soc_pct`` plans (pvcharge.planning.target): the energy to add from the car's SoC, from the charger
 reading (an OCPP box's SoC measurand), with the charging efficiency; without a SoC from 0 %, said so."""
 
 from __future__ import annotations
@@ -15,8 +15,9 @@ from test_vehicle_soc import box_with_a_car
 from pvcharge.config import parse_config
 from pvcharge.daemon import Daemon
 from pvcharge.planning.config import PlanConfig
-from pvcharge.planning.service import CHARGE_EFFICIENCY, NO_SOC_NOTE, PlanService, Target, need_kwh
+from pvcharge.planning.service import PlanService
 from pvcharge.planning.source import CachedSource
+from pvcharge.planning.target import CHARGE_EFFICIENCY, NO_SOC_NOTE, Target, need_kwh
 from pvcharge.readings import ChargerReading
 from pvcharge.sim.site import CarParams
 from pvcharge.sim.trace import Trace

@@ -1,4 +1,4 @@
-"""The system's time zone (:func:`pvcharge.planning.service.local_zone`): read once, read again when the
+"""The system's time zone (:func:`pvcharge.planning.target.local_zone`): read once, read again when the
 zone file or link changes."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from pvcharge.planning import service
+from pvcharge.planning import target
 
 NOON = datetime(2026, 12, 8, 12, tzinfo=UTC)
 
@@ -27,16 +27,16 @@ def tzif(offset_s: int, abbreviation: str) -> bytes:
 def reads(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[str]:
     """``LOCALTIME`` at ``tmp_path/localtime``, no ``$TZ``, nothing cached; the paths read, in order."""
     monkeypatch.delenv("TZ", raising=False)
-    monkeypatch.setattr(service, "LOCALTIME", tmp_path / "localtime")
-    monkeypatch.setattr(service, "_localtime_zone", None)
+    monkeypatch.setattr(target, "LOCALTIME", tmp_path / "localtime")
+    monkeypatch.setattr(target, "_localtime_zone", None)
     done: list[str] = []
-    original = service._read_localtime
+    original = target._read_localtime
 
-    def counting(target: str) -> ZoneInfo:
-        done.append(target)
-        return original(target)
+    def counting(path: str) -> ZoneInfo:
+        done.append(path)
+        return original(path)
 
-    monkeypatch.setattr(service, "_read_localtime", counting)
+    monkeypatch.setattr(target, "_read_localtime", counting)
     return done
 
 
@@ -47,20 +47,20 @@ def offset(zone: ZoneInfo) -> timedelta | None:
 def test_a_zone_file_is_read_once_and_again_when_it_changes(tmp_path: Path, reads: list[str]) -> None:
     localtime = tmp_path / "localtime"
     localtime.write_bytes(tzif(3600, "ONE"))
-    assert [offset(service.local_zone()) for _ in range(5)] == [timedelta(hours=1)] * 5
+    assert [offset(target.local_zone()) for _ in range(5)] == [timedelta(hours=1)] * 5
     assert len(reads) == 1
 
     mtime_ns = localtime.stat().st_mtime_ns
     localtime.write_bytes(tzif(7200, "TWO"))  # the same size and inode: the mtime tells
     os.utime(localtime, ns=(mtime_ns + 1_000_000_000, mtime_ns + 1_000_000_000))
-    assert offset(service.local_zone()) == timedelta(hours=2)
-    assert offset(service.local_zone()) == timedelta(hours=2)
+    assert offset(target.local_zone()) == timedelta(hours=2)
+    assert offset(target.local_zone()) == timedelta(hours=2)
     assert len(reads) == 2
 
     replacement = tmp_path / "new"
     replacement.write_bytes(tzif(-5 * 3600, "FIVE"))
     replacement.replace(localtime)  # a new inode and size, as a package update writes it
-    assert offset(service.local_zone()) == timedelta(hours=-5)
+    assert offset(target.local_zone()) == timedelta(hours=-5)
     assert len(reads) == 3
 
 
@@ -71,23 +71,23 @@ def test_a_link_is_followed_again_when_it_points_elsewhere(tmp_path: Path, reads
     (zones / "GMT+4").write_bytes(tzif(-4 * 3600, "MINUS4"))
     localtime = tmp_path / "localtime"
     localtime.symlink_to(zones / "GMT-3")
-    assert service.local_zone().key == "Etc/GMT-3" == service.local_zone().key
+    assert target.local_zone().key == "Etc/GMT-3" == target.local_zone().key
     assert len(reads) == 1
     localtime.unlink()
     localtime.symlink_to(zones / "GMT+4")
-    assert service.local_zone().key == "Etc/GMT+4"
-    assert offset(service.local_zone()) == timedelta(hours=-4)
+    assert target.local_zone().key == "Etc/GMT+4"
+    assert offset(target.local_zone()) == timedelta(hours=-4)
     assert len(reads) == 2
 
 
 def test_tz_wins_and_without_a_zone_file_the_zone_is_utc(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, reads: list[str]
 ) -> None:
-    assert service.local_zone().key == "UTC"  # no file at LOCALTIME
+    assert target.local_zone().key == "UTC"  # no file at LOCALTIME
     (tmp_path / "localtime").write_bytes(tzif(3600, "ONE"))
-    assert offset(service.local_zone()) == timedelta(hours=1)  # created later: picked up
+    assert offset(target.local_zone()) == timedelta(hours=1)  # created later: picked up
     monkeypatch.setenv("TZ", ":Asia/Tokyo")
-    assert service.local_zone().key == "Asia/Tokyo"
+    assert target.local_zone().key == "Asia/Tokyo"
     monkeypatch.setenv("TZ", "Nowhere/Atlantis")  # not a zone: /etc/localtime's, as before
-    assert offset(service.local_zone()) == timedelta(hours=1)
+    assert offset(target.local_zone()) == timedelta(hours=1)
     assert len(reads) == 2

@@ -16,7 +16,8 @@ import httpx
 import pytest
 import structlog
 
-from pvcharge.chargers.warp import PHASE_REQUEST_INTERVAL_S, Config, WarpCharger, limit_current_ma
+from pvcharge.chargers.warp import Config, WarpCharger, limit_current_ma
+from pvcharge.chargers.warp_phases import PHASE_REQUEST_INTERVAL_S
 from pvcharge.clients.warp import PhaseSwitchState, parse_external_control, parse_low_level_state
 from pvcharge.config import parse_config
 from pvcharge.daemon import Cycle, Daemon

@@ -27,10 +27,10 @@ openpower).  Signing, the envelope, the return codes and the 6053 backoff are th
 - Codes: 6008 set failed, 6042 system offline, 6053 too fast (chargers.md §2.1).  No rate limit is
   published: poll no faster than every 10 s [A-lib]; the HA integration polls every 60 s (at least 10 s)
   and paces POSTs 30 s apart [A-ha].  With an AlphaESS meter on the same account the two share one
-  client state (:class:`~pvcharge.clients.alphaess.OpenApiAccount`: one request budget, one 6053
+  client state (:class:`~pvcharge.clients.alphaess_account.OpenApiAccount`: one request budget, one 6053
   backoff, one connection pool) and one ``getLastPowerData`` per poll (meters.md §3.4).  Every request
   counts against the account's budget, starts and stops too; a stop may use the slot kept for it
-  (:data:`~pvcharge.clients.alphaess.STOP_RESERVE`), so it goes even when polls have used the rest.
+  (:data:`~pvcharge.clients.alphaess_account.STOP_RESERVE`), so it goes even when polls have used the rest.
 
 What a reading cannot say: the API reports neither the current the wallbox offers nor the phases the car
 draws on, so every reading has ``current_a = 0`` and ``phases = 0`` (unknown); ``power_w`` is ``pev``.
@@ -45,7 +45,7 @@ from typing import Any
 
 import structlog
 
-from pvcharge.clients.alphaess import OpenApiAccount
+from pvcharge.clients.alphaess_account import OpenApiAccount
 from pvcharge.clients.alphaess_device import REUSE_SHARE, OpenApiSettings, PolledOutcome, client_for
 from pvcharge.clients.budget import BudgetSpent
 from pvcharge.errors import DeviceProtocolError, RateLimited, WriteDeferred

@@ -15,25 +15,10 @@ Device facts (reference ``chargers.md`` §3; Tinkerforge esp32-firmware
   charging car is reported on the phases ``evse/low_level_state.phases_current`` gives (with
   ``phase_switching``), else on 3 (an assumption).
 
-Phase switching (WARP3/WARP4, ``phase_switching: true``; chargers.md §3.2–3.4, W-fw ``power_manager``,
-W-evcc ``charger/warp-ws.go``):
-
-- The box offers it only if at boot its energy manager's phase switching is "external" (PV-excess
-  charging off), ``evse/management_enabled`` is off, the EVSE is >= 3.0 and ``phases_connected`` > 1;
-  then ``info/features`` lists ``phase_switch`` and ``power_manager/external_control`` accepts writes.
-- Once per connection the driver checks that, and writes ``evse/phase_auto_switch {"enabled": false}``
-  (evcc does the same for warp3/warp4) so the box does not switch by itself.
-- ``evse/low_level_state``: ``phases_current`` 1 or 3 (``power_manager/low_level_state.is_3phase``
-  agrees), ``phases_requested``, ``phases_state`` 0 idle, 1 stopping charge, 2 contactor off, 3 CP
-  disconnect, 4 switching, 5 CP reconnect, 6 waiting for the car, 7 contactor on.
-- ``power_manager/state.external_control``: 0 available, 1 nothing requested yet (§3.4 step 2, where
-  evcc goes ahead on 0 and 1; §3.3 calls 1 "disabled in settings": a box that then refuses gets the
-  back-off below), 2 unavailable (contactor check, no CP disconnect, input block), 3 switching.
-- ``POST power_manager/external_control {"phases_wanted": 1|3}`` starts a switch: the box stops the
-  charge, switches its contactors and reconnects the car, which then draws the external current on the
-  new phases.  400 with a reason when not allowed (e.g. to 3 while ``phases_info`` bit 0 marks a
-  single-phase car) or on a *different* request mid-switch; the same request while busy is ignored.
-- After a reconnect evcc sends the last ``phases_wanted`` again (a rebooted box may have lost it).
+Phase switching (WARP3/WARP4, ``phase_switching: true``; chargers.md §3.2–3.4): the box is asked for a
+command's phases (``power_manager/external_control``) by :class:`~pvcharge.chargers.warp_phases.WarpPhases`
+in :mod:`pvcharge.chargers.warp_phases` (imported only with ``phase_switching``); while it stays on other
+phases the driver writes :func:`limit_current_ma`.
 
 Waking a car that does not start (:meth:`WarpCharger.wake_up`; warp-charger ``api_doc_generator/evse.py``
 ``control_pilot_disconnect``, W-fw ``evse_v2``/``control_pilot_backend``): with the feature
@@ -48,26 +33,26 @@ Without ``phase_switching`` the driver reports ``phase_switching=False`` and ign
 from __future__ import annotations
 
 import asyncio
-import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import httpx
 import structlog
 
 from pvcharge.clients.warp import (
     LinkSettings,
-    PhaseSwitchState,
     WarpClient,
     parse_active_phases,
     parse_evse_state,
-    parse_external_control,
-    parse_low_level_state,
     parse_meter_power,
 )
 from pvcharge.errors import DeviceProtocolError, RateLimited, WriteDeferred
 from pvcharge.readings import ChargerCapabilities, ChargerCommand, ChargerReading
 from pvcharge.settings import setting
+
+if TYPE_CHECKING:
+    from pvcharge.chargers.warp_phases import WarpPhases
 
 _log = structlog.get_logger(__name__)
 
@@ -85,25 +70,10 @@ CAPABILITIES = ChargerCapabilities(
     on_off_only=False,
 )
 
-#: after a ``phases_wanted`` request, accepted or refused, the next one waits at least this long, in s:
-#: a refused switch is retried later, never in a loop (firmware that silently ignores a request is
-#: covered too).
-PHASE_REQUEST_INTERVAL_S = 60.0
-
 #: how long a wake-up holds the control pilot disconnected, in s: openWB's hardware driver holds CP at
 #: -12 V "for at least 3 seconds" (EV40 specification), evcc's ABL driver 3 s (evcc ``charger/openwb-hw.go``,
 #: ``charger/abl-evcc.go``).
 CP_DISCONNECT_S = 3.0
-
-#: ``info/name.type`` values of boxes that switch phases themselves (chargers.md §3.4: WARP2 switches
-#: only through a WARP Energy Manager, WARP1 not at all).
-PHASE_SWITCH_TYPES = ("warp3", "warp4")
-
-#: ``power_manager/state.external_control`` codes in which a request is not sent (chargers.md §3.3, §3.4).
-_EXTERNAL_CONTROL_REFUSED = {
-    2: "unavailable (contactor check, no CP disconnect or input block)",
-    3: "switching, requests are ignored",
-}
 
 
 @dataclass(frozen=True)
@@ -224,7 +194,6 @@ class WarpCharger:
     ) -> None:
         self.name = name
         self.capabilities = replace(CAPABILITIES, phase_switching=config.phase_switching)
-        self.box_phases: int | None = None
         self._config = config
         self._clock = clock
         self._log = _log.bind(device=name)
@@ -238,12 +207,17 @@ class WarpCharger:
         )
         self._base_url = self._api.base_url
         self._external_enabled_sent = False
-        self._phases_prepared = False  # phase switching checked and auto switching off on this connection
-        self._phases_wanted: int | None = None  # the last phases_wanted the box accepted
-        self._resend_phases = False  # a connection broke since that request: send it again
-        self._next_phase_request_s = -math.inf  # no phases_wanted request before this clock time
-        self._unavailable_logged: int | None = None  # external_control code last logged as refusal
+        self._phases: WarpPhases | None = None  # with phase_switching: its state
+        if config.phase_switching:
+            from pvcharge.chargers.warp_phases import WarpPhases  # (only with phase_switching)
+
+            self._phases = WarpPhases(self._api, name=name, clock=clock, log=self._log)
         self._sleep: Callable[[float], Awaitable[object]] = asyncio.sleep  # the CP disconnect's wait
+
+    @property
+    def box_phases(self) -> int | None:
+        """With ``phase_switching``, the phases the box's contactors are switched to (see the class)."""
+        return self._phases.box_phases if self._phases is not None else None
 
     async def read(self) -> ChargerReading:
         """Read ``evse/state``, ``meter/values`` and, while charging, ``meter/phases``; with
@@ -263,8 +237,8 @@ class WarpCharger:
                 missing/malformed/impossible field; with ``phase_switching``, a box that does not offer it
                 (the message says how to enable it).
         """
-        if self._config.phase_switching:
-            await self._prepare_phase_switching()
+        if self._phases is not None:
+            await self._phases.prepare()
         state = await self._api.get_json("evse/state")
         if state is None:
             raise DeviceProtocolError(
@@ -278,7 +252,7 @@ class WarpCharger:
         if values is None:
             self._log.debug("warp.no_meter", url=self._base_url + "meter/values")
         phases = await self._api.get_json("meter/phases") if charging and values is not None else None
-        box_phases = (await self._read_phase_state()).phases_current if self._config.phase_switching else None
+        box_phases = (await self._phases.read_state()).phases_current if self._phases is not None else None
         try:
             return reading_from_json(state, values, phases, timestamp_s=self._clock(), box_phases=box_phases)
         except ValueError as exc:
@@ -337,9 +311,9 @@ class WarpCharger:
     async def _apply(self, phases: int, current_ma: int) -> WriteDeferred | None:
         """The requests of :meth:`apply`; returns the ``WriteDeferred`` to raise, if any."""
         deferred: WriteDeferred | None = None
-        if self._config.phase_switching:
-            await self._prepare_phase_switching()
-            current_ma, deferred = await self._switch_phases(phases, current_ma)
+        if self._phases is not None:
+            await self._phases.prepare()
+            current_ma, deferred = await self._switch_phases(self._phases, phases, current_ma)
         if not self._external_enabled_sent:
             if await self._api.request("POST", "evse/external_enabled", {"enabled": True}) is None:
                 self._log.debug("warp.external_enabled_missing", note="firmware without the endpoint")
@@ -398,143 +372,34 @@ class WarpCharger:
     def forget(self) -> None:
         """Send ``external_enabled`` and the last ``phases_wanted`` again with the next apply."""
         self._external_enabled_sent = False
-        self._resend_phases = self._phases_wanted is not None
+        if self._phases is not None:
+            self._phases.forget()
 
     async def close(self) -> None:
         """Close the HTTP connection pool. Safe to call twice."""
         self._external_enabled_sent = False
-        self._phases_prepared = False
+        if self._phases is not None:
+            self._phases.closed()
         await self._api.close()
 
     # -- phase switching --------------------------------------------------------------------------
 
-    async def _prepare_phase_switching(self) -> None:
-        """Once per connection: check the box offers phase switching and turn its auto switching off;
-        after a broken connection, send the last accepted ``phases_wanted`` again."""
-        if not self._phases_prepared:
-            await self._check_phase_switching()
-            self._phases_prepared = True
-        if self._resend_phases and self._phases_wanted is not None and self._phase_request_wait_s() == 0:
-            self._resend_phases = False
-            self._log.info("warp.phases_resend", phases=self._phases_wanted, note="after a reconnect")
-            await self._request_phases(self._phases_wanted)
-
-    async def _check_phase_switching(self) -> None:
-        """Check ``info/name.type`` and ``info/features``, then POST ``evse/phase_auto_switch
-        {"enabled": false}``."""
-        info = await self._api.get_json("info/name")
-        box_type = info.get("type") if isinstance(info, dict) else None
-        if box_type not in PHASE_SWITCH_TYPES:
-            raise DeviceProtocolError(
-                self.name,
-                f"phase_switching needs a WARP3 or WARP4, but info/name.type is {box_type!r} (a WARP2 "
-                "switches phases only through a WARP Energy Manager); set charger.phase_switching: false",
-            )
-        if not await self._api.has_feature("phase_switch"):
-            raise DeviceProtocolError(
-                self.name,
-                "phase_switching is set, but the box does not offer it ('phase_switch' is not in "
-                "info/features). On the WARP: energy manager settings: PV-excess charging off and phase "
-                'switching "external"; EVSE management (evse/management_enabled) off; EVSE >= 3.0 and '
-                "phases_connected 3. The box reads these at boot: restart it after a change. Or set "
-                "charger.phase_switching: false",
-            )
-        if await self._api.request("POST", "evse/phase_auto_switch", {"enabled": False}) is None:
-            raise DeviceProtocolError(
-                self.name, f"POST {self._base_url}evse/phase_auto_switch: not found (HTTP 404)"
-            )
-
-    async def _switch_phases(self, phases: int, current_ma: int) -> tuple[int, WriteDeferred | None]:
+    async def _switch_phases(
+        self, switching: WarpPhases, phases: int, current_ma: int
+    ) -> tuple[int, WriteDeferred | None]:
         """Bring the box toward ``phases`` (see :meth:`apply`): the current to write in mA, and the
         ``WriteDeferred`` to raise after writing it (``None`` once the box is on ``phases``)."""
-        box = await self._read_phase_state()
-        if box.phases_requested == phases:
-            if not box.switching:
-                return current_ma, None
-            return current_ma, WriteDeferred(
-                self.name,
-                f"switch to {phases}p in progress ({box.describe()}); {current_ma} mA once the car is back",
-            )
-        if box.switching:
-            why: str | None = f"another switch is in progress ({box.describe()})"
-        elif self._phase_request_wait_s() > 0:
-            why = f"the last phase request was less than {PHASE_REQUEST_INTERVAL_S:g} s ago"
-        else:
-            why = await self._request_phases(phases)
-        if why is None:
-            return current_ma, WriteDeferred(
-                self.name, f"switch to {phases}p requested; {current_ma} mA once the car is back"
-            )
-        limited_ma = limit_current_ma(current_ma, phases, box.phases_requested)
+        step = await switching.switch(phases)
+        if step.why is None:
+            return current_ma, None
+        if not step.refused:
+            return current_ma, WriteDeferred(self.name, f"{step.why}; {current_ma} mA once the car is back")
+        limited_ma = limit_current_ma(current_ma, phases, step.box_phases)
         return limited_ma, WriteDeferred(
             self.name,
-            f"not switched to {phases}p: {why}; {limited_ma} mA on {box.phases_requested}p meanwhile",
-            retry_after_s=self._phase_request_wait_s(),
+            f"not switched to {phases}p: {step.why}; {limited_ma} mA on {step.box_phases}p meanwhile",
+            retry_after_s=step.retry_after_s,
         )
-
-    async def _request_phases(self, phases: int) -> str | None:
-        """Ask the box to switch to ``phases`` unless ``external_control`` refuses: ``None`` when the box
-        accepted, else why not (logged)."""
-        control = await self._external_control()
-        if control in _EXTERNAL_CONTROL_REFUSED:
-            why = f"power_manager/state.external_control is {control}: {_EXTERNAL_CONTROL_REFUSED[control]}"
-            if self._unavailable_logged != control:
-                self._log.info("warp.phase_switch_unavailable", phases=phases, reason=why)
-                self._unavailable_logged = control
-            return why
-        self._unavailable_logged = None
-        response = await self._api.request(
-            "POST", "power_manager/external_control", {"phases_wanted": phases}, refusal_ok=True
-        )
-        self._next_phase_request_s = self._clock() + PHASE_REQUEST_INTERVAL_S
-        if response is None:
-            raise DeviceProtocolError(
-                self.name,
-                f"POST {self._base_url}power_manager/external_control: not found (HTTP 404); the box offers "
-                "phase switching only if it was set up for it at boot (chargers.md §3.4)",
-            )
-        if response.status_code == 400:
-            reason = response.text.strip()[:200]
-            self._log.warning(
-                "warp.phase_switch_refused", phases=phases, reason=reason, retry_in_s=PHASE_REQUEST_INTERVAL_S
-            )
-            return f"the box refused it (HTTP 400): {reason}"
-        self._phases_wanted = phases
-        self._resend_phases = False
-        self._log.info("warp.phase_switch_requested", phases=phases)
-        return None
-
-    def _phase_request_wait_s(self) -> float:
-        """Seconds until the next ``phases_wanted`` request may go out (0: now)."""
-        return max(0.0, self._next_phase_request_s - self._clock())
-
-    async def _read_phase_state(self) -> PhaseSwitchState:
-        """GET ``evse/low_level_state``; updates :attr:`box_phases` and logs a completed switch."""
-        payload = await self._api.get_json("evse/low_level_state")
-        if payload is None:
-            raise DeviceProtocolError(
-                self.name, f"GET {self._base_url}evse/low_level_state: not found (HTTP 404)"
-            )
-        try:
-            state = parse_low_level_state(payload)
-        except ValueError as exc:
-            raise DeviceProtocolError(self.name, f"{self._base_url}: {exc}") from exc
-        if self.box_phases is not None and state.phases_current != self.box_phases:
-            self._log.info("warp.phases_switched", phases=state.phases_current, before=self.box_phases)
-        self.box_phases = state.phases_current
-        return state
-
-    async def _external_control(self) -> int:
-        """GET ``power_manager/state.external_control``."""
-        payload = await self._api.get_json("power_manager/state")
-        if payload is None:
-            raise DeviceProtocolError(
-                self.name, f"GET {self._base_url}power_manager/state: not found (HTTP 404)"
-            )
-        try:
-            return parse_external_control(payload)
-        except ValueError as exc:
-            raise DeviceProtocolError(self.name, f"{self._base_url}: {exc}") from exc
 
     # -- connection -------------------------------------------------------------------------------
 
@@ -542,5 +407,5 @@ class WarpCharger:
         """The box did not answer and may reboot: on the next connection enable slot 8 again, redo the
         phase switching preparation and send the last ``phases_wanted`` again."""
         self._external_enabled_sent = False
-        self._phases_prepared = False
-        self._resend_phases = self._phases_wanted is not None
+        if self._phases is not None:
+            self._phases.connection_lost()

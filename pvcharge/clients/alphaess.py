@@ -1,4 +1,5 @@
-"""AlphaESS Open API client and account, shared by the AlphaESS meter and the AlphaESS wallbox charger.
+"""AlphaESS Open API client, shared by the AlphaESS meter and the AlphaESS wallbox charger: signed
+requests, retries, and what each reply or failure means (6053 and HTTP 429 start the account's backoff).
 
 The wire format (base URL, signing, the envelope and its return codes) is
 :mod:`pvcharge.clients.alphaess_api`; further device facts (``meters.md`` §3.4 [A2, A4]):
@@ -6,24 +7,10 @@ The wire format (base URL, signing, the envelope and its return codes) is
 - No rate limit is published; 6053 ("The maximum number of requests has been reached") answers a
   client that asks too often, and clients poll no faster than every 10 s (§3.4 [A2, A4]).
 
-**Request budget.**  Every request of an account (each request of a poll, each start or stop, each
-retry) takes a slot of one :class:`~pvcharge.clients.budget.RequestBudget`: at most
-:data:`BUDGET_REQUESTS` in any :data:`BUDGET_WINDOW_S` as the cloud counts them, of which
-:data:`STOP_RESERVE` only a stop may use, so that a stop can always be sent.  A request the budget has
-no slot for is not sent (:class:`BudgetSpent`); a start or stop refused so gets the next free slot
-(polls leave it one).  The cloud publishes no number (§3.4: 6053 once at one request a minute, more
-than 150 a minute unthrottled in a 2026 test); 5 per 10 s is the strictest account pvcharge is checked
-against, and enough for a meter and a wallbox polled every 10 s (two requests a poll between them,
-three on the first) and a command.
-
-**Sharing an account.**  When the meter and the wallbox use the same account (same ``url``, ``app_id``
-and ``app_secret``), :func:`pvcharge.devices.create_devices` gives both one :class:`OpenApiAccount`:
-one connection pool, one request budget (the two devices' requests together), one 6053/429 backoff
-(what the cloud counts, appId, sysSn or address, is not published, so a 6053 answered to either device
-pauses both), and de-duplicated reads: an identical ``GET`` (same path and parameters) already in
-flight is awaited rather than sent again, and a reply that arrived at most ``reuse_s`` ago is handed
-out again (:meth:`AlphaEssClient.get_stamped`), so the two devices' ``getLastPowerData`` cost one
-request per poll instead of two (§3.4: no published limit, 6053 for clients that ask too often).
+What the devices of one account share (the connection pool, the request budget, the 6053/429 backoff,
+the ``GET`` requests in flight and the replies kept for reuse) is
+:class:`~pvcharge.clients.alphaess_account.OpenApiAccount` in :mod:`pvcharge.clients.alphaess_account`,
+with the request budget's numbers.
 
 What a device driver takes from here (the settings every Open API device shares, the client made from
 them, the poll cadence) is :mod:`pvcharge.clients.alphaess_device`.
@@ -37,13 +24,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import httpx
 import structlog
 
+from pvcharge.clients.alphaess_account import Flight, OpenApiAccount, Reply, RequestKey, request_key
 from pvcharge.clients.alphaess_api import (
     CLOCK_SKEW,
     CREDENTIAL_HINTS,
@@ -55,8 +42,7 @@ from pvcharge.clients.alphaess_api import (
     parse_envelope,
     sign,
 )
-from pvcharge.clients.budget import BudgetSpent, RequestBudget
-from pvcharge.clients.tls import verify_for
+from pvcharge.clients.budget import BudgetSpent
 from pvcharge.errors import DeviceError, DeviceProtocolError, DeviceUnavailable, RateLimited
 from pvcharge.retry import (
     ServerError,
@@ -68,47 +54,7 @@ from pvcharge.retry import (
 )
 from pvcharge.settings import Secret
 
-if TYPE_CHECKING:
-    from pvcharge.clients.alphaess_device import OpenApiSettings
-
 _log = structlog.get_logger(__name__)
-
-#: the account's request budget: at most this many requests in any ``BUDGET_WINDOW_S`` (module docstring)
-BUDGET_REQUESTS = 5
-BUDGET_WINDOW_S = 10.0  #: the budget's window, in s
-STOP_RESERVE = 1  #: slots of the budget that only a stop may use
-
-
-def _normal_url(base_url: str) -> str:
-    """The base URL as the client uses it: with exactly one trailing ``/``."""
-    return base_url.rstrip("/") + "/"
-
-
-#: identifies a ``GET``: path and sorted query parameters
-_Key = tuple[str, tuple[tuple[str, str], ...]]
-
-
-def _key(path: str, params: Mapping[str, str] | None) -> _Key:
-    """The key of ``GET <path>?<params>``: requests with the same key are one request."""
-    return (path, tuple(sorted((params or {}).items())))
-
-
-@dataclass(frozen=True, slots=True)
-class _Reply:
-    """A successful ``GET`` reply: the envelope's ``data`` and when it arrived (s on the account's clock)."""
-
-    data: Any
-    received_at_s: float
-
-
-@dataclass(eq=False, slots=True)
-class _Flight:
-    """A ``GET`` in flight, which every identical ``GET`` awaits instead of sending its own."""
-
-    key: _Key
-    task: asyncio.Task[_Reply]
-    owner: AlphaEssClient  #: the client that sent it: its name is on errors and retry logs
-    waiters: int = 0  #: callers awaiting it; the last one to give up (cancelled) cancels the request
 
 
 E = TypeVar("E", bound=DeviceError)
@@ -128,140 +74,6 @@ class _NoSlot(Exception):
     def __init__(self, wait_s: float) -> None:
         super().__init__(f"no slot for {wait_s:.1f} s")
         self.wait_s = wait_s
-
-
-class OpenApiAccount:
-    """What the devices of one AlphaESS Open API account share inside one daemon.
-
-    The AlphaESS meter and the AlphaESS wallbox of one system usually use the same developer account
-    (``url``, ``app_id``, ``app_secret``) and ask the same endpoint (``getLastPowerData``: the meter for
-    ``ppv``/``pgrid``/``pbat``/``soc``, the wallbox for ``pev``).  The cloud publishes no rate limit and
-    answers a client that asks too often with 6053 (meters.md §3.4), without saying whether it counts
-    per appId, per sysSn or per address; so the devices share, through one account object:
-
-    - one HTTP connection pool;
-    - one request budget (:attr:`budget`): every request of either device takes a slot of it, a stop
-      may use the :data:`STOP_RESERVE` (module docstring);
-    - one 6053 / HTTP 429 backoff: after either device was told "too fast", neither sends anything
-      until the backoff (``rate_limit_backoff_s``, doubling per further 6053 up to
-      ``rate_limit_backoff_max_s``, reset on a success) has passed;
-    - identical ``GET`` requests (same path and parameters): one already in flight is awaited by
-      every caller asking for it, and its reply is kept with its arrival time, so that a caller passing
-      ``reuse_s`` gets it again without a request (:meth:`AlphaEssClient.get_stamped`).  Errors are not
-      kept (but a caller awaiting a request in flight gets its error).
-
-    One object per account and daemon, made by :func:`pvcharge.devices.create_devices` (there is no
-    process-wide registry: tests run many daemons, on different clocks, in one process).  Each device
-    talks through its own :class:`AlphaEssClient` (made by :meth:`client`), which puts its own device
-    name on errors and logs and keeps its own timeout and retries.
-
-    Args:
-        base_url: the API base, e.g. ``https://openapi.alphaess.com/api``.
-        app_id: the developer appId.
-        app_secret: the developer appSecret; revealed only to compute :func:`sign`.
-        rate_limit_backoff_s: wait after a 6053 before the next request, in s (the floor of the backoff).
-        rate_limit_backoff_max_s: the longest 6053 backoff, in s.
-        clock: Unix seconds: the ``timeStamp`` header, the backoff, the budget, reply arrival times.
-        budget_requests: the request budget: at most this many requests in any ``budget_window_s``
-            (:data:`STOP_RESERVE` of them only for a stop).
-        budget_window_s: the budget's window, in s.
-
-    Attributes:
-        budget: the account's request budget.
-    """
-
-    def __init__(
-        self,
-        base_url: str,
-        app_id: str,
-        app_secret: Secret,
-        *,
-        rate_limit_backoff_s: float = 60.0,
-        rate_limit_backoff_max_s: float = 900.0,
-        clock: Callable[[], float] = time.time,
-        budget_requests: int = BUDGET_REQUESTS,
-        budget_window_s: float = BUDGET_WINDOW_S,
-    ) -> None:
-        self.base_url = _normal_url(base_url)
-        self.app_id = app_id
-        self.app_secret = app_secret
-        self.rate_limit_backoff_s = rate_limit_backoff_s
-        self.rate_limit_backoff_max_s = rate_limit_backoff_max_s
-        self.clock = clock
-        self.budget = RequestBudget(budget_requests, budget_window_s, clock, reserve=STOP_RESERVE)
-        self.http_client: httpx.AsyncClient | None = None
-        self.rate_limited_until = -float("inf")
-        self.rate_limit_streak = 0  #: 6053 replies since the last success
-        self.rate_limited_by = f"code {TOO_FAST}"  #: what started the backoff, for messages
-        self.rate_limited_device = ""  #: the device that was answered so
-        self.in_flight: dict[_Key, _Flight] = {}
-        self.replies: dict[_Key, _Reply] = {}  #: the last successful reply per GET
-
-    def __repr__(self) -> str:
-        return f"OpenApiAccount({self.base_url!r}, app_id={self.app_id!r})"
-
-    @classmethod
-    def of(cls, settings: OpenApiSettings, *, clock: Callable[[], float]) -> OpenApiAccount:
-        """The account of a device's Open API settings (``url``, ``app_id``, ``app_secret``)."""
-        return cls(settings.url, settings.app_id, settings.app_secret, clock=clock)
-
-    def names(self, base_url: str, app_id: str, app_secret: Secret) -> bool:
-        """This account: same base URL (up to a trailing ``/``), appId and appSecret."""
-        return (_normal_url(base_url), app_id, app_secret) == (self.base_url, self.app_id, self.app_secret)
-
-    def holds(self, settings: OpenApiSettings) -> bool:
-        """A device's Open API settings name this account (:meth:`names`)."""
-        return self.names(settings.url, settings.app_id, settings.app_secret)
-
-    def client(
-        self, *, name: str, timeout_s: float = 10.0, retries: int = 2, backoff_s: float = 1.0
-    ) -> AlphaEssClient:
-        """A client for one device on this account (arguments as :class:`AlphaEssClient`'s)."""
-        return AlphaEssClient(
-            self.base_url,
-            self.app_id,
-            self.app_secret,
-            name=name,
-            timeout_s=timeout_s,
-            retries=retries,
-            backoff_s=backoff_s,
-            account=self,
-        )
-
-    async def close(self) -> None:
-        """Cancel the requests in flight and close the connection pool.
-
-        Harmless for the other devices of the account: the next request opens a new pool; the backoff
-        and the kept replies stay.  Safe to call twice (each device's ``close`` calls it).
-        """
-        flights = [flight.task for flight in self.in_flight.values()]
-        self.in_flight.clear()  # nobody joins a request being cancelled
-        for task in flights:
-            task.cancel()
-        if flights:
-            await asyncio.wait(flights)
-        client, self.http_client = self.http_client, None
-        if client is not None:
-            await client.aclose()
-
-    def http(self) -> httpx.AsyncClient:
-        """The connection pool, opened on first use (again after :meth:`close`)."""
-        if self.http_client is None:
-            # one shared TLS context (clients/tls.py)
-            self.http_client = httpx.AsyncClient(base_url=self.base_url, verify=verify_for(self.base_url))
-        return self.http_client
-
-    def _forget(self, flight: _Flight) -> None:
-        """Drop ``flight`` from the requests in flight (if it is still the one for its key)."""
-        if self.in_flight.get(flight.key) is flight:
-            del self.in_flight[flight.key]
-
-    def _landed(self, flight: _Flight, task: asyncio.Task[_Reply]) -> None:
-        """Done callback of a flight: forget it, and fetch its exception so asyncio does not warn
-        about one nobody awaited (all its callers cancelled)."""
-        self._forget(flight)
-        if not task.cancelled():
-            task.exception()
 
 
 def _as_device(exc: DeviceError, name: str) -> DeviceError:
@@ -284,9 +96,9 @@ class AlphaEssClient:
     not documented to send, but a gateway in front of it may) likewise stops all requests, for its
     ``Retry-After`` (the 6053 backoff without one).  Every attempt takes a slot of the account's
     request budget; one it has no slot for is not sent (:class:`BudgetSpent`; only a ``reserved``
-    request, a stop, may use the last :data:`STOP_RESERVE`).  Proxy settings from the environment
-    (``HTTPS_PROXY``, ``NO_PROXY``) apply, and TLS certificates are always verified against the
-    system's CAs (``SSL_CERT_FILE`` adds a private one): this is a cloud API.
+    request, a stop, may use the last :data:`~pvcharge.clients.alphaess_account.STOP_RESERVE`).  Proxy
+    settings from the environment (``HTTPS_PROXY``, ``NO_PROXY``) apply, and TLS certificates are always
+    verified against the system's CAs (``SSL_CERT_FILE`` adds a private one): this is a cloud API.
 
     The connection pool, the budget, the backoff, the requests in flight and the kept replies belong to
     an :class:`OpenApiAccount`: the client's own one, or, with ``account``, one it shares with the other
@@ -352,6 +164,28 @@ class AlphaEssClient:
     def __repr__(self) -> str:
         return f"AlphaEssClient({self._base_url!r}, app_id={self._account.app_id!r}, name={self.name!r})"
 
+    @classmethod
+    def of(
+        cls,
+        account: OpenApiAccount,
+        *,
+        name: str,
+        timeout_s: float = 10.0,
+        retries: int = 2,
+        backoff_s: float = 1.0,
+    ) -> AlphaEssClient:
+        """A client for one device on ``account`` (the other arguments as the constructor's)."""
+        return cls(
+            account.base_url,
+            account.app_id,
+            account.app_secret,
+            name=name,
+            timeout_s=timeout_s,
+            retries=retries,
+            backoff_s=backoff_s,
+            account=account,
+        )
+
     @property
     def account(self) -> OpenApiAccount:
         """The account state this client uses (shared with other devices, or its own)."""
@@ -405,16 +239,16 @@ class AlphaEssClient:
             (or raises ``RateLimited`` during a backoff).
         """
         account = self._account
-        key = _key(path, params)
-        kept = self._kept(key, reuse_s)
+        key = request_key(path, params)
+        kept = self._account.kept(key, reuse_s)
         if kept is not None:
             return kept.data, kept.received_at_s
         flight = account.in_flight.get(key)
         if flight is None:
             task = asyncio.create_task(self._fetch(key, path, params), name=f"alphaess GET {path}")
-            flight = _Flight(key, task, owner=self)
+            flight = Flight(key, task, owner=self)
             account.in_flight[key] = flight
-            task.add_done_callback(lambda done: account._landed(flight, done))
+            task.add_done_callback(lambda done: account.landed(flight, done))
         reply = await self._await(flight, f"GET {self._base_url}{path}")
         return reply.data, reply.received_at_s
 
@@ -422,15 +256,16 @@ class AlphaEssClient:
         """``POST <base>/<path>`` with ``body`` as JSON; returns and raises as :meth:`get` (never shared
         with another request, never reused).
 
-        ``reserved``: the request may use the budget's :data:`STOP_RESERVE` (for a stop only).
+        ``reserved``: the request may use the budget's
+        :data:`~pvcharge.clients.alphaess_account.STOP_RESERVE` (for a stop only).
         """
         return await self._call("POST", path, body=body, reserved=reserved)
 
     def has_reply(self, path: str, params: Mapping[str, str] | None, reuse_s: float) -> bool:
         """A ``get_stamped(path, params, reuse_s=reuse_s)`` now would send nothing: an identical
         ``GET`` is in flight, or its reply arrived at most ``reuse_s`` ago."""
-        key = _key(path, params)
-        return key in self._account.in_flight or self._kept(key, reuse_s) is not None
+        key = request_key(path, params)
+        return key in self._account.in_flight or self._account.kept(key, reuse_s) is not None
 
     def check_budget(self, count: int, what: str) -> None:
         """Raise :class:`BudgetSpent` unless the account's budget has slots for ``count`` ordinary
@@ -451,21 +286,13 @@ class AlphaEssClient:
 
     # -- sharing ----------------------------------------------------------------------------------
 
-    def _kept(self, key: _Key, reuse_s: float) -> _Reply | None:
-        """The account's kept reply to ``key`` if it arrived at most ``reuse_s`` ago (none for
-        ``reuse_s <= 0``)."""
-        kept = self._account.replies.get(key)
-        if reuse_s > 0 and kept is not None and 0 <= self._clock() - kept.received_at_s <= reuse_s:
-            return kept
-        return None
-
-    async def _fetch(self, key: _Key, path: str, params: Mapping[str, str] | None) -> _Reply:
+    async def _fetch(self, key: RequestKey, path: str, params: Mapping[str, str] | None) -> Reply:
         data = await self._call("GET", path, params=params)
-        reply = _Reply(data, self._clock())
+        reply = Reply(data, self._clock())
         self._account.replies[key] = reply
         return reply
 
-    async def _await(self, flight: _Flight, where: str) -> _Reply:
+    async def _await(self, flight: Flight, where: str) -> Reply:
         """Await a flight (shielded: one caller giving up does not cancel it for the others)."""
         flight.waiters += 1
         try:
@@ -485,7 +312,7 @@ class AlphaEssClient:
             flight.waiters -= 1
             if flight.waiters == 0 and not flight.task.done():
                 # every caller gave up: as before sharing, the request is cut off (and nobody joins it)
-                self._account._forget(flight)
+                self._account.forget(flight)
                 flight.task.cancel()
 
     # -- HTTP -------------------------------------------------------------------------------------
@@ -621,25 +448,13 @@ class AlphaEssClient:
         (:func:`~pvcharge.retry.request_failed`)."""
         return request_failed(self.name, where, exc, attempts=attempts, timeout_s=self._timeout_s)
 
-    def _rate_limit_wait_s(self) -> float:
-        """The next 6053 backoff: ``rate_limit_backoff_s`` doubled per 6053 since the last success."""
-        account = self._account
-        doublings = min(account.rate_limit_streak, 20)  # bounded: 2**n must not overflow a float
-        return float(min(account.rate_limit_backoff_s * 2**doublings, account.rate_limit_backoff_max_s))
-
-    def _back_off(self, wait_s: float, by: str) -> None:
-        """Send nothing on the account for ``wait_s`` s, because of ``by`` answered to this device."""
-        account = self._account
-        account.rate_limited_until = self._clock() + wait_s
-        account.rate_limited_by, account.rate_limited_device = by, self.name
-
     def _too_many_requests(self, where: str, header: str | None) -> RateLimited:
         """HTTP 429: send nothing before its ``Retry-After`` (without one, for the 6053 backoff)."""
         wait_s = parse_retry_after(header, self._clock())
         if wait_s is None:
-            wait_s = self._rate_limit_wait_s()
+            wait_s = self._account.rate_limit_wait_s()
             self._account.rate_limit_streak += 1
-        self._back_off(wait_s, "HTTP 429")
+        self._account.back_off(wait_s, "HTTP 429", self.name)
         self._log.warning(
             "alphaess.rate_limited", request=where, retry_after=header, backoff_s=round(wait_s, 1)
         )
@@ -658,9 +473,9 @@ class AlphaEssClient:
             said += f", {envelope.exp_msg!r}"
         sys_sn = request.get("sysSn", "(none sent)")
         if code == TOO_FAST:
-            wait_s = self._rate_limit_wait_s()
+            wait_s = self._account.rate_limit_wait_s()
             self._account.rate_limit_streak += 1
-            self._back_off(wait_s, f"code {TOO_FAST}")
+            self._account.back_off(wait_s, f"code {TOO_FAST}", self.name)
             self._log.warning("alphaess.rate_limited", request=where, backoff_s=round(wait_s, 1))
             return RateLimited(
                 self.name,

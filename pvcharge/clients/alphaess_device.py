@@ -3,13 +3,14 @@
 - :class:`OpenApiSettings` (with :func:`check_settings`): the settings every Open API device shares,
   which the meter's and the wallbox's ``Config`` extend;
 - :func:`client_for`: the device's :class:`~pvcharge.clients.alphaess.AlphaEssClient`, its own or on an
-  :class:`~pvcharge.clients.alphaess.OpenApiAccount` shared with the other device;
+  :class:`~pvcharge.clients.alphaess_account.OpenApiAccount` shared with the other device;
 - the poll cadence: :class:`PolledOutcome` (a poll's outcome handed out again until the next poll is due,
   :func:`next_poll_s`) and the shares of ``poll_interval_s`` it uses (:data:`REUSE_SHARE`,
   :data:`REST_SHARE`).  The cloud publishes no rate limit and answers a client that asks too often with
   6053 (``meters.md`` §3.4 [A2, A4]).
 
-The HTTP client, the account's request budget and 6053 backoff are :mod:`pvcharge.clients.alphaess`.
+The HTTP client is :mod:`pvcharge.clients.alphaess`; the account's request budget and 6053 backoff are
+:mod:`pvcharge.clients.alphaess_account`.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from typing import Generic, TypeVar
 
 import httpx
 
-from pvcharge.clients.alphaess import AlphaEssClient, OpenApiAccount, copy_error
+from pvcharge.clients.alphaess import AlphaEssClient, copy_error
+from pvcharge.clients.alphaess_account import OpenApiAccount
 from pvcharge.clients.alphaess_api import DEFAULT_URL
 from pvcharge.clients.budget import BudgetSpent
 from pvcharge.errors import DeviceError, RateLimited
@@ -145,8 +147,12 @@ def client_for(
     if account is not None:
         if not account.holds(settings):
             raise ValueError(f"{name}: the settings are not those of {account!r}")
-        return account.client(
-            name=name, timeout_s=settings.timeout_s, retries=settings.retries, backoff_s=settings.backoff_s
+        return AlphaEssClient.of(
+            account,
+            name=name,
+            timeout_s=settings.timeout_s,
+            retries=settings.retries,
+            backoff_s=settings.backoff_s,
         )
     return AlphaEssClient(
         settings.url,

@@ -18,13 +18,7 @@ that long) and ``min_off_s`` has passed; a charging car stops only if the window
 its minimum power (short the whole window) and ``min_on_s`` has passed.  In between it holds min current.
 
 **Following.** Inside a session the current is the whole amps that fit the surplus, damped by energy
-rather than by time: it falls once the car has drawn ``down_energy_wh`` more than the surplus (a drop of
-several kW acts on the next reading, a 1 A excess after a few minutes), and rises once a higher current
-would have taken ``up_energy_wh`` more, or once the surplus held a higher level for the whole last
-``up_hold_s`` by at least ``up_hold_min_w`` (a 1 A rise on three phases would otherwise wait a minute for
-its energy; smaller rises are not worth a write each), to what the surplus supported all that while, over
-the last 30 s or over ``up_hold_s`` (at most ``max_step_up_a`` per change). So the charger is written
-rarely, the car does not hunt around an amp boundary, and it draws little from the battery. If the car
+(written rarely, no hunting around an amp boundary): :mod:`pvcharge.control.following`.  If the car
 imports from the grid (battery empty or at its limit) for ``grid_tolerance_s``, it is turned down or
 paused whatever the cloud filter says.
 
@@ -48,6 +42,7 @@ import math
 from dataclasses import dataclass
 
 from pvcharge.control.config import ChargePoint, ControlConfig, Mode, SiteConfig
+from pvcharge.control.following import RECENT_S, Following
 from pvcharge.control.fuse import FuseWindow, car_currents_a, fuse_headroom_a
 from pvcharge.control.phases import PhaseSwitch, phase_gain_w
 from pvcharge.control.shade import ShadeSpells
@@ -56,7 +51,6 @@ from pvcharge.control.window import TimeWindow
 from pvcharge.readings import ChargerCapabilities, ChargerCommand, ChargerReading, SiteReading
 
 CAR_SETTLE_MAX_S = 30.0  #: the longest a stale charger reading holds back new meter readings, in s
-RECENT_S = 30.0  #: the surplus minimum of this last span sets the current at a start or phase switch
 SHADE_OVER_S = 90.0  #: after a switch to 1p for a shade, 3p return once the surplus covered them this long, s
 
 
@@ -124,6 +118,8 @@ class Controller:
         self._available_w: float | None = None
         self._last_command: ChargerCommand | None = None
         self._changed_at = -math.inf  # when the command last changed
+        # the session's current and the energy evidence for changing it
+        self._following = Following(control, self._surplus)
         self._reset_session()
         self._off_since = -math.inf
         self._fuse_window = FuseWindow()  # fuse headroom per phase, A
@@ -144,6 +140,7 @@ class Controller:
             self.vehicle = vehicle
         charge_point, vehicle_one_phase = narrow(charge_point, self.vehicle)
         self._phasing.reconfigure(control, vehicle_one_phase)
+        self._following.reconfigure(control)
         self.control = control
         self.charge_point = charge_point
         self.site = site or SiteConfig()
@@ -182,10 +179,7 @@ class Controller:
     def _reset_session(self) -> None:
         self._on = False
         self._on_since = -math.inf
-        self._level_a = 0.0
-        self._over_wh = 0.0  # overdraw energy (car above surplus) since the current level became too high
-        self._gain_wh = 0.0  # energy a higher level would have taken since the surplus rose above it
-        self._run_min_w = math.inf  # lowest surplus since it rose above the current level
+        self._following.reset()
         self._import_since: float | None = None
 
     def _stop_session(self, now: float) -> None:
@@ -448,18 +442,18 @@ class Controller:
             # what a paused car "would have done" (min current through the night) is no evidence
             self._restart_evidence()
             self._on, self._on_since = True, now
-            self._level_a = self._fit(self._surplus.min_over(RECENT_S), self._eff_phases())
+            level = self._following.level_a = self._fit(self._surplus.min_over(RECENT_S), self._eff_phases())
             return self._decision(
-                self._level_a,
+                level,
                 f"start: surplus >= {need_w:.0f} W for {c.start_window_s:g} s "
-                f"-> {self._level_a:g} A on {self.phases}p",
+                f"-> {level:g} A on {self.phases}p",
             )
 
         # charging: grid import beyond the tolerance overrides the cloud filter
         p = self._eff_phases()
         min_w = self.power_w(self.lowest_a, p)
         importing = site.grid_power_w - c.grid_target_w > c.deadzone_w
-        if importing and available < self.power_w(self._level_a, p):
+        if importing and available < self.power_w(self._following.level_a, p):
             self._import_since = self._import_since if self._import_since is not None else now
         else:
             self._import_since = None
@@ -475,15 +469,14 @@ class Controller:
                     and not self.vehicle.no_phase_switch
                 ):
                     self._switch_to(now, 1)
-                    self._level_a = self._fit(available, 1)
+                    level = self._following.level_a = self._fit(available, 1)
                     return self._decision(
-                        self._level_a, f"switch to 1p: importing from the grid for {c.grid_tolerance_s:g} s"
+                        level, f"switch to 1p: importing from the grid for {c.grid_tolerance_s:g} s"
                     )
                 if self.vehicle.never_stop:
-                    self._level_a = self.lowest_a
+                    level = self._following.level_a = self.lowest_a
                     return self._decision(
-                        self._level_a,
-                        f"never_stop: importing from the grid for {c.grid_tolerance_s:g} s, min",
+                        level, f"never_stop: importing from the grid for {c.grid_tolerance_s:g} s, min"
                     )
                 self._stop_session(now)
                 return self._decision(0.0, f"stop: importing from the grid for {c.grid_tolerance_s:g} s")
@@ -502,7 +495,7 @@ class Controller:
         switched = self._switch_phases(now)
         if switched is not None:
             return switched
-        return self._follow(now, available)
+        return self._follow(available)
 
     def _switch_phases(self, now: float) -> Decision | None:
         """Switch phases when :meth:`PhaseSwitch.due <pvcharge.control.phases.PhaseSwitch.due>` says so
@@ -518,8 +511,8 @@ class Controller:
         phases, why = due
         self._switch_to(now, phases)
         self._shade_switched = due is shade
-        self._level_a = self._fit(self._surplus.min_over(RECENT_S), self._eff_phases())
-        return self._decision(self._level_a, f"switch to {phases}p: {why}")
+        level = self._following.level_a = self._fit(self._surplus.min_over(RECENT_S), self._eff_phases())
+        return self._decision(level, f"switch to {phases}p: {why}")
 
     def _shade_due(self) -> tuple[int, str] | None:
         """To 1 phase when min current on 3 phases has drawn ``shade_switch_min_wh`` beyond the surplus
@@ -532,7 +525,7 @@ class Controller:
             or self._phasing.phases != 3
             or self._phasing.one_phase_car
             or self._available_w is None
-            or self._level_a > self.lowest_current_a(3)
+            or self._following.level_a > self.lowest_current_a(3)
             or self._phasing.deficit_wh < c.shade_switch_min_wh
         ):
             return None
@@ -562,50 +555,13 @@ class Controller:
             return None
         return 3, f"the shade is over: surplus >= {self.phase_up_w:.0f} W for {SHADE_OVER_S:g} s"
 
-    def _follow(self, now: float, available: float) -> Decision:
-        """Damped tracking of the surplus at the current phases, by energy: the current falls once the
-        car has drawn ``down_energy_wh`` more than the surplus, and rises once a higher current would
-        have taken ``up_energy_wh`` more, to what the surplus supported all that time."""
-        c, p = self.control, self._eff_phases()
-        target = self._fit(available, p)
-        level = self._level_a
-        hours = self._dt_s / 3600.0
-        if target < level:
-            self._gain_wh, self._run_min_w = 0.0, math.inf
-            self._over_wh += (self.power_w(level, p) - available) * hours
-            if self._over_wh >= c.down_energy_wh:
-                self._level_a, self._over_wh = target, 0.0
-                return self._decision(
-                    target, f"down: surplus {available:.0f} W -> {target:g} A on {self.phases}p"
-                )
-            return self._decision(
-                level,
-                f"holding {level:g} A: {self._over_wh:.1f} Wh over the surplus of {c.down_energy_wh:g} Wh",
-            )
-        self._over_wh = 0.0
-        if target > level:
-            self._run_min_w = min(self._run_min_w, available)
-            self._gain_wh += (self.power_w(target, p) - self.power_w(level, p)) * hours
-            # a level at least up_hold_min_w higher that the surplus held for the whole last up_hold_s
-            # counts as enough evidence too, so a 1 A rise on 3 phases (690 W) does not wait a minute
-            s, hold_s = self._surplus, c.up_hold_s
-            held_a = self._fit(s.min_over(hold_s), p) if hold_s > 0 and s.spans(hold_s) else 0.0
-            held = held_a > level and self.power_w(held_a - level, p) >= c.up_hold_min_w
-            if self._gain_wh >= c.up_energy_wh or held:
-                # supported all the run, or the last 30 s (or all of up_hold_s)
-                floor_w = max(self._run_min_w, s.min_over(RECENT_S))
-                if held:
-                    floor_w = max(floor_w, s.min_over(hold_s))
-                supported = min(self._fit(floor_w, p), level + c.max_step_up_a)
-                self._gain_wh, self._run_min_w = 0.0, math.inf
-                if supported > level:
-                    self._level_a = supported
-                    return self._decision(
-                        supported, f"up: surplus {available:.0f} W -> {supported:g} A on {self.phases}p"
-                    )
-        else:
-            self._gain_wh, self._run_min_w = 0.0, math.inf
-        return self._decision(level, f"pv: surplus {available:.0f} W, {level:g} A on {self.phases}p")
+    def _follow(self, available: float) -> Decision:
+        """Follow the surplus at the current phases (:mod:`pvcharge.control.following`)."""
+        p = self._eff_phases()
+        current_a, reason = self._following.step(
+            available, self._dt_s, self.phases, lambda w: self._fit(w, p), lambda a: self.power_w(a, p)
+        )
+        return self._decision(current_a, reason)
 
     def _minpv(self, now: float, available: float) -> Decision:
         """At least min current, the surplus on top (same damping and phase rules as pv)."""
@@ -617,9 +573,9 @@ class Controller:
                 if phases != self._phasing.phases:
                     self._switch_to(now, phases)
             self._restart_evidence()
-            self._level_a = self._fit(available, self._eff_phases())
-            return self._decision(self._level_a, f"minpv: start at {self._level_a:g} A on {self.phases}p")
+            level = self._following.level_a = self._fit(available, self._eff_phases())
+            return self._decision(level, f"minpv: start at {level:g} A on {self.phases}p")
         switched = self._switch_phases(now)
         if switched is not None:
             return switched
-        return self._follow(now, available)
+        return self._follow(available)

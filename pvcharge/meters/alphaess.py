@@ -22,7 +22,7 @@ charging power).  ``null`` is missing data, never 0 W: some models (Storion-S5) 
 ``null`` (§3.3, homeassistant-alphaESS#124) and cannot be used with this endpoint.
 
 The cloud is slow and rate-limited (§3.4): no faster than one request per 10 s [A2, A4].  Every
-request counts against the account's request budget (:mod:`pvcharge.clients.alphaess`).  With an
+request counts against the account's request budget (:mod:`pvcharge.clients.alphaess_account`).  With an
 AlphaESS wallbox on the same account the two share one client state (:class:`OpenApiAccount`: one
 request budget, one 6053 backoff, one connection pool) and one ``getLastPowerData`` per poll: a reply
 the wallbox got at most half a poll interval ago is used again, stamped with the time it arrived.
@@ -35,7 +35,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from pvcharge.clients.alphaess import OpenApiAccount
+from pvcharge.clients.alphaess_account import OpenApiAccount
 from pvcharge.clients.alphaess_device import REUSE_SHARE, OpenApiSettings, PolledOutcome, client_for
 from pvcharge.errors import DeviceProtocolError
 from pvcharge.readings import SiteReading

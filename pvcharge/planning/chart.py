@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from pvcharge.planning.forecast import surplus as surplus_of
 from pvcharge.planning.planner import SLOT_S, slot_start
-from pvcharge.planning.service import CHARGE_EFFICIENCY
+from pvcharge.planning.target import CHARGE_EFFICIENCY
 from pvcharge.planning.view import outcome_json
 
 if TYPE_CHECKING:

@@ -130,8 +130,8 @@ def _local(args: argparse.Namespace) -> int:
     from pvcharge.planning.config import PlanConfig
     from pvcharge.planning.forecast import surplus as surplus_of
     from pvcharge.planning.planner import ChargeLimits, next_deadline, plan_charge
-    from pvcharge.planning.service import local_zone, next_target
     from pvcharge.planning.sources import forecast_source, tariff_source
+    from pvcharge.planning.target import local_zone, next_target, zone_of
     from pvcharge.settings import SettingError
 
     config = _load(args.config or DEFAULT_CONFIG)
@@ -154,7 +154,7 @@ def _local(args: argparse.Namespace) -> int:
             print("pvcharge: plan: no energy_kwh plan in plans: (or give --kwh and --by)", file=sys.stderr)
             return 2
         entry, deadline_s, need_kwh = target.plan, target.deadline_s, target.energy_kwh
-        zone = ZoneInfo(entry.timezone) if entry.timezone else local_zone()
+        zone = zone_of(entry)
 
     async def fetch() -> tuple[dict[int, float] | None, dict[int, float] | None]:
         prices = tariff_source(config.tariff, clock=wallclock.time)

@@ -2,7 +2,7 @@
 The tariff's keys are in :class:`pvcharge.config.TariffConfig`.
 
 Pure dataclasses like the control core's: ``__post_init__`` raises
-:class:`~pvcharge.settings.SettingError` naming the key; the loader (``pvcharge.config``) reads the
+:class:`~pvcharge.settings.SettingError` naming the key; the loader (``pvcharge.config_loader``) reads the
 lists item by item and names the item (``plans[1].deadline``).
 """
 

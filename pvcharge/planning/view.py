@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from pvcharge.planning import runtime
 from pvcharge.planning.cli import summary
 from pvcharge.planning.planner import Plan, next_deadline
-from pvcharge.planning.service import zone_of
+from pvcharge.planning.target import zone_of
 
 if TYPE_CHECKING:
     from pvcharge.planning.service import PlanService
