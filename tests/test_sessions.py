@@ -168,6 +168,24 @@ def test_a_charger_that_cannot_see_the_car_opens_at_first_power_and_closes_when_
     assert closed.end_s == T0 + 5
 
 
+def test_the_sites_tally_skips_gaps_and_stale_readings_as_a_sessions_tally_does() -> None:
+    tally = SiteTally(tz=UTC, max_age_s=30, max_gap_s=60)
+    tally.step(T0, site(T0, pv=5000, grid=-2700), 2300)
+    # the meter's last reading is 40 s old at the next cycle: not used; then none at all
+    tally.step(T0 + 40, site(T0, pv=5000, grid=-2700), 2300)
+    tally.step(T0 + 100, None, 0.0)
+    # fresh again after 140 s: the gap is not integrated
+    tally.step(T0 + 140, site(T0 + 140, pv=5000, grid=-2700), 2300)
+    assert tally.days == {} and tally.gap_s == 140
+    assert sum(minute[0] for minute in tally.power.values()) == 2  # samples: only the fresh readings
+    tally.step(T0 + 150, site(T0 + 150, pv=5000, grid=-2700), 2300)
+    (day,) = tally.take_days()
+    assert (day.pv_wh, day.export_wh) == pytest.approx((5000 * 10 / 3600, 2700 * 10 / 3600))
+    assert (day.car_wh, day.car_pv_wh, day.import_wh) == pytest.approx(
+        (2300 * 10 / 3600, 2300 * 10 / 3600, 0)
+    )
+
+
 def test_daily_totals_split_at_local_midnight() -> None:
     tz = UTC
     midnight = 1_750_032_000.0  # 2025-06-16 00:00 UTC
