@@ -365,8 +365,8 @@ def build_server(
     max_connections: int = MAX_CONNECTIONS,
 ) -> HttpServer:
     """The HTTP server serving ``daemon``, its ``sessions`` and its loadpoints' plan services
-    (``loadpoint_plans``, by loadpoint name; :func:`start_api`), no socket yet: :func:`start_api` binds
-    it; ``timeout_s`` and ``max_connections``: :class:`HttpServer`'s."""
+    (``loadpoint_plans``, by loadpoint name; all three as :func:`start_api`'s), no socket yet:
+    :func:`start_api` binds it; ``timeout_s`` and ``max_connections``: :class:`HttpServer`'s."""
     api = _Api(daemon, config, sessions, loadpoint_plans)
     router = Router()
     router.add_get("/", api.index)
@@ -424,8 +424,8 @@ async def start_api(
     ``loadpoint_plans``: each loadpoint's plan service by loadpoint name, behind
     ``/api/loadpoints/{name}/plans`` and ``/api/loadpoints/{name}/forecast``, the first loadpoint's also
     behind ``/api/plans`` and ``/api/forecast`` (``None``, or a loadpoint missing: its routes answer
-    404); ``timeout_s``
-    (for a request head, and each piece of a body) and ``max_connections``: :class:`HttpServer`'s limits.
+    404); ``timeout_s`` (for a request head, and each piece of a body) and ``max_connections``:
+    :class:`HttpServer`'s limits.
 
     With ``api.enabled: false`` nothing listens and the returned server's ``url`` is ``None``.
 
