@@ -30,7 +30,6 @@ from benchmarks.devset import class_table
 from benchmarks.graz import CLASSES, load_days
 from benchmarks.run import pvcharge_policy
 from pvcharge.control import ChargePoint, ControlConfig, Controller, Decision
-from pvcharge.control.following import RECENT_S
 from pvcharge.readings import ChargerCommand, ChargerReading, SiteReading
 from pvcharge.sim.replay import DayScore, ReplaySite, replay
 from pvcharge.sim.trace import Trace
@@ -143,14 +142,11 @@ class HindsightPhases(Controller):
         )
         self.t0_s, self.path, self.lead_s = t0_s, path, lead_s
 
-    def _switch_phases(self, now: float) -> Decision | None:
+    def _phases_due(self, now: float) -> tuple[int, str, bool] | None:
         k = int((self._last_reading_t + self.lead_s - self.t0_s) // STEP_S)
         if not 0 <= k < len(self.path) or abs(self.path[k]) == self.phases:
             return None
-        phases = abs(self.path[k])
-        self._switch_to(now, phases)
-        self._following.level_a = self._fit(self._surplus.min_over(RECENT_S), self._eff_phases())
-        return self._decision(self._following.level_a, f"switch to {phases}p: the hindsight schedule")
+        return abs(self.path[k]), "the hindsight schedule", False
 
 
 def _schedule(

@@ -442,7 +442,7 @@ class Controller:
             # what a paused car "would have done" (min current through the night) is no evidence
             self._restart_evidence()
             self._on, self._on_since = True, now
-            level = self._following.level_a = self._fit(self._surplus.min_over(RECENT_S), self._eff_phases())
+            level = self._following.level_a = self._recent_level()
             return self._decision(
                 level,
                 f"start: surplus >= {need_w:.0f} W for {c.start_window_s:g} s "
@@ -498,8 +498,21 @@ class Controller:
         return self._follow(available)
 
     def _switch_phases(self, now: float) -> Decision | None:
-        """Switch phases when :meth:`PhaseSwitch.due <pvcharge.control.phases.PhaseSwitch.due>` says so
-        and a switch is allowed now; the current is then what the surplus supported over ``RECENT_S``."""
+        """Carry out the switch :meth:`_phases_due` names, if any; the current is then what the surplus
+        supported over ``RECENT_S`` on the new phases."""
+        due = self._phases_due(now)
+        if due is None:
+            return None
+        phases, why, for_shade = due
+        self._switch_to(now, phases)
+        self._shade_switched = for_shade
+        level = self._following.level_a = self._recent_level()
+        return self._decision(level, f"switch to {phases}p: {why}")
+
+    def _phases_due(self, now: float) -> tuple[int, str, bool] | None:
+        """The phases to switch to, why, and whether it is for a shade (:meth:`_shade_due`), when
+        :meth:`PhaseSwitch.due <pvcharge.control.phases.PhaseSwitch.due>` or the shade rule says so and a
+        switch is allowed now; ``None`` otherwise."""
         if not (self.auto_phases and self._phasing.has_evidence and self._phasing.allowed(now)):
             return None
         if self.vehicle.no_phase_switch:  # the phases were chosen at the start
@@ -508,11 +521,12 @@ class Controller:
         due = self._phasing.due() or shade or self._shade_over()
         if due is None:
             return None
-        phases, why = due
-        self._switch_to(now, phases)
-        self._shade_switched = due is shade
-        level = self._following.level_a = self._fit(self._surplus.min_over(RECENT_S), self._eff_phases())
-        return self._decision(level, f"switch to {phases}p: {why}")
+        return due[0], due[1], due is shade
+
+    def _recent_level(self) -> float:
+        """Whole amps per phase that the surplus supported over the last ``RECENT_S`` on the phases in
+        effect (a start's or a phase switch's first current)."""
+        return self._fit(self._surplus.min_over(RECENT_S), self._eff_phases())
 
     def _shade_due(self) -> tuple[int, str] | None:
         """To 1 phase when min current on 3 phases has drawn ``shade_switch_min_wh`` beyond the surplus
