@@ -55,11 +55,9 @@ def parse_value(text: str) -> Any:
     return text
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--policy", action="append", help="pvcharge, evcc-like, WARP-like (default: all)")
+def add_day_options(parser: argparse.ArgumentParser) -> None:
+    """The options every Graz benchmark takes: ``--set KEY=VALUE`` (a pvcharge control key, repeatable),
+    ``--classes``, ``--every`` and ``--offset`` (which days)."""
     parser.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", help="a pvcharge control key"
     )
@@ -68,9 +66,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--offset", type=int, default=0, help="with --every n: start at the offset-th day (0: days 1, 1+n, …)"
     )
+
+
+def control_of(args: argparse.Namespace) -> dict[str, Any]:
+    """The pvcharge control keys of ``--set`` (:func:`add_day_options`), values as int, float or text."""
+    return {k: parse_value(v) for k, v in (item.split("=", 1) for item in args.set)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--policy", action="append", help="pvcharge, evcc-like, WARP-like (default: all)")
+    add_day_options(parser)
     parser.add_argument("--json", metavar="FILE", help="write per-day scores here")
     args = parser.parse_args(argv)
-    control = {k: parse_value(v) for k, v in (item.split("=", 1) for item in args.set)}
+    control = control_of(args)
     factories: dict[str, Callable[[], Policy]] = {"pvcharge": pvcharge_policy(**control), **PEERS}
     names = args.policy or list(factories)
     by_class: dict[str, dict[str, list[DayScore]]] = {n: {c: [] for c in CLASSES} for n in names}

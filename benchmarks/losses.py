@@ -31,8 +31,8 @@ import math
 from collections import defaultdict
 from typing import Any
 
-from benchmarks.devset import parse_value
-from benchmarks.graz import CLASSES, DatasetError, load_days
+from benchmarks.devset import add_day_options, control_of
+from benchmarks.graz import DatasetError, load_days
 from pvcharge.control import ChargePoint, ControlConfig, Controller, Decision
 from pvcharge.readings import ChargerReading, SiteReading
 from pvcharge.sessions.tally import split_car_power
@@ -175,14 +175,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE", help="a pvcharge control key"
-    )
-    parser.add_argument("--classes", default=",".join(CLASSES), help="comma-separated day classes")
-    parser.add_argument("--every", type=int, default=1, help="every n-th day only")
-    parser.add_argument("--offset", type=int, default=0, help="with --every n: start at this day")
+    add_day_options(parser)
     args = parser.parse_args(argv)
-    control = {k: parse_value(v) for k, v in (item.split("=", 1) for item in args.set)}
+    control = control_of(args)
     by_class: dict[str, dict[str, list[float]]] = {}
     n_days = 0
     try:

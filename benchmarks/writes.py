@@ -19,7 +19,7 @@ import time
 from collections import Counter
 from typing import Any
 
-from benchmarks.devset import parse_value
+from benchmarks.devset import add_day_options, control_of
 from benchmarks.graz import CLASSES, DatasetError, load_days
 from pvcharge.control import ChargePoint, ControlConfig, Controller, Decision
 from pvcharge.readings import ChargerCommand, ChargerReading, SiteReading
@@ -90,14 +90,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE", help="a pvcharge control key"
-    )
-    parser.add_argument("--classes", default=",".join(CLASSES), help="comma-separated day classes")
-    parser.add_argument("--every", type=int, default=1, help="every n-th day only")
-    parser.add_argument("--offset", type=int, default=0, help="with --every n: start at this day")
+    add_day_options(parser)
     args = parser.parse_args(argv)
-    control: dict[str, Any] = {k: parse_value(v) for k, v in (item.split("=", 1) for item in args.set)}
+    control = control_of(args)
     by_class: dict[str, tuple[int, Counter[str]]] = {c: (0, Counter()) for c in CLASSES}
     start = time.process_time()
     try:
