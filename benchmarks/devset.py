@@ -15,13 +15,14 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from benchmarks.baselines import EvccPolicy, WarpPolicy
-from benchmarks.graz import CLASSES, DatasetError, load_days
+from benchmarks.graz import CLASSES, DatasetError, DayInfo, load_days
 from benchmarks.run import machine, pvcharge_policy, totals
 from pvcharge.sim.replay import DayScore, Policy, replay
+from pvcharge.sim.trace import Trace
 
 PEERS: dict[str, Callable[[], Policy]] = {"evcc-like": EvccPolicy, "WARP-like": WarpPolicy}
 
@@ -68,17 +69,26 @@ def add_day_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def day_parser(doc: str | None) -> argparse.ArgumentParser:
+    """An argument parser with ``doc`` as its description and :func:`add_day_options`."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_day_options(parser)
+    return parser
+
+
+def days_of(args: argparse.Namespace) -> Iterator[tuple[DayInfo, Trace]]:
+    """The days ``--classes``, ``--every`` and ``--offset`` select (:func:`benchmarks.graz.load_days`)."""
+    return load_days(tuple(args.classes.split(",")), args.every, args.offset)
+
+
 def control_of(args: argparse.Namespace) -> dict[str, Any]:
     """The pvcharge control keys of ``--set`` (:func:`add_day_options`), values as int, float or text."""
     return {k: parse_value(v) for k, v in (item.split("=", 1) for item in args.set)}
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = day_parser(__doc__)
     parser.add_argument("--policy", action="append", help="pvcharge, evcc-like, WARP-like (default: all)")
-    add_day_options(parser)
     parser.add_argument("--json", metavar="FILE", help="write per-day scores here")
     args = parser.parse_args(argv)
     control = control_of(args)
@@ -88,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     cpu_s = dict.fromkeys(names, 0.0)
     n_days = 0
     try:
-        for info, trace in load_days(tuple(args.classes.split(",")), args.every, args.offset):
+        for info, trace in days_of(args):
             n_days += 1
             for name in names:
                 start = time.process_time()

@@ -26,13 +26,12 @@ States (first that applies):
 
 from __future__ import annotations
 
-import argparse
 import math
 from collections import defaultdict
 from typing import Any
 
-from benchmarks.devset import add_day_options, control_of
-from benchmarks.graz import DatasetError, load_days
+from benchmarks.devset import control_of, day_parser, days_of
+from benchmarks.graz import DatasetError
 from pvcharge.control import ChargePoint, ControlConfig, Controller, Decision
 from pvcharge.readings import ChargerReading, SiteReading
 from pvcharge.sessions.tally import split_car_power
@@ -172,16 +171,13 @@ def table(by_class: dict[str, dict[str, list[float]]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    add_day_options(parser)
+    parser = day_parser(__doc__)
     args = parser.parse_args(argv)
     control = control_of(args)
     by_class: dict[str, dict[str, list[float]]] = {}
     n_days = 0
     try:
-        for info, trace in load_days(tuple(args.classes.split(",")), args.every, args.offset):
+        for info, trace in days_of(args):
             n_days += 1
             acc = by_class.setdefault(info.day_class, {})
             for k, row in day_losses(trace, control).items():

@@ -14,13 +14,12 @@ is per day, and the days that spend it are the variable ones: so the table is pe
 
 from __future__ import annotations
 
-import argparse
 import time
 from collections import Counter
 from typing import Any
 
-from benchmarks.devset import add_day_options, control_of
-from benchmarks.graz import CLASSES, DatasetError, load_days
+from benchmarks.devset import control_of, day_parser, days_of
+from benchmarks.graz import CLASSES, DatasetError
 from pvcharge.control import ChargePoint, ControlConfig, Controller, Decision
 from pvcharge.readings import ChargerCommand, ChargerReading, SiteReading
 from pvcharge.sim.replay import replay
@@ -87,16 +86,13 @@ def table(by_class: dict[str, tuple[int, Counter[str]]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    add_day_options(parser)
+    parser = day_parser(__doc__)
     args = parser.parse_args(argv)
     control = control_of(args)
     by_class: dict[str, tuple[int, Counter[str]]] = {c: (0, Counter()) for c in CLASSES}
     start = time.process_time()
     try:
-        for info, trace in load_days(tuple(args.classes.split(",")), args.every, args.offset):
+        for info, trace in days_of(args):
             n, kinds = by_class[info.day_class]
             replay(trace, Counted(Controller(ControlConfig(**control), ChargePoint(phases="auto")), kinds))
             by_class[info.day_class] = (n + 1, kinds)
