@@ -145,15 +145,17 @@ class SessionRecorder:
 
     def __call__(self, cycle: Cycle) -> None:
         """The daemon's cycle listener."""
-        if len(self.tallies) == 1:
-            self.tally.step(cycle.now, cycle.site, cycle.charger, cycle.decision.command, cycle.written)
-            cars_w = max(0.0, cycle.charger.power_w) if cycle.charger is not None else 0.0
+        if len(self.tallies) == 1:  # (the cycle's first loadpoint's part; a bare Cycle has no loadpoints)
+            parts = [(self.tally, cycle.charger, cycle.decision.command, cycle.written)]
         else:
-            cars_w = sum(max(0.0, lp.charger.power_w) for lp in cycle.loadpoints if lp.charger is not None)
-            for lp in cycle.loadpoints:
-                tally = self.tallies.get(lp.name)
-                if tally is not None:
-                    tally.step(cycle.now, cycle.site, lp.charger, lp.decision.command, lp.written, cars_w)
+            parts = [
+                (self.tallies[lp.name], lp.charger, lp.decision.command, lp.written)
+                for lp in cycle.loadpoints
+                if lp.name in self.tallies
+            ]
+        cars_w = sum(max(0.0, charger.power_w) for _, charger, _, _ in parts if charger is not None)
+        for tally, charger, command, written in parts:
+            tally.step(cycle.now, cycle.site, charger, command, written, cars_w)
         self.site_tally.step(cycle.now, cycle.site, cars_w)
         closed = any(t.closed for t in self.tallies.values())
         if closed or self._last_write_s is None or cycle.now - self._last_write_s >= self.checkpoint_s:
