@@ -213,9 +213,14 @@ class ConfigLoader:
             if hint is int and not isinstance(raw, int):
                 raise self.error(key, f"expected an integer, got {raw!r}")
             value = hint(raw)
-            lo, hi, unit = meta.get("min"), meta.get("max"), meta.get("unit") or ""
+            lo, hi = meta.get("min"), meta.get("max")
             if (lo is not None and value < lo) or (hi is not None and value > hi):
-                raise self.error(key, f"expected a value within {lo:g}–{hi:g} {unit}, got {value:g}".rstrip())
+                if lo is not None and hi is not None:
+                    bound = f"within {lo:g}–{hi:g}"
+                else:
+                    bound = f"of at least {lo:g}" if lo is not None else f"of at most {hi:g}"
+                unit = f" {meta['unit']}" if meta.get("unit") else ""
+                raise self.error(key, f"expected a value {bound}{unit}, got {value:g}")
             return value
         raise TypeError(f"unsupported settings type {hint!r} at {key}")
 

@@ -91,6 +91,13 @@ def test_out_of_range_and_bad_choice() -> None:
     )
 
 
+def test_a_bound_on_one_side_is_named_not_crashed_on() -> None:
+    # tariff.grid_price_per_kwh has min=0 and no max: the message must not format the missing max
+    assert "tariff.grid_price_per_kwh: expected a value of at least 0, got -0.1" in error_of(
+        MINIMAL + "tariff: {grid_price_per_kwh: -0.1}\n"
+    )
+
+
 def test_cloud_filter_takes_a_preset_or_seconds() -> None:
     assert parse_config(MINIMAL + "control: {cloud_filter: strong}\n").control.window_s == 480
     assert parse_config(MINIMAL + "control: {cloud_filter: 300}\n").control.window_s == 300

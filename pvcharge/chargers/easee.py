@@ -79,6 +79,7 @@ from pvcharge.chargers.easee_observations import parse_observations, reading_fro
 from pvcharge.chargers.easee_writes import Held, Write, paths_for, plan, total_a, wake_up_writes
 from pvcharge.clients.budget import BudgetSpent
 from pvcharge.clients.easee import DEFAULT_URL, EaseeClient, IpBlocked
+from pvcharge.clients.urls import check_base_url
 from pvcharge.errors import (
     DeviceProtocolError,
     DeviceUnavailable,
@@ -145,14 +146,7 @@ class Config:
     )
 
     def __post_init__(self) -> None:
-        try:
-            url = httpx.URL(self.url)
-        except httpx.InvalidURL as exc:
-            raise SettingError("url", f"{exc}; expected e.g. {DEFAULT_URL}") from exc
-        if url.scheme not in ("http", "https") or not url.host:
-            raise SettingError("url", f"expected https://host, e.g. {DEFAULT_URL}, got {self.url!r}")
-        if url.userinfo:
-            raise SettingError("url", "put the login into username/password, not into the URL")
+        check_base_url(self.url, example=DEFAULT_URL, login="username/password")
         if not self.username.strip():
             raise SettingError("username", "must not be empty (e-mail address or +CC phone number)")
         if not _CHARGER_ID.fullmatch(self.charger_id):

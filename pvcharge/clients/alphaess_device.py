@@ -20,12 +20,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-import httpx
-
 from pvcharge.clients.alphaess import AlphaEssClient, copy_error
 from pvcharge.clients.alphaess_account import OpenApiAccount
 from pvcharge.clients.alphaess_api import DEFAULT_URL
 from pvcharge.clients.budget import BudgetSpent
+from pvcharge.clients.urls import check_base_url
 from pvcharge.errors import DeviceError, RateLimited
 from pvcharge.settings import Secret, SettingError, setting
 
@@ -176,14 +175,7 @@ def check_settings(url: str, sys_sn: str, app_id: str) -> None:
     for key, value in (("sys_sn", sys_sn), ("app_id", app_id)):
         if not value.strip():
             raise SettingError(key, "must not be empty (see open.alphaess.com)")
-    try:
-        parsed = httpx.URL(url)
-    except httpx.InvalidURL as exc:
-        raise SettingError("url", f"{exc}; expected e.g. {DEFAULT_URL}") from exc
-    if parsed.scheme not in ("http", "https") or not parsed.host:
-        raise SettingError("url", f"expected e.g. {DEFAULT_URL}, got {url!r}")
-    if parsed.userinfo:
-        raise SettingError("url", "the Open API takes no login in the URL; set app_id/app_secret")
+    check_base_url(url, example=DEFAULT_URL, login="app_id/app_secret")
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ from typing import Any
 import httpx
 
 from pvcharge.clients.tls import verify_for
+from pvcharge.clients.urls import check_base_url
 from pvcharge.errors import DeviceProtocolError, DeviceUnavailable, RateLimited
 from pvcharge.readings import IecState, charging_power_w
 from pvcharge.retry import (
@@ -82,14 +83,7 @@ class LinkSettings:
     password: Secret | None = setting(None, doc="login password (HTTP Digest), only with username")
 
     def __post_init__(self) -> None:
-        try:
-            url = httpx.URL(self.url)
-        except httpx.InvalidURL as exc:
-            raise SettingError("url", f"{exc}; expected e.g. http://192.168.1.30") from exc
-        if url.scheme not in ("http", "https") or not url.host:
-            raise SettingError("url", f"expected http://host or https://host, got {self.url!r}")
-        if url.userinfo:
-            raise SettingError("url", "put the login into username/password, not into the URL")
+        check_base_url(self.url, example="http://192.168.1.30", login="username/password")
         if (self.username is None) != (self.password is None):
             missing = "password" if self.password is None else "username"
             raise SettingError(missing, "username and password must be set together (HTTP Digest login)")

@@ -1,9 +1,10 @@
-"""How long a shade will last, from the recent pattern of the surplus: the stop/hold choice at min current
-as an expected-cost comparison.
+"""How long a shade will last, from the recent pattern of the surplus: whether to hold min current on 3
+phases through it or go to 1 phase, as an expected-cost comparison.
 
 Pure: no I/O, no clock reads; :class:`pvcharge.control.controller.Controller` owns one :class:`ShadeSpells`
-per level it holds through shade (min current on 3 phases), feeds it each meter reading and asks it
-whether the rest of the shade is likely to cost more than leaving the level.
+for the level it holds through shade (min current on 3 phases), feeds it each meter reading with
+``phases: auto`` and asks it how long the rest of the shade likely is (``Controller._shade_due`` weighs
+that against ``shade_switch_cost_wh``).
 The surplus's minute-scale pattern changes slowly within a day, so the last hour's shades are the
 estimate of the next one's length; nothing beyond the hour is remembered.
 
