@@ -162,6 +162,19 @@ async def test_external_enabled_404_is_tolerated_and_sent_once_per_connection() 
     assert seen == [enable, write, write, enable, write]
 
 
+async def test_a_missing_endpoint_names_the_request_and_what_it_means() -> None:
+    charger = make_charger("http://192.0.2.30", transport=mock_box({}, []))  # every path 404
+    with pytest.raises(DeviceProtocolError) as err:
+        await charger.read()
+    assert err.value.device == NAME
+    hint = "is this a WARP charger?"
+    assert err.value.message == f"GET http://192.0.2.30/evse/state: not found (HTTP 404); {hint}"
+    with pytest.raises(DeviceProtocolError) as err:
+        await charger.apply(ChargerCommand(current_a=6.0, phases=3))
+    assert err.value.message == "POST http://192.0.2.30/evse/external_current: not found (HTTP 404)"
+    await charger.close()
+
+
 async def test_box_without_meter_reads_zero_power_and_bad_json_is_a_protocol_error() -> None:
     state = json.dumps(evse(2, 10000))
     seen: list[str] = []

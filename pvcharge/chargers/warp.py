@@ -241,9 +241,7 @@ class WarpCharger:
             await self._phases.prepare()
         state = await self._api.get_json("evse/state")
         if state is None:
-            raise DeviceProtocolError(
-                self.name, f"GET {self._base_url}evse/state: not found (HTTP 404); is this a WARP charger?"
-            )
+            raise self._api.not_found("GET", "evse/state", "is this a WARP charger?")
         try:
             charging = parse_evse_state(state).charging
         except ValueError as exc:
@@ -319,9 +317,7 @@ class WarpCharger:
                 self._log.debug("warp.external_enabled_missing", note="firmware without the endpoint")
             self._external_enabled_sent = True
         if await self._api.request("POST", "evse/external_current", {"current": current_ma}) is None:
-            raise DeviceProtocolError(
-                self.name, f"POST {self._base_url}evse/external_current: not found (HTTP 404)"
-            )
+            raise self._api.not_found("POST", "evse/external_current")
         self._log.debug("warp.applied", current_ma=current_ma)
         return deferred
 
@@ -367,7 +363,7 @@ class WarpCharger:
     async def _set_cp_disconnect(self, disconnect: bool) -> None:
         path = "evse/control_pilot_disconnect_update"
         if await self._api.request("POST", path, {"disconnect": disconnect}) is None:
-            raise DeviceProtocolError(self.name, f"POST {self._base_url}{path}: not found (HTTP 404)")
+            raise self._api.not_found("POST", path)
 
     def forget(self) -> None:
         """Send ``external_enabled`` and the last ``phases_wanted`` again with the next apply."""

@@ -143,9 +143,7 @@ class WarpPhases:
                 "charger.phase_switching: false",
             )
         if await self._api.request("POST", "evse/phase_auto_switch", {"enabled": False}) is None:
-            raise DeviceProtocolError(
-                self.name, f"POST {self._base_url}evse/phase_auto_switch: not found (HTTP 404)"
-            )
+            raise self._api.not_found("POST", "evse/phase_auto_switch")
 
     async def switch(self, phases: int) -> PhaseStep:
         """Bring the box toward ``phases`` (see :meth:`pvcharge.chargers.warp.WarpCharger.apply`): read
@@ -182,10 +180,10 @@ class WarpPhases:
         )
         self._next_request_s = self._clock() + PHASE_REQUEST_INTERVAL_S
         if response is None:
-            raise DeviceProtocolError(
-                self.name,
-                f"POST {self._base_url}power_manager/external_control: not found (HTTP 404); the box offers "
-                "phase switching only if it was set up for it at boot (chargers.md §3.4)",
+            raise self._api.not_found(
+                "POST",
+                "power_manager/external_control",
+                "the box offers phase switching only if it was set up for it at boot (chargers.md §3.4)",
             )
         if response.status_code == 400:
             reason = response.text.strip()[:200]
@@ -210,9 +208,7 @@ class WarpPhases:
         """
         payload = await self._api.get_json("evse/low_level_state")
         if payload is None:
-            raise DeviceProtocolError(
-                self.name, f"GET {self._base_url}evse/low_level_state: not found (HTTP 404)"
-            )
+            raise self._api.not_found("GET", "evse/low_level_state")
         try:
             state = parse_low_level_state(payload)
         except ValueError as exc:
@@ -226,9 +222,7 @@ class WarpPhases:
         """GET ``power_manager/state.external_control``."""
         payload = await self._api.get_json("power_manager/state")
         if payload is None:
-            raise DeviceProtocolError(
-                self.name, f"GET {self._base_url}power_manager/state: not found (HTTP 404)"
-            )
+            raise self._api.not_found("GET", "power_manager/state")
         try:
             return parse_external_control(payload)
         except ValueError as exc:

@@ -395,6 +395,13 @@ class WarpClient:
             raise DeviceProtocolError(self.name, f"{where}: rejected (HTTP 400): {reason}")
         raise DeviceProtocolError(self.name, f"{where}: unexpected HTTP {status}: {reason}")
 
+    def not_found(self, method: str, path: str, hint: str = "") -> DeviceProtocolError:
+        """The error for an endpoint this box does not have (:meth:`request` returned ``None``: HTTP 404),
+        naming the request and, after a semicolon, ``hint`` (what it means for this endpoint)."""
+        return DeviceProtocolError(
+            self.name, f"{method} {self.base_url}{path}: not found (HTTP 404)" + (f"; {hint}" if hint else "")
+        )
+
     async def get_json(self, path: str) -> object | None:
         """GET ``path`` and decode its JSON; ``None`` when the box has no such endpoint (404).
 
