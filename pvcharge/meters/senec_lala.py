@@ -17,7 +17,7 @@ SECTION = "ENERGY"
 GRID_POWER = "GUI_GRID_POW"  #: fl W, + = import [S1, S2, S4]
 PV_POWER = "GUI_INVERTER_POWER"  #: fl W, may read -0.0 [S1, S2]
 BATTERY_POWER = "GUI_BAT_DATA_POWER"  #: fl W, + = charging [S4]
-BATTERY_SOC = "GUI_BAT_DATA_FUEL_CHARGE"  #: fl %
+BATTERY_SOC = "GUI_BAT_DATA_FUEL_CHARGE"  #: fl %, state of charge (§2.3; in [S2]'s example reply)
 HOUSE_POWER = "GUI_HOUSE_POW"  #: fl W, house consumption (debug log only)
 STATE = "STAT_STATE"  #: u8 enum 0..97 [S1] (debug log only)
 
