@@ -10,8 +10,8 @@ minus ``battery_weight`` × energy drawn beyond the surplus, the controller's ow
 the car's start delay (15 s) and a phase switch its pause (30 s) of that step's value; at most
 ``--starts`` starts and ``--switches`` switches a day.  The schedule is then replayed through the same
 site model as every policy (``pvcharge.sim.replay``), so its numbers are the replay's own, next to
-pvcharge's defaults on the same days.  The car's capacity is ignored by the schedule (the replay
-honours it).
+pvcharge's defaults (or ``--set``'s keys) on the same days.  The car's capacity is ignored by the
+schedule (the replay honours it).
 
 ``--phases`` adds a diagnostic: pvcharge's defaults with only the phase decision taken from the
 schedule (:class:`HindsightPhases`: its starts, stops and current following are pvcharge's own), i.e.
@@ -20,14 +20,14 @@ what perfect foresight of the phase count alone would be worth to the controller
 
 from __future__ import annotations
 
-import argparse
 import math
 import time
+from typing import Any
 
 import numpy as np
 
-from benchmarks.devset import class_table
-from benchmarks.graz import CLASSES, load_days
+from benchmarks.devset import class_table, control_of, day_parser, days_of
+from benchmarks.graz import CLASSES, DatasetError
 from benchmarks.run import pvcharge_policy
 from pvcharge.control import ChargePoint, ControlConfig, Controller, Decision
 from pvcharge.readings import ChargerCommand, ChargerReading, SiteReading
@@ -123,7 +123,7 @@ class Schedule:
 
 
 class HindsightPhases(Controller):
-    """pvcharge's controller (default config) whose phase count is dictated by a schedule's
+    """pvcharge's controller (default config, or ``control``) whose phase count is dictated by a schedule's
     (:func:`best_schedule`): at each cycle while charging it switches to the phases of the schedule's
     step at hand (on or off there), with no switch interval or cap; the evidence, deficit and shade
     rules are off.  Starts, stops and the current are the controller's own.  A diagnostic, not a policy
@@ -134,12 +134,12 @@ class HindsightPhases(Controller):
         path: the schedule's per-step states (``±1``, ``±3``), one per :data:`STEP_S` seconds.
         lead_s: how far ahead of the latest meter reading the step is taken (its latency and the
             charger's reaction), s.
+        control: pvcharge control keys (``--set``), under the two rules turned off.
     """
 
-    def __init__(self, t0_s: float, path: list[int], lead_s: float = 6.0) -> None:
-        super().__init__(
-            ControlConfig(shade_switch_cost_wh=0.0, phase_down_deficit_wh=0.0), ChargePoint(phases="auto")
-        )
+    def __init__(self, t0_s: float, path: list[int], lead_s: float = 6.0, **control: Any) -> None:
+        config = ControlConfig(**{**control, "shade_switch_cost_wh": 0.0, "phase_down_deficit_wh": 0.0})
+        super().__init__(config, ChargePoint(phases="auto"))
         self.t0_s, self.path, self.lead_s = t0_s, path, lead_s
 
     def _phases_due(self, now: float) -> tuple[int, str, bool] | None:
@@ -174,35 +174,35 @@ def _commands(path: list[int], levels: np.ndarray) -> list[ChargerCommand]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = day_parser(__doc__)
     parser.add_argument("--starts", type=int, default=3, help="starts a day (default 3)")
     parser.add_argument("--switches", type=int, default=5, help="phase switches a day (default 5)")
     parser.add_argument("--battery-weight", type=float, default=1.5)
-    parser.add_argument("--classes", default=",".join(CLASSES))
-    parser.add_argument("--every", type=int, default=1)
-    parser.add_argument("--offset", type=int, default=0, help="with --every n: start at this day")
     parser.add_argument(
         "--phases", action="store_true", help="also pvcharge with the schedule's phases (HindsightPhases)"
     )
     args = parser.parse_args(argv)
+    control = control_of(args)
     ours: dict[str, list[DayScore]] = {c: [] for c in CLASSES}
     best: dict[str, list[DayScore]] = {c: [] for c in CLASSES}
     phased: dict[str, list[DayScore]] = {c: [] for c in CLASSES}
     start = time.process_time()
     n = 0
-    for info, trace in load_days(tuple(args.classes.split(",")), args.every, args.offset):
-        n += 1
-        t0, path, levels = _schedule(trace, args.starts, args.switches, args.battery_weight)
-        best[info.day_class].append(replay(trace, Schedule(t0, _commands(path, levels))))
-        ours[info.day_class].append(replay(trace, pvcharge_policy()()))
-        if args.phases:
-            phased[info.day_class].append(replay(trace, HindsightPhases(t0, path)))
+    try:
+        for info, trace in days_of(args):
+            n += 1
+            t0, path, levels = _schedule(trace, args.starts, args.switches, args.battery_weight)
+            best[info.day_class].append(replay(trace, Schedule(t0, _commands(path, levels))))
+            ours[info.day_class].append(replay(trace, pvcharge_policy(**control)()))
+            if args.phases:
+                phased[info.day_class].append(replay(trace, HindsightPhases(t0, path, **control)))
+    except DatasetError as exc:
+        parser.error(str(exc))
+    settings = f"settings {control}" if control else "default config"
     print(f"{n} Graz days; limit: {args.starts} starts, {args.switches} switches a day, 30-s steps\n")
     print(class_table(f"hindsight limit ({args.starts} starts, {args.switches} switches a day)", best))
     print()
-    print(class_table("pvcharge, default config", ours))
+    print(class_table(f"pvcharge, {settings}", ours))
     if args.phases:
         print()
         print(class_table("pvcharge with the hindsight schedule's phases", phased))

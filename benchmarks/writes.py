@@ -69,7 +69,14 @@ class Counted:
 
 def table(by_class: dict[str, tuple[int, Counter[str]]]) -> str:
     """Markdown: per class, writes a day and each kind's share of the writes."""
-    head = ["days", "n", "writes a day", *KINDS, "undone within 60 s", "staircase within 60 s"]
+    head = [
+        "days",
+        "n",
+        "writes a day",
+        *KINDS,
+        f"undone within {SOON_S:g} s",
+        f"staircase within {SOON_S:g} s",
+    ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     everything: Counter[str] = Counter()
     n_all = 0

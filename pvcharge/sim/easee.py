@@ -66,7 +66,7 @@ import itertools
 import math
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Callable, Collection
 from datetime import UTC, datetime
 from typing import Any
 
@@ -81,7 +81,7 @@ from pvcharge.sim.easee_charger import (
     check_setting,
 )
 from pvcharge.sim.easee_gate import EaseeGate, error
-from pvcharge.sim.http import LoopbackHttpServer
+from pvcharge.sim.http import Handler, LoopbackHttpServer
 from pvcharge.sim.site import SiteModel
 
 MAX_CIRCUIT_A = 80  #: highest circuit value accepted, A (80 A: Easee Charge after a restart, §1.3 [E-lb])
@@ -94,7 +94,6 @@ _COMMANDS = (
     "stop_charging",
     "toggle_charging",
 )
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 class EaseeEmulator(EaseeCharger, EaseeGate, LoopbackHttpServer):

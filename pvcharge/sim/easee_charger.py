@@ -24,7 +24,9 @@ from typing import Any
 from pvcharge.sim.faults import Fault, FaultSwitch
 from pvcharge.sim.site import SiteModel, SiteState
 
-MAX_CHARGER_A = 32  #: Easee Home/Charge maximum, A
+#: Easee Home/Charge maximum, A: the dynamic charger current after ``resume_charging`` (chargers.md §1.3 [EV]:
+#: evcc waits for 32 there).
+MAX_CHARGER_A = 32
 MIN_CURRENT_A = 6  #: below this the car does not draw (IEC 61851)
 #: totalPower (kW) under ``GARBAGE``: well-formed, impossible (a charger does not feed 7.4 kW back).
 GARBAGE_TOTAL_POWER_KW = -7.4

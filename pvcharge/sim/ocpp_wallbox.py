@@ -33,6 +33,9 @@ SUPPORTED_MEASURANDS = (
 )
 #: the box's own default of MeterValuesSampledData (before a central system changes it).
 DEFAULT_MEASURANDS = "Energy.Active.Import.Register"
+#: the energy register's reading before the emulated car took anything, Wh: a box in use for a while (the
+#: emulator's choice; a driver must count from the register's value at the start, never from 0).
+REGISTER_START_WH = 1_000_000.0
 #: below this offered current the car does not draw: status SuspendedEVSE (IEC 61851), in A.
 MIN_CURRENT_A = 6.0
 
@@ -103,8 +106,8 @@ class OcppWallbox:
         return "SuspendedEV"
 
     def _energy(self) -> float:
-        """The energy register in Wh: what the car took so far."""
-        return 1_000_000.0 + self.site.energy.car_wh
+        """The energy register in Wh: what the car took so far, on top of :data:`REGISTER_START_WH`."""
+        return REGISTER_START_WH + self.site.energy.car_wh
 
     def _samples(self) -> list[dict[str, Any]]:
         state = self.site.state()

@@ -34,11 +34,12 @@ _SLOT_INCOMING_CABLE = 0
 _SLOT_OUTGOING_CABLE = 1
 _SLOT_GLOBAL = 5
 _SLOT_EXTERNAL = 8
-_CABLE_MA = 32000
+_CABLE_MA = 32000  # slots 0 and 1 as a 32-A cable sets them (the emulator's choice)
 
-#: how long each ``phases_state`` 1..7 of a switch lasts, in simulated s (7 s in all).
+#: how long each ``phases_state`` 1..7 of a switch lasts, in simulated s (7 s in all: the emulator's choice;
+#: chargers.md §3.5 asks for "a few seconds", the states are §3.3's).
 PHASE_STEP_S = 1.0
-_PHASES_STATE_LAST = 7
+_PHASES_STATE_LAST = 7  # contactor on, the last state of a switch (chargers.md §3.3)
 
 #: ``iec61851_state`` under ``GARBAGE``: no such state (chargers.md §3.3 knows 0–4).
 GARBAGE_IEC_STATE = 7
