@@ -79,7 +79,7 @@ async def test_run_builds_a_service_per_loadpoint_sharing_the_sources(tmp_path: 
     on_first = parse_config(on_first.replace("plans:", "tariff: {smart_cost_limit: 0.1}\nplans:"), environ={})
     carport, other = build_services(on_first, daemon, clock=clock)
     assert (carport.loadpoint, carport.plans, carport.smart_cost_limit) == ("carport", on_first.plans, 0.1)
-    # (a service for run-time plans only: the cost limit stays with the loadpoints that have plans:)
+    # (a service for run-time plans only: the cost limit stays with the first loadpoint and those with plans:)
     assert (other.loadpoint, other.plans, other.smart_cost_limit) == ("garage", (), None)
     assert other.prices is carport.prices
     await close_services([carport, other])
